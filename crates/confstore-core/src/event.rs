@@ -1,0 +1,257 @@
+//! The v1 event body and its postcard encoding.
+//!
+//! The body is what is hashed and signed, so every field that matters (epoch, time, actor,
+//! reason, request id, changeset position) lives here. `docs/format.md` specifies the bytes;
+//! the order of fields and the numbering of [`EventKind`] variants are frozen: new kinds get
+//! new numbers at the end, and no variant or field is ever removed or reordered.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::ids::StoreId;
+use crate::limits;
+
+/// One event's body (format v1). Field order is the wire order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventBody {
+    /// The epoch this event belongs to: the changeset's epoch.
+    pub epoch: u64,
+    /// Wall-clock time of the changeset, unix milliseconds; never decreases along the log.
+    pub time_ms: u64,
+    /// Position of this event in its changeset, from 0.
+    pub changeset_index: u32,
+    /// Number of events in the changeset (at least 1).
+    pub changeset_len: u32,
+    /// Who made the change (user, token name or service).
+    pub actor: String,
+    /// Why, in the actor's words. May be empty.
+    pub reason: String,
+    /// The id of the request that made the change, for correlation with logs.
+    pub request_id: String,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What an event records. Variant numbers (postcard's varint discriminant) are frozen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// 0: the store was created; always and only event 1. Names the store and its first key.
+    StoreCreated {
+        /// The store id (also bound by the genesis hash).
+        store_id: StoreId,
+        /// The first Ed25519 public key; event 1 is signed by it.
+        public_key: [u8; 32],
+    },
+    /// 1: a service was registered; values can be set for it from now on.
+    ServiceRegistered {
+        /// Service name.
+        service: String,
+    },
+    /// 2: a key of a service was set to a JSON value.
+    ValueSet {
+        /// Service name.
+        service: String,
+        /// Key name.
+        key: String,
+        /// The value as canonical JSON text (no insignificant whitespace, object keys sorted).
+        value_json: String,
+    },
+    /// 3: a key of a service was removed.
+    ValueUnset {
+        /// Service name.
+        service: String,
+        /// Key name.
+        key: String,
+    },
+    /// 4: the signing key changed. This event is signed by the old key; every later event
+    /// by the new one. `new_key_sig` is the new key's signature over the rotation statement
+    /// (see [`crate::keys::rotation_statement`]), proving the new key's holder agreed.
+    SigningKeyRotated {
+        /// The new Ed25519 public key.
+        new_public_key: [u8; 32],
+        /// Signature by the new key over the rotation statement.
+        #[serde(with = "crate::fixed_bytes")]
+        new_key_sig: [u8; 64],
+    },
+}
+
+/// Why bytes are not a valid v1 body.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Larger than [`limits::EVENT_BODY_BYTES_MAX`].
+    #[error("body is {len} bytes, more than the {max}-byte limit")]
+    TooLarge {
+        /// Body length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// postcard could not decode it.
+    #[error("body does not decode as a v1 event: {0}")]
+    Malformed(String),
+    /// Bytes left after a complete body: there is exactly one encoding of each body.
+    #[error("body has {0} trailing bytes after a complete event")]
+    Trailing(usize),
+}
+
+impl EventBody {
+    /// The v1 bytes of this body.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain structs, strings and integers into a Vec cannot fail.
+        postcard::to_stdvec(self).unwrap_or_else(|e| unreachable!("postcard encode: {e}"))
+    }
+
+    /// Decodes v1 bytes, refusing oversize input and trailing bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > limits::EVENT_BODY_BYTES_MAX {
+            return Err(DecodeError::TooLarge { len: bytes.len(), max: limits::EVENT_BODY_BYTES_MAX });
+        }
+        let (body, rest) =
+            postcard::take_from_bytes::<Self>(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(DecodeError::Trailing(rest.len()));
+        }
+        Ok(body)
+    }
+
+    /// Whether this event changes configuration (and so belongs to an epoch-advancing
+    /// changeset). Store creation and key rotation do not.
+    pub fn changes_config(&self) -> bool {
+        self.kind.changes_config()
+    }
+
+    /// The service this event is about, if any.
+    pub fn service(&self) -> Option<&str> {
+        match &self.kind {
+            EventKind::ServiceRegistered { service }
+            | EventKind::ValueSet { service, .. }
+            | EventKind::ValueUnset { service, .. } => Some(service),
+            EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } => None,
+        }
+    }
+
+    /// The decoded event as JSON (the `event` field of an export line). Byte fields are hex,
+    /// values are embedded as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = json!({
+            "epoch": self.epoch,
+            "time_ms": self.time_ms,
+            "changeset_index": self.changeset_index,
+            "changeset_len": self.changeset_len,
+            "actor": self.actor,
+            "reason": self.reason,
+            "request_id": self.request_id,
+        });
+        let kind = match &self.kind {
+            EventKind::StoreCreated { store_id, public_key } => json!({
+                "type": "store_created", "store_id": store_id.to_hex(), "public_key": hex::encode(public_key),
+            }),
+            EventKind::ServiceRegistered { service } => json!({"type": "service_registered", "service": service}),
+            EventKind::ValueSet { service, key, value_json } => {
+                let value: serde_json::Value =
+                    serde_json::from_str(value_json).unwrap_or_else(|_| serde_json::Value::String(value_json.clone()));
+                json!({"type": "value_set", "service": service, "key": key, "value": value})
+            }
+            EventKind::ValueUnset { service, key } => json!({"type": "value_unset", "service": service, "key": key}),
+            EventKind::SigningKeyRotated { new_public_key, new_key_sig } => json!({
+                "type": "signing_key_rotated", "new_public_key": hex::encode(new_public_key),
+                "new_key_sig": hex::encode(new_key_sig),
+            }),
+        };
+        v["kind"] = kind;
+        v
+    }
+}
+
+impl EventKind {
+    /// The frozen variant number (postcard's discriminant).
+    pub fn variant(&self) -> u32 {
+        match self {
+            Self::StoreCreated { .. } => 0,
+            Self::ServiceRegistered { .. } => 1,
+            Self::ValueSet { .. } => 2,
+            Self::ValueUnset { .. } => 3,
+            Self::SigningKeyRotated { .. } => 4,
+        }
+    }
+
+    /// See [`EventBody::changes_config`].
+    pub fn changes_config(&self) -> bool {
+        match self {
+            Self::ServiceRegistered { .. } | Self::ValueSet { .. } | Self::ValueUnset { .. } => true,
+            Self::StoreCreated { .. } | Self::SigningKeyRotated { .. } => false,
+        }
+    }
+
+    /// A short lowercase name, as used in JSON and on the terminal.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::StoreCreated { .. } => "store_created",
+            Self::ServiceRegistered { .. } => "service_registered",
+            Self::ValueSet { .. } => "value_set",
+            Self::ValueUnset { .. } => "value_unset",
+            Self::SigningKeyRotated { .. } => "signing_key_rotated",
+        }
+    }
+}
+
+// StoreId travels as its 16 raw bytes.
+impl Serialize for StoreId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <[u8; 16]>::deserialize(d).map(StoreId)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(kind: EventKind) -> EventBody {
+        EventBody {
+            epoch: 1,
+            time_ms: 1_700_000_000_000,
+            changeset_index: 0,
+            changeset_len: 1,
+            actor: "ops".into(),
+            reason: String::new(),
+            request_id: "r1".into(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn variant_numbers_match_postcard_discriminants() {
+        let kinds = [
+            EventKind::StoreCreated { store_id: StoreId([7; 16]), public_key: [1; 32] },
+            EventKind::ServiceRegistered { service: "s".into() },
+            EventKind::ValueSet { service: "s".into(), key: "k".into(), value_json: "1".into() },
+            EventKind::ValueUnset { service: "s".into(), key: "k".into() },
+            EventKind::SigningKeyRotated { new_public_key: [2; 32], new_key_sig: [3; 64] },
+        ];
+        for k in kinds {
+            let bytes = postcard::to_stdvec(&k).unwrap();
+            assert_eq!(u32::from(bytes[0]), k.variant(), "{}", k.name());
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut bytes = body(EventKind::ServiceRegistered { service: "s".into() }).encode();
+        bytes.push(0);
+        assert_eq!(EventBody::decode(&bytes), Err(DecodeError::Trailing(1)));
+    }
+
+    #[test]
+    fn fixed_arrays_have_no_length_prefix() {
+        let b = body(EventKind::SigningKeyRotated { new_public_key: [2; 32], new_key_sig: [3; 64] });
+        let plain = body(EventKind::ServiceRegistered { service: String::new() });
+        // variant(1) + 32 + 64 versus variant(1) + len(1)
+        assert_eq!(b.encode().len() - plain.encode().len(), 96 - 1);
+    }
+}

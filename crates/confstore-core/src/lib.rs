@@ -1,0 +1,28 @@
+//! confstore's core: the v1 event model and everything that can be computed about it
+//! without touching a file, a socket or a clock.
+//!
+//! - [`event`]: the event body and its postcard encoding (the v1 wire format).
+//! - [`chain`]: genesis and event hashes (the hash chain).
+//! - [`keys`]: Ed25519 signing keys, key ids and the key chain (rotation statements).
+//! - [`verify`]: streaming verification of stored events; the only maker of [`verify::Verified`].
+//! - [`state`]: the configuration state, `decide` (command -> events) and `apply` (event -> state).
+//! - [`limits`]: every bound in one place.
+//!
+//! Architecture invariant: this crate does no I/O, reads no clock and knows nothing of
+//! SQLite, tokio, HTTP or MQTT. Callers pass bytes, keys and time in.
+
+pub mod chain;
+pub mod event;
+pub mod fixed_bytes;
+pub mod ids;
+pub mod keys;
+pub mod limits;
+pub mod state;
+pub mod verify;
+
+pub use chain::{event_hash, genesis_hash};
+pub use event::{EventBody, EventKind};
+pub use ids::{Hash32, KeyId, StoreId};
+pub use keys::{KeyRing, SigningKey, VerifyingKey};
+pub use state::{Change, ChangesetDraft, RejectError, State};
+pub use verify::{ChainVerifier, StoredEvent, Verified, VerifyError};

@@ -1,0 +1,30 @@
+//! Every bound confstore enforces, in one place, with the reason for each.
+//!
+//! A limit is part of the contract: raising one is safe for readers of older logs,
+//! lowering one may make an existing log unreadable, so only ever raise them.
+
+/// Longest service name in bytes. Names appear in MQTT topics and file names.
+pub const SERVICE_NAME_BYTES_MAX: usize = 64;
+/// Longest key name in bytes.
+pub const KEY_NAME_BYTES_MAX: usize = 128;
+/// Largest value, as canonical JSON text, in bytes. Configuration, not blobs.
+pub const VALUE_JSON_BYTES_MAX: usize = 64 * 1024;
+/// Deepest JSON nesting accepted in a value (guards recursive decoders downstream).
+pub const VALUE_JSON_DEPTH_MAX: usize = 32;
+/// Longest actor name in bytes.
+pub const ACTOR_BYTES_MAX: usize = 128;
+/// Longest reason text in bytes.
+pub const REASON_BYTES_MAX: usize = 1024;
+/// Longest request id in bytes.
+pub const REQUEST_ID_BYTES_MAX: usize = 64;
+/// Most events in one changeset. A changeset is one SQLite transaction; keep it bounded.
+pub const EVENTS_PER_CHANGESET_MAX: usize = 1000;
+/// Largest encoded event body in bytes: one maximal value plus names and metadata.
+/// Verification rejects anything larger before decoding it.
+pub const EVENT_BODY_BYTES_MAX: usize = VALUE_JSON_BYTES_MAX + 4 * 1024;
+/// Most keys one service may hold.
+pub const KEYS_PER_SERVICE_MAX: usize = 10_000;
+/// Most registered services in one store.
+pub const SERVICES_MAX: usize = 1_000;
+/// Signatures checked together in one batch during verification.
+pub const VERIFY_BATCH_EVENTS: usize = 256;

@@ -1,0 +1,419 @@
+//! Configuration state, and the two pure functions of event sourcing:
+//! [`decide`] turns a changeset draft into event bodies (or rejects it without effect), and
+//! [`State::apply`] folds a verified event into the state.
+
+use std::collections::BTreeMap;
+
+use crate::event::{EventBody, EventKind};
+use crate::ids::{Hash32, StoreId};
+use crate::keys::{SigningKey, rotation_statement};
+use crate::limits;
+use crate::verify::Verified;
+
+/// Every service's values (canonical JSON text) at one point of the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// Epoch after the last applied event.
+    pub epoch: u64,
+    /// Seq of the last applied event.
+    pub seq: u64,
+    /// Time of the last applied event (unix ms).
+    pub time_ms: u64,
+    /// Registered services and their values: service -> key -> canonical JSON.
+    pub services: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl State {
+    /// Folds one verified event in.
+    pub fn apply(&mut self, ev: &Verified) {
+        self.apply_body(ev.seq(), ev.body());
+    }
+
+    /// Folds an event body in. Only for bodies this process produced itself (the writer,
+    /// after commit) or that were verified; everything else goes through [`Self::apply`].
+    pub fn apply_body(&mut self, seq: u64, body: &EventBody) {
+        self.seq = seq;
+        self.epoch = body.epoch;
+        self.time_ms = body.time_ms;
+        match &body.kind {
+            EventKind::ServiceRegistered { service } => {
+                self.services.entry(service.clone()).or_default();
+            }
+            EventKind::ValueSet { service, key, value_json } => {
+                self.services.entry(service.clone()).or_default().insert(key.clone(), value_json.clone());
+            }
+            EventKind::ValueUnset { service, key } => {
+                if let Some(values) = self.services.get_mut(service) {
+                    values.remove(key);
+                }
+            }
+            EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } => {}
+        }
+    }
+
+    /// One value, as canonical JSON text.
+    pub fn value(&self, service: &str, key: &str) -> Option<&str> {
+        self.services.get(service)?.get(key).map(String::as_str)
+    }
+}
+
+/// One change requested in a changeset.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// Register a new service.
+    RegisterService {
+        /// Service name.
+        service: String,
+    },
+    /// Set a key to a JSON value.
+    Set {
+        /// Service name.
+        service: String,
+        /// Key name.
+        key: String,
+        /// The value.
+        value: serde_json::Value,
+    },
+    /// Remove a key.
+    Unset {
+        /// Service name.
+        service: String,
+        /// Key name.
+        key: String,
+    },
+}
+
+/// A requested changeset: metadata plus the changes, all or none.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChangesetDraft {
+    /// Who asks.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// Request id for correlation.
+    pub request_id: String,
+    /// Compare-and-set: the epoch the caller based the change on, if any.
+    pub expected_epoch: Option<u64>,
+    /// The changes, applied in order.
+    pub changes: Vec<Change>,
+}
+
+/// Why a changeset was refused. Nothing was appended.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RejectError {
+    /// No changes.
+    #[error("the changeset is empty: give at least one change")]
+    Empty,
+    /// Too many changes.
+    #[error("the changeset has {0} changes; at most {max} are allowed", max = limits::EVENTS_PER_CHANGESET_MAX)]
+    TooManyChanges(usize),
+    /// A name or text field is invalid.
+    #[error("invalid {what} {value:?}: {why}")]
+    Invalid {
+        /// Which field.
+        what: &'static str,
+        /// The value given (shortened).
+        value: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The service is not registered.
+    #[error("unknown service {0:?}; register it first with `confstore service add {0}`")]
+    UnknownService(String),
+    /// The service is registered already.
+    #[error("service {0:?} is already registered")]
+    ServiceExists(String),
+    /// Unset of a key that has no value.
+    #[error("{service}.{key} is not set, so it cannot be unset")]
+    NotSet {
+        /// Service.
+        service: String,
+        /// Key.
+        key: String,
+    },
+    /// The same key twice in one changeset.
+    #[error("{service}.{key} appears more than once in the changeset")]
+    Duplicate {
+        /// Service.
+        service: String,
+        /// Key.
+        key: String,
+    },
+    /// A bound from [`limits`] would be exceeded.
+    #[error("{0}")]
+    Limit(String),
+    /// Compare-and-set failed.
+    #[error("the store is at epoch {current}, not the expected epoch {expected}; reload and retry")]
+    Conflict {
+        /// The epoch the caller expected.
+        expected: u64,
+        /// The store's epoch.
+        current: u64,
+    },
+}
+
+fn invalid(what: &'static str, value: &str, why: impl Into<String>) -> RejectError {
+    let shown: String = value.chars().take(80).collect();
+    RejectError::Invalid { what, value: shown, why: why.into() }
+}
+
+/// Checks a service name: 1..=64 bytes of `a-z 0-9 _ -`, starting with a letter or digit.
+pub fn check_service_name(name: &str) -> Result<(), RejectError> {
+    check_name("service name", name, limits::SERVICE_NAME_BYTES_MAX, |c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+    })
+}
+
+/// Checks a key name: 1..=128 bytes of `A-Z a-z 0-9 _ - .`, starting with a letter or digit.
+pub fn check_key_name(name: &str) -> Result<(), RejectError> {
+    check_name("key name", name, limits::KEY_NAME_BYTES_MAX, |c| {
+        c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'
+    })
+}
+
+fn check_name(what: &'static str, name: &str, max: usize, allowed: impl Fn(char) -> bool) -> Result<(), RejectError> {
+    if name.is_empty() || name.len() > max {
+        return Err(invalid(what, name, format!("must be 1 to {max} bytes")));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) || !name.chars().all(allowed) {
+        return Err(invalid(
+            what,
+            name,
+            "use letters, digits, '_', '-' (and '.' in keys), starting with a letter or digit",
+        ));
+    }
+    Ok(())
+}
+
+fn check_text(what: &'static str, text: &str, max: usize) -> Result<(), RejectError> {
+    if text.len() > max {
+        return Err(invalid(what, text, format!("longer than {max} bytes")));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(invalid(what, text, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// Canonical JSON text: no insignificant whitespace, object keys sorted by their UTF-8 bytes,
+/// numbers and strings as serde_json writes them. Refuses values nested deeper than the limit.
+pub fn canonical_json(value: &serde_json::Value) -> Result<String, RejectError> {
+    fn walk(v: &serde_json::Value, depth: usize, out: &mut String) -> Result<(), RejectError> {
+        if depth > limits::VALUE_JSON_DEPTH_MAX {
+            return Err(RejectError::Limit(format!(
+                "value is nested deeper than {} levels",
+                limits::VALUE_JSON_DEPTH_MAX
+            )));
+        }
+        match v {
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    walk(item, depth + 1, out)?;
+                }
+                out.push(']');
+            }
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                out.push('{');
+                for (i, (k, item)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                    out.push(':');
+                    walk(item, depth + 1, out)?;
+                }
+                out.push('}');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+        Ok(())
+    }
+    let mut out = String::new();
+    walk(value, 0, &mut out)?;
+    if out.len() > limits::VALUE_JSON_BYTES_MAX {
+        return Err(RejectError::Limit(format!(
+            "value is {} bytes of JSON; at most {} are allowed",
+            out.len(),
+            limits::VALUE_JSON_BYTES_MAX
+        )));
+    }
+    Ok(out)
+}
+
+fn check_meta(draft: &ChangesetDraft) -> Result<(), RejectError> {
+    check_text("actor", &draft.actor, limits::ACTOR_BYTES_MAX)?;
+    check_text("reason", &draft.reason, limits::REASON_BYTES_MAX)?;
+    check_text("request id", &draft.request_id, limits::REQUEST_ID_BYTES_MAX)?;
+    if draft.actor.is_empty() {
+        return Err(invalid("actor", "", "must not be empty"));
+    }
+    Ok(())
+}
+
+fn body(epoch: u64, time_ms: u64, draft: &ChangesetDraft, kind: EventKind) -> EventBody {
+    EventBody {
+        epoch,
+        time_ms,
+        changeset_index: 0,
+        changeset_len: 0,
+        actor: draft.actor.clone(),
+        reason: draft.reason.clone(),
+        request_id: draft.request_id.clone(),
+        kind,
+    }
+}
+
+/// Turns a draft into the event bodies of one changeset, or refuses it. `now_ms` is the
+/// caller's clock; the changeset's time is never earlier than the previous event's.
+pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<EventBody>, RejectError> {
+    check_meta(draft)?;
+    if draft.changes.is_empty() {
+        return Err(RejectError::Empty);
+    }
+    if draft.changes.len() > limits::EVENTS_PER_CHANGESET_MAX {
+        return Err(RejectError::TooManyChanges(draft.changes.len()));
+    }
+    if let Some(expected) = draft.expected_epoch
+        && expected != state.epoch
+    {
+        return Err(RejectError::Conflict { expected, current: state.epoch });
+    }
+    let epoch = state.epoch + 1;
+    let time_ms = now_ms.max(state.time_ms);
+    let mut new_services: Vec<&str> = Vec::new();
+    let mut touched: Vec<(&str, &str)> = Vec::new();
+    let mut added_per_service: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut out = Vec::with_capacity(draft.changes.len());
+    for change in &draft.changes {
+        let kind = match change {
+            Change::RegisterService { service } => {
+                check_service_name(service)?;
+                if state.services.contains_key(service) || new_services.contains(&service.as_str()) {
+                    return Err(RejectError::ServiceExists(service.clone()));
+                }
+                if state.services.len() + new_services.len() >= limits::SERVICES_MAX {
+                    return Err(RejectError::Limit(format!("the store already has {} services", limits::SERVICES_MAX)));
+                }
+                new_services.push(service);
+                EventKind::ServiceRegistered { service: service.clone() }
+            }
+            Change::Set { service, key, value } => {
+                let values = known_service(state, &new_services, service)?;
+                check_key_name(key)?;
+                mark_touched(&mut touched, service, key)?;
+                let value_json = canonical_json(value)?;
+                if values.is_none_or(|v| !v.contains_key(key)) {
+                    let added = added_per_service.entry(service).or_default();
+                    *added += 1;
+                    if values.map_or(0, BTreeMap::len) + *added > limits::KEYS_PER_SERVICE_MAX {
+                        return Err(RejectError::Limit(format!(
+                            "service {service:?} would have more than {} keys",
+                            limits::KEYS_PER_SERVICE_MAX
+                        )));
+                    }
+                }
+                EventKind::ValueSet { service: service.clone(), key: key.clone(), value_json }
+            }
+            Change::Unset { service, key } => {
+                let values = known_service(state, &new_services, service)?;
+                check_key_name(key)?;
+                mark_touched(&mut touched, service, key)?;
+                if values.is_none_or(|v| !v.contains_key(key)) {
+                    return Err(RejectError::NotSet { service: service.clone(), key: key.clone() });
+                }
+                EventKind::ValueUnset { service: service.clone(), key: key.clone() }
+            }
+        };
+        out.push(body(epoch, time_ms, draft, kind));
+    }
+    number(&mut out);
+    Ok(out)
+}
+
+fn known_service<'s>(
+    state: &'s State,
+    new_services: &[&str],
+    service: &str,
+) -> Result<Option<&'s BTreeMap<String, String>>, RejectError> {
+    match state.services.get(service) {
+        Some(values) => Ok(Some(values)),
+        None if new_services.contains(&service) => Ok(None),
+        None => Err(RejectError::UnknownService(service.to_owned())),
+    }
+}
+
+fn mark_touched<'d>(touched: &mut Vec<(&'d str, &'d str)>, service: &'d str, key: &'d str) -> Result<(), RejectError> {
+    if touched.contains(&(service, key)) {
+        return Err(RejectError::Duplicate { service: service.to_owned(), key: key.to_owned() });
+    }
+    touched.push((service, key));
+    Ok(())
+}
+
+fn number(bodies: &mut [EventBody]) {
+    let len = u32::try_from(bodies.len()).unwrap_or_else(|_| unreachable!("changeset length is bounded by limits"));
+    for (i, b) in (0u32..).zip(bodies.iter_mut()) {
+        b.changeset_index = i;
+        b.changeset_len = len;
+    }
+}
+
+/// The body of event 1 of a new store.
+pub fn store_created(store_id: StoreId, key: &SigningKey, actor: &str, request_id: &str, now_ms: u64) -> EventBody {
+    EventBody {
+        epoch: 0,
+        time_ms: now_ms,
+        changeset_index: 0,
+        changeset_len: 1,
+        actor: actor.to_owned(),
+        reason: "store created".to_owned(),
+        request_id: request_id.to_owned(),
+        kind: EventKind::StoreCreated { store_id, public_key: key.verifying_key().to_bytes() },
+    }
+}
+
+/// The single-event changeset that hands signing over from `old` to `new`. It does not
+/// advance the epoch: it changes no configuration.
+pub fn rotate_signing_key(
+    state: &State,
+    store_id: &StoreId,
+    old: &SigningKey,
+    new: &SigningKey,
+    draft: &ChangesetDraft,
+    now_ms: u64,
+) -> Result<EventBody, RejectError> {
+    check_meta(draft)?;
+    let (old_pub, new_pub) = (old.verifying_key().to_bytes(), new.verifying_key().to_bytes());
+    if old_pub == new_pub {
+        return Err(invalid("signing key", "", "the new signing key is the current one"));
+    }
+    let new_key_sig = new.sign(&rotation_statement(store_id, &old_pub, &new_pub));
+    let mut b = body(
+        state.epoch,
+        now_ms.max(state.time_ms),
+        draft,
+        EventKind::SigningKeyRotated { new_public_key: new_pub, new_key_sig },
+    );
+    b.changeset_len = 1;
+    Ok(b)
+}
+
+/// A stored event hash and body, signed: what the writer appends.
+pub fn seal(seq: u64, prev_hash: &Hash32, body: &EventBody, key: &SigningKey) -> crate::verify::StoredEvent {
+    let bytes = body.encode();
+    let hash = crate::chain::event_hash(seq, prev_hash, &bytes);
+    crate::verify::StoredEvent {
+        seq,
+        body: bytes,
+        prev_hash: *prev_hash,
+        hash,
+        key_id: key.verifying_key().key_id(),
+        sig: key.sign_hash(&hash),
+    }
+}

@@ -1,0 +1,494 @@
+//! Streaming verification of stored events: links, hashes, signatures, seq continuity,
+//! changeset structure, epoch and time monotonicity, and the key chain.
+//!
+//! [`ChainVerifier`] is the only maker of [`Verified`], so a fold that takes `&Verified`
+//! never sees unchecked bytes. Signatures are checked in batches of
+//! [`limits::VERIFY_BATCH_EVENTS`]; when a batch fails, each signature of it is checked with
+//! `verify_strict` to name the first bad seq. Errors always name the first bad seq: a
+//! structural error is reported only after the signatures queued before it are checked.
+
+use crate::chain::{event_hash, genesis_hash};
+use crate::event::{EventBody, EventKind};
+use crate::ids::{Hash32, KeyId, StoreId};
+use crate::keys::{KeyRing, VerifyingKey, key_id_of, rotation_statement};
+use crate::limits;
+
+/// One row of the `events` table (or one export line), as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// postcard bytes of the [`EventBody`].
+    pub body: Vec<u8>,
+    /// Hash of the previous event (the genesis hash for seq 1).
+    pub prev_hash: Hash32,
+    /// This event's hash.
+    pub hash: Hash32,
+    /// Id of the key that signed it.
+    pub key_id: KeyId,
+    /// Ed25519 signature of `hash`.
+    pub sig: [u8; 64],
+}
+
+/// An event that passed verification, with its decoded body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    seq: u64,
+    hash: Hash32,
+    body: EventBody,
+}
+
+impl Verified {
+    /// Position in the log.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// The event hash.
+    pub fn hash(&self) -> &Hash32 {
+        &self.hash
+    }
+    /// The decoded body.
+    pub fn body(&self) -> &EventBody {
+        &self.body
+    }
+}
+
+/// Why a log does not verify. Every variant names the first bad seq.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    /// The log holds no event at all.
+    #[error("the log is empty: event 1 (store created) is missing")]
+    Empty,
+    /// An event is missing, duplicated or out of order.
+    #[error("event {seq}: expected seq {seq}, found seq {found} (missing, duplicated or reordered event)")]
+    SeqGap {
+        /// The seq that was expected here.
+        seq: u64,
+        /// The seq found instead.
+        found: u64,
+    },
+    /// `prev_hash` is not the previous event's hash.
+    #[error("event {seq}: prev_hash does not match the hash of event {prev} (broken link)", prev = seq - 1)]
+    BrokenLink {
+        /// The bad seq.
+        seq: u64,
+    },
+    /// `prev_hash` of event 1 is not the genesis hash of this store id.
+    #[error("event 1: prev_hash is not the genesis hash of store {store_id}")]
+    BadGenesis {
+        /// The store id the genesis was computed for.
+        store_id: StoreId,
+    },
+    /// The stored hash is not the hash of (seq, prev_hash, body).
+    #[error("event {seq}: stored hash does not match its contents (was the row modified?)")]
+    HashMismatch {
+        /// The bad seq.
+        seq: u64,
+    },
+    /// The body is larger than the limit, malformed or has trailing bytes.
+    #[error("event {seq}: {reason}")]
+    BadBody {
+        /// The bad seq.
+        seq: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Signed by a key other than the one active at this seq.
+    #[error("event {seq}: signed by key {found}, but key {expected} signs events at this point")]
+    WrongKey {
+        /// The bad seq.
+        seq: u64,
+        /// The active key's id.
+        expected: KeyId,
+        /// The key id stored with the event.
+        found: KeyId,
+    },
+    /// The signature does not verify.
+    #[error("event {seq}: signature does not verify with key {key_id} (was the log modified?)")]
+    BadSignature {
+        /// The bad seq.
+        seq: u64,
+        /// The key it was checked against.
+        key_id: KeyId,
+    },
+    /// The event breaks a structural rule of the log (changesets, epochs, time, key chain).
+    #[error("event {seq}: {reason}")]
+    Structure {
+        /// The bad seq.
+        seq: u64,
+        /// Which rule.
+        reason: String,
+    },
+    /// The log ends inside a changeset: its last events are missing.
+    #[error("event {seq}: missing; the log ends inside the changeset that starts at event {start} (truncated)")]
+    Truncated {
+        /// The first missing seq.
+        seq: u64,
+        /// First seq of the incomplete changeset.
+        start: u64,
+    },
+    /// The trusted public key is none of this store's keys.
+    #[error("event 1: the trusted public key {key_id} is not a signing key of this store")]
+    UntrustedKey {
+        /// The trusted key's id.
+        key_id: KeyId,
+    },
+}
+
+impl VerifyError {
+    /// The first bad seq this error names (0 for an empty log).
+    pub fn seq(&self) -> u64 {
+        match self {
+            Self::Empty => 0,
+            Self::BadGenesis { .. } | Self::UntrustedKey { .. } => 1,
+            Self::SeqGap { seq, .. }
+            | Self::BrokenLink { seq }
+            | Self::HashMismatch { seq }
+            | Self::BadBody { seq, .. }
+            | Self::WrongKey { seq, .. }
+            | Self::BadSignature { seq, .. }
+            | Self::Structure { seq, .. }
+            | Self::Truncated { seq, .. } => *seq,
+        }
+    }
+}
+
+/// Where the chain stands after a changeset boundary: enough to verify what follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainHead {
+    /// Store id (genesis).
+    pub store_id: StoreId,
+    /// Seq of the last event (0 before event 1).
+    pub seq: u64,
+    /// Hash of the last event (the genesis hash before event 1).
+    pub hash: Hash32,
+    /// Epoch after the last event.
+    pub epoch: u64,
+    /// Time of the last event.
+    pub time_ms: u64,
+    /// Every key so far; the last one signs the next event.
+    pub keys: KeyRing,
+}
+
+impl ChainHead {
+    /// The head of an empty log.
+    pub fn genesis(store_id: StoreId) -> Self {
+        Self { store_id, seq: 0, hash: genesis_hash(&store_id), epoch: 0, time_ms: 0, keys: KeyRing::new() }
+    }
+}
+
+struct OpenChangeset {
+    start: u64,
+    first: EventBody,
+    changes_config: bool,
+    prev_epoch: u64,
+}
+
+struct Pending {
+    seq: u64,
+    hash: Hash32,
+    sig: [u8; 64],
+    key: VerifyingKey,
+    verified: Option<Verified>,
+}
+
+/// Verifies events pushed one by one, in order.
+pub struct ChainVerifier {
+    head: ChainHead,
+    anchor: Option<VerifyingKey>,
+    trusted_through: u64,
+    keep: bool,
+    open: Option<OpenChangeset>,
+    pending: Vec<Pending>,
+    ready: Vec<Verified>,
+}
+
+impl ChainVerifier {
+    /// Verifies a log from event 1. `anchor` is the public key the caller trusts; it must be
+    /// one of the store's keys (the genesis key, or one rotated in with its own signature).
+    pub fn new(store_id: StoreId, anchor: Option<VerifyingKey>) -> Self {
+        Self::resume(ChainHead::genesis(store_id), anchor)
+    }
+
+    /// Continues after `head` (a changeset boundary that was verified before).
+    pub fn resume(head: ChainHead, anchor: Option<VerifyingKey>) -> Self {
+        Self { head, anchor, trusted_through: 0, keep: true, open: None, pending: Vec::new(), ready: Vec::new() }
+    }
+
+    /// Skips signature checks for events up to `seq`, whose signatures were checked before
+    /// (the database's verified head). Links, hashes and structure are still checked.
+    pub fn trust_signatures_through(mut self, seq: u64) -> Self {
+        self.trusted_through = seq;
+        self
+    }
+
+    /// Drops verified events instead of keeping them for [`Self::take_ready`].
+    pub fn discard_events(mut self) -> Self {
+        self.keep = false;
+        self
+    }
+
+    /// The head after the last event pushed.
+    pub fn head(&self) -> &ChainHead {
+        &self.head
+    }
+
+    /// Whether the last event pushed ended a changeset.
+    pub fn at_changeset_boundary(&self) -> bool {
+        self.open.is_none()
+    }
+
+    /// Events whose verification is complete, in order.
+    pub fn take_ready(&mut self) -> Vec<Verified> {
+        std::mem::take(&mut self.ready)
+    }
+
+    /// Checks one event. On error the verifier must not be used further.
+    pub fn push(&mut self, ev: &StoredEvent) -> Result<(), VerifyError> {
+        match self.check(ev) {
+            Ok(()) => {
+                if self.pending.len() >= limits::VERIFY_BATCH_EVENTS {
+                    self.flush()?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // A bad signature earlier in the batch is the first bad seq.
+                self.flush()?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks the remaining signatures and the end of the log; returns the final head.
+    pub fn finish(mut self) -> Result<ChainHead, VerifyError> {
+        self.flush()?;
+        if let Some(open) = &self.open {
+            return Err(VerifyError::Truncated { seq: self.head.seq + 1, start: open.start });
+        }
+        if self.head.seq == 0 {
+            return Err(VerifyError::Empty);
+        }
+        if let Some(anchor) = &self.anchor
+            && !self.head.keys.contains(anchor)
+        {
+            return Err(VerifyError::UntrustedKey { key_id: anchor.key_id() });
+        }
+        Ok(self.head)
+    }
+
+    /// Like [`Self::finish`] but keeps the verifier: checks queued signatures and returns
+    /// the events made ready. Used by readers that stream a long log.
+    pub fn flush_ready(&mut self) -> Result<Vec<Verified>, VerifyError> {
+        self.flush()?;
+        Ok(self.take_ready())
+    }
+
+    fn flush(&mut self) -> Result<(), VerifyError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let msgs: Vec<&[u8]> = self.pending.iter().map(|p| p.hash.0.as_slice()).collect();
+        let sigs: Vec<ed25519_dalek::Signature> =
+            self.pending.iter().map(|p| ed25519_dalek::Signature::from_bytes(&p.sig)).collect();
+        let keys: Vec<ed25519_dalek::VerifyingKey> = self.pending.iter().map(|p| *p.key.inner()).collect();
+        if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_err() {
+            for p in &self.pending {
+                if !p.key.verify_strict(&p.hash.0, &p.sig) {
+                    let err = VerifyError::BadSignature { seq: p.seq, key_id: p.key.key_id() };
+                    self.pending.clear();
+                    return Err(err);
+                }
+            }
+        }
+        for p in self.pending.drain(..) {
+            if let Some(v) = p.verified {
+                self.ready.push(v);
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&mut self, ev: &StoredEvent) -> Result<(), VerifyError> {
+        let seq = self.head.seq + 1;
+        if ev.seq != seq {
+            return Err(VerifyError::SeqGap { seq, found: ev.seq });
+        }
+        if ev.prev_hash != self.head.hash {
+            return Err(if seq == 1 {
+                VerifyError::BadGenesis { store_id: self.head.store_id }
+            } else {
+                VerifyError::BrokenLink { seq }
+            });
+        }
+        if ev.body.len() > limits::EVENT_BODY_BYTES_MAX {
+            return Err(VerifyError::BadBody {
+                seq,
+                reason: format!(
+                    "body is {} bytes, over the {}-byte limit",
+                    ev.body.len(),
+                    limits::EVENT_BODY_BYTES_MAX
+                ),
+            });
+        }
+        if event_hash(seq, &ev.prev_hash, &ev.body) != ev.hash {
+            return Err(VerifyError::HashMismatch { seq });
+        }
+        let body = EventBody::decode(&ev.body).map_err(|e| VerifyError::BadBody { seq, reason: e.to_string() })?;
+        let signer = self.signer_for(seq, &body)?;
+        if ev.key_id != signer.key_id() {
+            return Err(VerifyError::WrongKey { seq, expected: signer.key_id(), found: ev.key_id });
+        }
+        self.check_structure(seq, &body)?;
+        if let EventKind::SigningKeyRotated { new_public_key, new_key_sig } = &body.kind {
+            self.rotate(seq, &signer, new_public_key, new_key_sig)?;
+        }
+        self.head.seq = seq;
+        self.head.hash = ev.hash;
+        self.head.time_ms = body.time_ms;
+        let verified = self.keep.then_some(Verified { seq, hash: ev.hash, body });
+        if seq > self.trusted_through {
+            self.pending.push(Pending { seq, hash: ev.hash, sig: ev.sig, key: signer, verified });
+        } else if let Some(v) = verified {
+            if self.pending.is_empty() {
+                self.ready.push(v);
+            } else {
+                self.pending.push(Pending { seq, hash: ev.hash, sig: ev.sig, key: signer, verified: Some(v) });
+            }
+        }
+        Ok(())
+    }
+
+    /// The key that must have signed event `seq`; for event 1, the key it declares.
+    fn signer_for(&self, seq: u64, body: &EventBody) -> Result<VerifyingKey, VerifyError> {
+        if seq == 1 {
+            let EventKind::StoreCreated { store_id, public_key } = &body.kind else {
+                return Err(VerifyError::Structure { seq, reason: "event 1 must be store_created".into() });
+            };
+            if *store_id != self.head.store_id {
+                return Err(VerifyError::Structure {
+                    seq,
+                    reason: format!("store_created names store {store_id}, expected {}", self.head.store_id),
+                });
+            }
+            return VerifyingKey::from_bytes(public_key)
+                .map_err(|e| VerifyError::Structure { seq, reason: format!("genesis key: {e}") });
+        }
+        self.head
+            .keys
+            .current()
+            .copied()
+            .ok_or_else(|| VerifyError::Structure { seq, reason: "no signing key is known at this point".into() })
+    }
+
+    fn rotate(
+        &mut self,
+        seq: u64,
+        old: &VerifyingKey,
+        new_public_key: &[u8; 32],
+        new_key_sig: &[u8; 64],
+    ) -> Result<(), VerifyError> {
+        let new = VerifyingKey::from_bytes(new_public_key)
+            .map_err(|e| VerifyError::Structure { seq, reason: format!("rotated-in key: {e}") })?;
+        if self.head.keys.contains(&new) {
+            return Err(VerifyError::Structure { seq, reason: format!("key {} was already used", new.key_id()) });
+        }
+        let statement = rotation_statement(&self.head.store_id, &old.to_bytes(), new_public_key);
+        if !new.verify_strict(&statement, new_key_sig) {
+            return Err(VerifyError::Structure {
+                seq,
+                reason: format!("the new key {} did not sign its rotation statement", key_id_of(new_public_key)),
+            });
+        }
+        self.head.keys.push(new, seq + 1);
+        Ok(())
+    }
+
+    fn check_structure(&mut self, seq: u64, body: &EventBody) -> Result<(), VerifyError> {
+        let structure = |reason: String| VerifyError::Structure { seq, reason };
+        if body.time_ms < self.head.time_ms {
+            return Err(structure(format!(
+                "time {} ms is before the previous event's {} ms",
+                body.time_ms, self.head.time_ms
+            )));
+        }
+        match (&body.kind, seq) {
+            (EventKind::StoreCreated { .. }, 1) => {
+                if body.epoch != 0 || body.changeset_len != 1 {
+                    return Err(structure("store_created must be alone in epoch 0".into()));
+                }
+                let key = self.signer_for(1, body)?;
+                self.head.keys.push(key, 1);
+                return Ok(());
+            }
+            (EventKind::StoreCreated { .. }, _) => return Err(structure("store_created after event 1".into())),
+            (EventKind::SigningKeyRotated { .. }, _) if body.changeset_len != 1 => {
+                return Err(structure("signing_key_rotated must be alone in its changeset".into()));
+            }
+            _ => {}
+        }
+        match self.open.take() {
+            None => {
+                if body.changeset_index != 0 || body.changeset_len == 0 {
+                    return Err(structure(format!(
+                        "a changeset must start at index 0 of at least 1 event, found {}/{}",
+                        body.changeset_index, body.changeset_len
+                    )));
+                }
+                if body.changeset_len as usize > limits::EVENTS_PER_CHANGESET_MAX {
+                    return Err(structure(format!("changeset of {} events is over the limit", body.changeset_len)));
+                }
+                let prev_epoch = self.head.epoch;
+                if body.epoch != prev_epoch && body.epoch != prev_epoch + 1 {
+                    return Err(structure(format!("epoch {} after epoch {prev_epoch}", body.epoch)));
+                }
+                self.open = Some(OpenChangeset {
+                    start: seq,
+                    first: body.clone(),
+                    changes_config: body.changes_config(),
+                    prev_epoch,
+                });
+            }
+            Some(mut open) => {
+                let f = &open.first;
+                let offset = u32::try_from(seq - open.start).unwrap_or(u32::MAX);
+                let expected_index = f.changeset_index.saturating_add(offset);
+                if body.changeset_index != expected_index || body.changeset_len != f.changeset_len {
+                    return Err(structure(format!(
+                        "changeset position {}/{} where {expected_index}/{} was expected",
+                        body.changeset_index, body.changeset_len, f.changeset_len
+                    )));
+                }
+                if body.epoch != f.epoch
+                    || body.time_ms != f.time_ms
+                    || body.actor != f.actor
+                    || body.reason != f.reason
+                    || body.request_id != f.request_id
+                {
+                    return Err(structure(format!(
+                        "epoch, time, actor, reason or request id differ from the changeset's first event {}",
+                        open.start
+                    )));
+                }
+                open.changes_config |= body.changes_config();
+                self.open = Some(open);
+            }
+        }
+        self.head.epoch = body.epoch;
+        if body.changeset_index + 1 == body.changeset_len {
+            let open = self.open.take().unwrap_or_else(|| unreachable!("a changeset is open here"));
+            let want = open.prev_epoch + u64::from(open.changes_config);
+            if body.epoch != want {
+                return Err(VerifyError::Structure {
+                    seq: open.start,
+                    reason: format!(
+                        "changeset has epoch {} but must have epoch {want} ({})",
+                        body.epoch,
+                        if open.changes_config { "it changes configuration" } else { "it changes no configuration" }
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
