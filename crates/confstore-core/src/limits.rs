@@ -28,3 +28,9 @@ pub const KEYS_PER_SERVICE_MAX: usize = 10_000;
 pub const SERVICES_MAX: usize = 1_000;
 /// Signatures checked together in one batch during verification.
 pub const VERIFY_BATCH_EVENTS: usize = 256;
+/// Most changesets the writer commits in one SQLite transaction (group commit).
+pub const GROUP_COMMIT_CHANGESETS_MAX: usize = 256;
+/// Most events the writer commits in one SQLite transaction.
+pub const GROUP_COMMIT_EVENTS_MAX: usize = 4096;
+/// Changesets that may wait for the writer; appenders block beyond this (backpressure).
+pub const WRITE_QUEUE_DEPTH_MAX: usize = 4096;

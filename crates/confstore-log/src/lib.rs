@@ -1,1 +1,40 @@
-//! placeholder
+//! confstore's SQLite event log (`<data-dir>/config.db`).
+//!
+//! - [`db`]: opening a database: the SQLite version pin, every pragma, migrations.
+//! - [`rows`]: mapping between table rows and core types.
+//! - [`reader`]: reads: head, event ranges, full verification, replay to an epoch or time.
+//! - [`writer`]: the single writer thread that group-commits changesets.
+//! - [`store`]: [`Store`], which ties them together: create, open (checking the events
+//!   after the last verified head), append.
+//!
+//! Architecture invariant: this crate knows SQLite and the core types, and nothing of
+//! HTTP, MQTT, the CLI or the environment. It reads the clock only through [`Clock`].
+
+pub mod db;
+pub mod error;
+pub mod reader;
+pub mod rows;
+pub mod store;
+pub mod writer;
+
+pub use db::{DbOptions, Synchronous};
+pub use error::LogError;
+pub use reader::{Head, LogReader, Until};
+pub use store::{Receipt, Store};
+
+/// Where the writer gets the time of a changeset.
+pub trait Clock: Send + Sync + 'static {
+    /// Unix time in milliseconds.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    }
+}

@@ -1,0 +1,77 @@
+//! The log's error type. Messages are lowercase, name the thing, and say what to do.
+
+use std::path::PathBuf;
+
+use confstore_core::state::RejectError;
+use confstore_core::{KeyId, VerifyError};
+
+/// Everything that can go wrong in the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// SQLite failed.
+    #[error("sqlite: {context}: {source}")]
+    Sqlite {
+        /// What was being done.
+        context: &'static str,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The linked SQLite is too old to be safe with concurrent checkpointers.
+    #[error(
+        "sqlite {found} is older than {required}, which fixes a WAL-reset corruption bug; rebuild with bundled sqlite"
+    )]
+    SqliteTooOld {
+        /// Version linked.
+        found: String,
+        /// Minimum version.
+        required: &'static str,
+    },
+    /// There is no store at this path.
+    #[error("no confstore store at {0}; create one with `confstore init`")]
+    NotInitialised(PathBuf),
+    /// `create` on a path that already holds a store.
+    #[error("a confstore store already exists at {path} (store id {store_id}); refusing to overwrite it")]
+    AlreadyInitialised {
+        /// The database path.
+        path: PathBuf,
+        /// Its store id.
+        store_id: String,
+    },
+    /// The file is not a confstore database or its schema is newer than this build.
+    #[error("{0}")]
+    Schema(String),
+    /// Events after the verified head do not verify: writes are refused.
+    #[error("the log does not verify ({0}); writes are refused until this is investigated (run `confstore verify`)")]
+    Tampered(VerifyError),
+    /// The configured signing key is not the store's current signing key.
+    #[error(
+        "the configured signing key {configured} is not the store's current signing key {current}; \
+         check CONFIG_SIGNATURE_PRIVATE_KEY"
+    )]
+    KeyMismatch {
+        /// Id of the configured key.
+        configured: KeyId,
+        /// Id of the store's current key.
+        current: KeyId,
+    },
+    /// Writing needs a signing key and none was given.
+    #[error("this store was opened without a signing key, so it cannot append")]
+    ReadOnly,
+    /// The changeset was refused; nothing was appended.
+    #[error("{0}")]
+    Rejected(#[from] RejectError),
+    /// The writer thread stopped (after a panic or shutdown).
+    #[error("the log writer has stopped; restart the process")]
+    WriterGone,
+    /// An epoch or time that the log does not reach.
+    #[error("{0}")]
+    OutOfRange(String),
+}
+
+impl LogError {
+    /// Wraps a SQLite error with what was being done.
+    pub fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
+        move |source| Self::Sqlite { context, source }
+    }
+}

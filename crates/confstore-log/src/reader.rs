@@ -1,0 +1,253 @@
+//! Reading the log: the head, events in order, full verification and replay to an epoch
+//! or a time. Every replay goes through [`ChainVerifier`], so folds only see verified
+//! events; signatures up to the database's verified head are trusted (they were checked
+//! when written and at open), links and hashes are always rechecked.
+
+use std::path::Path;
+
+use confstore_core::verify::ChainHead;
+use confstore_core::{ChainVerifier, Hash32, State, StoreId, StoredEvent, Verified, VerifyError, VerifyingKey};
+use rusqlite::Connection;
+
+use crate::db::{self, DbOptions};
+use crate::error::LogError;
+use crate::rows::{self, EVENT_COLUMNS, event_from_row, i};
+
+/// The newest event and what it says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// Store id.
+    pub store_id: StoreId,
+    /// Generation (bumped by a restore that rewinds history).
+    pub generation: u64,
+    /// Seq of the last event.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: Hash32,
+    /// The epoch after it.
+    pub epoch: u64,
+    /// Its time (unix ms).
+    pub time_ms: u64,
+    /// The last seq recorded as verified.
+    pub verified_seq: u64,
+}
+
+/// How far a replay goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Until {
+    /// The whole log.
+    Head,
+    /// Up to and including epoch N.
+    Epoch(u64),
+    /// Every changeset made at or before this unix-ms time.
+    Time(u64),
+}
+
+/// A read-only view of one database.
+pub struct LogReader {
+    conn: Connection,
+    store_id: StoreId,
+    generation: u64,
+}
+
+impl LogReader {
+    /// Opens an existing store for reading. Does not migrate or write.
+    pub fn open(path: &Path) -> Result<Self, LogError> {
+        let conn = db::open(path, &DbOptions::default(), false)?;
+        db::check_schema(&conn)?;
+        let (store_id, generation) = rows::store_row(&conn)?.ok_or_else(|| LogError::NotInitialised(path.to_owned()))?;
+        Ok(Self { conn, store_id, generation })
+    }
+
+    /// The store id.
+    pub fn store_id(&self) -> StoreId {
+        self.store_id
+    }
+
+    /// The underlying connection, for checks such as `PRAGMA integrity_check`.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The newest event and what it says.
+    pub fn head(&self) -> Result<Head, LogError> {
+        let last = rows::last_event(&self.conn)?.ok_or(LogError::Tampered(VerifyError::Empty))?;
+        let body = confstore_core::EventBody::decode(&last.body)
+            .map_err(|e| LogError::Tampered(VerifyError::BadBody { seq: last.seq, reason: e.to_string() }))?;
+        let verified_seq = rows::verified_head(&self.conn)?.map_or(0, |v| v.0);
+        Ok(Head {
+            store_id: self.store_id,
+            generation: self.generation,
+            seq: last.seq,
+            hash: last.hash,
+            epoch: body.epoch,
+            time_ms: body.time_ms,
+            verified_seq,
+        })
+    }
+
+    /// Number of events.
+    pub fn count(&self) -> Result<u64, LogError> {
+        self.conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
+            .map(rows::u)
+            .map_err(LogError::sqlite("counting events"))
+    }
+
+    /// The store's signing keys, oldest first.
+    pub fn keys(&self) -> Result<confstore_core::KeyRing, LogError> {
+        rows::key_ring(&self.conn, u64::MAX - 1)
+    }
+
+    /// Calls `f` with every event from `from_seq` on, in seq order, until it returns false.
+    pub fn for_each_event(
+        &self,
+        from_seq: u64,
+        mut f: impl FnMut(StoredEvent) -> Result<bool, LogError>,
+    ) -> Result<(), LogError> {
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq >= ?1 ORDER BY seq"))
+            .map_err(LogError::sqlite("reading events"))?;
+        let mut rows = st.query([i(from_seq)]).map_err(LogError::sqlite("reading events"))?;
+        while let Some(row) = rows.next().map_err(LogError::sqlite("reading events"))? {
+            let ev = event_from_row(row).map_err(LogError::sqlite("reading an event"))?;
+            if !f(ev)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies every event from 1, checking every signature (no trusted prefix), against
+    /// `anchor` when given. `progress` is called with the number of events checked so far.
+    /// The outer error is a read failure, the inner one the first bad event.
+    pub fn verify(
+        &self,
+        anchor: Option<VerifyingKey>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Result<ChainHead, VerifyError>, LogError> {
+        let mut verifier = ChainVerifier::new(self.store_id, anchor).discard_events();
+        let mut failure = None;
+        let mut done = 0u64;
+        self.for_each_event(1, |ev| {
+            if let Err(e) = verifier.push(&ev) {
+                failure = Some(e);
+                return Ok(false);
+            }
+            done += 1;
+            if done.is_multiple_of(4096) {
+                progress(done);
+            }
+            Ok(true)
+        })?;
+        progress(done);
+        if let Some(e) = failure {
+            return Ok(Err(e));
+        }
+        Ok(verifier.finish())
+    }
+
+    /// Replays the log from event 1 up to `until` and returns the state there.
+    pub fn replay(&self, until: Until) -> Result<State, LogError> {
+        let mut state = State::default();
+        self.replay_with(until, |ev| state.apply(ev))?;
+        Ok(state)
+    }
+
+    /// Replays the log up to `until`, handing each verified event to `f`.
+    pub fn replay_with(&self, until: Until, mut f: impl FnMut(&Verified)) -> Result<(), LogError> {
+        let head = self.head()?;
+        self.check_bound(until, &head)?;
+        let mut verifier = ChainVerifier::new(self.store_id, None).trust_signatures_through(head.verified_seq);
+        let mut done = false;
+        let mut fold = |ready: Vec<Verified>, done: &mut bool| {
+            for ev in ready {
+                if *done || beyond(until, ev.body()) {
+                    *done = true;
+                    return;
+                }
+                f(&ev);
+            }
+        };
+        self.for_each_event(1, |ev| {
+            verifier.push(&ev).map_err(LogError::Tampered)?;
+            fold(verifier.take_ready(), &mut done);
+            Ok(!done)
+        })?;
+        let rest = verifier.flush_ready().map_err(LogError::Tampered)?;
+        fold(rest, &mut done);
+        Ok(())
+    }
+
+    fn check_bound(&self, until: Until, head: &Head) -> Result<(), LogError> {
+        match until {
+            Until::Head => Ok(()),
+            Until::Epoch(n) if n > head.epoch => {
+                Err(LogError::OutOfRange(format!("epoch {n} does not exist yet; the store is at epoch {}", head.epoch)))
+            }
+            Until::Epoch(_) => Ok(()),
+            Until::Time(t) => {
+                let created = self.first_time_ms()?;
+                if t < created {
+                    return Err(LogError::OutOfRange(format!(
+                        "time {t} ms is before the store was created ({created} ms)"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn first_time_ms(&self) -> Result<u64, LogError> {
+        let mut first = None;
+        self.for_each_event(1, |ev| {
+            first = Some(ev);
+            Ok(false)
+        })?;
+        let ev = first.ok_or(LogError::Tampered(VerifyError::Empty))?;
+        confstore_core::EventBody::decode(&ev.body)
+            .map(|b| b.time_ms)
+            .map_err(|e| LogError::Tampered(VerifyError::BadBody { seq: ev.seq, reason: e.to_string() }))
+    }
+
+    /// The current values of one service from the write model (no replay), or `None`
+    /// if the service is not registered.
+    pub fn current(&self, service: &str) -> Result<Option<Vec<(String, String, u64)>>, LogError> {
+        let registered: bool = self
+            .conn
+            .query_row("SELECT count(*) > 0 FROM state_services WHERE service = ?1", [service], |r| r.get(0))
+            .map_err(LogError::sqlite("reading services"))?;
+        if !registered {
+            return Ok(None);
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT key, value_json, epoch FROM state_values WHERE service = ?1 ORDER BY key")
+            .map_err(LogError::sqlite("reading values"))?;
+        let values = st
+            .query_map([service], |r| Ok((r.get(0)?, r.get(1)?, rows::u(r.get(2)?))))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(LogError::sqlite("reading values"))?;
+        Ok(Some(values))
+    }
+
+    /// Registered services, sorted.
+    pub fn services(&self) -> Result<Vec<String>, LogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT service FROM state_services ORDER BY service")
+            .map_err(LogError::sqlite("reading services"))?;
+        st.query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(LogError::sqlite("reading services"))
+    }
+}
+
+fn beyond(until: Until, body: &confstore_core::EventBody) -> bool {
+    match until {
+        Until::Head => false,
+        Until::Epoch(n) => body.epoch > n,
+        Until::Time(t) => body.time_ms > t,
+    }
+}

@@ -1,0 +1,176 @@
+//! Mapping between table rows and core types. Integers are stored as SQLite INTEGER (i64);
+//! seqs, epochs and times never reach 2^63.
+
+use confstore_core::event::{EventBody, EventKind};
+use confstore_core::keys::KeyRing;
+use confstore_core::verify::ChainHead;
+use confstore_core::{Hash32, KeyId, State, StoreId, StoredEvent, VerifyingKey};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::error::LogError;
+
+/// u64 -> i64 for SQLite; values above i64::MAX cannot occur (seq, epoch, unix ms).
+pub fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// i64 from SQLite -> u64; negative values cannot be written by confstore (CHECKs, i()).
+pub fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// The columns of `events`, in [`event_from_row`] order.
+pub const EVENT_COLUMNS: &str = "seq, body, prev_hash, hash, key_id, sig";
+
+fn blob<const N: usize>(row: &Row<'_>, idx: usize) -> rusqlite::Result<[u8; N]> {
+    let v: Vec<u8> = row.get(idx)?;
+    // A wrong length cannot pass the table's CHECK constraints; if the file was edited
+    // around them, zeros make verification fail on this seq instead of aborting the read.
+    Ok(<[u8; N]>::try_from(v.as_slice()).unwrap_or([0u8; N]))
+}
+
+/// Reads one `events` row selected with [`EVENT_COLUMNS`].
+pub fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: u(row.get(0)?),
+        body: row.get(1)?,
+        prev_hash: Hash32(blob(row, 2)?),
+        hash: Hash32(blob(row, 3)?),
+        key_id: KeyId(blob(row, 4)?),
+        sig: blob(row, 5)?,
+    })
+}
+
+/// Inserts one event row.
+pub fn insert_event(conn: &Connection, ev: &StoredEvent) -> Result<(), LogError> {
+    conn.prepare_cached("INSERT INTO events (seq, body, prev_hash, hash, key_id, sig) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+        .and_then(|mut st| {
+            st.execute(params![
+                i(ev.seq),
+                ev.body,
+                ev.prev_hash.0.as_slice(),
+                ev.hash.0.as_slice(),
+                ev.key_id.0.as_slice(),
+                ev.sig.as_slice()
+            ])
+        })
+        .map_err(LogError::sqlite("inserting an event"))?;
+    Ok(())
+}
+
+/// The store id and generation, or `None` in a database without a store.
+pub fn store_row(conn: &Connection) -> Result<Option<(StoreId, u64)>, LogError> {
+    conn.query_row("SELECT store_id, generation FROM store WHERE id = 1", [], |r| {
+        Ok((StoreId(blob(r, 0)?), u(r.get(1)?)))
+    })
+    .optional()
+    .map_err(LogError::sqlite("reading the store row"))
+}
+
+/// The last event row, if any.
+pub fn last_event(conn: &Connection) -> Result<Option<StoredEvent>, LogError> {
+    conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT 1"))
+        .and_then(|mut st| st.query_row([], event_from_row).optional())
+        .map_err(LogError::sqlite("reading the last event"))
+}
+
+/// The verified head (seq, hash, epoch, time), if recorded.
+pub fn verified_head(conn: &Connection) -> Result<Option<(u64, Hash32, u64, u64)>, LogError> {
+    conn.query_row("SELECT seq, hash, epoch, time_ms FROM verified_head WHERE id = 1", [], |r| {
+        Ok((u(r.get(0)?), Hash32(blob(r, 1)?), u(r.get(2)?), u(r.get(3)?)))
+    })
+    .optional()
+    .map_err(LogError::sqlite("reading the verified head"))
+}
+
+/// Records the verified head.
+pub fn set_verified_head(conn: &Connection, seq: u64, hash: &Hash32, epoch: u64, time_ms: u64) -> Result<(), LogError> {
+    conn.prepare_cached(
+        "INSERT INTO verified_head (id, seq, hash, epoch, time_ms) VALUES (1, ?1, ?2, ?3, ?4)
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+                                        epoch = excluded.epoch, time_ms = excluded.time_ms",
+    )
+    .and_then(|mut st| st.execute(params![i(seq), hash.0.as_slice(), i(epoch), i(time_ms)]))
+    .map_err(LogError::sqlite("recording the verified head"))?;
+    Ok(())
+}
+
+/// The key chain up to and including the key that signs event `through_seq + 1`.
+pub fn key_ring(conn: &Connection, through_seq: u64) -> Result<KeyRing, LogError> {
+    let mut st = conn
+        .prepare_cached("SELECT public_key, from_seq FROM signing_keys WHERE from_seq <= ?1 ORDER BY from_seq")
+        .map_err(LogError::sqlite("reading signing keys"))?;
+    let rows = st
+        .query_map([i(through_seq.saturating_add(1))], |r| Ok((r.get::<_, Vec<u8>>(0)?, u(r.get(1)?))))
+        .map_err(LogError::sqlite("reading signing keys"))?;
+    let mut ring = KeyRing::new();
+    for row in rows {
+        let (pk, from) = row.map_err(LogError::sqlite("reading signing keys"))?;
+        let key = VerifyingKey::from_bytes(&pk)
+            .map_err(|e| LogError::Schema(format!("signing_keys row from seq {from} holds a bad key: {e}")))?;
+        ring.push(key, from);
+    }
+    Ok(ring)
+}
+
+/// The chain head recorded as verified, ready to resume verification from.
+pub fn chain_head(conn: &Connection, store_id: StoreId) -> Result<ChainHead, LogError> {
+    let mut head = ChainHead::genesis(store_id);
+    if let Some((seq, hash, epoch, time_ms)) = verified_head(conn)? {
+        head.seq = seq;
+        head.hash = hash;
+        head.epoch = epoch;
+        head.time_ms = time_ms;
+        head.keys = key_ring(conn, seq)?;
+    }
+    Ok(head)
+}
+
+/// The write model at the head, from the state tables.
+pub fn load_state(conn: &Connection, head: &ChainHead) -> Result<State, LogError> {
+    let mut state = State { epoch: head.epoch, seq: head.seq, time_ms: head.time_ms, ..State::default() };
+    let ctx = LogError::sqlite("loading the write model");
+    let mut st = conn.prepare("SELECT service FROM state_services").map_err(LogError::sqlite("loading services"))?;
+    for name in st.query_map([], |r| r.get::<_, String>(0)).map_err(LogError::sqlite("loading services"))? {
+        state.services.insert(name.map_err(LogError::sqlite("loading services"))?, Default::default());
+    }
+    let mut st = conn.prepare("SELECT service, key, value_json FROM state_values").map_err(ctx)?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+        .map_err(LogError::sqlite("loading values"))?;
+    for row in rows {
+        let (service, key, value) = row.map_err(LogError::sqlite("loading values"))?;
+        state.services.entry(service).or_default().insert(key, value);
+    }
+    Ok(state)
+}
+
+/// Writes what one event changes into the tables kept beside the log.
+pub fn apply_to_tables(conn: &Connection, seq: u64, body: &EventBody) -> Result<(), LogError> {
+    let ctx = LogError::sqlite("updating the write model");
+    let result = match &body.kind {
+        EventKind::ServiceRegistered { service } => conn
+            .prepare_cached("INSERT INTO state_services (service, registered_seq) VALUES (?1, ?2)")
+            .and_then(|mut st| st.execute(params![service, i(seq)])),
+        EventKind::ValueSet { service, key, value_json } => conn
+            .prepare_cached(
+                "INSERT INTO state_values (service, key, value_json, seq, epoch) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (service, key) DO UPDATE SET value_json = excluded.value_json,
+                                                          seq = excluded.seq, epoch = excluded.epoch",
+            )
+            .and_then(|mut st| st.execute(params![service, key, value_json, i(seq), i(body.epoch)])),
+        EventKind::ValueUnset { service, key } => conn
+            .prepare_cached("DELETE FROM state_values WHERE service = ?1 AND key = ?2")
+            .and_then(|mut st| st.execute(params![service, key])),
+        EventKind::StoreCreated { public_key, .. } => insert_key(conn, seq, public_key),
+        EventKind::SigningKeyRotated { new_public_key, .. } => insert_key(conn, seq + 1, new_public_key),
+    };
+    result.map_err(ctx)?;
+    Ok(())
+}
+
+fn insert_key(conn: &Connection, from_seq: u64, public_key: &[u8; 32]) -> rusqlite::Result<usize> {
+    let key_id = confstore_core::keys::key_id_of(public_key);
+    conn.prepare_cached("INSERT INTO signing_keys (from_seq, key_id, public_key) VALUES (?1, ?2, ?3)")
+        .and_then(|mut st| st.execute(params![i(from_seq), key_id.0.as_slice(), public_key.as_slice()]))
+}

@@ -1,0 +1,165 @@
+//! [`Store`]: create or open `config.db`, check the events after the last verified head,
+//! and append through the group-committing writer thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, SyncSender};
+use std::thread::JoinHandle;
+
+use confstore_core::state::{self, ChangesetDraft};
+use confstore_core::{Hash32, SigningKey, StoreId, limits};
+
+use crate::db::{self, DbOptions};
+use crate::error::LogError;
+use crate::reader::LogReader;
+use crate::rows;
+use crate::writer::{Refusal, Request, Writer, catch_up, key_mismatch};
+use crate::{Clock, writer};
+
+/// What an acknowledged changeset got: durable once this is returned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// Seq of its first event.
+    pub first_seq: u64,
+    /// Seq of its last event.
+    pub last_seq: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Hash of its last event: the new head.
+    pub hash: Hash32,
+    /// Its time (unix ms).
+    pub time_ms: u64,
+}
+
+/// An open store: the database plus its writer thread.
+pub struct Store {
+    path: PathBuf,
+    store_id: StoreId,
+    generation: u64,
+    refusal: Option<String>,
+    tx: Option<SyncSender<Request>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Store {
+    /// Creates a new store at `path` (which must not hold one): runs the migrations and
+    /// appends event 1 (store created, naming `key`'s public half), in one transaction.
+    pub fn create(
+        path: &Path,
+        key: SigningKey,
+        store_id: StoreId,
+        actor: &str,
+        clock: Arc<dyn Clock>,
+        opts: &DbOptions,
+    ) -> Result<Self, LogError> {
+        let mut conn = db::open(path, opts, true)?;
+        db::migrate(&mut conn, clock.now_ms())?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(LogError::sqlite("starting the create transaction"))?;
+        if let Some((existing, _)) = rows::store_row(&tx)? {
+            return Err(LogError::AlreadyInitialised { path: path.to_owned(), store_id: existing.to_hex() });
+        }
+        let now = clock.now_ms();
+        tx.execute(
+            "INSERT INTO store (id, store_id, generation, created_ms) VALUES (1, ?1, 1, ?2)",
+            rusqlite::params![store_id.0.as_slice(), rows::i(now)],
+        )
+        .map_err(LogError::sqlite("writing the store row"))?;
+        let body = state::store_created(store_id, &key, actor, "init", now);
+        let genesis = confstore_core::genesis_hash(&store_id);
+        let ev = state::seal(1, &genesis, &body, &key);
+        rows::insert_event(&tx, &ev)?;
+        rows::apply_to_tables(&tx, 1, &body)?;
+        rows::set_verified_head(&tx, 1, &ev.hash, 0, now)?;
+        tx.commit().map_err(LogError::sqlite("committing the new store"))?;
+        drop(conn);
+        Self::open(path, Some(key), clock, opts)
+    }
+
+    /// Opens an existing store. Events written after the last verified head are verified
+    /// now; if they fail, or `key` is not the store's current signing key, the store still
+    /// opens for reading but every append is refused with the reason ([`Self::refusal`]).
+    /// Without `key`, the store is read-only.
+    pub fn open(path: &Path, key: Option<SigningKey>, clock: Arc<dyn Clock>, opts: &DbOptions) -> Result<Self, LogError> {
+        let mut conn = db::open(path, opts, false)?;
+        db::migrate(&mut conn, clock.now_ms())?;
+        let (store_id, generation) = rows::store_row(&conn)?.ok_or_else(|| LogError::NotInitialised(path.to_owned()))?;
+        let mut head = rows::chain_head(&conn, store_id)?;
+        let mut state = rows::load_state(&conn, &head)?;
+        let mut refusal = None;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(LogError::sqlite("starting the open check"))?;
+        match catch_up(&tx, &mut head, &mut state) {
+            Ok(()) => tx.commit().map_err(LogError::sqlite("recording the verified head"))?,
+            Err(LogError::Tampered(e)) => {
+                drop(tx);
+                refusal = Some(Refusal::Tampered(e));
+            }
+            Err(other) => return Err(other),
+        }
+        if refusal.is_none() {
+            refusal = if key.is_none() { Some(Refusal::ReadOnly) } else { key_mismatch(key.as_ref(), &head) };
+        }
+        let refusal_text = refusal.as_ref().map(|r| r.to_error().to_string());
+        let writer = Writer { conn, store_id, head, state, key, refusal, clock };
+        let (tx, rx) = mpsc::sync_channel(limits::WRITE_QUEUE_DEPTH_MAX);
+        let thread = std::thread::Builder::new()
+            .name("confstore-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| LogError::Schema(format!("could not start the writer thread: {e}")))?;
+        Ok(Self { path: path.to_owned(), store_id, generation, refusal: refusal_text, tx: Some(tx), thread: Some(thread) })
+    }
+
+    /// The store id.
+    pub fn store_id(&self) -> StoreId {
+        self.store_id
+    }
+
+    /// The generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Why appends are refused, if they are (tampered tail, wrong key, no key).
+    pub fn refusal(&self) -> Option<&str> {
+        self.refusal.as_deref()
+    }
+
+    /// A new read connection to the same database.
+    pub fn reader(&self) -> Result<LogReader, LogError> {
+        LogReader::open(&self.path)
+    }
+
+    /// Appends one changeset; returns once it is durably committed.
+    pub fn append(&self, draft: ChangesetDraft) -> Result<Receipt, LogError> {
+        self.request(|reply| Request::Append { draft, reply })
+    }
+
+    /// Hands signing over to `new_key` (one event, signed by the current key, carrying the
+    /// new key's countersignature). The caller must keep `new_key` safe before calling.
+    pub fn rotate_signing_key(&self, new_key: SigningKey, draft: ChangesetDraft) -> Result<Receipt, LogError> {
+        self.request(|reply| Request::Rotate { new_key, draft, reply })
+    }
+
+    fn request(
+        &self,
+        make: impl FnOnce(SyncSender<Result<Receipt, LogError>>) -> writer::Request,
+    ) -> Result<Receipt, LogError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let tx = self.tx.as_ref().ok_or(LogError::WriterGone)?;
+        tx.send(make(reply)).map_err(|_| LogError::WriterGone)?;
+        answer.recv().map_err(|_| LogError::WriterGone)?
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer loop after the requests already queued.
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

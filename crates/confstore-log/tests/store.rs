@@ -1,0 +1,123 @@
+//! The store against a real SQLite file: appends, replay, refusals, triggers, reopen checks.
+
+mod common;
+
+use common::*;
+use confstore_core::VerifyError;
+use confstore_log::{DbOptions, LogError, LogReader, Store, Until};
+use serde_json::json;
+
+#[test]
+fn append_replay_and_time_travel() {
+    let (_t, store) = temp_store();
+    let r1 = store.append(draft(vec![register("stt"), set("stt", "timeout_ms", json!(500))])).unwrap();
+    assert_eq!((r1.first_seq, r1.last_seq, r1.epoch), (2, 3, 1));
+    let r2 = store.append(draft(vec![set("stt", "timeout_ms", json!(750))])).unwrap();
+    assert_eq!((r2.first_seq, r2.epoch), (4, 2));
+    let r3 = store.append(draft(vec![unset("stt", "timeout_ms")])).unwrap();
+    assert_eq!(r3.epoch, 3);
+    let reader = store.reader().unwrap();
+    assert_eq!(reader.replay(Until::Epoch(1)).unwrap().value("stt", "timeout_ms"), Some("500"));
+    assert_eq!(reader.replay(Until::Epoch(2)).unwrap().value("stt", "timeout_ms"), Some("750"));
+    assert_eq!(reader.replay(Until::Head).unwrap().value("stt", "timeout_ms"), None);
+    assert_eq!(reader.replay(Until::Time(r2.time_ms)).unwrap().value("stt", "timeout_ms"), Some("750"));
+    assert!(matches!(reader.replay(Until::Epoch(9)), Err(LogError::OutOfRange(_))));
+    assert!(matches!(reader.replay(Until::Time(5)), Err(LogError::OutOfRange(_))));
+    let head = reader.head().unwrap();
+    assert_eq!((head.seq, head.epoch, head.verified_seq), (5, 3, 5));
+    assert!(reader.verify(None, &mut |_| {}).unwrap().is_ok());
+}
+
+#[test]
+fn rejected_changesets_append_nothing() {
+    let (_t, store) = temp_store();
+    let err = store.append(draft(vec![set("nope", "k", json!(1))])).unwrap_err();
+    assert!(err.to_string().contains("unknown service"), "{err}");
+    store.append(draft(vec![register("a")])).unwrap();
+    let mut d = draft(vec![set("a", "k", json!(1))]);
+    d.expected_epoch = Some(7);
+    assert!(matches!(store.append(d), Err(LogError::Rejected(_))));
+    assert_eq!(store.reader().unwrap().head().unwrap().seq, 2);
+}
+
+#[test]
+fn triggers_refuse_update_and_delete() {
+    let (t, store) = temp_store();
+    store.append(draft(vec![register("a")])).unwrap();
+    let conn = rusqlite::Connection::open(&t.path).unwrap();
+    let up = conn.execute("UPDATE events SET body = x'00' WHERE seq = 2", []).unwrap_err();
+    assert!(up.to_string().contains("append-only"), "{up}");
+    let del = conn.execute("DELETE FROM events WHERE seq = 2", []).unwrap_err();
+    assert!(del.to_string().contains("append-only"), "{del}");
+}
+
+#[test]
+fn reopen_refuses_writes_after_a_forged_tail() {
+    let (t, store) = temp_store();
+    store.append(draft(vec![register("a"), set("a", "k", json!("v"))])).unwrap();
+    drop(store);
+    {
+        // Someone appends a row by hand, with a key that is not the store's.
+        let conn = rusqlite::Connection::open(&t.path).unwrap();
+        let forged = confstore_core::state::seal(
+            4,
+            &confstore_core::Hash32([1; 32]),
+            &confstore_core::state::store_created(STORE, &key(9), "x", "y", 0),
+            &key(9),
+        );
+        conn.execute(
+            "INSERT INTO events (seq, body, prev_hash, hash, key_id, sig) VALUES (4, ?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![forged.body, forged.prev_hash.0, forged.hash.0, forged.key_id.0, forged.sig.as_slice()],
+        )
+        .unwrap();
+    }
+    let store = Store::open(&t.path, Some(key(1)), clock(), &DbOptions::default()).unwrap();
+    assert!(store.refusal().unwrap().contains("event 4"), "{:?}", store.refusal());
+    let err = store.append(draft(vec![set("a", "k", json!(2))])).unwrap_err();
+    assert!(matches!(err, LogError::Tampered(VerifyError::BrokenLink { seq: 4 })), "{err}");
+}
+
+#[test]
+fn wrong_signing_key_is_refused_by_name() {
+    let (t, store) = temp_store();
+    drop(store);
+    let store = Store::open(&t.path, Some(key(2)), clock(), &DbOptions::default()).unwrap();
+    let err = store.append(draft(vec![register("a")])).unwrap_err();
+    assert!(matches!(err, LogError::KeyMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("CONFIG_SIGNATURE_PRIVATE_KEY"));
+}
+
+#[test]
+fn two_stores_on_one_file_interleave_like_two_processes() {
+    let (t, a) = temp_store();
+    let b = Store::open(&t.path, Some(key(1)), clock(), &DbOptions::default()).unwrap();
+    a.append(draft(vec![register("x")])).unwrap();
+    let rb = b.append(draft(vec![set("x", "k", json!(1))])).unwrap();
+    assert_eq!((rb.first_seq, rb.epoch), (3, 2));
+    let ra = a.append(draft(vec![set("x", "k", json!(2))])).unwrap();
+    assert_eq!((ra.first_seq, ra.epoch), (4, 3));
+    let reader = LogReader::open(&t.path).unwrap();
+    assert!(reader.verify(None, &mut |_| {}).unwrap().is_ok());
+    assert_eq!(reader.replay(Until::Head).unwrap().value("x", "k"), Some("2"));
+}
+
+#[test]
+fn signing_key_rotation_is_followed_by_verify_and_by_reopen() {
+    let (t, store) = temp_store();
+    store.append(draft(vec![register("a")])).unwrap();
+    let r = store.rotate_signing_key(key(2), draft(vec![])).unwrap();
+    assert_eq!((r.last_seq, r.epoch), (3, 1), "rotation does not advance the epoch");
+    store.append(draft(vec![set("a", "k", json!(true))])).unwrap();
+    drop(store);
+    let reader = LogReader::open(&t.path).unwrap();
+    let anchor_new = key(2).verifying_key();
+    let head = reader.verify(Some(anchor_new), &mut |_| {}).unwrap().unwrap();
+    assert_eq!(head.keys.entries().len(), 2);
+    let stranger = key(3).verifying_key();
+    assert!(matches!(reader.verify(Some(stranger), &mut |_| {}).unwrap(), Err(VerifyError::UntrustedKey { .. })));
+    let old = Store::open(&t.path, Some(key(1)), clock(), &DbOptions::default()).unwrap();
+    assert!(matches!(old.append(draft(vec![register("b")])), Err(LogError::KeyMismatch { .. })));
+    drop(old);
+    let new = Store::open(&t.path, Some(key(2)), clock(), &DbOptions::default()).unwrap();
+    assert_eq!(new.append(draft(vec![register("b")])).unwrap().first_seq, 5);
+}
