@@ -113,8 +113,10 @@ pub fn migrate(conn: &mut Connection, now_ms: u64) -> Result<(), LogError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(LogError::sqlite("starting the migration transaction"))?;
-    let app_id: i32 = tx.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(LogError::sqlite("reading application_id"))?;
-    let version: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(LogError::sqlite("reading user_version"))?;
+    let app_id: i32 =
+        tx.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(LogError::sqlite("reading application_id"))?;
+    let version: u32 =
+        tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(LogError::sqlite("reading user_version"))?;
     let has_tables: bool = tx
         .query_row("SELECT count(*) > 0 FROM sqlite_schema", [], |r| r.get(0))
         .map_err(LogError::sqlite("reading the schema"))?;
@@ -149,7 +151,8 @@ pub fn migrate(conn: &mut Connection, now_ms: u64) -> Result<(), LogError> {
 
 /// Checks, without writing, that a database has the schema this build knows.
 pub fn check_schema(conn: &Connection) -> Result<(), LogError> {
-    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(LogError::sqlite("reading user_version"))?;
+    let version: u32 =
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(LogError::sqlite("reading user_version"))?;
     if version != schema_version() {
         return Err(LogError::Schema(format!(
             "the database has schema version {version}, this confstore expects {}; open it for writing once to migrate",

@@ -19,7 +19,7 @@ pub mod writer;
 
 pub use db::{DbOptions, Synchronous};
 pub use error::LogError;
-pub use reader::{Head, LogReader, Until};
+pub use reader::{CurrentValue, Head, LogReader, Until};
 pub use store::{Receipt, Store};
 
 /// Where the writer gets the time of a changeset.

@@ -32,6 +32,17 @@ pub struct Head {
     pub verified_seq: u64,
 }
 
+/// One current value of a service, from the write model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CurrentValue {
+    /// Key name.
+    pub key: String,
+    /// Canonical JSON text.
+    pub value_json: String,
+    /// The epoch that last set it.
+    pub epoch: u64,
+}
+
 /// How far a replay goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Until {
@@ -55,7 +66,8 @@ impl LogReader {
     pub fn open(path: &Path) -> Result<Self, LogError> {
         let conn = db::open(path, &DbOptions::default(), false)?;
         db::check_schema(&conn)?;
-        let (store_id, generation) = rows::store_row(&conn)?.ok_or_else(|| LogError::NotInitialised(path.to_owned()))?;
+        let (store_id, generation) =
+            rows::store_row(&conn)?.ok_or_else(|| LogError::NotInitialised(path.to_owned()))?;
         Ok(Self { conn, store_id, generation })
     }
 
@@ -213,7 +225,7 @@ impl LogReader {
 
     /// The current values of one service from the write model (no replay), or `None`
     /// if the service is not registered.
-    pub fn current(&self, service: &str) -> Result<Option<Vec<(String, String, u64)>>, LogError> {
+    pub fn current(&self, service: &str) -> Result<Option<Vec<CurrentValue>>, LogError> {
         let registered: bool = self
             .conn
             .query_row("SELECT count(*) > 0 FROM state_services WHERE service = ?1", [service], |r| r.get(0))
@@ -226,7 +238,9 @@ impl LogReader {
             .prepare("SELECT key, value_json, epoch FROM state_values WHERE service = ?1 ORDER BY key")
             .map_err(LogError::sqlite("reading values"))?;
         let values = st
-            .query_map([service], |r| Ok((r.get(0)?, r.get(1)?, rows::u(r.get(2)?))))
+            .query_map([service], |r| {
+                Ok(CurrentValue { key: r.get(0)?, value_json: r.get(1)?, epoch: rows::u(r.get(2)?) })
+            })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(LogError::sqlite("reading values"))?;
         Ok(Some(values))

@@ -81,10 +81,16 @@ impl Store {
     /// now; if they fail, or `key` is not the store's current signing key, the store still
     /// opens for reading but every append is refused with the reason ([`Self::refusal`]).
     /// Without `key`, the store is read-only.
-    pub fn open(path: &Path, key: Option<SigningKey>, clock: Arc<dyn Clock>, opts: &DbOptions) -> Result<Self, LogError> {
+    pub fn open(
+        path: &Path,
+        key: Option<SigningKey>,
+        clock: Arc<dyn Clock>,
+        opts: &DbOptions,
+    ) -> Result<Self, LogError> {
         let mut conn = db::open(path, opts, false)?;
         db::migrate(&mut conn, clock.now_ms())?;
-        let (store_id, generation) = rows::store_row(&conn)?.ok_or_else(|| LogError::NotInitialised(path.to_owned()))?;
+        let (store_id, generation) =
+            rows::store_row(&conn)?.ok_or_else(|| LogError::NotInitialised(path.to_owned()))?;
         let mut head = rows::chain_head(&conn, store_id)?;
         let mut state = rows::load_state(&conn, &head)?;
         let mut refusal = None;
@@ -109,7 +115,14 @@ impl Store {
             .name("confstore-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| LogError::Schema(format!("could not start the writer thread: {e}")))?;
-        Ok(Self { path: path.to_owned(), store_id, generation, refusal: refusal_text, tx: Some(tx), thread: Some(thread) })
+        Ok(Self {
+            path: path.to_owned(),
+            store_id,
+            generation,
+            refusal: refusal_text,
+            tx: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// The store id.
@@ -140,7 +153,7 @@ impl Store {
     /// Hands signing over to `new_key` (one event, signed by the current key, carrying the
     /// new key's countersignature). The caller must keep `new_key` safe before calling.
     pub fn rotate_signing_key(&self, new_key: SigningKey, draft: ChangesetDraft) -> Result<Receipt, LogError> {
-        self.request(|reply| Request::Rotate { new_key, draft, reply })
+        self.request(|reply| Request::Rotate { new_key: Box::new(new_key), draft, reply })
     }
 
     fn request(

@@ -22,7 +22,7 @@ use crate::{Clock, Receipt};
 /// A queued request with its reply channel.
 pub(crate) enum Request {
     Append { draft: ChangesetDraft, reply: SyncSender<Result<Receipt, LogError>> },
-    Rotate { new_key: SigningKey, draft: ChangesetDraft, reply: SyncSender<Result<Receipt, LogError>> },
+    Rotate { new_key: Box<SigningKey>, draft: ChangesetDraft, reply: SyncSender<Result<Receipt, LogError>> },
 }
 
 impl Request {
