@@ -6,6 +6,7 @@
 //! - [`keys`]: Ed25519 signing keys, key ids and the key chain (rotation statements).
 //! - [`verify`]: streaming verification of stored events; the only maker of [`verify::Verified`].
 //! - [`state`]: the configuration state, `decide` (command -> events) and `apply` (event -> state).
+//! - [`export`]: the JSON Lines export format (`confstore-export/1`).
 //! - [`limits`]: every bound in one place.
 //!
 //! Architecture invariant: this crate does no I/O, reads no clock and knows nothing of
@@ -13,6 +14,7 @@
 
 pub mod chain;
 pub mod event;
+pub mod export;
 pub mod fixed_bytes;
 pub mod ids;
 pub mod keys;

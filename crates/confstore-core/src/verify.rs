@@ -414,7 +414,7 @@ impl ChainVerifier {
         }
         match (&body.kind, seq) {
             (EventKind::StoreCreated { .. }, 1) => {
-                if body.epoch != 0 || body.changeset_len != 1 {
+                if body.epoch != 0 || body.changeset_index != 0 || body.changeset_len != 1 {
                     return Err(structure("store_created must be alone in epoch 0".into()));
                 }
                 let key = self.signer_for(1, body)?;

@@ -9,13 +9,12 @@ use confstore_core::{KeyId, VerifyError};
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     /// SQLite failed.
-    #[error("sqlite: {context}: {source}")]
+    #[error("sqlite: {context}: {error}")]
     Sqlite {
         /// What was being done.
         context: &'static str,
-        /// The SQLite error.
-        #[source]
-        source: rusqlite::Error,
+        /// The SQLite error (in the message, not chained, so it prints once).
+        error: rusqlite::Error,
     },
     /// The linked SQLite is too old to be safe with concurrent checkpointers.
     #[error(
@@ -59,7 +58,7 @@ pub enum LogError {
     #[error("this store was opened without a signing key, so it cannot append")]
     ReadOnly,
     /// The changeset was refused; nothing was appended.
-    #[error("{0}")]
+    #[error(transparent)]
     Rejected(#[from] RejectError),
     /// The writer thread stopped (after a panic or shutdown).
     #[error("the log writer has stopped; restart the process")]
@@ -72,6 +71,6 @@ pub enum LogError {
 impl LogError {
     /// Wraps a SQLite error with what was being done.
     pub fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
-        move |source| Self::Sqlite { context, source }
+        move |error| Self::Sqlite { context, error }
     }
 }

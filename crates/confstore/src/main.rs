@@ -1,1 +1,27 @@
-fn main() {}
+//! The `confstore` binary: thin glue from the command line to the library crates.
+//!
+//! Errors from the libraries are typed; here they get context and are printed as one line
+//! (`error: ...`) with a non-zero exit code. Nothing is written when a command fails.
+
+// The binary talks to its user on stdout by design.
+#![allow(clippy::print_stdout)]
+
+mod cli;
+mod cmd;
+mod env_keys;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cmd::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The command line, declared with clap. Every command reads `--data-dir` and `--env-file`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// confstore: an event-sourced configuration store with a signed, hash-chained log.
+#[derive(Debug, Parser)]
+#[command(name = "confstore", version, about, long_about = None)]
+pub struct Cli {
+    /// Directory holding config.db (and later config.lkg.json).
+    #[arg(long, global = true, env = "CONFSTORE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// The env file keys are read from (after the environment) and `init` writes to.
+    #[arg(long, global = true, env = "CONFSTORE_ENV_FILE", default_value = "./.env")]
+    pub env_file: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the store (store id, genesis, first signing key) and write missing keys to the env file.
+    Init(InitArgs),
+    /// Register services, or list them.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Set one or more keys of a service in one changeset: `set SVC KEY VALUE` or `set SVC K=V K2=V2`.
+    Set(SetArgs),
+    /// Remove one or more keys of a service in one changeset.
+    Unset(UnsetArgs),
+    /// Append changesets read as JSON Lines from a file or `-` (stdin); prints one result per line.
+    Apply(ApplyArgs),
+    /// Show configuration now, at an epoch, or at a time (answered by replaying the log).
+    Get(GetArgs),
+    /// Show the events that changed configuration.
+    History(HistoryArgs),
+    /// Show the head of the log: seq, epoch, hash, store id.
+    Head(JsonFlag),
+    /// Write the whole log as JSON Lines (confstore-export/1).
+    Export(ExportArgs),
+    /// Check every link, signature, seq and epoch of the live database or of an export file.
+    Verify(VerifyArgs),
+}
+
+/// `--json`.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Who and why, for every write.
+#[derive(Debug, Args)]
+pub struct WriteMeta {
+    /// Why the change is made; recorded in the signed event.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Who makes the change (default: $USER, else "cli").
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Request id to record (default: a random one).
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// Only commit if the store is still at this epoch (compare-and-set).
+    #[arg(long, value_name = "EPOCH")]
+    pub expect_epoch: Option<u64>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `service ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Register one or more services (one changeset).
+    Add {
+        /// Service names: lowercase letters, digits, '_' and '-'.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Who and why.
+        #[command(flatten)]
+        meta: WriteMeta,
+    },
+    /// List registered services.
+    List(JsonFlag),
+}
+
+/// `set`.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// The service.
+    pub service: String,
+    /// `KEY VALUE`, or one or more `KEY=VALUE`. VALUE is JSON (`'"text"'`, `42`, `true`, `{...}`).
+    #[arg(required = true, num_args = 1..)]
+    pub assignments: Vec<String>,
+    /// Take every VALUE as a plain string instead of JSON.
+    #[arg(long)]
+    pub string: bool,
+    /// Who and why.
+    #[command(flatten)]
+    pub meta: WriteMeta,
+}
+
+/// `unset`.
+#[derive(Debug, Args)]
+pub struct UnsetArgs {
+    /// The service.
+    pub service: String,
+    /// Keys to remove.
+    #[arg(required = true, num_args = 1..)]
+    pub keys: Vec<String>,
+    /// Who and why.
+    #[command(flatten)]
+    pub meta: WriteMeta,
+}
+
+/// `apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// File of JSON Lines, or `-` for stdin.
+    pub input: PathBuf,
+    /// Default actor for lines that name none (default: $USER, else "cli").
+    #[arg(long)]
+    pub actor: Option<String>,
+}
+
+/// `get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The service (all services when omitted).
+    pub service: Option<String>,
+    /// One key of the service.
+    pub key: Option<String>,
+    /// State at this epoch.
+    #[arg(long, conflicts_with = "at")]
+    pub epoch: Option<u64>,
+    /// State at this time (RFC 3339, e.g. 2026-11-26T09:30:00Z).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only events of this service.
+    pub service: Option<String>,
+    /// Only events of this key (needs SERVICE).
+    #[arg(long, requires = "service")]
+    pub key: Option<String>,
+    /// Show only the newest N matching events.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print JSON Lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write here (atomically) instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Verify this export file instead of the live database (needs no database).
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// The trusted Ed25519 public key (base64); default CONFIG_SIGNATURE_PUBLIC_KEY.
+    #[arg(long)]
+    pub public_key: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}

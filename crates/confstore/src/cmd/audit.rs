@@ -1,0 +1,244 @@
+//! Audit commands: `export` (JSON Lines, confstore-export/1) and `verify` (the live
+//! database or an export file, against a trusted public key).
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow};
+use confstore_core::export::{self, ExportError};
+use confstore_core::verify::ChainHead;
+use confstore_core::{ChainVerifier, EventBody, State, VerifyError, VerifyingKey};
+use confstore_log::{LogReader, Until};
+use serde_json::json;
+
+use super::Ctx;
+use crate::cli::{ExportArgs, VerifyArgs};
+use crate::env_keys::{self, PUBLIC_KEY};
+use crate::output;
+
+pub fn export(ctx: &Ctx, args: &ExportArgs) -> Result<ExitCode> {
+    let reader = ctx.reader()?;
+    let total = reader.count()?;
+    let bar = output::progress(total, "exporting");
+    let (mut out, partial): (Box<dyn Write>, Option<PathBuf>) = match &args.out {
+        Some(path) => {
+            let partial = partial_path(path);
+            let f = File::create(&partial).with_context(|| format!("cannot write {}", partial.display()))?;
+            (Box::new(BufWriter::new(f)), Some(partial))
+        }
+        None => (Box::new(BufWriter::new(std::io::stdout().lock())), None),
+    };
+    let written = write_export(&reader, &mut out, &bar);
+    bar.finish_and_clear();
+    let result = written.and_then(|n| out.flush().map(|()| n).context("cannot write the export"));
+    drop(out);
+    let count = match (result, &partial) {
+        (Ok(n), _) => n,
+        (Err(e), Some(p)) => {
+            let _ = fs::remove_file(p);
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
+    };
+    if let (Some(path), Some(partial)) = (&args.out, &partial) {
+        File::open(partial).and_then(|f| f.sync_all()).context("cannot sync the export")?;
+        fs::rename(partial, path).with_context(|| format!("cannot move the export to {}", path.display()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir).and_then(|d| d.sync_all()).context("cannot sync the export's directory")?;
+        }
+        eprintln!("exported {count} events to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+fn write_export(reader: &LogReader, out: &mut dyn Write, bar: &indicatif::ProgressBar) -> Result<u64> {
+    writeln!(out, "{}", export::header_line(&reader.store_id(), &reader.keys()?)).context("cannot write the export")?;
+    let mut n = 0u64;
+    let mut io_error = None;
+    reader.for_each_event(1, |ev| {
+        let body = EventBody::decode(&ev.body).ok();
+        if let Err(e) = writeln!(out, "{}", export::event_line(&ev, body.as_ref())) {
+            io_error = Some(e);
+            return Ok(false);
+        }
+        n += 1;
+        if n.is_multiple_of(1024) {
+            bar.set_position(n);
+        }
+        Ok(true)
+    })?;
+    if let Some(e) = io_error {
+        return Err(anyhow!(e).context("cannot write the export"));
+    }
+    Ok(n)
+}
+
+/// The trusted key: `--public-key`, else CONFIG_SIGNATURE_PUBLIC_KEY (environment, then env
+/// file), else the public half of CONFIG_SIGNATURE_PRIVATE_KEY.
+fn trusted_key(ctx: &Ctx, args: &VerifyArgs) -> Result<VerifyingKey> {
+    if let Some(text) = &args.public_key {
+        return env_keys::parse_public_key(text);
+    }
+    ctx.keys()?.public_key()?.ok_or_else(|| {
+        anyhow!("no trusted public key: pass --public-key BASE64, or set {PUBLIC_KEY} (environment or --env-file)")
+    })
+}
+
+/// The first problem found: its seq and why.
+struct Failure {
+    seq: u64,
+    reason: String,
+}
+
+impl From<VerifyError> for Failure {
+    fn from(e: VerifyError) -> Self {
+        Self { seq: e.seq(), reason: e.to_string() }
+    }
+}
+
+pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitCode> {
+    let anchor = trusted_key(ctx, args)?;
+    let (source, outcome) = match &args.export {
+        Some(path) => (path.display().to_string(), verify_export(path, anchor)?),
+        None => (ctx.db_path().display().to_string(), verify_database(&ctx.reader()?, anchor)?),
+    };
+    match outcome {
+        Ok(head) => {
+            report_ok(&source, &head, &anchor, args.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(f) => {
+            if args.json {
+                output::json(&json!({"ok": false, "source": source, "first_bad_seq": f.seq, "reason": f.reason}));
+            } else {
+                eprintln!("verification FAILED for {source}: first bad event is seq {}: {}", f.seq, f.reason);
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn report_ok(source: &str, head: &ChainHead, anchor: &VerifyingKey, as_json: bool) {
+    if as_json {
+        output::json(&json!({
+            "ok": true, "source": source, "store_id": head.store_id.to_hex(), "events": head.seq,
+            "epoch": head.epoch, "head_hash": head.hash.to_hex(), "keys": head.keys.entries().len(),
+            "trusted_key_id": anchor.key_id().to_hex(),
+        }));
+    } else {
+        println!(
+            "ok: {source}: {} events verified (every link and signature), epoch {}, head {}",
+            head.seq, head.epoch, head.hash
+        );
+        println!(
+            "    store {}, {} signing key(s), trusted key {}",
+            head.store_id,
+            head.keys.entries().len(),
+            anchor.key_id()
+        );
+    }
+}
+
+fn verify_database(reader: &LogReader, anchor: VerifyingKey) -> Result<Result<ChainHead, Failure>> {
+    let check: String = reader
+        .connection()
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .context("cannot run sqlite's quick_check")?;
+    if check != "ok" {
+        return Ok(Err(Failure { seq: 0, reason: format!("sqlite quick_check: {check}") }));
+    }
+    let bar = output::progress(reader.count()?, "verifying");
+    let result = reader.verify(Some(anchor), &mut |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    let head = match result {
+        Ok(head) => head,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    Ok(match write_model_difference(reader)? {
+        None => Ok(head),
+        Some(reason) => Err(Failure { seq: head.seq, reason }),
+    })
+}
+
+/// Compares the tables kept beside the log with a replay of the log.
+fn write_model_difference(reader: &LogReader) -> Result<Option<String>> {
+    let replayed: State = reader.replay(Until::Head)?;
+    let services = reader.services()?;
+    if services.len() != replayed.services.len() || !services.iter().all(|s| replayed.services.contains_key(s)) {
+        return Ok(Some("the registered-services table differs from a replay of the log".into()));
+    }
+    for (service, values) in &replayed.services {
+        let stored = reader.current(service)?.unwrap_or_default();
+        let same = stored.len() == values.len()
+            && stored.iter().all(|v| values.get(&v.key).is_some_and(|x| *x == v.value_json));
+        if !same {
+            return Ok(Some(format!("the current values of {service:?} differ from a replay of the log")));
+        }
+    }
+    Ok(None)
+}
+
+fn verify_export(path: &Path, anchor: VerifyingKey) -> Result<Result<ChainHead, Failure>> {
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut lines = BufReader::new(file).lines();
+    let header = match lines.next() {
+        Some(line) => line.with_context(|| format!("cannot read {}", path.display()))?,
+        None => return Ok(Err(Failure { seq: 0, reason: "the file is empty: no header line".into() })),
+    };
+    let store_id = match export::parse_header(&header) {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(Failure { seq: 0, reason: e.to_string() })),
+    };
+    let bar = output::progress(size, "verifying");
+    let mut verifier = ChainVerifier::new(store_id, Some(anchor)).discard_events();
+    let outcome = push_export_lines(&mut verifier, lines, header.len() as u64 + 1, &bar, path);
+    bar.finish_and_clear();
+    if let Some(failure) = outcome? {
+        return Ok(Err(failure));
+    }
+    Ok(verifier.finish().map_err(Failure::from))
+}
+
+/// Feeds every event line to the verifier; the first failure, if any.
+fn push_export_lines(
+    verifier: &mut ChainVerifier,
+    lines: impl Iterator<Item = std::io::Result<String>>,
+    mut read: u64,
+    bar: &indicatif::ProgressBar,
+    path: &Path,
+) -> Result<Option<Failure>> {
+    for (i, line) in (2u64..).zip(lines) {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        read += line.len() as u64 + 1;
+        if i % 1024 == 0 {
+            bar.set_position(read);
+        }
+        let ev = match export::parse_event(i, &line) {
+            Ok(ev) => ev,
+            Err(e) => {
+                // Signatures queued before this line come first.
+                if let Err(earlier) = verifier.flush_ready() {
+                    return Ok(Some(earlier.into()));
+                }
+                let seq = match e {
+                    ExportError::Mismatch { seq, .. } => seq,
+                    _ => verifier.head().seq + 1,
+                };
+                return Ok(Some(Failure { seq, reason: e.to_string() }));
+            }
+        };
+        if let Err(e) = verifier.push(&ev) {
+            return Ok(Some(e.into()));
+        }
+    }
+    Ok(None)
+}

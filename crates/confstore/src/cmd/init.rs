@@ -1,0 +1,59 @@
+//! `confstore init`: keys first (fail fast if the env file cannot be written), then the store.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use confstore_core::StoreId;
+use confstore_log::{DbOptions, LogReader, Store, SystemClock};
+use serde_json::json;
+
+use super::{Ctx, default_actor};
+use crate::cli::InitArgs;
+use crate::output;
+
+pub fn init(ctx: &Ctx, args: &InitArgs) -> Result<ExitCode> {
+    let db = ctx.db_path();
+    if db.exists()
+        && let Ok(reader) = LogReader::open(&db)
+    {
+        bail!("a store already exists at {} (store id {}); nothing was changed", db.display(), reader.store_id());
+    }
+    let mut keys = ctx.keys()?;
+    let written = keys.ensure_all()?;
+    let key = keys.signing_key()?;
+    let key_id = key.verifying_key().key_id();
+    if !ctx.data_dir.exists() {
+        // The log is not secret, but who may read the history is the operator's call: start private.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&ctx.data_dir)
+            .with_context(|| format!("cannot create the data directory {}", ctx.data_dir.display()))?;
+    }
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| anyhow!("the operating system's random source failed: {e}"))?;
+    let store_id = StoreId(id);
+    let store = Store::create(&db, key, store_id, &default_actor(), Arc::new(SystemClock), &DbOptions::default())
+        .with_context(|| format!("cannot create the store at {}", db.display()))?;
+    drop(store);
+    if args.json {
+        output::json(&json!({
+            "store_id": store_id.to_hex(),
+            "database": db.display().to_string(),
+            "env_file": ctx.env_file.display().to_string(),
+            "keys_written": written,
+            "signing_key_id": key_id.to_hex(),
+        }));
+    } else {
+        println!("created store {store_id} at {}", db.display());
+        println!("signing key {key_id}");
+        if written.is_empty() {
+            println!("keys: all four already set; none written");
+        } else {
+            println!("keys written to {} (mode 0600): {}", ctx.env_file.display(), written.join(", "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

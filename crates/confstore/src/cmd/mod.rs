@@ -1,0 +1,77 @@
+//! One module per group of commands; [`run`] dispatches.
+
+mod audit;
+mod init;
+mod read;
+mod write;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use confstore_log::{DbOptions, LogReader, Store, SystemClock};
+
+use crate::cli::{Cli, Command, ServiceCommand};
+use crate::env_keys::Keys;
+
+/// Runs one command.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let ctx = Ctx { data_dir: cli.data_dir, env_file: cli.env_file };
+    match cli.command {
+        Command::Init(a) => init::init(&ctx, &a),
+        Command::Service(ServiceCommand::Add { names, meta }) => write::service_add(&ctx, names, &meta),
+        Command::Service(ServiceCommand::List(a)) => read::service_list(&ctx, a.json),
+        Command::Set(a) => write::set(&ctx, &a),
+        Command::Unset(a) => write::unset(&ctx, &a),
+        Command::Apply(a) => write::apply(&ctx, &a),
+        Command::Get(a) => read::get(&ctx, &a),
+        Command::History(a) => read::history(&ctx, &a),
+        Command::Head(a) => read::head(&ctx, a.json),
+        Command::Export(a) => audit::export(&ctx, &a),
+        Command::Verify(a) => audit::verify(&ctx, &a),
+    }
+}
+
+/// What every command knows: where the data and the keys are.
+pub struct Ctx {
+    data_dir: PathBuf,
+    env_file: PathBuf,
+}
+
+impl Ctx {
+    fn db_path(&self) -> PathBuf {
+        self.data_dir.join("config.db")
+    }
+
+    fn keys(&self) -> Result<Keys> {
+        Keys::load(&self.env_file)
+    }
+
+    /// Opens the store for appending with the configured signing key.
+    fn store(&self) -> Result<Store> {
+        let key = self.keys()?.signing_key()?;
+        let path = self.db_path();
+        Store::open(&path, Some(key), Arc::new(SystemClock), &DbOptions::default())
+            .with_context(|| format!("cannot open the store at {}", path.display()))
+    }
+
+    /// Opens the store for reading.
+    fn reader(&self) -> Result<LogReader> {
+        let path = self.db_path();
+        LogReader::open(&path).with_context(|| format!("cannot open the store at {}", path.display()))
+    }
+}
+
+/// `$USER`, else "cli".
+fn default_actor() -> String {
+    std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "cli".to_owned())
+}
+
+/// A random request id: 16 hex digits.
+fn new_request_id() -> String {
+    let mut b = [0u8; 8];
+    // A request id only correlates logs; an all-zero id if the OS source fails is harmless.
+    let _ = getrandom::fill(&mut b);
+    hex::encode(b)
+}

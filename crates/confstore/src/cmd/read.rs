@@ -1,0 +1,171 @@
+//! Read commands: `service list`, `get`, `history`, `head`.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use confstore_core::EventKind;
+use confstore_log::Until;
+use serde_json::{Value, json};
+
+use super::Ctx;
+use crate::cli::{GetArgs, HistoryArgs};
+use crate::output;
+
+pub fn service_list(ctx: &Ctx, as_json: bool) -> Result<ExitCode> {
+    let services = ctx.reader()?.services()?;
+    if as_json {
+        output::json(&json!({ "services": services }));
+    } else {
+        for s in services {
+            println!("{s}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse(value_json: &str) -> Value {
+    serde_json::from_str(value_json).unwrap_or_else(|_| Value::String(value_json.to_owned()))
+}
+
+pub fn get(ctx: &Ctx, args: &GetArgs) -> Result<ExitCode> {
+    let reader = ctx.reader()?;
+    let head = reader.head()?;
+    let until = match (&args.epoch, &args.at) {
+        (Some(e), _) => Until::Epoch(*e),
+        (None, Some(t)) => Until::Time(output::parse_time(t)?),
+        (None, None) => Until::Head,
+    };
+    // Now: the write model kept at the head (no replay). Past: a verified replay.
+    let (epoch, services): (u64, BTreeMap<String, BTreeMap<String, String>>) = if until == Until::Head {
+        let mut all = BTreeMap::new();
+        let names = match &args.service {
+            Some(s) => vec![s.clone()],
+            None => reader.services()?,
+        };
+        for name in names {
+            if let Some(values) = reader.current(&name)? {
+                all.insert(name, values.into_iter().map(|v| (v.key, v.value_json)).collect());
+            }
+        }
+        (head.epoch, all)
+    } else {
+        let state = reader.replay(until)?;
+        (state.epoch, state.services)
+    };
+    if let Some(service) = &args.service
+        && !services.contains_key(service)
+    {
+        bail!("unknown service {service:?} at epoch {epoch}; `confstore service list` shows the registered ones");
+    }
+    if let (Some(service), Some(key)) = (&args.service, &args.key) {
+        let Some(v) = services.get(service).and_then(|vals| vals.get(key)) else {
+            bail!("{service}.{key} is not set at epoch {epoch}");
+        };
+        if args.json {
+            output::json(&json!({"service": service, "key": key, "epoch": epoch, "value": parse(v)}));
+        } else {
+            println!("{}", parse(v));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.json {
+        let services: serde_json::Map<String, Value> = services
+            .iter()
+            .map(|(s, vals)| (s.clone(), Value::Object(vals.iter().map(|(k, v)| (k.clone(), parse(v))).collect())))
+            .collect();
+        output::json(&json!({"epoch": epoch, "services": services}));
+    } else {
+        println!("# epoch {epoch}");
+        for (service, vals) in &services {
+            if args.service.is_none() {
+                println!("[{service}]");
+            }
+            for (k, v) in vals {
+                println!("{k} = {}", parse(v));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn history(ctx: &Ctx, args: &HistoryArgs) -> Result<ExitCode> {
+    let reader = ctx.reader()?;
+    if let Some(s) = &args.service
+        && reader.current(s)?.is_none()
+    {
+        bail!("unknown service {s:?}; `confstore service list` shows the registered ones");
+    }
+    let mut lines: Vec<Value> = Vec::new();
+    reader.replay_with(Until::Head, |ev| {
+        let b = ev.body();
+        let (service, key) = match &b.kind {
+            EventKind::ValueSet { service, key, .. } | EventKind::ValueUnset { service, key } => {
+                (Some(service.as_str()), Some(key.as_str()))
+            }
+            EventKind::ServiceRegistered { service } => (Some(service.as_str()), None),
+            _ => (None, None),
+        };
+        if args.service.as_deref().is_some_and(|s| service != Some(s)) {
+            return;
+        }
+        if args.key.as_deref().is_some_and(|k| key != Some(k)) {
+            return;
+        }
+        let mut v = b.to_json();
+        v["seq"] = json!(ev.seq());
+        v["time"] = json!(output::time(b.time_ms));
+        lines.push(v);
+    })?;
+    let skip = args.limit.map_or(0, |n| lines.len().saturating_sub(n));
+    for v in &lines[skip..] {
+        if args.json {
+            output::json(v);
+        } else {
+            println!("{}", history_text(v));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn history_text(v: &Value) -> String {
+    let k = &v["kind"];
+    let what = match k["type"].as_str().unwrap_or("") {
+        "value_set" => format!("set {}.{} = {}", str_of(&k["service"]), str_of(&k["key"]), k["value"]),
+        "value_unset" => format!("unset {}.{}", str_of(&k["service"]), str_of(&k["key"])),
+        "service_registered" => format!("register {}", str_of(&k["service"])),
+        "store_created" => format!("store created {}", str_of(&k["store_id"])),
+        "signing_key_rotated" => "signing key rotated".to_owned(),
+        other => other.to_owned(),
+    };
+    let reason = str_of(&v["reason"]);
+    let reason = if reason.is_empty() { String::new() } else { format!("  ({reason})") };
+    format!(
+        "{:>6}  epoch {:<5} {}  {:<12} {what}{reason}",
+        v["seq"],
+        v["epoch"],
+        str_of(&v["time"]),
+        str_of(&v["actor"])
+    )
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+pub fn head(ctx: &Ctx, as_json: bool) -> Result<ExitCode> {
+    let h = ctx.reader()?.head()?;
+    if as_json {
+        output::json(&json!({
+            "store_id": h.store_id.to_hex(), "generation": h.generation, "seq": h.seq, "epoch": h.epoch,
+            "hash": h.hash.to_hex(), "time": output::time(h.time_ms), "verified_seq": h.verified_seq,
+        }));
+    } else {
+        println!("store    {}", h.store_id);
+        println!("seq      {}", h.seq);
+        println!("epoch    {}", h.epoch);
+        println!("hash     {}", h.hash);
+        println!("time     {}", output::time(h.time_ms));
+    }
+    Ok(ExitCode::SUCCESS)
+}
