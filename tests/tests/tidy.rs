@@ -1,0 +1,146 @@
+//! Repository conventions checked as ordinary tests (after rust-analyzer's `tidy.rs`):
+//! the crate dependency direction of docs/ARCHITECTURE.md, the sans-I/O core, `//!` at the
+//! top of every Rust file, and every migration embedded in the binary.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
+}
+
+/// Normal (non-dev) dependencies of every crate under crates/ and projections/, by name.
+fn dependencies() -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for dir in ["crates", "projections"] {
+        let Ok(entries) = fs::read_dir(root().join(dir)) else { continue };
+        for entry in entries.flatten() {
+            let manifest = entry.path().join("Cargo.toml");
+            let Ok(text) = fs::read_to_string(&manifest) else { continue };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            out.insert(name, section_keys(&text, "dependencies"));
+        }
+    }
+    out
+}
+
+/// The keys of one `[section]` of a manifest (enough TOML for our manifests).
+fn section_keys(text: &str, section: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut inside = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line == format!("[{section}]");
+            continue;
+        }
+        if inside && let Some((key, _)) = line.split_once('=') {
+            let key = key.trim().trim_end_matches(".workspace").trim_matches('"');
+            if !key.is_empty() && !key.starts_with('#') {
+                keys.push(key.to_owned());
+            }
+        }
+    }
+    keys
+}
+
+#[test]
+fn crate_dependencies_point_one_way() {
+    let deps = dependencies();
+    let forbidden: &[(&str, &[&str])] = &[
+        // The core is sans-I/O: no database, runtime, network, or other confstore crate.
+        (
+            "confstore-core",
+            &["confstore-log", "confstore", "confstore-client", "rusqlite", "tokio", "axum", "rumqttc", "reqwest"],
+        ),
+        // The log knows SQLite and the core, nothing of the binary, HTTP or MQTT.
+        ("confstore-log", &["confstore", "confstore-client", "tokio", "axum", "rumqttc", "tower-http"]),
+        // The client never links SQLite or axum.
+        ("confstore-client", &["rusqlite", "confstore-log", "axum", "confstore"]),
+    ];
+    for (krate, banned) in forbidden {
+        let Some(have) = deps.get(*krate) else { continue };
+        for b in *banned {
+            assert!(!have.iter().any(|d| d == b), "{krate} must not depend on {b} (docs/ARCHITECTURE.md)");
+        }
+    }
+    assert!(deps.contains_key("confstore-core") && deps.contains_key("confstore-log"), "crates are where expected");
+    // Projections never import each other.
+    let projections: Vec<&String> =
+        deps.keys().filter(|k| root().join("projections").join(k.as_str()).exists()).collect();
+    for p in &projections {
+        for q in &projections {
+            assert!(p == q || !deps[p.as_str()].contains(q), "projection {p} must not depend on projection {q}");
+        }
+    }
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == "target") {
+            continue;
+        }
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn core_does_no_io_and_reads_no_clock() {
+    let mut files = Vec::new();
+    rust_files(&root().join("crates/confstore-core/src"), &mut files);
+    assert!(!files.is_empty());
+    for f in files {
+        let text = fs::read_to_string(&f).unwrap();
+        for banned in ["std::fs", "std::net", "std::process", "SystemTime", "Instant::now", "std::env", "std::thread"] {
+            assert!(
+                !text.contains(banned),
+                "{} uses {banned}; confstore-core does no I/O and reads no clock",
+                f.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_rust_file_starts_with_a_module_doc() {
+    let mut files = Vec::new();
+    for dir in ["crates", "projections", "tests"] {
+        rust_files(&root().join(dir), &mut files);
+    }
+    let missing: Vec<String> = files
+        .iter()
+        .filter(|f| !fs::read_to_string(f).unwrap().trim_start().starts_with("//!"))
+        .map(|f| f.strip_prefix(root()).unwrap_or(f).display().to_string())
+        .collect();
+    assert!(missing.is_empty(), "files without a leading //! doc comment: {missing:?}");
+}
+
+#[test]
+fn every_migration_is_embedded_and_well_named() {
+    let db_rs = fs::read_to_string(root().join("crates/confstore-log/src/db.rs")).unwrap();
+    let mut names: Vec<String> = fs::read_dir(root().join("migrations"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sql"))
+        .collect();
+    names.sort();
+    assert!(!names.is_empty());
+    for (i, name) in names.iter().enumerate() {
+        let stem = name.trim_end_matches(".sql");
+        let (num, rest) = stem.split_at(4);
+        assert_eq!(
+            num.parse::<usize>().ok(),
+            Some(i + 1),
+            "{name}: migrations are numbered 0001, 0002, ... without gaps"
+        );
+        assert!(rest.starts_with('_') && rest.len() > 1, "{name}: name migrations NNNN_verb_noun.sql");
+        assert!(db_rs.contains(&format!("migrations/{name}")), "{name} is not embedded in confstore-log's MIGRATIONS");
+    }
+}
