@@ -88,7 +88,7 @@ proptest! {
             match model_apply(&model, ops) {
                 Some(next) => {
                     let receipt = result.unwrap();
-                    prop_assert_eq!(receipt.epoch as usize, at_epoch.len());
+                    prop_assert_eq!(receipt.epoch, at_epoch.len() as u64);
                     model = next;
                     at_epoch.push(model.clone());
                 }
