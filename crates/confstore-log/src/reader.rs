@@ -61,6 +61,12 @@ pub struct LogReader {
     generation: u64,
 }
 
+impl std::fmt::Debug for LogReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogReader").field("store_id", &self.store_id).finish_non_exhaustive()
+    }
+}
+
 impl LogReader {
     /// Opens an existing store for reading. Does not migrate or write.
     pub fn open(path: &Path) -> Result<Self, LogError> {

@@ -167,6 +167,17 @@ impl Store {
     }
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("store_id", &self.store_id)
+            .field("generation", &self.generation)
+            .field("refusal", &self.refusal)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Store {
     fn drop(&mut self) {
         // Closing the queue ends the writer loop after the requests already queued.

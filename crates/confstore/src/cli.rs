@@ -14,9 +14,23 @@ pub struct Cli {
     /// The env file keys are read from (after the environment) and `init` writes to.
     #[arg(long, global = true, env = "CONFSTORE_ENV_FILE", default_value = "./.env")]
     pub env_file: PathBuf,
+    /// Durability of writes: `full` fsyncs every commit (survives power loss); `normal` only
+    /// at checkpoints, so a power cut may lose up to ~1000 pages (about 4 MB) of the newest
+    /// commits. A process crash loses nothing either way.
+    #[arg(long, global = true, env = "CONFSTORE_SYNCHRONOUS", value_enum, default_value_t = SyncMode::Full)]
+    pub synchronous: SyncMode,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--synchronous`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncMode {
+    /// fsync at every commit (default).
+    Full,
+    /// fsync at checkpoints only; see the loss window above.
+    Normal,
 }
 
 /// The commands.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use confstore_core::StoreId;
-use confstore_log::{DbOptions, LogReader, Store, SystemClock};
+use confstore_log::{LogReader, Store, SystemClock};
 use serde_json::json;
 
 use super::{Ctx, default_actor};
@@ -35,7 +35,7 @@ pub fn init(ctx: &Ctx, args: &InitArgs) -> Result<ExitCode> {
     let mut id = [0u8; 16];
     getrandom::fill(&mut id).map_err(|e| anyhow!("the operating system's random source failed: {e}"))?;
     let store_id = StoreId(id);
-    let store = Store::create(&db, key, store_id, &default_actor(), Arc::new(SystemClock), &DbOptions::default())
+    let store = Store::create(&db, key, store_id, &default_actor(), Arc::new(SystemClock), &ctx.db)
         .with_context(|| format!("cannot create the store at {}", db.display()))?;
     drop(store);
     if args.json {

@@ -10,14 +10,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use confstore_log::{DbOptions, LogReader, Store, SystemClock};
+use confstore_log::{DbOptions, LogReader, Store, Synchronous, SystemClock};
 
-use crate::cli::{Cli, Command, ServiceCommand};
+use crate::cli::{Cli, Command, ServiceCommand, SyncMode};
 use crate::env_keys::Keys;
 
 /// Runs one command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let ctx = Ctx { data_dir: cli.data_dir, env_file: cli.env_file };
+    let synchronous = match cli.synchronous {
+        SyncMode::Full => Synchronous::Full,
+        SyncMode::Normal => Synchronous::Normal,
+    };
+    let ctx =
+        Ctx { data_dir: cli.data_dir, env_file: cli.env_file, db: DbOptions { synchronous, ..DbOptions::default() } };
     match cli.command {
         Command::Init(a) => init::init(&ctx, &a),
         Command::Service(ServiceCommand::Add { names, meta }) => write::service_add(&ctx, names, &meta),
@@ -37,6 +42,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 pub struct Ctx {
     data_dir: PathBuf,
     env_file: PathBuf,
+    db: DbOptions,
 }
 
 impl Ctx {
@@ -52,7 +58,7 @@ impl Ctx {
     fn store(&self) -> Result<Store> {
         let key = self.keys()?.signing_key()?;
         let path = self.db_path();
-        Store::open(&path, Some(key), Arc::new(SystemClock), &DbOptions::default())
+        Store::open(&path, Some(key), Arc::new(SystemClock), &self.db)
             .with_context(|| format!("cannot open the store at {}", path.display()))
     }
 

@@ -1,0 +1,96 @@
+//! Opening databases: the SQLite version pin, pragmas, migrations, and files that are not
+//! (or not yet, or no longer) confstore stores. Each gives a clear error and writes nothing.
+
+mod common;
+
+use common::*;
+use confstore_log::{DbOptions, LogError, LogReader, Store};
+
+#[test]
+fn bundled_sqlite_is_at_least_3_51_3() {
+    assert!(rusqlite::version_number() >= 3_051_003, "linked sqlite {}", rusqlite::version());
+}
+
+#[test]
+fn pragmas_are_as_documented() {
+    let (t, _store) = temp_store();
+    let reader = LogReader::open(&t.path).unwrap();
+    let c = reader.connection();
+    let get = |p: &str| -> String {
+        c.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, rusqlite::types::Value>(0))
+            .map(|v| format!("{v:?}"))
+            .unwrap()
+    };
+    assert!(get("journal_mode").contains("wal"));
+    assert_eq!(get("synchronous"), "Integer(2)", "FULL by default");
+    assert_eq!(get("journal_size_limit"), "Integer(67108864)");
+    assert_eq!(get("user_version"), "Integer(1)");
+    assert_eq!(get("application_id"), format!("Integer({})", confstore_log::db::APPLICATION_ID));
+}
+
+#[test]
+fn missing_store_is_not_initialised() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.db");
+    let err = Store::open(&path, Some(key(1)), clock(), &DbOptions::default()).unwrap_err();
+    assert!(matches!(err, LogError::NotInitialised(_)), "{err}");
+    assert!(err.to_string().contains("confstore init"));
+    assert!(!path.exists(), "opening must not create the file");
+}
+
+#[test]
+fn garbage_file_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.db");
+    let garbage = b"this is not a database, just some bytes that happen to be here".repeat(100);
+    std::fs::write(&path, &garbage).unwrap();
+    let err = Store::open(&path, Some(key(1)), clock(), &DbOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("not a database"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), garbage);
+}
+
+#[test]
+fn another_applications_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.db");
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);").unwrap();
+    drop(other);
+    let err = Store::open(&path, Some(key(1)), clock(), &DbOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("not a confstore database"), "{err}");
+}
+
+#[test]
+fn newer_schema_is_refused_with_advice() {
+    let (t, store) = temp_store();
+    drop(store);
+    let c = rusqlite::Connection::open(&t.path).unwrap();
+    c.pragma_update(None, "user_version", 99).unwrap();
+    drop(c);
+    let err = Store::open(&t.path, Some(key(1)), clock(), &DbOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("upgrade confstore"), "{err}");
+    let err = LogReader::open(&t.path).unwrap_err();
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+}
+
+#[test]
+fn create_refuses_an_existing_store() {
+    let (t, store) = temp_store();
+    drop(store);
+    let err = Store::create(&t.path, key(1), STORE, "t", clock(), &DbOptions::default()).unwrap_err();
+    assert!(matches!(err, LogError::AlreadyInitialised { .. }), "{err}");
+}
+
+#[test]
+fn migrations_are_recorded() {
+    let (t, _store) = temp_store();
+    let c = rusqlite::Connection::open(&t.path).unwrap();
+    let names: Vec<String> = c
+        .prepare("SELECT name FROM schema_migrations ORDER BY version")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(names, ["0001_create_log"]);
+}
