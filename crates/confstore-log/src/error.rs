@@ -60,6 +60,10 @@ pub enum LogError {
     /// The changeset was refused; nothing was appended.
     #[error(transparent)]
     Rejected(#[from] RejectError),
+    /// The transaction holding the changeset failed and was rolled back; nothing of it is
+    /// in the log. Safe to retry.
+    #[error("the changeset was not committed ({0}); nothing was written, retrying is safe")]
+    NotCommitted(String),
     /// The writer thread stopped (after a panic or shutdown).
     #[error("the log writer has stopped; restart the process")]
     WriterGone,

@@ -119,7 +119,7 @@ impl Writer {
                     }));
                 }
                 for s in sealed {
-                    s.request.reply(Err(LogError::Schema(format!("the changeset was not committed: {text}"))));
+                    s.request.reply(Err(LogError::NotCommitted(text.clone())));
                 }
             }
         }
@@ -131,9 +131,9 @@ impl Writer {
         let tx = match self.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => {
-                let err = LogError::sqlite("starting a write transaction")(e);
+                let err = LogError::sqlite("starting a write transaction")(e).to_string();
                 for r in batch {
-                    r.reply(Err(LogError::Schema(format!("the changeset was not committed: {err}"))));
+                    r.reply(Err(LogError::NotCommitted(err.clone())));
                 }
                 return Ok(Vec::new());
             }
@@ -157,7 +157,8 @@ impl Writer {
             return Ok(Vec::new());
         }
         let mut next_key: Option<SigningKey> = None;
-        for request in batch {
+        let mut requests = batch.into_iter();
+        while let Some(request) = requests.next() {
             let now = self.clock.now_ms();
             let key = next_key.as_ref().or(self.key.as_ref());
             let Some(key) = key else {
@@ -181,7 +182,9 @@ impl Writer {
             for body in &bodies {
                 let ev = state::seal(self.head.seq + 1, &self.head.hash, body, key);
                 if let Err(e) = rows::insert_event(&tx, &ev).and_then(|()| rows::apply_to_tables(&tx, ev.seq, body)) {
+                    // This request and every one after it in the batch fail with the batch.
                     sealed.push(Sealed { request, receipt: Receipt::default() });
+                    sealed.extend(requests.map(|request| Sealed { request, receipt: Receipt::default() }));
                     return Err((e, sealed));
                 }
                 self.state.apply_body(ev.seq, body);
