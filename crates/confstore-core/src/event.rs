@@ -92,6 +92,9 @@ pub enum DecodeError {
     /// Bytes left after a complete body: there is exactly one encoding of each body.
     #[error("body has {0} trailing bytes after a complete event")]
     Trailing(usize),
+    /// The body decodes but is not in the shortest (canonical) form, e.g. an overlong varint.
+    #[error("body is not canonically encoded (an overlong varint?); v1 bodies have exactly one encoding")]
+    NotCanonical,
 }
 
 impl EventBody {
@@ -101,7 +104,7 @@ impl EventBody {
         postcard::to_stdvec(self).unwrap_or_else(|e| unreachable!("postcard encode: {e}"))
     }
 
-    /// Decodes v1 bytes, refusing oversize input and trailing bytes.
+    /// Decodes v1 bytes, refusing oversize input, trailing bytes and non-canonical encodings.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         if bytes.len() > limits::EVENT_BODY_BYTES_MAX {
             return Err(DecodeError::TooLarge { len: bytes.len(), max: limits::EVENT_BODY_BYTES_MAX });
@@ -110,6 +113,10 @@ impl EventBody {
             postcard::take_from_bytes::<Self>(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if !rest.is_empty() {
             return Err(DecodeError::Trailing(rest.len()));
+        }
+        // postcard accepts overlong varints; re-encoding makes every accepted body canonical.
+        if body.encode() != bytes {
+            return Err(DecodeError::NotCanonical);
         }
         Ok(body)
     }

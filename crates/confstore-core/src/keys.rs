@@ -11,7 +11,7 @@ use crate::ids::{Hash32, KeyId, StoreId};
 /// Domain separator of the statement a new signing key signs when it is rotated in.
 pub const ROTATION_DOMAIN: &[u8] = b"confstore/key-rotation/v1\0";
 
-/// An Ed25519 public key that is not of small order.
+/// An Ed25519 public key in the prime-order subgroup (neither small-order nor mixed-order).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct VerifyingKey(ed25519_dalek::VerifyingKey);
 
@@ -27,15 +27,21 @@ pub enum KeyError {
     /// A small-order point: every signature would be forgeable.
     #[error("weak (small-order) Ed25519 public key refused")]
     Weak,
+    /// A point with a small-order component: single and batch verification could disagree.
+    #[error("Ed25519 public key with a small-order component refused (not in the prime-order subgroup)")]
+    NotTorsionFree,
 }
 
 impl VerifyingKey {
-    /// Parses 32 bytes, refusing invalid and small-order points.
+    /// Parses 32 bytes, refusing invalid points and points with any small-order component.
     pub fn from_bytes(b: &[u8]) -> Result<Self, KeyError> {
         let arr: [u8; 32] = b.try_into().map_err(|_| KeyError::BadLength(b.len()))?;
         let k = ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| KeyError::NotAPoint)?;
         if k.is_weak() {
             return Err(KeyError::Weak);
+        }
+        if !k.to_edwards().is_torsion_free() {
+            return Err(KeyError::NotTorsionFree);
         }
         Ok(Self(k))
     }

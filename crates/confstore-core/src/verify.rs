@@ -198,6 +198,7 @@ pub struct ChainVerifier {
     anchor: Option<VerifyingKey>,
     trusted_through: u64,
     keep: bool,
+    strict: bool,
     open: Option<OpenChangeset>,
     pending: Vec<Pending>,
     ready: Vec<Verified>,
@@ -212,13 +213,29 @@ impl ChainVerifier {
 
     /// Continues after `head` (a changeset boundary that was verified before).
     pub fn resume(head: ChainHead, anchor: Option<VerifyingKey>) -> Self {
-        Self { head, anchor, trusted_through: 0, keep: true, open: None, pending: Vec::new(), ready: Vec::new() }
+        Self {
+            head,
+            anchor,
+            trusted_through: 0,
+            keep: true,
+            strict: false,
+            open: None,
+            pending: Vec::new(),
+            ready: Vec::new(),
+        }
     }
 
     /// Skips signature checks for events up to `seq`, whose signatures were checked before
     /// (the database's verified head). Links, hashes and structure are still checked.
     pub fn trust_signatures_through(mut self, seq: u64) -> Self {
         self.trusted_through = seq;
+        self
+    }
+
+    /// Checks every signature on its own with `verify_strict` instead of in batches: slower,
+    /// and exactly the strict rules (a batch does not refuse a small-order `R`; ADR 0003).
+    pub fn strict(mut self) -> Self {
+        self.strict = true;
         self
     }
 
@@ -292,7 +309,7 @@ impl ChainVerifier {
         let sigs: Vec<ed25519_dalek::Signature> =
             self.pending.iter().map(|p| ed25519_dalek::Signature::from_bytes(&p.sig)).collect();
         let keys: Vec<ed25519_dalek::VerifyingKey> = self.pending.iter().map(|p| *p.key.inner()).collect();
-        if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_err() {
+        if self.strict || ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_err() {
             for p in &self.pending {
                 if !p.key.verify_strict(&p.hash.0, &p.sig) {
                     let err = VerifyError::BadSignature { seq: p.seq, key_id: p.key.key_id() };

@@ -137,15 +137,24 @@ impl LogReader {
         Ok(())
     }
 
-    /// Verifies every event from 1, checking every signature (no trusted prefix), against
-    /// `anchor` when given. `progress` is called with the number of events checked so far.
+    /// Verifies every event from 1, checking every signature in batches (no trusted prefix),
+    /// against `anchor` when given. `progress` is called with the number of events checked so far.
     /// The outer error is a read failure, the inner one the first bad event.
     pub fn verify(
         &self,
         anchor: Option<VerifyingKey>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Result<ChainHead, VerifyError>, LogError> {
-        let mut verifier = ChainVerifier::new(self.store_id, anchor).discard_events();
+        self.verify_with(ChainVerifier::new(self.store_id, anchor), progress)
+    }
+
+    /// [`Self::verify`] with a verifier configured by the caller (e.g. [`ChainVerifier::strict`]).
+    pub fn verify_with(
+        &self,
+        verifier: ChainVerifier,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Result<ChainHead, VerifyError>, LogError> {
+        let mut verifier = verifier.discard_events();
         let mut failure = None;
         let mut done = 0u64;
         self.for_each_event(1, |ev| {

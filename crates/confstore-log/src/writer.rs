@@ -256,7 +256,8 @@ pub(crate) fn catch_up(conn: &Connection, head: &mut ChainHead, state: &mut Stat
             reason: format!("the log ends at event {last_seq} but event {} was verified before (truncated)", head.seq),
         }));
     }
-    let mut verifier = ChainVerifier::resume(head.clone(), None);
+    // Few events, checked one by one with the strict rules.
+    let mut verifier = ChainVerifier::resume(head.clone(), None).strict();
     let mut st = conn
         .prepare_cached(&format!("SELECT {} FROM events WHERE seq > ?1 ORDER BY seq", rows::EVENT_COLUMNS))
         .map_err(LogError::sqlite("reading new events"))?;

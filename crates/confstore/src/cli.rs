@@ -201,6 +201,10 @@ pub struct VerifyArgs {
     /// The trusted Ed25519 public key (base64); default CONFIG_SIGNATURE_PUBLIC_KEY.
     #[arg(long)]
     pub public_key: Option<String>,
+    /// Check each signature on its own with strict verification (slower than the default
+    /// batches, which do not refuse a small-order R; see docs/adr/0003).
+    #[arg(long)]
+    pub strict: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

@@ -107,8 +107,8 @@ impl From<VerifyError> for Failure {
 pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitCode> {
     let anchor = trusted_key(ctx, args)?;
     let (source, outcome) = match &args.export {
-        Some(path) => (path.display().to_string(), verify_export(path, anchor)?),
-        None => (ctx.db_path().display().to_string(), verify_database(&ctx.reader()?, anchor)?),
+        Some(path) => (path.display().to_string(), verify_export(path, anchor, args.strict)?),
+        None => (ctx.db_path().display().to_string(), verify_database(&ctx.reader()?, anchor, args.strict)?),
     };
     match outcome {
         Ok(head) => {
@@ -147,7 +147,13 @@ fn report_ok(source: &str, head: &ChainHead, anchor: &VerifyingKey, as_json: boo
     }
 }
 
-fn verify_database(reader: &LogReader, anchor: VerifyingKey) -> Result<Result<ChainHead, Failure>> {
+/// A verifier from event 1 against `anchor`, batched unless `strict`.
+fn verifier(store_id: confstore_core::StoreId, anchor: VerifyingKey, strict: bool) -> ChainVerifier {
+    let v = ChainVerifier::new(store_id, Some(anchor)).discard_events();
+    if strict { v.strict() } else { v }
+}
+
+fn verify_database(reader: &LogReader, anchor: VerifyingKey, strict: bool) -> Result<Result<ChainHead, Failure>> {
     let check: String = reader
         .connection()
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
@@ -156,7 +162,7 @@ fn verify_database(reader: &LogReader, anchor: VerifyingKey) -> Result<Result<Ch
         return Ok(Err(Failure { seq: 0, reason: format!("sqlite quick_check: {check}") }));
     }
     let bar = output::progress(reader.count()?, "verifying");
-    let result = reader.verify(Some(anchor), &mut |n| bar.set_position(n))?;
+    let result = reader.verify_with(verifier(reader.store_id(), anchor, strict), &mut |n| bar.set_position(n))?;
     bar.finish_and_clear();
     let head = match result {
         Ok(head) => head,
@@ -186,7 +192,7 @@ fn write_model_difference(reader: &LogReader) -> Result<Option<String>> {
     Ok(None)
 }
 
-fn verify_export(path: &Path, anchor: VerifyingKey) -> Result<Result<ChainHead, Failure>> {
+fn verify_export(path: &Path, anchor: VerifyingKey, strict: bool) -> Result<Result<ChainHead, Failure>> {
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut lines = BufReader::new(file).lines();
@@ -199,7 +205,7 @@ fn verify_export(path: &Path, anchor: VerifyingKey) -> Result<Result<ChainHead, 
         Err(e) => return Ok(Err(Failure { seq: 0, reason: e.to_string() })),
     };
     let bar = output::progress(size, "verifying");
-    let mut verifier = ChainVerifier::new(store_id, Some(anchor)).discard_events();
+    let mut verifier = verifier(store_id, anchor, strict);
     let outcome = push_export_lines(&mut verifier, lines, header.len() as u64 + 1, &bar, path);
     bar.finish_and_clear();
     if let Some(failure) = outcome? {
