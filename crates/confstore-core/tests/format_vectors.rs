@@ -365,7 +365,7 @@ impl Vectors {
 }
 
 // ---------------------------------------------------------------------------------------------
-// An independent decoder, written from docs/format.md §6 (not from the code).
+// An independent decoder, written from docs/format.md §7 (not from the code).
 
 /// One field of a body: its bytes and what they mean.
 struct Segment {
@@ -715,7 +715,7 @@ fn non_canonical_signature_scalar_is_refused() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decoder behaviour stated in docs/format.md §6.
+// Decoder behaviour stated in docs/format.md §7.
 
 fn plain_body() -> EventBody {
     EventBody {
@@ -761,7 +761,7 @@ fn varints_are_leb128_and_the_encoder_writes_the_shortest_form() {
 }
 
 /// postcard 1.x decodes overlong varints; confstore refuses them, so every accepted body has
-/// exactly one encoding (§6.2).
+/// exactly one encoding (§7.1, §7.4).
 #[test]
 fn overlong_varints_are_refused() {
     for overlong in
