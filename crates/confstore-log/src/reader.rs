@@ -104,6 +104,11 @@ impl LogReader {
         })
     }
 
+    /// The head recorded as verified: (seq, hash), if any.
+    pub fn verified_head(&self) -> Result<Option<(u64, Hash32)>, LogError> {
+        Ok(rows::verified_head(&self.conn)?.map(|v| (v.0, v.1)))
+    }
+
     /// Number of events.
     pub fn count(&self) -> Result<u64, LogError> {
         self.conn

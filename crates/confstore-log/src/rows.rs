@@ -74,6 +74,13 @@ pub fn last_event(conn: &Connection) -> Result<Option<StoredEvent>, LogError> {
         .map_err(LogError::sqlite("reading the last event"))
 }
 
+/// The event at `seq`, if present.
+pub fn event_at(conn: &Connection, seq: u64) -> Result<Option<StoredEvent>, LogError> {
+    conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?1"))
+        .and_then(|mut st| st.query_row([i(seq)], event_from_row).optional())
+        .map_err(LogError::sqlite("reading an event"))
+}
+
 /// The verified head (seq, hash, epoch, time), if recorded.
 pub fn verified_head(conn: &Connection) -> Result<Option<(u64, Hash32, u64, u64)>, LogError> {
     conn.query_row("SELECT seq, hash, epoch, time_ms FROM verified_head WHERE id = 1", [], |r| {

@@ -12,7 +12,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 
 use confstore_core::state::{self, ChangesetDraft};
 use confstore_core::verify::ChainHead;
-use confstore_core::{ChainVerifier, Hash32, KeyId, SigningKey, State, VerifyError, limits};
+use confstore_core::{ChainVerifier, KeyId, SigningKey, State, VerifyError, limits};
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::error::LogError;
@@ -232,6 +232,22 @@ impl Writer {
     }
 }
 
+fn still_verified(ev: Option<&confstore_core::StoredEvent>, head: &ChainHead) -> Result<(), LogError> {
+    let intact = ev.is_some_and(|ev| {
+        ev.hash == head.hash && confstore_core::event_hash(ev.seq, &ev.prev_hash, &ev.body) == ev.hash
+    });
+    if intact {
+        return Ok(());
+    }
+    Err(LogError::Tampered(VerifyError::Structure {
+        seq: head.seq,
+        reason: format!(
+            "event {} is missing or no longer matches the hash recorded when it was verified (was the row modified?)",
+            head.seq
+        ),
+    }))
+}
+
 /// After catching up with another writer, our key must still be the current one.
 pub(crate) fn key_mismatch(key: Option<&SigningKey>, head: &ChainHead) -> Option<Refusal> {
     let (Some(key), Some(current)) = (key, head.keys.current()) else {
@@ -246,15 +262,20 @@ pub(crate) fn key_mismatch(key: Option<&SigningKey>, head: &ChainHead) -> Option
 /// (and into the tables and the verified head, when the writer that added them did not).
 pub(crate) fn catch_up(conn: &Connection, head: &mut ChainHead, state: &mut State) -> Result<(), LogError> {
     let last = rows::last_event(conn)?;
-    let (last_seq, last_hash) = last.as_ref().map_or((0, Hash32([0; 32])), |e| (e.seq, e.hash));
-    if last_seq == head.seq && (last_seq == 0 || last_hash == head.hash) {
-        return Ok(());
-    }
+    let last_seq = last.as_ref().map_or(0, |e| e.seq);
     if last_seq < head.seq {
         return Err(LogError::Tampered(VerifyError::Structure {
             seq: last_seq + 1,
             reason: format!("the log ends at event {last_seq} but event {} was verified before (truncated)", head.seq),
         }));
+    }
+    if head.seq > 0 {
+        // The verified head itself must still be what was verified: same hash, same contents.
+        let at_head = if last_seq == head.seq { last } else { rows::event_at(conn, head.seq)? };
+        still_verified(at_head.as_ref(), head)?;
+    }
+    if last_seq == head.seq {
+        return Ok(());
     }
     // Few events, checked one by one with the strict rules.
     let mut verifier = ChainVerifier::resume(head.clone(), None).strict();

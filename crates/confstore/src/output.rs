@@ -5,12 +5,12 @@ use std::io::IsTerminal;
 use anyhow::{Result, anyhow};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Unix ms as RFC 3339 (UTC).
+/// Unix ms as RFC 3339 in UTC with exactly three fraction digits, so times sort as text.
 pub fn time(ms: u64) -> String {
     i64::try_from(ms)
         .ok()
         .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        .map_or_else(|| format!("{ms}ms"), |t| t.to_string())
+        .map_or_else(|| format!("{ms}ms"), |t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
 }
 
 /// RFC 3339 text to unix ms.

@@ -168,10 +168,41 @@ fn verify_database(reader: &LogReader, anchor: VerifyingKey, strict: bool) -> Re
         Ok(head) => head,
         Err(e) => return Ok(Err(e.into())),
     };
+    if let Some(failure) = verified_head_difference(reader, &head)? {
+        return Ok(Err(failure));
+    }
     Ok(match write_model_difference(reader)? {
         None => Ok(head),
         Some(reason) => Err(Failure { seq: head.seq, reason }),
     })
+}
+
+/// The database records the last head it verified; a log that ends before it, or whose
+/// event there has another hash, lost or changed events that once verified.
+fn verified_head_difference(reader: &LogReader, head: &ChainHead) -> Result<Option<Failure>> {
+    let Some((seq, hash)) = reader.verified_head()? else { return Ok(None) };
+    if seq > head.seq {
+        return Ok(Some(Failure {
+            seq: head.seq + 1,
+            reason: format!(
+                "events {}..{seq} are missing: the log ends at event {} but event {seq} was verified before (truncated)",
+                head.seq + 1,
+                head.seq
+            ),
+        }));
+    }
+    let mut recorded_matches = false;
+    reader.for_each_event(seq, |ev| {
+        recorded_matches = ev.seq == seq && ev.hash == hash;
+        Ok(false)
+    })?;
+    if !recorded_matches {
+        return Ok(Some(Failure {
+            seq,
+            reason: format!("event {seq} differs from the event recorded as verified (the log was rewritten)"),
+        }));
+    }
+    Ok(None)
 }
 
 /// Compares the tables kept beside the log with a replay of the log.
