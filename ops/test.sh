@@ -32,4 +32,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "build (one build shared by every test; the end-to-end tests run target/debug/confstore)"
 cargo build --workspace --all-targets --locked
 log "tests"
-cargo test --workspace --locked --no-fail-fast
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+status=0
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results" || status=$?
+# One closing line over every test binary (cargo prints one per binary, the last often a
+# doc-test run with nothing in it).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
+exit "$status"
