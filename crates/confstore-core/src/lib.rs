@@ -27,4 +27,4 @@ pub use event::{EventBody, EventKind};
 pub use ids::{Hash32, KeyId, StoreId};
 pub use keys::{KeyRing, SigningKey, VerifyingKey};
 pub use state::{Change, ChangesetDraft, RejectError, State};
-pub use verify::{ChainVerifier, StoredEvent, Verified, VerifyError};
+pub use verify::{ChainVerifier, SignatureBatch, StoredEvent, Verified, VerifyError};

@@ -26,8 +26,9 @@ pub const EVENT_BODY_BYTES_MAX: usize = VALUE_JSON_BYTES_MAX + 4 * 1024;
 pub const KEYS_PER_SERVICE_MAX: usize = 10_000;
 /// Most registered services in one store.
 pub const SERVICES_MAX: usize = 1_000;
-/// Signatures checked together in one batch during verification.
-pub const VERIFY_BATCH_EVENTS: usize = 256;
+/// Signatures checked together in one batch during verification. Larger batches amortise
+/// the multiscalar multiplication (1024 measured 5-30% faster than 256 per signature).
+pub const VERIFY_BATCH_EVENTS: usize = 1024;
 /// Most changesets the writer commits in one SQLite transaction (group commit).
 pub const GROUP_COMMIT_CHANGESETS_MAX: usize = 256;
 /// Most events the writer commits in one SQLite transaction.

@@ -184,12 +184,59 @@ struct OpenChangeset {
     prev_epoch: u64,
 }
 
-struct Pending {
+/// One signature to check.
+#[derive(Clone, Debug)]
+struct SigItem {
     seq: u64,
     hash: Hash32,
     sig: [u8; 64],
     key: VerifyingKey,
-    verified: Option<Verified>,
+}
+
+/// Signatures of consecutive events, checked together. Owns its data, so it can be checked
+/// on any thread ([`ChainVerifier::defer_signatures`]).
+#[derive(Clone, Debug)]
+pub struct SignatureBatch {
+    items: Vec<SigItem>,
+    strict: bool,
+}
+
+impl SignatureBatch {
+    /// Seq of the first event in the batch.
+    pub fn first_seq(&self) -> u64 {
+        self.items.first().map_or(0, |i| i.seq)
+    }
+
+    /// Number of signatures.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Checks every signature: in one batch equation, or one by one with `verify_strict` in
+    /// strict mode or when the batch fails, to name the first bad seq.
+    pub fn check(&self) -> Result<(), VerifyError> {
+        if self.items.is_empty() {
+            return Ok(());
+        }
+        if !self.strict {
+            let msgs: Vec<&[u8]> = self.items.iter().map(|p| p.hash.0.as_slice()).collect();
+            let sigs: Vec<ed25519_dalek::Signature> =
+                self.items.iter().map(|p| ed25519_dalek::Signature::from_bytes(&p.sig)).collect();
+            let keys: Vec<ed25519_dalek::VerifyingKey> = self.items.iter().map(|p| *p.key.inner()).collect();
+            if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok() {
+                return Ok(());
+            }
+        }
+        match self.items.iter().find(|p| !p.key.verify_strict(&p.hash.0, &p.sig)) {
+            Some(p) => Err(VerifyError::BadSignature { seq: p.seq, key_id: p.key.key_id() }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Verifies events pushed one by one, in order.
@@ -199,9 +246,15 @@ pub struct ChainVerifier {
     trusted_through: u64,
     keep: bool,
     strict: bool,
+    deferred: bool,
     open: Option<OpenChangeset>,
-    pending: Vec<Pending>,
+    /// Signatures not checked yet.
+    pending: Vec<SigItem>,
+    /// Events held back until the signatures queued before or with them are checked.
+    held: Vec<Verified>,
     ready: Vec<Verified>,
+    /// Batches handed out instead of checked ([`Self::defer_signatures`]).
+    outbox: Vec<SignatureBatch>,
 }
 
 impl ChainVerifier {
@@ -219,9 +272,12 @@ impl ChainVerifier {
             trusted_through: 0,
             keep: true,
             strict: false,
+            deferred: false,
             open: None,
             pending: Vec::new(),
+            held: Vec::new(),
             ready: Vec::new(),
+            outbox: Vec::new(),
         }
     }
 
@@ -237,6 +293,22 @@ impl ChainVerifier {
     pub fn strict(mut self) -> Self {
         self.strict = true;
         self
+    }
+
+    /// Hands signature batches out ([`Self::take_signature_batches`]) instead of checking
+    /// them, so a caller can check them on other threads. Every other rule is still checked
+    /// here. The caller owns the outcome: the log verifies only if every batch checks, and
+    /// the first bad seq is the smallest one among failed batches and this verifier's own
+    /// error. Implies [`Self::discard_events`] (nothing is released unchecked).
+    pub fn defer_signatures(mut self) -> Self {
+        self.deferred = true;
+        self.keep = false;
+        self
+    }
+
+    /// The signature batches handed out so far (deferred mode).
+    pub fn take_signature_batches(&mut self) -> Vec<SignatureBatch> {
+        std::mem::take(&mut self.outbox)
     }
 
     /// Drops verified events instead of keeping them for [`Self::take_ready`].
@@ -266,6 +338,9 @@ impl ChainVerifier {
             Ok(()) => {
                 if self.pending.len() >= limits::VERIFY_BATCH_EVENTS {
                     self.flush()?;
+                } else if self.pending.is_empty() {
+                    // Nothing unchecked is queued before these events: release them.
+                    self.ready.append(&mut self.held);
                 }
                 Ok(())
             }
@@ -278,8 +353,21 @@ impl ChainVerifier {
     }
 
     /// Checks the remaining signatures and the end of the log; returns the final head.
+    /// In deferred mode the last batch is handed out instead, and `Ok` means only that
+    /// everything but the signatures verified.
     pub fn finish(mut self) -> Result<ChainHead, VerifyError> {
         self.flush()?;
+        self.finish_checks()
+    }
+
+    /// [`Self::finish`] for deferred mode: the end-of-log result and the remaining batches.
+    pub fn finish_deferred(mut self) -> (Result<ChainHead, VerifyError>, Vec<SignatureBatch>) {
+        let flushed = self.flush();
+        let batches = self.take_signature_batches();
+        (flushed.and_then(|()| self.finish_checks()), batches)
+    }
+
+    fn finish_checks(self) -> Result<ChainHead, VerifyError> {
         if let Some(open) = &self.open {
             return Err(VerifyError::Truncated { seq: self.head.seq + 1, start: open.start });
         }
@@ -302,27 +390,16 @@ impl ChainVerifier {
     }
 
     fn flush(&mut self) -> Result<(), VerifyError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let msgs: Vec<&[u8]> = self.pending.iter().map(|p| p.hash.0.as_slice()).collect();
-        let sigs: Vec<ed25519_dalek::Signature> =
-            self.pending.iter().map(|p| ed25519_dalek::Signature::from_bytes(&p.sig)).collect();
-        let keys: Vec<ed25519_dalek::VerifyingKey> = self.pending.iter().map(|p| *p.key.inner()).collect();
-        if self.strict || ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_err() {
-            for p in &self.pending {
-                if !p.key.verify_strict(&p.hash.0, &p.sig) {
-                    let err = VerifyError::BadSignature { seq: p.seq, key_id: p.key.key_id() };
-                    self.pending.clear();
-                    return Err(err);
-                }
+        if !self.pending.is_empty() {
+            let batch = SignatureBatch { items: std::mem::take(&mut self.pending), strict: self.strict };
+            if self.deferred {
+                self.outbox.push(batch);
+            } else if let Err(e) = batch.check() {
+                self.held.clear();
+                return Err(e);
             }
         }
-        for p in self.pending.drain(..) {
-            if let Some(v) = p.verified {
-                self.ready.push(v);
-            }
-        }
+        self.ready.append(&mut self.held);
         Ok(())
     }
 
@@ -363,15 +440,11 @@ impl ChainVerifier {
         self.head.seq = seq;
         self.head.hash = ev.hash;
         self.head.time_ms = body.time_ms;
-        let verified = self.keep.then_some(Verified { seq, hash: ev.hash, body });
         if seq > self.trusted_through {
-            self.pending.push(Pending { seq, hash: ev.hash, sig: ev.sig, key: signer, verified });
-        } else if let Some(v) = verified {
-            if self.pending.is_empty() {
-                self.ready.push(v);
-            } else {
-                self.pending.push(Pending { seq, hash: ev.hash, sig: ev.sig, key: signer, verified: Some(v) });
-            }
+            self.pending.push(SigItem { seq, hash: ev.hash, sig: ev.sig, key: signer });
+        }
+        if self.keep {
+            self.held.push(Verified { seq, hash: ev.hash, body });
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //!
 //! - [`db`]: opening a database: the SQLite version pin, every pragma, migrations.
 //! - [`rows`]: mapping between table rows and core types.
+//! - [`parallel`]: signature batches checked on every core during full verification.
 //! - [`reader`]: reads: head, event ranges, full verification, replay to an epoch or time.
 //! - [`writer`]: the single writer thread that group-commits changesets.
 //! - [`store`]: [`Store`], which ties them together: create, open (checking the events
@@ -12,6 +13,7 @@
 
 pub mod db;
 pub mod error;
+pub mod parallel;
 pub mod reader;
 pub mod rows;
 pub mod store;

@@ -11,6 +11,7 @@ use rusqlite::Connection;
 
 use crate::db::{self, DbOptions};
 use crate::error::LogError;
+use crate::parallel::ParallelVerifier;
 use crate::rows::{self, EVENT_COLUMNS, event_from_row, i};
 
 /// The newest event and what it says.
@@ -154,17 +155,16 @@ impl LogReader {
     }
 
     /// [`Self::verify`] with a verifier configured by the caller (e.g. [`ChainVerifier::strict`]).
+    /// Signatures are checked on every core ([`crate::parallel`]).
     pub fn verify_with(
         &self,
         verifier: ChainVerifier,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Result<ChainHead, VerifyError>, LogError> {
-        let mut verifier = verifier.discard_events();
-        let mut failure = None;
+        let mut verifier = ParallelVerifier::new(verifier);
         let mut done = 0u64;
         self.for_each_event(1, |ev| {
-            if let Err(e) = verifier.push(&ev) {
-                failure = Some(e);
+            if !verifier.push(&ev) {
                 return Ok(false);
             }
             done += 1;
@@ -174,9 +174,6 @@ impl LogReader {
             Ok(true)
         })?;
         progress(done);
-        if let Some(e) = failure {
-            return Ok(Err(e));
-        }
         Ok(verifier.finish())
     }
 

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, anyhow};
 use confstore_core::export::{self, ExportError};
 use confstore_core::verify::ChainHead;
 use confstore_core::{ChainVerifier, EventBody, State, VerifyError, VerifyingKey};
+use confstore_log::parallel::ParallelVerifier;
 use confstore_log::{LogReader, Until};
 use serde_json::json;
 
@@ -236,18 +237,20 @@ fn verify_export(path: &Path, anchor: VerifyingKey, strict: bool) -> Result<Resu
         Err(e) => return Ok(Err(Failure { seq: 0, reason: e.to_string() })),
     };
     let bar = output::progress(size, "verifying");
-    let mut verifier = verifier(store_id, anchor, strict);
+    let mut verifier = ParallelVerifier::new(verifier(store_id, anchor, strict));
     let outcome = push_export_lines(&mut verifier, lines, header.len() as u64 + 1, &bar, path);
     bar.finish_and_clear();
-    if let Some(failure) = outcome? {
-        return Ok(Err(failure));
+    match outcome? {
+        // The line's own problem, unless an event before it already failed.
+        Some(failure) => Ok(Err(verifier.abandon().map_or(failure, Failure::from))),
+        None => Ok(verifier.finish().map_err(Failure::from)),
     }
-    Ok(verifier.finish().map_err(Failure::from))
 }
 
-/// Feeds every event line to the verifier; the first failure, if any.
+/// Feeds every event line to the verifier; stops at the first line that cannot be used
+/// (returned) or the first event that fails (left in the verifier).
 fn push_export_lines(
-    verifier: &mut ChainVerifier,
+    verifier: &mut ParallelVerifier,
     lines: impl Iterator<Item = std::io::Result<String>>,
     mut read: u64,
     bar: &indicatif::ProgressBar,
@@ -262,10 +265,6 @@ fn push_export_lines(
         let ev = match export::parse_event(i, &line) {
             Ok(ev) => ev,
             Err(e) => {
-                // Signatures queued before this line come first.
-                if let Err(earlier) = verifier.flush_ready() {
-                    return Ok(Some(earlier.into()));
-                }
                 let seq = match e {
                     ExportError::Mismatch { seq, .. } => seq,
                     _ => verifier.head().seq + 1,
@@ -273,8 +272,8 @@ fn push_export_lines(
                 return Ok(Some(Failure { seq, reason: e.to_string() }));
             }
         };
-        if let Err(e) = verifier.push(&ev) {
-            return Ok(Some(e.into()));
+        if !verifier.push(&ev) {
+            return Ok(None);
         }
     }
     Ok(None)
