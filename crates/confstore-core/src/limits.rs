@@ -33,5 +33,3 @@ pub const VERIFY_BATCH_EVENTS: usize = 1024;
 pub const GROUP_COMMIT_CHANGESETS_MAX: usize = 256;
 /// Most events the writer commits in one SQLite transaction.
 pub const GROUP_COMMIT_EVENTS_MAX: usize = 4096;
-/// Changesets that may wait for the writer; appenders block beyond this (backpressure).
-pub const WRITE_QUEUE_DEPTH_MAX: usize = 4096;

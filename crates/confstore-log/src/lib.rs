@@ -4,7 +4,8 @@
 //! - [`rows`]: mapping between table rows and core types.
 //! - [`parallel`]: signature batches checked on every core during full verification.
 //! - [`reader`]: reads: head, event ranges, full verification, replay to an epoch or time.
-//! - [`writer`]: the single writer thread that group-commits changesets.
+//! - `group`: group commit by leader/follower: whoever finds no commit running commits for all.
+//! - [`writer`]: the writer: one transaction per batch of changesets, checkpoints.
 //! - [`store`]: [`Store`], which ties them together: create, open (checking the events
 //!   after the last verified head), append.
 //!
@@ -13,6 +14,7 @@
 
 pub mod db;
 pub mod error;
+mod group;
 pub mod parallel;
 pub mod reader;
 pub mod rows;

@@ -29,7 +29,8 @@ pub struct Head {
     pub epoch: u64,
     /// Its time (unix ms).
     pub time_ms: u64,
-    /// The last seq recorded as verified.
+    /// The last checkpoint: the seq up to which events were verified and the write model
+    /// written (every `writer::CHECKPOINT_EVENTS` events and when a store closes).
     pub verified_seq: u64,
 }
 
@@ -53,6 +54,8 @@ pub enum Until {
     Epoch(u64),
     /// Every changeset made at or before this unix-ms time.
     Time(u64),
+    /// Up to and including this seq (a changeset boundary, such as a checkpoint).
+    Seq(u64),
 }
 
 /// A read-only view of one database.
@@ -192,7 +195,7 @@ impl LogReader {
         let mut done = false;
         let mut fold = |ready: Vec<Verified>, done: &mut bool| {
             for ev in ready {
-                if *done || beyond(until, ev.body()) {
+                if *done || beyond(until, &ev) {
                     *done = true;
                     return;
                 }
@@ -216,6 +219,10 @@ impl LogReader {
                 Err(LogError::OutOfRange(format!("epoch {n} does not exist yet; the store is at epoch {}", head.epoch)))
             }
             Until::Epoch(_) => Ok(()),
+            Until::Seq(n) if n > head.seq => {
+                Err(LogError::OutOfRange(format!("event {n} does not exist yet; the log ends at {}", head.seq)))
+            }
+            Until::Seq(_) => Ok(()),
             Until::Time(t) => {
                 let created = self.first_time_ms()?;
                 if t < created {
@@ -240,45 +247,53 @@ impl LogReader {
             .map_err(|e| LogError::Tampered(VerifyError::BadBody { seq: ev.seq, reason: e.to_string() }))
     }
 
-    /// The current values of one service from the write model (no replay), or `None`
-    /// if the service is not registered.
+    /// The state at the head: the write model at the last checkpoint plus the events after
+    /// it, verified and folded in (at most a few hundred).
+    pub fn current_state(&self) -> Result<State, LogError> {
+        // One read snapshot for the checkpoint and the events after it.
+        let tx = self.conn.unchecked_transaction().map_err(LogError::sqlite("starting a read"))?;
+        let (checkpoint, mut state) = self.write_model()?;
+        let mut verifier = ChainVerifier::resume(checkpoint.clone(), None);
+        self.for_each_event(checkpoint.seq + 1, |ev| {
+            verifier.push(&ev).map_err(LogError::Tampered)?;
+            verifier.take_ready().iter().for_each(|v| state.apply(v));
+            Ok(true)
+        })?;
+        verifier.flush_ready().map_err(LogError::Tampered)?.iter().for_each(|v| state.apply(v));
+        verifier.finish().map_err(LogError::Tampered)?;
+        tx.finish().map_err(LogError::sqlite("ending a read"))?;
+        Ok(state)
+    }
+
+    /// The write model as stored: the checkpoint head and the state there (no replay).
+    pub fn write_model(&self) -> Result<(ChainHead, State), LogError> {
+        let head = rows::chain_head(&self.conn, self.store_id)?;
+        let state = rows::load_state(&self.conn, &head)?;
+        Ok((head, state))
+    }
+
+    /// The current values of one service, or `None` if it is not registered.
     pub fn current(&self, service: &str) -> Result<Option<Vec<CurrentValue>>, LogError> {
-        let registered: bool = self
-            .conn
-            .query_row("SELECT count(*) > 0 FROM state_services WHERE service = ?1", [service], |r| r.get(0))
-            .map_err(LogError::sqlite("reading services"))?;
-        if !registered {
-            return Ok(None);
-        }
-        let mut st = self
-            .conn
-            .prepare("SELECT key, value_json, epoch FROM state_values WHERE service = ?1 ORDER BY key")
-            .map_err(LogError::sqlite("reading values"))?;
-        let values = st
-            .query_map([service], |r| {
-                Ok(CurrentValue { key: r.get(0)?, value_json: r.get(1)?, epoch: rows::u(r.get(2)?) })
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(LogError::sqlite("reading values"))?;
-        Ok(Some(values))
+        let state = self.current_state()?;
+        Ok(state.services.get(service).map(|values| {
+            values
+                .iter()
+                .map(|(k, v)| CurrentValue { key: k.clone(), value_json: v.clone(), epoch: state.epoch })
+                .collect()
+        }))
     }
 
     /// Registered services, sorted.
     pub fn services(&self) -> Result<Vec<String>, LogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT service FROM state_services ORDER BY service")
-            .map_err(LogError::sqlite("reading services"))?;
-        st.query_map([], |r| r.get(0))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(LogError::sqlite("reading services"))
+        Ok(self.current_state()?.services.into_keys().collect())
     }
 }
 
-fn beyond(until: Until, body: &confstore_core::EventBody) -> bool {
+fn beyond(until: Until, ev: &Verified) -> bool {
     match until {
         Until::Head => false,
-        Until::Epoch(n) => body.epoch > n,
-        Until::Time(t) => body.time_ms > t,
+        Until::Epoch(n) => ev.body().epoch > n,
+        Until::Time(t) => ev.body().time_ms > t,
+        Until::Seq(n) => ev.seq() > n,
     }
 }

@@ -1,7 +1,6 @@
 //! Mapping between table rows and core types. Integers are stored as SQLite INTEGER (i64);
 //! seqs, epochs and times never reach 2^63.
 
-use confstore_core::event::{EventBody, EventKind};
 use confstore_core::keys::KeyRing;
 use confstore_core::verify::ChainHead;
 use confstore_core::{Hash32, KeyId, State, StoreId, StoredEvent, VerifyingKey};
@@ -152,32 +151,59 @@ pub fn load_state(conn: &Connection, head: &ChainHead) -> Result<State, LogError
     Ok(state)
 }
 
-/// Writes what one event changes into the tables kept beside the log.
-pub fn apply_to_tables(conn: &Connection, seq: u64, body: &EventBody) -> Result<(), LogError> {
-    let ctx = LogError::sqlite("updating the write model");
-    let result = match &body.kind {
-        EventKind::ServiceRegistered { service } => conn
-            .prepare_cached("INSERT INTO state_services (service, registered_seq) VALUES (?1, ?2)")
-            .and_then(|mut st| st.execute(params![service, i(seq)])),
-        EventKind::ValueSet { service, key, value_json } => conn
-            .prepare_cached(
-                "INSERT INTO state_values (service, key, value_json, seq, epoch) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (service, key) DO UPDATE SET value_json = excluded.value_json,
-                                                          seq = excluded.seq, epoch = excluded.epoch",
-            )
-            .and_then(|mut st| st.execute(params![service, key, value_json, i(seq), i(body.epoch)])),
-        EventKind::ValueUnset { service, key } => conn
-            .prepare_cached("DELETE FROM state_values WHERE service = ?1 AND key = ?2")
-            .and_then(|mut st| st.execute(params![service, key])),
-        EventKind::StoreCreated { public_key, .. } => insert_key(conn, seq, public_key),
-        EventKind::SigningKeyRotated { new_public_key, .. } => insert_key(conn, seq + 1, new_public_key),
-    };
-    result.map_err(ctx)?;
-    Ok(())
+/// A value changed since the last checkpoint: its JSON, and the seq and epoch that set it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangedValue {
+    /// Canonical JSON text.
+    pub value_json: String,
+    /// The event that set it.
+    pub seq: u64,
+    /// Its epoch.
+    pub epoch: u64,
 }
 
-fn insert_key(conn: &Connection, from_seq: u64, public_key: &[u8; 32]) -> rusqlite::Result<usize> {
+/// Values changed since the last checkpoint, by (service, key); `None` = unset.
+pub type ChangedValues = std::collections::BTreeMap<(String, String), Option<ChangedValue>>;
+
+/// Writes the write model at `head`: the services and values changed since the last
+/// checkpoint (`None` = unset), every key of the chain, and the verified head.
+pub fn write_checkpoint(
+    conn: &Connection,
+    head: &ChainHead,
+    services: &std::collections::BTreeMap<String, u64>,
+    values: &ChangedValues,
+) -> Result<(), LogError> {
+    let ctx = || LogError::sqlite("writing the write model");
+    let mut add_service = conn
+        .prepare_cached("INSERT OR IGNORE INTO state_services (service, registered_seq) VALUES (?1, ?2)")
+        .map_err(ctx())?;
+    for (service, seq) in services {
+        add_service.execute(params![service, i(*seq)]).map_err(ctx())?;
+    }
+    let mut upsert = conn
+        .prepare_cached(
+            "INSERT INTO state_values (service, key, value_json, seq, epoch) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (service, key) DO UPDATE SET value_json = excluded.value_json,
+                                                      seq = excluded.seq, epoch = excluded.epoch",
+        )
+        .map_err(ctx())?;
+    let mut delete = conn.prepare_cached("DELETE FROM state_values WHERE service = ?1 AND key = ?2").map_err(ctx())?;
+    for ((service, key), value) in values {
+        match value {
+            Some(v) => upsert.execute(params![service, key, v.value_json, i(v.seq), i(v.epoch)]),
+            None => delete.execute(params![service, key]),
+        }
+        .map_err(ctx())?;
+    }
+    for entry in head.keys.entries() {
+        insert_key(conn, entry.from_seq, &entry.key.to_bytes()).map_err(ctx())?;
+    }
+    set_verified_head(conn, head.seq, &head.hash, head.epoch, head.time_ms)
+}
+
+/// Records one key of the chain (idempotent).
+pub fn insert_key(conn: &Connection, from_seq: u64, public_key: &[u8; 32]) -> rusqlite::Result<usize> {
     let key_id = confstore_core::keys::key_id_of(public_key);
-    conn.prepare_cached("INSERT INTO signing_keys (from_seq, key_id, public_key) VALUES (?1, ?2, ?3)")
+    conn.prepare_cached("INSERT OR IGNORE INTO signing_keys (from_seq, key_id, public_key) VALUES (?1, ?2, ?3)")
         .and_then(|mut st| st.execute(params![i(from_seq), key_id.0.as_slice(), public_key.as_slice()]))
 }

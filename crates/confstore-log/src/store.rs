@@ -1,20 +1,19 @@
-//! [`Store`]: create or open `config.db`, check the events after the last verified head,
-//! and append through the group-committing writer thread.
+//! [`Store`]: create or open `config.db`, check the events after the last checkpoint, and
+//! append through group commit.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{self, SyncSender};
-use std::thread::JoinHandle;
 
 use confstore_core::state::{self, ChangesetDraft};
-use confstore_core::{Hash32, SigningKey, StoreId, limits};
+use confstore_core::{Hash32, SigningKey, StoreId};
 
+use crate::Clock;
 use crate::db::{self, DbOptions};
 use crate::error::LogError;
+use crate::group::Group;
 use crate::reader::LogReader;
 use crate::rows;
-use crate::writer::{Refusal, Request, Writer, catch_up, key_mismatch};
-use crate::{Clock, writer};
+use crate::writer::{Dirty, Refusal, Request, Writer, catch_up, key_mismatch};
 
 /// What an acknowledged changeset got: durable once this is returned.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,8 +36,7 @@ pub struct Store {
     store_id: StoreId,
     generation: u64,
     refusal: Option<String>,
-    tx: Option<SyncSender<Request>>,
-    thread: Option<JoinHandle<()>>,
+    group: Group,
 }
 
 impl Store {
@@ -70,7 +68,8 @@ impl Store {
         let genesis = confstore_core::genesis_hash(&store_id);
         let ev = state::seal(1, &genesis, &body, &key);
         rows::insert_event(&tx, &ev)?;
-        rows::apply_to_tables(&tx, 1, &body)?;
+        rows::insert_key(&tx, 1, &key.verifying_key().to_bytes())
+            .map_err(LogError::sqlite("recording the first key"))?;
         rows::set_verified_head(&tx, 1, &ev.hash, 0, now)?;
         tx.commit().map_err(LogError::sqlite("committing the new store"))?;
         drop(conn);
@@ -92,37 +91,25 @@ impl Store {
         let (store_id, generation) =
             rows::store_row(&conn)?.ok_or_else(|| LogError::NotInitialised(path.to_owned()))?;
         let mut head = rows::chain_head(&conn, store_id)?;
+        let checkpoint_seq = head.seq;
         let mut state = rows::load_state(&conn, &head)?;
+        let mut dirty = Dirty::default();
         let mut refusal = None;
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(LogError::sqlite("starting the open check"))?;
-        match catch_up(&tx, &mut head, &mut state) {
-            Ok(()) => tx.commit().map_err(LogError::sqlite("recording the verified head"))?,
-            Err(LogError::Tampered(e)) => {
-                drop(tx);
-                refusal = Some(Refusal::Tampered(e));
+        {
+            // One read snapshot for the checkpoint and the events after it.
+            let tx = conn.transaction().map_err(LogError::sqlite("starting the open check"))?;
+            match catch_up(&tx, &mut head, &mut state, &mut dirty) {
+                Ok(()) => {}
+                Err(LogError::Tampered(e)) => refusal = Some(Refusal::Tampered(e)),
+                Err(other) => return Err(other),
             }
-            Err(other) => return Err(other),
         }
         if refusal.is_none() {
             refusal = if key.is_none() { Some(Refusal::ReadOnly) } else { key_mismatch(key.as_ref(), &head) };
         }
         let refusal_text = refusal.as_ref().map(|r| r.to_error().to_string());
-        let writer = Writer { conn, store_id, head, state, key, refusal, clock };
-        let (tx, rx) = mpsc::sync_channel(limits::WRITE_QUEUE_DEPTH_MAX);
-        let thread = std::thread::Builder::new()
-            .name("confstore-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| LogError::Schema(format!("could not start the writer thread: {e}")))?;
-        Ok(Self {
-            path: path.to_owned(),
-            store_id,
-            generation,
-            refusal: refusal_text,
-            tx: Some(tx),
-            thread: Some(thread),
-        })
+        let writer = Writer { conn, store_id, head, state, key, refusal, clock, checkpoint_seq, dirty };
+        Ok(Self { path: path.to_owned(), store_id, generation, refusal: refusal_text, group: Group::new(writer) })
     }
 
     /// The store id.
@@ -145,25 +132,16 @@ impl Store {
         LogReader::open(&self.path)
     }
 
-    /// Appends one changeset; returns once it is durably committed.
+    /// Appends one changeset; returns once it is durably committed. Safe to call from many
+    /// threads: concurrent appends are group-committed.
     pub fn append(&self, draft: ChangesetDraft) -> Result<Receipt, LogError> {
-        self.request(|reply| Request::Append { draft, reply })
+        self.group.submit(Request::Append { draft })
     }
 
     /// Hands signing over to `new_key` (one event, signed by the current key, carrying the
     /// new key's countersignature). The caller must keep `new_key` safe before calling.
     pub fn rotate_signing_key(&self, new_key: SigningKey, draft: ChangesetDraft) -> Result<Receipt, LogError> {
-        self.request(|reply| Request::Rotate { new_key: Box::new(new_key), draft, reply })
-    }
-
-    fn request(
-        &self,
-        make: impl FnOnce(SyncSender<Result<Receipt, LogError>>) -> writer::Request,
-    ) -> Result<Receipt, LogError> {
-        let (reply, answer) = mpsc::sync_channel(1);
-        let tx = self.tx.as_ref().ok_or(LogError::WriterGone)?;
-        tx.send(make(reply)).map_err(|_| LogError::WriterGone)?;
-        answer.recv().map_err(|_| LogError::WriterGone)?
+        self.group.submit(Request::Rotate { new_key: Box::new(new_key), draft })
     }
 }
 
@@ -180,10 +158,8 @@ impl std::fmt::Debug for Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        // Closing the queue ends the writer loop after the requests already queued.
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // Best effort: a store closed without a checkpoint verifies and replays its tail at
+        // the next open instead.
+        let _ = self.group.with_writer(Writer::checkpoint_now);
     }
 }

@@ -1,44 +1,50 @@
-//! The single writer. One thread owns the read-write connection; appenders queue changeset
-//! requests, and the writer takes every request waiting (up to the group-commit limits),
-//! decides and signs each against the state as it stands, commits them in ONE transaction,
-//! and only then acknowledges each. One fsync is shared by the whole batch.
+//! The writer: owns the read-write connection and commits a batch of changeset requests in
+//! one transaction ([`crate::group`] decides who calls it and when). For each batch it
+//! starts `BEGIN IMMEDIATE`, catches up with events another process appended (verifying
+//! them), decides every request against the state as it stands, hashes the events in
+//! order, signs them (on every core for large batches), inserts them and commits. A result
+//! is returned only after COMMIT; a refused request does not affect the others.
 //!
-//! Another process may append between our transactions (a second confstore command while
-//! the server runs). Each batch starts with `BEGIN IMMEDIATE` and compares the database's
-//! last event with our head; if it moved, the new events are verified and folded in first.
+//! The write model (`state_services`, `state_values`) and the verified head are written
+//! together, every [`CHECKPOINT_EVENTS`] events and when the store closes, in the same
+//! transaction as events: they always describe one point of the log, the checkpoint. The
+//! events after it are verified and folded in at open (see [`catch_up`]).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender};
 
+use confstore_core::event::{EventBody, EventKind};
 use confstore_core::state::{self, ChangesetDraft};
 use confstore_core::verify::ChainHead;
-use confstore_core::{ChainVerifier, KeyId, SigningKey, State, VerifyError, limits};
+use confstore_core::{ChainVerifier, Hash32, KeyId, SigningKey, State, StoredEvent, VerifyError, event_hash};
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::error::LogError;
 use crate::rows;
 use crate::{Clock, Receipt};
 
-/// A queued request with its reply channel.
+/// Events between two write-model checkpoints. Bounds the work at open (those events are
+/// verified and replayed) against the cost of rewriting dirty rows.
+pub const CHECKPOINT_EVENTS: u64 = 256;
+/// Below this many new events, catch-up checks signatures one by one with the strict rules;
+/// above it, in batches (docs/adr/0003).
+const STRICT_CATCH_UP_EVENTS_MAX: u64 = 64;
+/// Events from which signing is spread over every core (a signature costs ~20 µs, a
+/// scoped thread ~10 µs).
+const PARALLEL_SIGN_EVENTS_MIN: usize = 3;
+
+/// A request to commit.
 pub(crate) enum Request {
-    Append { draft: ChangesetDraft, reply: SyncSender<Result<Receipt, LogError>> },
-    Rotate { new_key: Box<SigningKey>, draft: ChangesetDraft, reply: SyncSender<Result<Receipt, LogError>> },
+    Append { draft: ChangesetDraft },
+    Rotate { new_key: Box<SigningKey>, draft: ChangesetDraft },
 }
 
 impl Request {
-    fn events(&self) -> usize {
+    pub(crate) fn events(&self) -> usize {
         match self {
-            Self::Append { draft, .. } => draft.changes.len(),
+            Self::Append { draft } => draft.changes.len(),
             Self::Rotate { .. } => 1,
         }
-    }
-
-    fn reply(self, result: Result<Receipt, LogError>) {
-        let reply = match self {
-            Self::Append { reply, .. } | Self::Rotate { reply, .. } => reply,
-        };
-        // The appender may have given up waiting; nothing to do then.
-        let _ = reply.send(result);
     }
 }
 
@@ -62,6 +68,31 @@ impl Refusal {
     }
 }
 
+/// What changed since the last checkpoint, to be written at the next one.
+#[derive(Debug, Default)]
+pub(crate) struct Dirty {
+    services: BTreeMap<String, u64>,
+    values: rows::ChangedValues,
+}
+
+impl Dirty {
+    fn record(&mut self, seq: u64, body: &EventBody) {
+        match &body.kind {
+            EventKind::ServiceRegistered { service } => {
+                self.services.insert(service.clone(), seq);
+            }
+            EventKind::ValueSet { service, key, value_json } => {
+                let changed = rows::ChangedValue { value_json: value_json.clone(), seq, epoch: body.epoch };
+                self.values.insert((service.clone(), key.clone()), Some(changed));
+            }
+            EventKind::ValueUnset { service, key } => {
+                self.values.insert((service.clone(), key.clone()), None);
+            }
+            EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } => {}
+        }
+    }
+}
+
 pub(crate) struct Writer {
     pub(crate) conn: Connection,
     pub(crate) store_id: confstore_core::StoreId,
@@ -70,172 +101,215 @@ pub(crate) struct Writer {
     pub(crate) key: Option<SigningKey>,
     pub(crate) refusal: Option<Refusal>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Seq of the last checkpoint (the verified head recorded in the database).
+    pub(crate) checkpoint_seq: u64,
+    pub(crate) dirty: Dirty,
 }
 
-/// A changeset sealed in the current batch, waiting for the commit.
-struct Sealed {
-    request: Request,
-    receipt: Receipt,
+/// An event hashed but not yet signed.
+struct Unsigned {
+    seq: u64,
+    bytes: Vec<u8>,
+    prev_hash: Hash32,
+    hash: Hash32,
+    /// 0: the current key; 1: the key rotated in earlier in this batch.
+    key: usize,
 }
+
+type Outcome = Result<Receipt, LogError>;
 
 impl Writer {
-    pub(crate) fn run(mut self, rx: Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            let mut events = batch[0].events();
-            while batch.len() < limits::GROUP_COMMIT_CHANGESETS_MAX && events < limits::GROUP_COMMIT_EVENTS_MAX {
-                match rx.try_recv() {
-                    Ok(r) => {
-                        events += r.events();
-                        batch.push(r);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.commit_batch(batch);
-        }
-    }
-
-    fn commit_batch(&mut self, batch: Vec<Request>) {
+    /// Commits `requests` in one transaction; one outcome per request, in order.
+    pub(crate) fn commit_batch(&mut self, requests: Vec<Request>) -> Vec<Outcome> {
         if let Some(refusal) = &self.refusal {
-            for r in batch {
-                r.reply(Err(refusal.to_error()));
-            }
-            return;
+            return requests.iter().map(|_| Err(refusal.to_error())).collect();
         }
-        match self.try_commit(batch) {
-            Ok(sealed) => {
-                for s in sealed {
-                    s.request.reply(Ok(s.receipt));
-                }
-            }
-            Err((err, sealed)) => {
-                // The transaction rolled back: forget what we folded in memory.
-                let text = err.to_string();
+        let n = requests.len();
+        match self.try_commit(requests) {
+            Ok(outcomes) => outcomes,
+            Err(err) => {
+                // The transaction rolled back: forget what was folded in memory.
                 if let Err(reload) = self.reload() {
                     self.refusal = Some(Refusal::Tampered(VerifyError::Structure {
                         seq: self.head.seq + 1,
                         reason: format!("could not reload the log after a failed commit: {reload}"),
                     }));
                 }
-                for s in sealed {
-                    s.request.reply(Err(LogError::NotCommitted(text.clone())));
-                }
+                let text = err.to_string();
+                (0..n)
+                    .map(|_| match &err {
+                        LogError::Tampered(_) | LogError::KeyMismatch { .. } => Err(self.refusal_or(&err)),
+                        _ => Err(LogError::NotCommitted(text.clone())),
+                    })
+                    .collect()
             }
         }
     }
 
-    /// Runs one transaction. On error, returns the sealed requests so they can be failed.
-    fn try_commit(&mut self, batch: Vec<Request>) -> Result<Vec<Sealed>, (LogError, Vec<Sealed>)> {
-        let mut sealed: Vec<Sealed> = Vec::with_capacity(batch.len());
-        let tx = match self.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-            Ok(tx) => tx,
-            Err(e) => {
-                let err = LogError::sqlite("starting a write transaction")(e).to_string();
-                for r in batch {
-                    r.reply(Err(LogError::NotCommitted(err.clone())));
-                }
-                return Ok(Vec::new());
-            }
-        };
-        if let Err(e) = catch_up(&tx, &mut self.head, &mut self.state) {
-            drop(tx);
+    fn refusal_or(&self, err: &LogError) -> LogError {
+        self.refusal.as_ref().map_or_else(|| LogError::NotCommitted(err.to_string()), Refusal::to_error)
+    }
+
+    /// One transaction. An `Err` means nothing was committed.
+    fn try_commit(&mut self, requests: Vec<Request>) -> Result<Vec<Outcome>, LogError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(LogError::sqlite("starting a write transaction"))?;
+        if let Err(e) = catch_up(&tx, &mut self.head, &mut self.state, &mut self.dirty) {
             if let LogError::Tampered(v) = &e {
                 self.refusal = Some(Refusal::Tampered(v.clone()));
             }
-            for r in batch {
-                r.reply(Err(self.refusal.as_ref().map_or_else(|| LogError::Schema(e.to_string()), Refusal::to_error)));
-            }
-            return Ok(Vec::new());
+            return Err(e);
         }
         if let Some(refusal) = key_mismatch(self.key.as_ref(), &self.head) {
-            drop(tx);
             self.refusal = Some(refusal.clone());
-            for r in batch {
-                r.reply(Err(refusal.to_error()));
-            }
-            return Ok(Vec::new());
+            return Err(refusal.to_error());
         }
+        let Some(current) = self.key.as_ref() else {
+            self.refusal = Some(Refusal::ReadOnly);
+            return Err(LogError::ReadOnly);
+        };
         let mut next_key: Option<SigningKey> = None;
-        let mut requests = batch.into_iter();
-        while let Some(request) = requests.next() {
+        let mut unsigned: Vec<Unsigned> = Vec::new();
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(requests.len());
+        for request in requests {
             let now = self.clock.now_ms();
-            let key = next_key.as_ref().or(self.key.as_ref());
-            let Some(key) = key else {
-                request.reply(Err(LogError::ReadOnly));
-                continue;
-            };
+            let signer = next_key.as_ref().unwrap_or(current);
             let bodies = match &request {
-                Request::Append { draft, .. } => state::decide(&self.state, draft, now),
-                Request::Rotate { new_key, draft, .. } => {
-                    state::rotate_signing_key(&self.state, &self.store_id, key, new_key, draft, now).map(|b| vec![b])
+                Request::Append { draft } => state::decide(&self.state, draft, now),
+                Request::Rotate { new_key, draft } => {
+                    state::rotate_signing_key(&self.state, &self.store_id, signer, new_key, draft, now).map(|b| vec![b])
                 }
             };
             let bodies = match bodies {
                 Ok(b) => b,
                 Err(e) => {
-                    request.reply(Err(LogError::Rejected(e)));
+                    outcomes.push(Err(LogError::Rejected(e)));
                     continue;
                 }
             };
             let first_seq = self.head.seq + 1;
             for body in &bodies {
-                let ev = state::seal(self.head.seq + 1, &self.head.hash, body, key);
-                if let Err(e) = rows::insert_event(&tx, &ev).and_then(|()| rows::apply_to_tables(&tx, ev.seq, body)) {
-                    // This request and every one after it in the batch fail with the batch.
-                    sealed.push(Sealed { request, receipt: Receipt::default() });
-                    sealed.extend(requests.map(|request| Sealed { request, receipt: Receipt::default() }));
-                    return Err((e, sealed));
-                }
-                self.state.apply_body(ev.seq, body);
-                self.head.seq = ev.seq;
-                self.head.hash = ev.hash;
+                let seq = self.head.seq + 1;
+                let bytes = body.encode();
+                let hash = event_hash(seq, &self.head.hash, &bytes);
+                unsigned.push(Unsigned {
+                    seq,
+                    bytes,
+                    prev_hash: self.head.hash,
+                    hash,
+                    key: usize::from(next_key.is_some()),
+                });
+                self.state.apply_body(seq, body);
+                self.dirty.record(seq, body);
+                self.head.seq = seq;
+                self.head.hash = hash;
                 self.head.epoch = body.epoch;
                 self.head.time_ms = body.time_ms;
             }
-            let receipt = Receipt {
+            if let Request::Rotate { new_key, .. } = &request {
+                // A rotation always ends its batch (group::take_batch), so it is the last.
+                self.head.keys.push(new_key.verifying_key(), self.head.seq + 1);
+                next_key = Some(SigningKey::from_seed(&new_key.seed()));
+            }
+            outcomes.push(Ok(Receipt {
                 first_seq,
                 last_seq: self.head.seq,
                 epoch: self.head.epoch,
                 hash: self.head.hash,
                 time_ms: self.head.time_ms,
-            };
-            if let Request::Rotate { new_key, .. } = &request {
-                let copy = SigningKey::from_seed(&new_key.seed());
-                self.head.keys.push(copy.verifying_key(), self.head.seq + 1);
-                next_key = Some(copy);
-            }
-            sealed.push(Sealed { request, receipt });
+            }));
         }
-        if sealed.is_empty() {
-            // Everything was rejected: nothing to commit.
-            return Ok(sealed);
+        if unsigned.is_empty() {
+            // Everything was refused: nothing to commit.
+            return Ok(outcomes);
         }
-        let h = &self.head;
-        if let Err(e) = rows::set_verified_head(&tx, h.seq, &h.hash, h.epoch, h.time_ms) {
-            return Err((e, sealed));
+        let keys: Vec<&SigningKey> = std::iter::once(current).chain(next_key.as_ref()).collect();
+        let sigs = sign_all(&unsigned, &keys);
+        for (u, sig) in unsigned.into_iter().zip(sigs) {
+            let key_id = keys[u.key].verifying_key().key_id();
+            let ev = StoredEvent { seq: u.seq, body: u.bytes, prev_hash: u.prev_hash, hash: u.hash, key_id, sig };
+            rows::insert_event(&tx, &ev)?;
         }
-        if let Err(e) = tx.commit() {
-            return Err((LogError::sqlite("committing a changeset")(e), sealed));
+        let checkpoint = self.head.seq - self.checkpoint_seq >= CHECKPOINT_EVENTS;
+        if checkpoint {
+            rows::write_checkpoint(&tx, &self.head, &self.dirty.services, &self.dirty.values)?;
+        }
+        tx.commit().map_err(LogError::sqlite("committing a changeset"))?;
+        if checkpoint {
+            self.checkpoint_seq = self.head.seq;
+            self.dirty = Dirty::default();
         }
         if let Some(k) = next_key {
             self.key = Some(k);
         }
-        Ok(sealed)
+        Ok(outcomes)
+    }
+
+    /// Writes a checkpoint in its own transaction if anything changed since the last one
+    /// (on close). Best effort: without it, the next open verifies and replays the tail.
+    pub(crate) fn checkpoint_now(&mut self) -> Result<(), LogError> {
+        if self.refusal.is_some() || self.head.seq == self.checkpoint_seq {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(LogError::sqlite("starting a checkpoint"))?;
+        catch_up(&tx, &mut self.head, &mut self.state, &mut self.dirty)?;
+        rows::write_checkpoint(&tx, &self.head, &self.dirty.services, &self.dirty.values)?;
+        tx.commit().map_err(LogError::sqlite("committing a checkpoint"))?;
+        self.checkpoint_seq = self.head.seq;
+        self.dirty = Dirty::default();
+        Ok(())
     }
 
     /// Reloads head and state from the database after a rolled-back transaction.
-    fn reload(&mut self) -> Result<(), LogError> {
+    pub(crate) fn reload(&mut self) -> Result<(), LogError> {
         self.head = rows::chain_head(&self.conn, self.store_id)?;
         self.state = rows::load_state(&self.conn, &self.head)?;
-        catch_up(&self.conn, &mut self.head, &mut self.state)
+        self.checkpoint_seq = self.head.seq;
+        self.dirty = Dirty::default();
+        catch_up(&self.conn, &mut self.head, &mut self.state, &mut self.dirty)
     }
 }
 
-fn still_verified(ev: Option<&confstore_core::StoredEvent>, head: &ChainHead) -> Result<(), LogError> {
-    let intact = ev.is_some_and(|ev| {
-        ev.hash == head.hash && confstore_core::event_hash(ev.seq, &ev.prev_hash, &ev.body) == ev.hash
+/// Signs every event with its key; on every core when there are many.
+fn sign_all(unsigned: &[Unsigned], keys: &[&SigningKey]) -> Vec<[u8; 64]> {
+    let sign = |u: &Unsigned| keys[u.key].sign_hash(&u.hash);
+    if unsigned.len() < PARALLEL_SIGN_EVENTS_MIN {
+        return unsigned.iter().map(sign).collect();
+    }
+    // available_parallelism reads cgroup files on Linux: ask once.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads < 2 {
+        return unsigned.iter().map(sign).collect();
+    }
+    let mut sigs = vec![[0u8; 64]; unsigned.len()];
+    let chunk = unsigned.len().div_ceil(threads);
+    let sign_chunk = |items: &[Unsigned], out: &mut [[u8; 64]]| {
+        for (u, slot) in items.iter().zip(out) {
+            *slot = sign(u);
+        }
+    };
+    std::thread::scope(|s| {
+        let mut parts = unsigned.chunks(chunk).zip(sigs.chunks_mut(chunk));
+        // This thread signs the first chunk itself; the others go to scoped threads.
+        let first = parts.next();
+        for (items, out) in parts {
+            s.spawn(move || sign_chunk(items, out));
+        }
+        if let Some((items, out)) = first {
+            sign_chunk(items, out);
+        }
     });
+    sigs
+}
+
+fn still_verified(ev: Option<&StoredEvent>, head: &ChainHead) -> Result<(), LogError> {
+    let intact = ev.is_some_and(|ev| ev.hash == head.hash && event_hash(ev.seq, &ev.prev_hash, &ev.body) == ev.hash);
     if intact {
         return Ok(());
     }
@@ -259,8 +333,14 @@ pub(crate) fn key_mismatch(key: Option<&SigningKey>, head: &ChainHead) -> Option
 }
 
 /// If the database holds events beyond `head`, verifies them and folds them into `state`
-/// (and into the tables and the verified head, when the writer that added them did not).
-pub(crate) fn catch_up(conn: &Connection, head: &mut ChainHead, state: &mut State) -> Result<(), LogError> {
+/// (marking them dirty for the next checkpoint). Reads only. Also checks that the event at
+/// `head` is still the one verified, and that the log does not end before it.
+pub(crate) fn catch_up(
+    conn: &Connection,
+    head: &mut ChainHead,
+    state: &mut State,
+    dirty: &mut Dirty,
+) -> Result<(), LogError> {
     let last = rows::last_event(conn)?;
     let last_seq = last.as_ref().map_or(0, |e| e.seq);
     if last_seq < head.seq {
@@ -277,8 +357,8 @@ pub(crate) fn catch_up(conn: &Connection, head: &mut ChainHead, state: &mut Stat
     if last_seq == head.seq {
         return Ok(());
     }
-    // Few events, checked one by one with the strict rules.
-    let mut verifier = ChainVerifier::resume(head.clone(), None).strict();
+    let verifier = ChainVerifier::resume(head.clone(), None);
+    let mut verifier = if last_seq - head.seq <= STRICT_CATCH_UP_EVENTS_MAX { verifier.strict() } else { verifier };
     let mut st = conn
         .prepare_cached(&format!("SELECT {} FROM events WHERE seq > ?1 ORDER BY seq", rows::EVENT_COLUMNS))
         .map_err(LogError::sqlite("reading new events"))?;
@@ -289,22 +369,11 @@ pub(crate) fn catch_up(conn: &Connection, head: &mut ChainHead, state: &mut Stat
         verifier.push(&ev).map_err(LogError::Tampered)?;
         ready.extend(verifier.take_ready());
     }
-    drop(rows_iter);
-    drop(st);
     ready.extend(verifier.flush_ready().map_err(LogError::Tampered)?);
     let new_head = verifier.finish().map_err(LogError::Tampered)?;
-    // A confstore writer updates the tables and the verified head in the same transaction
-    // as its events; anything else that appended (validly signed) did not.
-    let recorded = rows::verified_head(conn)?.map_or(0, |v| v.0);
-    let tables_behind = recorded < new_head.seq;
     for v in &ready {
-        if tables_behind && v.seq() > recorded {
-            rows::apply_to_tables(conn, v.seq(), v.body())?;
-        }
         state.apply(v);
-    }
-    if tables_behind {
-        rows::set_verified_head(conn, new_head.seq, &new_head.hash, new_head.epoch, new_head.time_ms)?;
+        dirty.record(v.seq(), v.body());
     }
     *head = new_head;
     Ok(())

@@ -15,16 +15,18 @@ fn a_failing_insert_rolls_back_the_batch_and_the_writer_recovers() {
     store.append(draft(vec![register("a"), set("a", "ok", json!(1))])).unwrap();
     let c = rusqlite::Connection::open(&t.path).unwrap();
     c.execute_batch(
-        "CREATE TRIGGER boom BEFORE INSERT ON state_values WHEN NEW.key = 'boom'
+        "CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.seq = 5
          BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
     )
     .unwrap();
+    // Events 4 and 5: the second insert fails, so neither may remain.
     let err = store.append(draft(vec![set("a", "first", json!(1)), set("a", "boom", json!(2))])).unwrap_err();
     assert!(matches!(err, LogError::NotCommitted(_)), "{err}");
     assert!(err.to_string().contains("injected failure"), "{err}");
     let reader = store.reader().unwrap();
     assert_eq!(reader.head().unwrap().seq, 3, "nothing of the failed changeset is in the log");
     assert_eq!(reader.replay(Until::Head).unwrap().value("a", "first"), None);
+    c.execute_batch("DROP TRIGGER boom;").unwrap();
     let next = store.append(draft(vec![set("a", "fine", json!(3))])).unwrap();
     assert_eq!((next.first_seq, next.epoch), (4, 2));
     assert!(reader.verify(None, &mut |_| ()).unwrap().is_ok());

@@ -24,7 +24,9 @@ fn append_replay_and_time_travel() {
     assert!(matches!(reader.replay(Until::Epoch(9)), Err(LogError::OutOfRange(_))));
     assert!(matches!(reader.replay(Until::Time(5)), Err(LogError::OutOfRange(_))));
     let head = reader.head().unwrap();
-    assert_eq!((head.seq, head.epoch, head.verified_seq), (5, 3, 5));
+    // While the store is open the checkpoint lags (it is written every CHECKPOINT_EVENTS
+    // events and at close).
+    assert_eq!((head.seq, head.epoch, head.verified_seq), (5, 3, 1));
     assert!(reader.verify(None, &mut |_| {}).unwrap().is_ok());
 }
 
@@ -120,4 +122,33 @@ fn signing_key_rotation_is_followed_by_verify_and_by_reopen() {
     drop(old);
     let new = Store::open(&t.path, Some(key(2)), clock(), &DbOptions::default()).unwrap();
     assert_eq!(new.append(draft(vec![register("b")])).unwrap().first_seq, 5);
+}
+
+#[test]
+fn the_write_model_is_checkpointed_and_a_crash_leaves_a_tail_replayed_at_open() {
+    let (t, store) = temp_store();
+    store.append(draft(vec![register("a")])).unwrap();
+    let n = confstore_log::writer::CHECKPOINT_EVENTS + 10;
+    for i in 0..n {
+        store.append(draft(vec![set("a", &format!("k{}", i % 7), json!(i))])).unwrap();
+    }
+    let reader = store.reader().unwrap();
+    let (checkpoint, stored) = reader.write_model().unwrap();
+    assert!(checkpoint.seq > 2 && checkpoint.seq < 2 + n, "a checkpoint was written mid-run: {}", checkpoint.seq);
+    assert_eq!(stored.services, reader.replay(Until::Seq(checkpoint.seq)).unwrap().services);
+    let expected = reader.replay(Until::Head).unwrap();
+    assert_eq!(reader.current_state().unwrap().services, expected.services);
+    // A crash: no Drop, so no checkpoint at close.
+    std::mem::forget(store);
+    let reopened = Store::open(&t.path, Some(key(1)), clock(), &DbOptions::default()).unwrap();
+    assert!(reopened.refusal().is_none());
+    let r = reopened.append(draft(vec![set("a", "after", json!(true))])).unwrap();
+    assert_eq!(r.first_seq, 2 + n + 1);
+    drop(reopened);
+    let reader = LogReader::open(&t.path).unwrap();
+    let (checkpoint, stored) = reader.write_model().unwrap();
+    assert_eq!(checkpoint.seq, 2 + n + 1, "closing writes a checkpoint at the head");
+    assert_eq!(stored.value("a", "after"), Some("true"));
+    assert_eq!(stored.services, reader.replay(Until::Head).unwrap().services);
+    assert!(reader.verify(None, &mut |_| ()).unwrap().is_ok());
 }

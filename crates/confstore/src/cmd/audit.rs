@@ -206,19 +206,23 @@ fn verified_head_difference(reader: &LogReader, head: &ChainHead) -> Result<Opti
     Ok(None)
 }
 
-/// Compares the tables kept beside the log with a replay of the log.
+/// Compares the write model (the tables kept beside the log, at their checkpoint) with a
+/// replay of the log to the same point.
 fn write_model_difference(reader: &LogReader) -> Result<Option<String>> {
-    let replayed: State = reader.replay(Until::Head)?;
-    let services = reader.services()?;
-    if services.len() != replayed.services.len() || !services.iter().all(|s| replayed.services.contains_key(s)) {
-        return Ok(Some("the registered-services table differs from a replay of the log".into()));
+    let (checkpoint, stored) = reader.write_model()?;
+    let replayed: State = reader.replay(Until::Seq(checkpoint.seq))?;
+    if stored.services.keys().ne(replayed.services.keys()) {
+        return Ok(Some(format!(
+            "the registered-services table differs from a replay of the log to its checkpoint (event {})",
+            checkpoint.seq
+        )));
     }
     for (service, values) in &replayed.services {
-        let stored = reader.current(service)?.unwrap_or_default();
-        let same = stored.len() == values.len()
-            && stored.iter().all(|v| values.get(&v.key).is_some_and(|x| *x == v.value_json));
-        if !same {
-            return Ok(Some(format!("the current values of {service:?} differ from a replay of the log")));
+        if stored.services.get(service) != Some(values) {
+            return Ok(Some(format!(
+                "the stored values of {service:?} differ from a replay of the log to its checkpoint (event {})",
+                checkpoint.seq
+            )));
         }
     }
     Ok(None)

@@ -30,29 +30,18 @@ fn parse(value_json: &str) -> Value {
 
 pub fn get(ctx: &Ctx, args: &GetArgs) -> Result<ExitCode> {
     let reader = ctx.reader()?;
-    let head = reader.head()?;
     let until = match (&args.epoch, &args.at) {
         (Some(e), _) => Until::Epoch(*e),
         (None, Some(t)) => Until::Time(output::parse_time(t)?),
         (None, None) => Until::Head,
     };
     // Now: the write model kept at the head (no replay). Past: a verified replay.
-    let (epoch, services): (u64, BTreeMap<String, BTreeMap<String, String>>) = if until == Until::Head {
-        let mut all = BTreeMap::new();
-        let names = match &args.service {
-            Some(s) => vec![s.clone()],
-            None => reader.services()?,
-        };
-        for name in names {
-            if let Some(values) = reader.current(&name)? {
-                all.insert(name, values.into_iter().map(|v| (v.key, v.value_json)).collect());
-            }
-        }
-        (head.epoch, all)
-    } else {
-        let state = reader.replay(until)?;
-        (state.epoch, state.services)
-    };
+    // Now: the write model plus the few events after its checkpoint. Past: a verified replay.
+    let state = if until == Until::Head { reader.current_state()? } else { reader.replay(until)? };
+    let (epoch, mut services): (u64, BTreeMap<String, BTreeMap<String, String>>) = (state.epoch, state.services);
+    if let Some(only) = &args.service {
+        services.retain(|name, _| name == only);
+    }
     if let Some(service) = &args.service
         && !services.contains_key(service)
     {
