@@ -31,43 +31,30 @@ pub(crate) struct Group {
     writer: Mutex<Writer>,
 }
 
-/// Consecutive batches one leader commits before handing leadership on. Staying leader
-/// while requests wait saves a wake-up of another thread between commits (the disk idles
-/// meanwhile); the bound caps how long the leader's own caller waits for its answer.
-const LEAD_BATCHES_MAX: usize = 8;
-
-/// If a commit panics, the taken requests are answered and leadership passes on.
+/// Leadership is released, and the taken requests answered, even if the commit panics.
 struct Leadership<'g> {
     group: &'g Group,
     tickets: Vec<u64>,
-    armed: bool,
+    results: Option<Vec<(u64, Outcome)>>,
 }
 
 impl Drop for Leadership<'_> {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
         let mut q = self.group.lock_queue();
-        q.done.extend(self.tickets.iter().map(|t| (*t, Err(LogError::WriterGone))));
-        wake(&q, &self.tickets);
+        match self.results.take() {
+            Some(results) => q.done.extend(results),
+            None => q.done.extend(self.tickets.iter().map(|t| (*t, Err(LogError::WriterGone)))),
+        }
         q.leader = false;
-        wake_next_leader(&q);
-    }
-}
-
-fn wake(q: &Queue, tickets: &[u64]) {
-    for t in tickets {
-        if let Some(cv) = q.wakers.get(t) {
+        for t in &self.tickets {
+            if let Some(cv) = q.wakers.get(t) {
+                cv.notify_one();
+            }
+        }
+        // The oldest appender still queued leads next.
+        if let Some(cv) = q.waiting.first().and_then(|(t, _)| q.wakers.get(t)) {
             cv.notify_one();
         }
-    }
-}
-
-/// The oldest appender still queued leads next.
-fn wake_next_leader(q: &Queue) {
-    if let Some(cv) = q.waiting.first().and_then(|(t, _)| q.wakers.get(t)) {
-        cv.notify_one();
     }
 }
 
@@ -105,42 +92,24 @@ impl Group {
             }
             if !q.leader {
                 q.leader = true;
-                q = self.lead(q);
+                let batch = take_batch(&mut q.waiting);
+                drop(q);
+                self.lead(batch);
+                q = self.lock_queue();
                 continue;
             }
             q = wake.wait(q).unwrap_or_else(PoisonError::into_inner);
         }
     }
 
-    /// Commits batches while requests wait (at most [`LEAD_BATCHES_MAX`]), answering each
-    /// batch as soon as it is durable, then hands leadership on.
-    fn lead<'q>(&'q self, mut q: MutexGuard<'q, Queue>) -> MutexGuard<'q, Queue> {
-        for _ in 0..LEAD_BATCHES_MAX {
-            let batch = take_batch(&mut q.waiting);
-            if batch.is_empty() {
-                break;
-            }
-            drop(q);
-            let (tickets, requests): (Vec<u64>, Vec<Request>) = batch.into_iter().unzip();
-            let mut guard = Leadership { group: self, tickets, armed: true };
-            // A writer poisoned by an earlier panic is in an unknown state: the guard
-            // answers WriterGone for every request from now on.
-            let outcomes = match self.writer.lock() {
-                Ok(mut writer) => writer.commit_batch(requests),
-                Err(_) => {
-                    // Answer and release leadership (the guard takes the queue lock itself).
-                    drop(guard);
-                    return self.lock_queue();
-                }
-            };
-            guard.armed = false;
-            q = self.lock_queue();
-            q.done.extend(guard.tickets.iter().copied().zip(outcomes));
-            wake(&q, &guard.tickets);
-        }
-        q.leader = false;
-        wake_next_leader(&q);
-        q
+    fn lead(&self, batch: Vec<(u64, Request)>) {
+        let tickets: Vec<u64> = batch.iter().map(|(t, _)| *t).collect();
+        let mut leadership = Leadership { group: self, tickets, results: None };
+        // A writer poisoned by an earlier panic is in an unknown state: refuse from now on.
+        let Ok(mut writer) = self.writer.lock() else { return };
+        let (tickets, requests): (Vec<u64>, Vec<Request>) = batch.into_iter().unzip();
+        let outcomes = writer.commit_batch(requests);
+        leadership.results = Some(tickets.into_iter().zip(outcomes).collect());
     }
 
     /// Runs `f` with the writer (for work outside appends, such as the final checkpoint).
