@@ -466,6 +466,14 @@ fn export_then_verify_export_agrees_with_verify() {
     let audit =
         nowhere.json(&["verify", "--export", file.to_str().expect("utf-8 path"), "--public-key", &public, "--json"]);
     assert_eq!(audit["head_hash"], on_db["head_hash"], "{audit}");
+    // --strict checks each signature on its own: same verdict on a clean log.
+    for args in [
+        vec!["verify", "--strict", "--json"],
+        vec!["verify", "--export", file.to_str().expect("utf-8 path"), "--strict", "--json"],
+    ] {
+        let strict = store.json(&args);
+        assert_eq!(strict["head_hash"], on_db["head_hash"], "{args:?}: {strict}");
+    }
 }
 
 #[test]
