@@ -503,3 +503,52 @@ fn verify_with_a_foreign_public_key_fails() {
     let run = store.run(&["verify", "--public-key", "not base64"]);
     assert!(run.assert_one_error_line().contains("--public-key"), "{run}");
 }
+
+#[test]
+fn diff_and_rollback_append_a_changeset_that_restores_an_epoch() {
+    let dir = Scratch::new("rollback");
+    let store = store_with_services(&dir);
+    store.ok(&["set", "web", "port=80", "tls=false"]); // epoch 2
+    store.ok(&["set", "db", "pool", "4"]); // 3
+    store.ok(&["set", "web", "port", "8080"]); // 4
+    store.ok(&["unset", "web", "tls"]); // 5
+
+    let d = store.json(&["diff", "2", "--json"]);
+    assert_eq!((u64_of(&d, "from_epoch"), u64_of(&d, "to_epoch")), (2, 5), "{d}");
+    let changes: Vec<(String, String)> = d["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| (format!("{}.{}", str_of(c, "service"), str_of(c, "key")), str_of(c, "change").to_owned()))
+        .collect();
+    let expected = [("db.pool", "added"), ("web.port", "changed"), ("web.tls", "removed")];
+    assert_eq!(changes, expected.map(|(a, b)| (a.to_owned(), b.to_owned())));
+    assert!(store.ok(&["diff", "2", "5", "--service", "web"]).contains("~ web.port: 80 -> 8080"));
+
+    let before = store.head();
+    let r = store.json(&["rollback", "--to-epoch", "2", "--reason", "bad deploy", "--json"]);
+    assert_eq!((u64_of(&r, "epoch"), u64_of(&r, "rolled_back_to"), u64_of(&r, "keys_changed")), (6, 2, 3), "{r}");
+    assert_eq!(u64_of(&r, "first_seq"), u64_of(&before, "seq") + 1, "{r}");
+    let now = store.json(&["get", "--json"]);
+    let at_2 = store.json(&["get", "--epoch", "2", "--json"]);
+    assert_eq!(now["services"], at_2["services"], "the rolled-back state equals epoch 2");
+    assert!(store.json(&["diff", "2", "--json"])["changes"].as_array().expect("changes").is_empty());
+    // History keeps everything; the marker names the rollback.
+    let history = store.run(&["history", "--json"]).assert_ok().json_lines();
+    assert!(history.iter().any(|e| e["kind"]["type"] == json!("rolled_back") && e["reason"] == json!("bad deploy")));
+    assert!(store.ok(&["history", "--limit", "4"]).contains("rollback to epoch 2 (from epoch 5)"));
+    // A rollback can be rolled back.
+    store.ok(&["rollback", "--to-epoch", "5", "--reason", "undo"]);
+    assert_eq!(store.json(&["get", "web", "port", "--json"])["value"], json!(8080));
+    assert_eq!(store.json(&["verify", "--json"])["ok"], json!(true));
+
+    // Refusals change nothing.
+    let head = store.head();
+    assert_refused(&store, &["rollback", "--to-epoch", "99", "--reason", "x"], "epoch 99");
+    assert_refused(&store, &["rollback", "--to-epoch", "5", "--reason", "x"], "nothing to roll back");
+    assert_refused(&store, &["rollback", "--to-epoch", "2", "--service", "nope", "--reason", "x"], "unknown service");
+    assert_refused(&store, &["diff", "yesterday"], "neither an epoch");
+    assert_unchanged(&store, &head);
+    let no_reason = store.run(&["rollback", "--to-epoch", "2"]);
+    assert!(!no_reason.status.success() && no_reason.stderr.contains("--reason"), "{no_reason}");
+}

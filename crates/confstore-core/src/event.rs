@@ -73,6 +73,17 @@ pub enum EventKind {
         #[serde(with = "crate::fixed_bytes")]
         new_key_sig: [u8; 64],
     },
+    /// 5: the changeset this event opens rolls configuration back: the `value_set` and
+    /// `value_unset` events after it in the same changeset make the state (of `service`, or
+    /// of every service) equal to the state at `to_epoch`. History is not rewritten.
+    RolledBack {
+        /// The epoch the store was at before this changeset.
+        from_epoch: u64,
+        /// The epoch whose state is restored (earlier than `from_epoch`).
+        to_epoch: u64,
+        /// Only this service was rolled back; `None`: every service.
+        service: Option<String>,
+    },
 }
 
 /// Why bytes are not a valid v1 body.
@@ -133,6 +144,7 @@ impl EventBody {
             EventKind::ServiceRegistered { service }
             | EventKind::ValueSet { service, .. }
             | EventKind::ValueUnset { service, .. } => Some(service),
+            EventKind::RolledBack { service, .. } => service.as_deref(),
             EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } => None,
         }
     }
@@ -164,6 +176,9 @@ impl EventBody {
                 "type": "signing_key_rotated", "new_public_key": hex::encode(new_public_key),
                 "new_key_sig": hex::encode(new_key_sig),
             }),
+            EventKind::RolledBack { from_epoch, to_epoch, service } => json!({
+                "type": "rolled_back", "from_epoch": from_epoch, "to_epoch": to_epoch, "service": service,
+            }),
         };
         v["kind"] = kind;
         v
@@ -179,13 +194,17 @@ impl EventKind {
             Self::ValueSet { .. } => 2,
             Self::ValueUnset { .. } => 3,
             Self::SigningKeyRotated { .. } => 4,
+            Self::RolledBack { .. } => 5,
         }
     }
 
     /// See [`EventBody::changes_config`].
     pub fn changes_config(&self) -> bool {
         match self {
-            Self::ServiceRegistered { .. } | Self::ValueSet { .. } | Self::ValueUnset { .. } => true,
+            Self::ServiceRegistered { .. }
+            | Self::ValueSet { .. }
+            | Self::ValueUnset { .. }
+            | Self::RolledBack { .. } => true,
             Self::StoreCreated { .. } | Self::SigningKeyRotated { .. } => false,
         }
     }
@@ -198,6 +217,7 @@ impl EventKind {
             Self::ValueSet { .. } => "value_set",
             Self::ValueUnset { .. } => "value_unset",
             Self::SigningKeyRotated { .. } => "signing_key_rotated",
+            Self::RolledBack { .. } => "rolled_back",
         }
     }
 }
@@ -240,6 +260,7 @@ mod tests {
             EventKind::ValueSet { service: "s".into(), key: "k".into(), value_json: "1".into() },
             EventKind::ValueUnset { service: "s".into(), key: "k".into() },
             EventKind::SigningKeyRotated { new_public_key: [2; 32], new_key_sig: [3; 64] },
+            EventKind::RolledBack { from_epoch: 9, to_epoch: 3, service: Some("s".into()) },
         ];
         for k in kinds {
             let bytes = postcard::to_stdvec(&k).unwrap();

@@ -7,6 +7,7 @@
 //! - [`verify`]: streaming verification of stored events; the only maker of [`verify::Verified`].
 //! - [`state`]: the configuration state, `decide` (command -> events) and `apply` (event -> state).
 //! - [`export`]: the JSON Lines export format (`confstore-export/1`).
+//! - [`timetravel`]: diffs between two states, and the changes that roll one back.
 //! - [`limits`]: every bound in one place.
 //!
 //! Architecture invariant: this crate does no I/O, reads no clock and knows nothing of
@@ -20,6 +21,7 @@ pub mod ids;
 pub mod keys;
 pub mod limits;
 pub mod state;
+pub mod timetravel;
 pub mod verify;
 
 pub use chain::{event_hash, genesis_hash};

@@ -47,7 +47,7 @@ impl State {
                     values.remove(key);
                 }
             }
-            EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } => {}
+            EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } | EventKind::RolledBack { .. } => {}
         }
     }
 
@@ -80,6 +80,15 @@ pub enum Change {
         service: String,
         /// Key name.
         key: String,
+    },
+    /// Mark the changeset as a rollback to `to_epoch` (of one service or all). Must be the
+    /// first change; the sets and unsets that follow restore the state
+    /// ([`crate::timetravel::rollback_changes`] computes them).
+    RollBack {
+        /// The epoch whose state is restored.
+        to_epoch: u64,
+        /// Only this service; `None`: every service.
+        service: Option<String>,
     },
 }
 
@@ -130,6 +139,17 @@ pub enum RejectError {
         service: String,
         /// Key.
         key: String,
+    },
+    /// A rollback marker anywhere but first, or twice.
+    #[error("a rollback marker must be the first change of its changeset, and only one")]
+    MisplacedRollback,
+    /// A rollback to an epoch that is not in the past.
+    #[error("cannot roll back to epoch {to}: the store is at epoch {current}; pick an earlier epoch")]
+    RollbackTarget {
+        /// The requested epoch.
+        to: u64,
+        /// The store's epoch.
+        current: u64,
     },
     /// The same key twice in one changeset.
     #[error("{service}.{key} appears more than once in the changeset")]
@@ -290,8 +310,20 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
     let mut touched: Vec<(&str, &str)> = Vec::new();
     let mut added_per_service: BTreeMap<&str, usize> = BTreeMap::new();
     let mut out = Vec::with_capacity(draft.changes.len());
-    for change in &draft.changes {
+    for (i, change) in draft.changes.iter().enumerate() {
         let kind = match change {
+            Change::RollBack { to_epoch, service } => {
+                if i != 0 {
+                    return Err(RejectError::MisplacedRollback);
+                }
+                if *to_epoch >= state.epoch {
+                    return Err(RejectError::RollbackTarget { to: *to_epoch, current: state.epoch });
+                }
+                if let Some(s) = service {
+                    known_service(state, &[], s)?;
+                }
+                EventKind::RolledBack { from_epoch: state.epoch, to_epoch: *to_epoch, service: service.clone() }
+            }
             Change::RegisterService { service } => {
                 check_service_name(service)?;
                 if state.services.contains_key(service) || new_services.contains(&service.as_str()) {

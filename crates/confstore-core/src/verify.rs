@@ -532,12 +532,22 @@ impl ChainVerifier {
                 if body.epoch != prev_epoch && body.epoch != prev_epoch + 1 {
                     return Err(structure(format!("epoch {} after epoch {prev_epoch}", body.epoch)));
                 }
+                if let EventKind::RolledBack { from_epoch, to_epoch, .. } = &body.kind
+                    && (*from_epoch != prev_epoch || to_epoch >= from_epoch)
+                {
+                    return Err(structure(format!(
+                        "rolled_back from epoch {from_epoch} to {to_epoch}, but the store was at epoch {prev_epoch}"
+                    )));
+                }
                 self.open = Some(OpenChangeset {
                     start: seq,
                     first: body.clone(),
                     changes_config: body.changes_config(),
                     prev_epoch,
                 });
+            }
+            Some(_) if matches!(body.kind, EventKind::RolledBack { .. }) => {
+                return Err(structure("rolled_back must be the first event of its changeset".into()));
             }
             Some(mut open) => {
                 let f = &open.first;

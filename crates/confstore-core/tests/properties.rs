@@ -316,6 +316,9 @@ impl Writer {
                 Change::Unset { service, key } => {
                     self.model.entry(service.clone()).or_default().remove(key);
                 }
+                // This generator makes no rollbacks (tests/rollback.rs does): a marker has no
+                // effect of its own on the model.
+                Change::RollBack { .. } => {}
             }
         }
     }

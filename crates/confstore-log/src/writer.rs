@@ -88,7 +88,7 @@ impl Dirty {
             EventKind::ValueUnset { service, key } => {
                 self.values.insert((service.clone(), key.clone()), None);
             }
-            EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } => {}
+            EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } | EventKind::RolledBack { .. } => {}
         }
     }
 }

@@ -51,6 +51,10 @@ pub enum Command {
     Get(GetArgs),
     /// Show the events that changed configuration.
     History(HistoryArgs),
+    /// Show what changed between two points: epochs (`3`) or RFC 3339 times.
+    Diff(DiffArgs),
+    /// Append one changeset that makes configuration equal to an earlier epoch again.
+    Rollback(RollbackArgs),
     /// Show the head of the log: seq, epoch, hash, store id.
     Head(JsonFlag),
     /// Write the whole log as JSON Lines (confstore-export/1).
@@ -205,6 +209,44 @@ pub struct VerifyArgs {
     /// batches, which do not refuse a small-order R; see docs/adr/0003).
     #[arg(long)]
     pub strict: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// From: an epoch (e.g. `3`) or an RFC 3339 time.
+    pub from: String,
+    /// To: an epoch or an RFC 3339 time (default: now).
+    pub to: Option<String>,
+    /// Only this service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The epoch whose configuration is restored.
+    #[arg(long, value_name = "EPOCH")]
+    pub to_epoch: u64,
+    /// Only this service (default: every service).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Why; required, and recorded in the signed events.
+    #[arg(long, required = true)]
+    pub reason: String,
+    /// Who rolls back (default: $USER, else "cli").
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Request id to record (default: a random one).
+    #[arg(long)]
+    pub request_id: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

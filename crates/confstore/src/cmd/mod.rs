@@ -3,6 +3,7 @@
 mod audit;
 mod init;
 mod read;
+mod timetravel;
 mod write;
 
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Apply(a) => write::apply(&ctx, &a),
         Command::Get(a) => read::get(&ctx, &a),
         Command::History(a) => read::history(&ctx, &a),
+        Command::Diff(a) => timetravel::diff(&ctx, &a),
+        Command::Rollback(a) => timetravel::rollback(&ctx, &a),
         Command::Head(a) => read::head(&ctx, a.json),
         Command::Export(a) => audit::export(&ctx, &a),
         Command::Verify(a) => audit::verify(&ctx, &a),

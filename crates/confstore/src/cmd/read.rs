@@ -125,6 +125,12 @@ fn history_text(v: &Value) -> String {
         "service_registered" => format!("register {}", str_of(&k["service"])),
         "store_created" => format!("store created {}", str_of(&k["store_id"])),
         "signing_key_rotated" => "signing key rotated".to_owned(),
+        "rolled_back" => format!(
+            "rollback{} to epoch {} (from epoch {})",
+            k["service"].as_str().map(|s| format!(" of {s}")).unwrap_or_default(),
+            k["to_epoch"],
+            k["from_epoch"]
+        ),
         other => other.to_owned(),
     };
     let reason = str_of(&v["reason"]);
