@@ -103,9 +103,11 @@ proptest! {
             }
         }
         let epoch_before = log.state.epoch;
-        let target_epoch = target_pick.index(epoch_before as usize) as u64;
+        // at_epoch holds epochs 0..=epoch_before; pick one strictly before the current one.
+        let target_index = target_pick.index(log.at_epoch.len() - 1);
+        let target_epoch = target_index as u64;
         let service = service_only.then(|| "s1".to_owned());
-        let target = log.at_epoch[target_epoch as usize].clone();
+        let target = log.at_epoch[target_index].clone();
         let before_rows = log.events.clone();
         let changes = rollback_changes(&log.state, &target, target_epoch, service.as_deref());
         if changes.is_empty() {
