@@ -182,7 +182,7 @@ fn verification_checks_the_marker() {
             log.events.push(seal(log.events.len() as u64 + 1, &prev, &b, &log.key));
         }
         let mut v = ChainVerifier::new(STORE, None);
-        let err = log.events.iter().try_for_each(|ev| v.push(ev)).err().expect("refused");
+        let err = log.events.iter().try_for_each(|ev| v.push(ev)).expect_err("refused");
         assert_eq!(err.seq(), bad_seq, "{err}");
     }
 }
