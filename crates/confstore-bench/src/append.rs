@@ -25,15 +25,14 @@ use serde::Serialize;
 use crate::timing::{Samples, rate};
 use crate::workload;
 
-/// The `events` table of migration 0001, alone: same columns, types and CHECKs.
-pub const RAW_EVENTS_DDL: &str = "CREATE TABLE events (
-    seq       INTEGER PRIMARY KEY CHECK (seq >= 1),
-    body      BLOB    NOT NULL,
-    prev_hash BLOB    NOT NULL CHECK (length(prev_hash) = 32),
-    hash      BLOB    NOT NULL CHECK (length(hash) = 32),
-    key_id    BLOB    NOT NULL CHECK (length(key_id) = 8),
-    sig       BLOB    NOT NULL CHECK (length(sig) = 64)
-) STRICT;";
+/// The `events` table of migration 0001, alone: taken from the migration itself, so the
+/// raw baseline always has the same columns, types and CHECKs (and no triggers).
+pub fn raw_events_ddl() -> &'static str {
+    let sql = db::MIGRATIONS[0].2;
+    let start = sql.find("CREATE TABLE events").unwrap_or(0);
+    let end = sql[start..].find(") STRICT;").map_or(sql.len(), |e| start + e + ") STRICT;".len());
+    &sql[start..end]
+}
 
 /// Distinct keys the single appender cycles through.
 pub const SINGLE_KEYS: usize = 1000;
@@ -156,7 +155,7 @@ fn raw_single(
     if log_sql {
         db::migrate(&mut conn, workload::now_ms())?;
     } else {
-        conn.execute_batch(RAW_EVENTS_DDL)?;
+        conn.execute_batch(raw_events_ddl())?;
     }
     prime_wal(&conn)?;
     let (warm, timed) = rows.split_at(warmup.min(rows.len()));
@@ -365,7 +364,7 @@ fn raw_concurrent(path: &Path, sync: Synchronous, threads: usize, rows: usize) -
     let per_thread = rows.div_ceil(threads);
     let opts = DbOptions { busy_timeout: Duration::from_secs(120), ..opts(sync) };
     let conn = db::open(path, &opts, true)?;
-    conn.execute_batch(RAW_EVENTS_DDL)?;
+    conn.execute_batch(raw_events_ddl())?;
     prime_wal(&conn)?;
     drop(conn);
     let sealed = workload::sealed_rows(per_thread, SINGLE_KEYS)?;
@@ -475,5 +474,15 @@ pub fn remove_db(path: &Path) {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
         let _ = std::fs::remove_file(p);
+    }
+}
+
+#[cfg(test)]
+mod ddl_tests {
+    #[test]
+    fn the_raw_table_is_the_events_table_of_the_migration() {
+        let ddl = super::raw_events_ddl();
+        assert!(ddl.starts_with("CREATE TABLE events (") && ddl.ends_with(") STRICT;"), "{ddl}");
+        assert!(ddl.contains("CHECK (length(sig) = 64)") && !ddl.contains("TRIGGER"), "{ddl}");
     }
 }

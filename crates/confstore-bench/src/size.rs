@@ -10,7 +10,7 @@ use confstore_log::{DbOptions, Store, db};
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::append::{self, GROUP_KEYS_PER_SERVICE, RAW_EVENTS_DDL};
+use crate::append::{self, GROUP_KEYS_PER_SERVICE, raw_events_ddl};
 use crate::workload;
 
 /// Space one schema object (table or index) takes.
@@ -128,7 +128,7 @@ fn file_sizes(path: &Path) -> (u64, u64) {
 fn raw_copy(src: &Path, scratch: &Path) -> Result<u64> {
     append::remove_db(scratch);
     let conn = db::open(scratch, &DbOptions::default(), true)?;
-    conn.execute_batch(RAW_EVENTS_DDL)?;
+    conn.execute_batch(raw_events_ddl())?;
     conn.execute("ATTACH DATABASE ?1 AS src", [src.to_string_lossy()])?;
     conn.execute_batch("INSERT INTO main.events SELECT seq, body, prev_hash, hash, key_id, sig FROM src.events ORDER BY seq; DETACH DATABASE src;")?;
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
