@@ -552,3 +552,57 @@ fn diff_and_rollback_append_a_changeset_that_restores_an_epoch() {
     let no_reason = store.run(&["rollback", "--to-epoch", "2"]);
     assert!(!no_reason.status.success() && no_reason.stderr.contains("--reason"), "{no_reason}");
 }
+
+#[test]
+fn signing_key_rotation_and_an_interrupted_one_finish_cleanly() {
+    let b64 = |b: &[u8]| B64.encode(b);
+    let dir = Scratch::new("rotate");
+    let store = store_with_services(&dir);
+    store.ok(&["set", "web", "a", "1"]);
+    let first_public = store.env_vars()[PUBLIC_KEY].clone();
+
+    let r = store.json(&["keys", "rotate", "--signing", "--reason", "yearly", "--json"]);
+    let vars = store.env_vars();
+    assert_ne!(vars[PUBLIC_KEY], first_public, "the env file holds the new key");
+    assert!(!vars.contains_key("CONFIG_SIGNATURE_PREVIOUS_PRIVATE_KEY"), "clean-up done: {vars:?}");
+    store.ok(&["set", "web", "a", "2"]);
+    // Both the first and the new key are trust anchors for the whole chain.
+    for key in [&first_public, &vars[PUBLIC_KEY]] {
+        let v = store.json(&["verify", "--json", "--public-key", key]);
+        assert_eq!((v["ok"].clone(), u64_of(&v, "keys")), (json!(true), 2), "{v}");
+    }
+    assert_eq!(u64_of(&r, "seq"), 5, "store_created, two registrations, one set, then the rotation: {r}");
+
+    // An interrupted rotation: the new key was written, the event was not appended.
+    let old_private = vars[SIGNING_KEY].clone();
+    let next = confstore_core::SigningKey::from_seed(&[0x77; 32]);
+    let env_path = dir.path().join(".env");
+    let text = std::fs::read_to_string(&env_path).expect("env file");
+    let rewritten: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with(&format!("{SIGNING_KEY}=")) {
+                format!("{SIGNING_KEY}={}\nCONFIG_SIGNATURE_PREVIOUS_PRIVATE_KEY={old_private}\n", b64(&next.seed()))
+            } else if l.starts_with(&format!("{PUBLIC_KEY}=")) {
+                format!("{PUBLIC_KEY}={}\n", b64(&next.verifying_key().to_bytes()))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&env_path, rewritten).expect("writing the env file");
+    let head = store.head();
+    let refused = store.run(&["set", "web", "a", "3"]);
+    assert!(refused.assert_one_error_line().contains("rotation was interrupted"), "{refused}");
+    assert_unchanged(&store, &head);
+    let done = store.json(&["keys", "rotate", "--signing", "--json"]);
+    assert_eq!(str_of(&done, "new_key_id"), next.verifying_key().key_id().to_hex(), "finishes to the written key");
+    assert!(!store.env_vars().contains_key("CONFIG_SIGNATURE_PREVIOUS_PRIVATE_KEY"));
+    store.ok(&["set", "web", "a", "3"]);
+    assert_eq!(store.json(&["verify", "--json", "--public-key", &first_public])["ok"], json!(true));
+
+    // Keys from the environment override the file: rotating the file would not take effect.
+    let env_key = store.env_vars()[SIGNING_KEY].clone();
+    let run = store.run_env(&["keys", "rotate", "--signing"], &[(SIGNING_KEY, env_key.as_str())]);
+    assert!(run.assert_one_error_line().contains("set in the environment"), "{run}");
+}

@@ -55,6 +55,9 @@ pub enum Command {
     Diff(DiffArgs),
     /// Append one changeset that makes configuration equal to an earlier epoch again.
     Rollback(RollbackArgs),
+    /// Manage keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Show the head of the log: seq, epoch, hash, store id.
     Head(JsonFlag),
     /// Write the whole log as JSON Lines (confstore-export/1).
@@ -247,6 +250,31 @@ pub struct RollbackArgs {
     /// Request id to record (default: a random one).
     #[arg(long)]
     pub request_id: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Rotate the Ed25519 signing key: a new key in the env file, announced in the log by an
+    /// event signed by the old key and countersigned by the new one.
+    Rotate(RotateArgs),
+}
+
+/// `keys rotate`.
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Rotate the signing key (CONFIG_SIGNATURE_PRIVATE_KEY / _PUBLIC_KEY).
+    #[arg(long, required = true)]
+    pub signing: bool,
+    /// Why; recorded in the signed event.
+    #[arg(long, default_value = "signing key rotation")]
+    pub reason: String,
+    /// Who rotates (default: $USER, else "cli").
+    #[arg(long)]
+    pub actor: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+pub use base64::engine::general_purpose::STANDARD as BASE64;
 use confstore_core::{SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
@@ -21,6 +22,9 @@ pub const LKG_KEY: &str = "LKG_HMAC_KEY_BASE64";
 pub const SIGNING_KEY: &str = "CONFIG_SIGNATURE_PRIVATE_KEY";
 /// Ed25519 public key.
 pub const PUBLIC_KEY: &str = "CONFIG_SIGNATURE_PUBLIC_KEY";
+/// The signing key being rotated out, kept only while a rotation is in progress
+/// (`confstore keys rotate --signing`; ADR 0007).
+pub const PREVIOUS_SIGNING_KEY: &str = "CONFIG_SIGNATURE_PREVIOUS_PRIVATE_KEY";
 
 /// Where keys come from: the process environment, then the env file.
 pub struct Keys {
@@ -95,6 +99,66 @@ impl Keys {
             .map_err(|e| anyhow!("{PUBLIC_KEY} (from {}): {e}", self.where_from(PUBLIC_KEY)))
     }
 
+    /// The signing key being rotated out, if a rotation is in progress.
+    pub fn previous_signing_key(&self) -> Result<Option<SigningKey>> {
+        Ok(self.bytes32(PREVIOUS_SIGNING_KEY)?.map(|seed| SigningKey::from_seed(&seed)))
+    }
+
+    /// Whether `name` is set in the process environment (which takes precedence over the
+    /// file, so a rotation written to the file would not take effect).
+    pub fn from_environment(name: &str) -> bool {
+        std::env::var(name).is_ok_and(|v| !v.is_empty())
+    }
+
+    /// Rewrites the env file with `updates` applied (`None` removes the variable), keeping
+    /// every other line. Atomic: a temporary file (mode 0600) is synced, renamed over the
+    /// file, and the directory synced, so a crash leaves the old file or the new one.
+    pub fn rewrite(&mut self, updates: &[(&'static str, Option<Zeroizing<String>>)]) -> Result<()> {
+        let path = self.env_file.clone();
+        let cannot = || format!("cannot rewrite the env file {}", path.display());
+        let old = Zeroizing::new(fs::read_to_string(&path).with_context(cannot)?);
+        let mut out = Zeroizing::new(String::new());
+        let mut done: Vec<&str> = Vec::new();
+        for line in old.lines() {
+            let name = line.split_once('=').map(|(n, _)| n.trim().trim_start_matches("export ").trim());
+            match updates.iter().find(|(n, _)| Some(*n) == name) {
+                Some((n, value)) => {
+                    if !done.contains(n) {
+                        if let Some(v) = value {
+                            out.push_str(&format!("{n}={}\n", v.as_str()));
+                        }
+                        done.push(n);
+                    }
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        for (n, value) in updates {
+            if let (false, Some(v)) = (done.contains(n), value) {
+                out.push_str(&format!("{n}={}\n", v.as_str()));
+            }
+        }
+        let tmp = path.with_extension("rewrite.tmp");
+        let mut f =
+            OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).with_context(cannot)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).with_context(cannot)?;
+        f.write_all(out.as_bytes()).and_then(|()| f.sync_all()).with_context(cannot)?;
+        fs::rename(&tmp, &path).with_context(cannot)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::File::open(dir).and_then(|d| d.sync_all()).with_context(cannot)?;
+        }
+        for (n, value) in updates {
+            match value {
+                Some(v) => self.file.insert((*n).to_owned(), v.clone()),
+                None => self.file.remove(*n),
+            };
+        }
+        Ok(())
+    }
+
     /// The trusted public key: CONFIG_SIGNATURE_PUBLIC_KEY, else the public half of the
     /// signing key, else `None`.
     pub fn public_key(&self) -> Result<Option<VerifyingKey>> {
@@ -151,7 +215,8 @@ impl Keys {
     }
 }
 
-fn random32() -> Result<Zeroizing<[u8; 32]>> {
+/// 32 random bytes from the operating system.
+pub fn random32() -> Result<Zeroizing<[u8; 32]>> {
     let mut b = Zeroizing::new([0u8; 32]);
     getrandom::fill(b.as_mut_slice()).map_err(|e| anyhow!("the operating system's random source failed: {e}"))?;
     Ok(b)

@@ -2,6 +2,7 @@
 
 mod audit;
 mod init;
+mod keys;
 mod read;
 mod timetravel;
 mod write;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use confstore_log::{DbOptions, LogReader, Store, Synchronous, SystemClock};
 
-use crate::cli::{Cli, Command, ServiceCommand, SyncMode};
+use crate::cli::{Cli, Command, KeysCommand, ServiceCommand, SyncMode};
 use crate::env_keys::Keys;
 
 /// Runs one command.
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::History(a) => read::history(&ctx, &a),
         Command::Diff(a) => timetravel::diff(&ctx, &a),
         Command::Rollback(a) => timetravel::rollback(&ctx, &a),
+        Command::Keys(KeysCommand::Rotate(a)) => keys::rotate(&ctx, &a),
         Command::Head(a) => read::head(&ctx, a.json),
         Command::Export(a) => audit::export(&ctx, &a),
         Command::Verify(a) => audit::verify(&ctx, &a),
@@ -59,10 +61,21 @@ impl Ctx {
 
     /// Opens the store for appending with the configured signing key.
     fn store(&self) -> Result<Store> {
-        let key = self.keys()?.signing_key()?;
+        let keys = self.keys()?;
+        let key = keys.signing_key()?;
         let path = self.db_path();
-        Store::open(&path, Some(key), Arc::new(SystemClock), &self.db)
-            .with_context(|| format!("cannot open the store at {}", path.display()))
+        let store = Store::open(&path, Some(key), Arc::new(SystemClock), &self.db)
+            .with_context(|| format!("cannot open the store at {}", path.display()))?;
+        if let Some(why) = store.refusal()
+            && why.contains("not the store's current signing key")
+            && keys.previous_signing_key()?.is_some()
+        {
+            anyhow::bail!(
+                "{why}; a signing-key rotation was interrupted: run `confstore keys rotate --signing` to finish it; \
+                 nothing was changed"
+            );
+        }
+        Ok(store)
     }
 
     /// Opens the store for reading.
