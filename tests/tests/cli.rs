@@ -606,3 +606,47 @@ fn signing_key_rotation_and_an_interrupted_one_finish_cleanly() {
     let run = store.run_env(&["keys", "rotate", "--signing"], &[(SIGNING_KEY, env_key.as_str())]);
     assert!(run.assert_one_error_line().contains("set in the environment"), "{run}");
 }
+
+#[test]
+fn schemas_refuse_invalid_writes_listing_every_violation() {
+    let dir = Scratch::new("schema");
+    let store = store_with_services(&dir);
+    store.ok(&["set", "web", "port", "80"]);
+    let schema = dir.path().join("web.schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type":"object","required":["port"],"properties":{
+            "port":{"type":"integer","minimum":1,"maximum":65535},
+            "mode":{"enum":["fast","safe"],"default":"safe"}}}"#,
+    )
+    .expect("schema file");
+    let schema_path = schema.to_str().expect("utf-8 path");
+    store.ok(&["schema", "set", "web", schema_path, "--reason", "first schema"]);
+    let shown = store.json(&["schema", "get", "web", "--json"]);
+    assert_eq!(str_of(&shown, "schema_hash").len(), 64, "{shown}");
+
+    // Every violation, by key and rule, in one line; nothing appended.
+    assert_refused(&store, &["set", "web", "port=0", "mode=\"x\""], "2 schema violation(s)");
+    let run = store.run(&["set", "web", "port=0", "mode=\"x\""]);
+    let line = run.assert_one_error_line();
+    assert!(line.contains("web.port (minimum)") && line.contains("web.mode (enum)"), "{line}");
+    assert_refused(&store, &["set", "web", "debug", "true"], "additionalProperties");
+    assert_refused(&store, &["unset", "web", "port"], "required");
+    // A valid change records the schema's hash.
+    store.ok(&["set", "web", "port", "8080"]);
+    let last = store.run(&["history", "web", "--json", "--limit", "1"]).assert_ok().json_lines();
+    assert_eq!(last[0]["kind"]["schema_hash"], shown["schema_hash"], "{last:?}");
+
+    // A schema that the current values break is refused, naming the keys.
+    let strict = dir.path().join("strict.json");
+    std::fs::write(&strict, r#"{"properties":{"port":{"type":"integer","maximum":100}}}"#).expect("schema file");
+    assert_refused(&store, &["schema", "set", "web", strict.to_str().expect("utf-8")], "web.port (maximum)");
+    // An invalid schema, a non-JSON file, an unknown service: clear errors, nothing appended.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"type": 12}"#).expect("file");
+    assert_refused(&store, &["schema", "set", "web", bad.to_str().expect("utf-8")], "invalid schema");
+    std::fs::write(&bad, "not json").expect("file");
+    assert_refused(&store, &["schema", "set", "web", bad.to_str().expect("utf-8")], "is not JSON");
+    assert_refused(&store, &["schema", "set", "nope", schema_path], "unknown service");
+    assert_eq!(store.json(&["verify", "--json"])["ok"], json!(true));
+}

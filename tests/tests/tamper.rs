@@ -279,7 +279,12 @@ fn mutate(db: &Path, m: &Mutation, rows: &[Row]) -> rusqlite::Result<()> {
                 actor: "mallory".into(),
                 reason: "forged".into(),
                 request_id: "forged".into(),
-                kind: EventKind::ValueSet { service: service.clone(), key: "forged".into(), value_json: "true".into() },
+                kind: EventKind::ValueSet {
+                    service: service.clone(),
+                    key: "forged".into(),
+                    value_json: "true".into(),
+                    schema_hash: None,
+                },
             };
             let mut key_rng = Rng::new(*seed);
             let foreign = SigningKey::from_seed(&arr(&key_rng.bytes(32)));

@@ -55,6 +55,9 @@ pub enum EventKind {
         key: String,
         /// The value as canonical JSON text (no insignificant whitespace, object keys sorted).
         value_json: String,
+        /// SHA-256 of the service's schema this change was validated against (`None`: the
+        /// service had no schema).
+        schema_hash: Option<[u8; 32]>,
     },
     /// 3: a key of a service was removed.
     ValueUnset {
@@ -62,6 +65,8 @@ pub enum EventKind {
         service: String,
         /// Key name.
         key: String,
+        /// As for `ValueSet`.
+        schema_hash: Option<[u8; 32]>,
     },
     /// 4: the signing key changed. This event is signed by the old key; every later event
     /// by the new one. `new_key_sig` is the new key's signature over the rotation statement
@@ -83,6 +88,16 @@ pub enum EventKind {
         to_epoch: u64,
         /// Only this service was rolled back; `None`: every service.
         service: Option<String>,
+    },
+    /// 6: a service's JSON Schema (2020-12) was set; later changes of the service are
+    /// validated against it and record its hash.
+    SchemaSet {
+        /// Service name.
+        service: String,
+        /// The schema as canonical JSON text.
+        schema_json: String,
+        /// SHA-256 of `schema_json`'s UTF-8 bytes.
+        schema_hash: [u8; 32],
     },
 }
 
@@ -145,6 +160,7 @@ impl EventBody {
             | EventKind::ValueSet { service, .. }
             | EventKind::ValueUnset { service, .. } => Some(service),
             EventKind::RolledBack { service, .. } => service.as_deref(),
+            EventKind::SchemaSet { service, .. } => Some(service),
             EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } => None,
         }
     }
@@ -166,12 +182,15 @@ impl EventBody {
                 "type": "store_created", "store_id": store_id.to_hex(), "public_key": hex::encode(public_key),
             }),
             EventKind::ServiceRegistered { service } => json!({"type": "service_registered", "service": service}),
-            EventKind::ValueSet { service, key, value_json } => {
+            EventKind::ValueSet { service, key, value_json, schema_hash } => {
                 let value: serde_json::Value =
                     serde_json::from_str(value_json).unwrap_or_else(|_| serde_json::Value::String(value_json.clone()));
-                json!({"type": "value_set", "service": service, "key": key, "value": value})
+                json!({"type": "value_set", "service": service, "key": key, "value": value,
+                       "schema_hash": schema_hash.map(hex::encode)})
             }
-            EventKind::ValueUnset { service, key } => json!({"type": "value_unset", "service": service, "key": key}),
+            EventKind::ValueUnset { service, key, schema_hash } => json!({
+                "type": "value_unset", "service": service, "key": key, "schema_hash": schema_hash.map(hex::encode),
+            }),
             EventKind::SigningKeyRotated { new_public_key, new_key_sig } => json!({
                 "type": "signing_key_rotated", "new_public_key": hex::encode(new_public_key),
                 "new_key_sig": hex::encode(new_key_sig),
@@ -179,6 +198,11 @@ impl EventBody {
             EventKind::RolledBack { from_epoch, to_epoch, service } => json!({
                 "type": "rolled_back", "from_epoch": from_epoch, "to_epoch": to_epoch, "service": service,
             }),
+            EventKind::SchemaSet { service, schema_json, schema_hash } => {
+                let schema: serde_json::Value = serde_json::from_str(schema_json)
+                    .unwrap_or_else(|_| serde_json::Value::String(schema_json.clone()));
+                json!({"type": "schema_set", "service": service, "schema": schema, "schema_hash": hex::encode(schema_hash)})
+            }
         };
         v["kind"] = kind;
         v
@@ -195,6 +219,7 @@ impl EventKind {
             Self::ValueUnset { .. } => 3,
             Self::SigningKeyRotated { .. } => 4,
             Self::RolledBack { .. } => 5,
+            Self::SchemaSet { .. } => 6,
         }
     }
 
@@ -204,7 +229,8 @@ impl EventKind {
             Self::ServiceRegistered { .. }
             | Self::ValueSet { .. }
             | Self::ValueUnset { .. }
-            | Self::RolledBack { .. } => true,
+            | Self::RolledBack { .. }
+            | Self::SchemaSet { .. } => true,
             Self::StoreCreated { .. } | Self::SigningKeyRotated { .. } => false,
         }
     }
@@ -218,6 +244,7 @@ impl EventKind {
             Self::ValueUnset { .. } => "value_unset",
             Self::SigningKeyRotated { .. } => "signing_key_rotated",
             Self::RolledBack { .. } => "rolled_back",
+            Self::SchemaSet { .. } => "schema_set",
         }
     }
 }
@@ -257,10 +284,11 @@ mod tests {
         let kinds = [
             EventKind::StoreCreated { store_id: StoreId([7; 16]), public_key: [1; 32] },
             EventKind::ServiceRegistered { service: "s".into() },
-            EventKind::ValueSet { service: "s".into(), key: "k".into(), value_json: "1".into() },
-            EventKind::ValueUnset { service: "s".into(), key: "k".into() },
+            EventKind::ValueSet { service: "s".into(), key: "k".into(), value_json: "1".into(), schema_hash: None },
+            EventKind::ValueUnset { service: "s".into(), key: "k".into(), schema_hash: Some([1; 32]) },
             EventKind::SigningKeyRotated { new_public_key: [2; 32], new_key_sig: [3; 64] },
             EventKind::RolledBack { from_epoch: 9, to_epoch: 3, service: Some("s".into()) },
+            EventKind::SchemaSet { service: "s".into(), schema_json: "{}".into(), schema_hash: [4; 32] },
         ];
         for k in kinds {
             let bytes = postcard::to_stdvec(&k).unwrap();

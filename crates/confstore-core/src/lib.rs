@@ -8,6 +8,7 @@
 //! - [`state`]: the configuration state, `decide` (command -> events) and `apply` (event -> state).
 //! - [`export`]: the JSON Lines export format (`confstore-export/1`).
 //! - [`timetravel`]: diffs between two states, and the changes that roll one back.
+//! - [`schema`]: service schemas (JSON Schema 2020-12) and their validation.
 //! - [`limits`]: every bound in one place.
 //!
 //! Architecture invariant: this crate does no I/O, reads no clock and knows nothing of
@@ -20,6 +21,7 @@ pub mod fixed_bytes;
 pub mod ids;
 pub mod keys;
 pub mod limits;
+pub mod schema;
 pub mod state;
 pub mod timetravel;
 pub mod verify;

@@ -8,6 +8,7 @@ use crate::event::{EventBody, EventKind};
 use crate::ids::{Hash32, StoreId};
 use crate::keys::{SigningKey, rotation_statement};
 use crate::limits;
+use crate::schema::CompiledSchema;
 use crate::verify::Verified;
 
 /// Every service's values (canonical JSON text) at one point of the log.
@@ -21,6 +22,17 @@ pub struct State {
     pub time_ms: u64,
     /// Registered services and their values: service -> key -> canonical JSON.
     pub services: BTreeMap<String, BTreeMap<String, String>>,
+    /// Each service's schema, if one was set.
+    pub schemas: BTreeMap<String, ServiceSchema>,
+}
+
+/// A service's schema as recorded in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSchema {
+    /// Canonical JSON text.
+    pub json: String,
+    /// SHA-256 of `json`.
+    pub hash: [u8; 32],
 }
 
 impl State {
@@ -39,13 +51,16 @@ impl State {
             EventKind::ServiceRegistered { service } => {
                 self.services.entry(service.clone()).or_default();
             }
-            EventKind::ValueSet { service, key, value_json } => {
+            EventKind::ValueSet { service, key, value_json, .. } => {
                 self.services.entry(service.clone()).or_default().insert(key.clone(), value_json.clone());
             }
-            EventKind::ValueUnset { service, key } => {
+            EventKind::ValueUnset { service, key, .. } => {
                 if let Some(values) = self.services.get_mut(service) {
                     values.remove(key);
                 }
+            }
+            EventKind::SchemaSet { service, schema_json, schema_hash } => {
+                self.schemas.insert(service.clone(), ServiceSchema { json: schema_json.clone(), hash: *schema_hash });
             }
             EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } | EventKind::RolledBack { .. } => {}
         }
@@ -80,6 +95,13 @@ pub enum Change {
         service: String,
         /// Key name.
         key: String,
+    },
+    /// Set a service's JSON Schema (2020-12).
+    SetSchema {
+        /// Service name.
+        service: String,
+        /// The schema.
+        schema: serde_json::Value,
     },
     /// Mark the changeset as a rollback to `to_epoch` (of one service or all). Must be the
     /// first change; the sets and unsets that follow restore the state
@@ -140,6 +162,17 @@ pub enum RejectError {
         /// Key.
         key: String,
     },
+    /// The schema given is not a usable JSON Schema 2020-12 for a service.
+    #[error("invalid schema for {service:?}: {why}")]
+    InvalidSchema {
+        /// Service.
+        service: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The resulting configuration breaks its schema; every violation is listed.
+    #[error("{} schema violation(s): {}", .0.len(), .0.iter().map(|(s, v)| show_violation(s, v)).collect::<Vec<_>>().join("; "))]
+    SchemaViolations(Vec<(String, crate::schema::Violation)>),
     /// A rollback marker anywhere but first, or twice.
     #[error("a rollback marker must be the first change of its changeset, and only one")]
     MisplacedRollback,
@@ -306,9 +339,26 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
     }
     let epoch = state.epoch + 1;
     let time_ms = now_ms.max(state.time_ms);
+    // Schemas set by this changeset apply to all of it: values record the final schema's
+    // hash and the final configuration is checked against it.
+    let mut new_schemas: BTreeMap<&str, (ServiceSchema, CompiledSchema)> = BTreeMap::new();
+    for change in &draft.changes {
+        if let Change::SetSchema { service, schema } = change {
+            let invalid_schema = |why: String| RejectError::InvalidSchema { service: service.clone(), why };
+            let compiled = crate::schema::compile(schema).map_err(invalid_schema)?;
+            let json = canonical_json(schema).map_err(|e| invalid_schema(e.to_string()))?;
+            let hash = crate::schema::schema_hash(&json);
+            new_schemas.insert(service, (ServiceSchema { json, hash }, compiled));
+        }
+    }
+    let schema_hash_of = |service: &str| -> Option<[u8; 32]> {
+        new_schemas.get(service).map(|s| s.0.hash).or_else(|| state.schemas.get(service).map(|s| s.hash))
+    };
     let mut new_services: Vec<&str> = Vec::new();
     let mut touched: Vec<(&str, &str)> = Vec::new();
     let mut added_per_service: BTreeMap<&str, usize> = BTreeMap::new();
+    // The configuration each changed service will have, for the schema check.
+    let mut working: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
     let mut out = Vec::with_capacity(draft.changes.len());
     for (i, change) in draft.changes.iter().enumerate() {
         let kind = match change {
@@ -335,6 +385,16 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
                 new_services.push(service);
                 EventKind::ServiceRegistered { service: service.clone() }
             }
+            Change::SetSchema { service, .. } => {
+                let values = known_service(state, &new_services, service)?;
+                working.entry(service).or_insert_with(|| values.cloned().unwrap_or_default());
+                let (schema, _) = &new_schemas[service.as_str()];
+                EventKind::SchemaSet {
+                    service: service.clone(),
+                    schema_json: schema.json.clone(),
+                    schema_hash: schema.hash,
+                }
+            }
             Change::Set { service, key, value } => {
                 let values = known_service(state, &new_services, service)?;
                 check_key_name(key)?;
@@ -350,7 +410,16 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
                         )));
                     }
                 }
-                EventKind::ValueSet { service: service.clone(), key: key.clone(), value_json }
+                working
+                    .entry(service)
+                    .or_insert_with(|| values.cloned().unwrap_or_default())
+                    .insert(key.clone(), value_json.clone());
+                EventKind::ValueSet {
+                    service: service.clone(),
+                    key: key.clone(),
+                    value_json,
+                    schema_hash: schema_hash_of(service),
+                }
             }
             Change::Unset { service, key } => {
                 let values = known_service(state, &new_services, service)?;
@@ -359,13 +428,51 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
                 if values.is_none_or(|v| !v.contains_key(key)) {
                     return Err(RejectError::NotSet { service: service.clone(), key: key.clone() });
                 }
-                EventKind::ValueUnset { service: service.clone(), key: key.clone() }
+                working.entry(service).or_insert_with(|| values.cloned().unwrap_or_default()).remove(key);
+                EventKind::ValueUnset {
+                    service: service.clone(),
+                    key: key.clone(),
+                    schema_hash: schema_hash_of(service),
+                }
             }
         };
         out.push(body(epoch, time_ms, draft, kind));
     }
+    check_schemas(state, &new_schemas, &working)?;
     number(&mut out);
     Ok(out)
+}
+
+fn show_violation(service: &str, v: &crate::schema::Violation) -> String {
+    match &v.key {
+        Some(key) => format!("{service}.{key} ({}): {}", v.rule, v.message),
+        None => format!("{service} ({}): {}", v.rule, v.message),
+    }
+}
+
+/// Validates every changed service's resulting configuration against its schema.
+fn check_schemas(
+    state: &State,
+    new_schemas: &BTreeMap<&str, (ServiceSchema, CompiledSchema)>,
+    working: &BTreeMap<&str, BTreeMap<String, String>>,
+) -> Result<(), RejectError> {
+    let mut violations = Vec::new();
+    for (service, values) in working {
+        let found = match new_schemas.get(service) {
+            Some((_, compiled)) => compiled.check(values),
+            None => match state.schemas.get(*service) {
+                Some(schema) => {
+                    let parsed: serde_json::Value = serde_json::from_str(&schema.json).unwrap_or_default();
+                    let compiled = crate::schema::compile(&parsed)
+                        .map_err(|why| RejectError::InvalidSchema { service: (*service).to_owned(), why })?;
+                    compiled.check(values)
+                }
+                None => Vec::new(),
+            },
+        };
+        violations.extend(found.into_iter().map(|v| ((*service).to_owned(), v)));
+    }
+    if violations.is_empty() { Ok(()) } else { Err(RejectError::SchemaViolations(violations)) }
 }
 
 fn known_service<'s>(

@@ -437,6 +437,14 @@ impl ChainVerifier {
         if let EventKind::SigningKeyRotated { new_public_key, new_key_sig } = &body.kind {
             self.rotate(seq, &signer, new_public_key, new_key_sig)?;
         }
+        if let EventKind::SchemaSet { schema_json, schema_hash, .. } = &body.kind
+            && crate::schema::schema_hash(schema_json) != *schema_hash
+        {
+            return Err(VerifyError::Structure {
+                seq,
+                reason: "schema_set's schema_hash is not the SHA-256 of its schema".into(),
+            });
+        }
         self.head.seq = seq;
         self.head.hash = ev.hash;
         self.head.time_ms = body.time_ms;

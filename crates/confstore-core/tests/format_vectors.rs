@@ -114,6 +114,20 @@ fn build_vector_log() -> VectorLog {
     b.append(rotation, &keys[0]);
     let timeout = set("billing", "timeout_ms", json!(750));
     b.changeset(&keys[1], &draft("alice", "raise timeout", "req-0006", vec![timeout]), T0_MS + 5_000);
+    let schema = json!({
+        "type": "object",
+        "properties": {"timeout_ms": {"type": "integer", "minimum": 1}, "endpoints": {"type": "object"}},
+        "additionalProperties": false,
+    });
+    let set_schema = Change::SetSchema { service: "billing".into(), schema };
+    b.changeset(&keys[1], &draft("carol", "first schema", "req-0007", vec![set_schema]), T0_MS + 6_000);
+    let timeout = set("billing", "timeout_ms", json!(900));
+    b.changeset(&keys[1], &draft("alice", "validated", "req-0008", vec![timeout]), T0_MS + 7_000);
+    let rollback = vec![
+        Change::RollBack { to_epoch: 5, service: Some("billing".into()) },
+        set("billing", "timeout_ms", json!(750)),
+    ];
+    b.changeset(&keys[1], &draft("bob", "back to epoch 5", "req-0009", rollback), T0_MS + 8_000);
 
     VectorLog { store_id, keys, events: b.events, bodies: b.bodies }
 }
@@ -436,6 +450,25 @@ impl SpecReader<'_> {
     fn fixed(&mut self, n: usize, what: &str) -> Result<Vec<u8>, String> {
         Ok(self.take(n, format!("{what} ({n} raw bytes)"))?.to_vec())
     }
+
+    /// §7.1 Option: `00` none, `01` then the value.
+    fn option<T>(&mut self, what: &str, f: impl FnOnce(&mut Self) -> Result<T, String>) -> Result<Option<T>, String> {
+        match self.take(1, format!("{what}: option tag"))?[0] {
+            0 => {
+                if let Some(seg) = self.segments.last_mut() {
+                    seg.note = format!("{what}: none (option tag 00)");
+                }
+                Ok(None)
+            }
+            1 => {
+                if let Some(seg) = self.segments.last_mut() {
+                    seg.note = format!("{what}: some (option tag 01)");
+                }
+                f(self).map(Some)
+            }
+            t => Err(format!("{what}: option tag {t:#04x}")),
+        }
+    }
 }
 
 fn spec_decode(bytes: &[u8]) -> Result<Decoded, String> {
@@ -453,7 +486,15 @@ fn spec_decode(bytes: &[u8]) -> Result<Decoded, String> {
         "request_id": r.string("request_id")?,
     });
     let variant = r.varint(5, 0x0f, "kind", "u32")?;
-    let names = ["store_created", "service_registered", "value_set", "value_unset", "signing_key_rotated"];
+    let names = [
+        "store_created",
+        "service_registered",
+        "value_set",
+        "value_unset",
+        "signing_key_rotated",
+        "rolled_back",
+        "schema_set",
+    ];
     let name = *usize::try_from(variant).ok().and_then(|v| names.get(v)).ok_or("unknown kind")?;
     if let Some(seg) = r.segments.last_mut() {
         seg.note = format!("kind = {variant} {name} (varint u32)");
@@ -464,12 +505,28 @@ fn spec_decode(bytes: &[u8]) -> Result<Decoded, String> {
         1 => json!({"type": name, "service": r.string("service")?}),
         2 => {
             let (service, key, text) = (r.string("service")?, r.string("key")?, r.string("value_json")?);
+            let schema_hash = r.option("schema_hash", |r| r.fixed(32, "schema_hash"))?.map(hex::encode);
             let value = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
-            json!({"type": name, "service": service, "key": key, "value": value})
+            json!({"type": name, "service": service, "key": key, "value": value, "schema_hash": schema_hash})
         }
-        3 => json!({"type": name, "service": r.string("service")?, "key": r.string("key")?}),
-        _ => json!({"type": name, "new_public_key": hex::encode(r.fixed(32, "new_public_key")?),
+        3 => {
+            let (service, key) = (r.string("service")?, r.string("key")?);
+            let schema_hash = r.option("schema_hash", |r| r.fixed(32, "schema_hash"))?.map(hex::encode);
+            json!({"type": name, "service": service, "key": key, "schema_hash": schema_hash})
+        }
+        4 => json!({"type": name, "new_public_key": hex::encode(r.fixed(32, "new_public_key")?),
                     "new_key_sig": hex::encode(r.fixed(64, "new_key_sig")?)}),
+        5 => {
+            let (from_epoch, to_epoch) = (r.u64("from_epoch")?, r.u64("to_epoch")?);
+            let service = r.option("service", |r| r.string("service"))?;
+            json!({"type": name, "from_epoch": from_epoch, "to_epoch": to_epoch, "service": service})
+        }
+        _ => {
+            let (service, text) = (r.string("service")?, r.string("schema_json")?);
+            let hash = hex::encode(r.fixed(32, "schema_hash")?);
+            let schema = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
+            json!({"type": name, "service": service, "schema": schema, "schema_hash": hash})
+        }
     };
     if r.pos != bytes.len() {
         return Err(format!("{} trailing bytes", bytes.len() - r.pos));
@@ -506,7 +563,7 @@ fn documented_log_verifies_with_chain_verifier() {
     let doc = Doc::load().vectors();
     let store_id = StoreId::from_hex(doc.get("store_id")).expect("store id");
     let events = doc.events();
-    assert_eq!(events.len(), 7);
+    assert_eq!(events.len(), 11);
     for anchor in ["key.1.public_key", "key.2.public_key"] {
         let anchor = VerifyingKey::from_bytes(&doc.bytes(anchor)).expect("documented key");
         let mut v = ChainVerifier::new(store_id, Some(anchor));
@@ -517,7 +574,7 @@ fn documented_log_verifies_with_chain_verifier() {
         }
         verified.extend(v.flush_ready().expect("signatures"));
         let head = v.finish().expect("the documented log verifies");
-        assert_eq!((head.seq, head.epoch, head.hash), (7, 4, events[6].hash));
+        assert_eq!((head.seq, head.epoch, head.hash), (11, 7, events[10].hash));
         let keys: Vec<(KeyId, u64)> = head.keys.entries().iter().map(|e| (e.key.key_id(), e.from_seq)).collect();
         let key_ids = [KeyId(doc.array("key.1.key_id")), KeyId(doc.array("key.2.key_id"))];
         assert_eq!(keys, vec![(key_ids[0], 1), (key_ids[1], 7)]);
@@ -837,7 +894,12 @@ fn fixed_arrays_are_raw_bytes_in_order() {
 #[test]
 fn the_body_size_limit_is_inclusive() {
     let fixed = EventBody {
-        kind: EventKind::ValueSet { service: "s".into(), key: "k".into(), value_json: String::new() },
+        kind: EventKind::ValueSet {
+            service: "s".into(),
+            key: "k".into(),
+            value_json: String::new(),
+            schema_hash: None,
+        },
         ..plain_body()
     }
     .encode()
@@ -845,7 +907,12 @@ fn the_body_size_limit_is_inclusive() {
     // The value's length varint grows from 1 to 3 bytes.
     let value_len = limits::EVENT_BODY_BYTES_MAX - (fixed - 1) - 3;
     let body = |len: usize| EventBody {
-        kind: EventKind::ValueSet { service: "s".into(), key: "k".into(), value_json: "7".repeat(len) },
+        kind: EventKind::ValueSet {
+            service: "s".into(),
+            key: "k".into(),
+            value_json: "7".repeat(len),
+            schema_hash: None,
+        },
         ..plain_body()
     };
     let at_limit = body(value_len).encode();

@@ -57,14 +57,17 @@ fn arb_kind() -> impl Strategy<Value = EventKind> {
         (arb_bytes::<16>(), arb_bytes::<32>())
             .prop_map(|(id, public_key)| EventKind::StoreCreated { store_id: StoreId(id), public_key }),
         arb_text().prop_map(|service| EventKind::ServiceRegistered { service }),
-        (arb_text(), arb_text(), arb_text()).prop_map(|(service, key, value_json)| EventKind::ValueSet {
-            service,
-            key,
-            value_json
-        }),
-        (arb_text(), arb_text()).prop_map(|(service, key)| EventKind::ValueUnset { service, key }),
+        (arb_text(), arb_text(), arb_text(), proptest::option::of(arb_bytes::<32>())).prop_map(
+            |(service, key, value_json, schema_hash)| EventKind::ValueSet { service, key, value_json, schema_hash }
+        ),
+        (arb_text(), arb_text(), proptest::option::of(arb_bytes::<32>()))
+            .prop_map(|(service, key, schema_hash)| EventKind::ValueUnset { service, key, schema_hash }),
         (arb_bytes::<32>(), arb_bytes::<64>())
             .prop_map(|(new_public_key, new_key_sig)| EventKind::SigningKeyRotated { new_public_key, new_key_sig }),
+        (arb_u64(), arb_u64(), proptest::option::of(arb_text()))
+            .prop_map(|(from_epoch, to_epoch, service)| EventKind::RolledBack { from_epoch, to_epoch, service }),
+        (arb_text(), arb_text(), arb_bytes::<32>())
+            .prop_map(|(service, schema_json, schema_hash)| EventKind::SchemaSet { service, schema_json, schema_hash }),
     ]
 }
 
@@ -316,9 +319,9 @@ impl Writer {
                 Change::Unset { service, key } => {
                     self.model.entry(service.clone()).or_default().remove(key);
                 }
-                // This generator makes no rollbacks (tests/rollback.rs does): a marker has no
-                // effect of its own on the model.
-                Change::RollBack { .. } => {}
+                // This generator makes no rollbacks (tests/rollback.rs does) and sets no
+                // schemas (src/schema.rs, tests/schemas.rs): neither changes the model's values.
+                Change::RollBack { .. } | Change::SetSchema { .. } => {}
             }
         }
     }
@@ -640,7 +643,12 @@ fn forge(
                 actor: "mallory".into(),
                 reason: String::new(),
                 request_id: String::new(),
-                kind: EventKind::ValueSet { service: "svc-1".into(), key: "k.0".into(), value_json: "1".into() },
+                kind: EventKind::ValueSet {
+                    service: "svc-1".into(),
+                    key: "k.0".into(),
+                    value_json: "1".into(),
+                    schema_hash: None,
+                },
             }
         }
     };

@@ -168,7 +168,7 @@ fn verification_checks_the_marker() {
         request_id: "q".into(),
         kind,
     };
-    let unset = EventKind::ValueUnset { service: "s".into(), key: "k".into() };
+    let unset = EventKind::ValueUnset { service: "s".into(), key: "k".into(), schema_hash: None };
     let marker = |from_epoch, to_epoch| EventKind::RolledBack { from_epoch, to_epoch, service: None };
     for (bodies, bad_seq) in [
         (vec![body(0, 2, marker(1, 1)), body(1, 2, unset.clone())], 4),

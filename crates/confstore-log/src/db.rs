@@ -17,8 +17,10 @@ const SQLITE_VERSION_NUMBER_MIN: i32 = 3_051_003;
 pub const APPLICATION_ID: i32 = 0x4346_5354;
 
 /// The migrations, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(u32, &str, &str)] =
-    &[(1, "0001_create_log", include_str!("../../../migrations/0001_create_log.sql"))];
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "0001_create_log", include_str!("../../../migrations/0001_create_log.sql")),
+    (2, "0002_create_state_schemas", include_str!("../../../migrations/0002_create_state_schemas.sql")),
+];
 
 /// The schema version this build writes.
 pub fn schema_version() -> u32 {

@@ -148,6 +148,16 @@ pub fn load_state(conn: &Connection, head: &ChainHead) -> Result<State, LogError
         let (service, key, value) = row.map_err(LogError::sqlite("loading values"))?;
         state.services.entry(service).or_default().insert(key, value);
     }
+    let mut st = conn
+        .prepare("SELECT service, schema_json, schema_hash FROM state_schemas")
+        .map_err(LogError::sqlite("loading schemas"))?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, blob::<32>(r, 2)?)))
+        .map_err(LogError::sqlite("loading schemas"))?;
+    for row in rows {
+        let (service, json, hash) = row.map_err(LogError::sqlite("loading schemas"))?;
+        state.schemas.insert(service, confstore_core::state::ServiceSchema { json, hash });
+    }
     Ok(state)
 }
 
@@ -172,6 +182,7 @@ pub fn write_checkpoint(
     head: &ChainHead,
     services: &std::collections::BTreeMap<String, u64>,
     values: &ChangedValues,
+    schemas: &std::collections::BTreeMap<String, (String, [u8; 32], u64)>,
 ) -> Result<(), LogError> {
     let ctx = || LogError::sqlite("writing the write model");
     let mut add_service = conn
@@ -194,6 +205,16 @@ pub fn write_checkpoint(
             None => delete.execute(params![service, key]),
         }
         .map_err(ctx())?;
+    }
+    let mut put_schema = conn
+        .prepare_cached(
+            "INSERT INTO state_schemas (service, schema_json, schema_hash, seq) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (service) DO UPDATE SET schema_json = excluded.schema_json,
+                                                 schema_hash = excluded.schema_hash, seq = excluded.seq",
+        )
+        .map_err(ctx())?;
+    for (service, (json, hash, seq)) in schemas {
+        put_schema.execute(params![service, json, hash.as_slice(), i(*seq)]).map_err(ctx())?;
     }
     for entry in head.keys.entries() {
         insert_key(conn, entry.from_seq, &entry.key.to_bytes()).map_err(ctx())?;

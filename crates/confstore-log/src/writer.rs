@@ -73,6 +73,7 @@ impl Refusal {
 pub(crate) struct Dirty {
     services: BTreeMap<String, u64>,
     values: rows::ChangedValues,
+    schemas: BTreeMap<String, (String, [u8; 32], u64)>,
 }
 
 impl Dirty {
@@ -81,12 +82,15 @@ impl Dirty {
             EventKind::ServiceRegistered { service } => {
                 self.services.insert(service.clone(), seq);
             }
-            EventKind::ValueSet { service, key, value_json } => {
+            EventKind::ValueSet { service, key, value_json, .. } => {
                 let changed = rows::ChangedValue { value_json: value_json.clone(), seq, epoch: body.epoch };
                 self.values.insert((service.clone(), key.clone()), Some(changed));
             }
-            EventKind::ValueUnset { service, key } => {
+            EventKind::ValueUnset { service, key, .. } => {
                 self.values.insert((service.clone(), key.clone()), None);
+            }
+            EventKind::SchemaSet { service, schema_json, schema_hash } => {
+                self.schemas.insert(service.clone(), (schema_json.clone(), *schema_hash, seq));
             }
             EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } | EventKind::RolledBack { .. } => {}
         }
@@ -234,7 +238,7 @@ impl Writer {
         }
         let checkpoint = self.head.seq - self.checkpoint_seq >= CHECKPOINT_EVENTS;
         if checkpoint {
-            rows::write_checkpoint(&tx, &self.head, &self.dirty.services, &self.dirty.values)?;
+            rows::write_checkpoint(&tx, &self.head, &self.dirty.services, &self.dirty.values, &self.dirty.schemas)?;
         }
         tx.commit().map_err(LogError::sqlite("committing a changeset"))?;
         if checkpoint {
@@ -258,7 +262,7 @@ impl Writer {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(LogError::sqlite("starting a checkpoint"))?;
         catch_up(&tx, &mut self.head, &mut self.state, &mut self.dirty)?;
-        rows::write_checkpoint(&tx, &self.head, &self.dirty.services, &self.dirty.values)?;
+        rows::write_checkpoint(&tx, &self.head, &self.dirty.services, &self.dirty.values, &self.dirty.schemas)?;
         tx.commit().map_err(LogError::sqlite("committing a checkpoint"))?;
         self.checkpoint_seq = self.head.seq;
         self.dirty = Dirty::default();

@@ -24,7 +24,7 @@ fn pragmas_are_as_documented() {
     assert!(get("journal_mode").contains("wal"));
     assert_eq!(get("synchronous"), "Integer(2)", "FULL by default");
     assert_eq!(get("journal_size_limit"), "Integer(67108864)");
-    assert_eq!(get("user_version"), "Integer(1)");
+    assert_eq!(get("user_version"), format!("Integer({})", confstore_log::db::schema_version()));
     assert_eq!(get("application_id"), format!("Integer({})", confstore_log::db::APPLICATION_ID));
 }
 
@@ -92,5 +92,5 @@ fn migrations_are_recorded() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(names, ["0001_create_log"]);
+    assert_eq!(names, ["0001_create_log", "0002_create_state_schemas"]);
 }

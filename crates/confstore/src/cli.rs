@@ -58,6 +58,9 @@ pub enum Command {
     /// Manage keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Set or show a service's JSON Schema (2020-12).
+    #[command(subcommand)]
+    Schema(SchemaCommand),
     /// Show the head of the log: seq, epoch, hash, store id.
     Head(JsonFlag),
     /// Write the whole log as JSON Lines (confstore-export/1).
@@ -278,4 +281,28 @@ pub struct RotateArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `schema ...`.
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Set SERVICE's schema from FILE (JSON Schema 2020-12); refused, listing every
+    /// violation, if the current values do not satisfy it.
+    Set {
+        /// The service.
+        service: String,
+        /// The schema file (`-` for stdin).
+        file: std::path::PathBuf,
+        /// Who and why.
+        #[command(flatten)]
+        meta: WriteMeta,
+    },
+    /// Show SERVICE's schema and its hash.
+    Get {
+        /// The service.
+        service: String,
+        /// Print JSON (schema and hash) instead of the schema alone.
+        #[arg(long)]
+        json: bool,
+    },
 }

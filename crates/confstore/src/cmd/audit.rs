@@ -217,6 +217,12 @@ fn write_model_difference(reader: &LogReader) -> Result<Option<String>> {
             checkpoint.seq
         )));
     }
+    if stored.schemas != replayed.schemas {
+        return Ok(Some(format!(
+            "the stored schemas differ from a replay of the log to its checkpoint (event {})",
+            checkpoint.seq
+        )));
+    }
     for (service, values) in &replayed.services {
         if stored.services.get(service) != Some(values) {
             return Ok(Some(format!(

@@ -4,6 +4,7 @@ mod audit;
 mod init;
 mod keys;
 mod read;
+mod schema;
 mod timetravel;
 mod write;
 
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use confstore_log::{DbOptions, LogReader, Store, Synchronous, SystemClock};
 
-use crate::cli::{Cli, Command, KeysCommand, ServiceCommand, SyncMode};
+use crate::cli::{Cli, Command, KeysCommand, SchemaCommand, ServiceCommand, SyncMode};
 use crate::env_keys::Keys;
 
 /// Runs one command.
@@ -37,6 +38,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Diff(a) => timetravel::diff(&ctx, &a),
         Command::Rollback(a) => timetravel::rollback(&ctx, &a),
         Command::Keys(KeysCommand::Rotate(a)) => keys::rotate(&ctx, &a),
+        Command::Schema(SchemaCommand::Set { service, file, meta }) => schema::set(&ctx, &service, &file, &meta),
+        Command::Schema(SchemaCommand::Get { service, json }) => schema::get(&ctx, &service, json),
         Command::Head(a) => read::head(&ctx, a.json),
         Command::Export(a) => audit::export(&ctx, &a),
         Command::Verify(a) => audit::verify(&ctx, &a),

@@ -88,12 +88,10 @@ pub fn history(ctx: &Ctx, args: &HistoryArgs) -> Result<ExitCode> {
     let mut lines: Vec<Value> = Vec::new();
     reader.replay_with(Until::Head, |ev| {
         let b = ev.body();
-        let (service, key) = match &b.kind {
-            EventKind::ValueSet { service, key, .. } | EventKind::ValueUnset { service, key } => {
-                (Some(service.as_str()), Some(key.as_str()))
-            }
-            EventKind::ServiceRegistered { service } => (Some(service.as_str()), None),
-            _ => (None, None),
+        let service = b.service();
+        let key = match &b.kind {
+            EventKind::ValueSet { key, .. } | EventKind::ValueUnset { key, .. } => Some(key.as_str()),
+            _ => None,
         };
         if args.service.as_deref().is_some_and(|s| service != Some(s)) {
             return;
@@ -125,6 +123,11 @@ fn history_text(v: &Value) -> String {
         "service_registered" => format!("register {}", str_of(&k["service"])),
         "store_created" => format!("store created {}", str_of(&k["store_id"])),
         "signing_key_rotated" => "signing key rotated".to_owned(),
+        "schema_set" => format!(
+            "schema of {} set ({})",
+            str_of(&k["service"]),
+            &str_of(&k["schema_hash"])[..16.min(str_of(&k["schema_hash"]).len())]
+        ),
         "rolled_back" => format!(
             "rollback{} to epoch {} (from epoch {})",
             k["service"].as_str().map(|s| format!(" of {s}")).unwrap_or_default(),

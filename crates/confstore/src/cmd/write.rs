@@ -30,7 +30,7 @@ fn receipt_json(r: &Receipt) -> serde_json::Value {
     })
 }
 
-fn commit(ctx: &Ctx, meta: &WriteMeta, changes: Vec<Change>) -> Result<ExitCode> {
+pub(super) fn commit(ctx: &Ctx, meta: &WriteMeta, changes: Vec<Change>) -> Result<ExitCode> {
     let store = ctx.store()?;
     let receipt = store.append(draft(meta, changes)).map_err(|e| anyhow!("{e}; nothing was changed"))?;
     if meta.json {
