@@ -650,3 +650,24 @@ fn schemas_refuse_invalid_writes_listing_every_violation() {
     assert_refused(&store, &["schema", "set", "nope", schema_path], "unknown service");
     assert_eq!(store.json(&["verify", "--json"])["ok"], json!(true));
 }
+
+#[test]
+fn snapshot_resolves_service_then_global_then_schema_default() {
+    let dir = Scratch::new("snapshot");
+    let store = store_with_services(&dir);
+    store.ok(&["service", "add", "global"]);
+    store.ok(&["set", "global", "region", "\"eu\""]);
+    let schema = dir.path().join("web.json");
+    std::fs::write(&schema, r#"{"properties":{"port":{"type":"integer","default":8080},"region":{"type":"string"}}}"#)
+        .expect("schema");
+    store.ok(&["schema", "set", "web", schema.to_str().expect("utf-8")]);
+    let s = store.json(&["snapshot", "web", "--json"]);
+    assert_eq!(s["config"], json!({"port": 8080, "region": "eu"}), "{s}");
+    assert_eq!(s["sources"], json!({"port": "default", "region": "global"}), "{s}");
+    store.ok(&["set", "web", "port", "9000"]);
+    let s = store.json(&["snapshot", "web", "--json"]);
+    assert_eq!((s["config"]["port"].clone(), s["sources"]["port"].clone()), (json!(9000), json!("service")));
+    let earlier = store.json(&["snapshot", "web", "--epoch", &(u64_of(&s, "epoch") - 1).to_string(), "--json"]);
+    assert_eq!(earlier["config"]["port"], json!(8080));
+    assert_eq!(str_of(&s, "store_id"), str_of(&store.head(), "store_id"));
+}

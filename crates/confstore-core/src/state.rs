@@ -251,44 +251,8 @@ fn check_text(what: &'static str, text: &str, max: usize) -> Result<(), RejectEr
 /// Canonical JSON text: no insignificant whitespace, object keys sorted by their UTF-8 bytes,
 /// numbers and strings as serde_json writes them. Refuses values nested deeper than the limit.
 pub fn canonical_json(value: &serde_json::Value) -> Result<String, RejectError> {
-    fn walk(v: &serde_json::Value, depth: usize, out: &mut String) -> Result<(), RejectError> {
-        if depth > limits::VALUE_JSON_DEPTH_MAX {
-            return Err(RejectError::Limit(format!(
-                "value is nested deeper than {} levels",
-                limits::VALUE_JSON_DEPTH_MAX
-            )));
-        }
-        match v {
-            serde_json::Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    walk(item, depth + 1, out)?;
-                }
-                out.push(']');
-            }
-            serde_json::Value::Object(map) => {
-                let mut entries: Vec<_> = map.iter().collect();
-                entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-                out.push('{');
-                for (i, (k, item)) in entries.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
-                    out.push(':');
-                    walk(item, depth + 1, out)?;
-                }
-                out.push('}');
-            }
-            scalar => out.push_str(&scalar.to_string()),
-        }
-        Ok(())
-    }
     let mut out = String::new();
-    walk(value, 0, &mut out)?;
+    write_canonical(value, 0, Some(limits::VALUE_JSON_DEPTH_MAX), &mut out)?;
     if out.len() > limits::VALUE_JSON_BYTES_MAX {
         return Err(RejectError::Limit(format!(
             "value is {} bytes of JSON; at most {} are allowed",
@@ -297,6 +261,54 @@ pub fn canonical_json(value: &serde_json::Value) -> Result<String, RejectError> 
         )));
     }
     Ok(out)
+}
+
+/// Canonical JSON text (as [`canonical_json`]) of a document built from values that were
+/// checked already, such as a service snapshot: no depth or size limit.
+pub fn canonical_json_text(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    // Without a depth limit nothing can fail.
+    let _ = write_canonical(value, 0, None, &mut out);
+    out
+}
+
+fn write_canonical(
+    v: &serde_json::Value,
+    depth: usize,
+    depth_max: Option<usize>,
+    out: &mut String,
+) -> Result<(), RejectError> {
+    if depth_max.is_some_and(|max| depth > max) {
+        return Err(RejectError::Limit(format!("value is nested deeper than {} levels", limits::VALUE_JSON_DEPTH_MAX)));
+    }
+    match v {
+        serde_json::Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, depth + 1, depth_max, out)?;
+            }
+            out.push(']');
+        }
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (i, (k, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(item, depth + 1, depth_max, out)?;
+            }
+            out.push('}');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+    Ok(())
 }
 
 fn check_meta(draft: &ChangesetDraft) -> Result<(), RejectError> {

@@ -49,6 +49,9 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show configuration now, at an epoch, or at a time (answered by replaying the log).
     Get(GetArgs),
+    /// Show what a service consumes: its resolved configuration (service -> global -> schema
+    /// default), with where each value comes from and the epoch it reflects.
+    Snapshot(SnapshotArgs),
     /// Show the events that changed configuration.
     History(HistoryArgs),
     /// Show what changed between two points: epochs (`3`) or RFC 3339 times.
@@ -305,4 +308,17 @@ pub enum SchemaCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `snapshot`.
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// The service.
+    pub service: String,
+    /// The snapshot at this epoch (default: now).
+    #[arg(long)]
+    pub epoch: Option<u64>,
+    /// Print JSON (the snapshot document) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

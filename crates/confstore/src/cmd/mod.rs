@@ -35,6 +35,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Apply(a) => write::apply(&ctx, &a),
         Command::Get(a) => read::get(&ctx, &a),
         Command::History(a) => read::history(&ctx, &a),
+        Command::Snapshot(a) => read::snapshot(&ctx, &a),
         Command::Diff(a) => timetravel::diff(&ctx, &a),
         Command::Rollback(a) => timetravel::rollback(&ctx, &a),
         Command::Keys(KeysCommand::Rotate(a)) => keys::rotate(&ctx, &a),

@@ -9,7 +9,7 @@ use confstore_log::Until;
 use serde_json::{Value, json};
 
 use super::Ctx;
-use crate::cli::{GetArgs, HistoryArgs};
+use crate::cli::{GetArgs, HistoryArgs, SnapshotArgs};
 use crate::output;
 
 pub fn service_list(ctx: &Ctx, as_json: bool) -> Result<ExitCode> {
@@ -164,6 +164,31 @@ pub fn head(ctx: &Ctx, as_json: bool) -> Result<ExitCode> {
         println!("epoch    {}", h.epoch);
         println!("hash     {}", h.hash);
         println!("time     {}", output::time(h.time_ms));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn snapshot(ctx: &Ctx, args: &SnapshotArgs) -> Result<ExitCode> {
+    let reader = ctx.reader()?;
+    let head = reader.head()?;
+    let state = match args.epoch {
+        Some(e) => reader.replay(Until::Epoch(e))?,
+        None => reader.current_state()?,
+    };
+    let snap = confstore_snapshots::project(&state, &head.store_id.to_hex(), head.generation, &args.service)
+        .map_err(|e| anyhow::anyhow!("{e}; `confstore service list` shows the registered ones"))?;
+    if args.json {
+        output::json(&snap.to_json());
+    } else {
+        println!(
+            "# {} at epoch {}{}",
+            snap.service,
+            snap.epoch,
+            snap.schema_hash.as_ref().map(|h| format!(", schema {}", &h[..16])).unwrap_or_default()
+        );
+        for (k, r) in &snap.values {
+            println!("{k} = {}  ({})", r.value, r.source.name());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

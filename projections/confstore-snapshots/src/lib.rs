@@ -1,0 +1,145 @@
+//! The service-snapshot projection (DESIGN.md §8): what a service consumes. A pure function
+//! of the configuration state: for each key, the service's own value, else the value in
+//! the reserved `global` scope, else the schema's default — with where it came from — plus
+//! the store id, generation, epoch and schema hash it reflects.
+//!
+//! Architecture invariant: no I/O, no other projection; it reads only [`State`].
+
+use std::collections::BTreeMap;
+
+use confstore_core::State;
+use serde_json::{Map, Value, json};
+
+/// The reserved scope whose keys every service inherits unless it sets its own.
+pub const GLOBAL_SCOPE: &str = "global";
+
+/// Where a snapshot value comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Set on the service itself.
+    Service,
+    /// Inherited from the `global` scope.
+    Global,
+    /// The service schema's default.
+    Default,
+}
+
+impl Source {
+    /// Lowercase name, as in the JSON form.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Service => "service",
+            Self::Global => "global",
+            Self::Default => "default",
+        }
+    }
+}
+
+/// One resolved key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    /// The value.
+    pub value: Value,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// A service's resolved configuration at one epoch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceSnapshot {
+    /// The service.
+    pub service: String,
+    /// Store id (hex).
+    pub store_id: String,
+    /// Generation of the store.
+    pub generation: u64,
+    /// The epoch this snapshot reflects.
+    pub epoch: u64,
+    /// Hash (hex) of the service's schema, if it has one.
+    pub schema_hash: Option<String>,
+    /// Every key, resolved.
+    pub values: BTreeMap<String, Resolved>,
+}
+
+/// Why no snapshot can be made.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotError {
+    /// The service is not registered at this point.
+    #[error("unknown service {0:?}")]
+    UnknownService(String),
+}
+
+/// Projects `service` from `state`.
+pub fn project(
+    state: &State,
+    store_id: &str,
+    generation: u64,
+    service: &str,
+) -> Result<ServiceSnapshot, SnapshotError> {
+    let own = state.services.get(service).ok_or_else(|| SnapshotError::UnknownService(service.to_owned()))?;
+    let schema = state.schemas.get(service);
+    let parsed_schema: Option<Value> = schema.and_then(|s| serde_json::from_str(&s.json).ok());
+    let properties = parsed_schema.as_ref().and_then(|s| s.get("properties")).and_then(Value::as_object);
+    let allows_any = parsed_schema.as_ref().is_none_or(|s| {
+        s.get("additionalProperties").is_some_and(|a| a != &Value::Bool(false))
+            || s.get("unevaluatedProperties").is_some_and(|a| a != &Value::Bool(false))
+    });
+    let mut values: BTreeMap<String, Resolved> = BTreeMap::new();
+    for (k, v) in own {
+        values.insert(k.clone(), Resolved { value: parse(v), source: Source::Service });
+    }
+    if service != GLOBAL_SCOPE
+        && let Some(global) = state.services.get(GLOBAL_SCOPE)
+    {
+        for (k, v) in global {
+            let declared = properties.is_some_and(|p| p.contains_key(k));
+            if !values.contains_key(k) && (allows_any || declared) {
+                values.insert(k.clone(), Resolved { value: parse(v), source: Source::Global });
+            }
+        }
+    }
+    if let Some(props) = properties {
+        for (k, p) in props {
+            if let (false, Some(d)) = (values.contains_key(k), p.get("default")) {
+                values.insert(k.clone(), Resolved { value: d.clone(), source: Source::Default });
+            }
+        }
+    }
+    Ok(ServiceSnapshot {
+        service: service.to_owned(),
+        store_id: store_id.to_owned(),
+        generation,
+        epoch: state.epoch,
+        schema_hash: schema.map(|s| hex::encode(s.hash)),
+        values,
+    })
+}
+
+fn parse(json: &str) -> Value {
+    serde_json::from_str(json).unwrap_or_else(|_| Value::String(json.to_owned()))
+}
+
+impl ServiceSnapshot {
+    /// The JSON form services consume: `config` is the plain key -> value object,
+    /// `sources` says where each key came from.
+    pub fn to_json(&self) -> Value {
+        let config: Map<String, Value> = self.values.iter().map(|(k, r)| (k.clone(), r.value.clone())).collect();
+        let sources: Map<String, Value> =
+            self.values.iter().map(|(k, r)| (k.clone(), Value::String(r.source.name().to_owned()))).collect();
+        json!({
+            "service": self.service,
+            "store_id": self.store_id,
+            "generation": self.generation,
+            "epoch": self.epoch,
+            "schema_hash": self.schema_hash,
+            "config": config,
+            "sources": sources,
+        })
+    }
+
+    /// Canonical JSON text of [`Self::to_json`] (sorted keys, no whitespace): the bytes a
+    /// signature or golden file covers.
+    pub fn to_canonical_json(&self) -> String {
+        confstore_core::state::canonical_json_text(&self.to_json())
+    }
+}
