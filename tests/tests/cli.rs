@@ -671,3 +671,39 @@ fn snapshot_resolves_service_then_global_then_schema_default() {
     assert_eq!(earlier["config"]["port"], json!(8080));
     assert_eq!(str_of(&s, "store_id"), str_of(&store.head(), "store_id"));
 }
+
+#[test]
+fn the_lkg_cache_follows_every_write_and_refuses_tampering() {
+    let dir = Scratch::new("lkg");
+    let store = store_with_services(&dir);
+    store.ok(&["set", "web", "port", "80"]);
+    let v = store.json(&["lkg", "verify", "--json"]);
+    assert_eq!((v["ok"].clone(), u64_of(&v, "events_behind_log")), (json!(true), 0), "{v}");
+    assert_eq!(u64_of(&v, "services"), 2, "{v}");
+    let file = dir.path().join("data").join("config.lkg.json");
+    let mode = std::fs::metadata(&file).expect("lkg file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the LKG file is private");
+    let older = std::fs::read(&file).expect("lkg file");
+
+    store.ok(&["set", "web", "port", "81"]);
+    assert_eq!(u64_of(&store.json(&["lkg", "verify", "--json"]), "events_behind_log"), 0);
+    // An older but genuine cache verifies and says how far behind it is.
+    std::fs::write(&file, &older).expect("restore");
+    assert_eq!(u64_of(&store.json(&["lkg", "verify", "--json"]), "events_behind_log"), 1);
+    store.ok(&["lkg", "write"]);
+
+    // Any modification is refused: a flipped byte anywhere in the file.
+    let good = std::fs::read(&file).expect("lkg file");
+    for i in (0..good.len()).step_by(7) {
+        let mut bad = good.clone();
+        bad[i] ^= 0x20;
+        std::fs::write(&file, &bad).expect("tamper");
+        let run = store.run(&["lkg", "verify"]);
+        run.assert_one_error_line();
+    }
+    std::fs::write(&file, &good).expect("restore");
+    // Another LKG key (the file is refused, not trusted).
+    let other_key = B64.encode([9u8; 32]);
+    let run = store.run_env(&["lkg", "verify"], &[("LKG_HMAC_KEY_BASE64", other_key.as_str())]);
+    assert!(run.assert_one_error_line().contains("does not verify"), "{run}");
+}

@@ -52,6 +52,9 @@ pub enum Command {
     /// Show what a service consumes: its resolved configuration (service -> global -> schema
     /// default), with where each value comes from and the epoch it reflects.
     Snapshot(SnapshotArgs),
+    /// The last-known-good cache (config.lkg.json): verify it, or write it now.
+    #[command(subcommand)]
+    Lkg(LkgCommand),
     /// Show the events that changed configuration.
     History(HistoryArgs),
     /// Show what changed between two points: epochs (`3`) or RFC 3339 times.
@@ -321,4 +324,24 @@ pub struct SnapshotArgs {
     /// Print JSON (the snapshot document) instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `lkg ...`.
+#[derive(Debug, Subcommand)]
+pub enum LkgCommand {
+    /// Check the LKG file's HMAC (LKG_HMAC_KEY_BASE64) and how it compares with the log.
+    Verify {
+        /// The file (default: <data-dir>/config.lkg.json).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the LKG file from the log now (write commands refresh it by themselves).
+    Write {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -99,6 +99,13 @@ impl Keys {
             .map_err(|e| anyhow!("{PUBLIC_KEY} (from {}): {e}", self.where_from(PUBLIC_KEY)))
     }
 
+    /// The LKG cache's HMAC key; an error naming the variable if it is missing or malformed.
+    pub fn lkg_key(&self) -> Result<Zeroizing<[u8; 32]>> {
+        self.bytes32(LKG_KEY)?.ok_or_else(|| {
+            anyhow!("{LKG_KEY} is not set in the environment or in {}; run `confstore init`", self.env_file.display())
+        })
+    }
+
     /// The signing key being rotated out, if a rotation is in progress.
     pub fn previous_signing_key(&self) -> Result<Option<SigningKey>> {
         Ok(self.bytes32(PREVIOUS_SIGNING_KEY)?.map(|seed| SigningKey::from_seed(&seed)))

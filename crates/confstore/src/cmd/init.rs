@@ -38,6 +38,7 @@ pub fn init(ctx: &Ctx, args: &InitArgs) -> Result<ExitCode> {
     let store = Store::create(&db, key, store_id, &default_actor(), Arc::new(SystemClock), &ctx.db)
         .with_context(|| format!("cannot create the store at {}", db.display()))?;
     drop(store);
+    ctx.refresh_lkg();
     if args.json {
         output::json(&json!({
             "store_id": store_id.to_hex(),

@@ -88,6 +88,7 @@ pub fn rotate(ctx: &Ctx, args: &RotateArgs) -> Result<ExitCode> {
     })?;
     drop(store);
     keys.rewrite(&[(PREVIOUS_SIGNING_KEY, None)])?;
+    ctx.refresh_lkg();
     if args.json {
         output::json(&json!({
             "old_key_id": old_id.to_hex(), "new_key_id": new_id.to_hex(), "seq": receipt.last_seq,

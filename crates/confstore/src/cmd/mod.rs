@@ -3,6 +3,7 @@
 mod audit;
 mod init;
 mod keys;
+mod lkg;
 mod read;
 mod schema;
 mod timetravel;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use confstore_log::{DbOptions, LogReader, Store, Synchronous, SystemClock};
 
-use crate::cli::{Cli, Command, KeysCommand, SchemaCommand, ServiceCommand, SyncMode};
+use crate::cli::{Cli, Command, KeysCommand, LkgCommand, SchemaCommand, ServiceCommand, SyncMode};
 use crate::env_keys::Keys;
 
 /// Runs one command.
@@ -36,6 +37,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Get(a) => read::get(&ctx, &a),
         Command::History(a) => read::history(&ctx, &a),
         Command::Snapshot(a) => read::snapshot(&ctx, &a),
+        Command::Lkg(LkgCommand::Verify { file, json }) => lkg::verify(&ctx, file.as_deref(), json),
+        Command::Lkg(LkgCommand::Write { json }) => lkg::write(&ctx, json),
         Command::Diff(a) => timetravel::diff(&ctx, &a),
         Command::Rollback(a) => timetravel::rollback(&ctx, &a),
         Command::Keys(KeysCommand::Rotate(a)) => keys::rotate(&ctx, &a),

@@ -111,6 +111,8 @@ pub fn rollback(ctx: &Ctx, args: &RollbackArgs) -> Result<ExitCode> {
         };
         match store.append(draft) {
             Ok(r) => {
+                drop(store);
+                ctx.refresh_lkg();
                 if args.json {
                     output::json(&json!({
                         "epoch": r.epoch, "first_seq": r.first_seq, "last_seq": r.last_seq,

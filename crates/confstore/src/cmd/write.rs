@@ -33,6 +33,8 @@ fn receipt_json(r: &Receipt) -> serde_json::Value {
 pub(super) fn commit(ctx: &Ctx, meta: &WriteMeta, changes: Vec<Change>) -> Result<ExitCode> {
     let store = ctx.store()?;
     let receipt = store.append(draft(meta, changes)).map_err(|e| anyhow!("{e}; nothing was changed"))?;
+    drop(store);
+    ctx.refresh_lkg();
     if meta.json {
         output::json(&receipt_json(&receipt));
     } else {
@@ -141,6 +143,7 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<ExitCode> {
     let actor = args.actor.clone().unwrap_or_else(default_actor);
     let mut stdout = std::io::stdout().lock();
     let mut failed = 0u64;
+    let mut committed = false;
     for (n, line) in input.lines().enumerate() {
         let line_no = n + 1;
         let line = line.context("cannot read input")?;
@@ -161,6 +164,11 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<ExitCode> {
             }
         };
         writeln!(stdout, "{out}").and_then(|()| stdout.flush()).context("cannot write the result")?;
+        committed |= out["ok"] == json!(true);
+    }
+    drop(store);
+    if committed {
+        ctx.refresh_lkg();
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -1,0 +1,256 @@
+//! The last-known-good (LKG) cache, `<data-dir>/config.lkg.json` (DESIGN.md §8): every
+//! service snapshot at one epoch, so services and the server can keep running read-only
+//! when the database is unavailable.
+//!
+//! Format: a JWS in flattened JSON serialization (RFC 7515 §7.2.2) with `alg: HS256`, keyed
+//! by `LKG_HMAC_KEY_BASE64`: `{"protected": b64url(header), "payload": b64url(payload),
+//! "signature": b64url(HMAC-SHA256(key, protected || "." || payload))}`. The payload is the
+//! canonical JSON of [`LkgContent`]. Written atomically (temporary file, fsync, rename,
+//! directory fsync); a file that fails any check is never used ([`load`]).
+//!
+//! Architecture invariant: this projection takes snapshots as JSON values from its caller
+//! and never imports another projection.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+/// File name in the data directory (kept from the plan).
+pub const FILE_NAME: &str = "config.lkg.json";
+/// The `typ` of the protected header.
+pub const TYP: &str = "confstore-lkg+json";
+/// Largest LKG file read (a bound on hostile input: 100 services × 100 keys is ~1 MB).
+pub const FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// What the cache holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LkgContent {
+    /// Store id (hex).
+    pub store_id: String,
+    /// Store generation.
+    pub generation: u64,
+    /// The epoch every snapshot reflects.
+    pub epoch: u64,
+    /// The last event folded in (the projection's checkpoint) and its hash (hex).
+    pub seq: u64,
+    /// Hash of event `seq`.
+    pub head_hash: String,
+    /// Every service's snapshot document, by service name.
+    pub services: BTreeMap<String, Value>,
+}
+
+/// Why an LKG file is not usable. Every variant means: do not use it.
+#[derive(Debug, thiserror::Error)]
+pub enum LkgError {
+    /// No file.
+    #[error("no LKG file at {0}")]
+    Missing(PathBuf),
+    /// Reading or writing failed.
+    #[error("LKG file {path}: {error}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// Larger than [`FILE_BYTES_MAX`].
+    #[error("LKG file is {0} bytes, over the limit; refusing to read it")]
+    TooLarge(u64),
+    /// Not the expected JWS shape.
+    #[error("LKG file is malformed: {0}")]
+    Malformed(String),
+    /// The HMAC does not verify: modified, truncated, or written with another key.
+    #[error("LKG file signature does not verify with LKG_HMAC_KEY_BASE64 (modified, or written with another key)")]
+    BadSignature,
+    /// It belongs to another store.
+    #[error("LKG file belongs to store {found}, not {expected}")]
+    OtherStore {
+        /// The store id in the file.
+        found: String,
+        /// The store id expected.
+        expected: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LkgError + '_ {
+    move |error| LkgError::Io { path: path.to_owned(), error }
+}
+
+fn mac(key: &[u8; 32], signing_input: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes keys of any length; 32 bytes cannot fail.
+    let mut m =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    m.update(signing_input);
+    m
+}
+
+fn header() -> String {
+    B64URL.encode(json!({"alg": "HS256", "typ": TYP}).to_string())
+}
+
+impl LkgContent {
+    fn to_payload(&self) -> Value {
+        json!({
+            "store_id": self.store_id, "generation": self.generation, "epoch": self.epoch,
+            "seq": self.seq, "head_hash": self.head_hash, "services": self.services,
+        })
+    }
+
+    fn from_payload(v: &Value) -> Result<Self, LkgError> {
+        let bad = |what: &str| LkgError::Malformed(format!("payload: {what}"));
+        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| bad(k));
+        let num = |k: &str| v.get(k).and_then(Value::as_u64).ok_or_else(|| bad(k));
+        let services = v.get("services").and_then(Value::as_object).ok_or_else(|| bad("services"))?;
+        Ok(Self {
+            store_id: text("store_id")?,
+            generation: num("generation")?,
+            epoch: num("epoch")?,
+            seq: num("seq")?,
+            head_hash: text("head_hash")?,
+            services: services.iter().map(|(k, s)| (k.clone(), s.clone())).collect(),
+        })
+    }
+
+    /// The signed file contents (flattened JWS, HS256). `canonical` renders the payload
+    /// as canonical JSON (the caller's, from confstore-core).
+    pub fn to_jws(&self, key: &[u8; 32], canonical: impl Fn(&Value) -> String) -> String {
+        let protected = header();
+        let payload = B64URL.encode(canonical(&self.to_payload()));
+        let signature = mac(key, format!("{protected}.{payload}").as_bytes()).finalize().into_bytes();
+        json!({"protected": protected, "payload": payload, "signature": B64URL.encode(signature)}).to_string()
+    }
+}
+
+/// Parses and verifies a flattened JWS (constant-time HMAC check), refusing any other
+/// algorithm or header.
+pub fn verify_jws(text: &[u8], key: &[u8; 32]) -> Result<LkgContent, LkgError> {
+    let doc: Value = serde_json::from_slice(text).map_err(|e| LkgError::Malformed(format!("not JSON: {e}")))?;
+    let part =
+        |k: &str| doc.get(k).and_then(Value::as_str).ok_or_else(|| LkgError::Malformed(format!("no \"{k}\" member")));
+    let (protected, payload, signature) = (part("protected")?, part("payload")?, part("signature")?);
+    if doc.as_object().is_some_and(|o| o.len() != 3) {
+        return Err(LkgError::Malformed("unexpected members besides protected, payload, signature".into()));
+    }
+    if protected != header() {
+        return Err(LkgError::Malformed("the protected header is not {\"alg\":\"HS256\",\"typ\":…}".into()));
+    }
+    let sig = B64URL.decode(signature).map_err(|_| LkgError::BadSignature)?;
+    // `verify_slice` compares in constant time.
+    mac(key, format!("{protected}.{payload}").as_bytes()).verify_slice(&sig).map_err(|_| LkgError::BadSignature)?;
+    let payload = B64URL.decode(payload).map_err(|e| LkgError::Malformed(format!("payload encoding: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(&payload).map_err(|e| LkgError::Malformed(format!("payload is not JSON: {e}")))?;
+    LkgContent::from_payload(&value)
+}
+
+/// Writes `jws` to `path` atomically: a temporary file beside it (mode 0600), fsync, rename
+/// over the old file, fsync the directory. A crash leaves the old file or the new one.
+pub fn write_atomically(path: &Path, jws: &str) -> Result<(), LkgError> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
+    f.write_all(jws.as_bytes()).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io(path))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    Ok(())
+}
+
+/// Reads and verifies the LKG file; `expected_store` (hex) must match when given.
+pub fn load(path: &Path, key: &[u8; 32], expected_store: Option<&str>) -> Result<LkgContent, LkgError> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LkgError::Missing(path.to_owned())),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let len = f.metadata().map_err(io(path))?.len();
+    if len > FILE_BYTES_MAX {
+        return Err(LkgError::TooLarge(len));
+    }
+    let mut text = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    f.take(FILE_BYTES_MAX).read_to_end(&mut text).map_err(io(path))?;
+    let content = verify_jws(&text, key)?;
+    if let Some(expected) = expected_store
+        && content.store_id != expected
+    {
+        return Err(LkgError::OtherStore { found: content.store_id, expected: expected.to_owned() });
+    }
+    Ok(content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 32] = [7; 32];
+
+    fn content() -> LkgContent {
+        LkgContent {
+            store_id: "00112233445566778899aabbccddeeff".into(),
+            generation: 1,
+            epoch: 4,
+            seq: 9,
+            head_hash: "ab".repeat(32),
+            services: [("web".to_owned(), json!({"config": {"port": 80}, "epoch": 4}))].into(),
+        }
+    }
+
+    fn jws() -> String {
+        content().to_jws(&KEY, |v| v.to_string())
+    }
+
+    #[test]
+    fn round_trip_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        write_atomically(&path, &jws()).unwrap();
+        assert_eq!(load(&path, &KEY, Some("00112233445566778899aabbccddeeff")).unwrap(), content());
+        assert!(matches!(load(&path, &[8; 32], None), Err(LkgError::BadSignature)));
+        assert!(matches!(load(&path, &KEY, Some("ff")), Err(LkgError::OtherStore { .. })));
+        assert!(matches!(load(&dir.path().join("nope"), &KEY, None), Err(LkgError::Missing(_))));
+    }
+
+    #[test]
+    fn every_flipped_byte_is_refused() {
+        let good = jws().into_bytes();
+        for i in 0..good.len() {
+            for mask in [0x01u8, 0x80] {
+                let mut bad = good.clone();
+                bad[i] ^= mask;
+                assert!(verify_jws(&bad, &KEY).is_err(), "flipping byte {i} with {mask:#x} went unnoticed");
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_files_and_other_algorithms_are_refused() {
+        let good = jws();
+        for n in 0..good.len() {
+            assert!(verify_jws(&good.as_bytes()[..n], &KEY).is_err(), "a file cut at {n} bytes was accepted");
+        }
+        let none = B64URL.encode(json!({"alg": "none", "typ": TYP}).to_string());
+        let doc: Value = serde_json::from_str(&good).unwrap();
+        let forged = json!({"protected": none, "payload": doc["payload"], "signature": ""}).to_string();
+        assert!(matches!(verify_jws(forged.as_bytes(), &KEY), Err(LkgError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_crash_before_the_rename_leaves_the_old_file_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        write_atomically(&path, &jws()).unwrap();
+        // A writer killed mid-write leaves a partial temporary file, never a partial LKG.
+        std::fs::write(path.with_extension("json.tmp"), &jws()[..40]).unwrap();
+        assert_eq!(load(&path, &KEY, None).unwrap(), content());
+        write_atomically(&path, &jws()).unwrap();
+        assert_eq!(load(&path, &KEY, None).unwrap(), content());
+    }
+}
