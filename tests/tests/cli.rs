@@ -707,3 +707,43 @@ fn the_lkg_cache_follows_every_write_and_refuses_tampering() {
     let run = store.run_env(&["lkg", "verify"], &[("LKG_HMAC_KEY_BASE64", other_key.as_str())]);
     assert!(run.assert_one_error_line().contains("does not verify"), "{run}");
 }
+
+/// A stock JOSE library (Python's jwcrypto, installed by ops/test.sh) verifies the snapshot
+/// JWS with nothing but the public key (DESIGN.md §8), and refuses a modified one.
+#[test]
+fn snapshot_jws_verifies_with_a_stock_jose_library() {
+    let dir = Scratch::new("jws");
+    let store = store_with_services(&dir);
+    store.ok(&["set", "web", "port", "80"]);
+    let jws = store.ok(&["snapshot", "web", "--jws"]);
+    let public = B64.decode(store.env_vars()[PUBLIC_KEY].as_bytes()).expect("public key");
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public);
+    let script = r#"
+import json, sys
+from jwcrypto import jwk, jws
+key = jwk.JWK(kty="OKP", crv="Ed25519", x=sys.argv[1])
+token = jws.JWS()
+token.deserialize(sys.stdin.read())
+try:
+    token.verify(key)
+except Exception as e:
+    print("REFUSED", type(e).__name__)
+    sys.exit(3)
+print(json.dumps(json.loads(token.payload)))
+"#;
+    let verify = |text: &str| {
+        let mut cmd = std::process::Command::new("python3");
+        cmd.args(["-c", script, &x]);
+        common::run_with_deadline(cmd, Some(text.as_bytes().to_vec()), std::time::Duration::from_secs(60))
+    };
+    let ok = verify(&jws);
+    ok.assert_ok();
+    let payload: Value = serde_json::from_str(ok.stdout.trim()).expect("payload JSON");
+    assert_eq!(payload["config"], json!({"port": 80}), "{ok}");
+    assert_eq!(payload, store.json(&["snapshot", "web", "--json"]));
+    let mut forged: Value = serde_json::from_str(&jws).expect("jws json");
+    let doctored = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.to_string().replace("80", "81"));
+    forged["payload"] = json!(doctored);
+    let refused = verify(&forged.to_string());
+    assert!(!refused.status.success() && refused.stdout.contains("REFUSED"), "{refused}");
+}

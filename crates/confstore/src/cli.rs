@@ -324,6 +324,10 @@ pub struct SnapshotArgs {
     /// Print JSON (the snapshot document) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Print the signed form services receive: a flattened JWS (EdDSA) over the snapshot,
+    /// signed with CONFIG_SIGNATURE_PRIVATE_KEY.
+    #[arg(long, conflicts_with = "json")]
+    pub jws: bool,
 }
 
 /// `lkg ...`.

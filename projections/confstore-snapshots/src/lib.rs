@@ -143,3 +143,98 @@ impl ServiceSnapshot {
         confstore_core::state::canonical_json_text(&self.to_json())
     }
 }
+
+/// The `typ` of a snapshot JWS's protected header.
+pub const JWS_TYP: &str = "confstore-snapshot+json";
+
+/// Why a snapshot JWS is not acceptable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JwsError {
+    /// Not a flattened JWS of the expected shape.
+    #[error("malformed snapshot JWS: {0}")]
+    Malformed(String),
+    /// Signed by another key than the one given.
+    #[error("snapshot JWS is signed by key {found}, not by {expected}")]
+    WrongKey {
+        /// `kid` of the JWS.
+        found: String,
+        /// The key given.
+        expected: String,
+    },
+    /// The signature does not verify (strictly).
+    #[error("snapshot JWS signature does not verify")]
+    BadSignature,
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn header(key_id: &str) -> String {
+    b64url(json!({"alg": "EdDSA", "kid": key_id, "typ": JWS_TYP}).to_string().as_bytes())
+}
+
+impl ServiceSnapshot {
+    /// The snapshot as a JWS in flattened JSON serialization (RFC 7515 §7.2.2) with
+    /// `alg: EdDSA` (RFC 8037), `kid` = the signing key's id, over the canonical JSON: what
+    /// services receive, verifiable by any JOSE library with the public key.
+    pub fn to_jws(&self, key: &confstore_core::SigningKey) -> Value {
+        let protected = header(&key.verifying_key().key_id().to_hex());
+        let payload = b64url(self.to_canonical_json().as_bytes());
+        let signature = key.sign(format!("{protected}.{payload}").as_bytes());
+        json!({"protected": protected, "payload": payload, "signature": b64url(&signature)})
+    }
+}
+
+/// Verifies a snapshot JWS with `key` (strict Ed25519) and returns its payload document.
+pub fn verify_jws(jws: &Value, key: &confstore_core::VerifyingKey) -> Result<Value, JwsError> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let part = |k: &str| jws.get(k).and_then(Value::as_str).ok_or_else(|| JwsError::Malformed(format!("no {k:?}")));
+    let (protected, payload, signature) = (part("protected")?, part("payload")?, part("signature")?);
+    let header_json: Value = b64
+        .decode(protected)
+        .ok()
+        .and_then(|h| serde_json::from_slice(&h).ok())
+        .ok_or_else(|| JwsError::Malformed("protected header".into()))?;
+    if header_json.get("alg") != Some(&json!("EdDSA")) || header_json.get("typ") != Some(&json!(JWS_TYP)) {
+        return Err(JwsError::Malformed("header must say alg EdDSA and typ confstore-snapshot+json".into()));
+    }
+    let expected = key.key_id().to_hex();
+    let kid = header_json.get("kid").and_then(Value::as_str).unwrap_or_default();
+    if kid != expected {
+        return Err(JwsError::WrongKey { found: kid.to_owned(), expected });
+    }
+    let sig: [u8; 64] = b64.decode(signature).ok().and_then(|s| s.try_into().ok()).ok_or(JwsError::BadSignature)?;
+    if !key.verify_strict(format!("{protected}.{payload}").as_bytes(), &sig) {
+        return Err(JwsError::BadSignature);
+    }
+    let bytes = b64.decode(payload).map_err(|e| JwsError::Malformed(format!("payload: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| JwsError::Malformed(format!("payload: {e}")))
+}
+
+#[cfg(test)]
+mod jws_tests {
+    use super::*;
+
+    fn snapshot() -> ServiceSnapshot {
+        let mut state = State::default();
+        state.services.insert("web".into(), [("port".to_owned(), "80".to_owned())].into());
+        project(&state, "00", 1, "web").unwrap()
+    }
+
+    #[test]
+    fn round_trip_and_tampering() {
+        let key = confstore_core::SigningKey::from_seed(&[1; 32]);
+        let jws = snapshot().to_jws(&key);
+        let payload = verify_jws(&jws, &key.verifying_key()).unwrap();
+        assert_eq!(payload, snapshot().to_json());
+        let other = confstore_core::SigningKey::from_seed(&[2; 32]).verifying_key();
+        assert!(matches!(verify_jws(&jws, &other), Err(JwsError::WrongKey { .. })));
+        let mut bad = jws.clone();
+        let p = bad["payload"].as_str().unwrap().replace('A', "B");
+        bad["payload"] = json!(p);
+        assert_eq!(verify_jws(&bad, &key.verifying_key()), Err(JwsError::BadSignature));
+    }
+}

@@ -177,7 +177,9 @@ pub fn snapshot(ctx: &Ctx, args: &SnapshotArgs) -> Result<ExitCode> {
     };
     let snap = confstore_snapshots::project(&state, &head.store_id.to_hex(), head.generation, &args.service)
         .map_err(|e| anyhow::anyhow!("{e}; `confstore service list` shows the registered ones"))?;
-    if args.json {
+    if args.jws {
+        output::json(&snap.to_jws(&ctx.keys()?.signing_key()?));
+    } else if args.json {
         output::json(&snap.to_json());
     } else {
         println!(
