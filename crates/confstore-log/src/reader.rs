@@ -251,7 +251,12 @@ impl LogReader {
     /// it, verified and folded in (at most a few hundred).
     pub fn current_state(&self) -> Result<State, LogError> {
         // One read snapshot for the checkpoint and the events after it.
-        let tx = self.conn.unchecked_transaction().map_err(LogError::sqlite("starting a read"))?;
+        // Inside the caller's transaction if there is one (a projection catching up).
+        let tx = if self.conn.is_autocommit() {
+            Some(self.conn.unchecked_transaction().map_err(LogError::sqlite("starting a read"))?)
+        } else {
+            None
+        };
         let (checkpoint, mut state) = self.write_model()?;
         let mut verifier = ChainVerifier::resume(checkpoint.clone(), None);
         self.for_each_event(checkpoint.seq + 1, |ev| {
@@ -261,8 +266,39 @@ impl LogReader {
         })?;
         verifier.flush_ready().map_err(LogError::Tampered)?.iter().for_each(|v| state.apply(v));
         verifier.finish().map_err(LogError::Tampered)?;
-        tx.finish().map_err(LogError::sqlite("ending a read"))?;
+        if let Some(tx) = tx {
+            tx.finish().map_err(LogError::sqlite("ending a read"))?;
+        }
         Ok(state)
+    }
+
+    /// Every event after `from_seq`, verified, in order: resumed from the write-model
+    /// checkpoint when `from_seq` is at or after it, else replayed from event 1 (links and
+    /// hashes rechecked, signatures trusted up to the checkpoint). For projections catching
+    /// up from their own checkpoint.
+    pub fn verified_after(&self, from_seq: u64) -> Result<Vec<Verified>, LogError> {
+        let mut out = Vec::new();
+        let (checkpoint, _) = self.write_model()?;
+        if from_seq < checkpoint.seq {
+            self.replay_with(Until::Head, |ev| {
+                if ev.seq() > from_seq {
+                    out.push(ev.clone());
+                }
+            })?;
+            return Ok(out);
+        }
+        let mut verifier = ChainVerifier::resume(checkpoint.clone(), None);
+        let keep = |ready: Vec<Verified>, out: &mut Vec<Verified>| {
+            out.extend(ready.into_iter().filter(|v| v.seq() > from_seq))
+        };
+        self.for_each_event(checkpoint.seq + 1, |ev| {
+            verifier.push(&ev).map_err(LogError::Tampered)?;
+            keep(verifier.take_ready(), &mut out);
+            Ok(true)
+        })?;
+        keep(verifier.flush_ready().map_err(LogError::Tampered)?, &mut out);
+        verifier.finish().map_err(LogError::Tampered)?;
+        Ok(out)
     }
 
     /// The write model as stored: the checkpoint head and the state there (no replay).

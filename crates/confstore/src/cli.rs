@@ -55,6 +55,11 @@ pub enum Command {
     /// The last-known-good cache (config.lkg.json): verify it, or write it now.
     #[command(subcommand)]
     Lkg(LkgCommand),
+    /// Find keys by any part of their service, name, value or schema description (secrets
+    /// are never indexed).
+    Search(SearchArgs),
+    /// Drop every projection (search index, LKG cache) and rebuild it from the log.
+    Rebuild(JsonFlag),
     /// Show the events that changed configuration.
     History(HistoryArgs),
     /// Show what changed between two points: epochs (`3`) or RFC 3339 times.
@@ -348,4 +353,23 @@ pub enum LkgCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// What to look for (case-insensitive; any part of a word).
+    pub query: String,
+    /// Only keys of this service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Only keys changed after this epoch.
+    #[arg(long, value_name = "EPOCH")]
+    pub since: Option<u64>,
+    /// Most hits shown.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

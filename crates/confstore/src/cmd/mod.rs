@@ -6,6 +6,7 @@ mod keys;
 mod lkg;
 mod read;
 mod schema;
+mod search;
 mod timetravel;
 mod write;
 
@@ -37,6 +38,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Get(a) => read::get(&ctx, &a),
         Command::History(a) => read::history(&ctx, &a),
         Command::Snapshot(a) => read::snapshot(&ctx, &a),
+        Command::Search(a) => search::search(&ctx, &a),
+        Command::Rebuild(a) => search::rebuild(&ctx, a.json),
         Command::Lkg(LkgCommand::Verify { file, json }) => lkg::verify(&ctx, file.as_deref(), json),
         Command::Lkg(LkgCommand::Write { json }) => lkg::write(&ctx, json),
         Command::Diff(a) => timetravel::diff(&ctx, &a),

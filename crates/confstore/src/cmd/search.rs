@@ -1,0 +1,110 @@
+//! `search` (catching the index up from its checkpoint first) and `rebuild` (every
+//! projection from scratch, with a progress bar).
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use confstore_core::{State, Verified};
+use confstore_log::{LogReader, Until};
+use serde_json::json;
+
+use super::Ctx;
+use crate::cli::SearchArgs;
+use crate::output;
+
+/// Events folded into the index per transaction during a rebuild.
+const REBUILD_CHUNK_EVENTS: usize = 10_000;
+
+/// Brings the search index up to the log's head. If its checkpoint is not an event of this
+/// log (a restore, a copied file), the index is rebuilt instead.
+fn catch_up(reader: &LogReader) -> Result<()> {
+    let conn = reader.connection();
+    let tx = conn.unchecked_transaction().context("cannot start updating the search index")?;
+    let from = match confstore_search::checkpoint(&tx)? {
+        None => 0,
+        Some((seq, hash)) => {
+            let mut same = false;
+            reader.for_each_event(seq, |ev| {
+                same = ev.seq == seq && ev.hash == hash;
+                Ok(false)
+            })?;
+            if same {
+                seq
+            } else {
+                confstore_search::clear(&tx)?;
+                0
+            }
+        }
+    };
+    let events = reader.verified_after(from)?;
+    if !events.is_empty() {
+        confstore_search::apply(&tx, &events, &reader.current_state()?)?;
+    }
+    tx.commit().context("cannot save the search index")?;
+    Ok(())
+}
+
+pub fn search(ctx: &Ctx, args: &SearchArgs) -> Result<ExitCode> {
+    let reader = ctx.reader()?;
+    catch_up(&reader)?;
+    let hits =
+        confstore_search::search(reader.connection(), &args.query, args.service.as_deref(), args.since, args.limit)?;
+    if args.json {
+        let items: Vec<_> = hits
+            .iter()
+            .map(|h| json!({"service": h.service, "key": h.key, "value": h.value_text, "description": h.description, "epoch": h.epoch}))
+            .collect();
+        output::json(&json!({"query": args.query, "hits": items}));
+    } else {
+        for h in &hits {
+            let desc = if h.description.is_empty() { String::new() } else { format!("  — {}", h.description) };
+            println!("{}.{} = {}  (epoch {}){desc}", h.service, h.key, h.value_text, h.epoch);
+        }
+        if hits.is_empty() {
+            println!("no match");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rebuild(ctx: &Ctx, as_json: bool) -> Result<ExitCode> {
+    let started = Instant::now();
+    let reader = ctx.reader()?;
+    let total = reader.count()?;
+    let bar = output::progress(total, "rebuilding");
+    let conn = reader.connection();
+    let tx = conn.unchecked_transaction().context("cannot start the rebuild")?;
+    confstore_search::clear(&tx)?;
+    let mut state = State::default();
+    let mut chunk: Vec<Verified> = Vec::new();
+    let mut failure = None;
+    let mut done = 0u64;
+    reader.replay_with(Until::Head, |ev| {
+        state.apply(ev);
+        chunk.push(ev.clone());
+        done += 1;
+        if chunk.len() >= REBUILD_CHUNK_EVENTS {
+            if let Err(e) = confstore_search::apply(&tx, &chunk, &state) {
+                failure.get_or_insert(e);
+            }
+            chunk.clear();
+            bar.set_position(done);
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    confstore_search::apply(&tx, &chunk, &state)?;
+    tx.commit().context("cannot save the rebuilt search index")?;
+    bar.finish_and_clear();
+    let lkg = ctx.write_lkg()?;
+    let secs = started.elapsed().as_secs_f64();
+    let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+    if as_json {
+        output::json(&json!({"events": done, "seconds": secs, "events_per_sec": rate, "lkg_epoch": lkg.epoch}));
+    } else {
+        println!("rebuilt the search index and the LKG cache from {done} events in {secs:.2} s ({rate:.0} events/s)");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,173 @@
+//! The search-index projection (DESIGN.md §8): SQLite FTS5 over service, key, value text
+//! and the schema's description of each key, filtered by service and by the epoch a key
+//! last changed. A fold over verified events; its rows and its checkpoint (last seq +
+//! hash) are written in one transaction, so an incremental fold always equals a rebuild.
+//!
+//! Architecture invariant: it reads verified events and core state only, and never imports
+//! another projection. Its tables come from `migrations/0003_create_search_index.sql`.
+
+use std::collections::BTreeSet;
+
+use confstore_core::{EventKind, Hash32, State, Verified};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+/// Most hits one query returns.
+pub const HITS_MAX: usize = 1000;
+
+/// Why the index could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// SQLite failed.
+    #[error("search index: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// One matching key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hit {
+    /// Service.
+    pub service: String,
+    /// Key.
+    pub key: String,
+    /// The value as text (strings without quotes, anything else as JSON).
+    pub value_text: String,
+    /// The schema's description of the key, or empty.
+    pub description: String,
+    /// The epoch that last changed the key.
+    pub epoch: u64,
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The last event folded in, if any.
+pub fn checkpoint(conn: &Connection) -> Result<Option<(u64, Hash32)>, SearchError> {
+    Ok(conn
+        .query_row("SELECT seq, hash FROM search_checkpoint WHERE id = 1", [], |r| {
+            let seq: i64 = r.get(0)?;
+            let hash: Vec<u8> = r.get(1)?;
+            Ok((u64::try_from(seq).unwrap_or(0), Hash32::from_slice(&hash).unwrap_or_default()))
+        })
+        .optional()?)
+}
+
+/// Empties the index and its checkpoint (the start of a rebuild).
+pub fn clear(conn: &Connection) -> Result<(), SearchError> {
+    conn.execute_batch("DELETE FROM search_keys; DELETE FROM search_checkpoint;")?;
+    Ok(())
+}
+
+fn value_text(json: &str) -> String {
+    match serde_json::from_str::<Value>(json) {
+        Ok(Value::String(s)) => s,
+        _ => json.to_owned(),
+    }
+}
+
+fn description(state: &State, service: &str, key: &str) -> String {
+    state
+        .schemas
+        .get(service)
+        .and_then(|s| serde_json::from_str::<Value>(&s.json).ok())
+        .and_then(|s| {
+            s.pointer(&format!("/properties/{}/description", key.replace('~', "~0").replace('/', "~1"))).cloned()
+        })
+        .and_then(|d| d.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Folds `events` (verified, in order, directly after the checkpoint) into the index;
+/// `state` is the configuration after the last of them (for schema descriptions). Call
+/// inside the transaction that should hold rows and checkpoint together.
+pub fn apply(conn: &Connection, events: &[Verified], state: &State) -> Result<(), SearchError> {
+    let Some(last) = events.last() else { return Ok(()) };
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO search_keys (service, key, value_text, description, epoch) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (service, key) DO UPDATE SET value_text = excluded.value_text,
+                                                  description = excluded.description, epoch = excluded.epoch",
+    )?;
+    let mut delete = conn.prepare_cached("DELETE FROM search_keys WHERE service = ?1 AND key = ?2")?;
+    let mut described = BTreeSet::new();
+    for ev in events {
+        let epoch = ev.body().epoch;
+        match &ev.body().kind {
+            EventKind::ValueSet { service, key, value_json, .. } => {
+                upsert.execute(params![
+                    service,
+                    key,
+                    value_text(value_json),
+                    description(state, service, key),
+                    i(epoch)
+                ])?;
+            }
+            EventKind::ValueUnset { service, key, .. } => {
+                delete.execute(params![service, key])?;
+            }
+            EventKind::SchemaSet { service, .. } => {
+                described.insert(service.clone());
+            }
+            _ => {}
+        }
+    }
+    // A new schema changes the descriptions of keys set before it.
+    let mut describe =
+        conn.prepare_cached("UPDATE search_keys SET description = ?3 WHERE service = ?1 AND key = ?2")?;
+    for service in described {
+        for key in state.services.get(&service).map(|v| v.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+            describe.execute(params![service, key, description(state, &service, &key)])?;
+        }
+    }
+    conn.execute(
+        "INSERT INTO search_checkpoint (id, seq, hash) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        params![i(last.seq()), last.hash().0.as_slice()],
+    )?;
+    Ok(())
+}
+
+/// Keys matching `query` (any part of a service name, key, value or description;
+/// case-insensitive), optionally only of `service` and changed after epoch `since`, best
+/// matches first, at most `limit`.
+pub fn search(
+    conn: &Connection,
+    query: &str,
+    service: Option<&str>,
+    since: Option<u64>,
+    limit: usize,
+) -> Result<Vec<Hit>, SearchError> {
+    let limit = i64::try_from(limit.min(HITS_MAX)).unwrap_or(0);
+    let query = query.trim();
+    let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Hit> {
+        Ok(Hit {
+            service: r.get(0)?,
+            key: r.get(1)?,
+            value_text: r.get(2)?,
+            description: r.get(3)?,
+            epoch: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+        })
+    };
+    let since = since.map_or(-1, i);
+    // The trigram tokenizer needs three characters; shorter queries scan with LIKE.
+    if query.chars().count() < 3 {
+        let like = format!("%{}%", query.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let mut st = conn.prepare_cached(
+            "SELECT service, key, value_text, description, epoch FROM search_keys
+             WHERE (service LIKE ?1 ESCAPE '\\' OR key LIKE ?1 ESCAPE '\\' OR value_text LIKE ?1 ESCAPE '\\'
+                    OR description LIKE ?1 ESCAPE '\\')
+               AND (?2 IS NULL OR service = ?2) AND epoch > ?3
+             ORDER BY service, key LIMIT ?4",
+        )?;
+        return Ok(st.query_map(params![like, service, since, limit], row)?.collect::<Result<_, _>>()?);
+    }
+    // The whole query as one FTS5 string literal: no query syntax from the user.
+    let phrase = format!("\"{}\"", query.replace('"', "\"\""));
+    let mut st = conn.prepare_cached(
+        "SELECT k.service, k.key, k.value_text, k.description, k.epoch
+         FROM search_fts f JOIN search_keys k ON k.rowid = f.rowid
+         WHERE search_fts MATCH ?1 AND (?2 IS NULL OR k.service = ?2) AND k.epoch > ?3
+         ORDER BY bm25(search_fts), k.service, k.key LIMIT ?4",
+    )?;
+    Ok(st.query_map(params![phrase, service, since, limit], row)?.collect::<Result<_, _>>()?)
+}
