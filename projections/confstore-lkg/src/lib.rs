@@ -104,19 +104,17 @@ impl LkgContent {
         })
     }
 
-    fn from_payload(v: &Value) -> Result<Self, LkgError> {
+    fn from_payload(mut v: Value) -> Result<Self, LkgError> {
         let bad = |what: &str| LkgError::Malformed(format!("payload: {what}"));
-        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| bad(k));
-        let num = |k: &str| v.get(k).and_then(Value::as_u64).ok_or_else(|| bad(k));
-        let services = v.get("services").and_then(Value::as_object).ok_or_else(|| bad("services"))?;
-        Ok(Self {
-            store_id: text("store_id")?,
-            generation: num("generation")?,
-            epoch: num("epoch")?,
-            seq: num("seq")?,
-            head_hash: text("head_hash")?,
-            services: services.iter().map(|(k, s)| (k.clone(), s.clone())).collect(),
-        })
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| bad(k));
+        let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).ok_or_else(|| bad(k));
+        let (store_id, head_hash) = (text(&v, "store_id")?, text(&v, "head_hash")?);
+        let (generation, epoch, seq) = (num(&v, "generation")?, num(&v, "epoch")?, num(&v, "seq")?);
+        // Moved out, not copied: the services are most of the file.
+        let Some(Value::Object(services)) = v.get_mut("services").map(Value::take) else {
+            return Err(bad("services"));
+        };
+        Ok(Self { store_id, generation, epoch, seq, head_hash, services: services.into_iter().collect() })
     }
 
     /// The signed file contents (flattened JWS, HS256). `canonical` renders the payload
@@ -132,23 +130,35 @@ impl LkgContent {
 /// Parses and verifies a flattened JWS (constant-time HMAC check), refusing any other
 /// algorithm or header.
 pub fn verify_jws(text: &[u8], key: &[u8; 32]) -> Result<LkgContent, LkgError> {
-    let doc: Value = serde_json::from_slice(text).map_err(|e| LkgError::Malformed(format!("not JSON: {e}")))?;
-    let part =
-        |k: &str| doc.get(k).and_then(Value::as_str).ok_or_else(|| LkgError::Malformed(format!("no \"{k}\" member")));
-    let (protected, payload, signature) = (part("protected")?, part("payload")?, part("signature")?);
-    if doc.as_object().is_some_and(|o| o.len() != 3) {
-        return Err(LkgError::Malformed("unexpected members besides protected, payload, signature".into()));
-    }
-    if protected != header() {
-        return Err(LkgError::Malformed("the protected header is not {\"alg\":\"HS256\",\"typ\":…}".into()));
-    }
-    let sig = B64URL.decode(signature).map_err(|_| LkgError::BadSignature)?;
-    // `verify_slice` compares in constant time.
-    mac(key, format!("{protected}.{payload}").as_bytes()).verify_slice(&sig).map_err(|_| LkgError::BadSignature)?;
-    let payload = B64URL.decode(payload).map_err(|e| LkgError::Malformed(format!("payload encoding: {e}")))?;
+    let payload = check_signature(text, key)?;
     let value: Value =
         serde_json::from_slice(&payload).map_err(|e| LkgError::Malformed(format!("payload is not JSON: {e}")))?;
-    LkgContent::from_payload(&value)
+    LkgContent::from_payload(value)
+}
+
+/// Checks the header and the MAC only (constant time) and returns the payload's bytes,
+/// not yet parsed: the verification step, apart from loading the snapshots.
+pub fn check_signature(text: &[u8], key: &[u8; 32]) -> Result<Vec<u8>, LkgError> {
+    /// The three members, borrowed from the file's bytes (base64url has no escapes).
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Flattened<'a> {
+        protected: &'a str,
+        payload: &'a str,
+        signature: &'a str,
+    }
+    let doc: Flattened<'_> =
+        serde_json::from_slice(text).map_err(|e| LkgError::Malformed(format!("not a flattened JWS: {e}")))?;
+    if doc.protected != header() {
+        return Err(LkgError::Malformed("the protected header is not {\"alg\":\"HS256\",\"typ\":…}".into()));
+    }
+    let sig = B64URL.decode(doc.signature).map_err(|_| LkgError::BadSignature)?;
+    let mut m = mac(key, doc.protected.as_bytes());
+    m.update(b".");
+    m.update(doc.payload.as_bytes());
+    // `verify_slice` compares in constant time.
+    m.verify_slice(&sig).map_err(|_| LkgError::BadSignature)?;
+    B64URL.decode(doc.payload).map_err(|e| LkgError::Malformed(format!("payload encoding: {e}")))
 }
 
 /// Writes `jws` to `path` atomically: a temporary file beside it (mode 0600), fsync, rename

@@ -89,11 +89,28 @@ pub fn apply(conn: &Connection, events: &[Verified], state: &State) -> Result<()
                                                   description = excluded.description, epoch = excluded.epoch",
     )?;
     let mut delete = conn.prepare_cached("DELETE FROM search_keys WHERE service = ?1 AND key = ?2")?;
+    // Only the last change of each key in the batch reaches the index (a rebuild of a long
+    // history writes each key once).
     let mut described = BTreeSet::new();
+    let mut latest: std::collections::BTreeMap<(&str, &str), Option<(&str, u64)>> = std::collections::BTreeMap::new();
     for ev in events {
         let epoch = ev.body().epoch;
         match &ev.body().kind {
             EventKind::ValueSet { service, key, value_json, .. } => {
+                latest.insert((service, key), Some((value_json, epoch)));
+            }
+            EventKind::ValueUnset { service, key, .. } => {
+                latest.insert((service, key), None);
+            }
+            EventKind::SchemaSet { service, .. } => {
+                described.insert(service.clone());
+            }
+            _ => {}
+        }
+    }
+    for ((service, key), change) in latest {
+        match change {
+            Some((value_json, epoch)) => {
                 upsert.execute(params![
                     service,
                     key,
@@ -102,13 +119,9 @@ pub fn apply(conn: &Connection, events: &[Verified], state: &State) -> Result<()
                     i(epoch)
                 ])?;
             }
-            EventKind::ValueUnset { service, key, .. } => {
+            None => {
                 delete.execute(params![service, key])?;
             }
-            EventKind::SchemaSet { service, .. } => {
-                described.insert(service.clone());
-            }
-            _ => {}
         }
     }
     // A new schema changes the descriptions of keys set before it.
