@@ -775,3 +775,19 @@ fn search_finds_keys_by_part_of_their_value_and_rebuild_gives_the_same_answers()
     assert_eq!(store.json(&["search", "o", "--json"]), before, "a rebuild answers exactly as the incremental index");
     assert_eq!(u64_of(&store.json(&["lkg", "verify", "--json"]), "events_behind_log"), 0);
 }
+
+#[test]
+fn lkg_key_rotation_re_signs_the_cache() {
+    let dir = Scratch::new("lkg-rotate");
+    let store = store_with_services(&dir);
+    store.ok(&["set", "web", "port", "80"]);
+    let old_key = store.env_vars()["LKG_HMAC_KEY_BASE64"].clone();
+    let r = store.json(&["keys", "rotate", "--lkg", "--json"]);
+    assert_eq!(str_of(&r, "rotated"), "LKG_HMAC_KEY_BASE64", "{r}");
+    assert_ne!(store.env_vars()["LKG_HMAC_KEY_BASE64"], old_key);
+    assert_eq!(store.json(&["lkg", "verify", "--json"])["ok"], json!(true));
+    let with_old = store.run_env(&["lkg", "verify"], &[("LKG_HMAC_KEY_BASE64", old_key.as_str())]);
+    assert!(with_old.assert_one_error_line().contains("does not verify"), "{with_old}");
+    let neither = store.run(&["keys", "rotate"]);
+    assert!(!neither.status.success() && neither.stderr.contains("--signing"), "{neither}");
+}

@@ -272,17 +272,22 @@ pub struct RollbackArgs {
 /// `keys ...`.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Rotate the Ed25519 signing key: a new key in the env file, announced in the log by an
-    /// event signed by the old key and countersigned by the new one.
+    /// Rotate a key: `--signing` (a new Ed25519 key in the env file, announced in the log by
+    /// an event signed by the old key and countersigned by the new one) or `--lkg` (a new
+    /// HMAC key for the LKG cache, which is re-signed).
     Rotate(RotateArgs),
 }
 
 /// `keys rotate`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["signing", "lkg"])))]
 pub struct RotateArgs {
     /// Rotate the signing key (CONFIG_SIGNATURE_PRIVATE_KEY / _PUBLIC_KEY).
-    #[arg(long, required = true)]
+    #[arg(long)]
     pub signing: bool,
+    /// Rotate the LKG cache's HMAC key (LKG_HMAC_KEY_BASE64) and re-sign the cache.
+    #[arg(long)]
+    pub lkg: bool,
     /// Why; recorded in the signed event.
     #[arg(long, default_value = "signing key rotation")]
     pub reason: String,

@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use super::{Ctx, default_actor, new_request_id};
 use crate::cli::RotateArgs;
-use crate::env_keys::{BASE64, PREVIOUS_SIGNING_KEY, PUBLIC_KEY, SIGNING_KEY, random32};
+use crate::env_keys::{BASE64, LKG_KEY, PREVIOUS_SIGNING_KEY, PUBLIC_KEY, SIGNING_KEY, random32};
 use crate::output;
 
 fn b64(bytes: &[u8]) -> Zeroizing<String> {
@@ -29,6 +29,9 @@ fn b64(bytes: &[u8]) -> Zeroizing<String> {
 }
 
 pub fn rotate(ctx: &Ctx, args: &RotateArgs) -> Result<ExitCode> {
+    if args.lkg {
+        return rotate_lkg(ctx, args.json);
+    }
     for name in [SIGNING_KEY, PUBLIC_KEY, PREVIOUS_SIGNING_KEY] {
         if crate::env_keys::Keys::from_environment(name) {
             bail!(
@@ -101,6 +104,35 @@ pub fn rotate(ctx: &Ctx, args: &RotateArgs) -> Result<ExitCode> {
             ctx.env_file.display()
         );
         println!("verifiers may trust either key; CONFIG_SIGNATURE_PUBLIC_KEY now holds the new one");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--lkg`: a new HMAC key in the env file, then the cache re-signed with it. A crash in
+/// between leaves a cache that no longer verifies (it is then never used) until the next
+/// write or `confstore lkg write` re-signs it.
+fn rotate_lkg(ctx: &Ctx, as_json: bool) -> Result<ExitCode> {
+    if crate::env_keys::Keys::from_environment(LKG_KEY) {
+        bail!(
+            "{LKG_KEY} is set in the environment, which overrides {}; rotate it where that environment is \
+             managed; nothing was changed",
+            ctx.env_file.display()
+        );
+    }
+    let mut keys = ctx.keys()?;
+    keys.lkg_key()?;
+    let reader = ctx.reader()?;
+    drop(reader);
+    keys.rewrite(&[(LKG_KEY, Some(b64(&*random32()?)))])?;
+    let content = ctx
+        .write_lkg()
+        .context("the new LKG key is in the env file, but the cache was not re-signed; run `confstore lkg write`")?;
+    if as_json {
+        output::json(
+            &json!({"rotated": LKG_KEY, "lkg_epoch": content.epoch, "env_file": ctx.env_file.display().to_string()}),
+        );
+    } else {
+        println!("LKG key rotated; {} re-signed at epoch {}", ctx.lkg_path().display(), content.epoch);
     }
     Ok(ExitCode::SUCCESS)
 }
