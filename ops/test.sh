@@ -12,7 +12,6 @@ log() { printf '==> %s\n' "$*"; }
 # live-stream and backup tests; installing them here keeps one command for every machine.
 apt_missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_missing+=(mosquitto)
-command -v sqlite3 >/dev/null 2>&1 || apt_missing+=(sqlite3)
 if [ ${#apt_missing[@]} -gt 0 ]; then
     log "installing ${apt_missing[*]} from Debian's packages"
     apt-get update -qq
