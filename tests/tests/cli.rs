@@ -791,3 +791,50 @@ fn lkg_key_rotation_re_signs_the_cache() {
     let neither = store.run(&["keys", "rotate"]);
     assert!(!neither.status.success() && neither.stderr.contains("--signing"), "{neither}");
 }
+
+/// TESTPLAN row 16, for what exists now: a canary secret appears in plaintext nowhere but
+/// in `secret reveal`'s output, and every reveal is recorded.
+#[test]
+fn a_canary_secret_is_never_stored_or_shown_in_plaintext() {
+    let canary = "CANARY-b1d7e0c4";
+    let dir = Scratch::new("secret");
+    let store = store_with_services(&dir);
+    let json_canary = format!("\"{canary}\"");
+    store.ok(&["set", "db", "password", &json_canary, "--secret", "--reason", "rotate db password"]);
+    store.ok(&["set", "db", "host", "\"db1\""]);
+    let mut outputs = Vec::new();
+    for args in [
+        vec!["get"],
+        vec!["get", "--json"],
+        vec!["get", "db", "password"],
+        vec!["history", "--json"],
+        vec!["history"],
+        vec!["snapshot", "db", "--json"],
+        vec!["snapshot", "db", "--jws"],
+        vec!["search", "CANARY", "--json"],
+        vec!["diff", "1", "--json"],
+        vec!["export"],
+    ] {
+        outputs.push((format!("{args:?}"), store.ok(&args)));
+    }
+    assert!(store.ok(&["get", "db", "password"]).contains("<secret>"));
+    for (what, out) in &outputs {
+        assert!(!out.contains(canary), "{what} printed the secret:\n{out}");
+    }
+    let epoch = u64_of(&store.head(), "epoch");
+    assert_eq!(store.ok(&["secret", "reveal", "db", "password", "--reason", "debugging"]).trim(), json_canary);
+    assert_eq!(u64_of(&store.head(), "epoch"), epoch, "a reveal changes no configuration");
+    let history = store.run(&["history", "--json"]).assert_ok().json_lines();
+    let last = history.last().expect("events");
+    assert_eq!((last["kind"]["type"].clone(), last["reason"].clone()), (json!("secret_revealed"), json!("debugging")));
+    // Nothing on disk holds it: the database, its WAL, the LKG cache.
+    for file in ["config.db", "config.db-wal", "config.lkg.json"] {
+        let path = dir.path().join("data").join(file);
+        if let Ok(bytes) = std::fs::read(&path) {
+            assert!(!bytes.windows(canary.len()).any(|w| w == canary.as_bytes()), "{file} holds the plaintext");
+        }
+    }
+    assert_refused(&store, &["secret", "reveal", "db", "host"], "not a secret");
+    assert_refused(&store, &["set", "db", "x", r#"{"$secret":1}"#], "reserved for secrets");
+    assert_eq!(store.json(&["verify", "--json"])["ok"], json!(true));
+}

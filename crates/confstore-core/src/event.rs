@@ -99,6 +99,29 @@ pub enum EventKind {
         /// SHA-256 of `schema_json`'s UTF-8 bytes.
         schema_hash: [u8; 32],
     },
+    /// 7: a key of a service was set to a secret value, encrypted (crate::secret); the
+    /// plaintext never reaches the log.
+    SecretSet {
+        /// Service name.
+        service: String,
+        /// Key name.
+        key: String,
+        /// Version of the master key that encrypted it.
+        key_version: u32,
+        /// AES-GCM nonce.
+        nonce: [u8; 12],
+        /// Ciphertext with the GCM tag.
+        ciphertext: Vec<u8>,
+        /// As for `ValueSet`.
+        schema_hash: Option<[u8; 32]>,
+    },
+    /// 8: a secret's plaintext was revealed to someone (audit; changes no configuration).
+    SecretRevealed {
+        /// Service name.
+        service: String,
+        /// Key name.
+        key: String,
+    },
 }
 
 /// Why bytes are not a valid v1 body.
@@ -160,7 +183,9 @@ impl EventBody {
             | EventKind::ValueSet { service, .. }
             | EventKind::ValueUnset { service, .. } => Some(service),
             EventKind::RolledBack { service, .. } => service.as_deref(),
-            EventKind::SchemaSet { service, .. } => Some(service),
+            EventKind::SchemaSet { service, .. }
+            | EventKind::SecretSet { service, .. }
+            | EventKind::SecretRevealed { service, .. } => Some(service),
             EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } => None,
         }
     }
@@ -198,6 +223,13 @@ impl EventBody {
             EventKind::RolledBack { from_epoch, to_epoch, service } => json!({
                 "type": "rolled_back", "from_epoch": from_epoch, "to_epoch": to_epoch, "service": service,
             }),
+            EventKind::SecretSet { service, key, key_version, schema_hash, .. } => json!({
+                "type": "secret_set", "service": service, "key": key, "key_version": key_version,
+                "schema_hash": schema_hash.map(hex::encode),
+            }),
+            EventKind::SecretRevealed { service, key } => {
+                json!({"type": "secret_revealed", "service": service, "key": key})
+            }
             EventKind::SchemaSet { service, schema_json, schema_hash } => {
                 let schema: serde_json::Value = serde_json::from_str(schema_json)
                     .unwrap_or_else(|_| serde_json::Value::String(schema_json.clone()));
@@ -220,6 +252,8 @@ impl EventKind {
             Self::SigningKeyRotated { .. } => 4,
             Self::RolledBack { .. } => 5,
             Self::SchemaSet { .. } => 6,
+            Self::SecretSet { .. } => 7,
+            Self::SecretRevealed { .. } => 8,
         }
     }
 
@@ -230,8 +264,9 @@ impl EventKind {
             | Self::ValueSet { .. }
             | Self::ValueUnset { .. }
             | Self::RolledBack { .. }
-            | Self::SchemaSet { .. } => true,
-            Self::StoreCreated { .. } | Self::SigningKeyRotated { .. } => false,
+            | Self::SchemaSet { .. }
+            | Self::SecretSet { .. } => true,
+            Self::StoreCreated { .. } | Self::SigningKeyRotated { .. } | Self::SecretRevealed { .. } => false,
         }
     }
 
@@ -245,6 +280,8 @@ impl EventKind {
             Self::SigningKeyRotated { .. } => "signing_key_rotated",
             Self::RolledBack { .. } => "rolled_back",
             Self::SchemaSet { .. } => "schema_set",
+            Self::SecretSet { .. } => "secret_set",
+            Self::SecretRevealed { .. } => "secret_revealed",
         }
     }
 }
@@ -289,6 +326,15 @@ mod tests {
             EventKind::SigningKeyRotated { new_public_key: [2; 32], new_key_sig: [3; 64] },
             EventKind::RolledBack { from_epoch: 9, to_epoch: 3, service: Some("s".into()) },
             EventKind::SchemaSet { service: "s".into(), schema_json: "{}".into(), schema_hash: [4; 32] },
+            EventKind::SecretSet {
+                service: "s".into(),
+                key: "k".into(),
+                key_version: 1,
+                nonce: [5; 12],
+                ciphertext: vec![1, 2, 3],
+                schema_hash: None,
+            },
+            EventKind::SecretRevealed { service: "s".into(), key: "k".into() },
         ];
         for k in kinds {
             let bytes = postcard::to_stdvec(&k).unwrap();

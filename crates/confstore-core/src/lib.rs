@@ -9,6 +9,7 @@
 //! - [`export`]: the JSON Lines export format (`confstore-export/1`).
 //! - [`timetravel`]: diffs between two states, and the changes that roll one back.
 //! - [`schema`]: service schemas (JSON Schema 2020-12) and their validation.
+//! - [`secret`]: AES-256-GCM envelopes for secret values (plaintext never in the log).
 //! - [`limits`]: every bound in one place.
 //!
 //! Architecture invariant: this crate does no I/O, reads no clock and knows nothing of
@@ -22,6 +23,7 @@ pub mod ids;
 pub mod keys;
 pub mod limits;
 pub mod schema;
+pub mod secret;
 pub mod state;
 pub mod timetravel;
 pub mod verify;

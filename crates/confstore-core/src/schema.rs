@@ -40,6 +40,7 @@ pub fn schema_hash(schema_json: &str) -> [u8; 32] {
 pub struct CompiledSchema {
     validator: jsonschema::Validator,
     defaults: Map<String, Value>,
+    effective: Value,
 }
 
 /// Checks that `schema` is a valid 2020-12 schema for a service (an object schema) and
@@ -60,33 +61,56 @@ pub fn compile(schema: &Value) -> Result<CompiledSchema, String> {
     if !effective.contains_key("additionalProperties") && !effective.contains_key("unevaluatedProperties") {
         effective.insert("additionalProperties".into(), Value::Bool(false));
     }
-    let validator = jsonschema::draft202012::new(&Value::Object(effective))
-        .map_err(|e| format!("the schema does not compile: {e}"))?;
+    let effective = Value::Object(effective);
+    let validator =
+        jsonschema::draft202012::new(&effective).map_err(|e| format!("the schema does not compile: {e}"))?;
     let defaults = top
         .get("properties")
         .and_then(Value::as_object)
         .map(|props| props.iter().filter_map(|(k, p)| p.get("default").map(|d| (k.clone(), d.clone()))).collect())
         .unwrap_or_default();
-    Ok(CompiledSchema { validator, defaults })
+    Ok(CompiledSchema { validator, defaults, effective })
 }
 
 impl CompiledSchema {
-    /// Every violation of `values` (key -> canonical JSON), defaults filled in.
+    /// Every violation of `values` (key -> canonical JSON), defaults filled in. Secrets
+    /// stored encrypted (their plaintext is not at hand) are left out and count as present
+    /// for `required`; they were validated when they were set.
     pub fn check(&self, values: &BTreeMap<String, String>) -> Vec<Violation> {
         let mut object: Map<String, Value> = self.defaults.clone();
+        let mut sealed: Vec<&str> = Vec::new();
         for (k, v) in values {
+            if crate::secret::envelope_of(v).is_some() {
+                object.remove(k);
+                sealed.push(k);
+                continue;
+            }
             object.insert(k.clone(), serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.clone())));
         }
         let instance = Value::Object(object);
-        self.validator
-            .iter_errors(&instance)
-            .map(|e| {
-                let path = e.instance_path().to_string();
-                let key = path.trim_start_matches('/').split('/').next().filter(|k| !k.is_empty()).map(unescape);
-                Violation { key, rule: e.kind().keyword().to_owned(), message: e.to_string() }
-            })
-            .collect()
+        if sealed.is_empty() {
+            return violations(&self.validator, &instance);
+        }
+        let mut schema = self.effective.clone();
+        if let Some(Value::Array(required)) = schema.get_mut("required") {
+            required.retain(|r| r.as_str().is_none_or(|r| !sealed.contains(&r)));
+        }
+        match jsonschema::draft202012::new(&schema) {
+            Ok(validator) => violations(&validator, &instance),
+            Err(e) => vec![Violation { key: None, rule: "schema".into(), message: e.to_string() }],
+        }
     }
+}
+
+fn violations(validator: &jsonschema::Validator, instance: &Value) -> Vec<Violation> {
+    validator
+        .iter_errors(instance)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            let key = path.trim_start_matches('/').split('/').next().filter(|k| !k.is_empty()).map(unescape);
+            Violation { key, rule: e.kind().keyword().to_owned(), message: e.to_string() }
+        })
+        .collect()
 }
 
 /// JSON Pointer unescaping of one reference token.

@@ -62,6 +62,16 @@ impl State {
             EventKind::SchemaSet { service, schema_json, schema_hash } => {
                 self.schemas.insert(service.clone(), ServiceSchema { json: schema_json.clone(), hash: *schema_hash });
             }
+            EventKind::SecretSet { service, key, key_version, nonce, ciphertext, .. } => {
+                let envelope = crate::secret::Envelope {
+                    key_version: *key_version,
+                    nonce: *nonce,
+                    ciphertext: ciphertext.clone(),
+                };
+                let marker = canonical_json_text(&crate::secret::marker(&envelope));
+                self.services.entry(service.clone()).or_default().insert(key.clone(), marker);
+            }
+            EventKind::SecretRevealed { .. } => {}
             EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } | EventKind::RolledBack { .. } => {}
         }
     }
@@ -102,6 +112,25 @@ pub enum Change {
         service: String,
         /// The schema.
         schema: serde_json::Value,
+    },
+    /// Set a key to a secret value: the envelope is stored; the plaintext is used only to
+    /// validate against the schema here and is never written anywhere.
+    SetSecret {
+        /// Service name.
+        service: String,
+        /// Key name.
+        key: String,
+        /// The plaintext as canonical JSON (validation only).
+        plaintext: crate::secret::Plaintext,
+        /// The encrypted value.
+        envelope: crate::secret::Envelope,
+    },
+    /// Record that a secret was revealed (an audit event; must be alone in its changeset).
+    RevealSecret {
+        /// Service name.
+        service: String,
+        /// Key name.
+        key: String,
     },
     /// Mark the changeset as a rollback to `to_epoch` (of one service or all). Must be the
     /// first change; the sets and unsets that follow restore the state
@@ -349,7 +378,6 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
     {
         return Err(RejectError::Conflict { expected, current: state.epoch });
     }
-    let epoch = state.epoch + 1;
     let time_ms = now_ms.max(state.time_ms);
     // Schemas set by this changeset apply to all of it: values record the final schema's
     // hash and the final configuration is checked against it.
@@ -371,9 +399,41 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
     let mut added_per_service: BTreeMap<&str, usize> = BTreeMap::new();
     // The configuration each changed service will have, for the schema check.
     let mut working: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
-    let mut out = Vec::with_capacity(draft.changes.len());
+    let mut kinds = Vec::with_capacity(draft.changes.len());
     for (i, change) in draft.changes.iter().enumerate() {
         let kind = match change {
+            Change::RevealSecret { service, key } => {
+                if draft.changes.len() != 1 {
+                    return Err(invalid("changeset", "", "a secret reveal is recorded alone"));
+                }
+                let is_secret = known_service(state, &[], service)?
+                    .and_then(|v| v.get(key))
+                    .is_some_and(|v| crate::secret::envelope_of(v).is_some());
+                if !is_secret {
+                    return Err(RejectError::NotSet { service: service.clone(), key: format!("{key} (as a secret)") });
+                }
+                EventKind::SecretRevealed { service: service.clone(), key: key.clone() }
+            }
+            Change::SetSecret { service, key, plaintext, envelope } => {
+                let values = known_service(state, &new_services, service)?;
+                check_key_name(key)?;
+                mark_touched(&mut touched, service, key)?;
+                let parsed: serde_json::Value =
+                    serde_json::from_str(&plaintext.0).map_err(|_| invalid("secret value", "", "is not JSON"))?;
+                canonical_json(&parsed)?;
+                working
+                    .entry(service)
+                    .or_insert_with(|| values.cloned().unwrap_or_default())
+                    .insert(key.clone(), plaintext.0.to_string());
+                EventKind::SecretSet {
+                    service: service.clone(),
+                    key: key.clone(),
+                    key_version: envelope.key_version,
+                    nonce: envelope.nonce,
+                    ciphertext: envelope.ciphertext.clone(),
+                    schema_hash: schema_hash_of(service),
+                }
+            }
             Change::RollBack { to_epoch, service } => {
                 if i != 0 {
                     return Err(RejectError::MisplacedRollback);
@@ -411,6 +471,13 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
                 let values = known_service(state, &new_services, service)?;
                 check_key_name(key)?;
                 mark_touched(&mut touched, service, key)?;
+                if value.as_object().is_some_and(|o| o.contains_key("$secret")) {
+                    return Err(invalid(
+                        "value",
+                        key,
+                        "objects with a \"$secret\" member are reserved for secrets; use --secret",
+                    ));
+                }
                 let value_json = canonical_json(value)?;
                 if values.is_none_or(|v| !v.contains_key(key)) {
                     let added = added_per_service.entry(service).or_default();
@@ -448,9 +515,12 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
                 }
             }
         };
-        out.push(body(epoch, time_ms, draft, kind));
+        kinds.push(kind);
     }
     check_schemas(state, &new_schemas, &working)?;
+    // Audit-only changesets (a reveal) keep the epoch; everything else advances it by one.
+    let epoch = state.epoch + u64::from(kinds.iter().any(EventKind::changes_config));
+    let mut out: Vec<EventBody> = kinds.into_iter().map(|kind| body(epoch, time_ms, draft, kind)).collect();
     number(&mut out);
     Ok(out)
 }

@@ -494,6 +494,8 @@ fn spec_decode(bytes: &[u8]) -> Result<Decoded, String> {
         "signing_key_rotated",
         "rolled_back",
         "schema_set",
+        "secret_set",
+        "secret_revealed",
     ];
     let name = *usize::try_from(variant).ok().and_then(|v| names.get(v)).ok_or("unknown kind")?;
     if let Some(seg) = r.segments.last_mut() {
@@ -521,6 +523,16 @@ fn spec_decode(bytes: &[u8]) -> Result<Decoded, String> {
             let service = r.option("service", |r| r.string("service"))?;
             json!({"type": name, "from_epoch": from_epoch, "to_epoch": to_epoch, "service": service})
         }
+        7 => {
+            let (service, key) = (r.string("service")?, r.string("key")?);
+            let key_version = r.u32("key_version")?;
+            let _nonce = r.fixed(12, "nonce")?;
+            let len = r.varint(10, 0x01, "ciphertext length", "u64")?;
+            let _ciphertext = r.fixed(usize::try_from(len).map_err(|_| "length")?, "ciphertext")?;
+            let schema_hash = r.option("schema_hash", |r| r.fixed(32, "schema_hash"))?.map(hex::encode);
+            json!({"type": name, "service": service, "key": key, "key_version": key_version, "schema_hash": schema_hash})
+        }
+        8 => json!({"type": name, "service": r.string("service")?, "key": r.string("key")?}),
         _ => {
             let (service, text) = (r.string("service")?, r.string("schema_json")?);
             let hash = hex::encode(r.fixed(32, "schema_hash")?);

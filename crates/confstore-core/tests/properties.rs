@@ -68,6 +68,17 @@ fn arb_kind() -> impl Strategy<Value = EventKind> {
             .prop_map(|(from_epoch, to_epoch, service)| EventKind::RolledBack { from_epoch, to_epoch, service }),
         (arb_text(), arb_text(), arb_bytes::<32>())
             .prop_map(|(service, schema_json, schema_hash)| EventKind::SchemaSet { service, schema_json, schema_hash }),
+        (arb_text(), arb_text(), arb_u32(), arb_bytes::<12>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(
+            |(service, key, key_version, nonce, ciphertext)| EventKind::SecretSet {
+                service,
+                key,
+                key_version,
+                nonce,
+                ciphertext,
+                schema_hash: None
+            }
+        ),
+        (arb_text(), arb_text()).prop_map(|(service, key)| EventKind::SecretRevealed { service, key }),
     ]
 }
 
@@ -321,7 +332,11 @@ impl Writer {
                 }
                 // This generator makes no rollbacks (tests/rollback.rs does) and sets no
                 // schemas (src/schema.rs, tests/schemas.rs): neither changes the model's values.
-                Change::RollBack { .. } | Change::SetSchema { .. } => {}
+                // Nor secrets (tests/secrets.rs and the e2e canary test cover them).
+                Change::RollBack { .. }
+                | Change::SetSchema { .. }
+                | Change::SetSecret { .. }
+                | Change::RevealSecret { .. } => {}
             }
         }
     }

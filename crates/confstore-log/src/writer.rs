@@ -92,7 +92,20 @@ impl Dirty {
             EventKind::SchemaSet { service, schema_json, schema_hash } => {
                 self.schemas.insert(service.clone(), (schema_json.clone(), *schema_hash, seq));
             }
-            EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } | EventKind::RolledBack { .. } => {}
+            EventKind::SecretSet { service, key, key_version, nonce, ciphertext, .. } => {
+                let envelope = confstore_core::secret::Envelope {
+                    key_version: *key_version,
+                    nonce: *nonce,
+                    ciphertext: ciphertext.clone(),
+                };
+                let value_json = confstore_core::state::canonical_json_text(&confstore_core::secret::marker(&envelope));
+                let changed = rows::ChangedValue { value_json, seq, epoch: body.epoch };
+                self.values.insert((service.clone(), key.clone()), Some(changed));
+            }
+            EventKind::StoreCreated { .. }
+            | EventKind::SigningKeyRotated { .. }
+            | EventKind::RolledBack { .. }
+            | EventKind::SecretRevealed { .. } => {}
         }
     }
 }

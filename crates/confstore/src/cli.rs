@@ -72,6 +72,9 @@ pub enum Command {
     /// Set or show a service's JSON Schema (2020-12).
     #[command(subcommand)]
     Schema(SchemaCommand),
+    /// Secrets: reveal one (the reveal is recorded in the log).
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Show the head of the log: seq, epoch, hash, store id.
     Head(JsonFlag),
     /// Write the whole log as JSON Lines (confstore-export/1).
@@ -143,6 +146,10 @@ pub struct SetArgs {
     /// Take every VALUE as a plain string instead of JSON.
     #[arg(long)]
     pub string: bool,
+    /// Store the values as secrets: encrypted with CONFIG_MASTER_KEY_BASE64 before they
+    /// reach the log; shown as <secret>; `confstore secret reveal` decrypts (audited).
+    #[arg(long)]
+    pub secret: bool,
     /// Who and why.
     #[command(flatten)]
     pub meta: WriteMeta,
@@ -377,4 +384,19 @@ pub struct SearchArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `secret ...`.
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Decrypt and print a secret; appends a secret_revealed audit event first.
+    Reveal {
+        /// The service.
+        service: String,
+        /// The key.
+        key: String,
+        /// Who and why (recorded).
+        #[command(flatten)]
+        meta: WriteMeta,
+    },
 }

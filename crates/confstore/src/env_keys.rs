@@ -99,6 +99,17 @@ impl Keys {
             .map_err(|e| anyhow!("{PUBLIC_KEY} (from {}): {e}", self.where_from(PUBLIC_KEY)))
     }
 
+    /// The AES-256-GCM master key for secrets (key version 1); an error naming the variable
+    /// if it is missing or malformed.
+    pub fn master_key(&self) -> Result<Zeroizing<[u8; 32]>> {
+        self.bytes32(MASTER_KEY)?.ok_or_else(|| {
+            anyhow!(
+                "{MASTER_KEY} is not set in the environment or in {}; run `confstore init`",
+                self.env_file.display()
+            )
+        })
+    }
+
     /// The LKG cache's HMAC key; an error naming the variable if it is missing or malformed.
     pub fn lkg_key(&self) -> Result<Zeroizing<[u8; 32]>> {
         self.bytes32(LKG_KEY)?.ok_or_else(|| {

@@ -38,3 +38,12 @@ pub fn progress(total: u64, what: &str) -> ProgressBar {
     bar.set_message(what.to_owned());
     bar
 }
+
+/// A stored value as shown to a person or a script: secrets (stored encrypted) as
+/// "<secret>", everything else as its JSON.
+pub fn shown(value_json: &str) -> serde_json::Value {
+    if confstore_core::secret::envelope_of(value_json).is_some() {
+        return serde_json::Value::String("<secret>".into());
+    }
+    serde_json::from_str(value_json).unwrap_or_else(|_| serde_json::Value::String(value_json.to_owned()))
+}

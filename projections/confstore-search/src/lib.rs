@@ -99,7 +99,8 @@ pub fn apply(conn: &Connection, events: &[Verified], state: &State) -> Result<()
             EventKind::ValueSet { service, key, value_json, .. } => {
                 latest.insert((service, key), Some((value_json, epoch)));
             }
-            EventKind::ValueUnset { service, key, .. } => {
+            // A secret is never indexed; a key that becomes secret leaves the index.
+            EventKind::ValueUnset { service, key, .. } | EventKind::SecretSet { service, key, .. } => {
                 latest.insert((service, key), None);
             }
             EventKind::SchemaSet { service, .. } => {

@@ -7,6 +7,7 @@ mod lkg;
 mod read;
 mod schema;
 mod search;
+mod secret;
 mod timetravel;
 mod write;
 
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use confstore_log::{DbOptions, LogReader, Store, Synchronous, SystemClock};
 
-use crate::cli::{Cli, Command, KeysCommand, LkgCommand, SchemaCommand, ServiceCommand, SyncMode};
+use crate::cli::{Cli, Command, KeysCommand, LkgCommand, SchemaCommand, SecretCommand, ServiceCommand, SyncMode};
 use crate::env_keys::Keys;
 
 /// Runs one command.
@@ -47,6 +48,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keys(KeysCommand::Rotate(a)) => keys::rotate(&ctx, &a),
         Command::Schema(SchemaCommand::Set { service, file, meta }) => schema::set(&ctx, &service, &file, &meta),
         Command::Schema(SchemaCommand::Get { service, json }) => schema::get(&ctx, &service, json),
+        Command::Secret(SecretCommand::Reveal { service, key, meta }) => secret::reveal(&ctx, &service, &key, &meta),
         Command::Head(a) => read::head(&ctx, a.json),
         Command::Export(a) => audit::export(&ctx, &a),
         Command::Verify(a) => audit::verify(&ctx, &a),

@@ -25,7 +25,7 @@ pub fn service_list(ctx: &Ctx, as_json: bool) -> Result<ExitCode> {
 }
 
 fn parse(value_json: &str) -> Value {
-    serde_json::from_str(value_json).unwrap_or_else(|_| Value::String(value_json.to_owned()))
+    output::shown(value_json)
 }
 
 pub fn get(ctx: &Ctx, args: &GetArgs) -> Result<ExitCode> {
@@ -123,6 +123,8 @@ fn history_text(v: &Value) -> String {
         "service_registered" => format!("register {}", str_of(&k["service"])),
         "store_created" => format!("store created {}", str_of(&k["store_id"])),
         "signing_key_rotated" => "signing key rotated".to_owned(),
+        "secret_set" => format!("set secret {}.{} (encrypted)", str_of(&k["service"]), str_of(&k["key"])),
+        "secret_revealed" => format!("revealed secret {}.{}", str_of(&k["service"]), str_of(&k["key"])),
         "schema_set" => format!(
             "schema of {} set ({})",
             str_of(&k["service"]),
@@ -189,7 +191,9 @@ pub fn snapshot(ctx: &Ctx, args: &SnapshotArgs) -> Result<ExitCode> {
             snap.schema_hash.as_ref().map(|h| format!(", schema {}", &h[..16])).unwrap_or_default()
         );
         for (k, r) in &snap.values {
-            println!("{k} = {}  ({})", r.value, r.source.name());
+            let shown =
+                if r.value.get("$secret").is_some() { Value::String("<secret>".into()) } else { r.value.clone() };
+            println!("{k} = {shown}  ({})", r.source.name());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -29,7 +29,7 @@ fn state_at(reader: &LogReader, until: Until) -> Result<State> {
 }
 
 fn parse(json: Option<&String>) -> Value {
-    json.map_or(Value::Null, |j| serde_json::from_str(j).unwrap_or_else(|_| Value::String(j.clone())))
+    json.map_or(Value::Null, |j| output::shown(j))
 }
 
 fn check_service(state: &State, service: Option<&str>) -> Result<()> {

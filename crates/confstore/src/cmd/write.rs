@@ -81,11 +81,15 @@ pub fn set(ctx: &Ctx, args: &SetArgs) -> Result<ExitCode> {
             })
             .collect::<Result<_>>()?
     };
+    let sealer = if args.secret { Some(super::secret::Sealer::new(ctx)?) } else { None };
     let changes = pairs
         .into_iter()
         .map(|(key, text)| {
             let value = value(&text, args.string, &key)?;
-            Ok(Change::Set { service: args.service.clone(), key, value })
+            Ok(match &sealer {
+                Some(s) => s.change(&args.service, key, &value)?,
+                None => Change::Set { service: args.service.clone(), key, value },
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     commit(ctx, &args.meta, changes)

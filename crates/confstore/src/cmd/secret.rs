@@ -1,0 +1,66 @@
+//! Secrets on the command line: sealing values for `set --secret` (the plaintext never
+//! leaves this process unencrypted) and `secret reveal` (audited before it prints).
+
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow, bail};
+use confstore_core::StoreId;
+use confstore_core::secret::{self, Plaintext};
+use confstore_core::state::{Change, ChangesetDraft, canonical_json};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use super::{Ctx, default_actor, new_request_id};
+use crate::cli::WriteMeta;
+
+/// The master key version written until master-key rotation exists.
+const KEY_VERSION: u32 = 1;
+
+/// Encrypts values for one store with the configured master key.
+pub struct Sealer {
+    key: Zeroizing<[u8; 32]>,
+    store_id: StoreId,
+}
+
+impl Sealer {
+    pub fn new(ctx: &Ctx) -> Result<Self> {
+        Ok(Self { key: ctx.keys()?.master_key()?, store_id: ctx.reader()?.store_id() })
+    }
+
+    /// The change that sets `service`.`key` to the secret `value`.
+    pub fn change(&self, service: &str, key: String, value: &Value) -> Result<Change> {
+        let text = canonical_json(value).map_err(|e| anyhow!("{e}; nothing was changed"))?;
+        let plaintext = Plaintext(Zeroizing::new(text));
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).map_err(|e| anyhow!("the operating system's random source failed: {e}"))?;
+        let envelope = secret::seal(&self.key, KEY_VERSION, nonce, &self.store_id, service, &key, &plaintext);
+        Ok(Change::SetSecret { service: service.to_owned(), key, plaintext, envelope })
+    }
+}
+
+pub fn reveal(ctx: &Ctx, service: &str, key: &str, meta: &WriteMeta) -> Result<ExitCode> {
+    let reader = ctx.reader()?;
+    let state = reader.current_state()?;
+    let Some(stored) = state.services.get(service).and_then(|v| v.get(key)) else {
+        bail!("{service}.{key} is not set");
+    };
+    let Some(envelope) = secret::envelope_of(stored) else {
+        bail!("{service}.{key} is not a secret; `confstore get {service} {key}` shows it");
+    };
+    let master = ctx.keys()?.master_key()?;
+    let plaintext = secret::open(&master, &reader.store_id(), service, key, &envelope)?;
+    // The reveal is recorded before anything is shown; if it cannot be, nothing is shown.
+    let store = ctx.store()?;
+    let draft = ChangesetDraft {
+        actor: meta.actor.clone().unwrap_or_else(default_actor),
+        reason: meta.reason.clone(),
+        request_id: meta.request_id.clone().unwrap_or_else(new_request_id),
+        expected_epoch: None,
+        changes: vec![Change::RevealSecret { service: service.to_owned(), key: key.to_owned() }],
+    };
+    store
+        .append(draft)
+        .map_err(|e| anyhow!("{e}; the secret was not shown because the reveal could not be recorded"))?;
+    println!("{}", plaintext.0.as_str());
+    Ok(ExitCode::SUCCESS)
+}
