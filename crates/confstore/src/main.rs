@@ -16,6 +16,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // `confstore history | head` should stop quietly when head exits, like any Unix tool,
+    // not panic on a broken pipe (Rust ignores SIGPIPE by default).
+    sigpipe::reset();
     let cli = cli::Cli::parse();
     match cmd::run(cli) {
         Ok(code) => code,
