@@ -16,9 +16,16 @@ run set demo greeting '"hello"' --reason "first greeting"
 run set demo timeout_ms=500 retries=3 --reason "tuning, one changeset"
 epoch=$("$cs" head --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["epoch"])')
 run set demo timeout_ms 750 --reason "slower network"
+run set demo api_token '"demo-token"' --secret --reason "a secret: encrypted before the log"
 run get demo
 run get demo --epoch "$epoch"
+run diff "$epoch"
+run snapshot demo
+run search hello
 run history demo --limit 5
+run rollback --to-epoch "$epoch" --service demo --reason "demo rollback"
+run get demo
+run lkg verify
 run head
 run export --out data/export.jsonl
 run verify
