@@ -838,3 +838,34 @@ fn a_canary_secret_is_never_stored_or_shown_in_plaintext() {
     assert_refused(&store, &["set", "db", "x", r#"{"$secret":1}"#], "reserved for secrets");
     assert_eq!(store.json(&["verify", "--json"])["ok"], json!(true));
 }
+
+#[test]
+fn import_env_brings_a_service_env_file_in_as_one_changeset() {
+    let dir = Scratch::new("import");
+    let store = store_with_services(&dir);
+    let schema = dir.path().join("web.json");
+    std::fs::write(
+        &schema,
+        r#"{"properties":{"PORT":{"type":"integer"},"DEBUG":{"type":"boolean"},"NAME":{"type":"string"},
+            "API_TOKEN":{"type":"string"},"KEYBOARD_LAYOUT":{"type":"string"}}}"#,
+    )
+    .expect("schema");
+    store.ok(&["schema", "set", "web", schema.to_str().expect("utf-8")]);
+    let env = dir.path().join("web.env");
+    std::fs::write(&env, "PORT=8080\nDEBUG=true\nNAME=\"front end\"\nAPI_TOKEN=tok-CANARY-42\nKEYBOARD_LAYOUT=us\n")
+        .expect("env file");
+    let before = u64_of(&store.head(), "epoch");
+    let run = store.run(&["import-env", "web", env.to_str().expect("utf-8"), "--plain", "KEYBOARD_LAYOUT"]);
+    run.assert_ok();
+    assert!(run.stderr.contains("API_TOKEN") && !run.stderr.contains("KEYBOARD_LAYOUT"), "{run}");
+    assert_eq!(u64_of(&store.head(), "epoch"), before + 1, "one changeset");
+    let got = store.json(&["get", "web", "--json"]);
+    assert_eq!(
+        got["services"]["web"],
+        json!({"PORT": 8080, "DEBUG": true, "NAME": "front end", "API_TOKEN": "<secret>", "KEYBOARD_LAYOUT": "us"})
+    );
+    assert_eq!(store.ok(&["secret", "reveal", "web", "API_TOKEN"]).trim(), "\"tok-CANARY-42\"");
+    // A value the schema cannot type refuses the whole file.
+    std::fs::write(&env, "PORT=eighty\nNAME=x\n").expect("env file");
+    assert_refused(&store, &["import-env", "web", env.to_str().expect("utf-8")], "not a valid integer");
+}

@@ -47,6 +47,10 @@ pub enum Command {
     Unset(UnsetArgs),
     /// Append changesets read as JSON Lines from a file or `-` (stdin); prints one result per line.
     Apply(ApplyArgs),
+    /// Import a service's `.env` file as one changeset. Keys whose names contain KEY,
+    /// SECRET, PASSWORD or TOKEN become secrets (unless named with --plain); values are typed
+    /// by the service's schema when it has one, else kept as strings.
+    ImportEnv(ImportEnvArgs),
     /// Show configuration now, at an epoch, or at a time (answered by replaying the log).
     Get(GetArgs),
     /// Show what a service consumes: its resolved configuration (service -> global -> schema
@@ -399,4 +403,19 @@ pub enum SecretCommand {
         #[command(flatten)]
         meta: WriteMeta,
     },
+}
+
+/// `import-env`.
+#[derive(Debug, Args)]
+pub struct ImportEnvArgs {
+    /// The service.
+    pub service: String,
+    /// The .env file.
+    pub file: PathBuf,
+    /// Keys to keep as plain values although their names look secret (repeatable).
+    #[arg(long, value_name = "KEY")]
+    pub plain: Vec<String>,
+    /// Who and why.
+    #[command(flatten)]
+    pub meta: WriteMeta,
 }

@@ -36,6 +36,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Set(a) => write::set(&ctx, &a),
         Command::Unset(a) => write::unset(&ctx, &a),
         Command::Apply(a) => write::apply(&ctx, &a),
+        Command::ImportEnv(a) => write::import_env(&ctx, &a),
         Command::Get(a) => read::get(&ctx, &a),
         Command::History(a) => read::history(&ctx, &a),
         Command::Snapshot(a) => read::snapshot(&ctx, &a),

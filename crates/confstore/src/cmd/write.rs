@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Ctx, default_actor, new_request_id};
-use crate::cli::{ApplyArgs, SetArgs, UnsetArgs, WriteMeta};
+use crate::cli::{ApplyArgs, ImportEnvArgs, SetArgs, UnsetArgs, WriteMeta};
 use crate::output;
 
 fn draft(meta: &WriteMeta, changes: Vec<Change>) -> ChangesetDraft {
@@ -187,4 +187,47 @@ fn apply_line(store: &Store, line: &str, actor: &str) -> Result<Receipt> {
         changes: parsed.changes.into_iter().map(Change::from).collect(),
     };
     Ok(store.append(draft)?)
+}
+
+/// Names that make an imported key a secret (case-insensitive substrings).
+const SECRET_NAME_PARTS: [&str; 4] = ["KEY", "SECRET", "PASSWORD", "TOKEN"];
+
+/// The JSON value for an imported text: parsed as JSON when the schema says the key is not
+/// a string (a number, boolean, object, array), the text itself otherwise.
+fn typed(text: &str, schema: Option<&serde_json::Value>, key: &str) -> Result<serde_json::Value> {
+    let ty = schema.and_then(|s| s.pointer(&format!("/properties/{key}/type"))).and_then(serde_json::Value::as_str);
+    match ty {
+        Some("string") | None => Ok(serde_json::Value::String(text.to_owned())),
+        Some(other) => serde_json::from_str(text)
+            .map_err(|e| anyhow!("{key}={text:?} is not a valid {other} for the schema ({e}); nothing was changed")),
+    }
+}
+
+pub fn import_env(ctx: &Ctx, args: &ImportEnvArgs) -> Result<ExitCode> {
+    let iter = dotenvy::from_path_iter(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let state = ctx.reader()?.current_state()?;
+    let schema: Option<serde_json::Value> =
+        state.schemas.get(&args.service).and_then(|s| serde_json::from_str(&s.json).ok());
+    let sealer = super::secret::Sealer::new(ctx)?;
+    let mut changes = Vec::new();
+    let mut secrets = Vec::new();
+    for item in iter {
+        let (key, text) = item.with_context(|| format!("cannot parse {}", args.file.display()))?;
+        let value = typed(&text, schema.as_ref(), &key)?;
+        let upper = key.to_uppercase();
+        let secret = SECRET_NAME_PARTS.iter().any(|p| upper.contains(p)) && !args.plain.contains(&key);
+        if secret {
+            secrets.push(key.clone());
+            changes.push(sealer.change(&args.service, key, &value)?);
+        } else {
+            changes.push(Change::Set { service: args.service.clone(), key, value });
+        }
+    }
+    if changes.is_empty() {
+        bail!("{} holds no variables; nothing was changed", args.file.display());
+    }
+    if !args.meta.json && !secrets.is_empty() {
+        eprintln!("importing as secrets: {}", secrets.join(", "));
+    }
+    commit(ctx, &args.meta, changes)
 }
