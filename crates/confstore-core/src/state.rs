@@ -24,6 +24,8 @@ pub struct State {
     pub services: BTreeMap<String, BTreeMap<String, String>>,
     /// Each service's schema, if one was set.
     pub schemas: BTreeMap<String, ServiceSchema>,
+    /// Secrets encrypted so far under each master-key version (AES-GCM nonce budget).
+    pub secret_encryptions: BTreeMap<u32, u64>,
 }
 
 /// A service's schema as recorded in the log.
@@ -70,6 +72,7 @@ impl State {
                 };
                 let marker = canonical_json_text(&crate::secret::marker(&envelope));
                 self.services.entry(service.clone()).or_default().insert(key.clone(), marker);
+                *self.secret_encryptions.entry(*key_version).or_default() += 1;
             }
             EventKind::SecretRevealed { .. } => {}
             EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } | EventKind::RolledBack { .. } => {}
@@ -415,6 +418,14 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
                 EventKind::SecretRevealed { service: service.clone(), key: key.clone() }
             }
             Change::SetSecret { service, key, plaintext, envelope } => {
+                let used = state.secret_encryptions.get(&envelope.key_version).copied().unwrap_or(0);
+                if used + 1 > crate::secret::ENCRYPTIONS_PER_KEY_MAX {
+                    return Err(RejectError::Limit(format!(
+                        "master key version {} has encrypted {used} secrets, the safe limit for random nonces; \
+                         rotate the master key",
+                        envelope.key_version
+                    )));
+                }
                 let values = known_service(state, &new_services, service)?;
                 check_key_name(key)?;
                 mark_touched(&mut touched, service, key)?;

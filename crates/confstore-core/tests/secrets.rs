@@ -67,3 +67,14 @@ fn a_reveal_is_audit_only_and_alone() {
     let reserved = Change::Set { service: "db".into(), key: "x".into(), value: json!({"$secret": 1}) };
     assert!(decide(&state, &draft(vec![reserved]), 5).is_err());
 }
+
+#[test]
+fn encryptions_are_counted_per_key_version_and_capped() {
+    let mut state = State::default();
+    apply(&mut state, vec![Change::RegisterService { service: "db".into() }]).unwrap();
+    apply(&mut state, vec![set_secret("db", "a", "1"), set_secret("db", "b", "2")]).unwrap();
+    assert_eq!(state.secret_encryptions.get(&1), Some(&2));
+    state.secret_encryptions.insert(1, secret::ENCRYPTIONS_PER_KEY_MAX);
+    let refused = apply(&mut state, vec![set_secret("db", "c", "3")]).unwrap_err();
+    assert!(refused.to_string().contains("rotate the master key"), "{refused}");
+}

@@ -158,6 +158,16 @@ pub fn load_state(conn: &Connection, head: &ChainHead) -> Result<State, LogError
         let (service, json, hash) = row.map_err(LogError::sqlite("loading schemas"))?;
         state.schemas.insert(service, confstore_core::state::ServiceSchema { json, hash });
     }
+    let mut st = conn
+        .prepare("SELECT key_version, count FROM state_secret_encryptions")
+        .map_err(LogError::sqlite("loading counters"))?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(LogError::sqlite("loading counters"))?;
+    for row in rows {
+        let (version, count) = row.map_err(LogError::sqlite("loading counters"))?;
+        state.secret_encryptions.insert(u32::try_from(version).unwrap_or(u32::MAX), u(count));
+    }
     Ok(state)
 }
 
@@ -183,6 +193,7 @@ pub fn write_checkpoint(
     services: &std::collections::BTreeMap<String, u64>,
     values: &ChangedValues,
     schemas: &std::collections::BTreeMap<String, (String, [u8; 32], u64)>,
+    counters: &std::collections::BTreeMap<u32, u64>,
 ) -> Result<(), LogError> {
     let ctx = || LogError::sqlite("writing the write model");
     let mut add_service = conn
@@ -218,6 +229,15 @@ pub fn write_checkpoint(
     }
     for entry in head.keys.entries() {
         insert_key(conn, entry.from_seq, &entry.key.to_bytes()).map_err(ctx())?;
+    }
+    let mut put_count = conn
+        .prepare_cached(
+            "INSERT INTO state_secret_encryptions (key_version, count) VALUES (?1, ?2)
+             ON CONFLICT (key_version) DO UPDATE SET count = excluded.count",
+        )
+        .map_err(ctx())?;
+    for (version, count) in counters {
+        put_count.execute(params![i64::from(*version), i(*count)]).map_err(ctx())?;
     }
     set_verified_head(conn, head.seq, &head.hash, head.epoch, head.time_ms)
 }

@@ -251,7 +251,14 @@ impl Writer {
         }
         let checkpoint = self.head.seq - self.checkpoint_seq >= CHECKPOINT_EVENTS;
         if checkpoint {
-            rows::write_checkpoint(&tx, &self.head, &self.dirty.services, &self.dirty.values, &self.dirty.schemas)?;
+            rows::write_checkpoint(
+                &tx,
+                &self.head,
+                &self.dirty.services,
+                &self.dirty.values,
+                &self.dirty.schemas,
+                &self.state.secret_encryptions,
+            )?;
         }
         tx.commit().map_err(LogError::sqlite("committing a changeset"))?;
         if checkpoint {
@@ -275,7 +282,14 @@ impl Writer {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(LogError::sqlite("starting a checkpoint"))?;
         catch_up(&tx, &mut self.head, &mut self.state, &mut self.dirty)?;
-        rows::write_checkpoint(&tx, &self.head, &self.dirty.services, &self.dirty.values, &self.dirty.schemas)?;
+        rows::write_checkpoint(
+            &tx,
+            &self.head,
+            &self.dirty.services,
+            &self.dirty.values,
+            &self.dirty.schemas,
+            &self.state.secret_encryptions,
+        )?;
         tx.commit().map_err(LogError::sqlite("committing a checkpoint"))?;
         self.checkpoint_seq = self.head.seq;
         self.dirty = Dirty::default();

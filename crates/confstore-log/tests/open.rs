@@ -92,5 +92,8 @@ fn migrations_are_recorded() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(names, ["0001_create_log", "0002_create_state_schemas", "0003_create_search_index"]);
+    assert_eq!(
+        names,
+        ["0001_create_log", "0002_create_state_schemas", "0003_create_search_index", "0004_create_state_counters"]
+    );
 }

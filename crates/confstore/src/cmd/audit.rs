@@ -217,6 +217,12 @@ fn write_model_difference(reader: &LogReader) -> Result<Option<String>> {
             checkpoint.seq
         )));
     }
+    if stored.secret_encryptions != replayed.secret_encryptions {
+        return Ok(Some(format!(
+            "the stored secret-encryption counts differ from a replay of the log to its checkpoint (event {})",
+            checkpoint.seq
+        )));
+    }
     if stored.schemas != replayed.schemas {
         return Ok(Some(format!(
             "the stored schemas differ from a replay of the log to its checkpoint (event {})",

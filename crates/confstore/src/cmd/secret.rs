@@ -24,7 +24,16 @@ pub struct Sealer {
 
 impl Sealer {
     pub fn new(ctx: &Ctx) -> Result<Self> {
-        Ok(Self { key: ctx.keys()?.master_key()?, store_id: ctx.reader()?.store_id() })
+        let reader = ctx.reader()?;
+        let used = reader.current_state()?.secret_encryptions.get(&KEY_VERSION).copied().unwrap_or(0);
+        if used >= secret::ENCRYPTIONS_PER_KEY_WARN {
+            eprintln!(
+                "warning: master key version {KEY_VERSION} has encrypted {used} secrets; writes of secrets stop at {}: \
+                 plan a master-key rotation",
+                secret::ENCRYPTIONS_PER_KEY_MAX
+            );
+        }
+        Ok(Self { key: ctx.keys()?.master_key()?, store_id: reader.store_id() })
     }
 
     /// The change that sets `service`.`key` to the secret `value`.
