@@ -869,3 +869,35 @@ fn import_env_brings_a_service_env_file_in_as_one_changeset() {
     std::fs::write(&env, "PORT=eighty\nNAME=x\n").expect("env file");
     assert_refused(&store, &["import-env", "web", env.to_str().expect("utf-8")], "not a valid integer");
 }
+
+#[test]
+fn master_key_rotation_rewraps_every_secret_and_retires_the_old_version() {
+    let dir = Scratch::new("master");
+    let store = store_with_services(&dir);
+    store.ok(&["set", "db", "password", "\"pw-one\"", "--secret"]);
+    store.ok(&["set", "web", "token", "\"tok-two\"", "--secret"]);
+    store.ok(&["set", "web", "port", "80"]);
+    let old_master = store.env_vars()["CONFIG_MASTER_KEY_BASE64"].clone();
+    let r = store.json(&["keys", "rotate", "--master", "--json"]);
+    assert_eq!((u64_of(&r, "key_version"), u64_of(&r, "secrets_rewrapped")), (2, 2), "{r}");
+    let vars = store.env_vars();
+    assert_ne!(vars["CONFIG_MASTER_KEY_BASE64"], old_master);
+    assert_eq!(vars["CONFIG_MASTER_KEY_VERSION"], "2");
+    assert!(!vars.contains_key("CONFIG_MASTER_KEY_PREVIOUS_BASE64"), "the old version is retired");
+    assert_eq!(store.ok(&["secret", "reveal", "db", "password"]).trim(), "\"pw-one\"");
+    assert_eq!(store.ok(&["secret", "reveal", "web", "token"]).trim(), "\"tok-two\"");
+    let history = store.run(&["history", "--json"]).assert_ok().json_lines();
+    let rewrap: Vec<_> = history.iter().filter(|e| e["kind"]["type"] == json!("secret_set")).collect();
+    assert!(rewrap.iter().filter(|e| e["kind"]["key_version"] == json!(2)).count() == 2, "{rewrap:?}");
+    // With only the retired key, nothing decrypts.
+    let run = store.run_env(
+        &["secret", "reveal", "db", "password"],
+        &[("CONFIG_MASTER_KEY_BASE64", old_master.as_str()), ("CONFIG_MASTER_KEY_VERSION", "1")],
+    );
+    assert!(run.assert_one_error_line().contains("retired") || run.stderr.contains("does not decrypt"), "{run}");
+    // A second rotation continues the versions.
+    let r = store.json(&["keys", "rotate", "--master", "--json"]);
+    assert_eq!(u64_of(&r, "key_version"), 3, "{r}");
+    assert_eq!(store.ok(&["secret", "reveal", "web", "token"]).trim(), "\"tok-two\"");
+    assert_eq!(store.json(&["verify", "--json"])["ok"], json!(true));
+}

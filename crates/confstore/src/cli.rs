@@ -291,7 +291,7 @@ pub enum KeysCommand {
 
 /// `keys rotate`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("which").required(true).args(["signing", "lkg"])))]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["signing", "lkg", "master"])))]
 pub struct RotateArgs {
     /// Rotate the signing key (CONFIG_SIGNATURE_PRIVATE_KEY / _PUBLIC_KEY).
     #[arg(long)]
@@ -299,6 +299,10 @@ pub struct RotateArgs {
     /// Rotate the LKG cache's HMAC key (LKG_HMAC_KEY_BASE64) and re-sign the cache.
     #[arg(long)]
     pub lkg: bool,
+    /// Rotate the master key (CONFIG_MASTER_KEY_BASE64): a new key version, every secret
+    /// rewrapped in one changeset without printing any plaintext, the old version retired.
+    #[arg(long)]
+    pub master: bool,
     /// Why; recorded in the signed event.
     #[arg(long, default_value = "signing key rotation")]
     pub reason: String,

@@ -22,6 +22,11 @@ pub const LKG_KEY: &str = "LKG_HMAC_KEY_BASE64";
 pub const SIGNING_KEY: &str = "CONFIG_SIGNATURE_PRIVATE_KEY";
 /// Ed25519 public key.
 pub const PUBLIC_KEY: &str = "CONFIG_SIGNATURE_PUBLIC_KEY";
+/// The version number of CONFIG_MASTER_KEY_BASE64 (absent: 1); raised by each master-key
+/// rotation (ADR 0011).
+pub const MASTER_KEY_VERSION: &str = "CONFIG_MASTER_KEY_VERSION";
+/// The master key being rotated out, kept only while its secrets are rewrapped.
+pub const PREVIOUS_MASTER_KEY: &str = "CONFIG_MASTER_KEY_PREVIOUS_BASE64";
 /// The signing key being rotated out, kept only while a rotation is in progress
 /// (`confstore keys rotate --signing`; ADR 0007).
 pub const PREVIOUS_SIGNING_KEY: &str = "CONFIG_SIGNATURE_PREVIOUS_PRIVATE_KEY";
@@ -108,6 +113,24 @@ impl Keys {
                 self.env_file.display()
             )
         })
+    }
+
+    /// The master key's version: CONFIG_MASTER_KEY_VERSION, default 1.
+    pub fn master_key_version(&self) -> Result<u32> {
+        match self.lookup(MASTER_KEY_VERSION) {
+            None => Ok(1),
+            Some(v) => v.trim().parse::<u32>().ok().filter(|v| *v >= 1).ok_or_else(|| {
+                anyhow!(
+                    "{MASTER_KEY_VERSION} (from {}) must be a whole number from 1",
+                    self.where_from(MASTER_KEY_VERSION)
+                )
+            }),
+        }
+    }
+
+    /// The master key being rotated out (its version is one less), if a rotation is in progress.
+    pub fn previous_master_key(&self) -> Result<Option<Zeroizing<[u8; 32]>>> {
+        self.bytes32(PREVIOUS_MASTER_KEY)
     }
 
     /// The LKG cache's HMAC key; an error naming the variable if it is missing or malformed.

@@ -21,7 +21,10 @@ use zeroize::Zeroizing;
 
 use super::{Ctx, default_actor, new_request_id};
 use crate::cli::RotateArgs;
-use crate::env_keys::{BASE64, LKG_KEY, PREVIOUS_SIGNING_KEY, PUBLIC_KEY, SIGNING_KEY, random32};
+use crate::env_keys::{
+    BASE64, LKG_KEY, MASTER_KEY, MASTER_KEY_VERSION, PREVIOUS_MASTER_KEY, PREVIOUS_SIGNING_KEY, PUBLIC_KEY,
+    SIGNING_KEY, random32,
+};
 use crate::output;
 
 fn b64(bytes: &[u8]) -> Zeroizing<String> {
@@ -31,6 +34,9 @@ fn b64(bytes: &[u8]) -> Zeroizing<String> {
 pub fn rotate(ctx: &Ctx, args: &RotateArgs) -> Result<ExitCode> {
     if args.lkg {
         return rotate_lkg(ctx, args.json);
+    }
+    if args.master {
+        return rotate_master(ctx, args);
     }
     for name in [SIGNING_KEY, PUBLIC_KEY, PREVIOUS_SIGNING_KEY] {
         if crate::env_keys::Keys::from_environment(name) {
@@ -135,4 +141,93 @@ fn rotate_lkg(ctx: &Ctx, as_json: bool) -> Result<ExitCode> {
         println!("LKG key rotated; {} re-signed at epoch {}", ctx.lkg_path().display(), content.epoch);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--master`: (1) env file: new key as CONFIG_MASTER_KEY_BASE64 with version + 1, the old
+/// one kept as CONFIG_MASTER_KEY_PREVIOUS_BASE64; (2) one changeset re-encrypting every secret
+/// of the old version under the new one (compare-and-set on the epoch, retried); (3) the
+/// previous key removed: the old version is retired. Interrupted after (1) or (2), running
+/// the command again finishes the same rotation.
+fn rotate_master(ctx: &Ctx, args: &RotateArgs) -> Result<ExitCode> {
+    for name in [MASTER_KEY, MASTER_KEY_VERSION, PREVIOUS_MASTER_KEY] {
+        if crate::env_keys::Keys::from_environment(name) {
+            bail!("{name} is set in the environment, which overrides {}; nothing was changed", ctx.env_file.display());
+        }
+    }
+    let mut keys = ctx.keys()?;
+    let version = keys.master_key_version()?;
+    if keys.previous_master_key()?.is_none() {
+        let old = keys.master_key()?;
+        keys.rewrite(&[
+            (MASTER_KEY, Some(b64(&*random32()?))),
+            (MASTER_KEY_VERSION, Some(Zeroizing::new((version + 1).to_string()))),
+            (PREVIOUS_MASTER_KEY, Some(b64(&*old))),
+        ])?;
+    }
+    let keys = ctx.keys()?;
+    let new_version = keys.master_key_version()?;
+    let old_key =
+        keys.previous_master_key()?.ok_or_else(|| anyhow!("the previous master key vanished from the env file"))?;
+    let store = ctx.store()?;
+    let reader = store.reader()?;
+    let mut rewrapped = 0usize;
+    for attempt in 0..5 {
+        let state = reader.current_state()?;
+        let sealer = super::secret::Sealer::new(ctx)?;
+        let mut changes = Vec::new();
+        for (service, values) in &state.services {
+            for (key, stored) in values {
+                let Some(envelope) = confstore_core::secret::envelope_of(stored) else { continue };
+                if envelope.key_version == new_version {
+                    continue;
+                }
+                if envelope.key_version + 1 != new_version {
+                    bail!(
+                        "{service}.{key} is encrypted with master key version {}, which is already retired",
+                        envelope.key_version
+                    );
+                }
+                let plain = confstore_core::secret::open(&old_key, &reader.store_id(), service, key, &envelope)?;
+                let value: serde_json::Value =
+                    serde_json::from_str(&plain.0).map_err(|_| anyhow!("{service}.{key}: not JSON"))?;
+                changes.push(sealer.change(service, key.clone(), &value)?);
+            }
+        }
+        rewrapped = changes.len();
+        if changes.is_empty() {
+            break;
+        }
+        let draft = ChangesetDraft {
+            actor: args.actor.clone().unwrap_or_else(default_actor),
+            reason: format!("master key rotation to version {new_version}"),
+            request_id: new_request_id(),
+            expected_epoch: Some(state.epoch),
+            changes,
+        };
+        match store.append(draft) {
+            Ok(_) => break,
+            Err(confstore_log::LogError::Rejected(confstore_core::state::RejectError::Conflict { .. }))
+                if attempt < 4 =>
+            {
+                continue;
+            }
+            Err(e) => bail!("{e}; the new master key is in the env file, the old one kept: run the command again"),
+        }
+    }
+    drop(store);
+    keys_clear_previous(ctx)?;
+    ctx.refresh_lkg();
+    if args.json {
+        output::json(&json!({"rotated": MASTER_KEY, "key_version": new_version, "secrets_rewrapped": rewrapped}));
+    } else {
+        println!(
+            "master key rotated to version {new_version}; {rewrapped} secret(s) re-encrypted; version {} retired",
+            new_version - 1
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keys_clear_previous(ctx: &Ctx) -> Result<()> {
+    ctx.keys()?.rewrite(&[(PREVIOUS_MASTER_KEY, None)])
 }

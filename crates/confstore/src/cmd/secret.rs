@@ -13,27 +13,27 @@ use zeroize::Zeroizing;
 use super::{Ctx, default_actor, new_request_id};
 use crate::cli::WriteMeta;
 
-/// The master key version written until master-key rotation exists.
-const KEY_VERSION: u32 = 1;
-
 /// Encrypts values for one store with the configured master key.
 pub struct Sealer {
     key: Zeroizing<[u8; 32]>,
+    version: u32,
     store_id: StoreId,
 }
 
 impl Sealer {
     pub fn new(ctx: &Ctx) -> Result<Self> {
         let reader = ctx.reader()?;
-        let used = reader.current_state()?.secret_encryptions.get(&KEY_VERSION).copied().unwrap_or(0);
+        let keys = ctx.keys()?;
+        let version = keys.master_key_version()?;
+        let used = reader.current_state()?.secret_encryptions.get(&version).copied().unwrap_or(0);
         if used >= secret::ENCRYPTIONS_PER_KEY_WARN {
             eprintln!(
-                "warning: master key version {KEY_VERSION} has encrypted {used} secrets; writes of secrets stop at {}: \
+                "warning: master key version {version} has encrypted {used} secrets; writes of secrets stop at {}: \
                  plan a master-key rotation",
                 secret::ENCRYPTIONS_PER_KEY_MAX
             );
         }
-        Ok(Self { key: ctx.keys()?.master_key()?, store_id: reader.store_id() })
+        Ok(Self { key: keys.master_key()?, version, store_id: reader.store_id() })
     }
 
     /// The change that sets `service`.`key` to the secret `value`.
@@ -42,7 +42,7 @@ impl Sealer {
         let plaintext = Plaintext(Zeroizing::new(text));
         let mut nonce = [0u8; 12];
         getrandom::fill(&mut nonce).map_err(|e| anyhow!("the operating system's random source failed: {e}"))?;
-        let envelope = secret::seal(&self.key, KEY_VERSION, nonce, &self.store_id, service, &key, &plaintext);
+        let envelope = secret::seal(&self.key, self.version, nonce, &self.store_id, service, &key, &plaintext);
         Ok(Change::SetSecret { service: service.to_owned(), key, plaintext, envelope })
     }
 }
@@ -56,7 +56,7 @@ pub fn reveal(ctx: &Ctx, service: &str, key: &str, meta: &WriteMeta) -> Result<E
     let Some(envelope) = secret::envelope_of(stored) else {
         bail!("{service}.{key} is not a secret; `confstore get {service} {key}` shows it");
     };
-    let master = ctx.keys()?.master_key()?;
+    let master = key_for(&ctx.keys()?, envelope.key_version)?;
     let plaintext = secret::open(&master, &reader.store_id(), service, key, &envelope)?;
     // The reveal is recorded before anything is shown; if it cannot be, nothing is shown.
     let store = ctx.store()?;
@@ -72,4 +72,21 @@ pub fn reveal(ctx: &Ctx, service: &str, key: &str, meta: &WriteMeta) -> Result<E
         .map_err(|e| anyhow!("{e}; the secret was not shown because the reveal could not be recorded"))?;
     println!("{}", plaintext.0.as_str());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The master key of `version`: the current one, or the previous one during a rotation.
+pub fn key_for(keys: &crate::env_keys::Keys, version: u32) -> Result<Zeroizing<[u8; 32]>> {
+    let current = keys.master_key_version()?;
+    if version == current {
+        return keys.master_key();
+    }
+    if version + 1 == current
+        && let Some(previous) = keys.previous_master_key()?
+    {
+        return Ok(previous);
+    }
+    bail!(
+        "the secret is encrypted with master key version {version}, which is retired (the current version is \
+         {current}); was a master-key rotation interrupted? run `confstore keys rotate --master` again"
+    )
 }
