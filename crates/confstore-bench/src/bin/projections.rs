@@ -259,7 +259,11 @@ fn startup_bench(dir: &std::path::Path, events: usize) -> Result<(Line, Line)> {
         let per = 1000;
         for c in 0..events / per {
             let changes = (0..per)
-                .map(|k| Change::Set { service: format!("svc{}", k % 20), key: format!("k{}", k / 20), value: json!(c * per + k) })
+                .map(|k| Change::Set {
+                    service: format!("svc{}", k % 20),
+                    key: format!("k{}", k / 20),
+                    value: json!(c * per + k),
+                })
                 .collect();
             s.append(draft(changes))?;
         }
@@ -273,7 +277,8 @@ fn startup_bench(dir: &std::path::Path, events: usize) -> Result<(Line, Line)> {
     let mut times = Vec::new();
     for _ in 0..5 {
         let start = Instant::now();
-        let s = Store::open(&path, Some(SigningKey::from_seed(&[1; 32])), Arc::new(SystemClock), &DbOptions::default())?;
+        let s =
+            Store::open(&path, Some(SigningKey::from_seed(&[1; 32])), Arc::new(SystemClock), &DbOptions::default())?;
         let reader = s.reader()?;
         let state = reader.current_state()?;
         let head = reader.head()?;
