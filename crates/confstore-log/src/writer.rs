@@ -251,14 +251,7 @@ impl Writer {
         }
         let checkpoint = self.head.seq - self.checkpoint_seq >= CHECKPOINT_EVENTS;
         if checkpoint {
-            rows::write_checkpoint(
-                &tx,
-                &self.head,
-                &self.dirty.services,
-                &self.dirty.values,
-                &self.dirty.schemas,
-                &self.state.secret_encryptions,
-            )?;
+            write_model(&tx, &self.head, &self.dirty, &self.state)?;
         }
         tx.commit().map_err(LogError::sqlite("committing a changeset"))?;
         if checkpoint {
@@ -282,14 +275,7 @@ impl Writer {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(LogError::sqlite("starting a checkpoint"))?;
         catch_up(&tx, &mut self.head, &mut self.state, &mut self.dirty)?;
-        rows::write_checkpoint(
-            &tx,
-            &self.head,
-            &self.dirty.services,
-            &self.dirty.values,
-            &self.dirty.schemas,
-            &self.state.secret_encryptions,
-        )?;
+        write_model(&tx, &self.head, &self.dirty, &self.state)?;
         tx.commit().map_err(LogError::sqlite("committing a checkpoint"))?;
         self.checkpoint_seq = self.head.seq;
         self.dirty = Dirty::default();
@@ -304,6 +290,11 @@ impl Writer {
         self.dirty = Dirty::default();
         catch_up(&self.conn, &mut self.head, &mut self.state, &mut self.dirty)
     }
+}
+
+/// Writes the checkpoint: what changed since the last one, at `head`.
+fn write_model(conn: &Connection, head: &ChainHead, dirty: &Dirty, state: &State) -> Result<(), LogError> {
+    rows::write_checkpoint(conn, head, &dirty.services, &dirty.values, &dirty.schemas, &state.secret_encryptions)
 }
 
 /// Signs every event with its key; on every core when there are many.

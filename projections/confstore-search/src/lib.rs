@@ -185,3 +185,52 @@ pub fn search(
     )?;
     Ok(st.query_map(params![phrase, service, since, limit], row)?.collect::<Result<_, _>>()?)
 }
+
+/// Events folded per transaction step during a rebuild.
+const REBUILD_CHUNK_EVENTS: usize = 10_000;
+
+/// A rebuild from scratch: [`Rebuild::start`] empties the index, [`Rebuild::push`] takes
+/// every verified event of the log in order, [`Rebuild::finish`] folds the rest. Run it
+/// inside one transaction.
+pub struct Rebuild<'c> {
+    conn: &'c Connection,
+    state: State,
+    chunk: Vec<Verified>,
+    events: u64,
+    error: Option<SearchError>,
+}
+
+impl<'c> Rebuild<'c> {
+    /// Empties the index.
+    pub fn start(conn: &'c Connection) -> Result<Self, SearchError> {
+        clear(conn)?;
+        Ok(Self { conn, state: State::default(), chunk: Vec::new(), events: 0, error: None })
+    }
+
+    /// Takes the next event (errors are kept for [`Self::finish`]).
+    pub fn push(&mut self, ev: &Verified) {
+        self.state.apply(ev);
+        self.chunk.push(ev.clone());
+        self.events += 1;
+        if self.chunk.len() >= REBUILD_CHUNK_EVENTS && self.error.is_none() {
+            if let Err(e) = apply(self.conn, &self.chunk, &self.state) {
+                self.error = Some(e);
+            }
+            self.chunk.clear();
+        }
+    }
+
+    /// Events taken so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Folds what is left; the number of events.
+    pub fn finish(self) -> Result<u64, SearchError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        apply(self.conn, &self.chunk, &self.state)?;
+        Ok(self.events)
+    }
+}

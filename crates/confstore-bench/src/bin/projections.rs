@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 use confstore_core::state::{Change, ChangesetDraft};
-use confstore_core::{SigningKey, State, StoreId, Verified};
+use confstore_core::{SigningKey, State, StoreId};
 use confstore_lkg::LkgContent;
 use confstore_log::{DbOptions, LogReader, Store, Synchronous, SystemClock, Until};
 use serde_json::json;
@@ -216,28 +216,13 @@ fn log_bench(dir: &std::path::Path, events: usize) -> Result<(Line, Line)> {
         pass: replay < Duration::from_secs(1),
     };
     let tx = reader.connection().unchecked_transaction()?;
-    confstore_search::clear(&tx)?;
     let start = Instant::now();
-    let mut state = State::default();
-    let mut chunk: Vec<Verified> = Vec::new();
-    let mut err = None;
-    reader.replay_with(Until::Head, |ev| {
-        state.apply(ev);
-        chunk.push(ev.clone());
-        if chunk.len() >= 10_000 {
-            if let Err(e) = confstore_search::apply(&tx, &chunk, &state) {
-                err.get_or_insert(e);
-            }
-            chunk.clear();
-        }
-    })?;
-    if let Some(e) = err {
-        return Err(e.into());
-    }
-    confstore_search::apply(&tx, &chunk, &state)?;
+    let mut rebuild = confstore_search::Rebuild::start(&tx)?;
+    reader.replay_with(Until::Head, |ev| rebuild.push(ev))?;
+    let n = rebuild.finish()?;
     tx.commit()?;
     let secs = start.elapsed().as_secs_f64();
-    let rate = rows as f64 / secs;
+    let rate = n as f64 / secs;
     let rebuild = Line {
         what: format!("rebuild (replay + search fold) of the {rows}-event log"),
         figure: format!("{rate:.0} events/s"),
@@ -293,26 +278,9 @@ fn startup_bench(dir: &std::path::Path, events: usize) -> Result<(Line, Line)> {
     let start = Instant::now();
     let reader = LogReader::open(&path)?;
     let tx = reader.connection().unchecked_transaction()?;
-    confstore_search::clear(&tx)?;
-    let mut state = State::default();
-    let mut chunk: Vec<Verified> = Vec::new();
-    let mut n = 0u64;
-    let mut err = None;
-    reader.replay_with(Until::Head, |ev| {
-        state.apply(ev);
-        chunk.push(ev.clone());
-        n += 1;
-        if chunk.len() >= 10_000 {
-            if let Err(e) = confstore_search::apply(&tx, &chunk, &state) {
-                err.get_or_insert(e);
-            }
-            chunk.clear();
-        }
-    })?;
-    if let Some(e) = err {
-        return Err(e.into());
-    }
-    confstore_search::apply(&tx, &chunk, &state)?;
+    let mut rebuild = confstore_search::Rebuild::start(&tx)?;
+    reader.replay_with(Until::Head, |ev| rebuild.push(ev))?;
+    let n = rebuild.finish()?;
     tx.commit()?;
     let rate = n as f64 / start.elapsed().as_secs_f64();
     Ok((

@@ -5,16 +5,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use confstore_core::{State, Verified};
 use confstore_log::{LogReader, Until};
 use serde_json::json;
 
 use super::Ctx;
 use crate::cli::SearchArgs;
 use crate::output;
-
-/// Events folded into the index per transaction during a rebuild.
-const REBUILD_CHUNK_EVENTS: usize = 10_000;
 
 /// Brings the search index up to the log's head. If its checkpoint is not an event of this
 /// log (a restore, a copied file), the index is rebuilt instead.
@@ -75,27 +71,14 @@ pub fn rebuild(ctx: &Ctx, as_json: bool) -> Result<ExitCode> {
     let bar = output::progress(total, "rebuilding");
     let conn = reader.connection();
     let tx = conn.unchecked_transaction().context("cannot start the rebuild")?;
-    confstore_search::clear(&tx)?;
-    let mut state = State::default();
-    let mut chunk: Vec<Verified> = Vec::new();
-    let mut failure = None;
-    let mut done = 0u64;
+    let mut rebuild = confstore_search::Rebuild::start(&tx)?;
     reader.replay_with(Until::Head, |ev| {
-        state.apply(ev);
-        chunk.push(ev.clone());
-        done += 1;
-        if chunk.len() >= REBUILD_CHUNK_EVENTS {
-            if let Err(e) = confstore_search::apply(&tx, &chunk, &state) {
-                failure.get_or_insert(e);
-            }
-            chunk.clear();
-            bar.set_position(done);
+        rebuild.push(ev);
+        if rebuild.events().is_multiple_of(10_000) {
+            bar.set_position(rebuild.events());
         }
     })?;
-    if let Some(e) = failure {
-        return Err(e.into());
-    }
-    confstore_search::apply(&tx, &chunk, &state)?;
+    let done = rebuild.finish()?;
     tx.commit().context("cannot save the rebuilt search index")?;
     bar.finish_and_clear();
     let lkg = ctx.write_lkg()?;
