@@ -12,10 +12,16 @@ log() { printf '==> %s\n' "$*"; }
 # live-stream and backup tests; installing them here keeps one command for every machine.
 apt_missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_missing+=(mosquitto)
+# protoc builds etcd's gRPC client for the server-vs-etcd benchmark (part of the workspace).
+command -v protoc >/dev/null 2>&1 || apt_missing+=(protobuf-compiler libprotobuf-dev)
 if [ ${#apt_missing[@]} -gt 0 ]; then
     log "installing ${apt_missing[*]} from Debian's packages"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}"
+fi
+if ! command -v schemathesis >/dev/null 2>&1 && ! command -v st >/dev/null 2>&1; then
+    log "installing schemathesis from PyPI (fuzzes the REST API from its OpenAPI document)"
+    python3 -m pip install --quiet --disable-pip-version-check schemathesis
 fi
 if ! python3 -c 'import jwcrypto' >/dev/null 2>&1; then
     log "installing jwcrypto from PyPI (a stock JOSE library the interop tests verify with)"

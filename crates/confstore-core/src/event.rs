@@ -122,6 +122,40 @@ pub enum EventKind {
         /// Key name.
         key: String,
     },
+    /// 9: an API bearer token was issued. Only the token's SHA-256 is recorded; the token
+    /// itself is shown once to whoever issued it (crate::auth).
+    TokenIssued {
+        /// The token's public id (16 lowercase hex digits; also inside the token).
+        token_id: String,
+        /// A name for people ("ci-deployer").
+        name: String,
+        /// The role granted (crate::auth::Role::as_str).
+        role: String,
+        /// Only this service, or `None`: every service.
+        service: Option<String>,
+        /// SHA-256 of the whole token text.
+        token_hash: [u8; 32],
+    },
+    /// 10: an API token was revoked; it authenticates nothing from now on.
+    TokenRevoked {
+        /// The token's public id.
+        token_id: String,
+    },
+    /// 11: a request was refused for lack of a role or scope (audit; changes no
+    /// configuration).
+    AccessDenied {
+        /// The token that asked.
+        token_id: String,
+        /// HTTP method.
+        method: String,
+        /// The route asked for (its template, e.g. `/api/v1/services/{service}`), then the
+        /// service if one was named.
+        route: String,
+        /// The role the route needs.
+        required_role: String,
+        /// The service named by the request, if any.
+        service: Option<String>,
+    },
 }
 
 /// Why bytes are not a valid v1 body.
@@ -186,7 +220,10 @@ impl EventBody {
             EventKind::SchemaSet { service, .. }
             | EventKind::SecretSet { service, .. }
             | EventKind::SecretRevealed { service, .. } => Some(service),
-            EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } => None,
+            EventKind::TokenIssued { service, .. } | EventKind::AccessDenied { service, .. } => service.as_deref(),
+            EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } | EventKind::TokenRevoked { .. } => {
+                None
+            }
         }
     }
 
@@ -230,6 +267,15 @@ impl EventBody {
             EventKind::SecretRevealed { service, key } => {
                 json!({"type": "secret_revealed", "service": service, "key": key})
             }
+            EventKind::TokenIssued { token_id, name, role, service, token_hash } => json!({
+                "type": "token_issued", "token_id": token_id, "name": name, "role": role, "service": service,
+                "token_hash": hex::encode(token_hash),
+            }),
+            EventKind::TokenRevoked { token_id } => json!({"type": "token_revoked", "token_id": token_id}),
+            EventKind::AccessDenied { token_id, method, route, required_role, service } => json!({
+                "type": "access_denied", "token_id": token_id, "method": method, "route": route,
+                "required_role": required_role, "service": service,
+            }),
             EventKind::SchemaSet { service, schema_json, schema_hash } => {
                 let schema: serde_json::Value = serde_json::from_str(schema_json)
                     .unwrap_or_else(|_| serde_json::Value::String(schema_json.clone()));
@@ -254,6 +300,9 @@ impl EventKind {
             Self::SchemaSet { .. } => 6,
             Self::SecretSet { .. } => 7,
             Self::SecretRevealed { .. } => 8,
+            Self::TokenIssued { .. } => 9,
+            Self::TokenRevoked { .. } => 10,
+            Self::AccessDenied { .. } => 11,
         }
     }
 
@@ -266,7 +315,12 @@ impl EventKind {
             | Self::RolledBack { .. }
             | Self::SchemaSet { .. }
             | Self::SecretSet { .. } => true,
-            Self::StoreCreated { .. } | Self::SigningKeyRotated { .. } | Self::SecretRevealed { .. } => false,
+            Self::StoreCreated { .. }
+            | Self::SigningKeyRotated { .. }
+            | Self::SecretRevealed { .. }
+            | Self::TokenIssued { .. }
+            | Self::TokenRevoked { .. }
+            | Self::AccessDenied { .. } => false,
         }
     }
 
@@ -282,6 +336,9 @@ impl EventKind {
             Self::SchemaSet { .. } => "schema_set",
             Self::SecretSet { .. } => "secret_set",
             Self::SecretRevealed { .. } => "secret_revealed",
+            Self::TokenIssued { .. } => "token_issued",
+            Self::TokenRevoked { .. } => "token_revoked",
+            Self::AccessDenied { .. } => "access_denied",
         }
     }
 }
@@ -335,6 +392,21 @@ mod tests {
                 schema_hash: None,
             },
             EventKind::SecretRevealed { service: "s".into(), key: "k".into() },
+            EventKind::TokenIssued {
+                token_id: "00112233aabbccdd".into(),
+                name: "n".into(),
+                role: "admin".into(),
+                service: None,
+                token_hash: [6; 32],
+            },
+            EventKind::TokenRevoked { token_id: "00112233aabbccdd".into() },
+            EventKind::AccessDenied {
+                token_id: "00112233aabbccdd".into(),
+                method: "GET".into(),
+                route: "/api/v1/audit".into(),
+                required_role: "audit.read".into(),
+                service: None,
+            },
         ];
         for k in kinds {
             let bytes = postcard::to_stdvec(&k).unwrap();

@@ -10,11 +10,13 @@
 //! - [`timetravel`]: diffs between two states, and the changes that roll one back.
 //! - [`schema`]: service schemas (JSON Schema 2020-12) and their validation.
 //! - [`secret`]: AES-256-GCM envelopes for secret values (plaintext never in the log).
+//! - [`auth`]: API bearer tokens (format, hash, constant-time check) and roles.
 //! - [`limits`]: every bound in one place.
 //!
 //! Architecture invariant: this crate does no I/O, reads no clock and knows nothing of
 //! SQLite, tokio, HTTP or MQTT. Callers pass bytes, keys and time in.
 
+pub mod auth;
 pub mod chain;
 pub mod event;
 pub mod export;

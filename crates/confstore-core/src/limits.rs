@@ -26,6 +26,19 @@ pub const EVENT_BODY_BYTES_MAX: usize = VALUE_JSON_BYTES_MAX + 4 * 1024;
 pub const KEYS_PER_SERVICE_MAX: usize = 10_000;
 /// Most registered services in one store.
 pub const SERVICES_MAX: usize = 1_000;
+/// Most API tokens ever issued in one store (revoked ones count: they stay in the state).
+pub const TOKENS_MAX: usize = 10_000;
+/// Longest token name in bytes.
+pub const TOKEN_NAME_BYTES_MAX: usize = 64;
+/// Longest route text recorded in an `access_denied` event, in bytes.
+pub const ROUTE_BYTES_MAX: usize = 256;
+/// Largest request body the API accepts, in bytes (413 above): room for a changeset of
+/// many values; one value is still bounded by VALUE_JSON_BYTES_MAX.
+pub const REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Items per page of history, events, audit and search answers when none is asked for.
+pub const PAGE_SIZE_DEFAULT: usize = 100;
+/// Most items per page (a larger `limit` is refused with 422).
+pub const PAGE_SIZE_MAX: usize = 1000;
 /// Signatures checked together in one batch during verification. Larger batches amortise
 /// the multiscalar multiplication (1024 measured 5-30% faster than 256 per signature).
 pub const VERIFY_BATCH_EVENTS: usize = 1024;

@@ -26,6 +26,8 @@ pub struct State {
     pub schemas: BTreeMap<String, ServiceSchema>,
     /// Secrets encrypted so far under each master-key version (AES-GCM nonce budget).
     pub secret_encryptions: BTreeMap<u32, u64>,
+    /// API tokens by id, revoked ones included (crate::auth).
+    pub tokens: BTreeMap<String, crate::auth::TokenRecord>,
 }
 
 /// A service's schema as recorded in the log.
@@ -74,7 +76,28 @@ impl State {
                 self.services.entry(service.clone()).or_default().insert(key.clone(), marker);
                 *self.secret_encryptions.entry(*key_version).or_default() += 1;
             }
-            EventKind::SecretRevealed { .. } => {}
+            EventKind::TokenIssued { token_id, name, role, service, token_hash } => {
+                // Verified events carry a role decide() accepted; an unknown name (a newer
+                // writer's role) grants nothing beyond reading.
+                let role = crate::auth::Role::parse(role).unwrap_or(crate::auth::Role::ConfigRead);
+                self.tokens.insert(
+                    token_id.clone(),
+                    crate::auth::TokenRecord {
+                        name: name.clone(),
+                        role,
+                        service: service.clone(),
+                        hash: *token_hash,
+                        issued_seq: seq,
+                        revoked_seq: None,
+                    },
+                );
+            }
+            EventKind::TokenRevoked { token_id } => {
+                if let Some(t) = self.tokens.get_mut(token_id) {
+                    t.revoked_seq = Some(seq);
+                }
+            }
+            EventKind::SecretRevealed { .. } | EventKind::AccessDenied { .. } => {}
             EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } | EventKind::RolledBack { .. } => {}
         }
     }
@@ -134,6 +157,37 @@ pub enum Change {
         service: String,
         /// Key name.
         key: String,
+    },
+    /// Issue an API token (only its hash is recorded; must be alone in its changeset).
+    IssueToken {
+        /// Public id (16 lowercase hex digits).
+        token_id: String,
+        /// Name for people.
+        name: String,
+        /// Role granted.
+        role: crate::auth::Role,
+        /// Only this service, if scoped.
+        service: Option<String>,
+        /// SHA-256 of the token text.
+        token_hash: [u8; 32],
+    },
+    /// Revoke an API token (must be alone in its changeset).
+    RevokeToken {
+        /// Its id.
+        token_id: String,
+    },
+    /// Record a refused request (an audit event; must be alone in its changeset).
+    DenyAccess {
+        /// The token that asked.
+        token_id: String,
+        /// HTTP method.
+        method: String,
+        /// Route template.
+        route: String,
+        /// The role the route needs.
+        required_role: crate::auth::Role,
+        /// The service named, if any.
+        service: Option<String>,
     },
     /// Mark the changeset as a rollback to `to_epoch` (of one service or all). Must be the
     /// first change; the sets and unsets that follow restore the state
@@ -417,6 +471,63 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
                 }
                 EventKind::SecretRevealed { service: service.clone(), key: key.clone() }
             }
+            Change::IssueToken { token_id, name, role, service, token_hash } => {
+                alone(draft)?;
+                if !crate::auth::is_token_id(token_id) {
+                    return Err(invalid("token id", token_id, "must be 16 lowercase hex digits"));
+                }
+                if name.is_empty() || name.len() > limits::TOKEN_NAME_BYTES_MAX || name.chars().any(char::is_control) {
+                    return Err(invalid(
+                        "token name",
+                        name,
+                        format!("must be 1..={} bytes without control characters", limits::TOKEN_NAME_BYTES_MAX),
+                    ));
+                }
+                if state.tokens.contains_key(token_id) {
+                    return Err(invalid("token id", token_id, "is taken; draw a new token"));
+                }
+                if state.tokens.len() >= limits::TOKENS_MAX {
+                    return Err(RejectError::Limit(format!("the store already has {} tokens", limits::TOKENS_MAX)));
+                }
+                if let Some(s) = service {
+                    known_service(state, &[], s)?;
+                }
+                EventKind::TokenIssued {
+                    token_id: token_id.clone(),
+                    name: name.clone(),
+                    role: role.as_str().to_owned(),
+                    service: service.clone(),
+                    token_hash: *token_hash,
+                }
+            }
+            Change::RevokeToken { token_id } => {
+                alone(draft)?;
+                match state.tokens.get(token_id) {
+                    None => {
+                        return Err(invalid("token id", token_id, "no such token; `confstore token list` shows them"));
+                    }
+                    Some(t) if t.revoked_seq.is_some() => {
+                        return Err(invalid("token id", token_id, "is revoked already"));
+                    }
+                    Some(_) => EventKind::TokenRevoked { token_id: token_id.clone() },
+                }
+            }
+            Change::DenyAccess { token_id, method, route, required_role, service } => {
+                alone(draft)?;
+                if method.is_empty() || method.len() > 16 || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return Err(invalid("method", method, "must be an HTTP method name"));
+                }
+                if route.len() > limits::ROUTE_BYTES_MAX || route.chars().any(char::is_control) {
+                    return Err(invalid("route", route, "too long or has control characters"));
+                }
+                EventKind::AccessDenied {
+                    token_id: token_id.clone(),
+                    method: method.clone(),
+                    route: route.clone(),
+                    required_role: required_role.as_str().to_owned(),
+                    service: service.clone(),
+                }
+            }
             Change::SetSecret { service, key, plaintext, envelope } => {
                 let used = state.secret_encryptions.get(&envelope.key_version).copied().unwrap_or(0);
                 if used + 1 > crate::secret::ENCRYPTIONS_PER_KEY_MAX {
@@ -534,6 +645,15 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
     let mut out: Vec<EventBody> = kinds.into_iter().map(|kind| body(epoch, time_ms, draft, kind)).collect();
     number(&mut out);
     Ok(out)
+}
+
+/// Audit and token changes are recorded one per changeset.
+fn alone(draft: &ChangesetDraft) -> Result<(), RejectError> {
+    if draft.changes.len() == 1 {
+        Ok(())
+    } else {
+        Err(invalid("changeset", "", "token and audit changes are recorded alone, one per changeset"))
+    }
 }
 
 fn show_violation(service: &str, v: &crate::schema::Violation) -> String {

@@ -333,10 +333,14 @@ impl Writer {
                 // This generator makes no rollbacks (tests/rollback.rs does) and sets no
                 // schemas (src/schema.rs, tests/schemas.rs): neither changes the model's values.
                 // Nor secrets (tests/secrets.rs and the e2e canary test cover them).
+                // Token and audit changes never touch values (tests/tokens.rs).
                 Change::RollBack { .. }
                 | Change::SetSchema { .. }
                 | Change::SetSecret { .. }
-                | Change::RevealSecret { .. } => {}
+                | Change::RevealSecret { .. }
+                | Change::IssueToken { .. }
+                | Change::RevokeToken { .. }
+                | Change::DenyAccess { .. } => {}
             }
         }
     }

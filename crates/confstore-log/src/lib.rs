@@ -25,6 +25,7 @@ pub use db::{DbOptions, Synchronous};
 pub use error::LogError;
 pub use reader::{CurrentValue, Head, LogReader, Until};
 pub use store::{Receipt, Store};
+pub use writer::{Committed, Listener};
 
 /// Where the writer gets the time of a changeset.
 pub trait Clock: Send + Sync + 'static {

@@ -168,7 +168,57 @@ pub fn load_state(conn: &Connection, head: &ChainHead) -> Result<State, LogError
         let (version, count) = row.map_err(LogError::sqlite("loading counters"))?;
         state.secret_encryptions.insert(u32::try_from(version).unwrap_or(u32::MAX), u(count));
     }
+    let mut st = conn
+        .prepare("SELECT token_id, name, role, service, token_hash, issued_seq, revoked_seq FROM state_tokens")
+        .map_err(LogError::sqlite("loading tokens"))?;
+    let rows = st
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                confstore_core::auth::TokenRecord {
+                    name: r.get(1)?,
+                    role: confstore_core::auth::Role::parse(&r.get::<_, String>(2)?)
+                        .unwrap_or(confstore_core::auth::Role::ConfigRead),
+                    service: r.get(3)?,
+                    hash: blob::<32>(r, 4)?,
+                    issued_seq: u(r.get(5)?),
+                    revoked_seq: r.get::<_, Option<i64>>(6)?.map(u),
+                },
+            ))
+        })
+        .map_err(LogError::sqlite("loading tokens"))?;
+    for row in rows {
+        let (id, token) = row.map_err(LogError::sqlite("loading tokens"))?;
+        state.tokens.insert(id, token);
+    }
     Ok(state)
+}
+
+/// Writes the given tokens into the write model (insert or replace).
+pub fn write_tokens<'a>(
+    conn: &Connection,
+    tokens: impl Iterator<Item = (&'a String, &'a confstore_core::auth::TokenRecord)>,
+) -> Result<(), LogError> {
+    let ctx = || LogError::sqlite("writing tokens to the write model");
+    let mut put = conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO state_tokens (token_id, name, role, service, token_hash, issued_seq, revoked_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(ctx())?;
+    for (id, t) in tokens {
+        put.execute(params![
+            id,
+            t.name,
+            t.role.as_str(),
+            t.service,
+            t.hash.as_slice(),
+            i(t.issued_seq),
+            t.revoked_seq.map(i)
+        ])
+        .map_err(ctx())?;
+    }
+    Ok(())
 }
 
 /// A value changed since the last checkpoint: its JSON, and the seq and epoch that set it.

@@ -13,7 +13,7 @@ use crate::error::LogError;
 use crate::group::Group;
 use crate::reader::LogReader;
 use crate::rows;
-use crate::writer::{Dirty, Refusal, Request, Writer, catch_up, key_mismatch};
+use crate::writer::{Dirty, Listener, Refusal, Request, Writer, catch_up, key_mismatch};
 
 /// What an acknowledged changeset got: durable once this is returned.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,7 +108,19 @@ impl Store {
             refusal = if key.is_none() { Some(Refusal::ReadOnly) } else { key_mismatch(key.as_ref(), &head) };
         }
         let refusal_text = refusal.as_ref().map(|r| r.to_error().to_string());
-        let writer = Writer { conn, store_id, head, state, key, refusal, clock, checkpoint_seq, dirty };
+        let writer = Writer {
+            conn,
+            store_id,
+            head,
+            state,
+            key,
+            refusal,
+            clock,
+            checkpoint_seq,
+            dirty,
+            listener: None,
+            data_version: None,
+        };
         Ok(Self { path: path.to_owned(), store_id, generation, refusal: refusal_text, group: Group::new(writer) })
     }
 
@@ -136,6 +148,32 @@ impl Store {
     /// threads: concurrent appends are group-committed.
     pub fn append(&self, draft: ChangesetDraft) -> Result<Receipt, LogError> {
         self.group.submit(Request::Append { draft })
+    }
+
+    /// Why appends are refused now (a refusal can also arise after open, e.g. when another
+    /// process appended a tampered tail).
+    pub fn current_refusal(&self) -> Option<String> {
+        self.group.with_writer(|w| w.refusal.as_ref().map(|r| r.to_error().to_string())).flatten()
+    }
+
+    /// Calls `listener` after every commit and every [`Self::refresh`] that folded in new
+    /// events, before the appenders of the batch are answered: a reader model kept by the
+    /// listener therefore shows every acknowledged write. It runs with the writer locked:
+    /// keep it short, and never call the store from it. It first hears the whole current
+    /// state (with no events) so it can start from it.
+    pub fn set_commit_listener(&self, listener: Listener) {
+        self.group.with_writer(|w| {
+            listener(&crate::writer::Committed { events: &[], state: &w.state, head_hash: w.head.hash });
+            w.set_listener(listener);
+        });
+    }
+
+    /// Folds in events that other processes appended since the last append or refresh
+    /// (verifying them) and tells the commit listener. Cheap when nothing changed.
+    pub fn refresh(&self) -> Result<(), LogError> {
+        self.group
+            .with_writer(Writer::refresh)
+            .unwrap_or(Err(LogError::NotCommitted("the writer lock is poisoned".into())))
     }
 
     /// Hands signing over to `new_key` (one event, signed by the current key, carrying the

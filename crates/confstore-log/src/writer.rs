@@ -74,10 +74,30 @@ pub(crate) struct Dirty {
     services: BTreeMap<String, u64>,
     values: rows::ChangedValues,
     schemas: BTreeMap<String, (String, [u8; 32], u64)>,
+    /// Tokens issued or revoked since the last checkpoint.
+    tokens: std::collections::BTreeSet<String>,
+    /// Events folded in since the commit listener last heard (only kept when one is set).
+    fresh: Vec<(u64, EventBody)>,
+    /// Whether to keep `fresh`.
+    collect: bool,
 }
 
 impl Dirty {
+    /// Forgets what the checkpoint wrote; keeps the events the listener has not heard of.
+    fn checkpointed(&mut self) {
+        let fresh = std::mem::take(&mut self.fresh);
+        *self = Self { fresh, collect: self.collect, ..Self::default() };
+    }
+
+    /// Forgets everything (after a rolled-back transaction).
+    fn discard(&mut self) {
+        *self = Self { collect: self.collect, ..Self::default() };
+    }
+
     fn record(&mut self, seq: u64, body: &EventBody) {
+        if self.collect {
+            self.fresh.push((seq, body.clone()));
+        }
         match &body.kind {
             EventKind::ServiceRegistered { service } => {
                 self.services.insert(service.clone(), seq);
@@ -102,10 +122,14 @@ impl Dirty {
                 let changed = rows::ChangedValue { value_json, seq, epoch: body.epoch };
                 self.values.insert((service.clone(), key.clone()), Some(changed));
             }
+            EventKind::TokenIssued { token_id, .. } | EventKind::TokenRevoked { token_id } => {
+                self.tokens.insert(token_id.clone());
+            }
             EventKind::StoreCreated { .. }
             | EventKind::SigningKeyRotated { .. }
             | EventKind::RolledBack { .. }
-            | EventKind::SecretRevealed { .. } => {}
+            | EventKind::SecretRevealed { .. }
+            | EventKind::AccessDenied { .. } => {}
         }
     }
 }
@@ -121,6 +145,26 @@ pub(crate) struct Writer {
     /// Seq of the last checkpoint (the verified head recorded in the database).
     pub(crate) checkpoint_seq: u64,
     pub(crate) dirty: Dirty,
+    pub(crate) listener: Option<Listener>,
+    /// `PRAGMA data_version` at the last refresh.
+    pub(crate) data_version: Option<i64>,
+}
+
+/// Called after each commit (and each catch-up with other writers' events), with the writer
+/// locked, before any appender of the batch is answered. Must be quick and must not call
+/// back into the store.
+pub type Listener = Box<dyn Fn(&Committed<'_>) + Send>;
+
+/// What a [`Listener`] hears: the events folded in since it last heard, in seq order, and
+/// the state after them.
+#[derive(Debug)]
+pub struct Committed<'a> {
+    /// The new events, in seq order (this writer's and other processes').
+    pub events: &'a [(u64, EventBody)],
+    /// The write model after them.
+    pub state: &'a State,
+    /// Hash of the last event.
+    pub head_hash: Hash32,
 }
 
 /// An event hashed but not yet signed.
@@ -142,6 +186,52 @@ impl Writer {
             return requests.iter().map(|_| Err(refusal.to_error())).collect();
         }
         let n = requests.len();
+        let outcomes = self.commit_or_reload(requests, n);
+        self.notify();
+        outcomes
+    }
+
+    /// Tells the listener, if any, about the events folded in since it last heard.
+    pub(crate) fn notify(&mut self) {
+        if self.dirty.fresh.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut self.dirty.fresh);
+        if let Some(listener) = &self.listener {
+            listener(&Committed { events: &events, state: &self.state, head_hash: self.head.hash });
+        }
+    }
+
+    /// Sets the commit listener and starts collecting events for it.
+    pub(crate) fn set_listener(&mut self, listener: Listener) {
+        self.dirty.collect = true;
+        self.listener = Some(listener);
+    }
+
+    /// Folds in events other processes appended (a read transaction) and notifies.
+    pub(crate) fn refresh(&mut self) -> Result<(), LogError> {
+        // data_version changes only when another connection commits: skip the catch-up
+        // (two reads and a hash) when nobody else wrote.
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(LogError::sqlite("reading data_version"))?;
+        let changed = self.data_version != Some(version);
+        self.data_version = Some(version);
+        if changed && (self.refusal.is_none() || matches!(self.refusal, Some(Refusal::ReadOnly))) {
+            let tx = self.conn.transaction().map_err(LogError::sqlite("starting a refresh"))?;
+            let result = catch_up(&tx, &mut self.head, &mut self.state, &mut self.dirty);
+            drop(tx);
+            if let Err(LogError::Tampered(v)) = &result {
+                self.refusal = Some(Refusal::Tampered(v.clone()));
+            }
+            result?;
+        }
+        self.notify();
+        Ok(())
+    }
+
+    fn commit_or_reload(&mut self, requests: Vec<Request>, n: usize) -> Vec<Outcome> {
         match self.try_commit(requests) {
             Ok(outcomes) => outcomes,
             Err(err) => {
@@ -256,7 +346,7 @@ impl Writer {
         tx.commit().map_err(LogError::sqlite("committing a changeset"))?;
         if checkpoint {
             self.checkpoint_seq = self.head.seq;
-            self.dirty = Dirty::default();
+            self.dirty.checkpointed();
         }
         if let Some(k) = next_key {
             self.key = Some(k);
@@ -278,7 +368,7 @@ impl Writer {
         write_model(&tx, &self.head, &self.dirty, &self.state)?;
         tx.commit().map_err(LogError::sqlite("committing a checkpoint"))?;
         self.checkpoint_seq = self.head.seq;
-        self.dirty = Dirty::default();
+        self.dirty.checkpointed();
         Ok(())
     }
 
@@ -287,14 +377,15 @@ impl Writer {
         self.head = rows::chain_head(&self.conn, self.store_id)?;
         self.state = rows::load_state(&self.conn, &self.head)?;
         self.checkpoint_seq = self.head.seq;
-        self.dirty = Dirty::default();
+        self.dirty.discard();
         catch_up(&self.conn, &mut self.head, &mut self.state, &mut self.dirty)
     }
 }
 
 /// Writes the checkpoint: what changed since the last one, at `head`.
 fn write_model(conn: &Connection, head: &ChainHead, dirty: &Dirty, state: &State) -> Result<(), LogError> {
-    rows::write_checkpoint(conn, head, &dirty.services, &dirty.values, &dirty.schemas, &state.secret_encryptions)
+    rows::write_checkpoint(conn, head, &dirty.services, &dirty.values, &dirty.schemas, &state.secret_encryptions)?;
+    rows::write_tokens(conn, dirty.tokens.iter().filter_map(|id| state.tokens.get_key_value(id)))
 }
 
 /// Signs every event with its key; on every core when there are many.

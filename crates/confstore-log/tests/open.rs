@@ -94,6 +94,12 @@ fn migrations_are_recorded() {
         .unwrap();
     assert_eq!(
         names,
-        ["0001_create_log", "0002_create_state_schemas", "0003_create_search_index", "0004_create_state_counters"]
+        [
+            "0001_create_log",
+            "0002_create_state_schemas",
+            "0003_create_search_index",
+            "0004_create_state_counters",
+            "0005_create_state_tokens"
+        ]
     );
 }

@@ -85,6 +85,61 @@ pub enum Command {
     Export(ExportArgs),
     /// Check every link, signature, seq and epoch of the live database or of an export file.
     Verify(VerifyArgs),
+    /// Run the server: REST API under /api/v1 on 127.0.0.1:8080. On a fresh machine it
+    /// creates the keys and the store first (as `init` does) and writes a first admin token
+    /// to <data-dir>/admin.token.
+    Serve(ServeArgs),
+    /// API bearer tokens: create (shown once), list, revoke. Issuing and revoking are events.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Health and metrics are open: keep it on loopback unless a
+    /// proxy guards them (docs/operations.md).
+    #[arg(long, env = "CONFSTORE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Log format on stderr: json (one object per line) or text.
+    #[arg(long, env = "CONFSTORE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+    /// Least milliseconds between two rewrites of the LKG file under continuous writes.
+    #[arg(long, default_value_t = 200)]
+    pub lkg_interval_ms: u64,
+    /// Seconds between attempts to reopen the database while in the read-only fallback.
+    #[arg(long, default_value_t = 2)]
+    pub recover_interval_s: u64,
+}
+
+/// `token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token and print it once (only its SHA-256 is stored).
+    Create {
+        /// One of config.read, config.write, secrets.reveal, audit.read, admin.
+        #[arg(long)]
+        role: String,
+        /// Limit the token to one service.
+        #[arg(long)]
+        service: Option<String>,
+        /// A name for people (recorded as the actor of the token's writes).
+        #[arg(long)]
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tokens (ids, names, roles; never the tokens).
+    List(JsonFlag),
+    /// Revoke a token by id; it stops working at once (a running server notices within a second).
+    Revoke {
+        /// Token id (the 16 hex digits after `cst_`).
+        id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `--json`.

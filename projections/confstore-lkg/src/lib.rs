@@ -45,6 +45,10 @@ pub struct LkgContent {
     pub head_hash: String,
     /// Every service's snapshot document, by service name.
     pub services: BTreeMap<String, Value>,
+    /// The API tokens that are not revoked, by id: `{"name", "role", "service", "hash"}`
+    /// (hash: hex SHA-256 of the token, as in the log), so the read-only fallback can still
+    /// authenticate requests. Absent in files written before tokens existed.
+    pub tokens: BTreeMap<String, Value>,
 }
 
 /// Why an LKG file is not usable. Every variant means: do not use it.
@@ -100,7 +104,7 @@ impl LkgContent {
     fn to_payload(&self) -> Value {
         json!({
             "store_id": self.store_id, "generation": self.generation, "epoch": self.epoch,
-            "seq": self.seq, "head_hash": self.head_hash, "services": self.services,
+            "seq": self.seq, "head_hash": self.head_hash, "services": self.services, "tokens": self.tokens,
         })
     }
 
@@ -114,7 +118,12 @@ impl LkgContent {
         let Some(Value::Object(services)) = v.get_mut("services").map(Value::take) else {
             return Err(bad("services"));
         };
-        Ok(Self { store_id, generation, epoch, seq, head_hash, services: services.into_iter().collect() })
+        let tokens = match v.get_mut("tokens").map(Value::take) {
+            None => BTreeMap::new(),
+            Some(Value::Object(t)) => t.into_iter().collect(),
+            Some(_) => return Err(bad("tokens")),
+        };
+        Ok(Self { store_id, generation, epoch, seq, head_hash, services: services.into_iter().collect(), tokens })
     }
 
     /// The signed file contents (flattened JWS, HS256). `canonical` renders the payload
@@ -210,6 +219,11 @@ mod tests {
             seq: 9,
             head_hash: "ab".repeat(32),
             services: [("web".to_owned(), json!({"config": {"port": 80}, "epoch": 4}))].into(),
+            tokens: [(
+                "00112233aabbccdd".to_owned(),
+                json!({"name": "ci", "role": "config.read", "service": null, "hash": "cd".repeat(32)}),
+            )]
+            .into(),
         }
     }
 

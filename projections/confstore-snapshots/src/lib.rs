@@ -180,11 +180,17 @@ impl ServiceSnapshot {
     /// `alg: EdDSA` (RFC 8037), `kid` = the signing key's id, over the canonical JSON: what
     /// services receive, verifiable by any JOSE library with the public key.
     pub fn to_jws(&self, key: &confstore_core::SigningKey) -> Value {
-        let protected = header(&key.verifying_key().key_id().to_hex());
-        let payload = b64url(self.to_canonical_json().as_bytes());
-        let signature = key.sign(format!("{protected}.{payload}").as_bytes());
-        json!({"protected": protected, "payload": payload, "signature": b64url(&signature)})
+        document_to_jws(&self.to_json(), key)
     }
+}
+
+/// Signs a snapshot document (the [`ServiceSnapshot::to_json`] form, e.g. as kept in the
+/// LKG file) as [`ServiceSnapshot::to_jws`] does.
+pub fn document_to_jws(doc: &Value, key: &confstore_core::SigningKey) -> Value {
+    let protected = header(&key.verifying_key().key_id().to_hex());
+    let payload = b64url(confstore_core::state::canonical_json_text(doc).as_bytes());
+    let signature = key.sign(format!("{protected}.{payload}").as_bytes());
+    json!({"protected": protected, "payload": payload, "signature": b64url(&signature)})
 }
 
 /// Verifies a snapshot JWS with `key` (strict Ed25519) and returns its payload document.

@@ -139,8 +139,15 @@ fn lkg_bench(dir: &std::path::Path, runs: usize) -> Result<Line> {
         .keys()
         .map(|s| Ok((s.clone(), confstore_snapshots::project(&state, "09", 1, s)?.to_json())))
         .collect::<Result<_, confstore_snapshots::SnapshotError>>()?;
-    let content =
-        LkgContent { store_id: "09".into(), generation: 1, epoch: 1, seq: 1, head_hash: "00".repeat(32), services };
+    let content = LkgContent {
+        store_id: "09".into(),
+        generation: 1,
+        epoch: 1,
+        seq: 1,
+        head_hash: "00".repeat(32),
+        services,
+        tokens: Default::default(),
+    };
     let key = [5u8; 32];
     let path = dir.join(confstore_lkg::FILE_NAME);
     let jws = content.to_jws(&key, confstore_core::state::canonical_json_text);

@@ -20,6 +20,31 @@ pub fn init(ctx: &Ctx, args: &InitArgs) -> Result<ExitCode> {
     {
         bail!("a store already exists at {} (store id {}); nothing was changed", db.display(), reader.store_id());
     }
+    let (store_id, written, key_id) = create(ctx)?;
+    if args.json {
+        output::json(&json!({
+            "store_id": store_id.to_hex(),
+            "database": db.display().to_string(),
+            "env_file": ctx.env_file.display().to_string(),
+            "keys_written": written,
+            "signing_key_id": key_id.to_hex(),
+        }));
+    } else {
+        println!("created store {store_id} at {}", db.display());
+        println!("signing key {key_id}");
+        if written.is_empty() {
+            println!("keys: all four already set; none written");
+        } else {
+            println!("keys written to {} (mode 0600): {}", ctx.env_file.display(), written.join(", "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes missing keys to the env file, then creates the store and its LKG file. Returns
+/// the store id, the names of the keys written and the signing key id.
+pub fn create(ctx: &Ctx) -> Result<(StoreId, Vec<&'static str>, confstore_core::KeyId)> {
+    let db = ctx.db_path();
     let mut keys = ctx.keys()?;
     let written = keys.ensure_all()?;
     let key = keys.signing_key()?;
@@ -39,22 +64,5 @@ pub fn init(ctx: &Ctx, args: &InitArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot create the store at {}", db.display()))?;
     drop(store);
     ctx.refresh_lkg();
-    if args.json {
-        output::json(&json!({
-            "store_id": store_id.to_hex(),
-            "database": db.display().to_string(),
-            "env_file": ctx.env_file.display().to_string(),
-            "keys_written": written,
-            "signing_key_id": key_id.to_hex(),
-        }));
-    } else {
-        println!("created store {store_id} at {}", db.display());
-        println!("signing key {key_id}");
-        if written.is_empty() {
-            println!("keys: all four already set; none written");
-        } else {
-            println!("keys written to {} (mode 0600): {}", ctx.env_file.display(), written.join(", "));
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok((store_id, written, key_id))
 }

@@ -43,23 +43,7 @@ fn lkg_content(reader: &LogReader) -> Result<LkgContent> {
         if head.seq != state.seq {
             continue;
         }
-        let store_id = head.store_id.to_hex();
-        let services = state
-            .services
-            .keys()
-            .map(|s| {
-                let snap = confstore_snapshots::project(&state, &store_id, head.generation, s)?;
-                Ok((s.clone(), snap.to_json()))
-            })
-            .collect::<Result<_, confstore_snapshots::SnapshotError>>()?;
-        return Ok(LkgContent {
-            store_id,
-            generation: head.generation,
-            epoch: head.epoch,
-            seq: head.seq,
-            head_hash: head.hash.to_hex(),
-            services,
-        });
+        return Ok(confstore_server::model::lkg_content(&state, &head.store_id.to_hex(), head.generation, &head.hash));
     }
     Err(anyhow!("the log kept changing while the LKG cache was being built; try again"))
 }

@@ -8,6 +8,7 @@ mod read;
 mod schema;
 mod search;
 mod secret;
+mod serve;
 mod timetravel;
 mod write;
 
@@ -18,7 +19,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use confstore_log::{DbOptions, LogReader, Store, Synchronous, SystemClock};
 
-use crate::cli::{Cli, Command, KeysCommand, LkgCommand, SchemaCommand, SecretCommand, ServiceCommand, SyncMode};
+use crate::cli::{
+    Cli, Command, KeysCommand, LkgCommand, SchemaCommand, SecretCommand, ServiceCommand, SyncMode, TokenCommand,
+};
 use crate::env_keys::Keys;
 
 /// Runs one command.
@@ -53,6 +56,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Head(a) => read::head(&ctx, a.json),
         Command::Export(a) => audit::export(&ctx, &a),
         Command::Verify(a) => audit::verify(&ctx, &a),
+        Command::Serve(a) => serve::serve(&ctx, &a),
+        Command::Token(TokenCommand::Create { role, service, name, json }) => {
+            serve::token_create(&ctx, &role, service, &name, json)
+        }
+        Command::Token(TokenCommand::List(a)) => serve::token_list(&ctx, a.json),
+        Command::Token(TokenCommand::Revoke { id, json }) => serve::token_revoke(&ctx, &id, json),
     }
 }
 

@@ -12,32 +12,10 @@ use super::Ctx;
 use crate::cli::SearchArgs;
 use crate::output;
 
-/// Brings the search index up to the log's head. If its checkpoint is not an event of this
-/// log (a restore, a copied file), the index is rebuilt instead.
+/// Brings the search index up to the log's head (rebuilt if its checkpoint is not an event
+/// of this log).
 fn catch_up(reader: &LogReader) -> Result<()> {
-    let conn = reader.connection();
-    let tx = conn.unchecked_transaction().context("cannot start updating the search index")?;
-    let from = match confstore_search::checkpoint(&tx)? {
-        None => 0,
-        Some((seq, hash)) => {
-            let mut same = false;
-            reader.for_each_event(seq, |ev| {
-                same = ev.seq == seq && ev.hash == hash;
-                Ok(false)
-            })?;
-            if same {
-                seq
-            } else {
-                confstore_search::clear(&tx)?;
-                0
-            }
-        }
-    };
-    let events = reader.verified_after(from)?;
-    if !events.is_empty() {
-        confstore_search::apply(&tx, &events, &reader.current_state()?)?;
-    }
-    tx.commit().context("cannot save the search index")?;
+    confstore_server::projector::search_catch_up(reader).context("cannot update the search index")?;
     Ok(())
 }
 

@@ -1,0 +1,451 @@
+//! `server`: confstore's HTTP server against etcd, side by side, in one run on one disk
+//! (DESIGN.md §11):
+//!
+//! 1. sequential durable writes, one client: `PUT /api/v1/services/bench/values/{key}`
+//!    through `confstore serve` against etcd `put` over its native gRPC client (target:
+//!    confstore at least 2x etcd's rate);
+//! 2. the same with 16 concurrent writers, each on its own connection, keys disjoint
+//!    (target: at least 1.5x);
+//! 3. reading one service, one client: `GET .../snapshot` (a JWS of the whole service)
+//!    against etcd's `get` of one key (target: confstore's p99 at most etcd's); etcd's
+//!    serializable get and its range get of the service's prefix are printed too.
+//!
+//! Both peers are driven by the same closed-loop harness (`harness::closed_loop`) with
+//! values of the same size. The benchmark starts both itself: a fresh confstore store
+//! (`init`, `service add`, `token create`) served by `confstore serve`, and a single-node
+//! etcd with default, durable settings, both with their data under one temporary directory.
+//! Without /usr/bin/etcd it says so and compares with raw SQLite only.
+//!
+//! `cargo build --release -p confstore && cargo run --release -p confstore-bench --bin server
+//! -- [--check] [--json]`; counts by flag or env (SERVER_BENCH_WRITES, SERVER_BENCH_READS,
+//! ...). See docs/benchmarks.md, "Server vs etcd".
+
+// A benchmark reports on stdout by design.
+#![allow(clippy::print_stdout)]
+
+#[path = "../machine.rs"]
+mod machine;
+// Shared with the main benchmark, which uses the rest of it.
+#[allow(dead_code)]
+#[path = "../timing.rs"]
+mod timing;
+
+// The crate root's modules live in server/ (a crate root resolves `mod x;` beside itself).
+#[path = "server/confstore.rs"]
+mod confstore;
+#[path = "server/etcd.rs"]
+mod etcd;
+#[path = "server/harness.rs"]
+mod harness;
+#[path = "server/process.rs"]
+mod process;
+#[path = "server/report.rs"]
+mod report;
+#[path = "server/sqlite.rs"]
+mod sqlite;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use clap::Parser;
+use serde::Serialize;
+
+use crate::harness::{Conn, Counts, Op, Run, Summary, closed_loop};
+use crate::report::{Compare, Peer, Report, Row};
+
+/// How long a server may take to become ready.
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// confstore's HTTP server against etcd on this machine and disk.
+#[derive(Parser, Debug, Clone, Serialize)]
+#[command(name = "server", version)]
+struct Args {
+    /// Timed writes per run and peer, for each of measures 1 and 2 (split between the
+    /// writers in 2).
+    #[arg(long, env = "SERVER_BENCH_WRITES", default_value_t = 2000)]
+    writes: usize,
+    /// Timed reads per run, peer and kind of read (measure 3).
+    #[arg(long, env = "SERVER_BENCH_READS", default_value_t = 5000)]
+    reads: usize,
+    /// Concurrent writers in measure 2.
+    #[arg(long, env = "SERVER_BENCH_WRITERS", default_value_t = 16)]
+    writers: usize,
+    /// Runs of each measure; the peers take turns going first.
+    #[arg(long, env = "SERVER_BENCH_RUNS", default_value_t = 3)]
+    runs: usize,
+    /// Untimed requests per run and peer before the clock starts (split between clients).
+    #[arg(long, env = "SERVER_BENCH_WARMUP", default_value_t = 100)]
+    warmup: usize,
+    /// Untimed writes to each peer before the write measures (by --writers clients). They
+    /// bring the stores to the steady state of a long-running server: SQLite's WAL past its
+    /// first checkpoint (a fresh, growing WAL makes every fsync dearer), etcd's WAL and
+    /// backend past their first segment and commits.
+    #[arg(long, env = "SERVER_BENCH_PRIME", default_value_t = 1000)]
+    prime: usize,
+    /// Keys of the service read in measure 3.
+    #[arg(long, env = "SERVER_BENCH_READ_KEYS", default_value_t = 20)]
+    read_keys: usize,
+    /// Distinct keys each writer cycles over in measures 1 and 2.
+    #[arg(long, env = "SERVER_BENCH_KEYS_PER_WRITER", default_value_t = 16)]
+    keys_per_writer: usize,
+    /// Bytes of every value (ASCII text; a JSON string for confstore, raw bytes for etcd).
+    #[arg(long, env = "SERVER_BENCH_VALUE_BYTES", default_value_t = 300)]
+    value_bytes: usize,
+    /// Directory under which the temporary directory holding both data directories is made
+    /// [default: the system temp dir]. Put it on the disk you want measured.
+    #[arg(long, env = "SERVER_BENCH_DIR")]
+    dir: Option<PathBuf>,
+    /// The confstore binary [default: target/release/confstore next to this one].
+    #[arg(long, env = "CONFSTORE_BIN")]
+    confstore_bin: Option<PathBuf>,
+    /// The etcd binary [default: /usr/bin/etcd, from Debian's etcd-server].
+    #[arg(long, env = "ETCD_BIN")]
+    etcd_bin: Option<PathBuf>,
+    /// Exit with status 1 if a target is missed (or cannot be checked: no etcd).
+    #[arg(long)]
+    check: bool,
+    /// Print the results as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Keep the temporary directory (its path is printed).
+    #[arg(long)]
+    keep: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(report) => {
+            let mut out = std::io::stdout().lock();
+            let written = if args.json {
+                serde_json::to_writer_pretty(&mut out, &report)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| writeln!(out))
+            } else {
+                report::write_table(&report, &mut out)
+            };
+            if let Err(e) = written.and_then(|()| out.flush()) {
+                eprintln!("server-bench: writing the report: {e}");
+                return ExitCode::from(2);
+            }
+            if args.check && !report.all_pass { ExitCode::from(1) } else { ExitCode::SUCCESS }
+        }
+        Err(e) => {
+            eprintln!("server-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn progress(step: &str) {
+    eprintln!("server-bench: {step}");
+}
+
+fn check_args(a: &Args) -> Result<()> {
+    ensure!(a.runs >= 1, "--runs must be at least 1");
+    ensure!(a.writers >= 1, "--writers must be at least 1");
+    ensure!(a.writes >= a.writers, "--writes must be at least --writers");
+    ensure!(a.reads >= 1, "--reads must be at least 1");
+    ensure!((1..=1000).contains(&a.read_keys), "--read-keys must be 1 to 1000");
+    ensure!((1..=1000).contains(&a.keys_per_writer), "--keys-per-writer must be 1 to 1000");
+    ensure!((1..=60_000).contains(&a.value_bytes), "--value-bytes must be 1 to 60000");
+    Ok(())
+}
+
+/// The baseline: etcd, or raw SQLite when etcd is not installed.
+enum Baseline {
+    Etcd(etcd::Etcd),
+    Sqlite(PathBuf),
+}
+
+/// Which read the baseline does in a row of measure 3.
+#[derive(Clone, Copy)]
+enum BaseRead {
+    Key,
+    KeySerializable,
+    Prefix,
+}
+
+/// Both peers, running.
+struct Peers {
+    server: confstore::Server,
+    baseline: Baseline,
+    read_keys: usize,
+}
+
+impl Peers {
+    async fn confstore(&self, clients: usize, op: Op, counts: Counts, tag: &str) -> Result<Run> {
+        closed_loop(self.server.conns(clients).await?, op, counts, tag).await.context("confstore")
+    }
+
+    async fn baseline(&self, clients: usize, op: Op, read: BaseRead, counts: Counts, tag: &str) -> Result<Run> {
+        // Client 0 wrote the read keys (see `populate`).
+        let key = format!("{}{}", harness::PREFIX, harness::key(0, 0, self.read_keys));
+        let prefix = harness::PREFIX.to_owned();
+        let expect = self.read_keys;
+        match &self.baseline {
+            Baseline::Etcd(e) => {
+                let read = match read {
+                    BaseRead::Key => etcd::Read::Get(key),
+                    BaseRead::KeySerializable => etcd::Read::GetSerializable(key),
+                    BaseRead::Prefix => etcd::Read::Prefix { prefix, expect },
+                };
+                closed_loop(e.conns(clients, &read).await?, op, counts, tag).await.context("etcd")
+            }
+            Baseline::Sqlite(path) => {
+                let read = match read {
+                    BaseRead::Key | BaseRead::KeySerializable => sqlite::Read::Key(key),
+                    BaseRead::Prefix => sqlite::Read::Prefix { prefix, expect },
+                };
+                closed_loop(sqlite::conns(path, clients, &read)?, op, counts, tag).await.context("raw SQLite")
+            }
+        }
+    }
+}
+
+/// Counts for `clients` clients sharing `total` timed and `warmup` untimed requests.
+fn counts(total: usize, warmup: usize, clients: usize) -> Counts {
+    Counts { warmup_per_client: warmup.div_ceil(clients), ops_per_client: total.div_ceil(clients) }
+}
+
+/// Runs one measure `runs` times on both peers, alternating which goes first.
+async fn both(
+    peers: &Peers,
+    args: &Args,
+    clients: usize,
+    op: Op,
+    reads: &[BaseRead],
+    total: usize,
+) -> Result<(Summary, Vec<Summary>)> {
+    let c = counts(total, args.warmup, clients);
+    let mut mine = Vec::new();
+    let mut theirs: Vec<Vec<Run>> = vec![Vec::new(); reads.len()];
+    for run in 0..args.runs {
+        let tag = format!("r{run}");
+        if run % 2 == 1 {
+            for (i, read) in reads.iter().enumerate() {
+                theirs[i].push(peers.baseline(clients, op, *read, c, &tag).await?);
+            }
+        }
+        mine.push(peers.confstore(clients, op, c, &tag).await?);
+        if run % 2 == 0 {
+            for (i, read) in reads.iter().enumerate() {
+                theirs[i].push(peers.baseline(clients, op, *read, c, &tag).await?);
+            }
+        }
+    }
+    Ok((Summary::of(&mine, clients), theirs.iter().map(|r| Summary::of(r, clients)).collect()))
+}
+
+/// Writes the service that measure 3 reads: `read_keys` keys, the same on both peers.
+async fn populate(peers: &Peers, args: &Args) -> Result<()> {
+    let op = Op::Put { keys_per_client: args.read_keys, value_bytes: args.value_bytes };
+    let c = Counts { warmup_per_client: 0, ops_per_client: args.read_keys };
+    peers.confstore(1, op, c, "read").await?;
+    peers.baseline(1, op, BaseRead::Key, c, "read").await?;
+    let mut conn = peers.server.conns(1).await?.pop().context("a connection")?;
+    let text = confstore::snapshot_text(&mut conn).await?;
+    for i in 0..args.read_keys {
+        let key = harness::key(0, i, args.read_keys);
+        ensure!(text.contains(&key), "the confstore snapshot lacks {key} after writing it: {text}");
+    }
+    // The JWS read must be the service of `read_keys` keys, not an empty one.
+    ensure!(conn.read().await? > args.read_keys * args.value_bytes, "the JWS snapshot is smaller than its values");
+    Ok(())
+}
+
+async fn measure(peers: &Peers, args: &Args) -> Result<Vec<Row>> {
+    let base = match peers.baseline {
+        Baseline::Etcd(_) => "etcd",
+        Baseline::Sqlite(_) => "raw SQLite",
+    };
+    let etcd = matches!(peers.baseline, Baseline::Etcd(_));
+    let mut rows = Vec::new();
+
+    // Reads first, while the service holds only its `read_keys` keys.
+    progress(&format!("3/3 reads: writing the {}-key service to both", args.read_keys));
+    populate(peers, args).await?;
+    progress(&format!("3/3 reads, 1 client, {} per run and kind", args.reads));
+    let reads: &[BaseRead] = if etcd {
+        &[BaseRead::Key, BaseRead::KeySerializable, BaseRead::Prefix]
+    } else {
+        &[BaseRead::Key, BaseRead::Prefix]
+    };
+    let (snap, theirs) = both(peers, args, 1, Op::Read, reads, args.reads).await?;
+    let snapshot_op = "GET snapshot (JWS)".to_owned();
+    let read_what = format!("read one service\n({} keys), 1 client", args.read_keys);
+    for (read, theirs) in reads.iter().zip(theirs) {
+        let (id, what, op, target) = match read {
+            BaseRead::Key => (
+                "3",
+                read_what.clone(),
+                if etcd { "get 1 key (linearizable,\netcd's default)" } else { "SELECT 1 key" },
+                Some(("snapshot_read_p99_ratio".to_owned(), report::READ_P99_RATIO_MAX)),
+            ),
+            BaseRead::KeySerializable => ("3b", "same".to_owned(), "get 1 key (serializable)", None),
+            BaseRead::Prefix => (
+                if etcd { "3c" } else { "3b" },
+                "same".to_owned(),
+                if etcd { "range get of the service's\nprefix (linearizable)" } else { "SELECT the prefix" },
+                None,
+            ),
+        };
+        rows.push(Row {
+            id: id.into(),
+            what,
+            confstore_op: snapshot_op.clone(),
+            confstore: snap.clone(),
+            baseline_op: op.into(),
+            baseline: theirs,
+            compare: Compare::P99,
+            target,
+        });
+    }
+
+    let op = Op::Put { keys_per_client: args.keys_per_writer, value_bytes: args.value_bytes };
+    if args.prime > 0 {
+        progress(&format!("priming: {} untimed writes to each, {} writers", args.prime, args.writers));
+        let c = counts(args.prime, 0, args.writers);
+        peers.confstore(args.writers, op, c, "prime").await?;
+        peers.baseline(args.writers, op, BaseRead::Key, c, "prime").await?;
+    }
+    progress(&format!("1/3 sequential durable writes, 1 client, {} per run", args.writes));
+    let (mine, theirs) = both(peers, args, 1, op, &[BaseRead::Key], args.writes).await?;
+    let what = format!("durable writes, 1 client,\nsequential, {}-byte values", args.value_bytes);
+    rows.insert(0, write_row("1", what, base, mine, theirs, "seq_write_ratio", report::SEQ_WRITE_RATIO_MIN));
+
+    progress(&format!("2/3 durable writes, {} concurrent writers, {} per run", args.writers, args.writes));
+    let (mine, theirs) = both(peers, args, args.writers, op, &[BaseRead::Key], args.writes).await?;
+    let what = format!("durable writes, {} writers,\nown connections, disjoint keys", args.writers);
+    let row = write_row("2", what, base, mine, theirs, "concurrent_write_ratio", report::CONCURRENT_WRITE_RATIO_MIN);
+    rows.insert(1, row);
+    Ok(rows)
+}
+
+fn write_row(
+    id: &str,
+    what: String,
+    base: &str,
+    mine: Summary,
+    mut theirs: Vec<Summary>,
+    target: &str,
+    min: f64,
+) -> Row {
+    Row {
+        id: id.into(),
+        what,
+        confstore_op: "PUT value".into(),
+        confstore: mine,
+        baseline_op: if base == "etcd" { "put".into() } else { "1-row commit, sync=FULL".into() },
+        baseline: theirs.remove(0),
+        compare: Compare::Rate,
+        target: Some((target.into(), min)),
+    }
+}
+
+fn run(args: &Args) -> Result<Report> {
+    check_args(args)?;
+    let started = Instant::now();
+    let (cpu_start, loadavg_start) = (machine::CpuSnapshot::now(), machine::loadavg());
+    let base_dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base_dir).with_context(|| format!("creating {}", base_dir.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("confstore-bench-server-")
+        .tempdir_in(&base_dir)
+        .with_context(|| format!("making a temporary directory under {}", base_dir.display()))?;
+    let dir = tmp.path().to_owned();
+    let machine = machine::Machine::detect();
+    let disk = machine::Disk::detect(&dir);
+    progress(&format!(
+        "{} build; data in {} ({} on {}, mounted at {})",
+        machine.build, disk.path, disk.fs_type, disk.device, disk.mount_point
+    ));
+
+    let bin = confstore::find_bin(args.confstore_bin.as_deref())?;
+    if bin.components().any(|c| c.as_os_str() == "debug") {
+        progress(&format!("WARNING: {} is a debug build; its figures mean little", bin.display()));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let (etcd_bin, against_etcd) = match etcd::Etcd::find_bin(args.etcd_bin.as_deref()) {
+        Some(p) => (Some(p), true),
+        None => {
+            eprintln!(
+                "server-bench: etcd is not installed ({} is missing; install with: apt-get install etcd-server). \
+                 Comparing with raw SQLite only; the targets are against etcd and will not be checked.",
+                args.etcd_bin.as_deref().unwrap_or(Path::new(etcd::DEFAULT_BIN)).display()
+            );
+            (None, false)
+        }
+    };
+
+    let (rows, confstore_peer, baseline_peer) = runtime.block_on(async {
+        progress(&format!("starting {} serve", bin.display()));
+        let mut server = confstore::Server::start(&bin, &dir)?;
+        let ready = server.wait_ready(READY_DEADLINE).await?;
+        progress(&format!("confstore serve ready on {} after {ready:?}", server.addr));
+        let confstore_peer = Peer {
+            name: "confstore serve".into(),
+            version: server.version.clone(),
+            how: format!("{}, data in {}/data, synchronous=FULL (default)", bin.display(), dir.display()),
+        };
+        let (baseline, baseline_peer) = match &etcd_bin {
+            Some(etcd_bin) => {
+                let mut e = etcd::Etcd::start(etcd_bin, &dir)?;
+                let ready = e.wait_ready(READY_DEADLINE).await?;
+                progress(&format!("{} ready on {} after {ready:?}", e.version, e.endpoint));
+                let peer = Peer {
+                    name: "etcd".into(),
+                    version: e.version.clone(),
+                    how: format!(
+                        "{}, single node, data in {}/etcd, default settings (fsync on)",
+                        etcd_bin.display(),
+                        dir.display()
+                    ),
+                };
+                (Baseline::Etcd(e), peer)
+            }
+            None => {
+                let path = sqlite::create(&dir.join("raw.db"))?;
+                let peer = Peer {
+                    name: "raw SQLite".into(),
+                    version: format!("SQLite {}", rusqlite::version()),
+                    how: format!("{}, WAL, synchronous=FULL, in process", path.display()),
+                };
+                (Baseline::Sqlite(path), peer)
+            }
+        };
+        let peers = Peers { server, baseline, read_keys: args.read_keys };
+        let rows = measure(&peers, args).await?;
+        let Peers { server, baseline, .. } = peers;
+        server.stop()?;
+        if let Baseline::Etcd(e) = baseline {
+            e.stop()?;
+        }
+        Ok::<_, anyhow::Error>((rows, confstore_peer, baseline_peer))
+    })?;
+    drop(runtime);
+
+    let load = machine::Load::between(cpu_start, machine::CpuSnapshot::now(), loadavg_start);
+    let all_pass = against_etcd && rows.iter().all(|r| r.pass(true) != Some(false));
+    let report = Report {
+        format: "confstore-bench-server/1",
+        machine,
+        disk,
+        load,
+        params: serde_json::to_value(args)?,
+        confstore: confstore_peer,
+        baseline: baseline_peer,
+        against_etcd,
+        rows,
+        all_pass,
+        total_secs: started.elapsed().as_secs_f64(),
+    };
+    if args.keep {
+        let kept = tmp.keep();
+        progress(&format!("kept {}", kept.display()));
+    }
+    Ok(report)
+}

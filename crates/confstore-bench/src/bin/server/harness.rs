@@ -1,0 +1,279 @@
+//! The closed-loop load generator every peer is measured with: N clients on one tokio
+//! runtime, each with its own connection, each sending its next request as soon as the
+//! previous one is answered, every request timed. Only the [`Conn`] differs between peers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow};
+use serde::Serialize;
+use tokio::sync::Barrier;
+
+/// Prefix of every key in the flat key-value baselines (etcd, SQLite): the service's
+/// "directory", so that one range read returns the whole service.
+pub const PREFIX: &str = "bench/";
+
+/// One client's connection to a peer. Each implementation owns its own TCP connection (or,
+/// for the SQLite fallback, its own database connection).
+pub trait Conn: Send + 'static {
+    /// Writes `value` under `key` and returns once the peer acknowledged it as durable.
+    fn put(&mut self, key: &str, value: &str) -> impl Future<Output = Result<()>> + Send;
+    /// The read this connection was made for (a snapshot, a key, a prefix); returns the
+    /// bytes of the answer.
+    fn read(&mut self) -> impl Future<Output = Result<usize>> + Send;
+}
+
+/// What every client of a run does.
+#[derive(Clone, Copy, Debug)]
+pub enum Op {
+    /// Writes; client `c` cycles over keys `cCC.kKKK` of its own (disjoint between clients).
+    Put {
+        /// Distinct keys per client.
+        keys_per_client: usize,
+        /// Bytes of each value (ASCII text).
+        value_bytes: usize,
+    },
+    /// The connection's read.
+    Read,
+}
+
+/// Counts of one run.
+#[derive(Clone, Copy, Debug)]
+pub struct Counts {
+    /// Untimed requests per client before the clock starts.
+    pub warmup_per_client: usize,
+    /// Timed requests per client.
+    pub ops_per_client: usize,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Run {
+    /// Timed requests, all clients.
+    pub ops: usize,
+    /// From the first client's start (after every client's warm-up) to the last answer.
+    pub elapsed_secs: f64,
+    /// Bytes received per read (0 for writes).
+    pub bytes_per_answer: f64,
+    /// Every timed request's latency, microseconds.
+    #[serde(skip)]
+    pub latencies_us: Vec<f64>,
+}
+
+impl Run {
+    /// Requests per second.
+    pub fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed_secs.max(1e-9)
+    }
+}
+
+/// The key client `client` writes with its `i`-th request.
+pub fn key(client: usize, i: usize, keys_per_client: usize) -> String {
+    format!("c{client:02}.k{:03}", i % keys_per_client.max(1))
+}
+
+/// A `bytes`-long ASCII value that differs for every (tag, client, i).
+pub fn value(tag: &str, client: usize, i: usize, bytes: usize) -> String {
+    const FILLER: &str = "endpoint=https://billing.internal:8443;pool=4..32;retries=3;tls=on;";
+    let mut v = format!("{tag}-c{client:02}-{i:07}-");
+    while v.len() < bytes {
+        v.push_str(FILLER);
+    }
+    v.truncate(bytes);
+    v
+}
+
+/// Runs `conns.len()` clients in a closed loop: each does `counts.warmup_per_client`
+/// untimed requests, waits for the others, then `counts.ops_per_client` timed ones. `tag`
+/// makes this run's values differ from every other run's.
+pub async fn closed_loop<C: Conn>(conns: Vec<C>, op: Op, counts: Counts, tag: &str) -> Result<Run> {
+    let clients = conns.len();
+    let start_line = Arc::new(Barrier::new(clients + 1));
+    let mut tasks = Vec::with_capacity(clients);
+    for (client, mut conn) in conns.into_iter().enumerate() {
+        let start_line = Arc::clone(&start_line);
+        let tag = tag.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut bytes = 0usize;
+            let mut warmup = Ok(());
+            for i in 0..counts.warmup_per_client {
+                if let Err(e) = request(&mut conn, op, &tag, client, i).await {
+                    warmup = Err(e);
+                    break;
+                }
+            }
+            // Every client reaches the start line, failed or not, so no one waits forever.
+            start_line.wait().await;
+            // Each client notes when it started: the spawning task may be scheduled later.
+            let started = Instant::now();
+            warmup.with_context(|| format!("client {client}, warm-up"))?;
+            let mut latencies_us = Vec::with_capacity(counts.ops_per_client);
+            for i in counts.warmup_per_client..counts.warmup_per_client + counts.ops_per_client {
+                let sent = Instant::now();
+                bytes += request(&mut conn, op, &tag, client, i).await.with_context(|| format!("client {client}"))?;
+                latencies_us.push(sent.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok::<_, anyhow::Error>((latencies_us, bytes, started, Instant::now()))
+        }));
+    }
+    start_line.wait().await;
+    let mut run = Run { ops: 0, elapsed_secs: 0.0, bytes_per_answer: 0.0, latencies_us: Vec::new() };
+    let (mut first, mut last): (Option<Instant>, Option<Instant>) = (None, None);
+    let mut bytes = 0usize;
+    let mut first_error = None;
+    for task in tasks {
+        match task.await.map_err(|e| anyhow!("a client task panicked: {e}")).and_then(|r| r) {
+            Ok((latencies_us, b, started, done)) => {
+                run.ops += latencies_us.len();
+                run.latencies_us.extend(latencies_us);
+                bytes += b;
+                first = Some(first.map_or(started, |f| f.min(started)));
+                last = Some(last.map_or(done, |l| l.max(done)));
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    if let (Some(first), Some(last)) = (first, last) {
+        run.elapsed_secs = last.duration_since(first).as_secs_f64();
+    }
+    if matches!(op, Op::Read) {
+        run.bytes_per_answer = bytes as f64 / run.ops.max(1) as f64;
+    }
+    Ok(run)
+}
+
+async fn request<C: Conn>(conn: &mut C, op: Op, tag: &str, client: usize, i: usize) -> Result<usize> {
+    match op {
+        Op::Put { keys_per_client, value_bytes } => {
+            conn.put(&key(client, i, keys_per_client), &value(tag, client, i, value_bytes)).await?;
+            Ok(0)
+        }
+        Op::Read => conn.read().await,
+    }
+}
+
+/// Latency percentiles and rates over several runs of one measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Requests per second: median, slowest and fastest run.
+    pub rate: crate::timing::Samples,
+    /// Median latency over every timed request of every run, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Slowest request, milliseconds.
+    pub max_ms: f64,
+    /// Timed requests, all runs.
+    pub requests: usize,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Bytes per answer (reads), 0 for writes.
+    pub bytes_per_answer: f64,
+}
+
+impl Summary {
+    /// Summarises the runs (at least one).
+    pub fn of(runs: &[Run], clients: usize) -> Self {
+        let mut all: Vec<f64> = runs.iter().flat_map(|r| r.latencies_us.iter().copied()).collect();
+        all.sort_by(f64::total_cmp);
+        Self {
+            rate: crate::timing::Samples::new(runs.iter().map(Run::rate).collect()),
+            p50_ms: percentile(&all, 0.50) / 1e3,
+            p99_ms: percentile(&all, 0.99) / 1e3,
+            max_ms: all.last().copied().unwrap_or(f64::NAN) / 1e3,
+            requests: all.len(),
+            clients,
+            bytes_per_answer: runs.iter().map(|r| r.bytes_per_answer).sum::<f64>() / runs.len().max(1) as f64,
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted samples (`q` in 0..=1).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil().max(1.0);
+    // rank is in 1..=len, a small positive integer held exactly by an f64.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let i = (rank as usize).min(sorted.len()) - 1;
+    sorted[i]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.50), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
+    }
+
+    #[test]
+    fn values_have_the_asked_size_and_differ() {
+        let a = value("r0", 1, 2, 300);
+        assert_eq!(a.len(), 300);
+        assert_ne!(a, value("r0", 1, 3, 300));
+        assert_ne!(a, value("r1", 1, 2, 300));
+        assert_eq!(key(3, 17, 16), "c03.k001");
+    }
+
+    /// A peer that answers at once: the harness counts, times and splits work as it says.
+    struct Instant0(usize);
+    impl Conn for Instant0 {
+        async fn put(&mut self, key: &str, value: &str) -> Result<()> {
+            assert!(key.starts_with('c') && value.len() == 10);
+            self.0 += 1;
+            Ok(())
+        }
+        async fn read(&mut self) -> Result<usize> {
+            Ok(5)
+        }
+    }
+
+    #[test]
+    fn closed_loop_counts_every_timed_request() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let counts = Counts { warmup_per_client: 2, ops_per_client: 10 };
+        let run = rt
+            .block_on(closed_loop(
+                vec![Instant0(0), Instant0(0), Instant0(0)],
+                Op::Put { keys_per_client: 4, value_bytes: 10 },
+                counts,
+                "t",
+            ))
+            .unwrap();
+        assert_eq!((run.ops, run.latencies_us.len()), (30, 30));
+        let run = rt.block_on(closed_loop(vec![Instant0(0)], Op::Read, counts, "t")).unwrap();
+        assert_eq!((run.ops, run.bytes_per_answer), (10, 5.0));
+    }
+
+    /// A failing client makes the run fail instead of hanging the others at the start line.
+    struct Fails;
+    impl Conn for Fails {
+        async fn put(&mut self, _: &str, _: &str) -> Result<()> {
+            Err(anyhow!("HTTP 500"))
+        }
+        async fn read(&mut self) -> Result<usize> {
+            Err(anyhow!("HTTP 500"))
+        }
+    }
+
+    #[test]
+    fn a_failing_client_fails_the_run() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let counts = Counts { warmup_per_client: 1, ops_per_client: 1 };
+        let err = rt.block_on(closed_loop(vec![Fails, Fails], Op::Read, counts, "t")).unwrap_err();
+        assert!(format!("{err:#}").contains("HTTP 500"), "{err:#}");
+    }
+}

@@ -1,0 +1,565 @@
+//! The log and time travel: history, events after a seq, state at a point, diff, rollback,
+//! search, audit trail, head and export.
+//!
+//! History, events and audit pages read stored events up to the read model's head, which
+//! the server verified (at open, and as it folded each event in); replays verify again.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use confstore_core::state::{Change, RejectError};
+use confstore_core::{EventBody, EventKind, StoredEvent};
+use confstore_log::{LogError, Until};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use super::config::receipt_response;
+use super::{ReceiptOut, blocking, commit, live, page_size, require_unscoped, time_text};
+use crate::app::{App, Mode};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiQuery, IfMatch, Principal, RequestId};
+
+/// A page of events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    /// The events, oldest first: `seq`, `time` and the decoded event fields (as in the
+    /// export's `event`), plus `hash`, `prev_hash`, `key_id`, `sig` and `body` (base64) for
+    /// `/events`.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<Value>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next_after: Option<u64>,
+    /// Seq of the head when read.
+    pub head_seq: u64,
+}
+
+/// Which events a page holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Filter {
+    History,
+    Events,
+    Audit,
+}
+
+fn is_audit(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::SecretRevealed { .. }
+            | EventKind::AccessDenied { .. }
+            | EventKind::TokenIssued { .. }
+            | EventKind::TokenRevoked { .. }
+    )
+}
+
+fn event_key(kind: &EventKind) -> Option<&str> {
+    match kind {
+        EventKind::ValueSet { key, .. }
+        | EventKind::ValueUnset { key, .. }
+        | EventKind::SecretSet { key, .. }
+        | EventKind::SecretRevealed { key, .. } => Some(key),
+        _ => None,
+    }
+}
+
+/// Reads up to `limit` events after `after` that pass `keep`.
+async fn page(
+    app: &App,
+    after: u64,
+    limit: usize,
+    filter: Filter,
+    keep: impl Fn(&EventBody) -> bool + Send + 'static,
+) -> ApiResult<EventPage> {
+    let mode = app.mode();
+    let head_seq = live(&mode)?.model.read(|m| m.state.seq);
+    blocking(move || {
+        let l = live(&mode)?;
+        let mut events = Vec::new();
+        let mut last_seen = after;
+        let mut more = false;
+        l.readers.with(|r| {
+            r.for_each_event(after + 1, |ev: StoredEvent| {
+                if ev.seq > head_seq {
+                    return Ok(false);
+                }
+                if events.len() == limit {
+                    more = true;
+                    return Ok(false);
+                }
+                last_seen = ev.seq;
+                let Ok(body) = EventBody::decode(&ev.body) else {
+                    return Err(LogError::Tampered(confstore_core::VerifyError::BadBody {
+                        seq: ev.seq,
+                        reason: "does not decode".into(),
+                    }));
+                };
+                if keep(&body) {
+                    let mut v = if filter == Filter::Events {
+                        serde_json::from_str(&confstore_core::export::event_line(&ev, Some(&body)))
+                            .unwrap_or(Value::Null)
+                    } else {
+                        body.to_json()
+                    };
+                    v["seq"] = json!(ev.seq);
+                    v["time"] = json!(time_text(body.time_ms));
+                    events.push(v);
+                }
+                Ok(true)
+            })
+        })?;
+        // A filtered scan that stopped at the head has no next page; one cut by the limit
+        // continues after the last event it looked at.
+        let next_after = more.then_some(last_seen);
+        Ok(EventPage { events, next_after, head_seq })
+    })
+    .await
+}
+
+/// Query of the history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Only events of this service.
+    pub service: Option<String>,
+    /// Only events of this key.
+    pub key: Option<String>,
+    /// Only events after this seq (paging).
+    pub after: Option<u64>,
+    /// Most events (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/history`: configuration changes, oldest first, paged by seq.
+#[utoipa::path(get, path = "/api/v1/history", tag = "history", params(HistoryQuery),
+    security(("bearer" = ["config.read"])),
+    responses((status = 200, body = EventPage), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn history(
+    State(app): State<App>,
+    who: Principal,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> ApiResult<Json<EventPage>> {
+    let limit = page_size(q.limit)?;
+    let scope = q.service.clone().or(who.service.clone());
+    let key = q.key;
+    let p = page(&app, q.after.unwrap_or(0), limit, Filter::History, move |b| {
+        !is_audit(&b.kind)
+            && scope.as_deref().is_none_or(|s| b.service() == Some(s))
+            && key.as_deref().is_none_or(|k| event_key(&b.kind) == Some(k))
+    })
+    .await?;
+    Ok(Json(p))
+}
+
+/// Query of events after a seq.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Events after this seq (0: from the start).
+    pub after: u64,
+    /// Only events of this service.
+    pub service: Option<String>,
+    /// Most events (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/events?after=SEQ`: stored events after a seq with their hashes and
+/// signatures (the export line format), for clients catching up.
+#[utoipa::path(get, path = "/api/v1/events", tag = "history", params(EventsQuery),
+    security(("bearer" = ["config.read"])),
+    responses((status = 200, body = EventPage), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn events(
+    State(app): State<App>,
+    who: Principal,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult<Json<EventPage>> {
+    let limit = page_size(q.limit)?;
+    let scope = q.service.clone().or(who.service.clone());
+    let p =
+        page(&app, q.after, limit, Filter::Events, move |b| scope.as_deref().is_none_or(|s| b.service() == Some(s)))
+            .await?;
+    Ok(Json(p))
+}
+
+/// A point of the log: an epoch, or a time.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StateQuery {
+    /// The state at this epoch.
+    pub epoch: Option<u64>,
+    /// The state at this time (RFC 3339), if no epoch is given.
+    pub at: Option<String>,
+    /// Only this service.
+    pub service: Option<String>,
+}
+
+/// The configuration at a point.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StateOut {
+    /// The epoch.
+    pub epoch: u64,
+    /// service -> key -> value (secrets as `"<secret>"`).
+    #[schema(value_type = Object)]
+    pub services: Value,
+}
+
+fn until_of(epoch: Option<u64>, at: Option<&str>) -> ApiResult<Until> {
+    match (epoch, at) {
+        (Some(e), _) => Ok(Until::Epoch(e)),
+        (None, Some(t)) => {
+            let ts: jiff::Timestamp = t.parse().map_err(|_| {
+                ApiError::bad_request(format!("{t:?} is not an RFC 3339 time such as 2026-11-26T09:30:00Z"))
+            })?;
+            Ok(Until::Time(u64::try_from(ts.as_millisecond()).unwrap_or(0)))
+        }
+        (None, None) => Ok(Until::Head),
+    }
+}
+
+async fn state_at(app: &App, until: Until) -> ApiResult<confstore_core::State> {
+    let mode = app.mode();
+    if until == Until::Head {
+        return Ok(live(&mode)?.model.read(|m| m.state.clone()));
+    }
+    blocking(move || Ok(live(&mode)?.readers.with(|r| r.replay(until))?)).await
+}
+
+fn shown(json: &str) -> Value {
+    if confstore_core::secret::envelope_of(json).is_some() {
+        return Value::String("<secret>".into());
+    }
+    serde_json::from_str(json).unwrap_or(Value::Null)
+}
+
+/// `GET /api/v1/state`: every service's values at an epoch or a time (default: now).
+#[utoipa::path(get, path = "/api/v1/state", tag = "history", params(StateQuery),
+    security(("bearer" = ["config.read"])),
+    responses((status = 200, body = StateOut), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn state(
+    State(app): State<App>,
+    who: Principal,
+    ApiQuery(q): ApiQuery<StateQuery>,
+) -> ApiResult<Json<StateOut>> {
+    app.metrics.read();
+    let until = until_of(q.epoch, q.at.as_deref())?;
+    let st = state_at(&app, until).await?;
+    if let Some(s) = &q.service
+        && !st.services.contains_key(s)
+    {
+        return Err(ApiError::not_found(format!("unknown service {s:?} at epoch {}", st.epoch)));
+    }
+    let services: serde_json::Map<String, Value> = st
+        .services
+        .iter()
+        .filter(|(s, _)| who.sees(s) && q.service.as_deref().is_none_or(|only| only == s.as_str()))
+        .map(|(s, vals)| (s.clone(), Value::Object(vals.iter().map(|(k, v)| (k.clone(), shown(v))).collect())))
+        .collect();
+    Ok(Json(StateOut { epoch: st.epoch, services: Value::Object(services) }))
+}
+
+/// Query of a diff.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DiffQuery {
+    /// From this epoch.
+    pub from: u64,
+    /// To this epoch (default: now).
+    pub to: Option<u64>,
+    /// Only this service.
+    pub service: Option<String>,
+}
+
+/// What changed between two epochs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiffOut {
+    /// The first epoch.
+    pub from_epoch: u64,
+    /// The second.
+    pub to_epoch: u64,
+    /// Changes: `{service, key, change: added|removed|changed, before, after}`.
+    #[schema(value_type = Vec<Object>)]
+    pub changes: Vec<Value>,
+}
+
+/// `GET /api/v1/diff?from=E1[&to=E2]`: key-level differences between two epochs.
+#[utoipa::path(get, path = "/api/v1/diff", tag = "history", params(DiffQuery),
+    security(("bearer" = ["config.read"])),
+    responses((status = 200, body = DiffOut), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn diff(
+    State(app): State<App>,
+    who: Principal,
+    ApiQuery(q): ApiQuery<DiffQuery>,
+) -> ApiResult<Json<DiffOut>> {
+    let a = state_at(&app, Until::Epoch(q.from)).await?;
+    let b = state_at(&app, q.to.map_or(Until::Head, Until::Epoch)).await?;
+    if let Some(s) = &q.service
+        && !a.services.contains_key(s)
+        && !b.services.contains_key(s)
+    {
+        return Err(ApiError::not_found(format!("unknown service {s:?}")));
+    }
+    let changes = confstore_core::timetravel::diff(&a, &b, q.service.as_deref())
+        .iter()
+        .filter(|c| who.sees(&c.service))
+        .map(|c| {
+            json!({"service": c.service, "key": c.key, "change": c.what(),
+                   "before": c.before.as_deref().map_or(Value::Null, shown),
+                   "after": c.after.as_deref().map_or(Value::Null, shown)})
+        })
+        .collect();
+    Ok(Json(DiffOut { from_epoch: a.epoch, to_epoch: b.epoch, changes }))
+}
+
+/// A rollback request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The epoch whose configuration to restore.
+    pub to_epoch: u64,
+    /// Only this service (default: every service).
+    pub service: Option<String>,
+    /// Why (recorded).
+    pub reason: Option<String>,
+}
+
+/// Attempts before giving up when other writers keep changing the store meanwhile.
+const ROLLBACK_ATTEMPTS: usize = 5;
+
+/// `POST /api/v1/rollback`: restores the configuration of an earlier epoch as a new
+/// changeset (history is never rewritten). With `If-Match`, only if the store is still at
+/// that epoch; without, retried if other writes land meanwhile.
+#[utoipa::path(post, path = "/api/v1/rollback", tag = "history", request_body = RollbackRequest,
+    params(("If-Match" = Option<String>, Header, description = "the epoch the rollback is based on (compare-and-set)")),
+    security(("bearer" = ["config.write"])),
+    responses((status = 200, body = ReceiptOut), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn rollback(
+    State(app): State<App>,
+    who: Principal,
+    rid: RequestId,
+    if_match: IfMatch,
+    ApiJson(req): ApiJson<RollbackRequest>,
+) -> ApiResult<Response> {
+    if req.service.is_none() {
+        require_unscoped(&app, &who, "POST", "/api/v1/rollback", rid.clone()).await?;
+    }
+    let target = state_at(&app, Until::Epoch(req.to_epoch)).await?;
+    for _ in 0..ROLLBACK_ATTEMPTS {
+        let current = state_at(&app, Until::Head).await?;
+        if let Some(s) = &req.service
+            && !current.services.contains_key(s)
+        {
+            return Err(ApiError::not_found(format!("unknown service {s:?}")));
+        }
+        if req.to_epoch >= current.epoch {
+            return Err(RejectError::RollbackTarget { to: req.to_epoch, current: current.epoch }.into());
+        }
+        let changes: Vec<Change> =
+            confstore_core::timetravel::rollback_changes(&current, &target, req.to_epoch, req.service.as_deref());
+        if changes.len() <= 1 {
+            return Err(ApiError::unprocessable(format!(
+                "nothing to roll back: the configuration at epoch {} equals the current one (epoch {}); nothing was changed",
+                req.to_epoch, current.epoch
+            )));
+        }
+        let expected = if_match.0.unwrap_or(current.epoch);
+        match commit(&app, &who, rid.clone(), req.reason.clone(), Some(expected), changes).await {
+            Err(e) if e.status == axum::http::StatusCode::CONFLICT && if_match.0.is_none() => continue,
+            other => return other.map(|r| receipt_response(axum::http::StatusCode::OK, r)),
+        }
+    }
+    Err(ApiError::unavailable("the store kept changing while rolling back; nothing was changed, try again"))
+}
+
+/// Query of a search.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// Text to find in service names, keys, values and descriptions (case-insensitive).
+    pub q: String,
+    /// Only this service.
+    pub service: Option<String>,
+    /// Only keys changed after this epoch.
+    pub since: Option<u64>,
+    /// Most hits (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// Search hits.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchOut {
+    /// The query.
+    pub query: String,
+    /// Hits, best first: `{service, key, value, description, epoch}`.
+    #[schema(value_type = Vec<Object>)]
+    pub hits: Vec<Value>,
+}
+
+/// `GET /api/v1/search?q=TEXT`: full-text search over the configuration (never secrets).
+#[utoipa::path(get, path = "/api/v1/search", tag = "history", params(SearchQuery),
+    security(("bearer" = ["config.read"])),
+    responses((status = 200, body = SearchOut), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn search(
+    State(app): State<App>,
+    who: Principal,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> ApiResult<Json<SearchOut>> {
+    let limit = page_size(q.limit)?;
+    if q.q.len() > 256 {
+        return Err(ApiError::unprocessable("the query is longer than 256 bytes"));
+    }
+    let mode = app.mode();
+    live(&mode)?;
+    let scope = q.service.clone().or(who.service.clone());
+    let (text, since) = (q.q.clone(), q.since);
+    let hits = blocking(move || {
+        let l = live(&mode)?;
+        let _one = l.search_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        l.readers
+            .with(|r| {
+                crate::projector::search_catch_up(r)?;
+                confstore_search::search(r.connection(), &text, scope.as_deref(), since, limit)
+                    .map_err(|e| LogError::Schema(e.to_string()))
+            })
+            .map_err(ApiError::from)
+    })
+    .await?;
+    let hits = hits
+        .iter()
+        .map(|h| json!({"service": h.service, "key": h.key, "value": h.value_text, "description": h.description, "epoch": h.epoch}))
+        .collect();
+    Ok(Json(SearchOut { query: q.q, hits }))
+}
+
+/// Query of the audit trail.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only events after this seq (paging).
+    pub after: Option<u64>,
+    /// Most events (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/audit`: secret reveals, access denials, token issues and revocations.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
+    security(("bearer" = ["audit.read"])),
+    responses((status = 200, body = EventPage), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn audit(
+    State(app): State<App>,
+    who: Principal,
+    rid: RequestId,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<EventPage>> {
+    require_unscoped(&app, &who, "GET", "/api/v1/audit", rid).await?;
+    let limit = page_size(q.limit)?;
+    Ok(Json(page(&app, q.after.unwrap_or(0), limit, Filter::Audit, |b| is_audit(&b.kind)).await?))
+}
+
+/// The head of the log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeadOut {
+    /// Store id (hex).
+    pub store_id: String,
+    /// Generation.
+    pub generation: u64,
+    /// Seq of the last event.
+    pub seq: u64,
+    /// Configuration epoch.
+    pub epoch: u64,
+    /// Hash of the last event (hex).
+    pub hash: String,
+    /// Time of the last event.
+    pub time: String,
+    /// Current signing key id.
+    pub signing_key_id: String,
+}
+
+/// `GET /api/v1/head`: the newest event's seq, epoch and hash.
+#[utoipa::path(get, path = "/api/v1/head", tag = "history",
+    security(("bearer" = ["config.read"])),
+    responses((status = 200, body = HeadOut)))]
+pub async fn head(State(app): State<App>) -> ApiResult<Response> {
+    let key_id = app.keys.signing.verifying_key().key_id().to_hex();
+    let mode = app.mode();
+    let (out, fb) = match &*mode {
+        Mode::Live(l) => (
+            l.model.read(|m| HeadOut {
+                store_id: m.store_id.clone(),
+                generation: m.generation,
+                seq: m.state.seq,
+                epoch: m.state.epoch,
+                hash: m.head_hash.to_hex(),
+                time: time_text(m.state.time_ms),
+                signing_key_id: key_id,
+            }),
+            None,
+        ),
+        Mode::Fallback(fb) => {
+            let c = fb.lkg.as_ref().map_err(|why| ApiError::unavailable(format!("{}; {why}", fb.why)))?;
+            (
+                HeadOut {
+                    store_id: c.store_id.clone(),
+                    generation: c.generation,
+                    seq: c.seq,
+                    epoch: c.epoch,
+                    hash: c.head_hash.clone(),
+                    time: String::new(),
+                    signing_key_id: key_id,
+                },
+                Some(fb),
+            )
+        }
+    };
+    let mut resp = Json(out).into_response();
+    if let Some(fb) = fb {
+        super::config::fallback_headers(&mut resp, fb);
+    }
+    Ok(resp)
+}
+
+/// `GET /api/v1/export`: the whole log in the `confstore-export/1` JSON Lines format (a
+/// header line, then one line per event), streamed; `confstore verify --export` checks it
+/// offline with only the public key.
+#[utoipa::path(get, path = "/api/v1/export", tag = "audit",
+    security(("bearer" = ["audit.read"])),
+    responses((status = 200, description = "confstore-export/1 JSON Lines", content_type = "application/x-ndjson", body = String)))]
+pub async fn export(State(app): State<App>, who: Principal, rid: RequestId) -> ApiResult<Response> {
+    require_unscoped(&app, &who, "GET", "/api/v1/export", rid).await?;
+    let mode = app.mode();
+    live(&mode)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
+    let m = Arc::clone(&mode);
+    tokio::task::spawn_blocking(move || {
+        let Ok(l) = live(&m) else { return };
+        let result = l.readers.with(|r| {
+            let header = confstore_core::export::header_line(&r.store_id(), &r.keys()?);
+            if tx.blocking_send(Ok(header + "\n")).is_err() {
+                return Ok(());
+            }
+            r.for_each_event(1, |ev| {
+                let body = EventBody::decode(&ev.body).ok();
+                let line = confstore_core::export::event_line(&ev, body.as_ref()) + "\n";
+                Ok(tx.blocking_send(Ok(line)).is_ok())
+            })
+        });
+        if let Err(e) = result {
+            tracing::error!(error = %e, "export failed part way");
+            let _ = tx.blocking_send(Err(std::io::Error::other("export failed")));
+        }
+    });
+    let stream = tokio_stream_from(rx);
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    Ok(resp)
+}
+
+/// A receiver as a stream (without pulling in tokio-stream).
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<String, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<String, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -1,0 +1,199 @@
+//! The routes: one module per group, each handler annotated for the OpenAPI document
+//! (`#[utoipa::path]`), the router and the document built together by [`router`] so they
+//! always list the same routes.
+
+pub mod config;
+pub mod history;
+pub mod ops;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use confstore_core::state::{Change, ChangesetDraft};
+use confstore_log::Receipt;
+use serde::Serialize;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::{App, LiveMode, Mode};
+use crate::auth::RouteRoles;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Principal, RequestId};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "confstore",
+        description = "Event-sourced configuration store: every change an Ed25519-signed, hash-chained event. \
+                       Bearer tokens carry one role: config.read, config.write, secrets.reveal, audit.read or admin \
+                       (each operation's `security` names the role it needs).",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerScheme),
+    components(schemas(crate::error::ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The whole HTTP surface: routes, auth, request ids, limits, and the OpenAPI document
+/// (also served at `/api/v1/openapi.json`). Tests call this in-process.
+pub fn router(app: App) -> (Router, serde_json::Value) {
+    let (routes, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(config::list_services, config::register_service))
+        .routes(routes!(config::snapshot))
+        .routes(routes!(config::patch_values))
+        .routes(routes!(config::get_value, config::put_value, config::delete_value))
+        .routes(routes!(config::get_schema, config::put_schema))
+        .routes(routes!(config::reveal_secret))
+        .routes(routes!(history::history))
+        .routes(routes!(history::events))
+        .routes(routes!(history::state))
+        .routes(routes!(history::diff))
+        .routes(routes!(history::rollback))
+        .routes(routes!(history::search))
+        .routes(routes!(history::audit))
+        .routes(routes!(history::head))
+        .routes(routes!(history::export))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+        .split_for_parts();
+    let doc = serde_json::to_value(&doc).unwrap_or_default();
+    let roles = Arc::new(RouteRoles::from_openapi(&doc));
+    let router = routes
+        .route_layer(axum::middleware::from_fn_with_state((app.clone(), Arc::clone(&roles)), crate::auth::authorize))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), crate::http::observe))
+        .fallback(crate::http::not_found)
+        .method_not_allowed_fallback(crate::http::method_not_allowed)
+        .layer(DefaultBodyLimit::max(confstore_core::limits::REQUEST_BYTES_MAX))
+        .layer(axum::Extension(Arc::new(doc.clone())))
+        .layer(axum::Extension(roles))
+        .with_state(app);
+    (router, doc)
+}
+
+/// What an acknowledged write returns (and its epoch as the `ETag`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptOut {
+    /// The new epoch.
+    pub epoch: u64,
+    /// Seq of the changeset's first event.
+    pub first_seq: u64,
+    /// Seq of its last event.
+    pub last_seq: u64,
+    /// Hash of the last event: the new head (hex).
+    pub head_hash: String,
+    /// When it was committed (RFC 3339).
+    pub time: String,
+}
+
+impl From<Receipt> for ReceiptOut {
+    fn from(r: Receipt) -> Self {
+        ReceiptOut {
+            epoch: r.epoch,
+            first_seq: r.first_seq,
+            last_seq: r.last_seq,
+            head_hash: r.hash.to_hex(),
+            time: time_text(r.time_ms),
+        }
+    }
+}
+
+/// Unix milliseconds as RFC 3339 UTC.
+pub fn time_text(ms: u64) -> String {
+    jiff::Timestamp::from_millisecond(i64::try_from(ms).unwrap_or(i64::MAX))
+        .map_or_else(|_| ms.to_string(), |t| t.to_string())
+}
+
+/// The live mode, or 503 saying why writes (or this read) cannot be served now.
+pub fn live(mode: &Mode) -> ApiResult<&LiveMode> {
+    match mode {
+        Mode::Live(l) => Ok(l),
+        Mode::Fallback(fb) => Err(ApiError::read_only(format!(
+            "the server is in read-only fallback ({}); only current snapshots and values are served until the \
+             database is back; nothing was changed",
+            fb.why
+        ))),
+    }
+}
+
+/// Runs blocking database work off the async threads.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tracing::error!(error = %e, "a blocking task failed");
+        ApiError::internal()
+    })?
+}
+
+/// Appends one changeset for `who`, measuring it; the answer once it is durable.
+pub async fn commit(
+    app: &App,
+    who: &Principal,
+    rid: RequestId,
+    reason: Option<String>,
+    expected_epoch: Option<u64>,
+    changes: Vec<Change>,
+) -> ApiResult<ReceiptOut> {
+    let mode = app.mode();
+    let store = Arc::clone(&live(&mode)?.store);
+    let draft = ChangesetDraft {
+        actor: who.actor(),
+        reason: reason.unwrap_or_default(),
+        request_id: rid.0,
+        expected_epoch,
+        changes,
+    };
+    let started = Instant::now();
+    let result = blocking(move || store.append(draft).map_err(ApiError::from)).await;
+    let outcome = match &result {
+        Ok(_) => "committed",
+        Err(e) if e.status.is_client_error() => "rejected",
+        Err(_) => "failed",
+    };
+    app.metrics.write(outcome, started.elapsed().as_secs_f64());
+    if let Ok(r) = &result {
+        tracing::info!(epoch = r.epoch, first_seq = r.first_seq, last_seq = r.last_seq, "committed");
+    }
+    result.map(ReceiptOut::from)
+}
+
+/// A store-wide route (export, audit, whole-store rollback) for a service-scoped token: 403.
+pub async fn require_unscoped(app: &App, who: &Principal, method: &str, route: &str, rid: RequestId) -> ApiResult<()> {
+    if who.service.is_none() {
+        return Ok(());
+    }
+    let why = format!(
+        "this token is limited to service {:?}; {method} {route} covers the whole store",
+        who.service.as_deref().unwrap_or("")
+    );
+    Err(crate::auth::deny(app, who, method, route, who.role, None, Some(rid), why).await)
+}
+
+/// Checks a `limit` query parameter.
+pub fn page_size(limit: Option<usize>) -> ApiResult<usize> {
+    match limit {
+        None => Ok(confstore_core::limits::PAGE_SIZE_DEFAULT),
+        Some(0) => Err(ApiError::unprocessable("limit must be at least 1")),
+        Some(n) if n > confstore_core::limits::PAGE_SIZE_MAX => Err(ApiError::unprocessable(format!(
+            "limit {n} is over the page size limit {}; page with `after`",
+            confstore_core::limits::PAGE_SIZE_MAX
+        ))),
+        Some(n) => Ok(n),
+    }
+}

@@ -1,0 +1,95 @@
+//! Health, readiness, metrics and the OpenAPI document: open (no token) on loopback; put a
+//! proxy with access control in front when listening elsewhere (docs/operations.md).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::app::{App, Mode};
+
+/// `GET /healthz`: the process is alive; says which mode it is in.
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "alive: {status, mode}", body = Object)))]
+pub async fn healthz(State(app): State<App>) -> Json<Value> {
+    let mode = app.mode();
+    let mut out = json!({"status": "ok", "mode": mode.name()});
+    if let Mode::Fallback(fb) = &*mode {
+        out["reason"] = json!(fb.why);
+        out["lkg"] = match &fb.lkg {
+            Ok(c) => json!({"usable": true, "seq": c.seq, "epoch": c.epoch, "stale": fb.stale}),
+            Err(why) => json!({"usable": false, "error": why}),
+        };
+    }
+    Json(out)
+}
+
+/// `GET /readyz`: 200 when requests can be served — live with the projections' lag, or in
+/// the fallback with a verified LKG file — else 503 with the reason.
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses((status = 200, description = "ready", body = Object), (status = 503, description = "not ready", body = Object)))]
+pub async fn readyz(State(app): State<App>) -> Response {
+    let mode = app.mode();
+    let key_id = app.keys.signing.verifying_key().key_id().to_hex();
+    let schema_version = confstore_log::db::schema_version();
+    let (status, body) = match &*mode {
+        Mode::Live(l) => {
+            let (seq, epoch) = l.model.read(|m| (m.state.seq, m.state.epoch));
+            let search = app.projections.search_seq.load(Ordering::Relaxed);
+            let lkg = app.projections.lkg_seq.load(Ordering::Relaxed);
+            let refusal = l.store.current_refusal();
+            let body = json!({
+                "ready": refusal.is_none(),
+                "mode": mode.name(),
+                "writes": refusal.as_deref().map_or_else(|| json!("accepted"), |why| json!({"refused": why})),
+                "seq": seq,
+                "epoch": epoch,
+                "schema_version": schema_version,
+                "signing_key_id": key_id,
+                "projections": {
+                    "read_model": {"seq": seq, "lag": 0},
+                    "search": {"seq": search, "lag": seq.saturating_sub(search)},
+                    "lkg": {"seq": lkg, "lag": seq.saturating_sub(lkg)},
+                },
+            });
+            (if refusal.is_none() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
+        }
+        Mode::Fallback(fb) => {
+            let usable = fb.lkg.is_ok();
+            let body = json!({
+                "ready": usable,
+                "mode": mode.name(),
+                "writes": {"refused": fb.why},
+                "lkg": match &fb.lkg {
+                    Ok(c) => json!({"seq": c.seq, "epoch": c.epoch, "stale": fb.stale}),
+                    Err(why) => json!({"error": why}),
+                },
+                "schema_version": schema_version,
+                "signing_key_id": key_id,
+            });
+            (if usable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
+        }
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(app): State<App>) -> Response {
+    let mut resp = app.metrics.render().into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp
+}
+
+/// `GET /api/v1/openapi.json`: this API's OpenAPI 3.1 document, generated from the code.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "ops",
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+pub async fn openapi(Extension(doc): Extension<Arc<Value>>) -> Json<Value> {
+    Json((*doc).clone())
+}

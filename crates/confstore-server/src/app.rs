@@ -1,0 +1,332 @@
+//! The application state: configuration, keys, metrics and the current mode — live (the
+//! database is open) or the read-only fallback (serving a verified LKG file) — and the
+//! switch from the second to the first when the database comes back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use confstore_core::SigningKey;
+use confstore_core::auth::{Role, TokenRecord};
+use confstore_lkg::LkgContent;
+use confstore_log::{DbOptions, LogError, LogReader, Store, SystemClock};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::metrics::Metrics;
+use crate::model::Live;
+
+/// The keys the server needs (DESIGN.md §7), loaded by the binary.
+pub struct Keys {
+    /// Ed25519 key signing events and snapshots.
+    pub signing: SigningKey,
+    /// HMAC key of the LKG file.
+    pub lkg: Zeroizing<[u8; 32]>,
+    /// AES-256 master key for secrets, and its version.
+    pub master: Zeroizing<[u8; 32]>,
+    /// Version of `master`.
+    pub master_version: u32,
+    /// The previous master key during a rotation (secrets not yet rewrapped).
+    pub previous_master: Option<Zeroizing<[u8; 32]>>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("signing_key_id", &self.signing.verifying_key().key_id().to_hex())
+            .field("master_version", &self.master_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where `config.db` and `config.lkg.json` are.
+    pub data_dir: PathBuf,
+    /// Database options (synchronous, busy timeout).
+    pub db: DbOptions,
+    /// Least time between two rewrites of the LKG file under continuous writes.
+    pub lkg_interval: Duration,
+    /// How often the fallback retries opening the database.
+    pub recover_interval: Duration,
+}
+
+impl Config {
+    /// Defaults for `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            db: DbOptions::default(),
+            lkg_interval: Duration::from_millis(200),
+            recover_interval: Duration::from_secs(2),
+        }
+    }
+
+    /// `config.db`.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("config.db")
+    }
+
+    /// `config.lkg.json`.
+    pub fn lkg_path(&self) -> PathBuf {
+        self.data_dir.join(confstore_lkg::FILE_NAME)
+    }
+
+    /// The LKG high-water mark: the highest seq ever written to the LKG file, written
+    /// before the file itself, so an older copy put back is noticed.
+    pub fn hwm_path(&self) -> PathBuf {
+        self.data_dir.join("config.lkg.hwm")
+    }
+}
+
+/// Read connections, reused across requests (a connection serves one request at a time).
+#[derive(Debug)]
+pub struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<LogReader>>,
+}
+
+impl ReaderPool {
+    fn new(path: PathBuf) -> Self {
+        Self { path, idle: Mutex::new(Vec::new()) }
+    }
+
+    /// Runs `f` with a reader (blocking: call from `spawn_blocking`).
+    pub fn with<T>(&self, f: impl FnOnce(&LogReader) -> Result<T, LogError>) -> Result<T, LogError> {
+        let pooled = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let reader = match pooled {
+            Some(r) => r,
+            None => LogReader::open(&self.path)?,
+        };
+        let out = f(&reader);
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < 8 {
+            idle.push(reader);
+        }
+        out
+    }
+}
+
+/// The database is open.
+#[derive(Debug)]
+pub struct LiveMode {
+    /// The store (appends).
+    pub store: Arc<Store>,
+    /// The read model at the head.
+    pub model: Arc<Live>,
+    /// Read connections for history, replays and search.
+    pub readers: ReaderPool,
+    /// Serialises search-index catch-ups within this process.
+    pub search_lock: Mutex<()>,
+}
+
+/// The database could not be opened: reads come from the LKG file.
+#[derive(Debug)]
+pub struct FallbackMode {
+    /// Why the database is not used (shown in health and in 503 answers).
+    pub why: String,
+    /// The verified LKG content, or why the file was refused.
+    pub lkg: Result<LkgContent, String>,
+    /// Set when the LKG is older than the high-water mark (served, flagged).
+    pub stale: Option<String>,
+    /// Tokens from the LKG file.
+    pub tokens: BTreeMap<String, TokenRecord>,
+    /// Snapshots from the LKG, signed at load time: service -> (json, jws).
+    pub snapshots: HashMap<String, (Value, String)>,
+}
+
+/// Live or fallback.
+#[derive(Debug)]
+pub enum Mode {
+    /// Database open.
+    Live(LiveMode),
+    /// Read-only from the LKG.
+    Fallback(FallbackMode),
+}
+
+impl Mode {
+    /// `read_write` or `read_only_fallback` (as in health and metrics).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Live(_) => "read_write",
+            Mode::Fallback(_) => "read_only_fallback",
+        }
+    }
+}
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct App(Arc<AppInner>);
+
+/// See [`App`].
+#[derive(Debug)]
+pub struct AppInner {
+    /// Settings.
+    pub config: Config,
+    /// Keys.
+    pub keys: Keys,
+    /// Metrics.
+    pub metrics: Metrics,
+    mode: RwLock<Arc<Mode>>,
+    /// When the server started.
+    pub started: Instant,
+    /// How far the on-disk projections are.
+    pub projections: Projections,
+}
+
+/// The last seq each on-disk projection holds (set by the projector).
+#[derive(Debug, Default)]
+pub struct Projections {
+    /// The search index.
+    pub search_seq: std::sync::atomic::AtomicU64,
+    /// The LKG file.
+    pub lkg_seq: std::sync::atomic::AtomicU64,
+}
+
+impl std::ops::Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl App {
+    /// Opens the database, or falls back to the LKG file if it cannot be opened or read.
+    /// Blocking (opening verifies the events after the last checkpoint).
+    pub fn open(config: Config, keys: Keys) -> App {
+        let metrics = Metrics::new();
+        let mode = match open_live(&config, &keys, &metrics) {
+            Ok(live) => Mode::Live(live),
+            Err(why) => {
+                metrics.fallback(true);
+                let fb = open_fallback(&config, &keys, why, &metrics);
+                tracing::warn!(why = %fb.why, lkg = ?fb.lkg.as_ref().map(|c| c.seq), "serving read-only from the LKG file");
+                Mode::Fallback(fb)
+            }
+        };
+        App(Arc::new(AppInner {
+            config,
+            keys,
+            metrics,
+            mode: RwLock::new(Arc::new(mode)),
+            started: Instant::now(),
+            projections: Projections::default(),
+        }))
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> Arc<Mode> {
+        Arc::clone(&self.0.mode.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// In the fallback: tries the database again; on success switches to live. Returns
+    /// whether the server is live afterwards. Blocking.
+    pub fn try_recover(&self) -> bool {
+        if matches!(*self.mode(), Mode::Live(_)) {
+            return true;
+        }
+        match open_live(&self.config, &self.keys, &self.metrics) {
+            Ok(live) => {
+                *self.0.mode.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(Mode::Live(live));
+                self.metrics.fallback(false);
+                tracing::info!("the database is readable again: serving reads and writes from it");
+                true
+            }
+            Err(why) => {
+                tracing::debug!(%why, "the database is still unavailable");
+                false
+            }
+        }
+    }
+
+    /// Drops the store (final checkpoint) by leaving live mode; for shutdown.
+    pub fn close(&self) {
+        let mut mode = self.0.mode.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *mode = Arc::new(Mode::Fallback(FallbackMode {
+            why: "the server is shutting down".into(),
+            lkg: Err("the server is shutting down".into()),
+            stale: None,
+            tokens: BTreeMap::new(),
+            snapshots: HashMap::new(),
+        }));
+    }
+}
+
+fn open_live(config: &Config, keys: &Keys, metrics: &Metrics) -> Result<LiveMode, String> {
+    let path = config.db_path();
+    let key = SigningKey::from_seed(&keys.signing.seed());
+    let store = Store::open(&path, Some(key), Arc::new(SystemClock), &config.db)
+        .map_err(|e| format!("cannot open the database {}: {e}", path.display()))?;
+    // Open verified the tail; also make sure the read side works (a reader, the head).
+    let readers = ReaderPool::new(path.clone());
+    readers.with(LogReader::head).map_err(|e| format!("cannot read the database {}: {e}", path.display()))?;
+    if let Some(why) = store.refusal() {
+        metrics.signature_failure("log");
+        tracing::error!(%why, "the store refuses writes; reads are served from the last verified state");
+    }
+    let model = Live::new(store.store_id().to_hex(), store.generation(), metrics.clone());
+    store.set_commit_listener(model.listener());
+    Ok(LiveMode { store: Arc::new(store), model, readers, search_lock: Mutex::new(()) })
+}
+
+fn read_hwm(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn open_fallback(config: &Config, keys: &Keys, why: String, metrics: &Metrics) -> FallbackMode {
+    let mut fb =
+        FallbackMode { why, lkg: Err(String::new()), stale: None, tokens: BTreeMap::new(), snapshots: HashMap::new() };
+    let content = match confstore_lkg::load(&config.lkg_path(), &keys.lkg, None) {
+        Ok(c) => c,
+        Err(e) => {
+            if matches!(e, confstore_lkg::LkgError::BadSignature | confstore_lkg::LkgError::Malformed(_)) {
+                metrics.signature_failure("lkg");
+            }
+            tracing::error!(error = %e, "the LKG file is not usable either: refusing to serve configuration");
+            fb.lkg = Err(format!("{e}; it is not served"));
+            return fb;
+        }
+    };
+    if let Some(hwm) = read_hwm(&config.hwm_path())
+        && content.seq < hwm
+    {
+        let text = format!(
+            "the LKG file holds seq {} but seq {hwm} was written to it before: this is an older copy; {} newer \
+             event(s) are missing from what is served",
+            content.seq,
+            hwm - content.seq
+        );
+        tracing::warn!(stale = %text, "LKG file is older than its high-water mark");
+        fb.stale = Some(text);
+    }
+    for (id, t) in &content.tokens {
+        let (Some(role), Some(hash)) = (
+            t.get("role").and_then(Value::as_str).and_then(Role::parse),
+            t.get("hash")
+                .and_then(Value::as_str)
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|h| <[u8; 32]>::try_from(h).ok()),
+        ) else {
+            continue;
+        };
+        fb.tokens.insert(
+            id.clone(),
+            TokenRecord {
+                name: t.get("name").and_then(Value::as_str).unwrap_or("").to_owned(),
+                role,
+                service: t.get("service").and_then(Value::as_str).map(str::to_owned),
+                hash,
+                issued_seq: 0,
+                revoked_seq: None,
+            },
+        );
+    }
+    for (service, doc) in &content.services {
+        let jws = confstore_snapshots::document_to_jws(doc, &keys.signing).to_string();
+        fb.snapshots.insert(service.clone(), (doc.clone(), jws));
+    }
+    fb.lkg = Ok(content);
+    fb
+}

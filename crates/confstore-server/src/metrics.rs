@@ -1,0 +1,198 @@
+//! Prometheus metrics (`GET /metrics`, text exposition format), with the
+//! `prometheus-client` crate. Labels never carry secrets or tokens: routes are templates,
+//! services are names.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Method.
+    pub method: String,
+    /// Route template (`/api/v1/services/{service}/snapshot`), or `unmatched`.
+    pub route: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels with one `kind`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// What kind.
+    pub kind: String,
+}
+
+/// Every metric the server keeps. Cheap to clone (shared).
+#[derive(Clone, Debug)]
+pub struct Metrics(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    reads: Counter,
+    writes: Family<KindLabel, Counter>,
+    append_seconds: Histogram,
+    commit_batch_events: Histogram,
+    projection_lag: Family<KindLabel, Gauge>,
+    fallback_events: Counter,
+    mode_fallback: Gauge,
+    signature_failures: Family<KindLabel, Counter>,
+    auth_denials: Family<KindLabel, Counter>,
+    head_seq: Gauge,
+    epoch: Gauge,
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("confstore");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered, by route template and status", requests.clone());
+        let reads = Counter::default();
+        registry.register("reads", "Configuration reads answered (snapshots, values, state)", reads.clone());
+        let writes = Family::<KindLabel, Counter>::default();
+        registry.register("writes", "Changesets submitted, by outcome (committed, rejected, failed)", writes.clone());
+        let append_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        registry.register(
+            "append_seconds",
+            "Time from submitting a changeset to its durable commit",
+            append_seconds.clone(),
+        );
+        let commit_batch_events = Histogram::new(exponential_buckets(1.0, 2.0, 13));
+        registry.register(
+            "commit_batch_events",
+            "Events made durable per group commit (as seen by the read model)",
+            commit_batch_events.clone(),
+        );
+        let projection_lag = Family::<KindLabel, Gauge>::default();
+        registry.register(
+            "projection_lag_events",
+            "Events the projection (search, lkg) is behind the head",
+            projection_lag.clone(),
+        );
+        let fallback_events = Counter::default();
+        registry.register(
+            "fallback_events",
+            "Times the server entered the read-only fallback",
+            fallback_events.clone(),
+        );
+        let mode_fallback = Gauge::default();
+        registry.register(
+            "read_only_fallback",
+            "1 while serving from the LKG file (read-only), else 0",
+            mode_fallback.clone(),
+        );
+        let signature_failures = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "signature_failures",
+            "Signatures or MACs that failed to verify, by what (lkg, log)",
+            signature_failures.clone(),
+        );
+        let auth_denials = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "auth_denials",
+            "Requests refused by authentication (401) or authorization (403)",
+            auth_denials.clone(),
+        );
+        let head_seq = Gauge::default();
+        registry.register("head_seq", "Seq of the last event in the read model", head_seq.clone());
+        let epoch = Gauge::default();
+        registry.register("epoch", "Configuration epoch of the read model", epoch.clone());
+        Self(Arc::new(Inner {
+            registry,
+            requests,
+            reads,
+            writes,
+            append_seconds,
+            commit_batch_events,
+            projection_lag,
+            fallback_events,
+            mode_fallback,
+            signature_failures,
+            auth_denials,
+            head_seq,
+            epoch,
+        }))
+    }
+
+    /// Counts an answered request.
+    pub fn request(&self, method: &str, route: &str, status: u16) {
+        self.0
+            .requests
+            .get_or_create(&RequestLabels { method: method.to_owned(), route: route.to_owned(), status })
+            .inc();
+    }
+
+    /// Counts a read.
+    pub fn read(&self) {
+        self.0.reads.inc();
+    }
+
+    /// Counts a write outcome and, when committed, its latency.
+    pub fn write(&self, outcome: &str, seconds: f64) {
+        self.0.writes.get_or_create(&KindLabel { kind: outcome.to_owned() }).inc();
+        if outcome == "committed" {
+            self.0.append_seconds.observe(seconds);
+        }
+    }
+
+    /// Records the size of one commit.
+    pub fn commit_batch(&self, events: usize) {
+        self.0.commit_batch_events.observe(f64::from(u32::try_from(events).unwrap_or(u32::MAX)));
+    }
+
+    /// Sets a projection's lag.
+    pub fn projection_lag(&self, projection: &str, events: u64) {
+        self.0.projection_lag.get_or_create(&KindLabel { kind: projection.to_owned() }).set(gauge_value(events));
+    }
+
+    /// Records entering (true) or leaving (false) the fallback.
+    pub fn fallback(&self, on: bool) {
+        if on {
+            self.0.fallback_events.inc();
+        }
+        self.0.mode_fallback.set(i64::from(on));
+    }
+
+    /// Counts a failed signature or MAC check.
+    pub fn signature_failure(&self, what: &str) {
+        self.0.signature_failures.get_or_create(&KindLabel { kind: what.to_owned() }).inc();
+    }
+
+    /// Counts a refused request (`unauthorized` or `forbidden`).
+    pub fn auth_denial(&self, kind: &str) {
+        self.0.auth_denials.get_or_create(&KindLabel { kind: kind.to_owned() }).inc();
+    }
+
+    /// Sets the head gauges.
+    pub fn set_head(&self, seq: u64, epoch: u64) {
+        self.0.head_seq.set(gauge_value(seq));
+        self.0.epoch.set(gauge_value(epoch));
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.0.registry);
+        out
+    }
+}
