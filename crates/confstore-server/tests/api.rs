@@ -1,0 +1,299 @@
+//! The router in-process (no socket): error shapes, compare-and-set, limits, content
+//! negotiation, scoping, and that the OpenAPI document lists exactly the routes served.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use confstore_core::auth::{Role, token_hash};
+use confstore_core::state::{Change, ChangesetDraft};
+use confstore_core::{SigningKey, StoreId};
+use confstore_log::{DbOptions, Store, SystemClock};
+use confstore_server::app::Mode;
+use confstore_server::{App, Config, Keys};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    router: Router,
+    doc: Value,
+    admin: String,
+    reader: String,
+    scoped: String,
+}
+
+fn keys() -> Keys {
+    Keys {
+        signing: SigningKey::from_seed(&[7; 32]),
+        lkg: zeroize::Zeroizing::new([8; 32]),
+        master: zeroize::Zeroizing::new([9; 32]),
+        master_version: 1,
+        previous_master: None,
+    }
+}
+
+fn issue(store: &Store, role: Role, service: Option<&str>, seed: u8) -> String {
+    let t = confstore_core::auth::new_token(&[seed; 40]);
+    store
+        .append(ChangesetDraft {
+            actor: "test".into(),
+            reason: String::new(),
+            request_id: "r".into(),
+            expected_epoch: None,
+            changes: vec![Change::IssueToken {
+                token_id: t.id.clone(),
+                name: format!("t{seed}"),
+                role,
+                service: service.map(str::to_owned),
+                token_hash: token_hash(&t.text),
+            }],
+        })
+        .unwrap();
+    t.text.to_string()
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.db");
+    let store = Store::create(
+        &path,
+        SigningKey::from_seed(&[7; 32]),
+        StoreId([1; 16]),
+        "t",
+        Arc::new(SystemClock),
+        &DbOptions::default(),
+    )
+    .unwrap();
+    for service in ["web", "db"] {
+        store
+            .append(ChangesetDraft {
+                actor: "test".into(),
+                reason: String::new(),
+                request_id: "r".into(),
+                expected_epoch: None,
+                changes: vec![Change::RegisterService { service: service.into() }],
+            })
+            .unwrap();
+    }
+    let admin = issue(&store, Role::Admin, None, 1);
+    let reader = issue(&store, Role::ConfigRead, None, 2);
+    drop(store);
+    let app = App::open(Config::new(dir.path().to_owned()), keys());
+    let Mode::Live(live) = &*app.mode() else { panic!("not live") };
+    let scoped = issue(&live.store, Role::ConfigWrite, Some("web"), 3);
+    let (router, doc) = confstore_server::router(app.clone());
+    Fixture { _dir: dir, router, doc, admin, reader, scoped }
+}
+
+async fn call(
+    f: &Fixture,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    extra: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let req = match body {
+        Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())).unwrap(),
+        None => req.body(Body::empty()).unwrap(),
+    };
+    let resp = f.router.clone().oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (parts.status, parts.headers, v)
+}
+
+#[tokio::test]
+async fn writes_reads_and_compare_and_set() {
+    let f = fixture();
+    let a = Some(f.admin.as_str());
+    let (s, _, _) = call(&f, Method::POST, "/api/v1/services", a, Some(json!({"name": "api"})), &[]).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _, e) = call(&f, Method::POST, "/api/v1/services", a, Some(json!({"name": "api"})), &[]).await;
+    assert_eq!((s, e["error"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
+    let (s, h, r) = call(&f, Method::PUT, "/api/v1/services/web/values/port", a, Some(json!({"value": 80})), &[]).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let epoch = r["epoch"].as_u64().unwrap();
+    assert_eq!(h["etag"], format!("\"{epoch}\"").as_str());
+    // A stale If-Match: 409 with the current epoch, nothing written.
+    let stale = (epoch - 1).to_string();
+    let (s, _, e) = call(
+        &f,
+        Method::PUT,
+        "/api/v1/services/web/values/port",
+        a,
+        Some(json!({"value": 81})),
+        &[("if-match", &stale)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!((e["error"].as_str(), e["current_epoch"].as_u64()), (Some("conflict"), Some(epoch)));
+    // The right one succeeds.
+    let cur = format!("\"{epoch}\"");
+    let (s, _, _) =
+        call(&f, Method::PUT, "/api/v1/services/web/values/port", a, Some(json!({"value": 81})), &[("if-match", &cur)])
+            .await;
+    assert_eq!(s, StatusCode::OK);
+    // Read-your-writes: the JSON snapshot shows it at once; the default is the JWS.
+    let (s, _, doc) = call(
+        &f,
+        Method::GET,
+        "/api/v1/services/web/snapshot",
+        Some(&f.reader),
+        None,
+        &[("accept", "application/json")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["config"]["port"], 81);
+    let (_, h, jws) = call(&f, Method::GET, "/api/v1/services/web/snapshot", Some(&f.reader), None, &[]).await;
+    assert_eq!(h["content-type"], "application/jose+json");
+    let payload = confstore_snapshots::verify_jws(&jws, &SigningKey::from_seed(&[7; 32]).verifying_key()).unwrap();
+    assert_eq!(payload, doc);
+    // A reader cannot write.
+    let (s, _, e) =
+        call(&f, Method::PUT, "/api/v1/services/web/values/port", Some(&f.reader), Some(json!({"value": 1})), &[])
+            .await;
+    assert_eq!((s, e["error"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_json_error_and_changes_nothing() {
+    let f = fixture();
+    let a = Some(f.admin.as_str());
+    let (_, _, head0) = call(&f, Method::GET, "/api/v1/head", a, None, &[]).await;
+    let big = "x".repeat(confstore_core::limits::REQUEST_BYTES_MAX + 1);
+    let cases: Vec<(Method, &str, Option<Value>, Vec<(&str, &str)>, StatusCode)> = vec![
+        (Method::PUT, "/api/v1/services/nope/values/k", Some(json!({"value": 1})), vec![], StatusCode::NOT_FOUND),
+        (
+            Method::PUT,
+            "/api/v1/services/web/values/bad%20key",
+            Some(json!({"value": 1})),
+            vec![],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/services/web/values/k",
+            Some(json!({"nope": 1})),
+            vec![],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/services/web/values/k",
+            Some(json!({"value": big})),
+            vec![],
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/services/web/values/k",
+            Some(json!({"value": "x".repeat(70_000)})),
+            vec![],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/services/web/values/k",
+            Some(json!({"value": 1})),
+            vec![("if-match", "soon")],
+            StatusCode::BAD_REQUEST,
+        ),
+        (Method::DELETE, "/api/v1/services/web/values/absent", None, vec![], StatusCode::UNPROCESSABLE_ENTITY),
+        (Method::GET, "/api/v1/history?limit=100000", None, vec![], StatusCode::UNPROCESSABLE_ENTITY),
+        (Method::GET, "/api/v1/history?after=-1", None, vec![], StatusCode::BAD_REQUEST),
+        (Method::GET, "/api/v1/state?at=yesterday", None, vec![], StatusCode::BAD_REQUEST),
+        (Method::GET, "/api/v1/state?epoch=999", None, vec![], StatusCode::NOT_FOUND),
+        (Method::POST, "/api/v1/rollback", Some(json!({"to_epoch": 99})), vec![], StatusCode::NOT_FOUND),
+        (
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": "x", "role": "root"})),
+            vec![],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/services/web/schema",
+            Some(json!({"type": 7})),
+            vec![],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (Method::GET, "/api/v1/nothing-here", None, vec![], StatusCode::NOT_FOUND),
+        (Method::POST, "/api/v1/head", None, vec![], StatusCode::METHOD_NOT_ALLOWED),
+    ];
+    for (method, uri, body, headers, want) in cases {
+        let (s, _, e) = call(&f, method.clone(), uri, a, body, &headers).await;
+        assert_eq!(s, want, "{method} {uri}: {e}");
+        assert!(e["error"].is_string() && e["message"].is_string(), "{method} {uri}: not a JSON error: {e}");
+    }
+    // Malformed JSON.
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri("/api/v1/services/web/values/k")
+        .header("authorization", format!("Bearer {}", f.admin))
+        .header("content-type", "application/json")
+        .body(Body::from("{not json"))
+        .unwrap();
+    let resp = f.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let (_, _, head1) = call(&f, Method::GET, "/api/v1/head", a, None, &[]).await;
+    assert_eq!(head0["seq"], head1["seq"], "no bad request appended anything");
+}
+
+#[tokio::test]
+async fn scoped_tokens_see_only_their_service() {
+    let f = fixture();
+    let a = Some(f.admin.as_str());
+    let sc = Some(f.scoped.as_str());
+    let (s, _, _) = call(&f, Method::PUT, "/api/v1/services/web/values/k", sc, Some(json!({"value": 1})), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = call(&f, Method::PUT, "/api/v1/services/db/values/k", sc, Some(json!({"value": 1})), &[]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, _, list) = call(&f, Method::GET, "/api/v1/services", sc, None, &[]).await;
+    assert_eq!(list["services"], json!(["web"]));
+    let (s, _, _) = call(&f, Method::GET, "/api/v1/history?service=db", sc, None, &[]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = call(&f, Method::POST, "/api/v1/rollback", sc, Some(json!({"to_epoch": 1})), &[]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a whole-store rollback is not for a scoped token");
+    let (_, _, audit) = call(&f, Method::GET, "/api/v1/audit", a, None, &[]).await;
+    let denials = audit["events"].as_array().unwrap().iter().filter(|e| e["kind"]["type"] == "access_denied").count();
+    assert_eq!(denials, 3, "{audit}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_exactly_the_routes_served() {
+    let f = fixture();
+    assert_eq!(f.doc["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+    let paths = f.doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 15, "{}", paths.len());
+    let mut ops = 0;
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            ops += 1;
+            let uri = path.replace("{service}", "web").replace("{key}", "k").replace("{id}", "0011223344556677");
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let (s, _, body) = call(&f, m, &uri, None, None, &[]).await;
+            let no_route =
+                s == StatusCode::NOT_FOUND && body["message"].as_str().is_some_and(|t| t.starts_with("no such route"));
+            assert!(!no_route && s != StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is documented but not served");
+            let needs = item[method].pointer("/security/0/bearer/0").and_then(Value::as_str);
+            if needs.is_some() {
+                assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {path} without a token");
+            }
+        }
+    }
+    assert!(ops >= 20, "{ops}");
+}
