@@ -168,13 +168,16 @@ async fn writes_reads_and_compare_and_set() {
     assert_eq!((s, e["error"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
 }
 
+/// method, uri, body, headers, expected status.
+type Case<'a> = (Method, &'a str, Option<Value>, Vec<(&'a str, &'a str)>, StatusCode);
+
 #[tokio::test]
 async fn bad_input_gets_a_json_error_and_changes_nothing() {
     let f = fixture();
     let a = Some(f.admin.as_str());
     let (_, _, head0) = call(&f, Method::GET, "/api/v1/head", a, None, &[]).await;
     let big = "x".repeat(confstore_core::limits::REQUEST_BYTES_MAX + 1);
-    let cases: Vec<(Method, &str, Option<Value>, Vec<(&str, &str)>, StatusCode)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (Method::PUT, "/api/v1/services/nope/values/k", Some(json!({"value": 1})), vec![], StatusCode::NOT_FOUND),
         (
             Method::PUT,
