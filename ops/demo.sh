@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job, with embedded defaults, until `confstore serve` exists: builds the binary,
+# A tour of the CLI (the main job is `confstore serve`, README): builds the binary,
 # creates a store in ./data with keys in ./.env (first run only), makes a few signed
 # changes, and shows history, time travel, an export and its offline verification.
 set -euo pipefail

@@ -55,6 +55,8 @@ fn crate_dependencies_point_one_way() {
         ),
         // The log knows SQLite and the core, nothing of the binary, HTTP or MQTT.
         ("confstore-log", &["confstore", "confstore-client", "tokio", "axum", "rumqttc", "tower-http"]),
+        // The server library knows HTTP and the log, never the binary, its CLI or env files.
+        ("confstore-server", &["confstore", "clap", "dotenvy", "confstore-client"]),
         // The client never links SQLite or axum.
         ("confstore-client", &["rusqlite", "confstore-log", "axum", "confstore"]),
     ];
