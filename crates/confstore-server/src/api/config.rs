@@ -72,7 +72,9 @@ pub async fn register_service(
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> ApiResult<Response> {
     if !who.sees(&req.name) {
-        return Err(ApiError::forbidden(format!("this token is limited to service {:?}", who.service)));
+        let why = format!("this token is limited to service {:?}", who.service.as_deref().unwrap_or(""));
+        let route = "/api/v1/services";
+        return Err(crate::auth::deny(&app, &who, "POST", route, who.role, Some(req.name), Some(rid), why).await);
     }
     let r =
         commit(&app, &who, rid, req.reason, if_match.0, vec![Change::RegisterService { service: req.name }]).await?;
