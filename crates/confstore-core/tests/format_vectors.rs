@@ -128,6 +128,26 @@ fn build_vector_log() -> VectorLog {
         set("billing", "timeout_ms", json!(750)),
     ];
     b.changeset(&keys[1], &draft("bob", "back to epoch 5", "req-0009", rollback), T0_MS + 8_000);
+    // An API token (only its SHA-256 recorded), a refused request, and the revocation.
+    let token = confstore_core::auth::new_token(&[0x03; 40]);
+    let issue = Change::IssueToken {
+        token_id: token.id.clone(),
+        name: "deployer".into(),
+        role: confstore_core::auth::Role::ConfigWrite,
+        service: Some("billing".into()),
+        token_hash: confstore_core::auth::token_hash(&token.text),
+    };
+    b.changeset(&keys[1], &draft("admin", "ci deploys", "req-0010", vec![issue]), T0_MS + 9_000);
+    let denied = Change::DenyAccess {
+        token_id: token.id.clone(),
+        method: "GET".into(),
+        route: "/api/v1/audit".into(),
+        required_role: confstore_core::auth::Role::AuditRead,
+        service: None,
+    };
+    b.changeset(&keys[1], &draft("token:deployer", "", "req-0011", vec![denied]), T0_MS + 10_000);
+    let revoke = Change::RevokeToken { token_id: token.id.clone() };
+    b.changeset(&keys[1], &draft("admin", "rotated", "req-0012", vec![revoke]), T0_MS + 11_000);
 
     VectorLog { store_id, keys, events: b.events, bodies: b.bodies }
 }
@@ -496,6 +516,9 @@ fn spec_decode(bytes: &[u8]) -> Result<Decoded, String> {
         "schema_set",
         "secret_set",
         "secret_revealed",
+        "token_issued",
+        "token_revoked",
+        "access_denied",
     ];
     let name = *usize::try_from(variant).ok().and_then(|v| names.get(v)).ok_or("unknown kind")?;
     if let Some(seg) = r.segments.last_mut() {
@@ -533,12 +556,27 @@ fn spec_decode(bytes: &[u8]) -> Result<Decoded, String> {
             json!({"type": name, "service": service, "key": key, "key_version": key_version, "schema_hash": schema_hash})
         }
         8 => json!({"type": name, "service": r.string("service")?, "key": r.string("key")?}),
-        _ => {
+        9 => {
+            let (token_id, tname, role) = (r.string("token_id")?, r.string("name")?, r.string("role")?);
+            let service = r.option("service", |r| r.string("service"))?;
+            let hash = hex::encode(r.fixed(32, "token_hash")?);
+            json!({"type": name, "token_id": token_id, "name": tname, "role": role, "service": service, "token_hash": hash})
+        }
+        10 => json!({"type": name, "token_id": r.string("token_id")?}),
+        11 => {
+            let (token_id, method, route) = (r.string("token_id")?, r.string("method")?, r.string("route")?);
+            let required_role = r.string("required_role")?;
+            let service = r.option("service", |r| r.string("service"))?;
+            json!({"type": name, "token_id": token_id, "method": method, "route": route,
+                   "required_role": required_role, "service": service})
+        }
+        6 => {
             let (service, text) = (r.string("service")?, r.string("schema_json")?);
             let hash = hex::encode(r.fixed(32, "schema_hash")?);
             let schema = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
             json!({"type": name, "service": service, "schema": schema, "schema_hash": hash})
         }
+        _ => return Err(format!("unknown kind {variant}")),
     };
     if r.pos != bytes.len() {
         return Err(format!("{} trailing bytes", bytes.len() - r.pos));
@@ -575,7 +613,7 @@ fn documented_log_verifies_with_chain_verifier() {
     let doc = Doc::load().vectors();
     let store_id = StoreId::from_hex(doc.get("store_id")).expect("store id");
     let events = doc.events();
-    assert_eq!(events.len(), 11);
+    assert_eq!(events.len(), 14);
     for anchor in ["key.1.public_key", "key.2.public_key"] {
         let anchor = VerifyingKey::from_bytes(&doc.bytes(anchor)).expect("documented key");
         let mut v = ChainVerifier::new(store_id, Some(anchor));
@@ -586,7 +624,7 @@ fn documented_log_verifies_with_chain_verifier() {
         }
         verified.extend(v.flush_ready().expect("signatures"));
         let head = v.finish().expect("the documented log verifies");
-        assert_eq!((head.seq, head.epoch, head.hash), (11, 7, events[10].hash));
+        assert_eq!((head.seq, head.epoch, head.hash), (14, 7, events[13].hash));
         let keys: Vec<(KeyId, u64)> = head.keys.entries().iter().map(|e| (e.key.key_id(), e.from_seq)).collect();
         let key_ids = [KeyId(doc.array("key.1.key_id")), KeyId(doc.array("key.2.key_id"))];
         assert_eq!(keys, vec![(key_ids[0], 1), (key_ids[1], 7)]);
