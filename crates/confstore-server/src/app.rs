@@ -3,7 +3,7 @@
 //! switch from the second to the first when the database comes back.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -77,7 +77,7 @@ impl Config {
     /// The LKG high-water mark: the highest seq ever written to the LKG file, written
     /// before the file itself, so an older copy put back is noticed.
     pub fn hwm_path(&self) -> PathBuf {
-        self.data_dir.join("config.lkg.hwm")
+        self.data_dir.join(confstore_lkg::HWM_FILE_NAME)
     }
 }
 
@@ -271,10 +271,6 @@ fn open_live(config: &Config, keys: &Keys, metrics: &Metrics) -> Result<LiveMode
     Ok(LiveMode { store: Arc::new(store), model, readers, search_lock: Mutex::new(()) })
 }
 
-fn read_hwm(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
 fn open_fallback(config: &Config, keys: &Keys, why: String, metrics: &Metrics) -> FallbackMode {
     let mut fb =
         FallbackMode { why, lkg: Err(String::new()), stale: None, tokens: BTreeMap::new(), snapshots: HashMap::new() };
@@ -289,7 +285,7 @@ fn open_fallback(config: &Config, keys: &Keys, why: String, metrics: &Metrics) -
             return fb;
         }
     };
-    if let Some(hwm) = read_hwm(&config.hwm_path())
+    if let Some(hwm) = confstore_lkg::read_high_water_mark(&config.hwm_path())
         && content.seq < hwm
     {
         let text = format!(

@@ -156,6 +156,15 @@ async fn authenticate(app: &App, header: Option<&str>) -> Result<(String, TokenR
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
     let id = token_id(text).map_err(|e| ApiError::unauthorized(e.to_string()))?.to_owned();
     let mode = app.mode();
+    if let Mode::Fallback(fb) = &*mode
+        && let Err(why) = &fb.lkg
+    {
+        // No verified LKG file, so no token list either: say so, not "unknown token".
+        return Err(ApiError::unavailable(format!(
+            "the database is unavailable ({}) and the LKG file was refused: {why}",
+            fb.why
+        )));
+    }
     let mut found = lookup(&mode, &id);
     if found.is_none()
         && let Mode::Live(live) = &*mode

@@ -3,7 +3,6 @@
 //! file (rewritten at most every `lkg_interval`, its high-water mark first). It also folds
 //! in events other processes appended (the CLI), every second when idle.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,19 +49,11 @@ pub fn search_catch_up(reader: &LogReader) -> Result<u64, LogError> {
 fn write_lkg(app: &App, live: &LiveMode) -> Result<u64, String> {
     let content = live.model.read(|m| lkg_content(&m.state, &m.store_id, m.generation, &m.head_hash));
     let seq = content.seq;
-    write_hwm(&app.config.hwm_path(), seq).map_err(|e| format!("cannot write the LKG high-water mark: {e}"))?;
+    confstore_lkg::raise_high_water_mark(&app.config.hwm_path(), seq)
+        .map_err(|e| format!("cannot write the LKG high-water mark: {e}"))?;
     let jws = content.to_jws(&app.keys.lkg, confstore_core::state::canonical_json_text);
     confstore_lkg::write_atomically(&app.config.lkg_path(), &jws).map_err(|e| e.to_string())?;
     Ok(seq)
-}
-
-fn write_hwm(path: &Path, seq: u64) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("hwm.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    writeln!(f, "{seq}")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Runs until the server stops: after each wake-up (a commit, or the idle tick), refresh
@@ -97,6 +88,8 @@ pub async fn run(app: App) {
                 live.readers.with(search_catch_up)
             };
             let head = live.model.read(|m| m.state.seq);
+            // Only when the head moved since the last rewrite (an idle server writes nothing).
+            let write_now = write_now && lkg_seq != Some(head);
             match &search {
                 Ok(seq) => {
                     a.projections.search_seq.store(*seq, std::sync::atomic::Ordering::Relaxed);

@@ -183,6 +183,28 @@ pub fn write_atomically(path: &Path, jws: &str) -> Result<(), LkgError> {
     Ok(())
 }
 
+/// File name of the high-water mark beside the LKG file: the highest `seq` ever written to
+/// it (docs/format.md §13), so an older copy put back is noticed.
+pub const HWM_FILE_NAME: &str = "config.lkg.hwm";
+
+/// The high-water mark in `path`, if the file exists and holds a number.
+pub fn read_high_water_mark(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Raises the high-water mark in `path` to `seq` (never lowers it): temporary file, fsync,
+/// rename. Call it before writing an LKG file for `seq`.
+pub fn raise_high_water_mark(path: &Path, seq: u64) -> Result<(), LkgError> {
+    if read_high_water_mark(path).is_some_and(|old| old >= seq) {
+        return Ok(());
+    }
+    let tmp = path.with_extension("hwm.tmp");
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
+    f.write_all(format!("{seq}\n").as_bytes()).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
 /// Reads and verifies the LKG file; `expected_store` (hex) must match when given.
 pub fn load(path: &Path, key: &[u8; 32], expected_store: Option<&str>) -> Result<LkgContent, LkgError> {
     let f = match File::open(path) {

@@ -1,9 +1,14 @@
 //! Helpers shared by the end-to-end tests: finding the `confstore` binary, a store in its own
 //! temporary directory, running commands with a clean environment and a deadline, parsing
-//! their output, and a small seeded RNG (so every random test prints a replayable seed).
+//! their output, a small seeded RNG (so every random test prints a replayable seed), and a
+//! running `confstore serve` with a minimal HTTP/1.1 client for it.
 //!
 //! Each test file compiles this module separately and uses a different subset of it.
 #![allow(dead_code)]
+
+// --- REST API test helpers (server_auth, server_schemathesis, server_canary), in their own
+// file; they use `Server` and `Http` below. ---
+pub mod api;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -481,4 +486,440 @@ pub fn kill(child: &mut Child) -> ExitStatus {
     // An error means it already exited, which `wait` reports.
     let _ = child.kill();
     child.wait().expect("reaping a killed child")
+}
+
+/// Calls `attempt` every `interval` until it returns `Some`, and panics naming `what` once
+/// `deadline` has passed. The wait between attempts is a retry interval, not the
+/// synchronisation: the condition is.
+#[track_caller]
+pub fn poll_until<T>(what: &str, deadline: Duration, interval: Duration, mut attempt: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(v) = attempt() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(interval);
+    }
+}
+
+/// A loopback port that was free a moment ago and has not been handed out before in this
+/// process (the OS may still give it to someone else: [`Server`] retries on a bind failure).
+pub fn free_port() -> u16 {
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+        let port = listener.local_addr().expect("a bound socket's address").port();
+        if HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// One HTTP response, read whole.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header names (lowercase) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (chunked encoding removed).
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (lossily).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body parsed as JSON, or a panic showing it.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("the body is not JSON ({e}): status {}: {}", self.status, self.text()))
+    }
+
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+impl std::fmt::Display for HttpResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ", self.status)?;
+        for (n, v) in &self.headers {
+            write!(f, "[{n}: {v}] ")?;
+        }
+        write!(f, "{}", self.text())
+    }
+}
+
+/// A minimal HTTP/1.1 client over one kept-alive `TcpStream` (std only, so the tests build
+/// fast): requests with an optional JSON body, responses with `Content-Length` or chunked
+/// bodies. A failed request drops the connection; the next one opens a new one. A GET on a
+/// reused connection the server had closed is retried once on a new connection; nothing else
+/// is ever retried (a write whose answer was lost stays unanswered, as the crash test needs).
+#[derive(Debug)]
+pub struct Http {
+    addr: std::net::SocketAddr,
+    token: Option<String>,
+    conn: Option<std::io::BufReader<std::net::TcpStream>>,
+    timeout: Duration,
+}
+
+impl Http {
+    /// A client for `addr` (nothing is connected yet), with a generous 60 s I/O timeout.
+    pub fn new(addr: std::net::SocketAddr) -> Self {
+        Self { addr, token: None, conn: None, timeout: Duration::from_secs(60) }
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self
+    }
+
+    /// Sets the connect, read and write timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// One request; `body`, if any, is sent as JSON.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> std::io::Result<HttpResponse> {
+        let reused = self.conn.is_some();
+        match self.try_request(method, path, headers, body) {
+            Ok(r) => Ok(r),
+            Err(_) if reused && method == "GET" => {
+                self.conn = None;
+                self.try_request(method, path, headers, body).inspect_err(|_| self.conn = None)
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> std::io::Result<HttpResponse> {
+        use std::io::BufRead as _;
+        if self.conn.is_none() {
+            let stream = std::net::TcpStream::connect_timeout(&self.addr, self.timeout)?;
+            stream.set_read_timeout(Some(self.timeout))?;
+            stream.set_write_timeout(Some(self.timeout))?;
+            stream.set_nodelay(true)?;
+            self.conn = Some(std::io::BufReader::new(stream));
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        if let Some(token) = &self.token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !body.is_empty() {
+            head.push_str("Content-Type: application/json\r\n");
+        }
+        if !body.is_empty() || !matches!(method, "GET" | "HEAD" | "DELETE") {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        head.push_str(&body);
+        conn.get_mut().write_all(head.as_bytes())?;
+
+        let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+        let mut line = String::new();
+        if conn.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a response"));
+        }
+        let mut parts = line.split_whitespace();
+        let version = parts.next().unwrap_or("").to_owned();
+        let status: u16 =
+            parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad(format!("bad status line {line:?}")))?;
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            if conn.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed inside the headers"));
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (n, v) = l.split_once(':').ok_or_else(|| bad(format!("bad header line {l:?}")))?;
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+        let get = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.to_ascii_lowercase());
+        let mut keep = version == "HTTP/1.1" && get("connection").as_deref() != Some("close");
+        let mut body = Vec::new();
+        if method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status) {
+        } else if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+            loop {
+                line.clear();
+                conn.read_line(&mut line)?;
+                let size = line.trim().split(';').next().unwrap_or("");
+                let size = usize::from_str_radix(size, 16).map_err(|_| bad(format!("bad chunk size {line:?}")))?;
+                if size == 0 {
+                    // Trailers, up to the empty line.
+                    loop {
+                        line.clear();
+                        if conn.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
+                            break;
+                        }
+                    }
+                    break;
+                }
+                let start = body.len();
+                body.resize(start + size, 0);
+                conn.read_exact(&mut body[start..])?;
+                let mut crlf = [0u8; 2];
+                conn.read_exact(&mut crlf)?;
+            }
+        } else if let Some(len) = get("content-length") {
+            let len: usize = len.parse().map_err(|_| bad(format!("bad content-length {len:?}")))?;
+            body.resize(len, 0);
+            conn.read_exact(&mut body)?;
+        } else {
+            conn.read_to_end(&mut body)?;
+            keep = false;
+        }
+        if !keep {
+            self.conn = None;
+        }
+        Ok(HttpResponse { status, headers, body })
+    }
+
+    /// `GET path`.
+    pub fn get(&mut self, path: &str) -> std::io::Result<HttpResponse> {
+        self.request("GET", path, &[], None)
+    }
+
+    /// `GET path` with `Accept: application/json`.
+    pub fn get_json(&mut self, path: &str) -> std::io::Result<HttpResponse> {
+        self.request("GET", path, &[("Accept", "application/json")], None)
+    }
+
+    /// `method path` with a JSON body.
+    pub fn send(&mut self, method: &str, path: &str, body: &Value) -> std::io::Result<HttpResponse> {
+        self.request(method, path, &[], Some(body))
+    }
+
+    /// `method path` (with a JSON body if given), panicking on an I/O error or a status
+    /// other than 2xx; the response.
+    #[track_caller]
+    pub fn ok(&mut self, method: &str, path: &str, body: Option<&Value>) -> HttpResponse {
+        let accept = [("Accept", "application/json")];
+        let resp = self
+            .request(method, path, if method == "GET" { &accept } else { &[] }, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert!(resp.is_success(), "{method} {path}: expected 2xx, got {resp}");
+        resp
+    }
+}
+
+/// A running `confstore serve` on a free loopback port; killed (SIGKILL) when dropped.
+/// Its stderr (JSON logs) is appended to a file, so a failing test leaves it behind.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// Its store.
+    pub store: Store,
+    /// When the process was started (the last start, if the port had to be changed).
+    pub spawned: Instant,
+    /// Its stderr.
+    pub log: PathBuf,
+    /// Length of the log when this process started (earlier starts appended before it).
+    log_offset: usize,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+/// How long a server may take to start answering (it waits up to the database busy timeout,
+/// 5 s, for a locked database) or to stop on SIGTERM: generous, the machine is shared.
+pub const SERVER_DEADLINE: Duration = Duration::from_secs(60);
+
+impl Server {
+    /// Starts `confstore serve` for `store` with `args` after `--listen`; stderr goes to `log`.
+    pub fn start(store: &Store, args: &[&str], log: &Path) -> Self {
+        Self::start_env(store, args, &[], log)
+    }
+
+    /// [`Server::start`] with environment variables (e.g. `CONFSTORE_LOG` for more logging).
+    pub fn start_env(store: &Store, args: &[&str], env: &[(&str, &str)], log: &Path) -> Self {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let (child, addr, spawned, log_offset) = Self::spawn(store, &args, &env, log);
+        Self { child, addr, store: store.clone(), spawned, log: log.to_owned(), log_offset, args, env }
+    }
+
+    fn spawn(
+        store: &Store,
+        args: &[String],
+        env: &[(String, String)],
+        log: &Path,
+    ) -> (Child, std::net::SocketAddr, Instant, usize) {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
+        let log_offset = usize::try_from(stderr.metadata().map_or(0, |m| m.len())).unwrap_or(usize::MAX);
+        let mut cmd = store.command(&["serve", "--listen", &addr.to_string()]);
+        cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr));
+        let spawned = Instant::now();
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting confstore serve: {e}"));
+        (child, addr, spawned, log_offset)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What this process (its last start) has logged so far.
+    pub fn log_text(&self) -> String {
+        let log = std::fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(log.get(self.log_offset..).unwrap_or_default()).into_owned()
+    }
+
+    /// The last lines of its log, for messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// A client without a token.
+    pub fn client(&self) -> Http {
+        Http::new(self.addr)
+    }
+
+    /// A client with the first admin token (`<data-dir>/admin.token`).
+    pub fn admin(&self) -> Http {
+        Http::new(self.addr).with_token(&admin_token(&self.store))
+    }
+
+    /// `GET path` on a new connection (None if nothing answers). Panics if the process has
+    /// exited, unless it could not listen, in which case it is started again on another port.
+    fn probe(&mut self, path: &str) -> Option<HttpResponse> {
+        if let Some(status) = self.child.try_wait().expect("polling the server") {
+            assert!(
+                self.log_text().contains("cannot listen"),
+                "confstore serve exited ({status}) before answering:\n{}",
+                self.log_tail()
+            );
+            // Someone took the port between free_port and the bind: another port.
+            (self.child, self.addr, self.spawned, self.log_offset) =
+                Self::spawn(&self.store, &self.args, &self.env, &self.log);
+            return None;
+        }
+        Http::new(self.addr).with_timeout(Duration::from_secs(30)).get(path).ok()
+    }
+
+    /// Waits until `GET path` answers and `accept` takes the answer; returns it.
+    #[track_caller]
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        path: &str,
+        deadline: Duration,
+        mut accept: impl FnMut(&HttpResponse) -> bool,
+    ) -> HttpResponse {
+        let until = Instant::now() + deadline;
+        loop {
+            if let Some(resp) = self.probe(path)
+                && accept(&resp)
+            {
+                return resp;
+            }
+            assert!(Instant::now() < until, "timed out after {deadline:?} waiting for {what}:\n{}", self.log_tail());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for `/readyz` to answer 200; its body, and the time since the process started.
+    #[track_caller]
+    pub fn wait_ready(&mut self) -> (Value, Duration) {
+        let resp = self.wait_for("/readyz to answer 200", "/readyz", SERVER_DEADLINE, |r| r.status == 200);
+        (resp.json(), self.spawned.elapsed())
+    }
+
+    /// Waits for `/healthz` to answer at all; its body.
+    #[track_caller]
+    pub fn wait_answering(&mut self) -> Value {
+        self.wait_for("/healthz to answer", "/healthz", SERVER_DEADLINE, |r| r.status == 200).json()
+    }
+
+    /// Waits until the LKG file holds the read model's head (`projections.lkg.lag == 0` in
+    /// `/readyz`); the seq it holds.
+    #[track_caller]
+    pub fn wait_lkg_current(&mut self) -> u64 {
+        let resp = self.wait_for("the LKG file to catch up (lkg.lag 0)", "/readyz", SERVER_DEADLINE, |r| {
+            r.status == 200
+                && serde_json::from_slice::<Value>(&r.body).is_ok_and(|v| v["projections"]["lkg"]["lag"] == 0)
+        });
+        u64_of(&resp.json()["projections"]["lkg"], "seq")
+    }
+
+    /// SIGTERM, then waits for the process to exit; its status.
+    #[track_caller]
+    pub fn terminate(&mut self) -> ExitStatus {
+        // std sends only SIGKILL; kill(1) sends the rest.
+        let mut cmd = Command::new("kill");
+        cmd.args(["-TERM", &self.pid().to_string()]);
+        run_with_deadline(cmd, None, COMMAND_DEADLINE).assert_ok();
+        poll_until("confstore serve to stop after SIGTERM", SERVER_DEADLINE, Duration::from_millis(10), || {
+            self.child.try_wait().expect("polling the server")
+        })
+    }
+
+    /// SIGKILL, and reaps it.
+    pub fn kill(&mut self) -> ExitStatus {
+        kill(&mut self.child)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The first admin token, which `serve` writes to `<data-dir>/admin.token` on a new store.
+#[track_caller]
+pub fn admin_token(store: &Store) -> String {
+    let path = store.data_dir.join("admin.token");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())).trim().to_owned()
 }

@@ -31,16 +31,25 @@ pub struct ServiceList {
 #[utoipa::path(get, path = "/api/v1/services", tag = "config",
     security(("bearer" = ["config.read"])),
     responses((status = 200, body = ServiceList), (status = 401, body = crate::error::ErrorBody)))]
-pub async fn list_services(State(app): State<App>, who: Principal) -> ApiResult<Json<ServiceList>> {
+pub async fn list_services(State(app): State<App>, who: Principal) -> ApiResult<Response> {
     app.metrics.read();
-    let (epoch, services) = match &*app.mode() {
-        Mode::Live(l) => l.model.read(|m| (m.state.epoch, m.state.services.keys().cloned().collect::<Vec<_>>())),
+    let mode = app.mode();
+    let (epoch, services, fb) = match &*mode {
+        Mode::Live(l) => {
+            let (e, s) = l.model.read(|m| (m.state.epoch, m.state.services.keys().cloned().collect::<Vec<_>>()));
+            (e, s, None)
+        }
         Mode::Fallback(fb) => {
             let c = fallback_content(fb)?;
-            (c.epoch, c.services.keys().cloned().collect())
+            (c.epoch, c.services.keys().cloned().collect(), Some(fb))
         }
     };
-    Ok(Json(ServiceList { services: services.into_iter().filter(|s| who.sees(s)).collect(), epoch }))
+    let mut resp =
+        Json(ServiceList { services: services.into_iter().filter(|s| who.sees(s)).collect(), epoch }).into_response();
+    if let Some(fb) = fb {
+        fallback_headers(&mut resp, fb);
+    }
+    Ok(resp)
 }
 
 fn fallback_content(fb: &crate::app::FallbackMode) -> ApiResult<&confstore_lkg::LkgContent> {

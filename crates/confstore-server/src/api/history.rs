@@ -82,7 +82,7 @@ async fn page(
         let mut last_seen = after;
         let mut more = false;
         l.readers.with(|r| {
-            r.for_each_event(after + 1, |ev: StoredEvent| {
+            r.for_each_event(after.saturating_add(1), |ev: StoredEvent| {
                 if ev.seq > head_seq {
                     return Ok(false);
                 }
