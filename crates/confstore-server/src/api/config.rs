@@ -118,6 +118,7 @@ pub struct KeyPath {
 
 /// Query of a snapshot.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotQuery {
     /// A past epoch (replayed and verified); default: the current one.
@@ -129,7 +130,8 @@ pub struct SnapshotQuery {
 #[utoipa::path(get, path = "/api/v1/services/{service}/snapshot", tag = "config",
     params(ServicePath, SnapshotQuery),
     security(("bearer" = ["config.read"])),
-    responses((status = 200, description = "flattened JWS (application/jose+json) or the snapshot document (application/json)", body = Object),
+    responses((status = 200, description = "flattened JWS (application/jose+json) or the snapshot document (application/json)",
+               content((Object = "application/jose+json"), (Object = "application/json"))),
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn snapshot(
     State(app): State<App>,
@@ -265,7 +267,7 @@ pub struct PutValue {
 /// `PUT /api/v1/services/{service}/values/{key}`: sets one key. `If-Match: <epoch>` makes
 /// it a compare-and-set (409 with the current epoch when the store moved on).
 #[utoipa::path(put, path = "/api/v1/services/{service}/values/{key}", tag = "config", params(KeyPath,
-        ("If-Match" = Option<String>, Header, description = "the epoch the change is based on (compare-and-set)")),
+        ("If-Match" = Option<u64>, Header, description = "the epoch the change is based on (compare-and-set): 12, \"12\" or W/\"12\"")),
     request_body = PutValue,
     security(("bearer" = ["config.write"])),
     responses((status = 200, body = ReceiptOut), (status = 404, body = crate::error::ErrorBody),
@@ -289,6 +291,7 @@ pub async fn put_value(
 
 /// Query of a delete.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonQuery {
     /// Why (recorded in the event).
@@ -297,7 +300,7 @@ pub struct ReasonQuery {
 
 /// `DELETE /api/v1/services/{service}/values/{key}`: unsets one key (`If-Match` as for PUT).
 #[utoipa::path(delete, path = "/api/v1/services/{service}/values/{key}", tag = "config", params(KeyPath, ReasonQuery,
-        ("If-Match" = Option<String>, Header, description = "the epoch the change is based on (compare-and-set)")),
+        ("If-Match" = Option<u64>, Header, description = "the epoch the change is based on (compare-and-set): 12, \"12\" or W/\"12\"")),
     security(("bearer" = ["config.write"])),
     responses((status = 200, body = ReceiptOut), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
@@ -334,7 +337,7 @@ pub struct PatchValues {
 /// `PATCH /api/v1/services/{service}/values`: one changeset of sets, secret sets and unsets
 /// (`If-Match` as for PUT).
 #[utoipa::path(patch, path = "/api/v1/services/{service}/values", tag = "config", params(ServicePath,
-        ("If-Match" = Option<String>, Header, description = "the epoch the change is based on (compare-and-set)")),
+        ("If-Match" = Option<u64>, Header, description = "the epoch the change is based on (compare-and-set): 12, \"12\" or W/\"12\"")),
     request_body = PatchValues,
     security(("bearer" = ["config.write"])),
     responses((status = 200, body = ReceiptOut), (status = 404, body = crate::error::ErrorBody),
@@ -415,7 +418,7 @@ pub async fn get_schema(State(app): State<App>, ApiPath(p): ApiPath<ServicePath>
 /// `PUT /api/v1/services/{service}/schema`: sets the service's JSON Schema (2020-12); refused
 /// (422, every violation listed) if the current values do not satisfy it.
 #[utoipa::path(put, path = "/api/v1/services/{service}/schema", tag = "config", params(ServicePath,
-        ("If-Match" = Option<String>, Header, description = "the epoch the change is based on (compare-and-set)")),
+        ("If-Match" = Option<u64>, Header, description = "the epoch the change is based on (compare-and-set): 12, \"12\" or W/\"12\"")),
     request_body(content = Object, description = "a JSON Schema 2020-12 object"),
     security(("bearer" = ["config.write"])),
     responses((status = 200, body = ReceiptOut), (status = 404, body = crate::error::ErrorBody),

@@ -121,6 +121,7 @@ async fn page(
 
 /// Query of the history.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Only events of this service.
@@ -130,6 +131,7 @@ pub struct HistoryQuery {
     /// Only events after this seq (paging).
     pub after: Option<u64>,
     /// Most events (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -156,6 +158,7 @@ pub async fn history(
 
 /// Query of events after a seq.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Events after this seq (0: from the start).
@@ -163,6 +166,7 @@ pub struct EventsQuery {
     /// Only events of this service.
     pub service: Option<String>,
     /// Most events (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -186,11 +190,13 @@ pub async fn events(
 
 /// A point of the log: an epoch, or a time.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StateQuery {
     /// The state at this epoch.
     pub epoch: Option<u64>,
     /// The state at this time (RFC 3339), if no epoch is given.
+    #[param(format = DateTime)]
     pub at: Option<String>,
     /// Only this service.
     pub service: Option<String>,
@@ -262,6 +268,7 @@ pub async fn state(
 
 /// Query of a diff.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DiffQuery {
     /// From this epoch.
@@ -332,7 +339,7 @@ const ROLLBACK_ATTEMPTS: usize = 5;
 /// changeset (history is never rewritten). With `If-Match`, only if the store is still at
 /// that epoch; without, retried if other writes land meanwhile.
 #[utoipa::path(post, path = "/api/v1/rollback", tag = "history", request_body = RollbackRequest,
-    params(("If-Match" = Option<String>, Header, description = "the epoch the rollback is based on (compare-and-set)")),
+    params(("If-Match" = Option<u64>, Header, description = "the epoch the rollback is based on (compare-and-set)")),
     security(("bearer" = ["config.write"])),
     responses((status = 200, body = ReceiptOut), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
@@ -343,8 +350,14 @@ pub async fn rollback(
     if_match: IfMatch,
     ApiJson(req): ApiJson<RollbackRequest>,
 ) -> ApiResult<Response> {
-    if req.service.is_none() {
-        require_unscoped(&app, &who, "POST", "/api/v1/rollback", rid.clone()).await?;
+    match &req.service {
+        None => require_unscoped(&app, &who, "POST", "/api/v1/rollback", rid.clone()).await?,
+        Some(s) if !who.sees(s) => {
+            let why = format!("this token is limited to service {:?}, not {s:?}", who.service.as_deref().unwrap_or(""));
+            let route = "/api/v1/rollback";
+            return Err(crate::auth::deny(&app, &who, "POST", route, who.role, Some(s.clone()), Some(rid), why).await);
+        }
+        Some(_) => {}
     }
     let target = state_at(&app, Until::Epoch(req.to_epoch)).await?;
     for _ in 0..ROLLBACK_ATTEMPTS {
@@ -376,6 +389,7 @@ pub async fn rollback(
 
 /// Query of a search.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
     /// Text to find in service names, keys, values and descriptions (case-insensitive).
@@ -385,6 +399,7 @@ pub struct SearchQuery {
     /// Only keys changed after this epoch.
     pub since: Option<u64>,
     /// Most hits (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -436,11 +451,13 @@ pub async fn search(
 
 /// Query of the audit trail.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only events after this seq (paging).
     pub after: Option<u64>,
     /// Most events (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

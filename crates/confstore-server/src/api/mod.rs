@@ -74,7 +74,9 @@ pub fn router(app: App) -> (Router, serde_json::Value) {
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
         .split_for_parts();
-    let doc = serde_json::to_value(&doc).unwrap_or_default();
+    let mut doc = serde_json::to_value(&doc).unwrap_or_default();
+    document_common_errors(&mut doc);
+    document_u64(&mut doc);
     let roles = Arc::new(RouteRoles::from_openapi(&doc));
     let router = routes
         .route_layer(axum::middleware::from_fn_with_state((app.clone(), Arc::clone(&roles)), crate::auth::authorize))
@@ -195,5 +197,67 @@ pub fn page_size(limit: Option<usize>) -> ApiResult<usize> {
             confstore_core::limits::PAGE_SIZE_MAX
         ))),
         Some(n) => Ok(n),
+    }
+}
+
+/// Adds the answers every operation can give to the document: 400 (a malformed request:
+/// body, query, path or header), 401 and 403 on the operations that need a token, 413 on
+/// those with a body, 503 (read-only fallback, database failure) on the API's.
+fn document_common_errors(doc: &mut serde_json::Value) {
+    let error = |description: &str| {
+        serde_json::json!({"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
+    };
+    let Some(paths) = doc.get_mut("paths").and_then(serde_json::Value::as_object_mut) else { return };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else { continue };
+        for op in item.values_mut() {
+            let secured = op.get("security").is_some();
+            let mut compare_and_set = false;
+            for p in op.get_mut("parameters").and_then(serde_json::Value::as_array_mut).into_iter().flatten() {
+                if p["in"] == "header" && p["name"] == "If-Match" {
+                    // An absent header is "no compare-and-set"; a present one is an epoch.
+                    p["schema"] = serde_json::json!({"type": "integer", "format": "int64", "minimum": 0});
+                    compare_and_set = true;
+                }
+            }
+            let has_body = op.get("requestBody").is_some();
+            let Some(responses) = op.get_mut("responses").and_then(serde_json::Value::as_object_mut) else { continue };
+            let mut add = |code: &str, description: &str| {
+                responses.entry(code.to_owned()).or_insert_with(|| error(description));
+            };
+            if path.starts_with("/api/v1/") && path != "/api/v1/openapi.json" {
+                add("400", "malformed request");
+                add("503", "read-only fallback or database unavailable; nothing was changed");
+            }
+            if secured {
+                add("401", "no, malformed, unknown or revoked bearer token");
+                add("403", "the token lacks the role or the service scope; recorded in the audit trail");
+            }
+            if compare_and_set {
+                add("409", "the store is not at the If-Match epoch; current_epoch says where it is");
+            }
+            if has_body {
+                add("413", "request body too large");
+            }
+        }
+    }
+}
+
+/// utoipa documents `u64` as `format: int64` (at most 2^63 - 1), but the server parses the
+/// whole u64 range: say so, so that clients and fuzzers agree with the parser.
+fn document_u64(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if map.get("format").and_then(serde_json::Value::as_str) == Some("int64")
+                && map.get("minimum").and_then(serde_json::Value::as_u64) == Some(0)
+            {
+                map.remove("format");
+                map.insert("maximum".into(), serde_json::Value::from(u64::MAX));
+            }
+            map.values_mut().for_each(document_u64);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(document_u64),
+        _ => {}
     }
 }

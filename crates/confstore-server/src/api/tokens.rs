@@ -43,7 +43,8 @@ pub struct TokenList {
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
     security(("bearer" = ["admin"])),
     responses((status = 200, body = TokenList)))]
-pub async fn list_tokens(State(app): State<App>) -> ApiResult<Json<TokenList>> {
+pub async fn list_tokens(State(app): State<App>, who: Principal, rid: RequestId) -> ApiResult<Json<TokenList>> {
+    super::require_unscoped(&app, &who, "GET", "/api/v1/tokens", rid).await?;
     let mode = app.mode();
     let tokens = live(&mode)?.model.read(|m| {
         m.state
@@ -109,6 +110,7 @@ pub async fn create_token(
     rid: RequestId,
     ApiJson(req): ApiJson<CreateToken>,
 ) -> ApiResult<Response> {
+    super::require_unscoped(&app, &who, "POST", "/api/v1/tokens", rid.clone()).await?;
     let role = Role::parse(&req.role).ok_or_else(|| {
         ApiError::unprocessable(format!(
             "unknown role {:?}; one of: {}",
@@ -160,6 +162,7 @@ pub async fn revoke_token(
     rid: RequestId,
     ApiPath(p): ApiPath<TokenPath>,
 ) -> ApiResult<Response> {
+    super::require_unscoped(&app, &who, "DELETE", "/api/v1/tokens/{id}", rid.clone()).await?;
     let mode = app.mode();
     if !live(&mode)?.model.read(|m| m.state.tokens.contains_key(&p.id)) {
         return Err(ApiError::not_found(format!("no token with id {:?}", p.id)));
