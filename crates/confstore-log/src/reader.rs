@@ -301,6 +301,49 @@ impl LogReader {
         Ok(out)
     }
 
+    /// Every event after `from_seq`, verified, resuming from the stored event `from_seq`
+    /// itself, which must still have the hash `anchor` (a projection's own checkpoint: the
+    /// projection verified that event when it folded it in). Costs only the new events,
+    /// however long the log; [`Self::verified_after`] instead resumes from the write-model
+    /// checkpoint or replays from event 1.
+    pub fn verified_after_anchor(&self, from_seq: u64, anchor: &Hash32) -> Result<Vec<Verified>, LogError> {
+        if from_seq == 0 {
+            return self.verified_after(0);
+        }
+        let ev = rows::event_at(&self.conn, from_seq)?.ok_or_else(|| {
+            LogError::Tampered(VerifyError::Structure {
+                seq: from_seq,
+                reason: format!("event {from_seq}, a projection's checkpoint, is missing"),
+            })
+        })?;
+        if ev.hash != *anchor || confstore_core::event_hash(ev.seq, &ev.prev_hash, &ev.body) != ev.hash {
+            return Err(LogError::Tampered(VerifyError::Structure {
+                seq: from_seq,
+                reason: format!("event {from_seq} no longer has the hash a projection recorded for it"),
+            }));
+        }
+        let body = confstore_core::EventBody::decode(&ev.body)
+            .map_err(|e| LogError::Tampered(VerifyError::BadBody { seq: from_seq, reason: e.to_string() }))?;
+        let head = ChainHead {
+            store_id: self.store_id,
+            seq: from_seq,
+            hash: ev.hash,
+            epoch: body.epoch,
+            time_ms: body.time_ms,
+            keys: rows::key_ring(&self.conn, from_seq)?,
+        };
+        let mut verifier = ChainVerifier::resume(head, None);
+        let mut out = Vec::new();
+        self.for_each_event(from_seq + 1, |ev| {
+            verifier.push(&ev).map_err(LogError::Tampered)?;
+            out.extend(verifier.take_ready());
+            Ok(true)
+        })?;
+        out.extend(verifier.flush_ready().map_err(LogError::Tampered)?);
+        verifier.finish().map_err(LogError::Tampered)?;
+        Ok(out)
+    }
+
     /// The write model as stored: the checkpoint head and the state there (no replay).
     pub fn write_model(&self) -> Result<(ChainHead, State), LogError> {
         let head = rows::chain_head(&self.conn, self.store_id)?;

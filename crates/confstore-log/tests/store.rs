@@ -152,3 +152,24 @@ fn the_write_model_is_checkpointed_and_a_crash_leaves_a_tail_replayed_at_open() 
     assert_eq!(stored.services, reader.replay(Until::Head).unwrap().services);
     assert!(reader.verify(None, &mut |_| ()).unwrap().is_ok());
 }
+
+#[test]
+fn verified_after_an_anchor_reads_only_newer_events_and_checks_the_anchor() {
+    let (_t, store) = temp_store();
+    store.append(draft(vec![register("a")])).unwrap();
+    let r = store.append(draft(vec![set("a", "k", json!(1))])).unwrap();
+    store.append(draft(vec![set("a", "k", json!(2)), set("a", "j", json!(3))])).unwrap();
+    let reader = store.reader().unwrap();
+    let after = reader.verified_after_anchor(r.last_seq, &r.hash).unwrap();
+    assert_eq!(after.iter().map(|v| v.seq()).collect::<Vec<_>>(), vec![4, 5]);
+    assert_eq!(
+        after.iter().map(|v| v.seq()).collect::<Vec<_>>(),
+        reader.verified_after(3).unwrap().iter().map(|v| v.seq()).collect::<Vec<_>>()
+    );
+    // An anchor that is not the stored event's hash (a restored or copied file) is refused.
+    assert!(matches!(
+        reader.verified_after_anchor(r.last_seq, &confstore_core::Hash32([9; 32])),
+        Err(LogError::Tampered(_))
+    ));
+    assert!(matches!(reader.verified_after_anchor(99, &r.hash), Err(LogError::Tampered(_))));
+}

@@ -98,7 +98,17 @@ impl ReaderPool {
         let pooled = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
         let reader = match pooled {
             Some(r) => r,
-            None => LogReader::open(&self.path)?,
+            None => {
+                let r = LogReader::open(&self.path)?;
+                // These connections write only the search index, a projection rebuilt from
+                // the log whenever its checkpoint is lost: its commits need not wait for an
+                // fsync. In WAL mode NORMAL still keeps every commit atomic and ordered, and
+                // the writer's own FULL commits (on another connection) stay durable.
+                r.connection()
+                    .pragma_update(None, "synchronous", "NORMAL")
+                    .map_err(LogError::sqlite("setting synchronous on a read connection"))?;
+                r
+            }
         };
         let out = f(&reader);
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -20,23 +20,19 @@ pub fn search_catch_up(reader: &LogReader) -> Result<u64, LogError> {
     let conn = reader.connection();
     let sql = LogError::sqlite("updating the search index");
     let tx = conn.unchecked_transaction().map_err(LogError::sqlite("starting to update the search index"))?;
-    let from = match confstore_search::checkpoint(&tx).map_err(|e| LogError::Schema(e.to_string()))? {
-        None => 0,
-        Some((seq, hash)) => {
-            let mut same = false;
-            reader.for_each_event(seq, |ev| {
-                same = ev.seq == seq && ev.hash == hash;
-                Ok(false)
-            })?;
-            if same {
-                seq
-            } else {
+    let events = match confstore_search::checkpoint(&tx).map_err(|e| LogError::Schema(e.to_string()))? {
+        None => reader.verified_after(0)?,
+        Some((seq, hash)) => match reader.verified_after_anchor(seq, &hash) {
+            Ok(events) => events,
+            // Not an event of this log (a restore, a copied file): rebuild the index.
+            Err(LogError::Tampered(_)) => {
                 confstore_search::clear(&tx).map_err(|e| LogError::Schema(e.to_string()))?;
-                0
+                reader.verified_after(0)?
             }
-        }
+            Err(e) => return Err(e),
+        },
     };
-    let events = reader.verified_after(from)?;
+    let from = confstore_search::checkpoint(&tx).map_err(|e| LogError::Schema(e.to_string()))?.map_or(0, |c| c.0);
     let last = events.last().map_or(from, confstore_core::Verified::seq);
     if !events.is_empty() {
         confstore_search::apply(&tx, &events, &reader.current_state()?).map_err(|e| LogError::Schema(e.to_string()))?;
@@ -56,12 +52,14 @@ fn write_lkg(app: &App, live: &LiveMode) -> Result<u64, String> {
     Ok(seq)
 }
 
-/// Runs until the server stops: after each wake-up (a commit, or the idle tick), refresh
-/// from other writers, catch the search index up, and rewrite the LKG file if the head
-/// moved and `lkg_interval` has passed since the last rewrite.
+/// Runs until the server stops. One pass — fold in other writers' events, catch the search
+/// index up, rewrite the LKG file — when a commit happened (or every second, for other
+/// processes' events), but at most once per `lkg_interval`: under continuous writes the
+/// projections cost a fixed amount per interval, not per commit. Search requests catch the
+/// index up themselves, so they never wait for a pass.
 pub async fn run(app: App) {
-    let mut lkg_seq: Option<u64> = None;
-    let mut last_lkg: Option<tokio::time::Instant> = None;
+    let mut done = Pass { search_seq: None, lkg_seq: None };
+    let mut last_pass: Option<tokio::time::Instant> = None;
     loop {
         let mode = app.mode();
         let Mode::Live(live) = &*mode else {
@@ -72,46 +70,64 @@ pub async fn run(app: App) {
             continue;
         };
         let head = live.model.read(|m| m.state.seq);
-        let lkg_due = lkg_seq != Some(head);
-        let since_lkg = last_lkg.map_or(app.config.lkg_interval, |t| t.elapsed());
-        let wait = if lkg_due { app.config.lkg_interval.saturating_sub(since_lkg) } else { IDLE_REFRESH };
-        let _ = tokio::time::timeout(wait, live.model.changed.notified()).await;
-        let (a, m) = (app.clone(), Arc::clone(&mode));
-        let write_now = last_lkg.is_none_or(|t| t.elapsed() >= app.config.lkg_interval);
-        let result = tokio::task::spawn_blocking(move || {
-            let Mode::Live(live) = &*m else { return (None, None) };
-            if let Err(e) = live.store.refresh() {
-                tracing::error!(error = %e, "cannot fold in other writers' events");
-            }
-            let search = {
-                let _one = live.search_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                live.readers.with(search_catch_up)
-            };
-            let head = live.model.read(|m| m.state.seq);
-            // Only when the head moved since the last rewrite (an idle server writes nothing).
-            let write_now = write_now && lkg_seq != Some(head);
-            match &search {
-                Ok(seq) => {
-                    a.projections.search_seq.store(*seq, std::sync::atomic::Ordering::Relaxed);
-                    a.metrics.projection_lag("search", head.saturating_sub(*seq));
-                }
-                Err(e) => tracing::warn!(error = %e, "the search index is behind; retrying"),
-            }
-            let lkg = write_now.then(|| write_lkg(&a, live));
-            (Some(head), lkg)
-        })
-        .await;
-        if let Ok((Some(head), lkg)) = result {
-            match lkg {
-                Some(Ok(seq)) => {
-                    lkg_seq = Some(seq);
-                    app.projections.lkg_seq.store(seq, std::sync::atomic::Ordering::Relaxed);
-                    last_lkg = Some(tokio::time::Instant::now());
-                    app.metrics.projection_lag("lkg", head.saturating_sub(seq));
-                }
-                Some(Err(e)) => tracing::error!(error = %e, "the LKG file was not refreshed; retrying"),
-                None => app.metrics.projection_lag("lkg", head.saturating_sub(lkg_seq.unwrap_or(0))),
+        if done.lkg_seq == Some(head) && done.search_seq == Some(head) {
+            // Up to date: wait for a commit, or look for other processes' events after a while.
+            let _ = tokio::time::timeout(IDLE_REFRESH, live.model.changed.notified()).await;
+        }
+        // Rate limit: a fixed cost per interval however many commits land meanwhile.
+        if let Some(t) = last_pass {
+            let rest = app.config.lkg_interval.saturating_sub(t.elapsed());
+            if !rest.is_zero() {
+                tokio::time::sleep(rest).await;
             }
         }
+        last_pass = Some(tokio::time::Instant::now());
+        let (a, m) = (app.clone(), Arc::clone(&mode));
+        let before = done;
+        let result = tokio::task::spawn_blocking(move || pass(&a, &m, before)).await;
+        if let Ok(next) = result {
+            done = next;
+        }
     }
+}
+
+/// What the last pass brought each projection to.
+#[derive(Clone, Copy, Debug)]
+struct Pass {
+    search_seq: Option<u64>,
+    lkg_seq: Option<u64>,
+}
+
+fn pass(app: &App, mode: &Mode, mut done: Pass) -> Pass {
+    let Mode::Live(live) = mode else { return done };
+    if let Err(e) = live.store.refresh() {
+        tracing::error!(error = %e, "cannot fold in other writers' events");
+    }
+    let head = live.model.read(|m| m.state.seq);
+    if done.search_seq != Some(head) {
+        let search = {
+            let _one = live.search_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            live.readers.with(search_catch_up)
+        };
+        match search {
+            Ok(seq) => {
+                done.search_seq = Some(seq);
+                app.projections.search_seq.store(seq, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "the search index is behind; retrying"),
+        }
+    }
+    app.metrics.projection_lag("search", head.saturating_sub(done.search_seq.unwrap_or(0)));
+    // Only when the head moved since the last rewrite (an idle server writes nothing).
+    if done.lkg_seq != Some(head) {
+        match write_lkg(app, live) {
+            Ok(seq) => {
+                done.lkg_seq = Some(seq);
+                app.projections.lkg_seq.store(seq, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!(error = %e, "the LKG file was not refreshed; retrying"),
+        }
+    }
+    app.metrics.projection_lag("lkg", head.saturating_sub(done.lkg_seq.unwrap_or(0)));
+    done
 }
