@@ -13,7 +13,8 @@ log() { printf '==> %s\n' "$*"; }
 apt_missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_missing+=(mosquitto)
 # protoc builds etcd's gRPC client for the server-vs-etcd benchmark (part of the workspace).
-command -v protoc >/dev/null 2>&1 || apt_missing+=(protobuf-compiler libprotobuf-dev)
+command -v protoc >/dev/null 2>&1 || apt_missing+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || apt_missing+=(libprotobuf-dev)
 if [ ${#apt_missing[@]} -gt 0 ]; then
     log "installing ${apt_missing[*]} from Debian's packages"
     apt-get update -qq

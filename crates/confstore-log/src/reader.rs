@@ -305,8 +305,15 @@ impl LogReader {
     /// itself, which must still have the hash `anchor` (a projection's own checkpoint: the
     /// projection verified that event when it folded it in). Costs only the new events,
     /// however long the log; [`Self::verified_after`] instead resumes from the write-model
-    /// checkpoint or replays from event 1.
-    pub fn verified_after_anchor(&self, from_seq: u64, anchor: &Hash32) -> Result<Vec<Verified>, LogError> {
+    /// checkpoint or replays from event 1. Signatures of events up to `trusted_through` are
+    /// not checked again (links and hashes are): pass the seq up to which this process
+    /// already checked them (e.g. the events its own writer signed), or 0.
+    pub fn verified_after_anchor(
+        &self,
+        from_seq: u64,
+        anchor: &Hash32,
+        trusted_through: u64,
+    ) -> Result<Vec<Verified>, LogError> {
         if from_seq == 0 {
             return self.verified_after(0);
         }
@@ -332,7 +339,7 @@ impl LogReader {
             time_ms: body.time_ms,
             keys: rows::key_ring(&self.conn, from_seq)?,
         };
-        let mut verifier = ChainVerifier::resume(head, None);
+        let mut verifier = ChainVerifier::resume(head, None).trust_signatures_through(trusted_through);
         let mut out = Vec::new();
         self.for_each_event(from_seq + 1, |ev| {
             verifier.push(&ev).map_err(LogError::Tampered)?;

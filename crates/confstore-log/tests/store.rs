@@ -160,7 +160,7 @@ fn verified_after_an_anchor_reads_only_newer_events_and_checks_the_anchor() {
     let r = store.append(draft(vec![set("a", "k", json!(1))])).unwrap();
     store.append(draft(vec![set("a", "k", json!(2)), set("a", "j", json!(3))])).unwrap();
     let reader = store.reader().unwrap();
-    let after = reader.verified_after_anchor(r.last_seq, &r.hash).unwrap();
+    let after = reader.verified_after_anchor(r.last_seq, &r.hash, 0).unwrap();
     assert_eq!(after.iter().map(|v| v.seq()).collect::<Vec<_>>(), vec![4, 5]);
     assert_eq!(
         after.iter().map(|v| v.seq()).collect::<Vec<_>>(),
@@ -168,8 +168,8 @@ fn verified_after_an_anchor_reads_only_newer_events_and_checks_the_anchor() {
     );
     // An anchor that is not the stored event's hash (a restored or copied file) is refused.
     assert!(matches!(
-        reader.verified_after_anchor(r.last_seq, &confstore_core::Hash32([9; 32])),
+        reader.verified_after_anchor(r.last_seq, &confstore_core::Hash32([9; 32]), 0),
         Err(LogError::Tampered(_))
     ));
-    assert!(matches!(reader.verified_after_anchor(99, &r.hash), Err(LogError::Tampered(_))));
+    assert!(matches!(reader.verified_after_anchor(99, &r.hash, 0), Err(LogError::Tampered(_))));
 }

@@ -15,14 +15,17 @@ use crate::model::lkg_content;
 const IDLE_REFRESH: Duration = Duration::from_secs(1);
 
 /// Brings the search index up to the log's head. If its checkpoint is not an event of this
-/// log (a restore, a copied file), the index is rebuilt instead.
-pub fn search_catch_up(reader: &LogReader) -> Result<u64, LogError> {
+/// log (a restore, a copied file), the index is rebuilt instead. Signatures up to
+/// `trusted_through` were checked by this process already (the server passes its read
+/// model's head: events its writer signed or verified when folding them in); links and
+/// hashes are checked anyway, and `confstore verify` checks every signature.
+pub fn search_catch_up(reader: &LogReader, trusted_through: u64) -> Result<u64, LogError> {
     let conn = reader.connection();
     let sql = LogError::sqlite("updating the search index");
     let tx = conn.unchecked_transaction().map_err(LogError::sqlite("starting to update the search index"))?;
     let events = match confstore_search::checkpoint(&tx).map_err(|e| LogError::Schema(e.to_string()))? {
         None => reader.verified_after(0)?,
-        Some((seq, hash)) => match reader.verified_after_anchor(seq, &hash) {
+        Some((seq, hash)) => match reader.verified_after_anchor(seq, &hash, trusted_through) {
             Ok(events) => events,
             // Not an event of this log (a restore, a copied file): rebuild the index.
             Err(LogError::Tampered(_)) => {
@@ -107,7 +110,7 @@ fn pass(app: &App, mode: &Mode, mut done: Pass) -> Pass {
     if done.search_seq != Some(head) {
         let search = {
             let _one = live.search_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            live.readers.with(search_catch_up)
+            live.readers.with(|r| search_catch_up(r, head))
         };
         match search {
             Ok(seq) => {

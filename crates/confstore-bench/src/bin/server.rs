@@ -23,6 +23,8 @@
 // A benchmark reports on stdout by design.
 #![allow(clippy::print_stdout)]
 
+// Shared with the main benchmark; this one uses its machine and disk detection only.
+#[allow(dead_code)]
 #[path = "../machine.rs"]
 mod machine;
 // Shared with the main benchmark, which uses the rest of it.
@@ -33,6 +35,8 @@ mod timing;
 // The crate root's modules live in server/ (a crate root resolves `mod x;` beside itself).
 #[path = "server/confstore.rs"]
 mod confstore;
+#[path = "server/cpu.rs"]
+mod cpu;
 #[path = "server/etcd.rs"]
 mod etcd;
 #[path = "server/harness.rs"]
@@ -54,7 +58,7 @@ use clap::Parser;
 use serde::Serialize;
 
 use crate::harness::{Conn, Counts, Op, Run, Summary, closed_loop};
-use crate::report::{Compare, Peer, Report, Row};
+use crate::report::{Compare, Peer, Report, Row, Target};
 
 /// How long a server may take to become ready.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
@@ -176,9 +180,21 @@ struct Peers {
     read_keys: usize,
 }
 
+/// Runs `conns` through the harness and adds the CPU time per request of the peer's process
+/// (`peer`: none for the in-process SQLite fallback) and of this one (the clients).
+async fn timed<C: Conn>(conns: Vec<C>, op: Op, counts: Counts, tag: &str, peer: Option<u32>) -> Result<Run> {
+    let (peer_before, own_before) = (peer.map(cpu::process_secs), cpu::own_secs());
+    let mut run = closed_loop(conns, op, counts, tag).await?;
+    let requests = run.requests_total.max(1) as f64;
+    run.peer_cpu_us_per_request = peer.zip(peer_before).map(|(p, b)| (cpu::process_secs(p) - b) * 1e6 / requests);
+    run.client_cpu_us_per_request = (cpu::own_secs() - own_before) * 1e6 / requests;
+    Ok(run)
+}
+
 impl Peers {
     async fn confstore(&self, clients: usize, op: Op, counts: Counts, tag: &str) -> Result<Run> {
-        closed_loop(self.server.conns(clients).await?, op, counts, tag).await.context("confstore")
+        let pid = Some(self.server.pid());
+        timed(self.server.conns(clients).await?, op, counts, tag, pid).await.context("confstore")
     }
 
     async fn baseline(&self, clients: usize, op: Op, read: BaseRead, counts: Counts, tag: &str) -> Result<Run> {
@@ -193,14 +209,14 @@ impl Peers {
                     BaseRead::KeySerializable => etcd::Read::GetSerializable(key),
                     BaseRead::Prefix => etcd::Read::Prefix { prefix, expect },
                 };
-                closed_loop(e.conns(clients, &read).await?, op, counts, tag).await.context("etcd")
+                timed(e.conns(clients, &read).await?, op, counts, tag, Some(e.pid())).await.context("etcd")
             }
             Baseline::Sqlite(path) => {
                 let read = match read {
                     BaseRead::Key | BaseRead::KeySerializable => sqlite::Read::Key(key),
                     BaseRead::Prefix => sqlite::Read::Prefix { prefix, expect },
                 };
-                closed_loop(sqlite::conns(path, clients, &read)?, op, counts, tag).await.context("raw SQLite")
+                timed(sqlite::conns(path, clients, &read)?, op, counts, tag, None).await.context("raw SQLite")
             }
         }
     }
@@ -283,7 +299,7 @@ async fn measure(peers: &Peers, args: &Args) -> Result<Vec<Row>> {
                 "3",
                 read_what.clone(),
                 if etcd { "get 1 key (linearizable,\netcd's default)" } else { "SELECT 1 key" },
-                Some(("snapshot_read_p99_ratio".to_owned(), report::READ_P99_RATIO_MAX)),
+                Some(Target { id: "snapshot_read_p99_ratio".into(), bound: report::READ_P99_RATIO_MAX }),
             ),
             BaseRead::KeySerializable => ("3b", "same".to_owned(), "get 1 key (serializable)", None),
             BaseRead::Prefix => (
@@ -302,6 +318,8 @@ async fn measure(peers: &Peers, args: &Args) -> Result<Vec<Row>> {
             baseline: theirs,
             compare: Compare::P99,
             target,
+            ratio: f64::NAN,
+            pass: None,
         });
     }
 
@@ -342,14 +360,16 @@ fn write_row(
         baseline_op: if base == "etcd" { "put".into() } else { "1-row commit, sync=FULL".into() },
         baseline: theirs.remove(0),
         compare: Compare::Rate,
-        target: Some((target.into(), min)),
+        target: Some(Target { id: target.into(), bound: min }),
+        ratio: f64::NAN,
+        pass: None,
     }
 }
 
 fn run(args: &Args) -> Result<Report> {
     check_args(args)?;
     let started = Instant::now();
-    let (cpu_start, loadavg_start) = (machine::CpuSnapshot::now(), machine::loadavg());
+    let (cpu_start, loadavg_start) = (cpu::Snapshot::now(), machine::loadavg());
     let base_dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&base_dir).with_context(|| format!("creating {}", base_dir.display()))?;
     let tmp = tempfile::Builder::new()
@@ -428,8 +448,9 @@ fn run(args: &Args) -> Result<Report> {
     })?;
     drop(runtime);
 
-    let load = machine::Load::between(cpu_start, machine::CpuSnapshot::now(), loadavg_start);
-    let all_pass = against_etcd && rows.iter().all(|r| r.pass(true) != Some(false));
+    let load = cpu::Load::between(cpu_start, cpu::Snapshot::now(), loadavg_start, machine::loadavg());
+    let rows: Vec<Row> = rows.into_iter().map(|r| r.judged(against_etcd)).collect();
+    let all_pass = against_etcd && rows.iter().all(|r| r.pass != Some(false));
     let report = Report {
         format: "confstore-bench-server/1",
         machine,

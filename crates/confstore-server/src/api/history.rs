@@ -433,9 +433,10 @@ pub async fn search(
     let hits = blocking(move || {
         let l = live(&mode)?;
         let _one = l.search_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let trusted = l.model.read(|m| m.state.seq);
         l.readers
             .with(|r| {
-                crate::projector::search_catch_up(r)?;
+                crate::projector::search_catch_up(r, trusted)?;
                 confstore_search::search(r.connection(), &text, scope.as_deref(), since, limit)
                     .map_err(|e| LogError::Schema(e.to_string()))
             })

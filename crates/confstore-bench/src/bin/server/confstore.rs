@@ -131,6 +131,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
     /// `n` new connections.
     pub async fn conns(&self, n: usize) -> Result<Vec<HttpConn>> {
         let mut v = Vec::with_capacity(n);

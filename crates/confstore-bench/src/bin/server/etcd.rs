@@ -96,6 +96,11 @@ impl Etcd {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
     /// `n` new clients, each with its own connection, whose reads are `read`.
     pub async fn conns(&self, n: usize, read: &Read) -> Result<Vec<EtcdConn>> {
         let mut v = Vec::with_capacity(n);

@@ -56,6 +56,13 @@ pub struct Run {
     pub elapsed_secs: f64,
     /// Bytes received per read (0 for writes).
     pub bytes_per_answer: f64,
+    /// Requests sent, warm-up included.
+    pub requests_total: usize,
+    /// CPU time of the peer's process per request (warm-up included), microseconds; none
+    /// when the peer runs in this process.
+    pub peer_cpu_us_per_request: Option<f64>,
+    /// CPU time of this process (the clients) per request, microseconds.
+    pub client_cpu_us_per_request: f64,
     /// Every timed request's latency, microseconds.
     #[serde(skip)]
     pub latencies_us: Vec<f64>,
@@ -118,7 +125,15 @@ pub async fn closed_loop<C: Conn>(conns: Vec<C>, op: Op, counts: Counts, tag: &s
         }));
     }
     start_line.wait().await;
-    let mut run = Run { ops: 0, elapsed_secs: 0.0, bytes_per_answer: 0.0, latencies_us: Vec::new() };
+    let mut run = Run {
+        ops: 0,
+        elapsed_secs: 0.0,
+        bytes_per_answer: 0.0,
+        requests_total: clients * (counts.warmup_per_client + counts.ops_per_client),
+        peer_cpu_us_per_request: None,
+        client_cpu_us_per_request: 0.0,
+        latencies_us: Vec::new(),
+    };
     let (mut first, mut last): (Option<Instant>, Option<Instant>) = (None, None);
     let mut bytes = 0usize;
     let mut first_error = None;
@@ -175,6 +190,10 @@ pub struct Summary {
     pub clients: usize,
     /// Bytes per answer (reads), 0 for writes.
     pub bytes_per_answer: f64,
+    /// The peer's CPU time per request, microseconds (none: it ran in this process).
+    pub peer_cpu_us_per_request: Option<f64>,
+    /// The clients' CPU time per request, microseconds.
+    pub client_cpu_us_per_request: f64,
 }
 
 impl Summary {
@@ -182,6 +201,7 @@ impl Summary {
     pub fn of(runs: &[Run], clients: usize) -> Self {
         let mut all: Vec<f64> = runs.iter().flat_map(|r| r.latencies_us.iter().copied()).collect();
         all.sort_by(f64::total_cmp);
+        let requests = runs.iter().map(|r| r.requests_total).sum::<usize>().max(1);
         Self {
             rate: crate::timing::Samples::new(runs.iter().map(Run::rate).collect()),
             p50_ms: percentile(&all, 0.50) / 1e3,
@@ -190,6 +210,16 @@ impl Summary {
             requests: all.len(),
             clients,
             bytes_per_answer: runs.iter().map(|r| r.bytes_per_answer).sum::<f64>() / runs.len().max(1) as f64,
+            peer_cpu_us_per_request: runs
+                .iter()
+                .map(|r| r.peer_cpu_us_per_request.map(|c| c * r.requests_total as f64))
+                .sum::<Option<f64>>()
+                .map(|c| c / requests as f64),
+            client_cpu_us_per_request: runs
+                .iter()
+                .map(|r| r.client_cpu_us_per_request * r.requests_total as f64)
+                .sum::<f64>()
+                / requests as f64,
         }
     }
 }

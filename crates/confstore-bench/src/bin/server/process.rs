@@ -43,6 +43,11 @@ impl Guard {
         Ok(Self { name, child, log: log.to_owned() })
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// An error if the child has exited, with the end of its log.
     pub fn check_running(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {

@@ -5,8 +5,9 @@ use std::io::Write;
 
 use serde::Serialize;
 
+use crate::cpu::Load;
 use crate::harness::Summary;
-use crate::machine::{Disk, Load, Machine};
+use crate::machine::{Disk, Machine};
 use crate::timing::int;
 
 /// Target 1: sequential durable writes, one client, confstore's rate over etcd's.
@@ -54,26 +55,36 @@ pub struct Row {
     pub baseline: Summary,
     /// How the two compare.
     pub compare: Compare,
-    /// The target's id and bound, if this row has one.
-    pub target: Option<(String, f64)>,
+    /// The target, if this row has one.
+    pub target: Option<Target>,
+    /// confstore's figure over the baseline's (see `compare`); set by [`Row::judged`].
+    pub ratio: f64,
+    /// Whether the target is met; none without a target or without etcd to check it
+    /// against. Set by [`Row::judged`].
+    pub pass: Option<bool>,
+}
+
+/// A target: a bound on a row's ratio (at least for rates, at most for p99 latencies).
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    /// Short id: `seq_write_ratio`, ...
+    pub id: String,
+    /// The bound on the ratio.
+    pub bound: f64,
 }
 
 impl Row {
-    /// confstore's figure over the baseline's (rates, or p99 latencies).
-    pub fn ratio(&self) -> f64 {
-        match self.compare {
+    /// The row with its ratio computed and its target judged.
+    pub fn judged(mut self, against_etcd: bool) -> Self {
+        self.ratio = match self.compare {
             Compare::Rate => self.confstore.rate.median / self.baseline.rate.median,
             Compare::P99 => self.confstore.p99_ms / self.baseline.p99_ms,
-        }
-    }
-
-    /// Whether the target is met (`None`: no target, or no etcd to check it against).
-    pub fn pass(&self, against_etcd: bool) -> Option<bool> {
-        let (_, bound) = self.target.as_ref()?;
-        against_etcd.then(|| match self.compare {
-            Compare::Rate => self.ratio() >= *bound,
-            Compare::P99 => self.ratio() <= *bound,
-        })
+        };
+        self.pass = self.target.as_ref().filter(|_| against_etcd).map(|t| match self.compare {
+            Compare::Rate => self.ratio >= t.bound,
+            Compare::P99 => self.ratio <= t.bound,
+        });
+        self
     }
 }
 
@@ -119,6 +130,12 @@ fn cell(op: &str, s: &Summary) -> String {
     if s.bytes_per_answer > 0.0 {
         c.push_str(&format!("\n{} B/answer", int(s.bytes_per_answer)));
     }
+    match s.peer_cpu_us_per_request {
+        Some(peer) => {
+            c.push_str(&format!("\nCPU/request: server {peer:.0} us,\nclient {:.0} us", s.client_cpu_us_per_request))
+        }
+        None => c.push_str(&format!("\nCPU/request: {:.0} us (in process)", s.client_cpu_us_per_request)),
+    }
     c
 }
 
@@ -142,10 +159,13 @@ pub fn write_table(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
     let l = &r.load;
     writeln!(
         out,
-        "load during the run: this benchmark {:.0}% of all CPU time, other processes {:.0}% (incl. the servers), \
+        "load during the run, share of all CPU time: clients {:.0}%, servers {:.0}%, other processes {:.0}%, \
          iowait {:.0}%; loadavg {} -> {}",
-        l.own_cpu_pct, l.others_cpu_pct, l.iowait_pct, l.loadavg_start, l.loadavg_end
+        l.client_pct, l.servers_pct, l.others_pct, l.iowait_pct, l.loadavg_start, l.loadavg_end
     )?;
+    if l.others_pct > 10.0 {
+        writeln!(out, "WARNING: other processes used the CPUs during the run; figures are low and noisy")?;
+    }
     for p in [&r.confstore, &r.baseline] {
         writeln!(out, "{}: {}; {}", p.name, p.version, p.how)?;
     }
@@ -174,12 +194,12 @@ pub fn write_table(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
     for row in &r.rows {
         // Targets are against etcd, whatever the baseline of this run.
         let (target, unit) = match (&row.target, row.compare) {
-            (Some((_, b)), Compare::Rate) => (format!(">= {b:.2}x etcd"), "x rate"),
-            (Some((_, b)), Compare::P99) => (format!("p99 <= {b:.2}x etcd's"), "x p99"),
+            (Some(t), Compare::Rate) => (format!(">= {:.2}x etcd", t.bound), "x rate"),
+            (Some(t), Compare::P99) => (format!("p99 <= {:.2}x etcd's", t.bound), "x p99"),
             (None, Compare::Rate) => ("(information)".into(), "x rate"),
             (None, Compare::P99) => ("(information)".into(), "x p99"),
         };
-        let verdict = match row.pass(r.against_etcd) {
+        let verdict = match row.pass {
             Some(true) => " PASS",
             Some(false) => " FAIL",
             None if row.target.is_some() => " n/a",
@@ -193,7 +213,7 @@ pub fn write_table(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
             if same { "same".into() } else { cell(&row.confstore_op, &row.confstore) },
             cell(&row.baseline_op, &row.baseline),
             target,
-            format!("{:.2}{unit}{verdict}", row.ratio()),
+            format!("{:.2}{unit}{verdict}", row.ratio),
         ]);
     }
     table(out, &rows)?;
@@ -201,8 +221,8 @@ pub fn write_table(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
     let checked: Vec<&Row> = r.rows.iter().filter(|row| row.target.is_some()).collect();
     let failed: Vec<&str> = checked
         .iter()
-        .filter(|row| row.pass(r.against_etcd) == Some(false))
-        .filter_map(|row| row.target.as_ref().map(|t| t.0.as_str()))
+        .filter(|row| row.pass == Some(false))
+        .filter_map(|row| row.target.as_ref().map(|t| t.id.as_str()))
         .collect();
     if !r.against_etcd {
         writeln!(out, "{} targets NOT CHECKED: etcd is not installed ({:.0} s)", checked.len(), r.total_secs)?;
