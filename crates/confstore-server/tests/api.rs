@@ -235,6 +235,8 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (Method::GET, "/api/v1/nothing-here", None, vec![], StatusCode::NOT_FOUND),
+        // A NUL in a search query once reached FTS5 and failed as a database error (503).
+        (Method::GET, "/api/v1/search?q=a%00b", None, vec![], StatusCode::UNPROCESSABLE_ENTITY),
         (Method::POST, "/api/v1/head", None, vec![], StatusCode::METHOD_NOT_ALLOWED),
     ];
     for (method, uri, body, headers, want) in cases {

@@ -426,6 +426,9 @@ pub async fn search(
     if q.q.len() > 256 {
         return Err(ApiError::unprocessable("the query is longer than 256 bytes"));
     }
+    if q.q.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable("the query has control characters; search for printable text"));
+    }
     let mode = app.mode();
     live(&mode)?;
     let scope = q.service.clone().or(who.service.clone());
