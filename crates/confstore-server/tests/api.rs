@@ -218,6 +218,8 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
         (Method::GET, "/api/v1/history?limit=100000", None, vec![], StatusCode::UNPROCESSABLE_ENTITY),
         (Method::GET, "/api/v1/history?after=-1", None, vec![], StatusCode::BAD_REQUEST),
         (Method::GET, "/api/v1/state?at=yesterday", None, vec![], StatusCode::BAD_REQUEST),
+        // An invalid `at` beside an epoch was once ignored (found by schemathesis).
+        (Method::GET, "/api/v1/state?at=&epoch=0", None, vec![], StatusCode::BAD_REQUEST),
         (Method::GET, "/api/v1/state?epoch=999", None, vec![], StatusCode::NOT_FOUND),
         (Method::POST, "/api/v1/rollback", Some(json!({"to_epoch": 99})), vec![], StatusCode::NOT_FOUND),
         (

@@ -195,7 +195,7 @@ pub async fn events(
 pub struct StateQuery {
     /// The state at this epoch.
     pub epoch: Option<u64>,
-    /// The state at this time (RFC 3339), if no epoch is given.
+    /// The state at this time (RFC 3339); when an epoch is given too, the epoch is used.
     #[param(format = DateTime)]
     pub at: Option<String>,
     /// Only this service.
@@ -213,14 +213,18 @@ pub struct StateOut {
 }
 
 fn until_of(epoch: Option<u64>, at: Option<&str>) -> ApiResult<Until> {
-    match (epoch, at) {
-        (Some(e), _) => Ok(Until::Epoch(e)),
-        (None, Some(t)) => {
-            let ts: jiff::Timestamp = t.parse().map_err(|_| {
+    // A given `at` is always checked, even beside an epoch: bad input is never ignored.
+    let at = at
+        .map(|t| {
+            t.parse::<jiff::Timestamp>().map_err(|_| {
                 ApiError::bad_request(format!("{t:?} is not an RFC 3339 time such as 2026-11-26T09:30:00Z"))
-            })?;
-            Ok(Until::Time(u64::try_from(ts.as_millisecond()).unwrap_or(0)))
-        }
+            })
+        })
+        .transpose()?;
+    match (epoch, at) {
+        // Both valid: the epoch is the more precise point (as documented on StateQuery).
+        (Some(e), _) => Ok(Until::Epoch(e)),
+        (None, Some(ts)) => Ok(Until::Time(u64::try_from(ts.as_millisecond()).unwrap_or(0))),
         (None, None) => Ok(Until::Head),
     }
 }
