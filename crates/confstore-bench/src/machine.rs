@@ -161,19 +161,35 @@ pub struct Load {
     pub loadavg_end: String,
 }
 
+/// The whole machine's CPU time so far, in clock ticks, from the first line of /proc/stat.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemTicks {
+    /// All ticks (user nice system idle iowait irq softirq steal).
+    pub total: u64,
+    /// Not idle and not waiting for I/O.
+    pub busy: u64,
+    /// Waiting for I/O.
+    pub iowait: u64,
+}
+
+/// Reads [`SystemTicks`]; `None` where /proc is missing or unreadable.
+pub fn system_ticks() -> Option<SystemTicks> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    // cpu user nice system idle iowait irq softirq steal guest guest_nice
+    let f: Vec<u64> = text.lines().next()?.split_whitespace().skip(1).take(8).filter_map(|x| x.parse().ok()).collect();
+    if f.len() != 8 {
+        return None;
+    }
+    let total: u64 = f.iter().sum();
+    Some(SystemTicks { total, busy: total - f[3] - f[4], iowait: f[4] })
+}
+
 impl CpuSnapshot {
     /// Reads the counters (zeros where /proc is missing).
     pub fn now() -> Self {
         let mut s = Self::default();
-        if let Some(line) = std::fs::read_to_string("/proc/stat").ok().and_then(|t| t.lines().next().map(str::to_owned))
-        {
-            // cpu user nice system idle iowait irq softirq steal guest guest_nice
-            let f: Vec<u64> = line.split_whitespace().skip(1).take(8).filter_map(|x| x.parse().ok()).collect();
-            if f.len() == 8 {
-                s.total = f.iter().sum();
-                s.iowait = f[4];
-                s.busy = s.total - f[3] - f[4];
-            }
+        if let Some(t) = system_ticks() {
+            (s.total, s.busy, s.iowait) = (t.total, t.busy, t.iowait);
         }
         if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
             // Fields after the parenthesised command name; utime and stime are fields 14, 15.

@@ -23,19 +23,18 @@ pub fn search_catch_up(reader: &LogReader, trusted_through: u64) -> Result<u64, 
     let conn = reader.connection();
     let sql = LogError::sqlite("updating the search index");
     let tx = conn.unchecked_transaction().map_err(LogError::sqlite("starting to update the search index"))?;
-    let events = match confstore_search::checkpoint(&tx).map_err(|e| LogError::Schema(e.to_string()))? {
-        None => reader.verified_after(0)?,
+    let (from, events) = match confstore_search::checkpoint(&tx).map_err(|e| LogError::Schema(e.to_string()))? {
+        None => (0, reader.verified_after(0)?),
         Some((seq, hash)) => match reader.verified_after_anchor(seq, &hash, trusted_through) {
-            Ok(events) => events,
+            Ok(events) => (seq, events),
             // Not an event of this log (a restore, a copied file): rebuild the index.
             Err(LogError::Tampered(_)) => {
                 confstore_search::clear(&tx).map_err(|e| LogError::Schema(e.to_string()))?;
-                reader.verified_after(0)?
+                (0, reader.verified_after(0)?)
             }
             Err(e) => return Err(e),
         },
     };
-    let from = confstore_search::checkpoint(&tx).map_err(|e| LogError::Schema(e.to_string()))?.map_or(0, |c| c.0);
     let last = events.last().map_or(from, confstore_core::Verified::seq);
     if !events.is_empty() {
         confstore_search::apply(&tx, &events, &reader.current_state()?).map_err(|e| LogError::Schema(e.to_string()))?;

@@ -184,10 +184,9 @@ fn lkg_bench(dir: &std::path::Path, runs: usize) -> Result<Line> {
     })
 }
 
-fn log_bench(dir: &std::path::Path, events: usize) -> Result<(Line, Line)> {
-    let s = store(dir, "log.db")?;
+/// Registers 20 services, then appends `events` value sets in changesets of `per`.
+fn fill(s: &Store, events: usize, per: usize) -> Result<()> {
     s.append(draft((0..20).map(|i| Change::RegisterService { service: format!("svc{i}") }).collect()))?;
-    let per = 100;
     for c in 0..events / per {
         let changes = (0..per)
             .map(|k| Change::Set {
@@ -198,6 +197,12 @@ fn log_bench(dir: &std::path::Path, events: usize) -> Result<(Line, Line)> {
             .collect();
         s.append(draft(changes))?;
     }
+    Ok(())
+}
+
+fn log_bench(dir: &std::path::Path, events: usize) -> Result<(Line, Line)> {
+    let s = store(dir, "log.db")?;
+    fill(&s, events, 100)?;
     drop(s);
     let reader = LogReader::open(&dir.join("log.db"))?;
     let head = reader.head()?;
@@ -247,18 +252,7 @@ fn startup_bench(dir: &std::path::Path, events: usize) -> Result<(Line, Line)> {
     let path = dir.join("long.db");
     {
         let s = store(dir, "long.db")?;
-        s.append(draft((0..20).map(|i| Change::RegisterService { service: format!("svc{i}") }).collect()))?;
-        let per = 1000;
-        for c in 0..events / per {
-            let changes = (0..per)
-                .map(|k| Change::Set {
-                    service: format!("svc{}", k % 20),
-                    key: format!("k{}", k / 20),
-                    value: json!(c * per + k),
-                })
-                .collect();
-            s.append(draft(changes))?;
-        }
+        fill(&s, events, 1000)?;
     }
     // Make the projections current, as a running server keeps them.
     let reader = LogReader::open(&path)?;

@@ -43,15 +43,8 @@ impl Snapshot {
     /// Reads the counters now.
     pub fn now() -> Self {
         let mut s = Self::default();
-        if let Some(line) = std::fs::read_to_string("/proc/stat").ok().and_then(|t| t.lines().next().map(str::to_owned))
-        {
-            // cpu user nice system idle iowait irq softirq steal
-            let f: Vec<u64> = line.split_whitespace().skip(1).take(8).filter_map(|x| x.parse().ok()).collect();
-            if f.len() == 8 {
-                s.total = f.iter().sum();
-                s.iowait = f[4];
-                s.busy = s.total - f[3] - f[4];
-            }
+        if let Some(t) = crate::machine::system_ticks() {
+            (s.total, s.busy, s.iowait) = (t.total, t.busy, t.iowait);
         }
         (s.own, s.children) = process_ticks("self");
         s
