@@ -3,6 +3,8 @@
 //!
 //! - [`event`]: the event body and its postcard encoding (the v1 wire format).
 //! - [`chain`]: genesis and event hashes (the hash chain).
+//! - [`jws`]: flattened EdDSA JWS, how snapshots, stream events and heads are signed.
+//! - [`stream`]: the live stream's topics and payloads, and the rule a client applies them by.
 //! - [`keys`]: Ed25519 signing keys, key ids and the key chain (rotation statements).
 //! - [`verify`]: streaming verification of stored events; the only maker of [`verify::Verified`].
 //! - [`state`]: the configuration state, `decide` (command -> events) and `apply` (event -> state).
@@ -22,11 +24,13 @@ pub mod event;
 pub mod export;
 pub mod fixed_bytes;
 pub mod ids;
+pub mod jws;
 pub mod keys;
 pub mod limits;
 pub mod schema;
 pub mod secret;
 pub mod state;
+pub mod stream;
 pub mod timetravel;
 pub mod verify;
 

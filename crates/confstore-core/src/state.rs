@@ -28,6 +28,36 @@ pub struct State {
     pub secret_encryptions: BTreeMap<u32, u64>,
     /// API tokens by id, revoked ones included (crate::auth).
     pub tokens: BTreeMap<String, crate::auth::TokenRecord>,
+    /// Each service's snapshot version: the last epoch that changed it and the one before.
+    pub versions: BTreeMap<String, ServiceVersion>,
+}
+
+/// The reserved scope whose keys every service inherits unless it sets its own.
+pub const GLOBAL_SCOPE: &str = "global";
+
+/// Where a service's snapshot stands in its own chain of versions (docs/format.md §14): a
+/// changeset that touches the service — or the `global` scope, which every service
+/// inherits — makes a new version. A client holding version `epoch` that receives one whose
+/// `prev_epoch` is newer knows it missed a version and fetches it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceVersion {
+    /// Epoch of the last changeset that changed the service.
+    pub epoch: u64,
+    /// Seq of the last event of that changeset that changed it.
+    pub seq: u64,
+    /// The version before (`epoch` of the previous one); 0 for the first.
+    pub prev_epoch: u64,
+}
+
+impl ServiceVersion {
+    /// Records a change at (`epoch`, `seq`).
+    pub fn bump(&mut self, epoch: u64, seq: u64) {
+        if self.epoch != epoch {
+            self.prev_epoch = self.epoch;
+            self.epoch = epoch;
+        }
+        self.seq = seq;
+    }
 }
 
 /// A service's schema as recorded in the log.
@@ -51,6 +81,11 @@ impl State {
         self.seq = seq;
         self.epoch = body.epoch;
         self.time_ms = body.time_ms;
+        if body.changes_config()
+            && let Some(service) = body.service()
+        {
+            self.bump_version(service, body.epoch, seq);
+        }
         match &body.kind {
             EventKind::ServiceRegistered { service } => {
                 self.services.entry(service.clone()).or_default();
@@ -100,6 +135,16 @@ impl State {
             EventKind::SecretRevealed { .. } | EventKind::AccessDenied { .. } => {}
             EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } | EventKind::RolledBack { .. } => {}
         }
+    }
+
+    /// Records that the changeset at `epoch` changed `service` (every service, for `global`).
+    fn bump_version(&mut self, service: &str, epoch: u64, seq: u64) {
+        if service == GLOBAL_SCOPE {
+            for name in self.services.keys() {
+                self.versions.entry(name.clone()).or_default().bump(epoch, seq);
+            }
+        }
+        self.versions.entry(service.to_owned()).or_default().bump(epoch, seq);
     }
 
     /// One value, as canonical JSON text.

@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (3, "0003_create_search_index", include_str!("../../../migrations/0003_create_search_index.sql")),
     (4, "0004_create_state_counters", include_str!("../../../migrations/0004_create_state_counters.sql")),
     (5, "0005_create_state_tokens", include_str!("../../../migrations/0005_create_state_tokens.sql")),
+    (6, "0006_create_state_versions", include_str!("../../../migrations/0006_create_state_versions.sql")),
 ];
 
 /// The schema version this build writes.

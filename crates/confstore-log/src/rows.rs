@@ -191,7 +191,43 @@ pub fn load_state(conn: &Connection, head: &ChainHead) -> Result<State, LogError
         let (id, token) = row.map_err(LogError::sqlite("loading tokens"))?;
         state.tokens.insert(id, token);
     }
+    let mut st = conn
+        .prepare("SELECT service, epoch, seq, prev_epoch FROM state_versions")
+        .map_err(LogError::sqlite("loading versions"))?;
+    let rows = st
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                confstore_core::state::ServiceVersion {
+                    epoch: u(r.get(1)?),
+                    seq: u(r.get(2)?),
+                    prev_epoch: u(r.get(3)?),
+                },
+            ))
+        })
+        .map_err(LogError::sqlite("loading versions"))?;
+    for row in rows {
+        let (service, version) = row.map_err(LogError::sqlite("loading versions"))?;
+        state.versions.insert(service, version);
+    }
     Ok(state)
+}
+
+/// Writes the given services' snapshot versions into the write model (insert or replace).
+pub fn write_versions<'a>(
+    conn: &Connection,
+    versions: impl Iterator<Item = (&'a String, &'a confstore_core::state::ServiceVersion)>,
+) -> Result<(), LogError> {
+    let ctx = || LogError::sqlite("writing versions to the write model");
+    let mut put = conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO state_versions (service, epoch, seq, prev_epoch) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(ctx())?;
+    for (service, v) in versions {
+        put.execute(params![service, i(v.epoch), i(v.seq), i(v.prev_epoch)]).map_err(ctx())?;
+    }
+    Ok(())
 }
 
 /// Writes the given tokens into the write model (insert or replace).

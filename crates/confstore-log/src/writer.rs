@@ -76,6 +76,10 @@ pub(crate) struct Dirty {
     schemas: BTreeMap<String, (String, [u8; 32], u64)>,
     /// Tokens issued or revoked since the last checkpoint.
     tokens: std::collections::BTreeSet<String>,
+    /// Services whose snapshot version changed since the last checkpoint.
+    versions: std::collections::BTreeSet<String>,
+    /// Whether `global` changed, and with it every service's version.
+    all_versions: bool,
     /// Events folded in since the commit listener last heard (only kept when one is set).
     fresh: Vec<(u64, EventBody)>,
     /// Whether to keep `fresh`.
@@ -97,6 +101,14 @@ impl Dirty {
     fn record(&mut self, seq: u64, body: &EventBody) {
         if self.collect {
             self.fresh.push((seq, body.clone()));
+        }
+        if body.changes_config()
+            && let Some(service) = body.service()
+        {
+            if service == confstore_core::state::GLOBAL_SCOPE {
+                self.all_versions = true;
+            }
+            self.versions.insert(service.to_owned());
         }
         match &body.kind {
             EventKind::ServiceRegistered { service } => {
@@ -385,7 +397,12 @@ impl Writer {
 /// Writes the checkpoint: what changed since the last one, at `head`.
 fn write_model(conn: &Connection, head: &ChainHead, dirty: &Dirty, state: &State) -> Result<(), LogError> {
     rows::write_checkpoint(conn, head, &dirty.services, &dirty.values, &dirty.schemas, &state.secret_encryptions)?;
-    rows::write_tokens(conn, dirty.tokens.iter().filter_map(|id| state.tokens.get_key_value(id)))
+    rows::write_tokens(conn, dirty.tokens.iter().filter_map(|id| state.tokens.get_key_value(id)))?;
+    if dirty.all_versions {
+        rows::write_versions(conn, state.versions.iter())
+    } else {
+        rows::write_versions(conn, dirty.versions.iter().filter_map(|s| state.versions.get_key_value(s)))
+    }
 }
 
 /// Signs every event with its key; on every core when there are many.

@@ -7,6 +7,7 @@
 //! - [`auth`]: bearer tokens and roles, enforced from the OpenAPI document's `security`.
 //! - [`http`]: request ids, access log and request metrics.
 //! - [`projector`]: the search index and the LKG file, kept up in the background.
+//! - [`stream`]: the MQTT publisher (the log is the outbox) and the embedded broker.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`error`], [`extract`]: JSON errors and the extractors that produce them.
 
@@ -19,22 +20,35 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod projector;
+pub mod stream;
 
 pub use api::router;
 pub use app::{App, Config, Keys};
 
-/// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests
-/// finish and closes the store (its final checkpoint).
+/// Serves `app` on `listener` — and publishes the live stream to `mqtt`, if given — until
+/// `shutdown` completes, then lets in-flight requests finish and closes the store (its final
+/// checkpoint).
 pub async fn serve(
     app: App,
     listener: tokio::net::TcpListener,
+    mqtt: Option<stream::MqttSettings>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (router, _) = router(app.clone());
     let projector = tokio::spawn(projector::run(app.clone()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let publisher = mqtt.map(|mqtt| tokio::spawn(stream::run(app.clone(), mqtt, stop_rx)));
     let result = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
     projector.abort();
     let _ = projector.await;
+    // The publisher says `offline` and writes its checkpoint; a dead broker cannot hold us.
+    let _ = stop_tx.send(true);
+    if let Some(p) = publisher {
+        let abort = p.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(3), p).await.is_err() {
+            abort.abort();
+        }
+    }
     // Every request has been answered: drop the store (final checkpoint) off the async threads.
     let a = app.clone();
     let _ = tokio::task::spawn_blocking(move || a.close()).await;

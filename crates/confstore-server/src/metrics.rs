@@ -48,6 +48,11 @@ struct Inner {
     auth_denials: Family<KindLabel, Counter>,
     head_seq: Gauge,
     epoch: Gauge,
+    mqtt_connected: Gauge,
+    mqtt_published: Family<KindLabel, Counter>,
+    mqtt_published_seq: Gauge,
+    mqtt_pending: Gauge,
+    mqtt_connects: Counter,
 }
 
 fn gauge_value(v: u64) -> i64 {
@@ -116,6 +121,28 @@ impl Metrics {
         registry.register("head_seq", "Seq of the last event in the read model", head_seq.clone());
         let epoch = Gauge::default();
         registry.register("epoch", "Configuration epoch of the read model", epoch.clone());
+        let mqtt_connected = Gauge::default();
+        registry.register("mqtt_connected", "1 while the publisher is connected to the broker", mqtt_connected.clone());
+        let mqtt_published = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "mqtt_published",
+            "Messages the broker acknowledged, by kind (snapshot, event, head, health)",
+            mqtt_published.clone(),
+        );
+        let mqtt_published_seq = Gauge::default();
+        registry.register(
+            "mqtt_published_seq",
+            "Seq through which every message is acknowledged by the broker (the publisher's checkpoint)",
+            mqtt_published_seq.clone(),
+        );
+        let mqtt_pending = Gauge::default();
+        registry.register(
+            "mqtt_pending_messages",
+            "Messages handed to the MQTT client and not yet acknowledged",
+            mqtt_pending.clone(),
+        );
+        let mqtt_connects = Counter::default();
+        registry.register("mqtt_connects", "Connections the publisher made to the broker", mqtt_connects.clone());
         Self(Arc::new(Inner {
             registry,
             requests,
@@ -130,6 +157,11 @@ impl Metrics {
             auth_denials,
             head_seq,
             epoch,
+            mqtt_connected,
+            mqtt_published,
+            mqtt_published_seq,
+            mqtt_pending,
+            mqtt_connects,
         }))
     }
 
@@ -186,6 +218,25 @@ impl Metrics {
     pub fn set_head(&self, seq: u64, epoch: u64) {
         self.0.head_seq.set(gauge_value(seq));
         self.0.epoch.set(gauge_value(epoch));
+    }
+
+    /// Records the publisher connecting (true) or losing the broker (false).
+    pub fn mqtt_connected(&self, up: bool) {
+        if up {
+            self.0.mqtt_connects.inc();
+        }
+        self.0.mqtt_connected.set(i64::from(up));
+    }
+
+    /// Counts a message the broker acknowledged.
+    pub fn mqtt_acked(&self, kind: &str) {
+        self.0.mqtt_published.get_or_create(&KindLabel { kind: kind.to_owned() }).inc();
+    }
+
+    /// Sets the publisher's checkpoint and queue gauges.
+    pub fn mqtt_progress(&self, published_seq: u64, pending: usize) {
+        self.0.mqtt_published_seq.set(gauge_value(published_seq));
+        self.0.mqtt_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     /// The text exposition.

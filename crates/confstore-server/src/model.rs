@@ -42,6 +42,8 @@ pub struct Live {
     snapshots: Mutex<HashMap<String, Arc<Snap>>>,
     /// Woken after every commit that folded new events in (the projector waits on it).
     pub changed: Notify,
+    /// The head seq, sent after every fold (the MQTT publisher watches it).
+    pub head: tokio::sync::watch::Sender<u64>,
     /// Events per commit seen by the listener (for the batch-size histogram).
     pub batches: crate::metrics::Metrics,
 }
@@ -58,6 +60,7 @@ impl Live {
             }),
             snapshots: Mutex::new(HashMap::new()),
             changed: Notify::new(),
+            head: tokio::sync::watch::Sender::new(0),
             batches: metrics,
         })
     }
@@ -82,8 +85,10 @@ impl Live {
         }
         m.head_hash = c.head_hash;
         self.batches.set_head(m.state.seq, m.state.epoch);
+        let seq = m.state.seq;
         drop(m);
         self.changed.notify_one();
+        self.head.send_replace(seq);
     }
 
     /// Runs `f` with the read model (read-locked: keep it short).

@@ -110,6 +110,30 @@ pub struct ServeArgs {
     /// Seconds between attempts to reopen the database while in the read-only fallback.
     #[arg(long, default_value_t = 2)]
     pub recover_interval_s: u64,
+    /// Publish the live stream to this external broker (mqtt://HOST:PORT or
+    /// mqtts://HOST:PORT) instead of starting the embedded one.
+    #[arg(long, env = "CONFSTORE_MQTT_URL", conflicts_with_all = ["no_mqtt", "mqtt_listen"])]
+    pub mqtt_url: Option<String>,
+    /// Username at the external broker.
+    #[arg(long, env = "CONFSTORE_MQTT_USERNAME", requires = "mqtt_url")]
+    pub mqtt_username: Option<String>,
+    /// Password at the external broker; give it in the environment (CONFSTORE_MQTT_PASSWORD),
+    /// not on the command line, where `ps` shows it.
+    #[arg(long, env = "CONFSTORE_MQTT_PASSWORD", hide_env_values = true, requires = "mqtt_username")]
+    pub mqtt_password: Option<String>,
+    /// CA certificates (PEM) to trust for mqtts:// instead of the system's web PKI roots.
+    #[arg(long, env = "CONFSTORE_MQTT_CA_FILE", requires = "mqtt_url")]
+    pub mqtt_ca_file: Option<std::path::PathBuf>,
+    /// MQTT client id of the publisher (fixed, so the broker keeps its session); default
+    /// confstore-<first 16 hex digits of the store id>.
+    #[arg(long, env = "CONFSTORE_MQTT_CLIENT_ID")]
+    pub mqtt_client_id: Option<String>,
+    /// Address of the embedded broker, started when no --mqtt-url is given.
+    #[arg(long, env = "CONFSTORE_MQTT_LISTEN", default_value = "127.0.0.1:1883")]
+    pub mqtt_listen: std::net::SocketAddr,
+    /// No live stream: neither the embedded broker nor a publisher.
+    #[arg(long, env = "CONFSTORE_NO_MQTT")]
+    pub no_mqtt: bool,
 }
 
 /// `token ...`.

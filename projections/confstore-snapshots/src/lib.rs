@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use confstore_core::State;
 use serde_json::{Map, Value, json};
 
-/// The reserved scope whose keys every service inherits unless it sets its own.
-pub const GLOBAL_SCOPE: &str = "global";
+pub use confstore_core::jws::JwsError;
+pub use confstore_core::state::GLOBAL_SCOPE;
 
 /// Where a snapshot value comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +55,9 @@ pub struct ServiceSnapshot {
     pub generation: u64,
     /// The epoch this snapshot reflects.
     pub epoch: u64,
+    /// The service's version at that epoch: the changeset that last changed it, and the one
+    /// before (the live stream's gap detection, docs/format.md §14).
+    pub version: confstore_core::state::ServiceVersion,
     /// Hash (hex) of the service's schema, if it has one.
     pub schema_hash: Option<String>,
     /// Every key, resolved.
@@ -110,6 +113,7 @@ pub fn project(
         store_id: store_id.to_owned(),
         generation,
         epoch: state.epoch,
+        version: state.versions.get(service).copied().unwrap_or_default(),
         schema_hash: schema.map(|s| hex::encode(s.hash)),
         values,
     })
@@ -131,6 +135,9 @@ impl ServiceSnapshot {
             "store_id": self.store_id,
             "generation": self.generation,
             "epoch": self.epoch,
+            "changed_epoch": self.version.epoch,
+            "changed_seq": self.version.seq,
+            "prev_epoch": self.version.prev_epoch,
             "schema_hash": self.schema_hash,
             "config": config,
             "sources": sources,
@@ -145,35 +152,7 @@ impl ServiceSnapshot {
 }
 
 /// The `typ` of a snapshot JWS's protected header.
-pub const JWS_TYP: &str = "confstore-snapshot+json";
-
-/// Why a snapshot JWS is not acceptable.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum JwsError {
-    /// Not a flattened JWS of the expected shape.
-    #[error("malformed snapshot JWS: {0}")]
-    Malformed(String),
-    /// Signed by another key than the one given.
-    #[error("snapshot JWS is signed by key {found}, not by {expected}")]
-    WrongKey {
-        /// `kid` of the JWS.
-        found: String,
-        /// The key given.
-        expected: String,
-    },
-    /// The signature does not verify (strictly).
-    #[error("snapshot JWS signature does not verify")]
-    BadSignature,
-}
-
-fn b64url(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn header(key_id: &str) -> String {
-    b64url(json!({"alg": "EdDSA", "kid": key_id, "typ": JWS_TYP}).to_string().as_bytes())
-}
+pub const JWS_TYP: &str = confstore_core::jws::TYP_SNAPSHOT;
 
 impl ServiceSnapshot {
     /// The snapshot as a JWS in flattened JSON serialization (RFC 7515 §7.2.2) with
@@ -187,37 +166,12 @@ impl ServiceSnapshot {
 /// Signs a snapshot document (the [`ServiceSnapshot::to_json`] form, e.g. as kept in the
 /// LKG file) as [`ServiceSnapshot::to_jws`] does.
 pub fn document_to_jws(doc: &Value, key: &confstore_core::SigningKey) -> Value {
-    let protected = header(&key.verifying_key().key_id().to_hex());
-    let payload = b64url(confstore_core::state::canonical_json_text(doc).as_bytes());
-    let signature = key.sign(format!("{protected}.{payload}").as_bytes());
-    json!({"protected": protected, "payload": payload, "signature": b64url(&signature)})
+    confstore_core::jws::sign(doc, JWS_TYP, key)
 }
 
 /// Verifies a snapshot JWS with `key` (strict Ed25519) and returns its payload document.
 pub fn verify_jws(jws: &Value, key: &confstore_core::VerifyingKey) -> Result<Value, JwsError> {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let part = |k: &str| jws.get(k).and_then(Value::as_str).ok_or_else(|| JwsError::Malformed(format!("no {k:?}")));
-    let (protected, payload, signature) = (part("protected")?, part("payload")?, part("signature")?);
-    let header_json: Value = b64
-        .decode(protected)
-        .ok()
-        .and_then(|h| serde_json::from_slice(&h).ok())
-        .ok_or_else(|| JwsError::Malformed("protected header".into()))?;
-    if header_json.get("alg") != Some(&json!("EdDSA")) || header_json.get("typ") != Some(&json!(JWS_TYP)) {
-        return Err(JwsError::Malformed("header must say alg EdDSA and typ confstore-snapshot+json".into()));
-    }
-    let expected = key.key_id().to_hex();
-    let kid = header_json.get("kid").and_then(Value::as_str).unwrap_or_default();
-    if kid != expected {
-        return Err(JwsError::WrongKey { found: kid.to_owned(), expected });
-    }
-    let sig: [u8; 64] = b64.decode(signature).ok().and_then(|s| s.try_into().ok()).ok_or(JwsError::BadSignature)?;
-    if !key.verify_strict(format!("{protected}.{payload}").as_bytes(), &sig) {
-        return Err(JwsError::BadSignature);
-    }
-    let bytes = b64.decode(payload).map_err(|e| JwsError::Malformed(format!("payload: {e}")))?;
-    serde_json::from_slice(&bytes).map_err(|e| JwsError::Malformed(format!("payload: {e}")))
+    confstore_core::jws::verify(jws, JWS_TYP, std::slice::from_ref(key))
 }
 
 #[cfg(test)]

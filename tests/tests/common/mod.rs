@@ -9,6 +9,8 @@
 // --- REST API test helpers (server_auth, server_schemathesis, server_canary), in their own
 // file; they use `Server` and `Http` below. ---
 pub mod api;
+// --- Live-stream helpers (Mosquitto, a cuttable proxy, a raw MQTT client). ---
+pub mod mqtt;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -790,6 +792,11 @@ impl Server {
             .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
         let log_offset = usize::try_from(stderr.metadata().map_or(0, |m| m.len())).unwrap_or(usize::MAX);
         let mut cmd = store.command(&["serve", "--listen", &addr.to_string()]);
+        // Port 1883 (the embedded broker's default) is often taken: a test wants the live
+        // stream only when it says where (--mqtt-url or --mqtt-listen).
+        if !args.iter().any(|a| a.starts_with("--mqtt-") || a == "--no-mqtt") {
+            cmd.arg("--no-mqtt");
+        }
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

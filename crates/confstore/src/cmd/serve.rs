@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use confstore_core::auth::{Role, token_hash};
 use confstore_core::state::{Change, ChangesetDraft};
 use confstore_server::app::Mode;
+use confstore_server::stream::MqttSettings;
 use confstore_server::{App, Config, Keys};
 use serde_json::json;
 
@@ -57,6 +58,7 @@ pub fn serve(ctx: &Ctx, args: &ServeArgs) -> Result<ExitCode> {
     config.recover_interval = Duration::from_secs(args.recover_interval_s.max(1));
     let app = App::open(config, server_keys(ctx)?);
     bootstrap_admin_token(ctx, &app)?;
+    let mqtt = live_stream(&app, args)?;
     if !args.listen.ip().is_loopback() {
         tracing::warn!(
             listen = %args.listen,
@@ -69,10 +71,42 @@ pub fn serve(ctx: &Ctx, args: &ServeArgs) -> Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!(listen = %args.listen, mode = app.mode().name(), "serving");
-        confstore_server::serve(app, listener, shutdown_signal()).await.context("the server failed")
+        confstore_server::serve(app, listener, mqtt, shutdown_signal()).await.context("the server failed")
     })?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sets up the live stream: the external broker given, or the embedded one (started here,
+/// so a taken port is a clear error before anything listens), or none with --no-mqtt.
+fn live_stream(app: &App, args: &ServeArgs) -> Result<Option<MqttSettings>> {
+    if args.no_mqtt {
+        tracing::info!("live stream off (--no-mqtt)");
+        return Ok(None);
+    }
+    let store_id = match &*app.mode() {
+        Mode::Live(l) => l.model.read(|m| m.store_id.clone()),
+        Mode::Fallback(f) => f.lkg.as_ref().map(|c| c.store_id.clone()).unwrap_or_default(),
+    };
+    let client_id =
+        args.mqtt_client_id.clone().unwrap_or_else(|| format!("confstore-{}", store_id.get(..16).unwrap_or("store")));
+    let url = match &args.mqtt_url {
+        Some(url) => url.clone(),
+        None => {
+            confstore_server::stream::broker::start(args.mqtt_listen)?;
+            format!("mqtt://{}", args.mqtt_listen)
+        }
+    };
+    let mut settings = MqttSettings::from_url(&url, client_id)?;
+    if let Some(user) = &args.mqtt_username {
+        let password = args.mqtt_password.clone().unwrap_or_default();
+        settings.credentials = Some((user.clone(), zeroize::Zeroizing::new(password)));
+    }
+    settings.ca_file = args.mqtt_ca_file.clone();
+    // A bad CA file is an error now, not a reconnect loop later.
+    settings.options(None)?;
+    tracing::info!(broker = %settings.url(), embedded = args.mqtt_url.is_none(), "live stream on");
+    Ok(Some(settings))
 }
 
 /// Completes on SIGINT or SIGTERM.

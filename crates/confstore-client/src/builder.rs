@@ -1,0 +1,483 @@
+//! [`ClientBuilder`]: settings, `from_env`, and the start-up sequence.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use confstore_core::VerifyingKey;
+use confstore_core::stream::{self, Rejection};
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::config::Config;
+use crate::env::EnvOverrides;
+use crate::error::ClientError;
+use crate::mqtt::{self, Connection, MqttSettings, MqttUrl};
+use crate::rest::Rest;
+use crate::stats::Counters;
+use crate::updater::{Offer, OnUpdate, Updater, UpdaterSettings};
+use crate::{Client, MqttRuntime};
+
+/// How long `start` waits for the retained MQTT snapshot by default.
+pub const STARTUP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3);
+
+/// Environment variables read by [`ClientBuilder::from_env`].
+pub mod vars {
+    /// The service name (required).
+    pub const SERVICE: &str = "CONFSTORE_SERVICE";
+    /// The trusted Ed25519 public key(s), base64 of 32 bytes; several separated by commas
+    /// or spaces during a signing-key rotation (required).
+    pub const PUBLIC_KEY: &str = "CONFIG_SIGNATURE_PUBLIC_KEY";
+    /// The REST base URL, e.g. `http://127.0.0.1:8080`.
+    pub const URL: &str = "CONFSTORE_URL";
+    /// The bearer token for REST.
+    pub const TOKEN: &str = "CONFSTORE_TOKEN";
+    /// The broker, `mqtt://host:port` or `mqtts://host:port`.
+    pub const MQTT_URL: &str = "CONFSTORE_MQTT_URL";
+    /// The client's LKG file.
+    pub const LKG_PATH: &str = "CONFSTORE_LKG_PATH";
+    /// The store id (hex) to accept; optional, else pinned from the first snapshot.
+    pub const STORE_ID: &str = "CONFSTORE_STORE_ID";
+    /// The MQTT client id; optional (a stable one makes the session survive restarts).
+    pub const MQTT_CLIENT_ID: &str = "CONFSTORE_MQTT_CLIENT_ID";
+    /// The MQTT user name; optional, with [`MQTT_PASSWORD`].
+    pub const MQTT_USERNAME: &str = "CONFSTORE_MQTT_USERNAME";
+    /// The MQTT password; optional.
+    pub const MQTT_PASSWORD: &str = "CONFSTORE_MQTT_PASSWORD";
+    /// A PEM file of CA certificates for `mqtts://`; optional, else the webpki roots.
+    pub const MQTT_CA_FILE: &str = "CONFSTORE_MQTT_CA_FILE";
+}
+
+enum TrustedKey {
+    Base64(String),
+    Key(VerifyingKey),
+}
+
+/// Settings of a [`Client`]; [`ClientBuilder::start`] fetches the first configuration.
+pub struct ClientBuilder {
+    service: String,
+    keys: Vec<TrustedKey>,
+    store_id: Option<String>,
+    lkg_path: Option<PathBuf>,
+    mqtt_url: Option<String>,
+    mqtt_credentials: Option<(String, String)>,
+    mqtt_ca_file: Option<PathBuf>,
+    mqtt_client_id: Option<String>,
+    rest_url: Option<String>,
+    token: Option<String>,
+    startup_timeout: Duration,
+    env: Option<Vec<(String, String)>>,
+    on_update: Option<OnUpdate>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No token, no password: builders end up in logs.
+        f.debug_struct("ClientBuilder")
+            .field("service", &self.service)
+            .field("store_id", &self.store_id)
+            .field("lkg_path", &self.lkg_path)
+            .field("mqtt_url", &self.mqtt_url)
+            .field("rest_url", &self.rest_url)
+            .field("startup_timeout", &self.startup_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// A builder for `service` with nothing configured.
+    pub fn new(service: impl Into<String>) -> Self {
+        Self {
+            service: service.into(),
+            keys: Vec::new(),
+            store_id: None,
+            lkg_path: None,
+            mqtt_url: None,
+            mqtt_credentials: None,
+            mqtt_ca_file: None,
+            mqtt_client_id: None,
+            rest_url: None,
+            token: None,
+            startup_timeout: STARTUP_TIMEOUT_DEFAULT,
+            env: None,
+            on_update: None,
+        }
+    }
+
+    /// A builder from the process environment: see [`ClientBuilder::from_vars`].
+    pub fn from_env() -> Result<Self, ClientError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// A builder from `vars` (the [`vars`] names; empty values count as unset), which are
+    /// also the environment the `<SERVICE>__<KEY>` overrides are read from.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ClientError> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let get = |name: &str| {
+            vars.iter().rev().find(|(k, v)| k == name && !v.trim().is_empty()).map(|(_, v)| v.trim().to_owned())
+        };
+        let service =
+            get(vars::SERVICE).ok_or_else(|| ClientError::setting(vars::SERVICE, "not set; name the service"))?;
+        let keys = get(vars::PUBLIC_KEY)
+            .ok_or_else(|| ClientError::setting(vars::PUBLIC_KEY, "not set; give the store's public key (base64)"))?;
+        let mut builder = Self::new(service);
+        for key in keys.split([',', ' ']).filter(|k| !k.is_empty()) {
+            builder = builder.public_key_base64(key);
+        }
+        builder.rest_url = get(vars::URL);
+        builder.token = get(vars::TOKEN);
+        builder.mqtt_url = get(vars::MQTT_URL);
+        builder.lkg_path = get(vars::LKG_PATH).map(PathBuf::from);
+        builder.store_id = get(vars::STORE_ID);
+        builder.mqtt_client_id = get(vars::MQTT_CLIENT_ID);
+        builder.mqtt_ca_file = get(vars::MQTT_CA_FILE).map(PathBuf::from);
+        if let Some(user) = get(vars::MQTT_USERNAME) {
+            builder.mqtt_credentials = Some((user, get(vars::MQTT_PASSWORD).unwrap_or_default()));
+        }
+        Ok(builder.env(vars))
+    }
+
+    /// Trusts the Ed25519 public key given as base64 of its 32 bytes (the form of
+    /// `CONFIG_SIGNATURE_PUBLIC_KEY`). Call again to trust more keys (a rotation).
+    pub fn public_key_base64(mut self, key: &str) -> Self {
+        self.keys.push(TrustedKey::Base64(key.trim().to_owned()));
+        self
+    }
+
+    /// Trusts an Ed25519 public key. Call again to trust more keys (a rotation).
+    pub fn public_key(mut self, key: VerifyingKey) -> Self {
+        self.keys.push(TrustedKey::Key(key));
+        self
+    }
+
+    /// Accepts snapshots of this store only (hex id). Without it, the store of the first
+    /// verified snapshot is pinned (and kept in the LKG file).
+    pub fn store_id(mut self, hex_id: &str) -> Self {
+        self.store_id = Some(hex_id.trim().to_ascii_lowercase());
+        self
+    }
+
+    /// Keeps the last applied snapshot in this file (see the crate docs).
+    pub fn lkg_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.lkg_path = Some(path.into());
+        self
+    }
+
+    /// Receives live updates from this broker: `mqtt://host:port` or `mqtts://host:port`.
+    pub fn mqtt_url(mut self, url: &str) -> Self {
+        self.mqtt_url = Some(url.to_owned());
+        self
+    }
+
+    /// MQTT user name and password.
+    pub fn mqtt_credentials(mut self, user: &str, pass: &str) -> Self {
+        self.mqtt_credentials = Some((user.to_owned(), pass.to_owned()));
+        self
+    }
+
+    /// Trusts the CA certificates in this PEM file for `mqtts://` (default: webpki roots).
+    pub fn mqtt_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.mqtt_ca_file = Some(path.into());
+        self
+    }
+
+    /// The MQTT client id; default `confstore-client-<service>-<pid>`. The session lives
+    /// on the broker under this id: only an id that stays the same across restarts lets a
+    /// restarted service pick up the messages queued while it was down (otherwise it
+    /// catches up from the retained message and REST).
+    pub fn mqtt_client_id(mut self, id: &str) -> Self {
+        self.mqtt_client_id = Some(id.to_owned());
+        self
+    }
+
+    /// The store's REST base URL, e.g. `http://127.0.0.1:8080`: the start-up snapshot and
+    /// the source of missing versions.
+    pub fn rest_url(mut self, url: &str) -> Self {
+        self.rest_url = Some(url.to_owned());
+        self
+    }
+
+    /// The bearer token for REST.
+    pub fn token(mut self, bearer: &str) -> Self {
+        self.token = Some(bearer.to_owned());
+        self
+    }
+
+    /// How long `start` waits for the retained MQTT snapshot when REST gave none
+    /// (default 3 s).
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// The environment the `<SERVICE>__<KEY>` overrides are read from (default: the
+    /// process environment), read once at `start`.
+    pub fn env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.env = Some(vars.into_iter().collect());
+        self
+    }
+
+    /// Called synchronously for every applied version, in order, once each (never
+    /// coalesced), from the client's update task: keep it short, and do not block or panic.
+    /// The version resumed from the LKG file at start is not applied again, so it is not
+    /// reported; read [`Client::config`] after `start` for the starting point.
+    pub fn on_update(mut self, f: impl Fn(&Config) + Send + Sync + 'static) -> Self {
+        self.on_update = Some(Arc::new(f));
+        self
+    }
+
+    /// Fetches the first verified configuration — REST, else the retained MQTT message
+    /// (waiting up to the start-up timeout), else the LKG file — and starts live updates.
+    pub async fn start(self) -> Result<Client, ClientError> {
+        let plan = self.check()?;
+        let counters = Arc::new(Counters::default());
+        let service = plan.updater.service.clone();
+        let rest = plan.updater.rest.clone();
+        let lkg_path = plan.updater.lkg_path.clone();
+        let mut updater = Updater::new(plan.updater, Arc::clone(&counters));
+        let mut reasons: Vec<(&'static str, String)> = Vec::new();
+        // The LKG file is the last resort, but it is read first: it says what this client
+        // already held, so that no source can take it backwards.
+        let lkg = updater.resume_lkg();
+        let mut fresh = false;
+
+        if let Some(rest) = &rest {
+            match rest.snapshot(None).await {
+                Ok(jws) => match updater.offer(jws).await {
+                    Offer::Applied => fresh = true,
+                    Offer::Held(why) => {
+                        fresh = true;
+                        warn_if_older("REST", &why);
+                    }
+                    Offer::Invalid { reason, .. } => reasons.push(("rest", reason)),
+                },
+                Err(e) => reasons.push(("rest", e.to_string())),
+            }
+        }
+
+        let (stop, stop_rx) = watch::channel(false);
+        let mut connection = plan.mqtt.map(|options| {
+            let topic = stream::snapshot_topic(&service);
+            Connection::start(options, topic, Arc::clone(&counters), stop_rx.clone())
+        });
+        if let (Some(conn), false) = (&mut connection, fresh) {
+            match wait_retained(&mut updater, conn, plan.startup_timeout).await {
+                Ok(()) => fresh = true,
+                Err(why) => reasons.push(("mqtt", why)),
+            }
+        }
+
+        if let (Some(path), Err(e)) = (&lkg_path, &lkg) {
+            if updater.current().is_some() {
+                Counters::bump(&counters.lkg_rejected);
+                warn!(%service, path = %path.display(), "ignored the lkg file: {e}");
+            } else if rest.is_none() && connection.is_none() {
+                return Err(ClientError::Lkg { path: path.clone(), reason: e.to_string() });
+            } else {
+                reasons.push(("lkg", format!("file {}: {e}", path.display())));
+            }
+        } else if let (Some(path), Ok(false)) = (&lkg_path, &lkg) {
+            reasons.push(("lkg", format!("file {} does not exist yet", path.display())));
+        }
+
+        let Some(outlet) = updater.open_outlet() else {
+            drop(stop);
+            if let Some(conn) = connection {
+                conn.task.abort();
+            }
+            return Err(ClientError::NoVerifiedConfig { service, reasons });
+        };
+        if !fresh {
+            warn!(%service, "no fresh snapshot ({}); starting from the lkg file", list(&reasons));
+        }
+
+        let mqtt = connection.map(|conn| {
+            let processor = tokio::spawn(mqtt::run_updates(updater, conn.client.clone(), conn.publishes, stop_rx));
+            MqttRuntime { client: conn.client, connection: conn.task, processor, stop }
+        });
+        Ok(Client { service, outlet, counters, mqtt })
+    }
+
+    /// Validates every setting before anything is fetched.
+    fn check(self) -> Result<Plan, ClientError> {
+        confstore_core::state::check_service_name(&self.service)
+            .map_err(|e| ClientError::setting("service", e.to_string()))?;
+        if self.keys.is_empty() {
+            return Err(ClientError::setting(
+                "public_key",
+                "no trusted public key; call public_key_base64 or set CONFIG_SIGNATURE_PUBLIC_KEY",
+            ));
+        }
+        let keys = self.keys.into_iter().map(parse_key).collect::<Result<Vec<_>, _>>()?;
+        if let Some(id) = &self.store_id
+            && (id.is_empty() || hex::decode(id).is_err())
+        {
+            return Err(ClientError::setting("store_id", format!("{id:?} is not a hex store id")));
+        }
+        if self.rest_url.is_none() && self.mqtt_url.is_none() && self.lkg_path.is_none() {
+            return Err(ClientError::setting("sources", "none configured; set rest_url, mqtt_url or lkg_path"));
+        }
+        let rest = match &self.rest_url {
+            Some(url) => Some(
+                Rest::new(url, &self.service, self.token)
+                    .map_err(|e| ClientError::setting("rest_url", format!("{url:?}: {e}")))?,
+            ),
+            None => None,
+        };
+        let mqtt = match &self.mqtt_url {
+            Some(url) => Some(
+                MqttSettings {
+                    url: MqttUrl::parse(url).map_err(|e| ClientError::setting("mqtt_url", format!("{url:?}: {e}")))?,
+                    client_id: self
+                        .mqtt_client_id
+                        .unwrap_or_else(|| format!("confstore-client-{}-{}", self.service, std::process::id())),
+                    credentials: self.mqtt_credentials,
+                    ca_file: self.mqtt_ca_file,
+                }
+                .options()?,
+            ),
+            None => None,
+        };
+        let env = match self.env {
+            Some(vars) => EnvOverrides::from_vars(&self.service, vars),
+            None => EnvOverrides::from_vars(&self.service, std::env::vars()),
+        };
+        let updater = UpdaterSettings {
+            service: self.service,
+            keys,
+            store_id: self.store_id,
+            env,
+            on_update: self.on_update,
+            lkg_path: self.lkg_path,
+            rest,
+        };
+        Ok(Plan { updater, mqtt, startup_timeout: self.startup_timeout })
+    }
+}
+
+/// Checked settings.
+struct Plan {
+    updater: UpdaterSettings,
+    mqtt: Option<rumqttc::MqttOptions>,
+    startup_timeout: Duration,
+}
+
+fn parse_key(key: TrustedKey) -> Result<VerifyingKey, ClientError> {
+    let text = match key {
+        TrustedKey::Key(key) => return Ok(key),
+        TrustedKey::Base64(text) => text,
+    };
+    let bad = |why: String| ClientError::setting("public_key", format!("{text:?}: {why}"));
+    let engines = [
+        base64::engine::general_purpose::STANDARD,
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+        base64::engine::general_purpose::URL_SAFE,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    let bytes = engines
+        .iter()
+        .find_map(|engine| engine.decode(&text).ok())
+        .ok_or_else(|| bad("not base64 of the 32 public key bytes".into()))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| bad(e.to_string()))
+}
+
+/// Waits for the retained snapshot: done when one verified snapshot of this service was
+/// judged (applied, or older than the LKG version); foreign or forged messages are
+/// counted and waited past.
+async fn wait_retained(updater: &mut Updater, conn: &mut Connection, timeout: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_rejected = None;
+    loop {
+        match tokio::time::timeout_at(deadline, conn.publishes.recv()).await {
+            Ok(Some(publish)) => match mqtt::process(updater, &conn.client, publish).await {
+                Offer::Applied => return Ok(()),
+                Offer::Held(why) => {
+                    warn_if_older("the retained MQTT message", &why);
+                    return Ok(());
+                }
+                Offer::Invalid { reason, .. } => last_rejected = Some(reason),
+            },
+            Ok(None) => return Err("the connection task ended".into()),
+            Err(_) => {
+                return Err(match (last_rejected, conn.last_error()) {
+                    (Some(why), _) => {
+                        format!("no valid retained snapshot within {timeout:?} (last one rejected: {why})")
+                    }
+                    (None, Some(e)) => format!("no retained snapshot within {timeout:?}; broker: {e}"),
+                    (None, None) => format!("no retained snapshot within {timeout:?}"),
+                });
+            }
+        }
+    }
+}
+
+/// A source that serves an older version than the LKG file holds: the client keeps the
+/// newer one (it never goes backwards), but someone should look at the source.
+fn warn_if_older(source: &str, why: &Rejection) {
+    if !matches!(why, Rejection::Duplicate(_)) {
+        warn!("{source} has an older snapshot than the lkg file ({why}); keeping the lkg version");
+    }
+}
+
+fn list(reasons: &[(&'static str, String)]) -> String {
+    reasons.iter().map(|(s, why)| format!("{s}: {why}")).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn from_vars_reads_every_setting() {
+        let key = crate::testutil::Signer::new(1).public_base64();
+        let key2 = crate::testutil::Signer::new(2).public_base64();
+        let b = ClientBuilder::from_vars(vars(&[
+            ("CONFSTORE_SERVICE", "web"),
+            ("CONFIG_SIGNATURE_PUBLIC_KEY", &format!("{key}, {key2}")),
+            ("CONFSTORE_URL", "http://127.0.0.1:8080"),
+            ("CONFSTORE_TOKEN", "t0k"),
+            ("CONFSTORE_MQTT_URL", "mqtt://127.0.0.1:1884"),
+            ("CONFSTORE_LKG_PATH", "/var/lib/web/config.lkg.json"),
+            ("CONFSTORE_STORE_ID", ""),
+            ("WEB__PORT", "9000"),
+        ]))
+        .unwrap();
+        assert_eq!(b.service, "web");
+        assert_eq!(b.keys.len(), 2);
+        assert_eq!(b.rest_url.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(b.token.as_deref(), Some("t0k"));
+        assert_eq!(b.mqtt_url.as_deref(), Some("mqtt://127.0.0.1:1884"));
+        assert_eq!(b.lkg_path, Some(PathBuf::from("/var/lib/web/config.lkg.json")));
+        assert_eq!(b.store_id, None, "empty means unset");
+        assert!(b.env.as_ref().unwrap().iter().any(|(k, _)| k == "WEB__PORT"));
+        let plan = b.check().unwrap();
+        assert_eq!(plan.updater.keys.len(), 2);
+        assert!(plan.mqtt.unwrap().client_id().starts_with("confstore-client-web-"));
+    }
+
+    #[test]
+    fn missing_or_bad_settings_are_named() {
+        let err = ClientBuilder::from_vars(vars(&[("CONFIG_SIGNATURE_PUBLIC_KEY", "x")])).unwrap_err();
+        assert!(err.to_string().contains("CONFSTORE_SERVICE"), "{err}");
+        let err = ClientBuilder::from_vars(vars(&[("CONFSTORE_SERVICE", "web")])).unwrap_err();
+        assert!(err.to_string().contains("CONFIG_SIGNATURE_PUBLIC_KEY"), "{err}");
+        let key = crate::testutil::Signer::new(1).public_base64();
+        let setting = |b: ClientBuilder| match b.check() {
+            Err(ClientError::InvalidSetting { setting, .. }) => setting,
+            other => panic!("expected an invalid setting, got {:?}", other.map(|_| ())),
+        };
+        let base = || ClientBuilder::new("web").public_key_base64(&key).rest_url("http://127.0.0.1:1");
+        assert_eq!(setting(ClientBuilder::new("Web!").public_key_base64(&key)), "service");
+        assert_eq!(setting(ClientBuilder::new("web").rest_url("http://x")), "public_key");
+        assert_eq!(setting(base().public_key_base64("AAAA")), "public_key");
+        assert_eq!(setting(base().store_id("xyz")), "store_id");
+        assert_eq!(setting(base().mqtt_url("http://b")), "mqtt_url");
+        assert_eq!(setting(ClientBuilder::new("web").public_key_base64(&key)), "sources");
+        assert!(base().mqtt_client_id("fixed").check().is_ok());
+    }
+}

@@ -1,0 +1,291 @@
+//! The MQTT side: a persistent session on `system/config/<service>` (QoS 1), kept alive
+//! across broker restarts, with messages acknowledged only after they were handled.
+//!
+//! Two tasks: the connection task polls rumqttc's event loop (and does nothing else, so it
+//! never blocks on the client's own channels) and forwards each publish, in order, to the
+//! processing task, which owns the [`Updater`] and acks each message once it is judged
+//! and, if applied, persisted. The forwarding channel is unbounded, but the broker sends at
+//! most its in-flight window of unacknowledged QoS 1 messages ahead of the acks.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, TlsConfiguration, Transport,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use crate::error::ClientError;
+use crate::stats::Counters;
+use crate::updater::{Offer, Updater};
+
+/// Largest incoming packet: a snapshot plus topic and headers.
+const PACKET_BYTES_MAX: usize = crate::SNAPSHOT_BYTES_MAX + 64 * 1024;
+/// Largest outgoing packet (the client only subscribes, acks and pings).
+const OUTGOING_PACKET_BYTES_MAX: usize = 64 * 1024;
+/// Requests (acks, subscribes) queued for the connection task; generous, so that an ack
+/// never waits on a full channel.
+const REQUEST_CHANNEL_CAPACITY: usize = 4096;
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A parsed `mqtt://host:port` or `mqtts://host:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MqttUrl {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) tls: bool,
+}
+
+impl MqttUrl {
+    /// Accepts `mqtt://` (or `tcp://`, default port 1883) and `mqtts://` (or `ssl://`,
+    /// default port 8883); IPv6 hosts in brackets.
+    pub(crate) fn parse(url: &str) -> Result<Self, String> {
+        let (scheme, rest) = url.split_once("://").ok_or("expected mqtt://host:port or mqtts://host:port")?;
+        let (tls, default_port) = match scheme.to_ascii_lowercase().as_str() {
+            "mqtt" | "tcp" => (false, 1883),
+            "mqtts" | "ssl" => (true, 8883),
+            other => return Err(format!("unknown scheme {other:?}; use mqtt:// or mqtts://")),
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.contains(['/', '@', '?']) {
+            return Err("expected only host[:port] after the scheme (credentials go to mqtt_credentials)".into());
+        }
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (host, after) = v6.split_once(']').ok_or("unclosed [ in IPv6 host")?;
+                (host, after.strip_prefix(':'))
+            }
+            None => match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
+        };
+        if host.is_empty() {
+            return Err("no host".into());
+        }
+        let port = match port {
+            Some(p) => p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?,
+            None => default_port,
+        };
+        Ok(Self { host: host.to_owned(), port, tls })
+    }
+}
+
+/// How to reach the broker.
+pub(crate) struct MqttSettings {
+    pub(crate) url: MqttUrl,
+    pub(crate) client_id: String,
+    pub(crate) credentials: Option<(String, String)>,
+    pub(crate) ca_file: Option<PathBuf>,
+}
+
+impl MqttSettings {
+    /// rumqttc options for a persistent session with manual acks and large packets.
+    pub(crate) fn options(&self) -> Result<MqttOptions, ClientError> {
+        let mut options = MqttOptions::new(&self.client_id, &self.url.host, self.url.port);
+        options
+            .set_clean_session(false)
+            .set_manual_acks(true)
+            .set_max_packet_size(PACKET_BYTES_MAX, OUTGOING_PACKET_BYTES_MAX)
+            .set_keep_alive(KEEP_ALIVE);
+        if let Some((user, pass)) = &self.credentials {
+            options.set_credentials(user, pass);
+        }
+        if self.url.tls {
+            let config = tls_config(self.ca_file.as_deref())?;
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(config))));
+        }
+        Ok(options)
+    }
+}
+
+/// A ring-backed rustls config trusting `ca_file` (PEM) or else the webpki roots.
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let bad = |why: String| ClientError::setting("mqtt_ca_file", format!("{}: {why}", path.display()));
+            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(bad("no PEM certificate in it".into()));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::setting("mqtt_url", format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// A running connection: the client handle, the publishes it forwards, its task.
+pub(crate) struct Connection {
+    pub(crate) client: AsyncClient,
+    pub(crate) publishes: mpsc::UnboundedReceiver<Publish>,
+    pub(crate) task: JoinHandle<()>,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl Connection {
+    /// Starts the connection task; it connects, subscribes to `topic` on every ConnAck and
+    /// reconnects with backoff until `stop` changes or is dropped.
+    pub(crate) fn start(
+        options: MqttOptions,
+        topic: String,
+        counters: Arc<Counters>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
+        let (tx, publishes) = mpsc::unbounded_channel();
+        let last_error = Arc::new(Mutex::new(None));
+        let driver = Driver { client: client.clone(), topic, tx, counters, last_error: Arc::clone(&last_error), stop };
+        let task = tokio::spawn(driver.run(eventloop));
+        Self { client, publishes, task, last_error }
+    }
+
+    /// The last connection error, if the connection is down.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+struct Driver {
+    client: AsyncClient,
+    topic: String,
+    tx: mpsc::UnboundedSender<Publish>,
+    counters: Arc<Counters>,
+    last_error: Arc<Mutex<Option<String>>>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Driver {
+    async fn run(mut self, mut eventloop: EventLoop) {
+        let mut backoff = BACKOFF_MIN;
+        let mut connected_before = false;
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = self.stop.changed() => return,
+                event = eventloop.poll() => event,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    backoff = BACKOFF_MIN;
+                    if connected_before {
+                        Counters::bump(&self.counters.reconnects);
+                    }
+                    connected_before = true;
+                    *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    debug!(topic = %self.topic, session_present = ack.session_present, "connected to the broker");
+                    // Subscribe on every ConnAck: a broker that lost the session (restart
+                    // without persistence) forgot the subscription. try_: never block the
+                    // task that drains the request channel on that same channel.
+                    if let Err(e) = self.client.try_subscribe(self.topic.as_str(), QoS::AtLeastOnce) {
+                        warn!(topic = %self.topic, "cannot subscribe: {e}");
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    if self.tx.send(publish).is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(topic = %self.topic, "mqtt connection: {e}; retrying in {backoff:?}");
+                    *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                    tokio::select! {
+                        biased;
+                        _ = self.stop.changed() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// Handles one publish and then acknowledges it (after it was judged and, if applied,
+/// persisted: a crash before the ack makes the broker send it again).
+pub(crate) async fn process(updater: &mut Updater, client: &AsyncClient, publish: Publish) -> Offer {
+    let offer = updater.on_message(&publish.topic, &publish.payload).await;
+    if let Err(e) = client.ack(&publish).await {
+        debug!("cannot ack a message: {e}");
+    }
+    offer
+}
+
+/// The processing task: every forwarded publish, in order, until `stop`.
+pub(crate) async fn run_updates(
+    mut updater: Updater,
+    client: AsyncClient,
+    mut publishes: mpsc::UnboundedReceiver<Publish>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let publish = tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            publish = publishes.recv() => publish,
+        };
+        let Some(publish) = publish else { return };
+        process(&mut updater, &client, publish).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(url: &str, expected: Result<(&str, u16, bool), &str>) {
+        let got = MqttUrl::parse(url);
+        match expected {
+            Ok((host, port, tls)) => assert_eq!(got, Ok(MqttUrl { host: host.into(), port, tls })),
+            Err(part) => assert!(got.as_ref().is_err_and(|e| e.contains(part)), "{url}: {got:?}"),
+        }
+    }
+
+    #[test]
+    fn urls() {
+        check("mqtt://127.0.0.1:1884", Ok(("127.0.0.1", 1884, false)));
+        check("mqtt://broker", Ok(("broker", 1883, false)));
+        check("mqtts://broker.example/", Ok(("broker.example", 8883, true)));
+        check("ssl://b:9", Ok(("b", 9, true)));
+        check("mqtt://[::1]:1999", Ok(("::1", 1999, false)));
+        check("http://b:1", Err("unknown scheme"));
+        check("broker:1883", Err("expected mqtt://"));
+        check("mqtt://u:p@b:1", Err("credentials"));
+        check("mqtt://b:port", Err("bad port"));
+        check("mqtt://:1883", Err("no host"));
+    }
+
+    #[test]
+    fn options_are_a_persistent_session_with_manual_acks_and_big_packets() {
+        let settings = MqttSettings {
+            url: MqttUrl::parse("mqtt://127.0.0.1:1").unwrap(),
+            client_id: "confstore-client-web".into(),
+            credentials: Some(("u".into(), "p".into())),
+            ca_file: None,
+        };
+        let o = settings.options().unwrap();
+        assert!(!o.clean_session());
+        assert!(o.manual_acks());
+        assert!(o.max_packet_size() >= 2 * 1024 * 1024);
+        assert_eq!(o.client_id(), "confstore-client-web");
+        let tls = MqttSettings { url: MqttUrl::parse("mqtts://example.com").unwrap(), ..settings };
+        assert!(tls.options().is_ok(), "webpki roots with the ring provider");
+        let bad_ca = MqttSettings { ca_file: Some("/nonexistent/ca.pem".into()), ..tls };
+        assert!(matches!(bad_ca.options(), Err(ClientError::InvalidSetting { setting: "mqtt_ca_file", .. })));
+    }
+}

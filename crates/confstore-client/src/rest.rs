@@ -1,0 +1,73 @@
+//! The REST side: `GET /api/v1/services/{service}/snapshot[?epoch=N]`, the start-up
+//! snapshot and the versions a gap is filled with. Only fetches; verification is the
+//! caller's, as for any other source.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How long to wait for the TCP (and TLS) connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a whole request may take (a snapshot can be megabytes).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RestError {
+    #[error("GET {url}: {source}")]
+    Request { url: String, source: reqwest::Error },
+    #[error("GET {url}: HTTP {status}: {message}")]
+    Status { url: String, status: u16, message: String },
+    #[error("GET {url}: response larger than {} bytes", crate::SNAPSHOT_BYTES_MAX)]
+    TooLarge { url: String },
+    #[error("GET {url}: response is not JSON: {source}")]
+    NotJson { url: String, source: serde_json::Error },
+}
+
+/// A REST client for one service's snapshots.
+#[derive(Clone, Debug)]
+pub(crate) struct Rest {
+    http: reqwest::Client,
+    snapshot_url: String,
+    token: Option<String>,
+}
+
+impl Rest {
+    pub(crate) fn new(base_url: &str, service: &str, token: Option<String>) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).timeout(REQUEST_TIMEOUT).build()?;
+        // Service names are `[a-z0-9_-]` (checked by the builder): nothing to escape.
+        let snapshot_url = format!("{}/api/v1/services/{service}/snapshot", base_url.trim_end_matches('/'));
+        Ok(Self { http, snapshot_url, token })
+    }
+
+    /// The latest snapshot JWS, or the one at `epoch`.
+    pub(crate) async fn snapshot(&self, epoch: Option<u64>) -> Result<Value, RestError> {
+        let url = match epoch {
+            Some(n) => format!("{}?epoch={n}", self.snapshot_url),
+            None => self.snapshot_url.clone(),
+        };
+        let mut request = self.http.get(&url).header("accept", "application/jose+json, application/json");
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let mut response = request.send().await.map_err(|source| RestError::Request { url: url.clone(), source })?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) =
+            response.chunk().await.map_err(|source| RestError::Request { url: url.clone(), source })?
+        {
+            if body.len() + chunk.len() > crate::SNAPSHOT_BYTES_MAX {
+                return Err(RestError::TooLarge { url });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            let message = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+            return Err(RestError::Status { url, status: status.as_u16(), message });
+        }
+        serde_json::from_slice(&body).map_err(|source| RestError::NotJson { url, source })
+    }
+}

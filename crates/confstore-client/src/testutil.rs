@@ -1,0 +1,209 @@
+//! Test helpers shared by the unit tests and the integration tests (which include this
+//! file by path): snapshots signed like the server signs them, and a fake REST server.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use confstore_core::{SigningKey, VerifyingKey, jws};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// The store id of test snapshots.
+pub const STORE: &str = "00000000000000000000000000000000";
+
+/// A signing key and the snapshots it signs.
+pub struct Signer {
+    key: SigningKey,
+    store: String,
+}
+
+impl Signer {
+    /// A key from a one-byte seed, signing for [`STORE`].
+    pub fn new(seed: u8) -> Self {
+        Self { key: SigningKey::from_seed(&[seed; 32]), store: STORE.to_owned() }
+    }
+
+    /// The same key, signing for another store.
+    pub fn for_store(mut self, store: &str) -> Self {
+        self.store = store.to_owned();
+        self
+    }
+
+    /// The public key.
+    pub fn public(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// The public key as `CONFIG_SIGNATURE_PUBLIC_KEY` holds it.
+    pub fn public_base64(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(self.public().to_bytes())
+    }
+
+    /// The snapshot document the server would build (see confstore-snapshots `to_json`):
+    /// version `changed` following `prev`, every value from the service.
+    pub fn document(&self, service: &str, generation: u64, changed: u64, prev: u64, config: Value) -> Value {
+        let sources: serde_json::Map<String, Value> =
+            config.as_object().into_iter().flatten().map(|(k, _)| (k.clone(), json!("service"))).collect();
+        json!({
+            "service": service,
+            "store_id": self.store,
+            "generation": generation,
+            "epoch": changed,
+            "changed_epoch": changed,
+            "changed_seq": changed * 2,
+            "prev_epoch": prev,
+            "schema_hash": "75afad7a9b3a4b90388e799da5919b8cf1f40d9f8c049dbfa34091b5496d37a6",
+            "config": config,
+            "sources": sources,
+        })
+    }
+
+    /// The signed snapshot JWS of [`Self::document`].
+    pub fn snapshot(&self, service: &str, generation: u64, changed: u64, prev: u64, config: Value) -> Value {
+        self.sign(&self.document(service, generation, changed, prev, config))
+    }
+
+    /// Signs any document as a snapshot.
+    pub fn sign(&self, doc: &Value) -> Value {
+        jws::sign(doc, jws::TYP_SNAPSHOT, &self.key)
+    }
+}
+
+/// The version chain `1 ← 2 ← … ← n` of `service`, each with `{"v": epoch}`.
+pub fn chain(signer: &Signer, service: &str, n: u64) -> Vec<Value> {
+    (1..=n).map(|e| signer.snapshot(service, 1, e, e - 1, json!({ "v": e }))).collect()
+}
+
+#[derive(Default)]
+struct RestState {
+    latest: Option<Value>,
+    by_epoch: BTreeMap<u64, Value>,
+    status: Option<u16>,
+    token: Option<String>,
+    requests: Vec<String>,
+}
+
+/// A tiny HTTP/1.1 server answering `GET /api/v1/services/<service>/snapshot[?epoch=N]`
+/// with canned JWS (one request per connection).
+pub struct FakeRest {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    state: Arc<Mutex<RestState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeRest {
+    /// Listens on a free port.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(RestState::default()));
+        let shared = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let state = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let (status, body) = respond(&state, &String::from_utf8_lossy(&head));
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/jose+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        Self { url, state, task }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut RestState) -> R) -> R {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    /// Serves `jws` as the latest snapshot and as the one at its changed epoch.
+    pub fn publish(&self, jws: &Value) {
+        let epoch = changed_epoch(jws);
+        self.with(|s| {
+            s.latest = Some(jws.clone());
+            s.by_epoch.insert(epoch, jws.clone());
+        });
+    }
+
+    /// Serves `jws` at its changed epoch only (history).
+    pub fn keep(&self, jws: &Value) {
+        let epoch = changed_epoch(jws);
+        self.with(|s| s.by_epoch.insert(epoch, jws.clone()));
+    }
+
+    /// Serves `jws` at `epoch`, whatever it is (a wrong answer).
+    pub fn with_epoch(&self, epoch: u64, jws: &Value) {
+        self.with(|s| s.by_epoch.insert(epoch, jws.clone()));
+    }
+
+    /// Answers every request with this status (`None`: serve normally).
+    pub fn fail_with(&self, status: Option<u16>) {
+        self.with(|s| s.status = status);
+    }
+
+    /// Requires `Authorization: Bearer <token>`.
+    pub fn require_token(&self, token: &str) {
+        self.with(|s| s.token = Some(token.to_owned()));
+    }
+
+    /// The request targets seen so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.with(|s| s.requests.clone())
+    }
+}
+
+impl Drop for FakeRest {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The `changed_epoch` inside a snapshot JWS (read without verifying).
+pub fn changed_epoch(jws: &Value) -> u64 {
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(jws["payload"].as_str().unwrap()).unwrap();
+    serde_json::from_slice::<Value>(&payload).unwrap()["changed_epoch"].as_u64().unwrap()
+}
+
+fn respond(state: &Mutex<RestState>, head: &str) -> (u16, String) {
+    let mut state = state.lock().unwrap();
+    let target = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
+    state.requests.push(target.clone());
+    let error = |status: u16, code: &str| (status, json!({"error": code, "message": code}).to_string());
+    if let Some(status) = state.status {
+        return error(status, "unavailable");
+    }
+    if let Some(token) = &state.token {
+        let wanted = format!("authorization: bearer {}", token.to_ascii_lowercase());
+        if !head.lines().any(|l| l.to_ascii_lowercase() == wanted) {
+            return error(401, "unauthorized");
+        }
+    }
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    if !(path.starts_with("/api/v1/services/") && path.ends_with("/snapshot")) {
+        return error(404, "not_found");
+    }
+    let found = match query.strip_prefix("epoch=") {
+        Some(n) => n.parse::<u64>().ok().and_then(|n| state.by_epoch.get(&n)),
+        None => state.latest.as_ref(),
+    };
+    match found {
+        Some(jws) => (200, jws.to_string()),
+        None => error(404, "not_found"),
+    }
+}

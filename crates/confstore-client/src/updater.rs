@@ -1,0 +1,269 @@
+//! The one place a snapshot becomes the client's configuration: verify, judge (the shared
+//! acceptance rule of `confstore_core::stream`), fill gaps over REST, apply, persist.
+//!
+//! Every source goes through [`Updater::offer`]: the start-up REST snapshot, the retained
+//! MQTT message and each live update. The updater is owned by one task at a time, so
+//! snapshots are handled strictly one after another, in arrival order.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use confstore_core::stream::{self, Rejection, SnapshotVersion, Verdict};
+use confstore_core::{VerifyingKey, jws};
+use serde_json::Value;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::env::EnvOverrides;
+use crate::lkg::{self, LkgError};
+use crate::rest::Rest;
+use crate::stats::Counters;
+
+/// How many missing versions a gap walk fetches at most before it gives up and resyncs.
+pub(crate) const GAP_WALK_VERSIONS_MAX: usize = 64;
+
+/// The callback run for every applied version.
+pub(crate) type OnUpdate = Arc<dyn Fn(&Config) + Send + Sync + 'static>;
+
+/// Where applied versions become visible once the client is running.
+pub(crate) struct Outlet {
+    pub(crate) config: ArcSwap<Config>,
+    pub(crate) watch: watch::Sender<Arc<Config>>,
+}
+
+/// What became of an offered snapshot.
+#[derive(Debug)]
+pub(crate) enum Offer {
+    /// Applied (after any missing versions before it).
+    Applied,
+    /// Verified and addressed to this client, but not newer than what it holds.
+    Held(Rejection),
+    /// Not a verified snapshot of this store and service (or on a foreign topic).
+    Invalid { reason: String },
+}
+
+/// The fixed inputs of an [`Updater`].
+pub(crate) struct UpdaterSettings {
+    pub(crate) service: String,
+    pub(crate) keys: Vec<VerifyingKey>,
+    pub(crate) store_id: Option<String>,
+    pub(crate) env: EnvOverrides,
+    pub(crate) on_update: Option<OnUpdate>,
+    pub(crate) lkg_path: Option<PathBuf>,
+    pub(crate) rest: Option<Rest>,
+}
+
+/// A verified snapshot with the bytes it came as.
+struct Verified {
+    jws: Value,
+    document: Value,
+    version: SnapshotVersion,
+}
+
+/// The client's state machine: what it holds and how it moves on.
+pub(crate) struct Updater {
+    settings: UpdaterSettings,
+    counters: Arc<Counters>,
+    current: Option<Arc<Config>>,
+    outlet: Option<Arc<Outlet>>,
+}
+
+impl Updater {
+    pub(crate) fn new(settings: UpdaterSettings, counters: Arc<Counters>) -> Self {
+        Self { settings, counters, current: None, outlet: None }
+    }
+
+    /// The configuration held, if any.
+    pub(crate) fn current(&self) -> Option<&Arc<Config>> {
+        self.current.as_ref()
+    }
+
+    fn held(&self) -> Option<&SnapshotVersion> {
+        self.current.as_deref().map(Config::version)
+    }
+
+    /// From now on, applied versions are also stored in the outlet's `ArcSwap` and sent
+    /// on its watch channel. `None` if nothing is held yet.
+    pub(crate) fn open_outlet(&mut self) -> Option<Arc<Outlet>> {
+        let current = Arc::clone(self.current.as_ref()?);
+        let outlet =
+            Arc::new(Outlet { config: ArcSwap::new(Arc::clone(&current)), watch: watch::Sender::new(current) });
+        self.outlet = Some(Arc::clone(&outlet));
+        Some(outlet)
+    }
+
+    /// Takes up the version in the LKG file as the one held (without `on_update`: an
+    /// earlier run applied it). `Ok(false)` if there is no file yet.
+    pub(crate) fn resume_lkg(&mut self) -> Result<bool, LkgError> {
+        let Some(path) = &self.settings.lkg_path else { return Ok(false) };
+        let s = &self.settings;
+        let Some(loaded) = lkg::load(path, &s.keys, s.store_id.as_deref(), &s.service)? else { return Ok(false) };
+        info!(
+            service = %s.service, epoch = loaded.version.changed_epoch, path = %path.display(),
+            "resumed the version in the lkg file"
+        );
+        let config = Config::new(loaded.document, loaded.version, &s.env);
+        self.settings.store_id.get_or_insert_with(|| config.version().store_id.clone());
+        self.current = Some(Arc::new(config));
+        Ok(true)
+    }
+
+    /// Handles one MQTT message: it must be on this service's snapshot topic and be a
+    /// snapshot for this service.
+    pub(crate) async fn on_message(&mut self, topic: &str, payload: &[u8]) -> Offer {
+        if stream::service_of_snapshot_topic(topic) != Some(self.settings.service.as_str()) {
+            self.counters.reject("wrong_topic");
+            debug!(topic, "ignored a message on a foreign topic");
+            return Offer::Invalid { reason: format!("message on topic {topic:?}") };
+        }
+        match serde_json::from_slice::<Value>(payload) {
+            Ok(jws) => self.offer(jws).await,
+            Err(e) => self.invalid(Rejection::Malformed(format!("payload is not JSON: {e}"))),
+        }
+    }
+
+    /// Verifies, judges and (if it is newer) applies a snapshot JWS, first fetching and
+    /// applying any versions missing before it.
+    pub(crate) async fn offer(&mut self, jws: Value) -> Offer {
+        let incoming = match self.verify(jws) {
+            Ok(v) => v,
+            Err(rejection) => return self.invalid(rejection),
+        };
+        match stream::judge(self.held(), &incoming.version) {
+            Ok(Verdict::Apply) => {}
+            Ok(Verdict::Gap { missing_epoch }) => self.fill_gap(&incoming.version, missing_epoch).await,
+            Err(rejection) => {
+                self.count(&rejection);
+                return Offer::Held(rejection);
+            }
+        }
+        self.apply(incoming).await;
+        Offer::Applied
+    }
+
+    fn invalid(&self, rejection: Rejection) -> Offer {
+        self.count(&rejection);
+        Offer::Invalid { reason: rejection.to_string() }
+    }
+
+    fn count(&self, rejection: &Rejection) {
+        self.counters.reject(rejection.kind());
+        match rejection {
+            // A newer version that does not descend from the held one needs a human.
+            Rejection::Forked { .. } => warn!(service = %self.settings.service, "snapshot rejected: {rejection}"),
+            _ => debug!(service = %self.settings.service, kind = rejection.kind(), "snapshot rejected: {rejection}"),
+        }
+    }
+
+    /// Checks signature, store (pinned or not yet) and service.
+    fn verify(&self, jws: Value) -> Result<Verified, Rejection> {
+        let s = &self.settings;
+        let (document, version) = match &s.store_id {
+            Some(store_id) => stream::verify_snapshot(&jws, &s.keys, store_id, &s.service)?,
+            None => {
+                // No store pinned yet: the first verified snapshot pins it (see `apply`).
+                let document = jws::verify(&jws, jws::TYP_SNAPSHOT, &s.keys)?;
+                let version = stream::snapshot_version(&document)?;
+                if version.service != s.service {
+                    return Err(Rejection::WrongService { found: version.service, expected: s.service.clone() });
+                }
+                (document, version)
+            }
+        };
+        Ok(Verified { jws, document, version })
+    }
+
+    /// Fetches the versions between the held one and `incoming` and applies them oldest
+    /// first; if that is impossible, counts a resync (the caller applies `incoming` anyway,
+    /// so the client converges).
+    async fn fill_gap(&mut self, incoming: &SnapshotVersion, missing_epoch: u64) {
+        match self.walk(incoming, missing_epoch).await {
+            Ok(chain) => {
+                for version in chain.into_iter().rev() {
+                    self.apply(version).await;
+                    Counters::bump(&self.counters.gaps_filled);
+                }
+            }
+            Err(why) => {
+                Counters::bump(&self.counters.resyncs);
+                warn!(
+                    service = %self.settings.service, held = ?self.held().map(|v| v.changed_epoch),
+                    incoming = incoming.changed_epoch, "cannot fill the gap before version {}: {why}; \
+                    applying it directly (resync)", incoming.changed_epoch
+                );
+            }
+        }
+    }
+
+    /// Walks the version chain back from `missing_epoch` over REST until it meets the held
+    /// version. Returns the fetched versions, newest first.
+    async fn walk(&self, incoming: &SnapshotVersion, missing_epoch: u64) -> Result<Vec<Verified>, String> {
+        let rest = self.settings.rest.as_ref().ok_or("no rest_url to fetch missing versions from")?;
+        let mut chain = Vec::new();
+        let mut want = missing_epoch;
+        loop {
+            if chain.len() == GAP_WALK_VERSIONS_MAX {
+                return Err(format!("more than {GAP_WALK_VERSIONS_MAX} versions missing"));
+            }
+            let jws = rest.snapshot(Some(want)).await.map_err(|e| e.to_string())?;
+            let fetched = self.verify(jws).map_err(|r| format!("version {want} from REST: {r}"))?;
+            let v = &fetched.version;
+            if v.changed_epoch != want || v.generation != incoming.generation {
+                return Err(format!(
+                    "asked REST for version {want} of generation {}, got version {} of generation {}",
+                    incoming.generation, v.changed_epoch, v.generation
+                ));
+            }
+            let verdict = stream::judge(self.held(), v).map_err(|r| format!("version {want} from REST: {r}"))?;
+            chain.push(fetched);
+            match verdict {
+                Verdict::Apply => return Ok(chain),
+                Verdict::Gap { missing_epoch } => want = missing_epoch,
+            }
+        }
+    }
+
+    /// Makes `v` the configuration: swap, `on_update`, watch, then the LKG file.
+    async fn apply(&mut self, v: Verified) {
+        let config = Arc::new(Config::new(v.document, v.version, &self.settings.env));
+        let version = config.version();
+        self.settings.store_id.get_or_insert_with(|| version.store_id.clone());
+        info!(
+            service = %self.settings.service, generation = version.generation, epoch = version.changed_epoch,
+            prev_epoch = version.prev_epoch, "applied a configuration version"
+        );
+        self.current = Some(Arc::clone(&config));
+        if let Some(outlet) = &self.outlet {
+            outlet.config.store(Arc::clone(&config));
+        }
+        if let Some(on_update) = &self.settings.on_update {
+            on_update(&config);
+        }
+        if let Some(outlet) = &self.outlet {
+            outlet.watch.send_replace(Arc::clone(&config));
+        }
+        Counters::bump(&self.counters.applied);
+        self.persist(v.jws).await;
+    }
+
+    /// Saves the applied version as the high-water mark.
+    async fn persist(&self, jws: Value) {
+        let Some(path) = self.settings.lkg_path.clone() else { return };
+        let service = self.settings.service.clone();
+        let store_id = self.settings.store_id.clone().unwrap_or_default();
+        let shown = path.display().to_string();
+        let result = tokio::task::spawn_blocking(move || lkg::store(&path, &service, &store_id, &jws)).await;
+        let error = match result {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        Counters::bump(&self.counters.lkg_write_errors);
+        warn!(path = %shown, "cannot write the lkg file: {error}; a restart without the store may start from an older version");
+    }
+}
+
+#[cfg(test)]
+mod tests;

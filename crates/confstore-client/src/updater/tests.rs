@@ -1,0 +1,297 @@
+//! The updater against signed snapshots and a fake REST server: the acceptance rule,
+//! forgeries, gap walks and resyncs, the LKG high-water mark.
+
+use std::sync::Mutex;
+
+use serde_json::json;
+
+use super::*;
+use crate::testutil::{FakeRest, STORE, Signer, chain};
+
+const TOPIC: &str = "system/config/web";
+
+/// An updater for `web` trusting key 1, with an applied-sequence log.
+struct Harness {
+    updater: Updater,
+    counters: Arc<Counters>,
+    log: Arc<Mutex<Vec<(u64, u64)>>>,
+}
+
+impl Harness {
+    fn new(rest: Option<&FakeRest>, lkg_path: Option<PathBuf>, store_id: Option<&str>) -> Self {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&log);
+        let on_update: OnUpdate = Arc::new(move |c: &Config| {
+            seen.lock().unwrap().push((c.version().generation, c.version().changed_epoch));
+        });
+        let settings = UpdaterSettings {
+            service: "web".into(),
+            keys: vec![Signer::new(1).public()],
+            store_id: store_id.map(str::to_owned),
+            env: EnvOverrides::default(),
+            on_update: Some(on_update),
+            lkg_path,
+            rest: rest.map(|r| Rest::new(&r.url, "web", None).unwrap()),
+        };
+        let counters = Arc::new(Counters::default());
+        Self { updater: Updater::new(settings, Arc::clone(&counters)), counters, log }
+    }
+
+    async fn send(&mut self, topic: &str, jws: &Value) -> Offer {
+        self.updater.on_message(topic, jws.to_string().as_bytes()).await
+    }
+
+    async fn send_all(&mut self, jws: &[Value]) {
+        for j in jws {
+            assert!(matches!(self.send(TOPIC, j).await, Offer::Applied));
+        }
+    }
+
+    /// Changed epochs applied so far (generation 1 unless said otherwise).
+    fn applied(&self) -> Vec<u64> {
+        self.log.lock().unwrap().iter().map(|(_, e)| *e).collect()
+    }
+
+    fn stats(&self) -> crate::Stats {
+        self.counters.snapshot()
+    }
+}
+
+#[track_caller]
+fn assert_rejected(offer: &Offer, kind: &str) {
+    let ok = match offer {
+        Offer::Held(r) => r.kind() == kind,
+        Offer::Invalid { .. } => kind != "stale" && kind != "duplicate",
+        Offer::Applied => false,
+    };
+    assert!(ok, "expected a {kind} rejection, got {offer:?}");
+}
+
+#[tokio::test]
+async fn applies_in_order_and_drops_replays_and_duplicates() {
+    let signer = Signer::new(1);
+    let versions = chain(&signer, "web", 5);
+    let mut h = Harness::new(None, None, None);
+    h.send_all(&versions[..3]).await;
+    assert_rejected(&h.send(TOPIC, &versions[1]).await, "stale");
+    assert_rejected(&h.send(TOPIC, &versions[0]).await, "stale");
+    assert_rejected(&h.send(TOPIC, &versions[2]).await, "duplicate");
+    h.send_all(&versions[3..]).await;
+    for v in &versions {
+        assert!(!matches!(h.send(TOPIC, v).await, Offer::Applied), "replay applied");
+    }
+    assert_eq!(h.applied(), [1, 2, 3, 4, 5]);
+    let stats = h.stats();
+    assert_eq!(stats.applied, 5);
+    assert_eq!((stats.rejected("stale"), stats.rejected("duplicate")), (6, 2));
+    assert_eq!(h.updater.current().unwrap().value("v"), Some(&json!(5)));
+}
+
+#[tokio::test]
+async fn every_bit_flip_is_rejected_then_the_original_applies() {
+    let signer = Signer::new(1);
+    let versions = chain(&signer, "web", 2);
+    let mut h = Harness::new(None, None, None);
+    h.send_all(&versions[..1]).await;
+    let bytes = versions[1].to_string().into_bytes();
+    let mut flips = 0;
+    for i in 0..bytes.len() {
+        for bit in 0..8 {
+            let mut bad = bytes.clone();
+            bad[i] ^= 1 << bit;
+            let offer = h.updater.on_message(TOPIC, &bad).await;
+            assert!(!matches!(offer, Offer::Applied), "flip of bit {bit} of byte {i} applied");
+            flips += 1;
+        }
+    }
+    let stats = h.stats();
+    assert_eq!(stats.rejected_total(), flips);
+    assert!(stats.rejected("signature") > 0 && stats.rejected("malformed") > 0, "{stats:?}");
+    assert!(matches!(h.send(TOPIC, &versions[1]).await, Offer::Applied));
+    assert_eq!(h.applied(), [1, 2]);
+}
+
+#[tokio::test]
+async fn forgeries_and_misaddressed_snapshots_are_counted_by_kind() {
+    let signer = Signer::new(1);
+    let mut h = Harness::new(None, None, None);
+    h.send_all(&chain(&signer, "web", 1)).await;
+    let next = json!({"v": 2});
+    let cases = [
+        (TOPIC, Signer::new(9).snapshot("web", 1, 2, 1, next.clone()), "signature"),
+        (TOPIC, signer.snapshot("api", 1, 2, 1, next.clone()), "wrong_service"),
+        ("system/config/api", signer.snapshot("web", 1, 2, 1, next.clone()), "wrong_topic"),
+        ("system/config-head", signer.snapshot("web", 1, 2, 1, next.clone()), "wrong_topic"),
+        (
+            TOPIC,
+            Signer::new(1).for_store("11111111111111111111111111111111").snapshot("web", 1, 2, 1, next.clone()),
+            "wrong_store",
+        ),
+        (TOPIC, signer.snapshot("web", 1, 3, 0, next.clone()), "forked"),
+        (TOPIC, json!({"protected": "x"}), "signature"),
+        (TOPIC, json!("a string"), "signature"),
+    ];
+    for (topic, jws, kind) in &cases {
+        assert_rejected(&h.send(topic, jws).await, kind);
+    }
+    // A snapshot document signed with another typ (e.g. a head) is no snapshot.
+    let head = confstore_core::jws::sign(
+        &signer.document("web", 1, 2, 1, next.clone()),
+        confstore_core::jws::TYP_HEAD,
+        &confstore_core::SigningKey::from_seed(&[1; 32]),
+    );
+    assert_rejected(&h.send(TOPIC, &head).await, "signature");
+    assert_rejected(&h.updater.on_message(TOPIC, b"\xff not json").await, "malformed");
+    // A signed document without the version fields.
+    assert_rejected(&h.send(TOPIC, &signer.sign(&json!({"service": "web"}))).await, "malformed");
+    let stats = h.stats();
+    let expected = [
+        ("forked", 1),
+        ("malformed", 2),
+        ("signature", 4),
+        ("wrong_service", 1),
+        ("wrong_store", 1),
+        ("wrong_topic", 2),
+    ];
+    assert_eq!(stats.rejected, expected.into_iter().collect());
+    assert_eq!(h.applied(), [1], "nothing but the first version applied");
+}
+
+#[tokio::test]
+async fn generations_move_forward_only() {
+    let signer = Signer::new(1);
+    let mut h = Harness::new(None, None, Some(STORE));
+    h.send_all(&chain(&signer, "web", 5)).await;
+    let restored = signer.snapshot("web", 2, 3, 2, json!({"v": "restored"}));
+    assert!(matches!(h.send(TOPIC, &restored).await, Offer::Applied), "a new generation applies directly");
+    assert_rejected(&h.send(TOPIC, &signer.snapshot("web", 1, 6, 5, json!({}))).await, "old_generation");
+    assert_eq!(*h.log.lock().unwrap(), [(1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (2, 3)]);
+}
+
+#[tokio::test]
+async fn a_gap_is_filled_from_rest_oldest_first() {
+    let signer = Signer::new(1);
+    let versions = chain(&signer, "web", 6);
+    let rest = FakeRest::start().await;
+    versions.iter().for_each(|v| rest.keep(v));
+    let mut h = Harness::new(Some(&rest), None, None);
+    h.send_all(&versions[..1]).await;
+    assert!(matches!(h.send(TOPIC, &versions[4]).await, Offer::Applied));
+    assert_eq!(h.applied(), [1, 2, 3, 4, 5]);
+    assert_eq!(
+        rest.requests(),
+        [
+            "/api/v1/services/web/snapshot?epoch=4",
+            "/api/v1/services/web/snapshot?epoch=3",
+            "/api/v1/services/web/snapshot?epoch=2"
+        ]
+    );
+    // The late arrivals of the skipped versions are stale now; the next one applies.
+    for v in &versions[1..4] {
+        assert_rejected(&h.send(TOPIC, v).await, "stale");
+    }
+    assert!(matches!(h.send(TOPIC, &versions[5]).await, Offer::Applied));
+    assert_eq!(h.applied(), [1, 2, 3, 4, 5, 6]);
+    let stats = h.stats();
+    assert_eq!((stats.applied, stats.gaps_filled, stats.resyncs), (6, 3, 0));
+}
+
+#[tokio::test]
+async fn gaps_that_cannot_be_filled_resync_to_the_newest_version() {
+    let signer = Signer::new(1);
+    let versions = chain(&signer, "web", 71);
+    let rest = FakeRest::start().await;
+    versions.iter().for_each(|v| rest.keep(v));
+
+    // REST down.
+    rest.fail_with(Some(503));
+    let mut h = Harness::new(Some(&rest), None, None);
+    h.send_all(&versions[..1]).await;
+    h.send_all(&versions[4..5]).await;
+    assert_eq!(h.applied(), [1, 5]);
+    assert_eq!((h.stats().resyncs, h.stats().gaps_filled), (1, 0));
+    rest.fail_with(None);
+
+    // More than the walk bound missing (6..=70): 64 fetched, then a resync.
+    let before = rest.requests().len();
+    h.send_all(&versions[70..]).await;
+    assert_eq!(h.applied(), [1, 5, 71]);
+    assert_eq!(rest.requests().len() - before, GAP_WALK_VERSIONS_MAX);
+    assert_eq!((h.stats().resyncs, h.stats().gaps_filled), (2, 0));
+
+    // No REST configured.
+    let mut h = Harness::new(None, None, None);
+    h.send_all(&versions[..1]).await;
+    h.send_all(&versions[2..3]).await;
+    assert_eq!((h.applied(), h.stats().resyncs), (vec![1, 3], 1));
+}
+
+#[tokio::test]
+async fn a_wrong_or_forged_version_from_rest_is_not_applied() {
+    let signer = Signer::new(1);
+    let versions = chain(&signer, "web", 4);
+    let rest = FakeRest::start().await;
+    // REST answers ?epoch=3 with version 2: not what was asked for.
+    rest.with_epoch(3, &versions[1]);
+    let mut h = Harness::new(Some(&rest), None, None);
+    h.send_all(&versions[..1]).await;
+    h.send_all(&versions[3..]).await;
+    assert_eq!((h.applied(), h.stats().resyncs), (vec![1, 4], 1));
+
+    // REST answers with a version signed by an unknown key.
+    let forged = chain(&Signer::new(9), "web", 6);
+    rest.keep(&forged[4]);
+    h.send_all(&[signer.snapshot("web", 1, 6, 5, json!({"v": 6}))]).await;
+    assert_eq!((h.applied(), h.stats().resyncs), (vec![1, 4, 6], 2));
+}
+
+#[tokio::test]
+async fn the_first_store_is_pinned() {
+    let signer = Signer::new(1);
+    let other = Signer::new(1).for_store("22222222222222222222222222222222");
+    let mut h = Harness::new(None, None, None);
+    h.send_all(&chain(&signer, "web", 1)).await;
+    assert_rejected(&h.send(TOPIC, &other.snapshot("web", 1, 2, 1, json!({}))).await, "wrong_store");
+    let mut h = Harness::new(None, None, Some("22222222222222222222222222222222"));
+    assert_rejected(&h.send(TOPIC, &signer.snapshot("web", 1, 1, 0, json!({}))).await, "wrong_store");
+    assert!(matches!(h.send(TOPIC, &other.snapshot("web", 1, 1, 0, json!({}))).await, Offer::Applied));
+}
+
+#[tokio::test]
+async fn the_lkg_file_is_the_high_water_mark_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("web.lkg.json");
+    let signer = Signer::new(1);
+    let versions = chain(&signer, "web", 4);
+    let mut h = Harness::new(None, Some(path.clone()), None);
+    h.send_all(&versions[..3]).await;
+    let saved = lkg::load(&path, &[signer.public()], None, "web").unwrap().unwrap();
+    assert_eq!(saved.version.changed_epoch, 3, "written after every applied version");
+
+    let mut restarted = Harness::new(None, Some(path.clone()), None);
+    assert!(restarted.updater.resume_lkg().unwrap());
+    assert_eq!(restarted.updater.current().unwrap().version().changed_epoch, 3);
+    assert!(restarted.applied().is_empty(), "resuming is not applying");
+    assert_rejected(&restarted.send(TOPIC, &versions[1]).await, "stale");
+    assert_rejected(&restarted.send(TOPIC, &versions[2]).await, "duplicate");
+    restarted.send_all(&versions[3..]).await;
+    assert_eq!(restarted.applied(), [4]);
+    // The pinned store came from the file.
+    let other = Signer::new(1).for_store("33333333333333333333333333333333");
+    assert_rejected(&restarted.send(TOPIC, &other.snapshot("web", 1, 5, 4, json!({}))).await, "wrong_store");
+}
+
+#[tokio::test]
+async fn the_outlet_sees_every_applied_version() {
+    let signer = Signer::new(1);
+    let versions = chain(&signer, "web", 3);
+    let mut h = Harness::new(None, None, None);
+    assert!(h.updater.open_outlet().is_none(), "nothing held yet");
+    h.send_all(&versions[..1]).await;
+    let outlet = h.updater.open_outlet().unwrap();
+    let mut rx = outlet.watch.subscribe();
+    h.send_all(&versions[1..]).await;
+    assert_eq!(outlet.config.load().version().changed_epoch, 3);
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(rx.borrow_and_update().version().changed_epoch, 3);
+}

@@ -1,0 +1,315 @@
+//! The live stream (DESIGN.md §9, docs/format.md §17): MQTT topic names, the documents
+//! published on them, and the rule by which a client accepts a snapshot. The publisher
+//! (confstore-server) and the client library (confstore-client) share this module, so the
+//! two sides cannot drift; the JSON Schemas in docs/schemas/ describe the same documents for
+//! clients in other languages.
+//!
+//! No I/O: callers pass documents in and get verdicts out.
+
+use serde_json::{Value, json};
+
+use crate::event::EventBody;
+use crate::jws::{self, JwsError};
+use crate::keys::VerifyingKey;
+
+/// Prefix of a service's snapshot topic: `system/config/<service>` (QoS 1, retained).
+pub const SNAPSHOT_TOPIC_PREFIX: &str = "system/config/";
+/// Prefix of a service's event topic: `system/config-events/<service>` (QoS 1).
+pub const EVENTS_TOPIC_PREFIX: &str = "system/config-events/";
+/// The signed head (QoS 1, retained; republished every few seconds as a progress message).
+pub const HEAD_TOPIC: &str = "system/config-head";
+/// The publisher's health (QoS 1, retained; the last will says `offline`).
+pub const HEALTH_TOPIC: &str = "system/health/config-manager";
+
+/// `system/config/<service>`.
+pub fn snapshot_topic(service: &str) -> String {
+    format!("{SNAPSHOT_TOPIC_PREFIX}{service}")
+}
+
+/// `system/config-events/<service>`.
+pub fn events_topic(service: &str) -> String {
+    format!("{EVENTS_TOPIC_PREFIX}{service}")
+}
+
+/// The service a snapshot topic is for.
+pub fn service_of_snapshot_topic(topic: &str) -> Option<&str> {
+    topic.strip_prefix(SNAPSHOT_TOPIC_PREFIX).filter(|s| !s.is_empty() && !s.contains('/'))
+}
+
+/// Where in the log a published document stands: shared by events and heads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position<'a> {
+    /// Store id (hex).
+    pub store_id: &'a str,
+    /// Store generation.
+    pub generation: u64,
+    /// Seq of the event (or of the head).
+    pub seq: u64,
+    /// Hash of that event (hex).
+    pub hash: &'a str,
+}
+
+/// The document of an event message (JWS `typ` [`jws::TYP_EVENT`]): where it stands, its
+/// epoch, time and service, and the decoded body as in an export line — which carries no
+/// secret material (a `secret_set` shows key and key version only).
+pub fn event_document(at: &Position<'_>, body: &EventBody) -> Value {
+    json!({
+        "store_id": at.store_id,
+        "generation": at.generation,
+        "seq": at.seq,
+        "hash": at.hash,
+        "epoch": body.epoch,
+        "time_ms": body.time_ms,
+        "service": body.service(),
+        "event": body.to_json(),
+    })
+}
+
+/// The document of a signed head (JWS `typ` [`jws::TYP_HEAD`]).
+pub fn head_document(at: &Position<'_>, epoch: u64, time_ms: u64) -> Value {
+    json!({
+        "store_id": at.store_id,
+        "generation": at.generation,
+        "seq": at.seq,
+        "epoch": epoch,
+        "hash": at.hash,
+        "time_ms": time_ms,
+    })
+}
+
+/// The publisher's health (plain JSON, not signed: it is advice, not data).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health<'a> {
+    /// `online` or `offline`.
+    pub status: &'a str,
+    /// Store id (hex).
+    pub store_id: &'a str,
+    /// Seq of the newest event in the log.
+    pub head_seq: u64,
+    /// Seq up to which everything is published and acknowledged by the broker.
+    pub published_seq: u64,
+    /// When this was said (unix ms).
+    pub time_ms: u64,
+    /// Why, when offline.
+    pub reason: Option<&'a str>,
+}
+
+impl Health<'_> {
+    /// The JSON document.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "status": self.status,
+            "store_id": self.store_id,
+            "head_seq": self.head_seq,
+            "published_seq": self.published_seq,
+            "time_ms": self.time_ms,
+            "reason": self.reason,
+        })
+    }
+}
+
+/// The version fields of a verified snapshot document: what a client compares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotVersion {
+    /// Store id (hex).
+    pub store_id: String,
+    /// The service.
+    pub service: String,
+    /// Store generation.
+    pub generation: u64,
+    /// The epoch the snapshot reflects.
+    pub epoch: u64,
+    /// The last epoch that changed this service (its version).
+    pub changed_epoch: u64,
+    /// The version before, 0 for the first.
+    pub prev_epoch: u64,
+    /// Seq of the last event that changed it.
+    pub changed_seq: u64,
+}
+
+/// Why a snapshot is not taken.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// Not a valid JWS of a snapshot signed by a trusted key.
+    #[error(transparent)]
+    Signature(#[from] JwsError),
+    /// The signed document lacks a field or has one of the wrong type.
+    #[error("snapshot document: {0}")]
+    Malformed(String),
+    /// Signed for another store.
+    #[error("snapshot is for store {found}, not {expected}")]
+    WrongStore {
+        /// In the document.
+        found: String,
+        /// Configured.
+        expected: String,
+    },
+    /// Signed for another service than the topic or the client's.
+    #[error("snapshot is for service {found:?}, not {expected:?}")]
+    WrongService {
+        /// In the document.
+        found: String,
+        /// Expected.
+        expected: String,
+    },
+    /// A version the client has already moved past (a replay, or a stale retained message).
+    #[error("snapshot version {incoming} is older than the held {held}")]
+    Stale {
+        /// Incoming changed epoch.
+        incoming: u64,
+        /// Held changed epoch.
+        held: u64,
+    },
+    /// The version the client holds (a QoS 1 redelivery or a replay of it).
+    #[error("snapshot version {0} is already held")]
+    Duplicate(u64),
+    /// From an older generation of the store (a replay across a restore).
+    #[error("snapshot is from generation {incoming}, the client holds generation {held}")]
+    OldGeneration {
+        /// Incoming.
+        incoming: u64,
+        /// Held.
+        held: u64,
+    },
+    /// Newer, but its chain does not lead back to the held version: a fork.
+    #[error("snapshot version {incoming} follows {prev}, which is before the held {held}")]
+    Forked {
+        /// Incoming changed epoch.
+        incoming: u64,
+        /// Its prev_epoch.
+        prev: u64,
+        /// Held changed epoch.
+        held: u64,
+    },
+}
+
+impl Rejection {
+    /// A short stable name, for counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Signature(_) => "signature",
+            Self::Malformed(_) => "malformed",
+            Self::WrongStore { .. } => "wrong_store",
+            Self::WrongService { .. } => "wrong_service",
+            Self::Stale { .. } => "stale",
+            Self::Duplicate(_) => "duplicate",
+            Self::OldGeneration { .. } => "old_generation",
+            Self::Forked { .. } => "forked",
+        }
+    }
+}
+
+/// What to do with a verified, correctly addressed snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Take it: it is the next version (or the first, or a new generation).
+    Apply,
+    /// Versions are missing between the held one and this: fetch the version at
+    /// `missing_epoch` (this one's `prev_epoch`) first, then judge this one again.
+    Gap {
+        /// The epoch of the newest missing version.
+        missing_epoch: u64,
+    },
+}
+
+/// Verifies a snapshot JWS and reads its version fields, checking store and service.
+pub fn verify_snapshot(
+    jws_doc: &Value,
+    keys: &[VerifyingKey],
+    store_id: &str,
+    service: &str,
+) -> Result<(Value, SnapshotVersion), Rejection> {
+    let doc = jws::verify(jws_doc, jws::TYP_SNAPSHOT, keys)?;
+    let version = snapshot_version(&doc)?;
+    if version.store_id != store_id {
+        return Err(Rejection::WrongStore { found: version.store_id, expected: store_id.to_owned() });
+    }
+    if version.service != service {
+        return Err(Rejection::WrongService { found: version.service, expected: service.to_owned() });
+    }
+    Ok((doc, version))
+}
+
+/// The version fields of a snapshot document.
+pub fn snapshot_version(doc: &Value) -> Result<SnapshotVersion, Rejection> {
+    let text = |k: &str| {
+        doc.get(k).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| Rejection::Malformed(format!("no {k:?}")))
+    };
+    let number = |k: &str| doc.get(k).and_then(Value::as_u64).ok_or_else(|| Rejection::Malformed(format!("no {k:?}")));
+    if !doc.get("config").is_some_and(Value::is_object) {
+        return Err(Rejection::Malformed("no \"config\" object".into()));
+    }
+    Ok(SnapshotVersion {
+        store_id: text("store_id")?,
+        service: text("service")?,
+        generation: number("generation")?,
+        epoch: number("epoch")?,
+        changed_epoch: number("changed_epoch")?,
+        prev_epoch: number("prev_epoch")?,
+        changed_seq: number("changed_seq")?,
+    })
+}
+
+/// The acceptance rule (docs/format.md §17.3): given the version a client holds (if any),
+/// is `incoming` — already verified and addressed to it — the next one to apply?
+pub fn judge(held: Option<&SnapshotVersion>, incoming: &SnapshotVersion) -> Result<Verdict, Rejection> {
+    let Some(held) = held else { return Ok(Verdict::Apply) };
+    if incoming.generation < held.generation {
+        return Err(Rejection::OldGeneration { incoming: incoming.generation, held: held.generation });
+    }
+    if incoming.generation > held.generation {
+        return Ok(Verdict::Apply);
+    }
+    let (inc, have) = (incoming.changed_epoch, held.changed_epoch);
+    if inc < have {
+        return Err(Rejection::Stale { incoming: inc, held: have });
+    }
+    if inc == have {
+        return Err(Rejection::Duplicate(inc));
+    }
+    match incoming.prev_epoch.cmp(&have) {
+        std::cmp::Ordering::Equal => Ok(Verdict::Apply),
+        std::cmp::Ordering::Greater => Ok(Verdict::Gap { missing_epoch: incoming.prev_epoch }),
+        std::cmp::Ordering::Less => Err(Rejection::Forked { incoming: inc, prev: incoming.prev_epoch, held: have }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(generation: u64, changed: u64, prev: u64) -> SnapshotVersion {
+        SnapshotVersion {
+            store_id: "s".into(),
+            service: "web".into(),
+            generation,
+            epoch: changed,
+            changed_epoch: changed,
+            prev_epoch: prev,
+            changed_seq: changed * 2,
+        }
+    }
+
+    #[test]
+    fn judge_orders_versions() {
+        assert_eq!(judge(None, &v(1, 5, 3)), Ok(Verdict::Apply));
+        let held = v(1, 5, 3);
+        assert_eq!(judge(Some(&held), &v(1, 7, 5)), Ok(Verdict::Apply));
+        assert_eq!(judge(Some(&held), &v(1, 9, 7)), Ok(Verdict::Gap { missing_epoch: 7 }));
+        assert_eq!(judge(Some(&held), &v(1, 5, 3)), Err(Rejection::Duplicate(5)));
+        assert_eq!(judge(Some(&held), &v(1, 3, 1)), Err(Rejection::Stale { incoming: 3, held: 5 }));
+        assert_eq!(judge(Some(&held), &v(1, 8, 4)), Err(Rejection::Forked { incoming: 8, prev: 4, held: 5 }));
+        assert_eq!(judge(Some(&held), &v(2, 1, 0)), Ok(Verdict::Apply));
+        assert_eq!(judge(Some(&v(2, 1, 0)), &held), Err(Rejection::OldGeneration { incoming: 1, held: 2 }));
+    }
+
+    #[test]
+    fn topics() {
+        assert_eq!(snapshot_topic("web"), "system/config/web");
+        assert_eq!(service_of_snapshot_topic("system/config/web"), Some("web"));
+        assert_eq!(service_of_snapshot_topic("system/config/"), None);
+        assert_eq!(service_of_snapshot_topic("system/config/a/b"), None);
+        assert_eq!(service_of_snapshot_topic("system/config-head"), None);
+        assert_eq!(events_topic("db"), "system/config-events/db");
+    }
+}

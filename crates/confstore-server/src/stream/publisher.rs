@@ -1,0 +1,573 @@
+//! The MQTT publisher: the log is the outbox.
+//!
+//! One task reads the events after what it has published, turns each changeset into
+//! messages — each event on `system/config-events/<service>`, then the new snapshot of every
+//! service the changeset changed on `system/config/<service>` (retained) — and, per batch,
+//! the signed head on `system/config-head` (retained). All QoS 1, in log order, on one
+//! connection, so the broker keeps them in order per topic.
+//!
+//! Invariants:
+//! - The write path never waits for this task: commits only bump a watch channel. A dead
+//!   broker stops the publisher, never a request.
+//! - The checkpoint (`mqtt.checkpoint`) advances only past batches whose every message the
+//!   broker acknowledged (PUBACK). Unacknowledged batches stay in memory (bounded by
+//!   [`WINDOW_MESSAGES`]: no new batch is read while the window is full) and are sent again
+//!   on the next connection; after a restart the task resumes from the checkpoint.
+//! - rumqttc drops queued and in-flight messages when the broker has lost the session
+//!   (`session_present = false`). So this task never relies on rumqttc's own retransmission:
+//!   after any connection error it drops the client, makes a new one, and sends every
+//!   unacknowledged batch itself. Duplicates are possible; loss is not.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use confstore_core::stream::{self, Health, Position};
+use confstore_core::{Hash32, State, jws};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, QoS};
+use tokio::sync::{mpsc, watch};
+
+use super::checkpoint::{self, Checkpoint};
+use super::settings::MqttSettings;
+use crate::app::{App, LiveMode, Mode};
+use crate::model::Live;
+
+/// Most messages handed to the client and not yet acknowledged. While the broker is away
+/// the backlog stays in the log, not in memory.
+pub const WINDOW_MESSAGES: usize = 4096;
+/// How often the head and health are republished when nothing happens (the progress
+/// message a client or auditor can watch for).
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+/// Least time between two checkpoint file writes.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long to wait for the broker's CONNACK.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One message, ready to send (and to send again).
+#[derive(Clone, Debug)]
+struct Msg {
+    topic: String,
+    payload: Arc<Vec<u8>>,
+    retain: bool,
+    kind: &'static str,
+}
+
+/// The messages of the events after the previous batch, through `end_seq`.
+#[derive(Debug)]
+struct Batch {
+    end_seq: u64,
+    end_hash: Hash32,
+    msgs: Vec<Msg>,
+    unacked: usize,
+}
+
+/// What a sent message counts towards.
+#[derive(Clone, Copy, Debug)]
+enum Tag {
+    /// Message `kind` of the batch with this id.
+    Batch(u64, &'static str),
+    /// A progress or health message: acknowledged or not, nothing waits for it.
+    Loose(&'static str),
+}
+
+/// What the event-loop task reports.
+#[derive(Debug)]
+enum Report {
+    Connected { session_present: bool },
+    Sent(u16),
+    Acked(u16),
+    Down(String),
+}
+
+/// A live connection: the client, and the reports of its event loop.
+struct Conn {
+    client: AsyncClient,
+    reports: mpsc::UnboundedReceiver<Report>,
+    task: tokio::task::JoinHandle<()>,
+    /// Tags of messages handed to the client, not yet written (rumqttc reports them in order).
+    unsent: VecDeque<Tag>,
+    /// Written, awaiting PUBACK, by packet id.
+    inflight: HashMap<u16, Tag>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Where the publisher stands.
+struct Publisher {
+    app: App,
+    settings: MqttSettings,
+    store_id: String,
+    generation: u64,
+    /// The model this state follows (replaced when the server recovers from the fallback).
+    model: Option<Arc<Live>>,
+    /// State after the last event read.
+    state: State,
+    read_seq: u64,
+    read_hash: Hash32,
+    /// Batches not yet fully acknowledged, oldest first; the first has id `first_id`.
+    pending: VecDeque<Batch>,
+    first_id: u64,
+    /// Everything through this seq is acknowledged.
+    acked: Option<(u64, Hash32)>,
+    checkpoint_written: Option<u64>,
+    last_checkpoint_write: tokio::time::Instant,
+    /// The newest signed head, for progress messages.
+    head_msg: Option<Msg>,
+}
+
+/// Runs the publisher until `stop` turns true; then says `offline` on the health topic and
+/// disconnects.
+pub async fn run(app: App, settings: MqttSettings, mut stop: watch::Receiver<bool>) {
+    let (store_id, generation) = identity(&app);
+    let mut p = Publisher {
+        app,
+        settings,
+        store_id,
+        generation,
+        model: None,
+        state: State::default(),
+        read_seq: 0,
+        read_hash: Hash32::default(),
+        pending: VecDeque::new(),
+        first_id: 0,
+        acked: None,
+        checkpoint_written: None,
+        last_checkpoint_write: tokio::time::Instant::now(),
+        head_msg: None,
+    };
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let conn = tokio::select! {
+            c = p.connect() => c,
+            _ = stop.changed() => return,
+        };
+        let mut conn = match conn {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::warn!(broker = %p.settings.url(), error = %why, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                    "MQTT broker unreachable; writes go on, the stream catches up when it is back");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        backoff = BACKOFF_MIN;
+        p.app.metrics.mqtt_connected(true);
+        let why = p.serve(&mut conn, &mut stop).await;
+        p.app.metrics.mqtt_connected(false);
+        match why {
+            Ended::Stopped => {
+                p.say_offline(&mut conn, "shutdown").await;
+                p.write_checkpoint(true);
+                return;
+            }
+            Ended::Lost(why) => {
+                tracing::warn!(broker = %p.settings.url(), error = %why, "lost the MQTT broker; reconnecting");
+                p.write_checkpoint(true);
+            }
+        }
+    }
+}
+
+fn identity(app: &App) -> (String, u64) {
+    match &*app.mode() {
+        Mode::Live(l) => l.model.read(|m| (m.store_id.clone(), m.generation)),
+        Mode::Fallback(f) => f.lkg.as_ref().map_or((String::new(), 0), |c| (c.store_id.clone(), c.generation)),
+    }
+}
+
+enum Ended {
+    Stopped,
+    Lost(String),
+}
+
+impl Publisher {
+    /// Connects with a fresh client and waits for the CONNACK.
+    async fn connect(&mut self) -> Result<Conn, String> {
+        let will = self.health("offline", Some("connection lost")).payload;
+        let opts = self.settings.options(Some((stream::HEALTH_TOPIC, will.to_vec()))).map_err(|e| e.to_string())?;
+        // Room for the whole window plus progress messages: try_publish never finds it full.
+        let (client, eventloop) = AsyncClient::new(opts, WINDOW_MESSAGES + 64);
+        let (tx, mut reports) = mpsc::unbounded_channel();
+        let task = tokio::spawn(drive(eventloop, tx));
+        let first = tokio::time::timeout(CONNECT_TIMEOUT, reports.recv()).await;
+        match first {
+            Ok(Some(Report::Connected { session_present })) => {
+                tracing::info!(broker = %self.settings.url(), session_present, "connected to the MQTT broker");
+                Ok(Conn { client, reports, task, unsent: VecDeque::new(), inflight: HashMap::new() })
+            }
+            Ok(Some(Report::Down(why))) => {
+                task.abort();
+                Err(why)
+            }
+            Ok(Some(other)) => {
+                task.abort();
+                Err(format!("unexpected {other:?} before CONNACK"))
+            }
+            Ok(None) => Err("the MQTT event loop ended".into()),
+            Err(_) => {
+                task.abort();
+                Err(format!("no CONNACK within {CONNECT_TIMEOUT:?}"))
+            }
+        }
+    }
+
+    /// Publishes while connected: resends what is unacknowledged, then follows the log.
+    async fn serve(&mut self, conn: &mut Conn, stop: &mut watch::Receiver<bool>) -> Ended {
+        let online = self.health("online", None);
+        send(conn, &online, Tag::Loose("health")).await;
+        for (i, batch) in self.pending.iter().enumerate() {
+            let id = self.first_id + i as u64;
+            for m in &batch.msgs {
+                send(conn, m, Tag::Batch(id, m.kind)).await;
+            }
+        }
+        let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recover = tokio::time::interval(self.app.config.recover_interval);
+        loop {
+            let head_rx = self.follow();
+            if let Some(rx) = &head_rx {
+                let head = *rx.borrow();
+                if head > self.read_seq && self.window_free() {
+                    match self.read_batch().await {
+                        Ok(Some(batch)) => {
+                            let id = self.first_id + self.pending.len() as u64;
+                            for m in &batch.msgs {
+                                send(conn, m, Tag::Batch(id, m.kind)).await;
+                            }
+                            self.pending.push_back(batch);
+                            self.progress_metrics();
+                            continue;
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %e, "the publisher cannot read the log; retrying"),
+                    }
+                }
+            }
+            let mut head_rx = head_rx;
+            tokio::select! {
+                r = conn.reports.recv() => match r {
+                    Some(Report::Sent(pkid)) => {
+                        if let Some(tag) = conn.unsent.pop_front() {
+                            conn.inflight.insert(pkid, tag);
+                        }
+                    }
+                    Some(Report::Acked(pkid)) => {
+                        if let Some(tag) = conn.inflight.remove(&pkid) {
+                            self.acked_one(tag);
+                        }
+                    }
+                    Some(Report::Connected { .. }) => {}
+                    Some(Report::Down(why)) => return Ended::Lost(why),
+                    None => return Ended::Lost("the MQTT event loop ended".into()),
+                },
+                _ = async { head_rx.as_mut().expect("guarded").changed().await }, if head_rx.is_some() => {}
+                _ = recover.tick(), if head_rx.is_none() => {}
+                _ = progress.tick() => {
+                    if let Some(h) = self.head_msg.clone() {
+                        send(conn, &h, Tag::Loose("head")).await;
+                    }
+                    let online = self.health("online", None);
+                    send(conn, &online, Tag::Loose("health")).await;
+                    self.write_checkpoint(false);
+                }
+                _ = stop.changed() => return Ended::Stopped,
+            }
+        }
+    }
+
+    fn window_free(&self) -> bool {
+        self.pending.iter().map(|b| b.unacked).sum::<usize>() < WINDOW_MESSAGES
+    }
+
+    /// The head watch of the live model, (re)initialising the read position when the model
+    /// is new (first call, or after recovering from the fallback). `None` in the fallback.
+    fn follow(&mut self) -> Option<watch::Receiver<u64>> {
+        let mode = self.app.mode();
+        let Mode::Live(live) = &*mode else { return None };
+        if !self.model.as_ref().is_some_and(|m| Arc::ptr_eq(m, &live.model)) {
+            self.start_from_checkpoint(live);
+            self.model = Some(Arc::clone(&live.model));
+        }
+        Some(live.model.head.subscribe())
+    }
+
+    /// Sets the read position: after the checkpoint when it is an event of this log (the
+    /// state there replayed), else at the head with a full sync (every service's snapshot
+    /// and the head) queued first.
+    fn start_from_checkpoint(&mut self, live: &LiveMode) {
+        let path = self.app.config.data_dir.join(checkpoint::FILE_NAME);
+        let (head_seq, head_hash, head_state) = live.model.read(|m| (m.state.seq, m.head_hash, m.state.clone()));
+        let resumed = checkpoint::read(&path)
+            .filter(|c| c.store_id == self.store_id && c.generation == self.generation && c.seq <= head_seq)
+            .and_then(|c| {
+                let hash = Hash32::from_hex(&c.hash).ok()?;
+                let state = live
+                    .readers
+                    .with(|r| {
+                        // The checkpoint must be an event of this log (not of a restored or
+                        // replaced database) before the state there is rebuilt.
+                        r.verified_after_anchor(c.seq, &hash, head_seq)?;
+                        r.replay(confstore_log::Until::Seq(c.seq))
+                    })
+                    .map_err(
+                        |e| tracing::warn!(error = %e, "the MQTT checkpoint is not usable; publishing a full sync"),
+                    )
+                    .ok()?;
+                Some((c.seq, hash, state))
+            });
+        self.pending.clear();
+        self.first_id = 0;
+        match resumed {
+            Some((seq, hash, state)) => {
+                tracing::info!(from_seq = seq, head_seq, "MQTT publisher resumes from its checkpoint");
+                self.state = state;
+                self.read_seq = seq;
+                self.read_hash = hash;
+                self.acked = Some((seq, hash));
+                self.checkpoint_written = Some(seq);
+                self.head_msg = Some(self.head_message());
+            }
+            None => {
+                tracing::info!(head_seq, "MQTT publisher starts with a full sync of every service");
+                self.state = head_state;
+                self.read_seq = head_seq;
+                self.read_hash = head_hash;
+                self.acked = None;
+                let mut msgs: Vec<Msg> = self.state.services.keys().filter_map(|s| self.snapshot_message(s)).collect();
+                let head = self.head_message();
+                self.head_msg = Some(head.clone());
+                msgs.push(head);
+                let unacked = msgs.len();
+                self.pending.push_back(Batch { end_seq: head_seq, end_hash: head_hash, msgs, unacked });
+            }
+        }
+    }
+
+    /// Reads the events after `read_seq` (verified: links and hashes; signatures this
+    /// process has checked already are trusted) and makes their batch.
+    async fn read_batch(&mut self) -> Result<Option<Batch>, String> {
+        let mode = self.app.mode();
+        let Mode::Live(live) = &*mode else { return Ok(None) };
+        let head = live.model.read(|m| m.state.seq);
+        let (from, anchor) = (self.read_seq, self.read_hash);
+        let m = Arc::clone(&mode);
+        let events = tokio::task::spawn_blocking(move || {
+            let Mode::Live(live) = &*m else { return Ok(Vec::new()) };
+            live.readers.with(|r| r.verified_after_anchor(from, &anchor, head))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        // Only what the read model has folded in: complete changesets this process verified.
+        let events: Vec<_> = events.into_iter().take_while(|e| e.seq() <= head).collect();
+        let Some(last) = events.last() else { return Ok(None) };
+        let (end_seq, end_hash) = (last.seq(), *last.hash());
+        let mut msgs = Vec::new();
+        let mut changed: Vec<String> = Vec::new();
+        for ev in &events {
+            self.state.apply(ev);
+            if let Some(service) = ev.body().service() {
+                let hash = ev.hash().to_hex();
+                let at = Position { store_id: &self.store_id, generation: self.generation, seq: ev.seq(), hash: &hash };
+                let doc = stream::event_document(&at, ev.body());
+                msgs.push(self.signed(stream::events_topic(service), &doc, jws::TYP_EVENT, false, "event"));
+            }
+            if ev.body().changes_config() && ev.body().service().is_some() {
+                // Which services' versions this event bumped (all, for `global`).
+                for (name, v) in &self.state.versions {
+                    if v.seq == ev.seq() && !changed.contains(name) {
+                        changed.push(name.clone());
+                    }
+                }
+            }
+            let closes_changeset = ev.body().changeset_index + 1 >= ev.body().changeset_len;
+            if closes_changeset {
+                for service in std::mem::take(&mut changed) {
+                    if let Some(m) = self.snapshot_message(&service) {
+                        msgs.push(m);
+                    }
+                }
+            }
+        }
+        for service in std::mem::take(&mut changed) {
+            if let Some(m) = self.snapshot_message(&service) {
+                msgs.push(m);
+            }
+        }
+        self.read_seq = end_seq;
+        self.read_hash = end_hash;
+        let head = self.head_message();
+        self.head_msg = Some(head.clone());
+        msgs.push(head);
+        let unacked = msgs.len();
+        Ok(Some(Batch { end_seq, end_hash, msgs, unacked }))
+    }
+
+    fn signed(&self, topic: String, doc: &serde_json::Value, typ: &str, retain: bool, kind: &'static str) -> Msg {
+        let jws = jws::sign(doc, typ, &self.app.keys.signing);
+        Msg { topic, payload: Arc::new(jws.to_string().into_bytes()), retain, kind }
+    }
+
+    fn snapshot_message(&self, service: &str) -> Option<Msg> {
+        let snap = confstore_snapshots::project(&self.state, &self.store_id, self.generation, service).ok()?;
+        let jws = snap.to_jws(&self.app.keys.signing);
+        Some(Msg {
+            topic: stream::snapshot_topic(service),
+            payload: Arc::new(jws.to_string().into_bytes()),
+            retain: true,
+            kind: "snapshot",
+        })
+    }
+
+    fn head_message(&self) -> Msg {
+        let hash = self.read_hash.to_hex();
+        let at = Position { store_id: &self.store_id, generation: self.generation, seq: self.read_seq, hash: &hash };
+        let doc = stream::head_document(&at, self.state.epoch, self.state.time_ms);
+        self.signed(stream::HEAD_TOPIC.to_owned(), &doc, jws::TYP_HEAD, true, "head")
+    }
+
+    fn health(&self, status: &str, reason: Option<&str>) -> Msg {
+        let head_seq = self.model.as_ref().map_or(self.read_seq, |m| m.read(|r| r.state.seq));
+        let doc = Health {
+            status,
+            store_id: &self.store_id,
+            head_seq,
+            published_seq: self.acked.map_or(0, |a| a.0),
+            time_ms: now_ms(),
+            reason,
+        }
+        .to_json();
+        Msg {
+            topic: stream::HEALTH_TOPIC.to_owned(),
+            payload: Arc::new(doc.to_string().into_bytes()),
+            retain: true,
+            kind: "health",
+        }
+    }
+
+    fn acked_one(&mut self, tag: Tag) {
+        let (id, kind) = match tag {
+            Tag::Loose(kind) => {
+                self.app.metrics.mqtt_acked(kind);
+                return;
+            }
+            Tag::Batch(id, kind) => (id, kind),
+        };
+        self.app.metrics.mqtt_acked(kind);
+        let Some(i) = id.checked_sub(self.first_id) else { return };
+        let Some(batch) = usize::try_from(i).ok().and_then(|i| self.pending.get_mut(i)) else { return };
+        batch.unacked = batch.unacked.saturating_sub(1);
+        while self.pending.front().is_some_and(|b| b.unacked == 0) {
+            if let Some(done) = self.pending.pop_front() {
+                self.first_id += 1;
+                self.acked = Some((done.end_seq, done.end_hash));
+            }
+        }
+        self.progress_metrics();
+        self.write_checkpoint(false);
+    }
+
+    fn progress_metrics(&self) {
+        let pending = self.pending.iter().map(|b| b.unacked).sum();
+        self.app.metrics.mqtt_progress(self.acked.map_or(0, |a| a.0), pending);
+    }
+
+    /// Writes the checkpoint file if it moved (at most every CHECKPOINT_INTERVAL unless `now`).
+    fn write_checkpoint(&mut self, now: bool) {
+        let Some((seq, hash)) = self.acked else { return };
+        if self.checkpoint_written == Some(seq) {
+            return;
+        }
+        if !now && self.last_checkpoint_write.elapsed() < CHECKPOINT_INTERVAL {
+            return;
+        }
+        let c = Checkpoint { store_id: self.store_id.clone(), generation: self.generation, seq, hash: hash.to_hex() };
+        let path = self.app.config.data_dir.join(checkpoint::FILE_NAME);
+        match checkpoint::write(&path, &c) {
+            Ok(()) => self.checkpoint_written = Some(seq),
+            Err(e) => tracing::warn!(error = %e, path = %path.display(), "cannot write the MQTT checkpoint"),
+        }
+        self.last_checkpoint_write = tokio::time::Instant::now();
+    }
+
+    /// Publishes `offline` (retained) and disconnects, waiting briefly for both to go out.
+    async fn say_offline(&self, conn: &mut Conn, reason: &str) {
+        let m = self.health("offline", Some(reason));
+        send(conn, &m, Tag::Loose("health")).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while !conn.unsent.is_empty() || conn.inflight.values().any(|t| matches!(t, Tag::Loose("health"))) {
+            match tokio::time::timeout_at(deadline, conn.reports.recv()).await {
+                Ok(Some(Report::Sent(pkid))) => {
+                    if let Some(tag) = conn.unsent.pop_front() {
+                        conn.inflight.insert(pkid, tag);
+                    }
+                }
+                Ok(Some(Report::Acked(pkid))) => {
+                    conn.inflight.remove(&pkid);
+                }
+                Ok(Some(Report::Connected { .. })) => {}
+                _ => break,
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), conn.client.disconnect()).await;
+    }
+}
+
+/// Hands a message to the client. Waits only while rumqttc's request channel is full: the
+/// event loop runs on its own task (so it drains the channel), and if the connection fails
+/// the channel closes and this returns at once. A message that was not handed over stays in
+/// its pending batch and goes out on the next connection.
+async fn send(conn: &mut Conn, m: &Msg, tag: Tag) {
+    match conn.client.publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, m.payload.as_slice()).await {
+        Ok(()) => conn.unsent.push_back(tag),
+        Err(e) => tracing::debug!(error = %e, "the MQTT client refused a message (connection failing)"),
+    }
+}
+
+/// Drives rumqttc's event loop and reports what the publisher needs. Ends at the first
+/// error: the publisher makes a new client rather than trusting rumqttc's retransmission.
+async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<Report>) {
+    loop {
+        let report = match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => Report::Connected { session_present: ack.session_present },
+            Ok(Event::Incoming(Packet::PubAck(ack))) => Report::Acked(ack.pkid),
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Report::Sent(pkid),
+            Ok(_) => continue,
+            Err(e) => {
+                let _ = tx.send(Report::Down(describe(&e)));
+                return;
+            }
+        };
+        if tx.send(report).is_err() {
+            return;
+        }
+    }
+}
+
+fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(code) => format!("the broker refused the connection: {code:?}"),
+        other => other.to_string(),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,392 @@
+//! The live stream end to end, with real parts: `confstore serve` as a process, a real
+//! Mosquitto started on a free port (or the embedded broker), and the real client library.
+//!
+//! - a write reaches a client verified with the right epoch; a new client starts from the
+//!   retained message alone; an env override wins over the store;
+//! - contracts: every message on every topic matches its JSON Schema in docs/schemas/ and
+//!   verifies (Rust, and Python with jwcrypto + jsonschema, as the fleet's Python services
+//!   will); no secret plaintext on the wire;
+//! - the embedded broker carries the stream, and a taken port is a clear error;
+//! - ops/mosquitto: only the store publishes under system/config*, a service reads only its
+//!   own snapshot;
+//! - store down at client start: the client's verified LKG copy is used; a tampered one is a
+//!   clear error.
+
+mod common;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::mqtt::{Broker, RawClient, password_file};
+use common::*;
+use confstore_client::{Client, Source};
+use confstore_core::VerifyingKey;
+use serde_json::{Value, json};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// The store's public key from its .env.
+fn public_key(store: &Store) -> String {
+    let env = std::fs::read_to_string(&store.env_file).unwrap();
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{PUBLIC_KEY}=")))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .expect("the public key in .env")
+}
+
+fn verifying_key(store: &Store) -> VerifyingKey {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(public_key(store)).unwrap();
+    VerifyingKey::from_bytes(&bytes).unwrap()
+}
+
+/// A store served with the live stream going to `mqtt_args`; `web` and `db` registered.
+fn served(dir: &Path, mqtt_args: &[&str]) -> (Store, Server, Http) {
+    let store = Store::in_dir(dir);
+    store.init();
+    let mut server = Server::start(&store, mqtt_args, &dir.join("serve.log"));
+    server.wait_ready();
+    let mut http = Http::new(server.addr).with_token(&admin_token(&store));
+    for s in ["web", "db"] {
+        http.ok("POST", "/api/v1/services", Some(&json!({"name": s})));
+    }
+    (store, server, http)
+}
+
+fn put(http: &mut Http, service: &str, key: &str, value: &Value) -> u64 {
+    let resp = http.ok("PUT", &format!("/api/v1/services/{service}/values/{key}"), Some(&json!({"value": value})));
+    resp.json()["epoch"].as_u64().unwrap()
+}
+
+type Applied = Arc<Mutex<Vec<(u64, Value)>>>;
+
+fn client_builder(store: &Store, server: &Server, service: &str, mqtt_url: &str) -> confstore_client::ClientBuilder {
+    Client::builder(service)
+        .public_key_base64(&public_key(store))
+        .rest_url(&format!("http://{}", server.addr))
+        .token(&admin_token(store))
+        .mqtt_url(mqtt_url)
+        .mqtt_client_id(&format!("test-{service}-{}", free_port()))
+        .env(Vec::new())
+}
+
+fn recording(b: confstore_client::ClientBuilder) -> (confstore_client::ClientBuilder, Applied) {
+    let applied: Applied = Arc::default();
+    let a = Arc::clone(&applied);
+    let b = b.on_update(move |c| a.lock().unwrap().push((c.version().epoch, c.to_json())));
+    (b, applied)
+}
+
+#[test]
+fn a_write_reaches_the_client_verified_and_a_new_client_starts_from_the_retained_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let (store, server, mut http) = served(dir.path(), &["--mqtt-url", &broker.url()]);
+    put(&mut http, "web", "port", &json!(8080));
+    let rt = runtime();
+    let (builder, applied) = recording(client_builder(&store, &server, "web", &broker.url()));
+    let client = rt.block_on(builder.start()).unwrap();
+    assert_eq!(client.config().value("port"), Some(&json!(8080)));
+
+    let epoch = put(&mut http, "web", "port", &json!(8081));
+    poll_until("the client to apply the write", DEADLINE, Duration::from_millis(5), || {
+        (client.config().version().changed_epoch == epoch).then_some(())
+    });
+    let cfg = client.config();
+    assert_eq!(cfg.value("port"), Some(&json!(8081)));
+    assert_eq!(cfg.source("port"), Some(Source::Service));
+    assert_eq!(applied.lock().unwrap().last().unwrap().0, epoch);
+    // A write to another service is not this client's business.
+    put(&mut http, "db", "pool", &json!(5));
+    // The retained copy of the version fetched over REST at start is a duplicate; nothing
+    // else is rejected.
+    let stats = client.stats();
+    assert_eq!(stats.rejected_total(), stats.rejected("duplicate"), "{stats:?}");
+    assert!(stats.rejected("duplicate") <= 1, "{stats:?}");
+
+    // A client with no REST (only the broker) starts from the retained snapshot; an env
+    // override wins over the store.
+    let only_mqtt = Client::builder("web")
+        .public_key_base64(&public_key(&store))
+        .mqtt_url(&broker.url())
+        .mqtt_client_id("test-web-retained")
+        .env(vec![("WEB__PORT".to_owned(), "9999".to_owned())]);
+    let second = rt.block_on(only_mqtt.start()).unwrap();
+    let cfg = second.config();
+    assert_eq!(cfg.version().changed_epoch, epoch, "the retained message is the newest version");
+    assert_eq!(cfg.value("port"), Some(&json!(9999)));
+    assert_eq!(cfg.source("port"), Some(Source::Env));
+    rt.block_on(second.shutdown());
+    rt.block_on(client.shutdown());
+    drop(server);
+}
+
+/// Checks `instance` against the schema file `docs/schemas/<name>`.
+fn validate(name: &str, instance: &Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/schemas").join(name);
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(instance).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{name}: {instance} violates: {errors:?}");
+}
+
+#[test]
+fn every_message_matches_its_published_schema_and_verifies_in_rust_and_python() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let tap = RawClient::connect(broker.port, "tap", None, &["system/#"]);
+    let (store, server, mut http) = served(dir.path(), &["--mqtt-url", &broker.url()]);
+    let canary = "canary-7f3a9c1e-plaintext";
+    http.ok("POST", "/api/v1/services", Some(&json!({"name": "global"})));
+    http.ok("PUT", "/api/v1/services/global/values/region", Some(&json!({"value": "eu"})));
+    let schema = json!({"type": "object", "properties": {"port": {"type": "integer", "default": 80}}});
+    http.ok("PUT", "/api/v1/services/web/schema", Some(&schema));
+    put(&mut http, "web", "port", &json!(8080));
+    http.ok("PATCH", "/api/v1/services/db/values", Some(&json!({"secrets": {"password": canary}})));
+    http.ok("DELETE", "/api/v1/services/web/values/port", None);
+    let head = http.ok("GET", "/api/v1/head", None).json();
+    let head_seq = head["seq"].as_u64().unwrap();
+    poll_until("the signed head to reach the head seq", DEADLINE, Duration::from_millis(10), || {
+        tap.on("system/config-head")
+            .iter()
+            .any(|m| {
+                let jws: Value = serde_json::from_slice(&m.payload).unwrap();
+                let doc =
+                    confstore_core::jws::verify(&jws, confstore_core::jws::TYP_HEAD, &[verifying_key(&store)]).unwrap();
+                doc["seq"].as_u64() == Some(head_seq)
+            })
+            .then_some(())
+    });
+    let key = verifying_key(&store);
+    let messages = tap.messages();
+    let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+    for m in &messages {
+        let text = String::from_utf8(m.payload.clone()).unwrap();
+        assert!(!text.contains(canary), "secret plaintext on {}", m.topic);
+        let payload: Value = serde_json::from_str(&text).unwrap();
+        let (typ, schema) = if m.topic.starts_with("system/config/") {
+            (confstore_core::jws::TYP_SNAPSHOT, "mqtt-config-update.json")
+        } else if m.topic.starts_with("system/config-events/") {
+            (confstore_core::jws::TYP_EVENT, "mqtt-config-event.json")
+        } else if m.topic == "system/config-head" {
+            (confstore_core::jws::TYP_HEAD, "mqtt-config-head.json")
+        } else {
+            assert_eq!(m.topic, "system/health/config-manager");
+            validate("mqtt-health-status.json", &payload);
+            *kinds.entry("health").or_default() += 1;
+            continue;
+        };
+        validate("mqtt-jws.json", &payload);
+        let doc = confstore_core::jws::verify(&payload, typ, &[key]).unwrap();
+        validate(schema, &doc);
+        // The signed payload names the topic's service.
+        if let Some(service) = m.topic.rsplit_once('/').map(|t| t.1).filter(|_| m.topic != "system/config-head") {
+            assert_eq!(doc["service"], json!(service), "{}", m.topic);
+        }
+        *kinds.entry(schema).or_default() += 1;
+    }
+    for k in ["mqtt-config-update.json", "mqtt-config-event.json", "mqtt-config-head.json", "health"] {
+        assert!(kinds.get(k).copied().unwrap_or(0) > 0, "no {k} message captured: {kinds:?}");
+    }
+    // The same messages through Python: jwcrypto verifies each JWS with the public key as
+    // an OKP JWK, jsonschema validates each document. What a Python service would do.
+    let dump = dir.path().join("messages.json");
+    let list: Vec<Value> =
+        messages.iter().map(|m| json!({"topic": m.topic, "payload": String::from_utf8_lossy(&m.payload)})).collect();
+    std::fs::write(&dump, serde_json::to_vec(&list).unwrap()).unwrap();
+    let script = r#"
+import base64, json, sys
+from jwcrypto import jwk, jws
+import jsonschema
+dump, schemas, pub = sys.argv[1], sys.argv[2], sys.argv[3]
+key = jwk.JWK(kty="OKP", crv="Ed25519", x=base64.urlsafe_b64encode(base64.b64decode(pub)).rstrip(b"=").decode())
+def schema(name):
+    return json.load(open(f"{schemas}/{name}"))
+checked = 0
+for m in json.load(open(dump)):
+    topic, payload = m["topic"], json.loads(m["payload"])
+    if topic == "system/health/config-manager":
+        jsonschema.validate(payload, schema("mqtt-health-status.json")); checked += 1; continue
+    name = {"system/config-head": "mqtt-config-head.json"}.get(topic) or (
+        "mqtt-config-update.json" if topic.startswith("system/config/") else "mqtt-config-event.json")
+    jsonschema.validate(payload, schema("mqtt-jws.json"))
+    token = jws.JWS()
+    token.deserialize(json.dumps(payload))
+    token.verify(key)
+    header = token.jose_header
+    assert header["alg"] == "EdDSA" and header["typ"].startswith("confstore-"), header
+    jsonschema.validate(json.loads(token.payload), schema(name))
+    checked += 1
+print(checked)
+"#;
+    let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/schemas");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&dump)
+        .arg(&schemas)
+        .arg(public_key(&store))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "python check failed: {}", String::from_utf8_lossy(&out.stderr));
+    let checked: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(checked, messages.len());
+    drop(server);
+}
+
+#[test]
+fn the_embedded_broker_carries_the_stream_and_a_taken_port_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (store, server, mut http) = served(dir.path(), &["--mqtt-listen", &listen]);
+    let rt = runtime();
+    let client = rt.block_on(client_builder(&store, &server, "web", &format!("mqtt://{listen}")).start()).unwrap();
+    let epoch = put(&mut http, "web", "port", &json!(1));
+    poll_until("the client to apply the write via the embedded broker", DEADLINE, Duration::from_millis(5), || {
+        (client.config().version().changed_epoch == epoch).then_some(())
+    });
+    rt.block_on(client.shutdown());
+
+    // A second server on the same broker address: refused before it listens, saying what to do.
+    let other = Store::in_dir(&dir.path().join("other"));
+    other.init();
+    let run = other.run(&["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--mqtt-listen", &listen]);
+    assert!(!run.status.success());
+    assert!(
+        run.stderr.contains(&listen) && run.stderr.contains("--mqtt-url") && run.stderr.contains("--no-mqtt"),
+        "{}",
+        run.stderr
+    );
+    drop(server);
+}
+
+#[test]
+fn the_shipped_acl_lets_only_the_store_publish_and_each_service_read_its_own_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let bdir = dir.path().join("broker");
+    std::fs::create_dir_all(&bdir).unwrap();
+    let ops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/mosquitto");
+    let acl = bdir.join("confstore.acl");
+    std::fs::copy(ops.join("confstore.acl"), &acl).unwrap();
+    let passwd = bdir.join("confstore.passwd");
+    password_file(&passwd, &[("confstore", "store-pw"), ("web", "web-pw"), ("auditor", "audit-pw")]);
+    // The shipped settings, minus what the test replaces (listener, files, persistence).
+    let shipped = std::fs::read_to_string(ops.join("mosquitto.conf")).unwrap();
+    let mut extra: String = shipped
+        .lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            !(l.starts_with('#')
+                || l.starts_with("listener")
+                || l.starts_with("password_file")
+                || l.starts_with("acl_file")
+                || l.starts_with("persistence")
+                || l.starts_with("autosave")
+                || l.starts_with("message_size_limit"))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    extra.push_str(&format!("password_file {}\nacl_file {}\n", passwd.display(), acl.display()));
+    assert!(extra.contains("allow_anonymous false"));
+    let broker = Broker::start_with(&bdir, false, &extra);
+
+    let (store, server, mut http) = served(
+        dir.path(),
+        &["--mqtt-url", &broker.url(), "--mqtt-username", "confstore", "--mqtt-password", "store-pw"],
+    );
+    let auditor = RawClient::connect(broker.port, "auditor", Some(("auditor", "audit-pw")), &["system/config/#"]);
+    let web =
+        RawClient::connect(broker.port, "web", Some(("web", "web-pw")), &["system/config/#", "system/config-head"]);
+    let epoch_db = put(&mut http, "db", "pool", &json!(3));
+    let epoch_web = put(&mut http, "web", "port", &json!(80));
+    let snapshot_epochs = |c: &RawClient, topic: &str| -> Vec<u64> {
+        c.on(topic)
+            .iter()
+            .map(|m| {
+                let jws: Value = serde_json::from_slice(&m.payload).unwrap();
+                let doc =
+                    confstore_core::jws::verify(&jws, confstore_core::jws::TYP_SNAPSHOT, &[verifying_key(&store)])
+                        .unwrap();
+                doc["changed_epoch"].as_u64().unwrap()
+            })
+            .collect()
+    };
+    poll_until("the auditor to see both services' new snapshots", DEADLINE, Duration::from_millis(10), || {
+        (snapshot_epochs(&auditor, "system/config/db").contains(&epoch_db)
+            && snapshot_epochs(&auditor, "system/config/web").contains(&epoch_web))
+        .then_some(())
+    });
+    poll_until("web to see its own snapshot", DEADLINE, Duration::from_millis(10), || {
+        snapshot_epochs(&web, "system/config/web").contains(&epoch_web).then_some(())
+    });
+    assert!(web.on("system/config/db").is_empty(), "web read db's configuration");
+    // web forges a snapshot on its own topic: the broker drops it (the auditor, subscribed
+    // to everything, never sees it), then a real write still flows.
+    web.publish("system/config/web", b"{\"forged\":true}", true);
+    let epoch_after = put(&mut http, "web", "port", &json!(81));
+    poll_until("the auditor to see the next real snapshot", DEADLINE, Duration::from_millis(10), || {
+        snapshot_epochs(&auditor, "system/config/web").contains(&epoch_after).then_some(())
+    });
+    assert!(
+        auditor.on("system/config/web").iter().all(|m| !m.payload.starts_with(b"{\"forged\"")),
+        "the broker delivered a forged message from a service user"
+    );
+    drop(server);
+}
+
+#[test]
+fn with_the_store_down_the_client_starts_from_its_verified_lkg_and_refuses_a_tampered_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let (store, server, mut http) = served(dir.path(), &["--mqtt-url", &broker.url()]);
+    let epoch = put(&mut http, "web", "port", &json!(7070));
+    let lkg = dir.path().join("client").join("web.lkg.json");
+    std::fs::create_dir_all(lkg.parent().unwrap()).unwrap();
+    let rt = runtime();
+    let client = rt.block_on(client_builder(&store, &server, "web", &broker.url()).lkg_path(&lkg).start()).unwrap();
+    assert_eq!(client.config().version().changed_epoch, epoch);
+    rt.block_on(client.shutdown());
+    assert!(lkg.is_file(), "the client wrote no LKG copy");
+    let mode = std::fs::metadata(&lkg).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+
+    // Everything down: REST and the broker point at closed ports.
+    let dead_rest = format!("http://127.0.0.1:{}", free_port());
+    let dead_mqtt = format!("mqtt://127.0.0.1:{}", free_port());
+    drop(server);
+    drop(broker);
+    let offline = || {
+        Client::builder("web")
+            .public_key_base64(&public_key(&store))
+            .rest_url(&dead_rest)
+            .token(&admin_token(&store))
+            .mqtt_url(&dead_mqtt)
+            .startup_timeout(Duration::from_millis(500))
+            .lkg_path(&lkg)
+            .env(Vec::new())
+    };
+    let from_lkg = rt.block_on(offline().start()).unwrap();
+    assert_eq!(from_lkg.config().value("port"), Some(&json!(7070)));
+    assert_eq!(from_lkg.config().version().changed_epoch, epoch);
+    rt.block_on(from_lkg.shutdown());
+
+    // One flipped byte inside the signed payload: a clear error naming the file, no config.
+    let mut bytes = std::fs::read(&lkg).unwrap();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    let at = text.find("\"payload\":\"").unwrap() + 20;
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&lkg, &bytes).unwrap();
+    let err = rt.block_on(offline().start()).expect_err("a tampered LKG must not start a client");
+    let msg = err.to_string();
+    assert!(msg.contains("web.lkg.json"), "{msg}");
+    // And with no LKG at all: an error, never an empty configuration.
+    std::fs::remove_file(&lkg).unwrap();
+    let err = rt.block_on(offline().start()).expect_err("no source at all must not start a client");
+    assert!(!err.to_string().is_empty());
+}
