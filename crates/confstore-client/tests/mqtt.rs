@@ -171,3 +171,28 @@ async fn without_a_retained_message_start_fails_after_the_timeout() {
         .unwrap_err();
     assert!(err.to_string().contains("broker:"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtts_with_a_ca_file() {
+    let broker = Broker::start_tls();
+    let (tls_port, ca) = broker.tls.clone().unwrap();
+    let signer = Signer::new(1);
+    Publisher::connect(&broker, "store")
+        .await
+        .snapshot("web", &signer.snapshot("web", 1, 1, 0, json!({"tls": true})))
+        .await;
+    let tls = || {
+        Client::builder("web")
+            .public_key_base64(&signer.public_base64())
+            .mqtt_url(&format!("mqtts://localhost:{tls_port}"))
+            .startup_timeout(Duration::from_secs(2))
+            .env(Vec::new())
+    };
+    let client = tls().mqtt_ca_file(&ca).start().await.unwrap();
+    assert_eq!(client.config().value("tls"), Some(&json!(true)));
+    client.shutdown().await;
+
+    // The webpki roots do not know the test CA: no connection, no configuration.
+    let err = tls().startup_timeout(Duration::from_millis(500)).start().await.unwrap_err();
+    assert!(err.to_string().contains("broker:"), "{err}");
+}

@@ -35,23 +35,44 @@ pub fn applied_log() -> (Arc<Mutex<Vec<u64>>>, impl Fn(&Config) + Send + Sync + 
 /// A Mosquitto of our own on a free port (never 1883), killed on drop.
 pub struct Broker {
     pub port: u16,
+    /// With [`Broker::start_tls`]: the TLS port and the CA that signed its certificate.
+    pub tls: Option<(u16, PathBuf)>,
     conf: PathBuf,
     child: Child,
     _dir: tempfile::TempDir,
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 impl Broker {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::with_tls(false)
+    }
+
+    /// Also listens with TLS (certificate for `localhost` from a fresh test CA).
+    pub fn start_tls() -> Self {
+        Self::with_tls(true)
+    }
+
+    fn with_tls(tls: bool) -> Self {
+        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n"),
-        )
-        .unwrap();
+        let mut text = format!("allow_anonymous true\npersistence false\nlog_dest none\nlistener {port} 127.0.0.1\n");
+        let tls = tls.then(|| {
+            let tls_port = free_port();
+            let ca = make_certificates(dir.path());
+            let d = dir.path().display();
+            text += &format!(
+                "listener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
+            );
+            (tls_port, ca)
+        });
+        std::fs::write(&conf, text).unwrap();
         let child = spawn(&conf, port);
-        Self { port, conf, child, _dir: dir }
+        Self { port, tls, conf, child, _dir: dir }
     }
 
     pub fn url(&self) -> String {
@@ -71,8 +92,54 @@ impl Broker {
     }
 }
 
+/// A test CA and a server certificate for `localhost` / 127.0.0.1 signed by it (openssl).
+fn make_certificates(dir: &std::path::Path) -> PathBuf {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=confstore test CA"],
+        ]
+        .concat(),
+    );
+    openssl(&[&["req"], &ec[..], &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    // Mosquitto started as root reads its key files after dropping to its own user.
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [(dir.to_owned(), 0o755), (dir.join("server.key"), 0o644)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    dir.join("ca.pem")
+}
+
 fn spawn(conf: &PathBuf, port: u16) -> Child {
-    let child = Command::new("/usr/sbin/mosquitto")
+    let mut child = Command::new("/usr/sbin/mosquitto")
         .arg("-c")
         .arg(conf)
         .stdout(Stdio::null())
@@ -81,6 +148,9 @@ fn spawn(conf: &PathBuf, port: u16) -> Child {
         .expect("mosquitto is installed at /usr/sbin/mosquitto");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("mosquitto -c {} exited: {status}", conf.display());
+        }
         assert!(std::time::Instant::now() < deadline, "mosquitto did not listen on {port}");
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -74,6 +74,11 @@ impl Server {
     /// Makes a store in `dir` (which must exist), registers [`SERVICE`], issues an admin
     /// token and starts `confstore serve` on a free port. Call [`Server::wait_ready`] next.
     pub fn start(bin: &Path, dir: &Path) -> Result<Self> {
+        Self::start_with(bin, dir, &["--no-mqtt"])
+    }
+
+    /// [`Server::start`] with `serve_args` after `serve --listen ADDR` (e.g. `--mqtt-url`).
+    pub fn start_with(bin: &Path, dir: &Path, serve_args: &[&str]) -> Result<Self> {
         let version = String::from_utf8_lossy(&process::output(
             "confstore --version",
             {
@@ -107,7 +112,7 @@ impl Server {
         let port = process::free_ports(1)?[0];
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut cmd = confstore(bin, dir);
-        cmd.args(["serve", "--listen", &addr.to_string()]);
+        cmd.args(["serve", "--listen", &addr.to_string()]).args(serve_args);
         let guard = Guard::spawn("confstore serve", cmd, &dir.join("serve.log"))?;
         Ok(Self { addr, token, version, guard })
     }
@@ -129,6 +134,11 @@ impl Server {
                 Err(_) => tokio::time::sleep(POLL_INTERVAL).await,
             }
         }
+    }
+
+    /// The admin bearer token.
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// The server's process id.
@@ -186,7 +196,13 @@ impl HttpConn {
 
     /// Sends one request and returns the body of a 2xx answer; any other status is an
     /// error that shows the body.
-    async fn send(&mut self, method: Method, path: &str, json: Option<String>, accept: Option<&str>) -> Result<Bytes> {
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        json: Option<String>,
+        accept: Option<&str>,
+    ) -> Result<Bytes> {
         let mut req = Request::builder()
             .method(method.clone())
             .uri(path)

@@ -101,6 +101,11 @@ impl Etcd {
         self.guard.pid()
     }
 
+    /// A plain client of its own (for watches).
+    pub async fn client(&self) -> Result<Client> {
+        Client::connect([&self.endpoint], None).await.context("connecting to etcd")
+    }
+
     /// `n` new clients, each with its own connection, whose reads are `read`.
     pub async fn conns(&self, n: usize, read: &Read) -> Result<Vec<EtcdConn>> {
         let mut v = Vec::with_capacity(n);

@@ -1,0 +1,156 @@
+//! The start-up sequence: REST, else the retained MQTT message, else the LKG file — which
+//! is read first anyway, so that no source can take the client backwards.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use confstore_core::stream::{self, Rejection};
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::builder::Plan;
+use crate::error::ClientError;
+use crate::lkg::LkgError;
+use crate::mqtt::{self, Connection};
+use crate::stats::Counters;
+use crate::updater::{Offer, Updater};
+use crate::{Client, MqttRuntime};
+
+/// Why each failed source failed, in start-up order.
+type Reasons = Vec<(&'static str, String)>;
+
+pub(crate) async fn start(plan: Plan) -> Result<Client, ClientError> {
+    let counters = Arc::new(Counters::default());
+    let service = plan.updater.service.clone();
+    let rest = plan.updater.rest.clone();
+    let lkg_path = plan.updater.lkg_path.clone();
+    let mut updater = Updater::new(plan.updater, Arc::clone(&counters));
+    let mut reasons = Reasons::new();
+    let lkg = updater.resume_lkg();
+
+    let mut fresh = match &rest {
+        Some(rest) => from_rest(&mut updater, rest, &mut reasons).await,
+        None => false,
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let mut connection = plan.mqtt.map(|options| {
+        Connection::start(options, stream::snapshot_topic(&service), Arc::clone(&counters), stop_rx.clone())
+    });
+    if let (Some(conn), false) = (&mut connection, fresh) {
+        match wait_retained(&mut updater, conn, plan.startup_timeout).await {
+            Ok(()) => fresh = true,
+            Err(why) => reasons.push(("mqtt", why)),
+        }
+    }
+    if let Some(path) = &lkg_path {
+        let only_source = rest.is_none() && connection.is_none();
+        settle_lkg(&updater, path, lkg, only_source, &mut reasons)?;
+    }
+
+    let Some(outlet) = updater.open_outlet() else {
+        if let Some(conn) = connection {
+            conn.task.abort();
+        }
+        return Err(ClientError::NoVerifiedConfig { service, reasons });
+    };
+    if !fresh {
+        warn!(%service, "no fresh snapshot ({}); starting from the lkg file", list(&reasons));
+    } else if !reasons.is_empty() {
+        warn!(%service, "started, but a source failed: {}", list(&reasons));
+    }
+    let mqtt = connection.map(|conn| {
+        let processor = tokio::spawn(mqtt::run_updates(updater, conn.client.clone(), conn.publishes, stop_rx));
+        MqttRuntime { client: conn.client, connection: conn.task, processor, stop }
+    });
+    Ok(Client { service, outlet, counters, mqtt })
+}
+
+/// Offers the REST snapshot; true if REST gave a verified snapshot of this service.
+async fn from_rest(updater: &mut Updater, rest: &crate::rest::Rest, reasons: &mut Reasons) -> bool {
+    let jws = match rest.snapshot(None).await {
+        Ok(jws) => jws,
+        Err(e) => {
+            reasons.push(("rest", e.to_string()));
+            return false;
+        }
+    };
+    match updater.offer(jws).await {
+        Offer::Applied => true,
+        Offer::Held(why) => {
+            warn_if_older("REST", &why);
+            true
+        }
+        Offer::Invalid { reason } => {
+            reasons.push(("rest", reason));
+            false
+        }
+    }
+}
+
+/// Waits for the retained snapshot: done when one verified snapshot of this service was
+/// judged (applied, or older than the LKG version); foreign or forged messages are
+/// counted and waited past.
+async fn wait_retained(updater: &mut Updater, conn: &mut Connection, timeout: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_rejected = None;
+    loop {
+        match tokio::time::timeout_at(deadline, conn.publishes.recv()).await {
+            Ok(Some(publish)) => match mqtt::process(updater, &conn.client, publish).await {
+                Offer::Applied => return Ok(()),
+                Offer::Held(why) => {
+                    warn_if_older("the retained MQTT message", &why);
+                    return Ok(());
+                }
+                Offer::Invalid { reason } => last_rejected = Some(reason),
+            },
+            Ok(None) => return Err("the connection task ended".into()),
+            Err(_) => {
+                return Err(match (last_rejected, conn.last_error()) {
+                    (Some(why), _) => {
+                        format!("no valid retained snapshot within {timeout:?} (last one rejected: {why})")
+                    }
+                    (None, Some(e)) => format!("no retained snapshot within {timeout:?}; broker: {e}"),
+                    (None, None) => format!("no retained snapshot within {timeout:?}"),
+                });
+            }
+        }
+    }
+}
+
+/// What the LKG file's state means now that the other sources were tried: nothing if it
+/// loaded; if it is unusable, ignored (and counted) beside a configuration from another
+/// source, an error naming it when it is the only source, else one reason among others.
+fn settle_lkg(
+    updater: &Updater,
+    path: &std::path::Path,
+    lkg: Result<bool, LkgError>,
+    only_source: bool,
+    reasons: &mut Reasons,
+) -> Result<(), ClientError> {
+    match lkg {
+        Ok(true) => {}
+        Ok(false) if updater.current().is_none() => {
+            reasons.push(("lkg", format!("file {} does not exist yet", path.display())));
+        }
+        Ok(false) => {}
+        Err(e) if updater.current().is_some() => {
+            Counters::bump(&updater.counters().lkg_rejected);
+            warn!(path = %path.display(), "ignored the lkg file: {e}");
+        }
+        Err(e) if only_source => return Err(ClientError::Lkg { path: path.to_owned(), reason: e.to_string() }),
+        Err(e) => reasons.push(("lkg", format!("file {}: {e}", path.display()))),
+    }
+    Ok(())
+}
+
+/// A source that serves an older version than the LKG file holds: the client keeps the
+/// newer one (it never goes backwards), but someone should look at the source.
+fn warn_if_older(source: &str, why: &Rejection) {
+    if !matches!(why, Rejection::Duplicate(_)) {
+        warn!("{source} has an older snapshot than the lkg file ({why}); keeping the lkg version");
+    }
+}
+
+fn list(reasons: &[(&'static str, String)]) -> String {
+    reasons.iter().map(|(source, why)| format!("{source}: {why}")).collect::<Vec<_>>().join("; ")
+}
