@@ -14,6 +14,11 @@
 //!   missing ones are fetched over REST (`?epoch=N`, walking the chain back, at most 64)
 //!   and applied oldest first. If that is impossible the newest version is applied anyway
 //!   and a `resync` is counted, so the client always converges.
+//! - **Nothing lost with the broker.** Whenever the broker has no session for the client
+//!   (first connection, or a broker restarted without persistence, which forgets queued
+//!   and retained messages alike), the client asks REST for the latest snapshot (a
+//!   `catch_up`, retried with backoff until REST answers), so it converges even if no
+//!   further message ever comes. It does the same after a start from the LKG file alone.
 //! - **Never silently empty.** `start` fails with [`ClientError::NoVerifiedConfig`], listing
 //!   why each source failed, unless some verified configuration is available.
 //! - **Cheap reads.** [`Client::config`] is a lock-free `ArcSwap` load and
@@ -64,7 +69,8 @@
 //!
 //! [`Client::stats`]: `applied` versions, `rejected` per kind (`signature`, `malformed`,
 //! `wrong_store`, `wrong_service`, `wrong_topic`, `stale`, `duplicate`, `old_generation`,
-//! `forked`), `gaps_filled`, `resyncs`, `reconnects`, `lkg_rejected`, `lkg_write_errors`.
+//! `forked`), `gaps_filled`, `resyncs`, `reconnects`, `catch_ups`, `lkg_rejected`,
+//! `lkg_write_errors`.
 //! Duplicates and stale messages are normal with QoS 1 and logged at debug only.
 //!
 //! # Environment of [`ClientBuilder::from_env`]

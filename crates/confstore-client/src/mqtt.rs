@@ -6,6 +6,12 @@
 //! processing task, which owns the [`Updater`] and acks each message once it is judged
 //! and, if applied, persisted. The forwarding channel is unbounded, but the broker sends at
 //! most its in-flight window of unacknowledged QoS 1 messages ahead of the acks.
+//!
+//! A connection on which the broker has no session for the client means messages may be
+//! lost for good (a broker restarted without persistence forgets queued and retained
+//! messages alike, and the store will not publish them again; on the first connection,
+//! whatever was published since the start-up REST fetch): the processing task then catches
+//! up over REST, retrying with backoff until REST answers.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -32,6 +38,18 @@ const REQUEST_CHANNEL_CAPACITY: usize = 4096;
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const CATCH_UP_RETRY_MIN: Duration = Duration::from_secs(1);
+const CATCH_UP_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// What the connection task hands to the processing task, in order.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A message on the subscribed topic.
+    Publish(Publish),
+    /// Connected, and the broker had no session for the client: messages meant for it
+    /// may be gone.
+    SessionLost,
+}
 
 /// A parsed `mqtt://host:port` or `mqtts://host:port`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,10 +145,10 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientErro
         .with_no_client_auth())
 }
 
-/// A running connection: the client handle, the publishes it forwards, its task.
+/// A running connection: the client handle, what it forwards, its task.
 pub(crate) struct Connection {
     pub(crate) client: AsyncClient,
-    pub(crate) publishes: mpsc::UnboundedReceiver<Publish>,
+    pub(crate) inbound: mpsc::UnboundedReceiver<Inbound>,
     pub(crate) task: JoinHandle<()>,
     last_error: Arc<Mutex<Option<String>>>,
 }
@@ -145,11 +163,11 @@ impl Connection {
         stop: watch::Receiver<bool>,
     ) -> Self {
         let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
-        let (tx, publishes) = mpsc::unbounded_channel();
+        let (tx, inbound) = mpsc::unbounded_channel();
         let last_error = Arc::new(Mutex::new(None));
         let driver = Driver { client: client.clone(), topic, tx, counters, last_error: Arc::clone(&last_error), stop };
         let task = tokio::spawn(driver.run(eventloop));
-        Self { client, publishes, task, last_error }
+        Self { client, inbound, task, last_error }
     }
 
     /// The last connection error, if the connection is down.
@@ -161,7 +179,7 @@ impl Connection {
 struct Driver {
     client: AsyncClient,
     topic: String,
-    tx: mpsc::UnboundedSender<Publish>,
+    tx: mpsc::UnboundedSender<Inbound>,
     counters: Arc<Counters>,
     last_error: Arc<Mutex<Option<String>>>,
     stop: watch::Receiver<bool>,
@@ -184,6 +202,9 @@ impl Driver {
                         Counters::bump(&self.counters.reconnects);
                     }
                     connected_before = true;
+                    if !ack.session_present && self.tx.send(Inbound::SessionLost).is_err() {
+                        return;
+                    }
                     *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     debug!(topic = %self.topic, session_present = ack.session_present, "connected to the broker");
                     // Subscribe on every ConnAck: a broker that lost the session (restart
@@ -194,7 +215,7 @@ impl Driver {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    if self.tx.send(publish).is_err() {
+                    if self.tx.send(Inbound::Publish(publish)).is_err() {
                         return;
                     }
                 }
@@ -225,21 +246,59 @@ pub(crate) async fn process(updater: &mut Updater, client: &AsyncClient, publish
     offer
 }
 
-/// The processing task: every forwarded publish, in order, until `stop`.
+/// The processing task: everything forwarded, in order, until `stop`; catches up over
+/// REST at once if `catch_up_now`.
 pub(crate) async fn run_updates(
     mut updater: Updater,
     client: AsyncClient,
-    mut publishes: mpsc::UnboundedReceiver<Publish>,
+    mut inbound: mpsc::UnboundedReceiver<Inbound>,
     mut stop: watch::Receiver<bool>,
+    catch_up_now: bool,
 ) {
+    let mut catch_up = CatchUp { due: catch_up_now.then(tokio::time::Instant::now), delay: CATCH_UP_RETRY_MIN };
     loop {
-        let publish = tokio::select! {
+        let next = tokio::select! {
             biased;
             _ = stop.changed() => return,
-            publish = publishes.recv() => publish,
+            next = inbound.recv() => next,
+            () = catch_up.wait() => Some(Inbound::SessionLost),
         };
-        let Some(publish) = publish else { return };
-        process(&mut updater, &client, publish).await;
+        match next {
+            None => return,
+            Some(Inbound::Publish(publish)) => {
+                process(&mut updater, &client, publish).await;
+            }
+            Some(Inbound::SessionLost) => catch_up.run(&mut updater).await,
+        }
+    }
+}
+
+/// A pending REST catch-up, retried with backoff until REST answers.
+struct CatchUp {
+    due: Option<tokio::time::Instant>,
+    delay: Duration,
+}
+
+impl CatchUp {
+    async fn wait(&self) {
+        match self.due {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn run(&mut self, updater: &mut Updater) {
+        match updater.catch_up().await {
+            Ok(()) => *self = Self { due: None, delay: CATCH_UP_RETRY_MIN },
+            Err(e) => {
+                warn!(
+                    "messages may have been lost, and catching up over REST failed: {e}; retrying in {:?}",
+                    self.delay
+                );
+                self.due = Some(tokio::time::Instant::now() + self.delay);
+                self.delay = (self.delay * 2).min(CATCH_UP_RETRY_MAX);
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use tracing::warn;
 use crate::builder::Plan;
 use crate::error::ClientError;
 use crate::lkg::LkgError;
-use crate::mqtt::{self, Connection};
+use crate::mqtt::{self, Connection, Inbound};
 use crate::stats::Counters;
 use crate::updater::{Offer, Updater};
 use crate::{Client, MqttRuntime};
@@ -36,8 +36,9 @@ pub(crate) async fn start(plan: Plan) -> Result<Client, ClientError> {
     let mut connection = plan.mqtt.map(|options| {
         Connection::start(options, stream::snapshot_topic(&service), Arc::clone(&counters), stop_rx.clone())
     });
+    let mut session_lost = false;
     if let (Some(conn), false) = (&mut connection, fresh) {
-        match wait_retained(&mut updater, conn, plan.startup_timeout).await {
+        match wait_retained(&mut updater, conn, plan.startup_timeout, &mut session_lost).await {
             Ok(()) => fresh = true,
             Err(why) => reasons.push(("mqtt", why)),
         }
@@ -58,8 +59,12 @@ pub(crate) async fn start(plan: Plan) -> Result<Client, ClientError> {
     } else if !reasons.is_empty() {
         warn!(%service, "started, but a source failed: {}", list(&reasons));
     }
+    // Started from the LKG file alone, or the broker had no session: REST will tell what
+    // was missed once it answers.
+    let catch_up_now = (!fresh || session_lost) && rest.is_some();
     let mqtt = connection.map(|conn| {
-        let processor = tokio::spawn(mqtt::run_updates(updater, conn.client.clone(), conn.publishes, stop_rx));
+        let updates = mqtt::run_updates(updater, conn.client.clone(), conn.inbound, stop_rx, catch_up_now);
+        let processor = tokio::spawn(updates);
         MqttRuntime { client: conn.client, connection: conn.task, processor, stop }
     });
     Ok(Client { service, outlet, counters, mqtt })
@@ -89,13 +94,19 @@ async fn from_rest(updater: &mut Updater, rest: &crate::rest::Rest, reasons: &mu
 
 /// Waits for the retained snapshot: done when one verified snapshot of this service was
 /// judged (applied, or older than the LKG version); foreign or forged messages are
-/// counted and waited past.
-async fn wait_retained(updater: &mut Updater, conn: &mut Connection, timeout: Duration) -> Result<(), String> {
+/// counted and waited past. Notes whether the broker had no session for the client.
+async fn wait_retained(
+    updater: &mut Updater,
+    conn: &mut Connection,
+    timeout: Duration,
+    session_lost: &mut bool,
+) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last_rejected = None;
     loop {
-        match tokio::time::timeout_at(deadline, conn.publishes.recv()).await {
-            Ok(Some(publish)) => match mqtt::process(updater, &conn.client, publish).await {
+        match tokio::time::timeout_at(deadline, conn.inbound.recv()).await {
+            Ok(Some(Inbound::SessionLost)) => *session_lost = true,
+            Ok(Some(Inbound::Publish(publish))) => match mqtt::process(updater, &conn.client, publish).await {
                 Offer::Applied => return Ok(()),
                 Offer::Held(why) => {
                     warn_if_older("the retained MQTT message", &why);

@@ -22,6 +22,11 @@ pub struct Stats {
     pub resyncs: u64,
     /// MQTT connections established after the first one.
     pub reconnects: u64,
+    /// Latest snapshots fetched over REST because messages may have been lost: after each
+    /// connection on which the broker had no session for the client (a broker restart
+    /// without persistence loses queued and retained messages), and after a start from the
+    /// LKG file alone.
+    pub catch_ups: u64,
     /// LKG files that did not load (corrupt, tampered, another store's) and were ignored
     /// because another source succeeded.
     pub lkg_rejected: u64,
@@ -48,6 +53,7 @@ pub(crate) struct Counters {
     pub(crate) gaps_filled: AtomicU64,
     pub(crate) resyncs: AtomicU64,
     pub(crate) reconnects: AtomicU64,
+    pub(crate) catch_ups: AtomicU64,
     pub(crate) lkg_rejected: AtomicU64,
     pub(crate) lkg_write_errors: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
@@ -70,6 +76,7 @@ impl Counters {
             gaps_filled: load(&self.gaps_filled),
             resyncs: load(&self.resyncs),
             reconnects: load(&self.reconnects),
+            catch_ups: load(&self.catch_ups),
             lkg_rejected: load(&self.lkg_rejected),
             lkg_write_errors: load(&self.lkg_write_errors),
         }

@@ -132,6 +132,26 @@ impl Updater {
     /// Verifies, judges and (if it is newer) applies a snapshot JWS, first fetching and
     /// applying any versions missing before it.
     pub(crate) async fn offer(&mut self, jws: Value) -> Offer {
+        self.take(jws, true).await
+    }
+
+    /// Asks REST for the latest snapshot and takes it if it is newer (with any versions
+    /// missing before it): what the client does when the broker may have lost messages
+    /// meant for it. Nothing to do without a REST URL.
+    pub(crate) async fn catch_up(&mut self) -> Result<(), String> {
+        let Some(rest) = &self.settings.rest else { return Ok(()) };
+        let jws = rest.snapshot(None).await.map_err(|e| e.to_string())?;
+        Counters::bump(&self.counters.catch_ups);
+        match self.take(jws, false).await {
+            Offer::Invalid { reason } => Err(reason),
+            Offer::Applied | Offer::Held(_) => Ok(()),
+        }
+    }
+
+    /// [`Self::offer`]; `count_held`: whether a verified snapshot that is not newer counts
+    /// as a rejection (it does for messages; a catch-up that finds nothing new is no
+    /// rejected message).
+    async fn take(&mut self, jws: Value, count_held: bool) -> Offer {
         let incoming = match self.verify(jws) {
             Ok(v) => v,
             Err(rejection) => return self.invalid(rejection),
@@ -140,7 +160,9 @@ impl Updater {
             Ok(Verdict::Apply) => {}
             Ok(Verdict::Gap { missing_epoch }) => self.fill_gap(&incoming.version, missing_epoch).await,
             Err(rejection) => {
-                self.count(&rejection);
+                if count_held {
+                    self.count(&rejection);
+                }
                 return Offer::Held(rejection);
             }
         }

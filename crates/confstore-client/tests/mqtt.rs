@@ -196,3 +196,52 @@ async fn mqtts_with_a_ca_file() {
     let err = tls().startup_timeout(Duration::from_millis(500)).start().await.unwrap_err();
     assert!(err.to_string().contains("broker:"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_lost_with_the_broker_state_are_caught_up_over_rest() {
+    let mut broker = Broker::start();
+    let rest = FakeRest::start().await;
+    let signer = Signer::new(1);
+    let versions = chain(&signer, "web", 3);
+    versions.iter().for_each(|v| rest.keep(v));
+    rest.publish(&versions[0]);
+    Publisher::connect(&broker, "store").await.snapshot("web", &versions[0]).await;
+    let (log, on_update) = applied_log();
+    let client = builder(&broker, "web-lost").rest_url(&rest.url).on_update(on_update).start().await.unwrap();
+
+    // A first connection without a session asks REST once: nothing new.
+    wait_until("the first catch-up", || client.stats().catch_ups == 1).await;
+    // Versions 2 and 3 went to the broker, which restarts without persistence before the
+    // client got them: no queued message, no retained message, no further write.
+    rest.publish(&versions[2]);
+    broker.restart();
+    wait_until("the catch-up", || log.lock().unwrap().len() == 3).await;
+    assert_eq!(*log.lock().unwrap(), [1, 2, 3]);
+    let stats = client.stats();
+    assert_eq!((stats.catch_ups, stats.reconnects, stats.gaps_filled, stats.resyncs), (2, 1, 1, 0));
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_from_the_lkg_file_catches_up_once_rest_answers() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let lkg = dir.path().join("web.lkg.json");
+    let rest = FakeRest::start().await;
+    let signer = Signer::new(1);
+    let versions = chain(&signer, "web", 3);
+    versions.iter().for_each(|v| rest.keep(v));
+    rest.publish(&versions[0]);
+    let with_rest = || builder(&broker, "web-lkg").rest_url(&rest.url).lkg_path(&lkg);
+    with_rest().start().await.unwrap().shutdown().await;
+
+    rest.fail_with(Some(503));
+    let (log, on_update) = applied_log();
+    let client = with_rest().startup_timeout(Duration::from_millis(200)).on_update(on_update).start().await.unwrap();
+    assert_eq!(client.config().version().changed_epoch, 1, "from the lkg file");
+    rest.publish(&versions[2]);
+    rest.fail_with(None);
+    wait_until("the catch-up", || log.lock().unwrap().len() == 2).await;
+    assert_eq!(*log.lock().unwrap(), [2, 3]);
+    client.shutdown().await;
+}

@@ -193,6 +193,12 @@ pub struct Projections {
     pub search_seq: std::sync::atomic::AtomicU64,
     /// The LKG file.
     pub lkg_seq: std::sync::atomic::AtomicU64,
+    /// Whether the MQTT publisher runs.
+    pub mqtt_enabled: std::sync::atomic::AtomicBool,
+    /// Whether it is connected to its broker.
+    pub mqtt_connected: std::sync::atomic::AtomicBool,
+    /// Seq through which the broker acknowledged everything (the publisher's checkpoint).
+    pub mqtt_seq: std::sync::atomic::AtomicU64,
 }
 
 impl std::ops::Deref for App {

@@ -295,3 +295,27 @@ async fn the_outlet_sees_every_applied_version() {
     assert!(rx.has_changed().unwrap());
     assert_eq!(rx.borrow_and_update().version().changed_epoch, 3);
 }
+
+#[tokio::test]
+async fn a_catch_up_takes_what_rest_has_and_counts_no_rejection() {
+    let signer = Signer::new(1);
+    let versions = chain(&signer, "web", 4);
+    let rest = FakeRest::start().await;
+    versions.iter().for_each(|v| rest.keep(v));
+    rest.publish(&versions[3]);
+    let mut h = Harness::new(Some(&rest), None, None);
+    h.send_all(&versions[..1]).await;
+    h.updater.catch_up().await.unwrap();
+    assert_eq!(h.applied(), [1, 2, 3, 4]);
+    h.updater.catch_up().await.unwrap();
+    assert_eq!(h.applied(), [1, 2, 3, 4], "nothing new");
+    let stats = h.stats();
+    assert_eq!((stats.catch_ups, stats.gaps_filled, stats.rejected_total()), (2, 2, 0));
+
+    rest.fail_with(Some(503));
+    assert!(h.updater.catch_up().await.unwrap_err().contains("HTTP 503"));
+    rest.fail_with(None);
+    rest.publish(&Signer::new(9).snapshot("web", 1, 5, 4, json!({})));
+    assert!(h.updater.catch_up().await.is_err(), "a forged answer is an error");
+    assert!(Harness::new(None, None, None).updater.catch_up().await.is_ok(), "nothing to ask without REST");
+}

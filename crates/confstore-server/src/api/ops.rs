@@ -42,6 +42,14 @@ pub async fn readyz(State(app): State<App>) -> Response {
             let search = app.projections.search_seq.load(Ordering::Relaxed);
             let lkg = app.projections.lkg_seq.load(Ordering::Relaxed);
             let refusal = l.store.current_refusal();
+            let mqtt = app.projections.mqtt_seq.load(Ordering::Relaxed);
+            // Advice only: a dead broker never makes the server unready (writes go on).
+            let live_stream = if app.projections.mqtt_enabled.load(Ordering::Relaxed) {
+                json!({"connected": app.projections.mqtt_connected.load(Ordering::Relaxed),
+                       "seq": mqtt, "lag": seq.saturating_sub(mqtt)})
+            } else {
+                json!("off")
+            };
             let body = json!({
                 "ready": refusal.is_none(),
                 "mode": mode.name(),
@@ -55,6 +63,7 @@ pub async fn readyz(State(app): State<App>) -> Response {
                     "search": {"seq": search, "lag": seq.saturating_sub(search)},
                     "lkg": {"seq": lkg, "lag": seq.saturating_sub(lkg)},
                 },
+                "live_stream": live_stream,
             });
             (if refusal.is_none() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
         }

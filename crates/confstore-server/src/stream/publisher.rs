@@ -20,6 +20,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use confstore_core::stream::{self, Health, Position};
@@ -125,6 +126,7 @@ struct Publisher {
 /// Runs the publisher until `stop` turns true; then says `offline` on the health topic and
 /// disconnects.
 pub async fn run(app: App, settings: MqttSettings, mut stop: watch::Receiver<bool>) {
+    app.projections.mqtt_enabled.store(true, Ordering::Relaxed);
     let (store_id, generation) = identity(&app);
     let mut p = Publisher {
         app,
@@ -165,9 +167,9 @@ pub async fn run(app: App, settings: MqttSettings, mut stop: watch::Receiver<boo
             }
         };
         backoff = BACKOFF_MIN;
-        p.app.metrics.mqtt_connected(true);
+        p.connected(true);
         let why = p.serve(&mut conn, &mut stop).await;
-        p.app.metrics.mqtt_connected(false);
+        p.connected(false);
         match why {
             Ended::Stopped => {
                 p.say_offline(&mut conn, "shutdown").await;
@@ -356,6 +358,7 @@ impl Publisher {
                 self.pending.push_back(Batch { end_seq: head_seq, end_hash: head_hash, msgs, unacked });
             }
         }
+        self.progress_metrics();
     }
 
     /// Reads the events after `read_seq` (verified: links and hashes; signatures this
@@ -484,7 +487,14 @@ impl Publisher {
 
     fn progress_metrics(&self) {
         let pending = self.pending.iter().map(|b| b.unacked).sum();
-        self.app.metrics.mqtt_progress(self.acked.map_or(0, |a| a.0), pending);
+        let seq = self.acked.map_or(0, |a| a.0);
+        self.app.metrics.mqtt_progress(seq, pending);
+        self.app.projections.mqtt_seq.store(seq, Ordering::Relaxed);
+    }
+
+    fn connected(&self, up: bool) {
+        self.app.metrics.mqtt_connected(up);
+        self.app.projections.mqtt_connected.store(up, Ordering::Relaxed);
     }
 
     /// Writes the checkpoint file if it moved (at most every CHECKPOINT_INTERVAL unless `now`).
