@@ -92,6 +92,8 @@ struct Conn {
     unsent: VecDeque<Tag>,
     /// Written, awaiting PUBACK, by packet id.
     inflight: HashMap<u16, Tag>,
+    /// Id of the first pending batch not yet handed to this connection.
+    next_batch: u64,
 }
 
 impl Drop for Conn {
@@ -209,7 +211,7 @@ impl Publisher {
         match first {
             Ok(Some(Report::Connected { session_present })) => {
                 tracing::info!(broker = %self.settings.url(), session_present, "connected to the MQTT broker");
-                Ok(Conn { client, reports, task, unsent: VecDeque::new(), inflight: HashMap::new() })
+                Ok(Conn { client, reports, task, unsent: VecDeque::new(), inflight: HashMap::new(), next_batch: 0 })
             }
             Ok(Some(Report::Down(why))) => {
                 task.abort();
@@ -231,26 +233,19 @@ impl Publisher {
     async fn serve(&mut self, conn: &mut Conn, stop: &mut watch::Receiver<bool>) -> Ended {
         let online = self.health("online", None);
         send(conn, &online, Tag::Loose("health")).await;
-        for (i, batch) in self.pending.iter().enumerate() {
-            let id = self.first_id + i as u64;
-            for m in &batch.msgs {
-                send(conn, m, Tag::Batch(id, m.kind)).await;
-            }
-        }
         let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut recover = tokio::time::interval(self.app.config.recover_interval);
         loop {
             let head_rx = self.follow();
+            // Everything pending that this connection has not carried yet: all of it on a new
+            // connection, a full sync after (re)initialising, each new batch.
+            self.flush(conn).await;
             if let Some(rx) = &head_rx {
                 let head = *rx.borrow();
                 if head > self.read_seq && self.window_free() {
                     match self.read_batch().await {
                         Ok(Some(batch)) => {
-                            let id = self.first_id + self.pending.len() as u64;
-                            for m in &batch.msgs {
-                                send(conn, m, Tag::Batch(id, m.kind)).await;
-                            }
                             self.pending.push_back(batch);
                             self.progress_metrics();
                             continue;
@@ -290,6 +285,19 @@ impl Publisher {
                 _ = stop.changed() => return Ended::Stopped,
             }
         }
+    }
+
+    /// Hands every pending batch this connection has not carried yet to the client.
+    async fn flush(&self, conn: &mut Conn) {
+        for (i, batch) in self.pending.iter().enumerate() {
+            let id = self.first_id + i as u64;
+            if id >= conn.next_batch {
+                for m in &batch.msgs {
+                    send(conn, m, Tag::Batch(id, m.kind)).await;
+                }
+            }
+        }
+        conn.next_batch = self.first_id + self.pending.len() as u64;
     }
 
     fn window_free(&self) -> bool {
@@ -332,8 +340,10 @@ impl Publisher {
                     .ok()?;
                 Some((c.seq, hash, state))
             });
+        // Batch ids keep counting up, so acknowledgements of messages from before this point
+        // (still in flight) match no batch.
+        self.first_id += self.pending.len() as u64;
         self.pending.clear();
-        self.first_id = 0;
         match resumed {
             Some((seq, hash, state)) => {
                 tracing::info!(from_seq = seq, head_seq, "MQTT publisher resumes from its checkpoint");
