@@ -58,14 +58,12 @@ fn b64url() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
 }
 
-/// The store's public key (base64) from its .env.
 fn public_key(store: &Store) -> String {
-    store.env_vars().get(PUBLIC_KEY).cloned().expect("the public key in .env")
+    common::mqtt::store_public_key(store)
 }
 
 fn verifying_key(store: &Store) -> VerifyingKey {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(public_key(store)).unwrap();
-    VerifyingKey::from_bytes(&bytes).unwrap()
+    common::mqtt::store_verifying_key(store)
 }
 
 /// The store's own signing key: what the server signs with (used only to build a snapshot
@@ -105,21 +103,12 @@ impl Drop for LogsOnFailure {
 /// A store served with the live stream going to the broker at `mqtt_url`; `web` and `db`
 /// registered.
 fn served(dir: &Path, mqtt_url: &str) -> (Store, Server, Http) {
-    let store = Store::in_dir(dir);
-    store.init();
-    let mut server = Server::start(&store, &["--mqtt-url", mqtt_url], &dir.join("serve.log"));
-    server.wait_ready();
-    let mut http = Http::new(server.addr).with_token(&admin_token(&store));
-    for s in ["web", "db"] {
-        http.ok("POST", "/api/v1/services", Some(&json!({"name": s})));
-    }
-    (store, server, http)
+    common::mqtt::serve_with_stream(dir, &["--mqtt-url", mqtt_url], &["web", "db"])
 }
 
 /// A real write; the epoch the server acknowledged.
 fn put(http: &mut Http, service: &str, key: &str, value: &Value) -> u64 {
-    let resp = http.ok("PUT", &format!("/api/v1/services/{service}/values/{key}"), Some(&json!({"value": value})));
-    resp.json()["epoch"].as_u64().unwrap()
+    common::mqtt::put_value(http, service, key, value)
 }
 
 /// What the server serves as `web`'s current snapshot document.

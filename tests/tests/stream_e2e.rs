@@ -18,7 +18,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::mqtt::{Broker, RawClient, password_file};
+use common::mqtt::{
+    Broker, RawClient, password_file, put_value, serve_with_stream, store_public_key, store_verifying_key,
+};
 use common::*;
 use confstore_client::{Client, Source};
 use confstore_core::VerifyingKey;
@@ -30,37 +32,21 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-/// The store's public key from its .env.
 fn public_key(store: &Store) -> String {
-    let env = std::fs::read_to_string(&store.env_file).unwrap();
-    env.lines()
-        .find_map(|l| l.strip_prefix(&format!("{PUBLIC_KEY}=")))
-        .map(|v| v.trim().trim_matches('"').to_owned())
-        .expect("the public key in .env")
+    store_public_key(store)
 }
 
 fn verifying_key(store: &Store) -> VerifyingKey {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(public_key(store)).unwrap();
-    VerifyingKey::from_bytes(&bytes).unwrap()
+    store_verifying_key(store)
 }
 
 /// A store served with the live stream going to `mqtt_args`; `web` and `db` registered.
 fn served(dir: &Path, mqtt_args: &[&str]) -> (Store, Server, Http) {
-    let store = Store::in_dir(dir);
-    store.init();
-    let mut server = Server::start(&store, mqtt_args, &dir.join("serve.log"));
-    server.wait_ready();
-    let mut http = Http::new(server.addr).with_token(&admin_token(&store));
-    for s in ["web", "db"] {
-        http.ok("POST", "/api/v1/services", Some(&json!({"name": s})));
-    }
-    (store, server, http)
+    serve_with_stream(dir, mqtt_args, &["web", "db"])
 }
 
 fn put(http: &mut Http, service: &str, key: &str, value: &Value) -> u64 {
-    let resp = http.ok("PUT", &format!("/api/v1/services/{service}/values/{key}"), Some(&json!({"value": value})));
-    resp.json()["epoch"].as_u64().unwrap()
+    put_value(http, service, key, value)
 }
 
 type Applied = Arc<Mutex<Vec<(u64, Value)>>>;
@@ -389,4 +375,42 @@ fn with_the_store_down_the_client_starts_from_its_verified_lkg_and_refuses_a_tam
     std::fs::remove_file(&lkg).unwrap();
     let err = rt.block_on(offline().start()).expect_err("no source at all must not start a client");
     assert!(!err.to_string().is_empty());
+}
+
+/// A broker restarted without persistence has lost every retained message: the publisher
+/// (its session gone too) puts every service's snapshot and the head back, so a new
+/// subscriber still starts from the current state without any further write.
+#[test]
+fn after_the_broker_loses_its_retained_messages_the_publisher_puts_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start_with(&dir.path().join("broker"), false, "allow_anonymous true\n");
+    let (store, server, mut http) = served(dir.path(), &["--mqtt-url", &broker.url()]);
+    let epoch = put(&mut http, "web", "port", &json!(8443));
+    let key = verifying_key(&store);
+    // The newest snapshot a client has seen on system/config/web (retained copy or live).
+    let newest = |c: &RawClient| -> Option<u64> {
+        let m = c.on("system/config/web").pop()?;
+        let jws: Value = serde_json::from_slice(&m.payload).ok()?;
+        let doc = confstore_core::jws::verify(&jws, confstore_core::jws::TYP_SNAPSHOT, &[key]).ok()?;
+        doc["changed_epoch"].as_u64()
+    };
+    let before = RawClient::connect(broker.port, "before", None, &["system/config/web"]);
+    poll_until("the retained snapshot before the restart", DEADLINE, Duration::from_millis(10), || {
+        (newest(&before) == Some(epoch)).then_some(())
+    });
+    drop(before);
+    broker.restart(false);
+    // A subscriber connecting now gets the snapshot once the publisher has put it back
+    // (live if it subscribed first, else as the retained copy)...
+    let after = RawClient::connect(broker.port, "after", None, &["system/config/web"]);
+    poll_until("the publisher to republish the snapshot", DEADLINE, Duration::from_millis(10), || {
+        (newest(&after) == Some(epoch)).then_some(())
+    });
+    // ...and from then on every new subscriber gets it retained, with the signed head.
+    let late = RawClient::connect(broker.port, "late", None, &["system/config/web", "system/config-head"]);
+    poll_until("the retained snapshot and head after the restart", DEADLINE, Duration::from_millis(10), || {
+        (late.on("system/config/web").iter().any(|m| m.retain) && newest(&late) == Some(epoch)).then_some(())
+    });
+    assert!(late.on("system/config-head").iter().any(|m| m.retain), "the signed head was not restored");
+    drop(server);
 }

@@ -16,10 +16,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // `confstore history | head` should stop quietly when head exits, like any Unix tool,
-    // not panic on a broken pipe (Rust ignores SIGPIPE by default).
-    sigpipe::reset();
     let cli = cli::Cli::parse();
+    // `confstore history | head` should stop quietly when head exits, like any Unix tool,
+    // not panic on a broken pipe (Rust ignores SIGPIPE by default). Not for `serve`: there
+    // a peer closing a socket (a broker restarting, a client hanging up) while it is being
+    // written would kill the whole server; ignored, it is an EPIPE error on that socket.
+    if !matches!(cli.command, cli::Command::Serve(_)) {
+        sigpipe::reset();
+    }
     match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {

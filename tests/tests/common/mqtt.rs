@@ -63,8 +63,11 @@ impl Broker {
 
     fn launch(&mut self) {
         let conf = self.dir.join("mosquitto.conf");
+        // `user root`: as root, mosquitto would drop to its own user and then fail to save
+        // its persistence file in the test's directory (without it, a "persistent" restart
+        // silently loses everything). No effect when not run as root.
         let mut text = format!(
-            "listener {} 127.0.0.1\nmessage_size_limit 16777216\nmax_queued_messages 100000\nmax_inflight_messages 1000\n{}",
+            "user root\nlistener {} 127.0.0.1\nmessage_size_limit 16777216\nmax_queued_messages 100000\nmax_inflight_messages 1000\n{}",
             self.port, self.extra
         );
         if self.persistence {
@@ -134,7 +137,9 @@ impl Drop for Broker {
 }
 
 /// A TCP proxy from a free local port to `target`. [`Proxy::cut`] closes every connection
-/// it carries (the client sees its connection drop; the broker sees a client vanish).
+/// it carries (the client sees its connection drop; the broker sees a client vanish);
+/// [`Proxy::hold`] also refuses new ones until [`Proxy::release`] (a client partitioned
+/// from the broker for a while).
 #[derive(Debug, Clone)]
 pub struct Proxy {
     /// Where clients connect.
@@ -156,6 +161,7 @@ impl Proxy {
             for inbound in listener.incoming() {
                 let Ok(inbound) = inbound else { continue };
                 if stopped.load(Ordering::SeqCst) {
+                    let _ = inbound.shutdown(std::net::Shutdown::Both);
                     continue;
                 }
                 let Ok(outbound) = TcpStream::connect(target) else { continue };
@@ -193,6 +199,17 @@ impl Proxy {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         self.cuts.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Cuts every connection and refuses new ones until [`Self::release`].
+    pub fn hold(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+
+    /// Accepts connections again.
+    pub fn release(&self) {
+        self.stopped.store(false, Ordering::SeqCst);
     }
 }
 
@@ -286,4 +303,45 @@ pub fn password_file(path: &Path, users: &[(&str, &str)]) {
         let st = Command::new(passwd).arg("-b").arg(path).arg(u).arg(p).status().unwrap();
         assert!(st.success(), "mosquitto_passwd failed for {u}");
     }
+}
+
+/// The store's public key (base64), from its env file: what services are given.
+pub fn store_public_key(store: &super::Store) -> String {
+    store.env_vars().get(super::PUBLIC_KEY).map(|v| v.trim_matches('"').to_owned()).expect("the public key in .env")
+}
+
+/// The store's public key, parsed.
+pub fn store_verifying_key(store: &super::Store) -> confstore_core::VerifyingKey {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(store_public_key(store)).expect("base64 public key");
+    confstore_core::VerifyingKey::from_bytes(&bytes).expect("a 32-byte public key")
+}
+
+/// A new store in `dir`, served with `serve_args` (the live stream's), ready, with an admin
+/// HTTP client and `services` registered.
+pub fn serve_with_stream(
+    dir: &Path,
+    serve_args: &[&str],
+    services: &[&str],
+) -> (super::Store, super::Server, super::Http) {
+    let store = super::Store::in_dir(dir);
+    store.init();
+    let mut server = super::Server::start(&store, serve_args, &dir.join("serve.log"));
+    server.wait_ready();
+    let mut http = super::Http::new(server.addr).with_token(&super::admin_token(&store));
+    for s in services {
+        http.ok("POST", "/api/v1/services", Some(&serde_json::json!({ "name": s })));
+    }
+    (store, server, http)
+}
+
+/// `PUT /api/v1/services/<service>/values/<key>`; the epoch the server acknowledged.
+#[track_caller]
+pub fn put_value(http: &mut super::Http, service: &str, key: &str, value: &serde_json::Value) -> u64 {
+    let resp = http.ok(
+        "PUT",
+        &format!("/api/v1/services/{service}/values/{key}"),
+        Some(&serde_json::json!({ "value": value })),
+    );
+    resp.json()["epoch"].as_u64().expect("an epoch in the answer")
 }

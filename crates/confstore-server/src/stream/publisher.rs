@@ -94,6 +94,9 @@ struct Conn {
     inflight: HashMap<u16, Tag>,
     /// Id of the first pending batch not yet handed to this connection.
     next_batch: u64,
+    /// Whether the broker still had this client's session (and so, presumably, its
+    /// retained messages).
+    session_present: bool,
 }
 
 impl Drop for Conn {
@@ -123,6 +126,9 @@ struct Publisher {
     last_checkpoint_write: tokio::time::Instant,
     /// The newest signed head, for progress messages.
     head_msg: Option<Msg>,
+    /// Republish every service's snapshot and the head once the read position is known
+    /// (the broker lost its session, and with it perhaps the retained messages).
+    full_sync_wanted: bool,
 }
 
 /// Runs the publisher until `stop` turns true; then says `offline` on the health topic and
@@ -145,6 +151,7 @@ pub async fn run(app: App, settings: MqttSettings, mut stop: watch::Receiver<boo
         checkpoint_written: None,
         last_checkpoint_write: tokio::time::Instant::now(),
         head_msg: None,
+        full_sync_wanted: false,
     };
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -211,7 +218,15 @@ impl Publisher {
         match first {
             Ok(Some(Report::Connected { session_present })) => {
                 tracing::info!(broker = %self.settings.url(), session_present, "connected to the MQTT broker");
-                Ok(Conn { client, reports, task, unsent: VecDeque::new(), inflight: HashMap::new(), next_batch: 0 })
+                Ok(Conn {
+                    client,
+                    reports,
+                    task,
+                    unsent: VecDeque::new(),
+                    inflight: HashMap::new(),
+                    next_batch: 0,
+                    session_present,
+                })
             }
             Ok(Some(Report::Down(why))) => {
                 task.abort();
@@ -233,11 +248,21 @@ impl Publisher {
     async fn serve(&mut self, conn: &mut Conn, stop: &mut watch::Receiver<bool>) -> Ended {
         let online = self.health("online", None);
         send(conn, &online, Tag::Loose("health")).await;
+        if !conn.session_present {
+            // A broker without our session may be one that lost everything (restarted
+            // without persistence): its retained snapshots and head too. Put them back.
+            self.full_sync_wanted = true;
+        }
         let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut recover = tokio::time::interval(self.app.config.recover_interval);
         loop {
             let head_rx = self.follow();
+            if self.full_sync_wanted && self.model.is_some() {
+                self.full_sync_wanted = false;
+                let batch = self.full_sync();
+                self.pending.push_back(batch);
+            }
             // Everything pending that this connection has not carried yet: all of it on a new
             // connection, a full sync after (re)initialising, each new batch.
             self.flush(conn).await;
@@ -360,15 +385,22 @@ impl Publisher {
                 self.read_seq = head_seq;
                 self.read_hash = head_hash;
                 self.acked = None;
-                let mut msgs: Vec<Msg> = self.state.services.keys().filter_map(|s| self.snapshot_message(s)).collect();
-                let head = self.head_message();
-                self.head_msg = Some(head.clone());
-                msgs.push(head);
-                let unacked = msgs.len();
-                self.pending.push_back(Batch { end_seq: head_seq, end_hash: head_hash, msgs, unacked });
+                let batch = self.full_sync();
+                self.pending.push_back(batch);
+                self.full_sync_wanted = false;
             }
         }
         self.progress_metrics();
+    }
+
+    /// Every service's snapshot and the head, at the read position.
+    fn full_sync(&mut self) -> Batch {
+        let mut msgs: Vec<Msg> = self.state.services.keys().filter_map(|s| self.snapshot_message(s)).collect();
+        let head = self.head_message();
+        self.head_msg = Some(head.clone());
+        msgs.push(head);
+        let unacked = msgs.len();
+        Batch { end_seq: self.read_seq, end_hash: self.read_hash, msgs, unacked }
     }
 
     /// Reads the events after `read_seq` (verified: links and hashes; signatures this
