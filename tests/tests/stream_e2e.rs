@@ -414,3 +414,57 @@ fn after_the_broker_loses_its_retained_messages_the_publisher_puts_them_back() {
     assert!(late.on("system/config-head").iter().any(|m| m.retain), "the signed head was not restored");
     drop(server);
 }
+
+/// The external-broker options for real: `mqtts://` with a private CA and a username and
+/// password; and a CA file that holds no certificate stops `serve` at start with a clear
+/// error instead of a reconnect loop.
+#[test]
+fn serve_publishes_over_tls_with_a_private_ca_and_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let bdir = dir.path().join("broker");
+    std::fs::create_dir_all(&bdir).unwrap();
+    let ca = common::mqtt::certs::make_certificates(&bdir);
+    let passwd = bdir.join("passwd");
+    password_file(&passwd, &[("confstore", "s3cret")]);
+    let tls_port = free_port();
+    let b = bdir.display();
+    let extra = format!(
+        "allow_anonymous false\npassword_file {}\nlistener {tls_port} 127.0.0.1\n\
+         cafile {b}/ca.pem\ncertfile {b}/server.pem\nkeyfile {b}/server.key\n",
+        passwd.display()
+    );
+    let broker = Broker::start_with(&bdir, false, &extra);
+    let url = format!("mqtts://localhost:{tls_port}");
+    let ca_arg = ca.display().to_string();
+    let (store, server, mut http) = served(
+        dir.path(),
+        &["--mqtt-url", &url, "--mqtt-ca-file", &ca_arg, "--mqtt-username", "confstore", "--mqtt-password", "s3cret"],
+    );
+    // The reader uses the plain listener: what crosses TLS is the publisher's side.
+    let tap = RawClient::connect(broker.port, "tap", Some(("confstore", "s3cret")), &["system/config/web"]);
+    let epoch = put(&mut http, "web", "port", &json!(443));
+    let key = verifying_key(&store);
+    poll_until("the snapshot published over TLS", DEADLINE, Duration::from_millis(10), || {
+        tap.on("system/config/web")
+            .iter()
+            .filter_map(|m| serde_json::from_slice::<Value>(&m.payload).ok())
+            .filter_map(|j| confstore_core::jws::verify(&j, confstore_core::jws::TYP_SNAPSHOT, &[key]).ok())
+            .any(|d| d["changed_epoch"].as_u64() == Some(epoch))
+            .then_some(())
+    });
+    drop(server);
+
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let run = store.run(&[
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--mqtt-url",
+        &url,
+        "--mqtt-ca-file",
+        &empty.display().to_string(),
+    ]);
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("empty.pem") && run.stderr.contains("no PEM certificate"), "{}", run.stderr);
+}

@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use super::{free_port, poll_until};
 
+/// The test CA and server certificate (openssl), shared with the client library's tests.
+#[path = "../../../crates/confstore-client/tests/common/certs.rs"]
+pub mod certs;
+
 /// The mosquitto binary (Debian installs it in /usr/sbin, often not on PATH).
 pub fn mosquitto_bin() -> PathBuf {
     for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"] {
