@@ -6,6 +6,7 @@
 //! - [`reader`]: reads: head, event ranges, full verification, replay to an epoch or time.
 //! - `group`: group commit by leader/follower: whoever finds no commit running commits for all.
 //! - [`writer`]: the writer: one transaction per batch of changesets, checkpoints.
+//! - [`prefix`]: a new database holding a verified prefix of a log (`confstore replay --out`).
 //! - [`store`]: [`Store`], which ties them together: create, open (checking the events
 //!   after the last verified head), append.
 //!
@@ -16,6 +17,7 @@ pub mod db;
 pub mod error;
 mod group;
 pub mod parallel;
+pub mod prefix;
 pub mod reader;
 pub mod rows;
 pub mod store;
@@ -23,6 +25,7 @@ pub mod writer;
 
 pub use db::{DbOptions, Synchronous};
 pub use error::LogError;
+pub use prefix::{PrefixHead, write_prefix};
 pub use reader::{CurrentValue, Head, LogReader, Until};
 pub use store::{Receipt, Store};
 pub use writer::{Committed, Listener};

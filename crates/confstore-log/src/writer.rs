@@ -395,7 +395,7 @@ impl Writer {
 }
 
 /// Writes the checkpoint: what changed since the last one, at `head`.
-fn write_model(conn: &Connection, head: &ChainHead, dirty: &Dirty, state: &State) -> Result<(), LogError> {
+pub(crate) fn write_model(conn: &Connection, head: &ChainHead, dirty: &Dirty, state: &State) -> Result<(), LogError> {
     rows::write_checkpoint(conn, head, &dirty.services, &dirty.values, &dirty.schemas, &state.secret_encryptions)?;
     rows::write_tokens(conn, dirty.tokens.iter().filter_map(|id| state.tokens.get_key_value(id)))?;
     if dirty.all_versions {

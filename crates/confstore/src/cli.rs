@@ -70,6 +70,9 @@ pub enum Command {
     Diff(DiffArgs),
     /// Append one changeset that makes configuration equal to an earlier epoch again.
     Rollback(RollbackArgs),
+    /// Write a new database holding the verified log up to an epoch or a time, for
+    /// forensics or point-in-time recovery; the live store is only read.
+    Replay(ReplayArgs),
     /// Manage keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -331,6 +334,24 @@ pub struct DiffArgs {
     /// Only this service.
     #[arg(long)]
     pub service: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Up to and including this epoch.
+    #[arg(long, value_name = "EPOCH", conflicts_with = "at", required_unless_present = "at")]
+    pub to_epoch: Option<u64>,
+    /// Every changeset made at or before this RFC 3339 time.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Directory for the new store (its config.db); must not hold one. Use it with
+    /// `--data-dir DIR` and the same keys.
+    #[arg(long, value_name = "DIR")]
+    pub out: std::path::PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

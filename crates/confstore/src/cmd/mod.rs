@@ -49,6 +49,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Lkg(LkgCommand::Write { json }) => lkg::write(&ctx, json),
         Command::Diff(a) => timetravel::diff(&ctx, &a),
         Command::Rollback(a) => timetravel::rollback(&ctx, &a),
+        Command::Replay(a) => timetravel::replay(&ctx, &a),
         Command::Keys(KeysCommand::Rotate(a)) => keys::rotate(&ctx, &a),
         Command::Schema(SchemaCommand::Set { service, file, meta }) => schema::set(&ctx, &service, &file, &meta),
         Command::Schema(SchemaCommand::Get { service, json }) => schema::get(&ctx, &service, json),
