@@ -73,6 +73,10 @@ pub enum Command {
     /// Write a new database holding the verified log up to an epoch or a time, for
     /// forensics or point-in-time recovery; the live store is only read.
     Replay(ReplayArgs),
+    /// After a restore: SQLite's integrity check, the whole chain verified, and the head
+    /// compared with the last signed head published (a file, or the broker's retained
+    /// `system/config-head`); a database behind it is reported with the missing seq range.
+    RestoreCheck(RestoreCheckArgs),
     /// Manage keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -352,6 +356,33 @@ pub struct ReplayArgs {
     /// `--data-dir DIR` and the same keys.
     #[arg(long, value_name = "DIR")]
     pub out: std::path::PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `restore-check`.
+#[derive(Debug, Args)]
+pub struct RestoreCheckArgs {
+    /// A signed head to compare with: the JWS published on `system/config-head`, saved to a
+    /// file (e.g. `mosquitto_sub -C 1 -t system/config-head > head.jws`).
+    #[arg(long, value_name = "FILE")]
+    pub head: Vec<std::path::PathBuf>,
+    /// Read the retained signed head from this broker (mqtt://HOST:PORT or mqtts://).
+    #[arg(long, value_name = "URL")]
+    pub mqtt_url: Option<String>,
+    /// Username at the broker (password: CONFSTORE_MQTT_PASSWORD).
+    #[arg(long, env = "CONFSTORE_MQTT_USERNAME", requires = "mqtt_url")]
+    pub mqtt_username: Option<String>,
+    /// Password at the broker; from the environment, not the command line.
+    #[arg(long, env = "CONFSTORE_MQTT_PASSWORD", hide_env_values = true, requires = "mqtt_username")]
+    pub mqtt_password: Option<String>,
+    /// CA certificates (PEM) for mqtts://.
+    #[arg(long, env = "CONFSTORE_MQTT_CA_FILE", requires = "mqtt_url")]
+    pub mqtt_ca_file: Option<std::path::PathBuf>,
+    /// The trusted Ed25519 public key (base64); default CONFIG_SIGNATURE_PUBLIC_KEY.
+    #[arg(long)]
+    pub public_key: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

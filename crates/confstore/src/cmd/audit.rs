@@ -85,7 +85,12 @@ fn write_export(reader: &LogReader, out: &mut dyn Write, bar: &indicatif::Progre
 /// The trusted key: `--public-key`, else CONFIG_SIGNATURE_PUBLIC_KEY (environment, then env
 /// file), else the public half of CONFIG_SIGNATURE_PRIVATE_KEY.
 fn trusted_key(ctx: &Ctx, args: &VerifyArgs) -> Result<VerifyingKey> {
-    if let Some(text) = &args.public_key {
+    trusted_key_from(ctx, args.public_key.as_deref())
+}
+
+/// [`trusted_key`] from an optional `--public-key`.
+pub(super) fn trusted_key_from(ctx: &Ctx, public_key: Option<&str>) -> Result<VerifyingKey> {
+    if let Some(text) = public_key {
         return env_keys::parse_public_key(text);
     }
     ctx.keys()?.public_key()?.ok_or_else(|| {
@@ -94,9 +99,9 @@ fn trusted_key(ctx: &Ctx, args: &VerifyArgs) -> Result<VerifyingKey> {
 }
 
 /// The first problem found: its seq and why.
-struct Failure {
-    seq: u64,
-    reason: String,
+pub(super) struct Failure {
+    pub(super) seq: u64,
+    pub(super) reason: String,
 }
 
 impl From<VerifyError> for Failure {
@@ -154,7 +159,11 @@ fn verifier(store_id: confstore_core::StoreId, anchor: VerifyingKey, strict: boo
     if strict { v.strict() } else { v }
 }
 
-fn verify_database(reader: &LogReader, anchor: VerifyingKey, strict: bool) -> Result<Result<ChainHead, Failure>> {
+pub(super) fn verify_database(
+    reader: &LogReader,
+    anchor: VerifyingKey,
+    strict: bool,
+) -> Result<Result<ChainHead, Failure>> {
     let check: String = reader
         .connection()
         .query_row("PRAGMA quick_check", [], |r| r.get(0))

@@ -5,6 +5,7 @@ mod init;
 mod keys;
 mod lkg;
 mod read;
+mod restore;
 mod schema;
 mod search;
 mod secret;
@@ -50,6 +51,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Diff(a) => timetravel::diff(&ctx, &a),
         Command::Rollback(a) => timetravel::rollback(&ctx, &a),
         Command::Replay(a) => timetravel::replay(&ctx, &a),
+        Command::RestoreCheck(a) => restore::check(&ctx, &a),
         Command::Keys(KeysCommand::Rotate(a)) => keys::rotate(&ctx, &a),
         Command::Schema(SchemaCommand::Set { service, file, meta }) => schema::set(&ctx, &service, &file, &meta),
         Command::Schema(SchemaCommand::Get { service, json }) => schema::get(&ctx, &service, json),
