@@ -1,7 +1,8 @@
 //! `confstore restore-check` after a restore: integrity, the whole chain, and the head
 //! compared with the last signed head the live stream published. A database that is an
 //! older copy (it verifies: a chain cannot show its missing tail) is caught and the exact
-//! missing seq range named, from a saved head file and from the broker's retained message;
+//! missing seq range named, from a saved head file, from the head file the server keeps
+//! (`serve --head-file`) and from the broker's retained message;
 //! the complete database passes; a forged head file is refused.
 
 mod common;
@@ -16,7 +17,12 @@ use serde_json::{Value, json};
 fn an_older_copy_is_caught_with_the_missing_range_and_the_complete_one_passes() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(&dir.path().join("broker"));
-    let (store, server, mut http) = serve_with_stream(dir.path(), &["--mqtt-url", &broker.url()], &["web"]);
+    // The server also keeps the signed head beside (what would be) the Litestream replica.
+    let replica = dir.path().join("replica");
+    std::fs::create_dir_all(&replica).unwrap();
+    let kept = replica.join("head.jws");
+    let (store, server, mut http) =
+        serve_with_stream(dir.path(), &["--mqtt-url", &broker.url(), "--head-file", kept.to_str().unwrap()], &["web"]);
     for i in 0..3 {
         put_value(&mut http, "web", "k", &json!(i));
     }
@@ -39,6 +45,17 @@ fn an_older_copy_is_caught_with_the_missing_range_and_the_complete_one_passes() 
         });
     let head_file = dir.path().join("head.jws");
     std::fs::write(&head_file, &head_jws).unwrap();
+    poll_until(
+        "the server's head file to reach the last event",
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        || {
+            let text = std::fs::read_to_string(&kept).ok()?;
+            let jws: Value = serde_json::from_str(&text).ok()?;
+            let doc = confstore_core::jws::verify(&jws, confstore_core::jws::TYP_HEAD, &[key]).ok()?;
+            (doc["seq"].as_u64() == Some(head_seq)).then_some(())
+        },
+    );
 
     // An older copy of the database: the verified log up to an earlier epoch.
     let older = dir.path().join("older");
@@ -46,7 +63,11 @@ fn an_older_copy_is_caught_with_the_missing_range_and_the_complete_one_passes() 
     let older_store = store.with_data_dir(&older);
     let older_seq = older_store.head()["seq"].as_u64().unwrap();
     older_store.ok(&["verify"]);
-    for source in [vec!["--head", head_file.to_str().unwrap()], vec!["--mqtt-url", &broker.url()]] {
+    for source in [
+        vec!["--head", head_file.to_str().unwrap()],
+        vec!["--head", kept.to_str().unwrap()],
+        vec!["--mqtt-url", &broker.url()],
+    ] {
         let mut args = vec!["restore-check", "--json"];
         args.extend(source.iter().copied());
         let run = older_store.run(&args);

@@ -51,6 +51,9 @@ pub struct Config {
     pub lkg_interval: Duration,
     /// How often the fallback retries opening the database.
     pub recover_interval: Duration,
+    /// Where to keep a copy of the signed head (rewritten with the LKG file), e.g. beside a
+    /// Litestream replica, for `confstore restore-check --head`.
+    pub head_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -61,6 +64,7 @@ impl Config {
             db: DbOptions::default(),
             lkg_interval: Duration::from_millis(200),
             recover_interval: Duration::from_secs(2),
+            head_file: None,
         }
     }
 

@@ -43,10 +43,26 @@ pub fn search_catch_up(reader: &LogReader, trusted_through: u64) -> Result<u64, 
     Ok(last)
 }
 
-/// Writes the high-water mark, then the LKG file, for the read model's head.
+/// Writes the high-water mark, then the LKG file, for the read model's head; and the signed
+/// head file, if one is configured.
 fn write_lkg(app: &App, live: &LiveMode) -> Result<u64, String> {
     let content = live.model.read(|m| lkg_content(&m.state, &m.store_id, m.generation, &m.head_hash));
     let seq = content.seq;
+    if let Some(path) = &app.config.head_file {
+        let doc = live.model.read(|m| {
+            let hash = m.head_hash.to_hex();
+            let at = confstore_core::stream::Position {
+                store_id: &m.store_id,
+                generation: m.generation,
+                seq: m.state.seq,
+                hash: &hash,
+            };
+            confstore_core::stream::head_document(&at, m.state.epoch, m.state.time_ms)
+        });
+        let jws = confstore_core::jws::sign(&doc, confstore_core::jws::TYP_HEAD, &app.keys.signing);
+        confstore_lkg::write_atomically(path, &jws.to_string())
+            .map_err(|e| format!("cannot write the signed head file: {e}"))?;
+    }
     confstore_lkg::raise_high_water_mark(&app.config.hwm_path(), seq)
         .map_err(|e| format!("cannot write the LKG high-water mark: {e}"))?;
     let jws = content.to_jws(&app.keys.lkg, confstore_core::state::canonical_json_text);

@@ -141,6 +141,10 @@ pub struct ServeArgs {
     /// No live stream: neither the embedded broker nor a publisher.
     #[arg(long, env = "CONFSTORE_NO_MQTT")]
     pub no_mqtt: bool,
+    /// Keep a copy of the signed head in this file (rewritten with the LKG file), e.g. on
+    /// the volume of the Litestream replica, for `confstore restore-check --head FILE`.
+    #[arg(long, env = "CONFSTORE_HEAD_FILE")]
+    pub head_file: Option<std::path::PathBuf>,
 }
 
 /// `token ...`.

@@ -56,6 +56,7 @@ pub fn serve(ctx: &Ctx, args: &ServeArgs) -> Result<ExitCode> {
     config.db = ctx.db.clone();
     config.lkg_interval = Duration::from_millis(args.lkg_interval_ms);
     config.recover_interval = Duration::from_secs(args.recover_interval_s.max(1));
+    config.head_file = args.head_file.clone();
     let app = App::open(config, server_keys(ctx)?);
     bootstrap_admin_token(ctx, &app)?;
     let mqtt = live_stream(&app, args)?;
