@@ -146,3 +146,28 @@ fn every_migration_is_embedded_and_well_named() {
         assert!(db_rs.contains(&format!("migrations/{name}")), "{name} is not embedded in confstore-log's MIGRATIONS");
     }
 }
+
+/// ops/.env.example documents every variable confstore and its client library read: each
+/// `env = "..."` of the CLI, each key variable, `CONFSTORE_LOG`, and each variable of
+/// `ClientBuilder::from_env` appears there as `NAME=`.
+#[test]
+fn every_environment_variable_is_in_the_env_example() {
+    let example = fs::read_to_string(root().join("ops/.env.example")).expect("ops/.env.example");
+    let documented: Vec<&str> = example.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k.trim())).collect();
+    let mut read: Vec<String> = vec!["CONFSTORE_LOG".to_owned()];
+    let quoted = |text: &str, prefix: &str| -> Vec<String> {
+        text.match_indices(prefix)
+            .filter_map(|(i, _)| text[i + prefix.len()..].split('"').next().map(str::to_owned))
+            .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .collect()
+    };
+    let cli = fs::read_to_string(root().join("crates/confstore/src/cli.rs")).unwrap();
+    read.extend(quoted(&cli, "env = \""));
+    for file in ["crates/confstore/src/env_keys.rs", "crates/confstore-client/src/builder.rs"] {
+        let text = fs::read_to_string(root().join(file)).unwrap();
+        read.extend(quoted(&text, ": &str = \""));
+    }
+    assert!(read.len() > 20, "found too few variables to be believed: {read:?}");
+    let missing: Vec<&String> = read.iter().filter(|v| !documented.contains(&v.as_str())).collect();
+    assert!(missing.is_empty(), "not documented in ops/.env.example: {missing:?}");
+}
