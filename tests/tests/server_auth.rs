@@ -317,6 +317,12 @@ fn malformed(admin: &str) -> Vec<(&'static str, String)> {
     let (prefix_and_id, secret) = admin.rsplit_once('_').expect("a token is cst_<id>_<secret>");
     let id = &prefix_and_id["cst_".len()..];
     let cut = &admin[..admin.len() - 1];
+    // An id of digits only reads the same uppercased (seen: 2540063172960917); then one
+    // letter stands in, so the credential is always malformed.
+    let upper_id = match id.to_uppercase() {
+        u if u != id => u,
+        _ => format!("A{}", &id[1..]),
+    };
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("admin:{admin}"));
     vec![
         ("malformed:basic-scheme", format!("Basic {basic}")),
@@ -325,7 +331,7 @@ fn malformed(admin: &str) -> Vec<(&'static str, String)> {
         ("malformed:empty", "Bearer ".to_owned()),
         ("malformed:truncated", format!("Bearer {cut}")),
         ("malformed:too-long", format!("Bearer {admin}A")),
-        ("malformed:uppercase-id", format!("Bearer cst_{}_{secret}", id.to_uppercase())),
+        ("malformed:uppercase-id", format!("Bearer cst_{upper_id}_{secret}")),
         ("malformed:bad-secret-char", format!("Bearer {cut}!")),
         ("malformed:other-prefix", format!("Bearer tok_{id}_{secret}")),
         ("malformed:non-ascii", format!("Bearer {cut}\u{e9}")),
