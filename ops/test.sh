@@ -16,6 +16,9 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_missin
 # protoc builds etcd's gRPC client for the server-vs-etcd benchmark (part of the workspace).
 command -v protoc >/dev/null 2>&1 || apt_missing+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || apt_missing+=(libprotobuf-dev)
+# openssl makes the test CA of the mqtts tests; systemd-analyze checks the shipped unit.
+command -v openssl >/dev/null 2>&1 || apt_missing+=(openssl)
+command -v systemd-analyze >/dev/null 2>&1 || apt_missing+=(systemd)
 if [ ${#apt_missing[@]} -gt 0 ]; then
     log "installing ${apt_missing[*]} from Debian's packages"
     apt-get update -qq

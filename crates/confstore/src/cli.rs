@@ -121,16 +121,9 @@ pub struct ServeArgs {
     /// mqtts://HOST:PORT) instead of starting the embedded one.
     #[arg(long, env = "CONFSTORE_MQTT_URL", conflicts_with_all = ["no_mqtt", "mqtt_listen"])]
     pub mqtt_url: Option<String>,
-    /// Username at the external broker.
-    #[arg(long, env = "CONFSTORE_MQTT_USERNAME", requires = "mqtt_url")]
-    pub mqtt_username: Option<String>,
-    /// Password at the external broker; give it in the environment (CONFSTORE_MQTT_PASSWORD),
-    /// not on the command line, where `ps` shows it.
-    #[arg(long, env = "CONFSTORE_MQTT_PASSWORD", hide_env_values = true, requires = "mqtt_username")]
-    pub mqtt_password: Option<String>,
-    /// CA certificates (PEM) to trust for mqtts:// instead of the system's web PKI roots.
-    #[arg(long, env = "CONFSTORE_MQTT_CA_FILE", requires = "mqtt_url")]
-    pub mqtt_ca_file: Option<std::path::PathBuf>,
+    /// Credentials and CA for the external broker.
+    #[command(flatten)]
+    pub mqtt_access: MqttAccessArgs,
     /// MQTT client id of the publisher (fixed, so the broker keeps its session); default
     /// confstore-<first 16 hex digits of the store id>.
     #[arg(long, env = "CONFSTORE_MQTT_CLIENT_ID")]
@@ -365,6 +358,32 @@ pub struct ReplayArgs {
     pub json: bool,
 }
 
+/// How to get into an MQTT broker (`serve --mqtt-url`, `restore-check --mqtt-url`).
+#[derive(Debug, Args)]
+pub struct MqttAccessArgs {
+    /// Username at the broker.
+    #[arg(long, env = "CONFSTORE_MQTT_USERNAME", requires = "mqtt_url")]
+    pub mqtt_username: Option<String>,
+    /// Password at the broker; give it in the environment (CONFSTORE_MQTT_PASSWORD), not on
+    /// the command line, where `ps` shows it.
+    #[arg(long, env = "CONFSTORE_MQTT_PASSWORD", hide_env_values = true, requires = "mqtt_username")]
+    pub mqtt_password: Option<String>,
+    /// CA certificates (PEM) to trust for mqtts:// instead of the system's web PKI roots.
+    #[arg(long, env = "CONFSTORE_MQTT_CA_FILE", requires = "mqtt_url")]
+    pub mqtt_ca_file: Option<std::path::PathBuf>,
+}
+
+impl MqttAccessArgs {
+    /// Puts the credentials and CA file into `settings`.
+    pub fn apply(&self, settings: &mut confstore_server::stream::MqttSettings) {
+        if let Some(user) = &self.mqtt_username {
+            let password = self.mqtt_password.clone().unwrap_or_default();
+            settings.credentials = Some((user.clone(), zeroize::Zeroizing::new(password)));
+        }
+        settings.ca_file = self.mqtt_ca_file.clone();
+    }
+}
+
 /// `restore-check`.
 #[derive(Debug, Args)]
 pub struct RestoreCheckArgs {
@@ -375,15 +394,9 @@ pub struct RestoreCheckArgs {
     /// Read the retained signed head from this broker (mqtt://HOST:PORT or mqtts://).
     #[arg(long, value_name = "URL")]
     pub mqtt_url: Option<String>,
-    /// Username at the broker (password: CONFSTORE_MQTT_PASSWORD).
-    #[arg(long, env = "CONFSTORE_MQTT_USERNAME", requires = "mqtt_url")]
-    pub mqtt_username: Option<String>,
-    /// Password at the broker; from the environment, not the command line.
-    #[arg(long, env = "CONFSTORE_MQTT_PASSWORD", hide_env_values = true, requires = "mqtt_username")]
-    pub mqtt_password: Option<String>,
-    /// CA certificates (PEM) for mqtts://.
-    #[arg(long, env = "CONFSTORE_MQTT_CA_FILE", requires = "mqtt_url")]
-    pub mqtt_ca_file: Option<std::path::PathBuf>,
+    /// Credentials and CA for the broker.
+    #[command(flatten)]
+    pub mqtt_access: MqttAccessArgs,
     /// The trusted Ed25519 public key (base64); default CONFIG_SIGNATURE_PUBLIC_KEY.
     #[arg(long)]
     pub public_key: Option<String>,

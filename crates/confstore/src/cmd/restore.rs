@@ -180,11 +180,7 @@ fn retained_head(url: &str, args: &RestoreCheckArgs) -> Result<String> {
         url,
         format!("confstore-restore-check-{}", std::process::id()),
     )?;
-    if let Some(user) = &args.mqtt_username {
-        settings.credentials =
-            Some((user.clone(), zeroize::Zeroizing::new(args.mqtt_password.clone().unwrap_or_default())));
-    }
-    settings.ca_file = args.mqtt_ca_file.clone();
+    args.mqtt_access.apply(&mut settings);
     let mut options = settings.options(None)?;
     options.set_clean_session(true);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

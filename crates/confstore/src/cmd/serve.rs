@@ -99,11 +99,7 @@ fn live_stream(app: &App, args: &ServeArgs) -> Result<Option<MqttSettings>> {
         }
     };
     let mut settings = MqttSettings::from_url(&url, client_id)?;
-    if let Some(user) = &args.mqtt_username {
-        let password = args.mqtt_password.clone().unwrap_or_default();
-        settings.credentials = Some((user.clone(), zeroize::Zeroizing::new(password)));
-    }
-    settings.ca_file = args.mqtt_ca_file.clone();
+    args.mqtt_access.apply(&mut settings);
     // A bad CA file is an error now, not a reconnect loop later.
     settings.options(None)?;
     tracing::info!(broker = %settings.url(), embedded = args.mqtt_url.is_none(), "live stream on");
