@@ -4,8 +4,9 @@
 //! `restore-check` against the signed head kept beside the replica, verifies, and reads
 //! exactly like the original.
 //!
-//! (Kills under load, the lost-tail bound and `restore -timestamp` against `replay --at`
-//! are TESTPLAN row 11, part of issue 7, not built yet.)
+//! Kills under load, the lost-tail bound, replication lag, `restore -timestamp` against
+//! `replay --at` and the #752 checkpoint scenario (TESTPLAN row 11) are in
+//! `tests/tests/backup_drill.rs`.
 
 mod common;
 

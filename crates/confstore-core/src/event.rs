@@ -156,6 +156,20 @@ pub enum EventKind {
         /// The service named by the request, if any.
         service: Option<String>,
     },
+    /// 12: the operator deliberately continued from a rewound history (a restore to a point
+    /// in time): a new generation of the store starts here. The events after the abandoned
+    /// head were lost or are being disowned; clients that saw them accept this generation's
+    /// lower versions instead of refusing them as replays. Alone in its changeset; changes
+    /// no configuration.
+    GenerationStarted {
+        /// The new generation: the previous one plus one.
+        generation: u64,
+        /// Seq of the newest head of the abandoned history that was known (from a signed
+        /// head, the LKG file or the publisher's checkpoint).
+        abandoned_seq: u64,
+        /// Hash of that head.
+        abandoned_hash: [u8; 32],
+    },
 }
 
 /// Why bytes are not a valid v1 body.
@@ -205,7 +219,7 @@ impl EventBody {
     }
 
     /// Whether this event changes configuration (and so belongs to an epoch-advancing
-    /// changeset). Store creation and key rotation do not.
+    /// changeset). Store creation, key rotation, audit, token and generation events do not.
     pub fn changes_config(&self) -> bool {
         self.kind.changes_config()
     }
@@ -221,9 +235,10 @@ impl EventBody {
             | EventKind::SecretSet { service, .. }
             | EventKind::SecretRevealed { service, .. } => Some(service),
             EventKind::TokenIssued { service, .. } | EventKind::AccessDenied { service, .. } => service.as_deref(),
-            EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } | EventKind::TokenRevoked { .. } => {
-                None
-            }
+            EventKind::StoreCreated { .. }
+            | EventKind::SigningKeyRotated { .. }
+            | EventKind::TokenRevoked { .. }
+            | EventKind::GenerationStarted { .. } => None,
         }
     }
 
@@ -281,6 +296,10 @@ impl EventBody {
                     .unwrap_or_else(|_| serde_json::Value::String(schema_json.clone()));
                 json!({"type": "schema_set", "service": service, "schema": schema, "schema_hash": hex::encode(schema_hash)})
             }
+            EventKind::GenerationStarted { generation, abandoned_seq, abandoned_hash } => json!({
+                "type": "generation_started", "generation": generation, "abandoned_seq": abandoned_seq,
+                "abandoned_hash": hex::encode(abandoned_hash),
+            }),
         };
         v["kind"] = kind;
         v
@@ -303,6 +322,7 @@ impl EventKind {
             Self::TokenIssued { .. } => 9,
             Self::TokenRevoked { .. } => 10,
             Self::AccessDenied { .. } => 11,
+            Self::GenerationStarted { .. } => 12,
         }
     }
 
@@ -320,7 +340,8 @@ impl EventKind {
             | Self::SecretRevealed { .. }
             | Self::TokenIssued { .. }
             | Self::TokenRevoked { .. }
-            | Self::AccessDenied { .. } => false,
+            | Self::AccessDenied { .. }
+            | Self::GenerationStarted { .. } => false,
         }
     }
 
@@ -339,6 +360,7 @@ impl EventKind {
             Self::TokenIssued { .. } => "token_issued",
             Self::TokenRevoked { .. } => "token_revoked",
             Self::AccessDenied { .. } => "access_denied",
+            Self::GenerationStarted { .. } => "generation_started",
         }
     }
 }
@@ -407,6 +429,7 @@ mod tests {
                 required_role: "audit.read".into(),
                 service: None,
             },
+            EventKind::GenerationStarted { generation: 2, abandoned_seq: 40, abandoned_hash: [8; 32] },
         ];
         for k in kinds {
             let bytes = postcard::to_stdvec(&k).unwrap();

@@ -30,6 +30,9 @@ pub struct State {
     pub tokens: BTreeMap<String, crate::auth::TokenRecord>,
     /// Each service's snapshot version: the last epoch that changed it and the one before.
     pub versions: BTreeMap<String, ServiceVersion>,
+    /// The store's generation: 1 from event 1, then raised by each `generation_started`
+    /// (0 before event 1).
+    pub generation: u64,
 }
 
 /// The reserved scope whose keys every service inherits unless it sets its own.
@@ -132,8 +135,10 @@ impl State {
                     t.revoked_seq = Some(seq);
                 }
             }
+            EventKind::StoreCreated { .. } => self.generation = 1,
+            EventKind::GenerationStarted { generation, .. } => self.generation = *generation,
             EventKind::SecretRevealed { .. } | EventKind::AccessDenied { .. } => {}
-            EventKind::StoreCreated { .. } | EventKind::SigningKeyRotated { .. } | EventKind::RolledBack { .. } => {}
+            EventKind::SigningKeyRotated { .. } | EventKind::RolledBack { .. } => {}
         }
     }
 
@@ -796,6 +801,38 @@ pub fn rotate_signing_key(
         now_ms.max(state.time_ms),
         draft,
         EventKind::SigningKeyRotated { new_public_key: new_pub, new_key_sig },
+    );
+    b.changeset_len = 1;
+    Ok(b)
+}
+
+/// The single-event changeset that starts generation `state.generation + 1`, abandoning the
+/// history whose newest known head is (`abandoned_seq`, `abandoned_hash`). It changes no
+/// configuration, so it keeps the epoch. Whether the history really was rewound is for the
+/// caller to establish (it compares signed heads with the log); this only shapes the event.
+pub fn start_generation(
+    state: &State,
+    draft: &ChangesetDraft,
+    abandoned_seq: u64,
+    abandoned_hash: [u8; 32],
+    now_ms: u64,
+) -> Result<EventBody, RejectError> {
+    check_meta(draft)?;
+    if draft.reason.trim().is_empty() {
+        return Err(invalid("reason", "", "starting a generation needs a reason"));
+    }
+    if !draft.changes.is_empty() {
+        return Err(invalid("changeset", "", "a generation starts alone, with no changes"));
+    }
+    if abandoned_seq == 0 {
+        return Err(invalid("abandoned head", "0", "the abandoned head must name an event (seq 1 or later)"));
+    }
+    let generation = state.generation.max(1) + 1;
+    let mut b = body(
+        state.epoch,
+        now_ms.max(state.time_ms),
+        draft,
+        EventKind::GenerationStarted { generation, abandoned_seq, abandoned_hash },
     );
     b.changeset_len = 1;
     Ok(b)

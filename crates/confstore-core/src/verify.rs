@@ -168,12 +168,23 @@ pub struct ChainHead {
     pub time_ms: u64,
     /// Every key so far; the last one signs the next event.
     pub keys: KeyRing,
+    /// The store's generation after the last event (1 from event 1; raised by
+    /// `generation_started`).
+    pub generation: u64,
 }
 
 impl ChainHead {
     /// The head of an empty log.
     pub fn genesis(store_id: StoreId) -> Self {
-        Self { store_id, seq: 0, hash: genesis_hash(&store_id), epoch: 0, time_ms: 0, keys: KeyRing::new() }
+        Self {
+            store_id,
+            seq: 0,
+            hash: genesis_hash(&store_id),
+            epoch: 0,
+            time_ms: 0,
+            keys: KeyRing::new(),
+            generation: 0,
+        }
     }
 }
 
@@ -517,11 +528,27 @@ impl ChainVerifier {
                 }
                 let key = self.signer_for(1, body)?;
                 self.head.keys.push(key, 1);
+                self.head.generation = 1;
                 return Ok(());
             }
             (EventKind::StoreCreated { .. }, _) => return Err(structure("store_created after event 1".into())),
             (EventKind::SigningKeyRotated { .. }, _) if body.changeset_len != 1 => {
                 return Err(structure("signing_key_rotated must be alone in its changeset".into()));
+            }
+            (EventKind::GenerationStarted { .. }, _) if body.changeset_len != 1 => {
+                return Err(structure("generation_started must be alone in its changeset".into()));
+            }
+            (EventKind::GenerationStarted { generation, abandoned_seq, .. }, _) => {
+                if *generation != self.head.generation + 1 {
+                    return Err(structure(format!(
+                        "generation_started names generation {generation}, but the store was at generation {}",
+                        self.head.generation
+                    )));
+                }
+                if *abandoned_seq == 0 {
+                    return Err(structure("generation_started abandons no event (abandoned_seq 0)".into()));
+                }
+                self.head.generation = *generation;
             }
             _ => {}
         }

@@ -15,7 +15,7 @@
 
 use confstore_core::chain::{EVENT_DOMAIN, GENESIS_DOMAIN};
 use confstore_core::keys::{ROTATION_DOMAIN, key_id_of, rotation_statement};
-use confstore_core::state::{decide, rotate_signing_key, seal, store_created};
+use confstore_core::state::{decide, rotate_signing_key, seal, start_generation, store_created};
 use confstore_core::{
     ChainVerifier, Change, ChangesetDraft, EventBody, EventKind, Hash32, KeyId, SigningKey, State, StoreId,
     StoredEvent, VerifyError, VerifyingKey, event::DecodeError, genesis_hash, limits,
@@ -78,7 +78,7 @@ fn set(service: &str, key: &str, value: Value) -> Change {
     Change::Set { service: service.into(), key: key.into(), value }
 }
 
-/// The documented log: 7 events, 6 changesets, one key rotation.
+/// The documented log: 15 events in 13 changesets, one key rotation, a second generation.
 fn build_vector_log() -> VectorLog {
     let store_id = StoreId::from_hex(STORE_ID_HEX).expect("store id hex");
     let keys: Vec<SigningKey> = KEY_SEEDS.iter().map(SigningKey::from_seed).collect();
@@ -148,6 +148,17 @@ fn build_vector_log() -> VectorLog {
     b.changeset(&keys[1], &draft("token:deployer", "", "req-0011", vec![denied]), T0_MS + 10_000);
     let revoke = Change::RevokeToken { token_id: token.id.clone() };
     b.changeset(&keys[1], &draft("admin", "rotated", "req-0012", vec![revoke]), T0_MS + 11_000);
+    // A restore to a point in time, continued deliberately: generation 2 abandons a head
+    // (seq 20) that this log never had.
+    let generation = start_generation(
+        &b.state,
+        &draft("admin", "restored from the 02:00 backup after disk loss", "req-0013", Vec::new()),
+        20,
+        [0xab; 32],
+        T0_MS + 12_000,
+    )
+    .expect("a new generation");
+    b.append(generation, &keys[1]);
 
     VectorLog { store_id, keys, events: b.events, bodies: b.bodies }
 }
@@ -519,6 +530,7 @@ fn spec_decode(bytes: &[u8]) -> Result<Decoded, String> {
         "token_issued",
         "token_revoked",
         "access_denied",
+        "generation_started",
     ];
     let name = *usize::try_from(variant).ok().and_then(|v| names.get(v)).ok_or("unknown kind")?;
     if let Some(seg) = r.segments.last_mut() {
@@ -570,6 +582,11 @@ fn spec_decode(bytes: &[u8]) -> Result<Decoded, String> {
             json!({"type": name, "token_id": token_id, "method": method, "route": route,
                    "required_role": required_role, "service": service})
         }
+        12 => {
+            let (generation, abandoned_seq) = (r.u64("generation")?, r.u64("abandoned_seq")?);
+            let hash = hex::encode(r.fixed(32, "abandoned_hash")?);
+            json!({"type": name, "generation": generation, "abandoned_seq": abandoned_seq, "abandoned_hash": hash})
+        }
         6 => {
             let (service, text) = (r.string("service")?, r.string("schema_json")?);
             let hash = hex::encode(r.fixed(32, "schema_hash")?);
@@ -613,7 +630,7 @@ fn documented_log_verifies_with_chain_verifier() {
     let doc = Doc::load().vectors();
     let store_id = StoreId::from_hex(doc.get("store_id")).expect("store id");
     let events = doc.events();
-    assert_eq!(events.len(), 14);
+    assert_eq!(events.len(), 15);
     for anchor in ["key.1.public_key", "key.2.public_key"] {
         let anchor = VerifyingKey::from_bytes(&doc.bytes(anchor)).expect("documented key");
         let mut v = ChainVerifier::new(store_id, Some(anchor));
@@ -624,7 +641,7 @@ fn documented_log_verifies_with_chain_verifier() {
         }
         verified.extend(v.flush_ready().expect("signatures"));
         let head = v.finish().expect("the documented log verifies");
-        assert_eq!((head.seq, head.epoch, head.hash), (14, 7, events[13].hash));
+        assert_eq!((head.seq, head.epoch, head.hash, head.generation), (15, 7, events[14].hash, 2));
         let keys: Vec<(KeyId, u64)> = head.keys.entries().iter().map(|e| (e.key.key_id(), e.from_seq)).collect();
         let key_ids = [KeyId(doc.array("key.1.key_id")), KeyId(doc.array("key.2.key_id"))];
         assert_eq!(keys, vec![(key_ids[0], 1), (key_ids[1], 7)]);

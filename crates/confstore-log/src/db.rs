@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (4, "0004_create_state_counters", include_str!("../../../migrations/0004_create_state_counters.sql")),
     (5, "0005_create_state_tokens", include_str!("../../../migrations/0005_create_state_tokens.sql")),
     (6, "0006_create_state_versions", include_str!("../../../migrations/0006_create_state_versions.sql")),
+    (7, "0007_verified_head_generation", include_str!("../../../migrations/0007_verified_head_generation.sql")),
 ];
 
 /// The schema version this build writes.
@@ -49,11 +50,19 @@ pub struct DbOptions {
     pub synchronous: Synchronous,
     /// How long a writer waits for another process's write lock.
     pub busy_timeout: Duration,
+    /// The reader-age guard's limit: a read of a [`crate::LogReader`] opened with these
+    /// options that runs longer is aborted ([`crate::guard`], ADR 0016), because SQLite
+    /// cannot checkpoint the WAL past an open reader.
+    pub max_read_age: Duration,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
-        Self { synchronous: Synchronous::Full, busy_timeout: Duration::from_secs(5) }
+        Self {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            max_read_age: crate::guard::MAX_READ_AGE_DEFAULT,
+        }
     }
 }
 
@@ -104,7 +113,9 @@ fn set_pragmas(conn: &Connection, opts: &DbOptions) -> Result<(), LogError> {
     // Checkpoint the WAL into the database every 1000 pages (SQLite's default, made explicit
     // because Litestream's own checkpoints rely on it staying passive).
     conn.pragma_update(None, "wal_autocheckpoint", 1000).map_err(LogError::sqlite("setting wal_autocheckpoint"))?;
-    // After a checkpoint, truncate a WAL that a long reader made grow back to 64 MiB.
+    // After a checkpoint, truncate a WAL that a long reader made grow back to 64 MiB. It
+    // bounds the file only once the reader is gone: the reader-age guard (ADR 0016) makes
+    // sure every reader of ours is gone within `max_read_age`.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .map_err(LogError::sqlite("setting journal_size_limit"))?;
     // Enforce foreign keys should a later migration declare any.

@@ -70,6 +70,19 @@ pub enum LogError {
     /// An epoch or time that the log does not reach.
     #[error("{0}")]
     OutOfRange(String),
+    /// A read ran longer than the reader-age limit and was aborted ([`crate::guard`]).
+    #[error(
+        "read transaction older than {} aborted (after {}); the WAL cannot be checkpointed past an \
+         open reader, so reads are limited: read less at a time, or raise the limit",
+        crate::guard::human(*.limit),
+        crate::guard::human(*.age)
+    )]
+    ReaderTooOld {
+        /// The limit.
+        limit: std::time::Duration,
+        /// How old the read was when it was aborted.
+        age: std::time::Duration,
+    },
 }
 
 impl LogError {

@@ -129,8 +129,9 @@ fn take_batch(waiting: &mut Vec<(u64, Request)>) -> Vec<(u64, Request)> {
         }
         events += r.events();
         n += 1;
-        if matches!(r, Request::Rotate { .. }) {
-            // Events after a rotation are signed by the new key: let it end the batch.
+        if matches!(r, Request::Rotate { .. } | Request::StartGeneration { .. }) {
+            // Events after a rotation are signed by the new key, and those after a new
+            // generation belong to it: let either end the batch.
             break;
         }
     }

@@ -4,6 +4,7 @@
 //! - [`rows`]: mapping between table rows and core types.
 //! - [`parallel`]: signature batches checked on every core during full verification.
 //! - [`reader`]: reads: head, event ranges, full verification, replay to an epoch or time.
+//! - [`guard`]: the reader-age guard: a read older than `DbOptions::max_read_age` is aborted.
 //! - `group`: group commit by leader/follower: whoever finds no commit running commits for all.
 //! - [`writer`]: the writer: one transaction per batch of changesets, checkpoints.
 //! - [`prefix`]: a new database holding a verified prefix of a log (`confstore replay --out`).
@@ -16,6 +17,7 @@
 pub mod db;
 pub mod error;
 mod group;
+pub mod guard;
 pub mod parallel;
 pub mod prefix;
 pub mod reader;

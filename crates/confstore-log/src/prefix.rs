@@ -46,9 +46,9 @@ pub fn write_prefix(
         last = Some(PrefixHead { seq: ev.seq(), epoch: ev.body().epoch, hash: *ev.hash(), time_ms: ev.body().time_ms });
     })?;
     let last = last.ok_or_else(|| LogError::Schema("the log is empty".into()))?;
-    let (store_id, generation) =
+    let (store_id, _) =
         rows::store_row(reader.connection())?.ok_or_else(|| LogError::Schema("the source has no store row".into()))?;
-    let result = copy(reader, out, opts, now_ms, store_id, generation, &last);
+    let result = copy(reader, out, opts, now_ms, store_id, &last);
     if result.is_err() {
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", out.display()));
@@ -63,7 +63,6 @@ fn copy(
     opts: &DbOptions,
     now_ms: u64,
     store_id: confstore_core::StoreId,
-    generation: u64,
     last: &PrefixHead,
 ) -> Result<(), LogError> {
     let mut conn = db::open(out, opts, true)?;
@@ -72,8 +71,8 @@ fn copy(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(LogError::sqlite("starting to write the copy"))?;
     tx.execute(
-        "INSERT INTO store (id, store_id, generation, created_ms) VALUES (1, ?1, ?2, ?3)",
-        rusqlite::params![store_id.0.as_slice(), rows::i(generation), rows::i(now_ms)],
+        "INSERT INTO store (id, store_id, generation, created_ms) VALUES (1, ?1, 1, ?2)",
+        rusqlite::params![store_id.0.as_slice(), rows::i(now_ms)],
     )
     .map_err(LogError::sqlite("writing the store row"))?;
     reader.for_each_event(1, |ev| {
@@ -93,5 +92,7 @@ fn copy(
         )));
     }
     write_model(&tx, &head, &dirty, &state)?;
+    // The generation at the end of the prefix, not the source's current one.
+    rows::set_generation(&tx, head.generation)?;
     tx.commit().map_err(LogError::sqlite("committing the copy"))
 }

@@ -11,6 +11,7 @@ use rusqlite::Connection;
 
 use crate::db::{self, DbOptions};
 use crate::error::LogError;
+use crate::guard::ReadGuard;
 use crate::parallel::ParallelVerifier;
 use crate::rows::{self, EVENT_COLUMNS, event_from_row, i};
 
@@ -58,11 +59,21 @@ pub enum Until {
     Seq(u64),
 }
 
-/// A read-only view of one database.
+/// Events read per read transaction by [`LogReader::for_each_event`] and
+/// [`LogReader::events_chunk`]: a long read is many short ones, so it never keeps the WAL
+/// from being checkpointed for longer than one chunk takes (milliseconds).
+pub const EVENTS_PER_READ: usize = 1000;
+
+/// Body bytes read per read transaction, at most (plus the one event that crosses it): a
+/// chunk of large events stays small in memory.
+pub const BODY_BYTES_PER_READ: usize = 1024 * 1024;
+
+/// A read-only view of one database. Its reads are guarded: one that runs longer than
+/// `DbOptions::max_read_age` is aborted with [`LogError::ReaderTooOld`] ([`crate::guard`]).
 pub struct LogReader {
     conn: Connection,
     store_id: StoreId,
-    generation: u64,
+    guard: ReadGuard,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -72,13 +83,47 @@ impl std::fmt::Debug for LogReader {
 }
 
 impl LogReader {
-    /// Opens an existing store for reading. Does not migrate or write.
+    /// Opens an existing store for reading with the default options. Does not migrate or write.
     pub fn open(path: &Path) -> Result<Self, LogError> {
-        let conn = db::open(path, &DbOptions::default(), false)?;
+        Self::open_with(path, &DbOptions::default())
+    }
+
+    /// Opens an existing store for reading; `opts.max_read_age` limits every read.
+    pub fn open_with(path: &Path, opts: &DbOptions) -> Result<Self, LogError> {
+        let conn = db::open(path, opts, false)?;
         db::check_schema(&conn)?;
-        let (store_id, generation) =
-            rows::store_row(&conn)?.ok_or_else(|| LogError::NotInitialised(path.to_owned()))?;
-        Ok(Self { conn, store_id, generation })
+        let (store_id, _) = rows::store_row(&conn)?.ok_or_else(|| LogError::NotInitialised(path.to_owned()))?;
+        let guard = ReadGuard::new(&conn, opts.max_read_age);
+        Ok(Self { conn, store_id, guard })
+    }
+
+    /// The reader-age limit of this reader's reads.
+    pub fn max_read_age(&self) -> std::time::Duration {
+        self.guard.limit()
+    }
+
+    /// Runs `f` inside one read transaction (one snapshot of the database), guarded by the
+    /// reader-age limit; inside the caller's transaction if there is one. Keep it short:
+    /// the WAL cannot be checkpointed past it. Reads of many events inside it are streamed
+    /// from the one snapshot instead of chunked.
+    pub fn snapshot<T>(&self, f: impl FnOnce(&Self) -> Result<T, LogError>) -> Result<T, LogError> {
+        self.guard.run(|| {
+            if !self.conn.is_autocommit() {
+                return f(self);
+            }
+            let tx = self.conn.unchecked_transaction().map_err(LogError::sqlite("starting a read"))?;
+            let out = f(self)?;
+            tx.finish().map_err(LogError::sqlite("ending a read"))?;
+            Ok(out)
+        })
+    }
+
+    /// Seq of the last event (0 for an empty table).
+    pub fn last_seq(&self) -> Result<u64, LogError> {
+        self.conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get::<_, i64>(0))
+            .map(rows::u)
+            .map_err(LogError::sqlite("reading the last seq"))
     }
 
     /// The store id.
@@ -96,10 +141,12 @@ impl LogReader {
         let last = rows::last_event(&self.conn)?.ok_or(LogError::Tampered(VerifyError::Empty))?;
         let body = confstore_core::EventBody::decode(&last.body)
             .map_err(|e| LogError::Tampered(VerifyError::BadBody { seq: last.seq, reason: e.to_string() }))?;
-        let verified_seq = rows::verified_head(&self.conn)?.map_or(0, |v| v.0);
+        let verified_seq = rows::verified_head(&self.conn)?.map_or(0, |v| v.seq);
+        // The generation now (another process may have started one since this reader opened).
+        let generation = rows::store_row(&self.conn)?.map_or(1, |r| r.1);
         Ok(Head {
             store_id: self.store_id,
-            generation: self.generation,
+            generation,
             seq: last.seq,
             hash: last.hash,
             epoch: body.epoch,
@@ -110,15 +157,17 @@ impl LogReader {
 
     /// The head recorded as verified: (seq, hash), if any.
     pub fn verified_head(&self) -> Result<Option<(u64, Hash32)>, LogError> {
-        Ok(rows::verified_head(&self.conn)?.map(|v| (v.0, v.1)))
+        Ok(rows::verified_head(&self.conn)?.map(|v| (v.seq, v.hash)))
     }
 
     /// Number of events.
     pub fn count(&self) -> Result<u64, LogError> {
-        self.conn
-            .query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
-            .map(rows::u)
-            .map_err(LogError::sqlite("counting events"))
+        self.guard.run(|| {
+            self.conn
+                .query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
+                .map(rows::u)
+                .map_err(LogError::sqlite("counting events"))
+        })
     }
 
     /// The store's signing keys, oldest first.
@@ -126,22 +175,97 @@ impl LogReader {
         rows::key_ring(&self.conn, u64::MAX - 1)
     }
 
-    /// Calls `f` with every event from `from_seq` on, in seq order, until it returns false.
+    /// Calls `f` with every event from `from_seq` to the last one now, in seq order, until
+    /// it returns false. See [`Self::for_each_event_through`].
     pub fn for_each_event(
         &self,
         from_seq: u64,
+        f: impl FnMut(StoredEvent) -> Result<bool, LogError>,
+    ) -> Result<(), LogError> {
+        let end_seq = if self.conn.is_autocommit() { self.last_seq()? } else { u64::MAX };
+        self.for_each_event_through(from_seq, end_seq, f)
+    }
+
+    /// Calls `f` with every event from `from_seq` through `end_seq`, in seq order, until it
+    /// returns false. Outside a transaction the events are read in chunks
+    /// ([`Self::events_chunk`]), each in its own short read transaction, and `f` runs
+    /// between them, holding none: a slow consumer (a client reading an export slowly) never
+    /// keeps the WAL from being checkpointed. The log is append-only, so the chunks together
+    /// are exactly the events a single snapshot would have shown up to `end_seq`. Inside a
+    /// transaction ([`Self::snapshot`]) they are streamed from its snapshot, and the read is
+    /// aborted once it is older than the reader-age limit.
+    pub fn for_each_event_through(
+        &self,
+        from_seq: u64,
+        end_seq: u64,
         mut f: impl FnMut(StoredEvent) -> Result<bool, LogError>,
+    ) -> Result<(), LogError> {
+        if !self.conn.is_autocommit() {
+            return self.guard.run(|| self.stream_events(from_seq, end_seq, &mut f));
+        }
+        let mut next = from_seq;
+        while next <= end_seq {
+            let chunk = self.events_chunk(next, end_seq)?;
+            let Some(last) = chunk.last().map(|ev| ev.seq) else { break };
+            for ev in chunk {
+                if !f(ev)? {
+                    return Ok(());
+                }
+            }
+            match last.checked_add(1) {
+                Some(n) => next = n,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// The next events from `from_seq` through `end_seq`, in seq order, read in one short
+    /// read transaction: at most [`EVENTS_PER_READ`] events and about
+    /// [`BODY_BYTES_PER_READ`] bytes of bodies. Empty when there are none.
+    pub fn events_chunk(&self, from_seq: u64, end_seq: u64) -> Result<Vec<StoredEvent>, LogError> {
+        self.guard.run(|| {
+            let mut st = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3"
+                ))
+                .map_err(LogError::sqlite("reading events"))?;
+            let limit = i64::try_from(EVENTS_PER_READ).unwrap_or(i64::MAX);
+            let mut rows = st
+                .query(rusqlite::params![i(from_seq), i(end_seq), limit])
+                .map_err(LogError::sqlite("reading events"))?;
+            let (mut out, mut bytes) = (Vec::new(), 0usize);
+            while let Some(row) = rows.next().map_err(LogError::sqlite("reading events"))? {
+                let ev = event_from_row(row).map_err(LogError::sqlite("reading an event"))?;
+                bytes += ev.body.len();
+                out.push(ev);
+                if bytes >= BODY_BYTES_PER_READ {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Streams events from the caller's snapshot, checking the read's age after each.
+    fn stream_events(
+        &self,
+        from_seq: u64,
+        end_seq: u64,
+        f: &mut impl FnMut(StoredEvent) -> Result<bool, LogError>,
     ) -> Result<(), LogError> {
         let mut st = self
             .conn
-            .prepare(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq >= ?1 ORDER BY seq"))
+            .prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq"))
             .map_err(LogError::sqlite("reading events"))?;
-        let mut rows = st.query([i(from_seq)]).map_err(LogError::sqlite("reading events"))?;
+        let mut rows = st.query([i(from_seq), i(end_seq)]).map_err(LogError::sqlite("reading events"))?;
         while let Some(row) = rows.next().map_err(LogError::sqlite("reading events"))? {
             let ev = event_from_row(row).map_err(LogError::sqlite("reading an event"))?;
             if !f(ev)? {
                 break;
             }
+            self.guard.check()?;
         }
         Ok(())
     }
@@ -252,24 +376,18 @@ impl LogReader {
     pub fn current_state(&self) -> Result<State, LogError> {
         // One read snapshot for the checkpoint and the events after it.
         // Inside the caller's transaction if there is one (a projection catching up).
-        let tx = if self.conn.is_autocommit() {
-            Some(self.conn.unchecked_transaction().map_err(LogError::sqlite("starting a read"))?)
-        } else {
-            None
-        };
-        let (checkpoint, mut state) = self.write_model()?;
-        let mut verifier = ChainVerifier::resume(checkpoint.clone(), None);
-        self.for_each_event(checkpoint.seq + 1, |ev| {
-            verifier.push(&ev).map_err(LogError::Tampered)?;
-            verifier.take_ready().iter().for_each(|v| state.apply(v));
-            Ok(true)
-        })?;
-        verifier.flush_ready().map_err(LogError::Tampered)?.iter().for_each(|v| state.apply(v));
-        verifier.finish().map_err(LogError::Tampered)?;
-        if let Some(tx) = tx {
-            tx.finish().map_err(LogError::sqlite("ending a read"))?;
-        }
-        Ok(state)
+        self.snapshot(|r| {
+            let (checkpoint, mut state) = r.write_model()?;
+            let mut verifier = ChainVerifier::resume(checkpoint.clone(), None);
+            r.for_each_event(checkpoint.seq + 1, |ev| {
+                verifier.push(&ev).map_err(LogError::Tampered)?;
+                verifier.take_ready().iter().for_each(|v| state.apply(v));
+                Ok(true)
+            })?;
+            verifier.flush_ready().map_err(LogError::Tampered)?.iter().for_each(|v| state.apply(v));
+            verifier.finish().map_err(LogError::Tampered)?;
+            Ok(state)
+        })
     }
 
     /// Every event after `from_seq`, verified, in order: resumed from the write-model
@@ -338,6 +456,7 @@ impl LogReader {
             epoch: body.epoch,
             time_ms: body.time_ms,
             keys: rows::key_ring(&self.conn, from_seq)?,
+            generation: rows::generation_at(&self.conn, from_seq)?,
         };
         let mut verifier = ChainVerifier::resume(head, None).trust_signatures_through(trusted_through);
         let mut out = Vec::new();

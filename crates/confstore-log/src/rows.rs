@@ -80,23 +80,46 @@ pub fn event_at(conn: &Connection, seq: u64) -> Result<Option<StoredEvent>, LogE
         .map_err(LogError::sqlite("reading an event"))
 }
 
-/// The verified head (seq, hash, epoch, time), if recorded.
-pub fn verified_head(conn: &Connection) -> Result<Option<(u64, Hash32, u64, u64)>, LogError> {
-    conn.query_row("SELECT seq, hash, epoch, time_ms FROM verified_head WHERE id = 1", [], |r| {
-        Ok((u(r.get(0)?), Hash32(blob(r, 1)?), u(r.get(2)?), u(r.get(3)?)))
+/// The checkpoint: the last event verified and folded into the write model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifiedHead {
+    /// Its seq.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: Hash32,
+    /// The epoch after it.
+    pub epoch: u64,
+    /// Its time (unix ms).
+    pub time_ms: u64,
+    /// The generation after it.
+    pub generation: u64,
+}
+
+/// The verified head, if recorded.
+pub fn verified_head(conn: &Connection) -> Result<Option<VerifiedHead>, LogError> {
+    conn.query_row("SELECT seq, hash, epoch, time_ms, generation FROM verified_head WHERE id = 1", [], |r| {
+        Ok(VerifiedHead {
+            seq: u(r.get(0)?),
+            hash: Hash32(blob(r, 1)?),
+            epoch: u(r.get(2)?),
+            time_ms: u(r.get(3)?),
+            generation: u(r.get(4)?),
+        })
     })
     .optional()
     .map_err(LogError::sqlite("reading the verified head"))
 }
 
 /// Records the verified head.
-pub fn set_verified_head(conn: &Connection, seq: u64, hash: &Hash32, epoch: u64, time_ms: u64) -> Result<(), LogError> {
+pub fn set_verified_head(conn: &Connection, head: &ChainHead) -> Result<(), LogError> {
     conn.prepare_cached(
-        "INSERT INTO verified_head (id, seq, hash, epoch, time_ms) VALUES (1, ?1, ?2, ?3, ?4)
-         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
-                                        epoch = excluded.epoch, time_ms = excluded.time_ms",
+        "INSERT INTO verified_head (id, seq, hash, epoch, time_ms, generation) VALUES (1, ?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, epoch = excluded.epoch,
+                                        time_ms = excluded.time_ms, generation = excluded.generation",
     )
-    .and_then(|mut st| st.execute(params![i(seq), hash.0.as_slice(), i(epoch), i(time_ms)]))
+    .and_then(|mut st| {
+        st.execute(params![i(head.seq), head.hash.0.as_slice(), i(head.epoch), i(head.time_ms), i(head.generation)])
+    })
     .map_err(LogError::sqlite("recording the verified head"))?;
     Ok(())
 }
@@ -122,19 +145,23 @@ pub fn key_ring(conn: &Connection, through_seq: u64) -> Result<KeyRing, LogError
 /// The chain head recorded as verified, ready to resume verification from.
 pub fn chain_head(conn: &Connection, store_id: StoreId) -> Result<ChainHead, LogError> {
     let mut head = ChainHead::genesis(store_id);
-    if let Some((seq, hash, epoch, time_ms)) = verified_head(conn)? {
-        head.seq = seq;
-        head.hash = hash;
-        head.epoch = epoch;
-        head.time_ms = time_ms;
-        head.keys = key_ring(conn, seq)?;
+    if let Some(v) = verified_head(conn)? {
+        (head.seq, head.hash, head.epoch, head.time_ms, head.generation) =
+            (v.seq, v.hash, v.epoch, v.time_ms, v.generation);
+        head.keys = key_ring(conn, v.seq)?;
     }
     Ok(head)
 }
 
 /// The write model at the head, from the state tables.
 pub fn load_state(conn: &Connection, head: &ChainHead) -> Result<State, LogError> {
-    let mut state = State { epoch: head.epoch, seq: head.seq, time_ms: head.time_ms, ..State::default() };
+    let mut state = State {
+        epoch: head.epoch,
+        seq: head.seq,
+        time_ms: head.time_ms,
+        generation: head.generation,
+        ..State::default()
+    };
     let ctx = LogError::sqlite("loading the write model");
     let mut st = conn.prepare("SELECT service FROM state_services").map_err(LogError::sqlite("loading services"))?;
     for name in st.query_map([], |r| r.get::<_, String>(0)).map_err(LogError::sqlite("loading services"))? {
@@ -325,7 +352,37 @@ pub fn write_checkpoint(
     for (version, count) in counters {
         put_count.execute(params![i64::from(*version), i(*count)]).map_err(ctx())?;
     }
-    set_verified_head(conn, head.seq, &head.hash, head.epoch, head.time_ms)
+    set_verified_head(conn, head)
+}
+
+/// The generation in force after event `seq`: the current one, less one for each
+/// `generation_started` after `seq` (no scan at all in a store that never started one).
+pub fn generation_at(conn: &Connection, seq: u64) -> Result<u64, LogError> {
+    let now = store_row(conn)?.map_or(1, |r| r.1);
+    if now <= 1 {
+        return Ok(now.max(1));
+    }
+    let sql = LogError::sqlite("reading events for their generation");
+    let mut st = conn.prepare_cached("SELECT body FROM events WHERE seq > ?1 ORDER BY seq").map_err(sql)?;
+    let mut rows = st.query([i(seq)]).map_err(LogError::sqlite("reading events for their generation"))?;
+    let mut later = 0u64;
+    while let Some(row) = rows.next().map_err(LogError::sqlite("reading events for their generation"))? {
+        let body: Vec<u8> = row.get(0).map_err(LogError::sqlite("reading an event body"))?;
+        if let Ok(b) = confstore_core::EventBody::decode(&body)
+            && matches!(b.kind, confstore_core::EventKind::GenerationStarted { .. })
+        {
+            later += 1;
+        }
+    }
+    Ok(now.saturating_sub(later).max(1))
+}
+
+/// Records the store's current generation (in the transaction that appends the
+/// `generation_started` raising it).
+pub fn set_generation(conn: &Connection, generation: u64) -> Result<(), LogError> {
+    conn.execute("UPDATE store SET generation = ?1 WHERE id = 1", [i(generation)])
+        .map_err(LogError::sqlite("recording the new generation"))?;
+    Ok(())
 }
 
 /// Records one key of the chain (idempotent).

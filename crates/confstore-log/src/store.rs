@@ -70,7 +70,9 @@ impl Store {
         rows::insert_event(&tx, &ev)?;
         rows::insert_key(&tx, 1, &key.verifying_key().to_bytes())
             .map_err(LogError::sqlite("recording the first key"))?;
-        rows::set_verified_head(&tx, 1, &ev.hash, 0, now)?;
+        let mut head = confstore_core::verify::ChainHead::genesis(store_id);
+        (head.seq, head.hash, head.time_ms, head.generation) = (1, ev.hash, now, 1);
+        rows::set_verified_head(&tx, &head)?;
         tx.commit().map_err(LogError::sqlite("committing the new store"))?;
         drop(conn);
         Self::open(path, Some(key), clock, opts)
@@ -129,9 +131,10 @@ impl Store {
         self.store_id
     }
 
-    /// The generation.
+    /// The generation now (it rises when a `generation_started` is appended, here or by
+    /// another process and folded in).
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.group.with_writer(|w| w.state.generation).unwrap_or(self.generation)
     }
 
     /// Why appends are refused, if they are (tampered tail, wrong key, no key).
@@ -174,6 +177,19 @@ impl Store {
         self.group
             .with_writer(Writer::refresh)
             .unwrap_or(Err(LogError::NotCommitted("the writer lock is poisoned".into())))
+    }
+
+    /// Starts a new generation (ADR 0017): one event, abandoning the history whose newest
+    /// known head is (`abandoned_seq`, `abandoned_hash`). The caller establishes that the
+    /// log really was rewound (it compares signed heads with it) and writes the data
+    /// directory's `rebuild.info`.
+    pub fn start_generation(
+        &self,
+        abandoned_seq: u64,
+        abandoned_hash: Hash32,
+        draft: ChangesetDraft,
+    ) -> Result<Receipt, LogError> {
+        self.group.submit(Request::StartGeneration { abandoned_seq, abandoned_hash: abandoned_hash.0, draft })
     }
 
     /// Hands signing over to `new_key` (one event, signed by the current key, carrying the

@@ -37,13 +37,14 @@ const PARALLEL_SIGN_EVENTS_MIN: usize = 3;
 pub(crate) enum Request {
     Append { draft: ChangesetDraft },
     Rotate { new_key: Box<SigningKey>, draft: ChangesetDraft },
+    StartGeneration { abandoned_seq: u64, abandoned_hash: [u8; 32], draft: ChangesetDraft },
 }
 
 impl Request {
     pub(crate) fn events(&self) -> usize {
         match self {
             Self::Append { draft } => draft.changes.len(),
-            Self::Rotate { .. } => 1,
+            Self::Rotate { .. } | Self::StartGeneration { .. } => 1,
         }
     }
 }
@@ -141,7 +142,8 @@ impl Dirty {
             | EventKind::SigningKeyRotated { .. }
             | EventKind::RolledBack { .. }
             | EventKind::SecretRevealed { .. }
-            | EventKind::AccessDenied { .. } => {}
+            | EventKind::AccessDenied { .. }
+            | EventKind::GenerationStarted { .. } => {}
         }
     }
 }
@@ -290,6 +292,7 @@ impl Writer {
             return Err(LogError::ReadOnly);
         };
         let mut next_key: Option<SigningKey> = None;
+        let generation_before = self.state.generation;
         let mut unsigned: Vec<Unsigned> = Vec::new();
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(requests.len());
         for request in requests {
@@ -299,6 +302,9 @@ impl Writer {
                 Request::Append { draft } => state::decide(&self.state, draft, now),
                 Request::Rotate { new_key, draft } => {
                     state::rotate_signing_key(&self.state, &self.store_id, signer, new_key, draft, now).map(|b| vec![b])
+                }
+                Request::StartGeneration { abandoned_seq, abandoned_hash, draft } => {
+                    state::start_generation(&self.state, draft, *abandoned_seq, *abandoned_hash, now).map(|b| vec![b])
                 }
             };
             let bodies = match bodies {
@@ -326,6 +332,7 @@ impl Writer {
                 self.head.hash = hash;
                 self.head.epoch = body.epoch;
                 self.head.time_ms = body.time_ms;
+                self.head.generation = self.state.generation;
             }
             if let Request::Rotate { new_key, .. } = &request {
                 // A rotation always ends its batch (group::take_batch), so it is the last.
@@ -343,6 +350,10 @@ impl Writer {
         if unsigned.is_empty() {
             // Everything was refused: nothing to commit.
             return Ok(outcomes);
+        }
+        if self.state.generation != generation_before {
+            // Readers (and the next open) see the new generation with its event.
+            rows::set_generation(&tx, self.state.generation)?;
         }
         let keys: Vec<&SigningKey> = std::iter::once(current).chain(next_key.as_ref()).collect();
         let sigs = sign_all(&unsigned, &keys);

@@ -100,7 +100,8 @@ fn migrations_are_recorded() {
             "0003_create_search_index",
             "0004_create_state_counters",
             "0005_create_state_tokens",
-            "0006_create_state_versions"
+            "0006_create_state_versions",
+            "0007_verified_head_generation"
         ]
     );
 }
@@ -117,7 +118,8 @@ fn migration_0006_rebuilds_the_write_model_from_the_log() {
     drop(store);
     let c = rusqlite::Connection::open(&t.path).unwrap();
     c.execute_batch(
-        "DROP TABLE state_versions; DELETE FROM schema_migrations WHERE version = 6; PRAGMA user_version = 5;",
+        "DROP TABLE state_versions; ALTER TABLE verified_head DROP COLUMN generation;
+         DELETE FROM schema_migrations WHERE version >= 6; PRAGMA user_version = 5;",
     )
     .unwrap();
     drop(c);

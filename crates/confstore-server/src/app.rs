@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use confstore_core::SigningKey;
 use confstore_core::auth::{Role, TokenRecord};
+use confstore_core::{SigningKey, VerifyingKey};
 use confstore_lkg::LkgContent;
 use confstore_log::{DbOptions, LogError, LogReader, Store, SystemClock};
 use serde_json::Value;
@@ -45,7 +45,7 @@ impl std::fmt::Debug for Keys {
 pub struct Config {
     /// Where `config.db` and `config.lkg.json` are.
     pub data_dir: PathBuf,
-    /// Database options (synchronous, busy timeout).
+    /// Database options (synchronous, busy timeout, the reader-age limit of the read pool).
     pub db: DbOptions,
     /// Least time between two rewrites of the LKG file under continuous writes.
     pub lkg_interval: Duration,
@@ -89,12 +89,13 @@ impl Config {
 #[derive(Debug)]
 pub struct ReaderPool {
     path: PathBuf,
+    opts: DbOptions,
     idle: Mutex<Vec<LogReader>>,
 }
 
 impl ReaderPool {
-    fn new(path: PathBuf) -> Self {
-        Self { path, idle: Mutex::new(Vec::new()) }
+    fn new(path: PathBuf, opts: DbOptions) -> Self {
+        Self { path, opts, idle: Mutex::new(Vec::new()) }
     }
 
     /// Runs `f` with a reader (blocking: call from `spawn_blocking`).
@@ -103,7 +104,7 @@ impl ReaderPool {
         let reader = match pooled {
             Some(r) => r,
             None => {
-                let r = LogReader::open(&self.path)?;
+                let r = LogReader::open_with(&self.path, &self.opts)?;
                 // These connections write only the search index, a projection rebuilt from
                 // the log whenever its checkpoint is lost: its commits need not wait for an
                 // fsync. In WAL mode NORMAL still keeps every commit atomic and ordered, and
@@ -221,6 +222,10 @@ impl App {
             Ok(live) => Mode::Live(live),
             Err(why) => {
                 metrics.fallback(true);
+                if why.starts_with(REWOUND) {
+                    // Once, at start: the recovery attempts that follow log at debug level.
+                    tracing::error!(alert = "rewound_database", why = %why, "the database is behind a head seen before");
+                }
                 let fb = open_fallback(&config, &keys, why, &metrics);
                 tracing::warn!(why = %fb.why, lkg = ?fb.lkg.as_ref().map(|c| c.seq), "serving read-only from the LKG file");
                 Mode::Fallback(fb)
@@ -280,8 +285,9 @@ fn open_live(config: &Config, keys: &Keys, metrics: &Metrics) -> Result<LiveMode
     let store = Store::open(&path, Some(key), Arc::new(SystemClock), &config.db)
         .map_err(|e| format!("cannot open the database {}: {e}", path.display()))?;
     // Open verified the tail; also make sure the read side works (a reader, the head).
-    let readers = ReaderPool::new(path.clone());
+    let readers = ReaderPool::new(path.clone(), config.db.clone());
     readers.with(LogReader::head).map_err(|e| format!("cannot read the database {}: {e}", path.display()))?;
+    check_known_heads(config, keys, &readers)?;
     if let Some(why) = store.refusal() {
         metrics.signature_failure("log");
         tracing::error!(%why, "the store refuses writes; reads are served from the last verified state");
@@ -289,6 +295,66 @@ fn open_live(config: &Config, keys: &Keys, metrics: &Metrics) -> Result<LiveMode
     let model = Live::new(store.store_id().to_hex(), store.generation(), metrics.clone());
     store.set_commit_listener(model.listener());
     Ok(LiveMode { store: Arc::new(store), model, readers, search_lock: Mutex::new(()) })
+}
+
+/// How [`check_known_heads`]'s refusals start.
+const REWOUND: &str = "refusing to write to";
+
+/// Refuses to open read-write a database that is behind (or forked from, or older in
+/// generation than) a head this data directory recorded before: the LKG file and its
+/// high-water mark, the publisher's checkpoint, the signed head file (ADR 0017). Serving it
+/// would hand out a rewound history as if it were current. The caller falls back to the
+/// LKG file read-only; `confstore generation start` is the deliberate way forward.
+fn check_known_heads(config: &Config, keys: &Keys, readers: &ReaderPool) -> Result<(), String> {
+    let cannot_read = |e: LogError| format!("cannot read the database head: {e}");
+    let (db, store_keys) = readers
+        .with(|r| {
+            let head = r.head()?;
+            // Plus this server's own key: the head file may be signed by a key rotated in
+            // after the point an older copy ends.
+            let store_keys: Vec<VerifyingKey> =
+                r.keys()?.entries().iter().map(|e| e.key).chain([keys.signing.verifying_key()]).collect();
+            let db = crate::known_heads::DbHead {
+                store_id: head.store_id.to_hex(),
+                generation: head.generation,
+                seq: head.seq,
+            };
+            Ok((db, store_keys))
+        })
+        .map_err(cannot_read)?;
+    let files = crate::known_heads::LocalFiles {
+        data_dir: &config.data_dir,
+        head_file: config.head_file.as_deref(),
+        lkg_key: &keys.lkg,
+        store_keys: &store_keys,
+    };
+    let (known, warnings) = crate::known_heads::local(&files);
+    for w in &warnings {
+        tracing::warn!(warning = %w, "a record of the head is not usable");
+    }
+    let mut problems = Vec::new();
+    for k in &known {
+        let verdict = readers
+            .with(|r| {
+                crate::known_heads::standing(&db, k, |seq| {
+                    Ok(confstore_log::rows::event_at(r.connection(), seq)?.map(|e| e.hash.to_hex()))
+                })
+            })
+            .map_err(cannot_read)?;
+        if let Some(text) = verdict.describe(k, &db) {
+            problems.push(text);
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let text = format!(
+        "{REWOUND} {}: {}. If this copy is what you mean to continue from (a restore to a point in \
+         time), start a new generation: confstore generation start --reason TEXT (docs/operations.md, Generations)",
+        config.db_path().display(),
+        problems.join("; ")
+    );
+    Err(text)
 }
 
 fn open_fallback(config: &Config, keys: &Keys, why: String, metrics: &Metrics) -> FallbackMode {

@@ -6,6 +6,7 @@
 //! - [`api`]: the routes and the OpenAPI document, built together by [`api::router`].
 //! - [`auth`]: bearer tokens and roles, enforced from the OpenAPI document's `security`.
 //! - [`http`]: request ids, access log and request metrics.
+//! - [`known_heads`]: heads seen before, and whether the database fell behind them.
 //! - [`projector`]: the search index and the LKG file, kept up in the background.
 //! - [`stream`]: the MQTT publisher (the log is the outbox) and the embedded broker.
 //! - [`metrics`]: Prometheus metrics.
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod http;
+pub mod known_heads;
 pub mod metrics;
 pub mod model;
 pub mod projector;

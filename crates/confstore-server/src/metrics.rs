@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -27,6 +28,24 @@ pub struct RequestLabels {
 pub struct KindLabel {
     /// What kind.
     pub kind: String,
+}
+
+/// `confstore_readers_aborted_total`: the reader-age guard's count (ADR 0016), kept by
+/// confstore-log for every read of this process (exports, replays, search catch-ups).
+#[derive(Debug)]
+struct ReadersAborted;
+
+impl Collector for ReadersAborted {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new(confstore_log::guard::readers_aborted_total());
+        let metric = encoder.encode_descriptor(
+            "readers_aborted",
+            "Database reads aborted for running longer than --max-read-secs (an open reader stops WAL checkpoints)",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
+    }
 }
 
 /// Every metric the server keeps. Cheap to clone (shared).
@@ -143,6 +162,7 @@ impl Metrics {
         );
         let mqtt_connects = Counter::default();
         registry.register("mqtt_connects", "Connections the publisher made to the broker", mqtt_connects.clone());
+        registry.register_collector(Box::new(ReadersAborted));
         Self(Arc::new(Inner {
             registry,
             requests,

@@ -86,7 +86,16 @@ impl Live {
         m.head_hash = c.head_hash;
         self.batches.set_head(m.state.seq, m.state.epoch);
         let seq = m.state.seq;
+        let new_generation = m.state.generation > m.generation;
+        if new_generation {
+            // A generation_started (ADR 0017): snapshots keep their epoch but now carry the
+            // new generation, so none of the cached ones may be served again.
+            m.generation = m.state.generation;
+        }
         drop(m);
+        if new_generation {
+            self.snapshots.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        }
         self.changed.notify_one();
         self.head.send_replace(seq);
     }

@@ -77,6 +77,10 @@ pub enum Command {
     /// compared with the last signed head published (a file, or the broker's retained
     /// `system/config-head`); a database behind it is reported with the missing seq range.
     RestoreCheck(RestoreCheckArgs),
+    /// Generations: `start` continues deliberately from a rewound history (a restore to a
+    /// point in time) that the server and the write commands otherwise refuse.
+    #[command(subcommand)]
+    Generation(GenerationCommand),
     /// Manage keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -138,6 +142,15 @@ pub struct ServeArgs {
     /// the volume of the Litestream replica, for `confstore restore-check --head FILE`.
     #[arg(long, env = "CONFSTORE_HEAD_FILE")]
     pub head_file: Option<std::path::PathBuf>,
+    /// Abort a database read that runs longer than this many seconds (the reader-age guard,
+    /// ADR 0016): the WAL cannot be checkpointed past an open reader.
+    #[arg(
+        long,
+        env = "CONFSTORE_MAX_READ_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub max_read_secs: u64,
 }
 
 /// `token ...`.
@@ -358,8 +371,9 @@ pub struct ReplayArgs {
     pub json: bool,
 }
 
-/// How to get into an MQTT broker (`serve --mqtt-url`, `restore-check --mqtt-url`).
-#[derive(Debug, Args)]
+/// How to get into an MQTT broker (`serve --mqtt-url`, `restore-check --mqtt-url`,
+/// `generation start --mqtt-url`).
+#[derive(Debug, Default, Args)]
 pub struct MqttAccessArgs {
     /// Username at the broker.
     #[arg(long, env = "CONFSTORE_MQTT_USERNAME", requires = "mqtt_url")]
@@ -384,9 +398,10 @@ impl MqttAccessArgs {
     }
 }
 
-/// `restore-check`.
-#[derive(Debug, Args)]
-pub struct RestoreCheckArgs {
+/// Signed heads to compare a database with, besides the data directory's own records
+/// (`restore-check`, `generation start`).
+#[derive(Debug, Default, Args)]
+pub struct HeadSourceArgs {
     /// A signed head to compare with: the JWS published on `system/config-head`, saved to a
     /// file (e.g. `mosquitto_sub -C 1 -t system/config-head > head.jws`).
     #[arg(long, value_name = "FILE")]
@@ -397,6 +412,14 @@ pub struct RestoreCheckArgs {
     /// Credentials and CA for the broker.
     #[command(flatten)]
     pub mqtt_access: MqttAccessArgs,
+}
+
+/// `restore-check`.
+#[derive(Debug, Args)]
+pub struct RestoreCheckArgs {
+    /// Signed heads to compare with.
+    #[command(flatten)]
+    pub heads: HeadSourceArgs,
     /// The trusted Ed25519 public key (base64); default CONFIG_SIGNATURE_PUBLIC_KEY.
     #[arg(long)]
     pub public_key: Option<String>,
@@ -423,6 +446,34 @@ pub struct RollbackArgs {
     /// Request id to record (default: a random one).
     #[arg(long)]
     pub request_id: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `generation ...`.
+#[derive(Debug, Subcommand)]
+pub enum GenerationCommand {
+    /// Start a new generation from this database, which is behind (or forked from) a head
+    /// seen before: appends a signed `generation_started` naming the abandoned head, writes
+    /// `<data-dir>/rebuild.info`, and re-bases the LKG file and its high-water mark. Clients
+    /// then accept the new generation's lower epochs. Refused when the database is not
+    /// behind anything.
+    Start(GenerationStartArgs),
+}
+
+/// `generation start`.
+#[derive(Debug, Args)]
+pub struct GenerationStartArgs {
+    /// Why this history is continued; required, and recorded in the signed event.
+    #[arg(long)]
+    pub reason: String,
+    /// Who decides (default: $USER, else "cli").
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Signed heads to compare with, besides the data directory's records.
+    #[command(flatten)]
+    pub heads: HeadSourceArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

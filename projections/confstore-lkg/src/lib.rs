@@ -198,6 +198,12 @@ pub fn raise_high_water_mark(path: &Path, seq: u64) -> Result<(), LkgError> {
     if read_high_water_mark(path).is_some_and(|old| old >= seq) {
         return Ok(());
     }
+    set_high_water_mark(path, seq)
+}
+
+/// Sets the high-water mark in `path` to `seq`, lower or not: only for `confstore
+/// generation start`, where the mark of the abandoned history gives way to the new one.
+pub fn set_high_water_mark(path: &Path, seq: u64) -> Result<(), LkgError> {
     let tmp = path.with_extension("hwm.tmp");
     let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
     f.write_all(format!("{seq}\n").as_bytes()).and_then(|()| f.sync_all()).map_err(io(&tmp))?;

@@ -61,9 +61,10 @@ fn parse_line(line: &str, state: &State, at_epoch: &[State]) -> Vec<Change> {
 /// Builds, signs and verifies the fixture's log; returns the state at its head.
 fn replay_fixture(text: &str) -> State {
     let key = SigningKey::from_seed(&[3; 32]);
-    let mut events: Vec<StoredEvent> =
-        vec![seal(1, &genesis_hash(&STORE), &store_created(STORE, &key, "t", "r", 0), &key)];
+    let created = store_created(STORE, &key, "t", "r", 0);
+    let mut events: Vec<StoredEvent> = vec![seal(1, &genesis_hash(&STORE), &created, &key)];
     let mut state = State::default();
+    state.apply_body(1, &created);
     let mut at_epoch = vec![State::default()];
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();

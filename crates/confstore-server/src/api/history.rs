@@ -549,6 +549,12 @@ pub async fn head(State(app): State<App>) -> ApiResult<Response> {
 /// `GET /api/v1/export`: the whole log in the `confstore-export/1` JSON Lines format (a
 /// header line, then one line per event), streamed; `confstore verify --export` checks it
 /// offline with only the public key.
+///
+/// The export is the log up to the last event when the request arrived: the header's keys
+/// and that seq come from one snapshot. The events are then read in chunks, each in its own
+/// short read transaction on a pooled connection, and sent between reads: a client that
+/// reads slowly, or stops, holds neither a read transaction (which would keep the WAL from
+/// being checkpointed, ADR 0016) nor a connection.
 #[utoipa::path(get, path = "/api/v1/export", tag = "audit",
     security(("bearer" = ["audit.read"])),
     responses((status = 200, description = "confstore-export/1 JSON Lines", content_type = "application/x-ndjson", body = String)))]
@@ -556,23 +562,23 @@ pub async fn export(State(app): State<App>, who: Principal, rid: RequestId) -> A
     require_unscoped(&app, &who, "GET", "/api/v1/export", rid).await?;
     let mode = app.mode();
     live(&mode)?;
+    let m = Arc::clone(&mode);
+    let (first_line, end_seq) = blocking(move || {
+        let l = live(&m)?;
+        Ok(l.readers.with(|r| {
+            r.snapshot(|r| Ok((confstore_core::export::header_line(&r.store_id(), &r.keys()?), r.last_seq()?)))
+        })?)
+    })
+    .await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
     let m = Arc::clone(&mode);
     tokio::task::spawn_blocking(move || {
+        if tx.blocking_send(Ok(first_line + "\n")).is_err() {
+            return;
+        }
         let Ok(l) = live(&m) else { return };
-        let result = l.readers.with(|r| {
-            let header = confstore_core::export::header_line(&r.store_id(), &r.keys()?);
-            if tx.blocking_send(Ok(header + "\n")).is_err() {
-                return Ok(());
-            }
-            r.for_each_event(1, |ev| {
-                let body = EventBody::decode(&ev.body).ok();
-                let line = confstore_core::export::event_line(&ev, body.as_ref()) + "\n";
-                Ok(tx.blocking_send(Ok(line)).is_ok())
-            })
-        });
-        if let Err(e) = result {
-            tracing::error!(error = %e, "export failed part way");
+        if let Err(e) = send_events(l, end_seq, &tx) {
+            tracing::error!(error = %e, end_seq, "export failed part way; the client gets a truncated body");
             let _ = tx.blocking_send(Err(std::io::Error::other("export failed")));
         }
     });
@@ -580,6 +586,33 @@ pub async fn export(State(app): State<App>, who: Principal, rid: RequestId) -> A
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     Ok(resp)
+}
+
+/// Sends the lines of events 1..=`end_seq`, one chunk per read. Returns early, without an
+/// error, when the client has gone.
+fn send_events(
+    l: &crate::app::LiveMode,
+    end_seq: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<String, std::io::Error>>,
+) -> Result<(), LogError> {
+    let mut next = 1;
+    while next <= end_seq {
+        let chunk = l.readers.with(|r| r.events_chunk(next, end_seq))?;
+        let Some(last) = chunk.last().map(|ev| ev.seq) else {
+            return Err(LogError::OutOfRange(format!(
+                "the log ends before event {next}, though it reached event {end_seq} when the export started"
+            )));
+        };
+        for ev in chunk {
+            let body = EventBody::decode(&ev.body).ok();
+            let line = confstore_core::export::event_line(&ev, body.as_ref()) + "\n";
+            if tx.blocking_send(Ok(line)).is_err() {
+                return Ok(());
+            }
+        }
+        next = last + 1;
+    }
+    Ok(())
 }
 
 /// A receiver as a stream (without pulling in tokio-stream).

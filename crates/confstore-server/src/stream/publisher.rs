@@ -347,6 +347,9 @@ impl Publisher {
     fn start_from_checkpoint(&mut self, live: &LiveMode) {
         let path = self.app.config.data_dir.join(checkpoint::FILE_NAME);
         let (head_seq, head_hash, head_state) = live.model.read(|m| (m.state.seq, m.head_hash, m.state.clone()));
+        // The database's generation (the server may have started in the fallback, from an
+        // LKG file of another generation, and recovered after a new generation started).
+        (self.store_id, self.generation) = live.model.read(|m| (m.store_id.clone(), m.generation));
         let resumed = checkpoint::read(&path)
             .filter(|c| c.store_id == self.store_id && c.generation == self.generation && c.seq <= head_seq)
             .and_then(|c| {
@@ -426,6 +429,16 @@ impl Publisher {
         let mut changed: Vec<String> = Vec::new();
         for ev in &events {
             self.state.apply(ev);
+            if self.state.generation > self.generation {
+                // generation_started (ADR 0017): every service's snapshot is republished in
+                // the new generation, which clients accept although its epochs are lower.
+                self.generation = self.state.generation;
+                for name in self.state.services.keys() {
+                    if !changed.contains(name) {
+                        changed.push(name.clone());
+                    }
+                }
+            }
             if let Some(service) = ev.body().service() {
                 let hash = ev.hash().to_hex();
                 let at = Position { store_id: &self.store_id, generation: self.generation, seq: ev.seq(), hash: &hash };

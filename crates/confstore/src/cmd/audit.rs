@@ -60,11 +60,15 @@ fn partial_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Writes the log up to its last event now. The header's keys and that seq come from one
+/// snapshot; the events are then read in chunks, each in a short read transaction, so a slow
+/// pipe (`confstore export | ssh …`) never keeps the server's WAL from being checkpointed.
 fn write_export(reader: &LogReader, out: &mut dyn Write, bar: &indicatif::ProgressBar) -> Result<u64> {
-    writeln!(out, "{}", export::header_line(&reader.store_id(), &reader.keys()?)).context("cannot write the export")?;
+    let (keys, end_seq) = reader.snapshot(|r| Ok((r.keys()?, r.last_seq()?)))?;
+    writeln!(out, "{}", export::header_line(&reader.store_id(), &keys)).context("cannot write the export")?;
     let mut n = 0u64;
     let mut io_error = None;
-    reader.for_each_event(1, |ev| {
+    reader.for_each_event_through(1, end_seq, |ev| {
         let body = EventBody::decode(&ev.body).ok();
         if let Err(e) = writeln!(out, "{}", export::event_line(&ev, body.as_ref())) {
             io_error = Some(e);

@@ -1,6 +1,7 @@
 //! One module per group of commands; [`run`] dispatches.
 
 mod audit;
+mod generation;
 mod init;
 mod keys;
 mod lkg;
@@ -21,7 +22,8 @@ use anyhow::{Context, Result};
 use confstore_log::{DbOptions, LogReader, Store, Synchronous, SystemClock};
 
 use crate::cli::{
-    Cli, Command, KeysCommand, LkgCommand, SchemaCommand, SecretCommand, ServiceCommand, SyncMode, TokenCommand,
+    Cli, Command, GenerationCommand, KeysCommand, LkgCommand, SchemaCommand, SecretCommand, ServiceCommand, SyncMode,
+    TokenCommand,
 };
 use crate::env_keys::Keys;
 
@@ -52,6 +54,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Rollback(a) => timetravel::rollback(&ctx, &a),
         Command::Replay(a) => timetravel::replay(&ctx, &a),
         Command::RestoreCheck(a) => restore::check(&ctx, &a),
+        Command::Generation(GenerationCommand::Start(a)) => generation::start(&ctx, &a),
         Command::Keys(KeysCommand::Rotate(a)) => keys::rotate(&ctx, &a),
         Command::Schema(SchemaCommand::Set { service, file, meta }) => schema::set(&ctx, &service, &file, &meta),
         Command::Schema(SchemaCommand::Get { service, json }) => schema::get(&ctx, &service, json),
@@ -84,8 +87,29 @@ impl Ctx {
         Keys::load(&self.env_file)
     }
 
-    /// Opens the store for appending with the configured signing key.
+    /// Opens the store for appending with the configured signing key, after checking that
+    /// the database is not behind a head the data directory recorded before (a rewound copy
+    /// must not be written to; `generation start` is the way forward).
     fn store(&self) -> Result<Store> {
+        let store = self.store_unchecked()?;
+        if store.refusal().is_some() {
+            // A tampered or truncated log, or the wrong key: the append reports that, the
+            // more precise reason.
+            return Ok(store);
+        }
+        let problems = restore::local_problems(self, &self.reader()?)?;
+        if !problems.is_empty() {
+            anyhow::bail!(
+                "refusing to write: {}; if this copy is what you mean to continue from, run `confstore generation \
+                 start --reason TEXT` (docs/operations.md, Generations); nothing was changed",
+                problems.join("; ")
+            );
+        }
+        Ok(store)
+    }
+
+    /// [`Self::store`] without the check against recorded heads (for `generation start`).
+    fn store_unchecked(&self) -> Result<Store> {
         let keys = self.keys()?;
         let key = keys.signing_key()?;
         let path = self.db_path();

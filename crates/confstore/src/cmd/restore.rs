@@ -9,26 +9,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use confstore_core::{VerifyingKey, jws, stream};
+use confstore_core::{VerifyingKey, stream};
 use confstore_log::LogReader;
-use serde_json::{Value, json};
+use confstore_server::known_heads::{self, DbHead, KnownHead, Standing, standing};
+use serde_json::json;
 
 use super::Ctx;
 use super::audit::{trusted_key_from, verify_database};
-use crate::cli::RestoreCheckArgs;
+use crate::cli::{HeadSourceArgs, MqttAccessArgs, RestoreCheckArgs};
 use crate::output;
 
 /// How long to wait for the broker's retained head.
 const MQTT_WAIT: Duration = Duration::from_secs(5);
-
-/// A signed head from somewhere, verified.
-struct KnownHead {
-    source: String,
-    store_id: String,
-    generation: u64,
-    seq: u64,
-    hash: String,
-}
 
 pub fn check(ctx: &Ctx, args: &RestoreCheckArgs) -> Result<ExitCode> {
     let db = ctx.db_path();
@@ -39,19 +31,8 @@ pub fn check(ctx: &Ctx, args: &RestoreCheckArgs) -> Result<ExitCode> {
     let reader = ctx.reader()?;
     let integrity = integrity_check(&reader)?;
     let chain = verify_database(&reader, anchor, false)?;
-    let generation = confstore_log::rows::store_row(reader.connection())?.map_or(1, |r| r.1);
-    let mut keys: Vec<VerifyingKey> = reader.keys()?.entries().iter().map(|e| e.key).collect();
-    keys.push(anchor);
-
-    let mut known = Vec::new();
-    for path in &args.head {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        known.push(parse_head(text.trim(), &keys, &path.display().to_string())?);
-    }
-    if let Some(url) = &args.mqtt_url {
-        let text = retained_head(url, args)?;
-        known.push(parse_head(&text, &keys, &format!("{url} (retained {})", stream::HEAD_TOPIC))?);
-    }
+    let generation = reader.head().map_or(1, |h| h.generation);
+    let (known, warnings) = gather_known_heads(ctx, &reader, Some(anchor), &args.heads)?;
 
     let mut problems: Vec<String> = Vec::new();
     if integrity != "ok" {
@@ -61,44 +42,25 @@ pub fn check(ctx: &Ctx, args: &RestoreCheckArgs) -> Result<ExitCode> {
         Ok(h) => (h.seq, h.hash.to_hex(), h.store_id.to_hex()),
         Err(f) => {
             problems.push(format!("the chain does not verify: first bad event is seq {}: {}", f.seq, f.reason));
-            (0, String::new(), reader.store_id().to_hex())
+            // Still compare where the log ends, so a missing tail is not reported as a
+            // missing whole log.
+            let last = reader.head().map(|h| (h.seq, h.hash.to_hex())).unwrap_or_default();
+            (last.0, last.1, reader.store_id().to_hex())
         }
     };
+    let db_head = DbHead { store_id: store_id.clone(), generation, seq: head_seq };
     let mut compared = Vec::new();
     let mut missing: Option<(u64, u64)> = None;
     for k in &known {
-        let verdict = if k.store_id != store_id {
-            problems.push(format!("{}: a head of store {}, this database is store {store_id}", k.source, k.store_id));
-            "another_store"
-        } else if k.generation > generation {
-            problems.push(format!(
-                "{}: a head of generation {}, this database is generation {generation}: it is from before a restore",
-                k.source, k.generation
-            ));
-            "older_generation"
-        } else if k.generation < generation {
-            "newer_generation"
-        } else if k.seq > head_seq {
-            let range = (head_seq + 1, k.seq);
-            missing = Some(missing.map_or(range, |(a, b)| (a.min(range.0), b.max(range.1))));
-            problems.push(format!(
-                "{}: the last published head is event {} but this database ends at event {head_seq}: \
-                 events {}..={} are missing",
-                k.source, k.seq, range.0, range.1
-            ));
-            "behind"
-        } else if event_hash(&reader, k.seq)?.as_deref() != Some(k.hash.as_str()) {
-            problems.push(format!(
-                "{}: event {} here is not the one that was published (hash {}): the history forked",
-                k.source, k.seq, k.hash
-            ));
-            "forked"
-        } else {
-            "ok"
-        };
-        compared.push(
-            json!({"source": k.source, "seq": k.seq, "hash": k.hash, "generation": k.generation, "verdict": verdict}),
-        );
+        let verdict = standing(&db_head, k, |seq| event_hash(&reader, seq))?;
+        if let Standing::Behind { from, to } = verdict {
+            missing = Some(missing.map_or((from, to), |(a, b)| (a.min(from), b.max(to))));
+        }
+        if let Some(text) = verdict.describe(k, &db_head) {
+            problems.push(text);
+        }
+        compared.push(json!({"source": k.source, "seq": k.seq, "hash": k.hash, "generation": k.generation,
+                             "verdict": verdict.name()}));
     }
     let ok = problems.is_empty();
     if args.json {
@@ -110,26 +72,31 @@ pub fn check(ctx: &Ctx, args: &RestoreCheckArgs) -> Result<ExitCode> {
             "head": {"seq": head_seq, "hash": head_hash, "generation": generation, "store_id": store_id},
             "compared_with": compared,
             "missing": missing.map(|(from, to)| json!({"from_seq": from, "to_seq": to, "events": to - from + 1})),
+            "warnings": warnings,
             "problems": problems,
         }));
     } else {
         println!("integrity: {integrity}");
         match &chain {
-            Ok(h) => println!("chain: ok, {} events, head {}", h.seq, h.hash),
+            Ok(h) => println!("chain: ok, {} events, head {}, generation {generation}", h.seq, h.hash),
             Err(f) => println!("chain: FAILED at seq {}: {}", f.seq, f.reason),
         }
         for c in &compared {
             println!(
-                "signed head {} (seq {}): {}",
+                "known head {} (seq {}): {}",
                 c["source"].as_str().unwrap_or(""),
                 c["seq"],
                 c["verdict"].as_str().unwrap_or("")
             );
         }
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
         if known.is_empty() {
             eprintln!(
-                "warning: no signed head to compare with (--head FILE or --mqtt-url URL): a restore that lost \
-                 the newest events cannot be told from a complete one"
+                "warning: no signed head to compare with (--head FILE or --mqtt-url URL, or the data directory's \
+                 LKG file and publisher checkpoint): a restore that lost the newest events cannot be told from a \
+                 complete one"
             );
         }
         for p in &problems {
@@ -138,6 +105,59 @@ pub fn check(ctx: &Ctx, args: &RestoreCheckArgs) -> Result<ExitCode> {
         println!("{}", if ok { "restore check: ok" } else { "restore check: FAILED" });
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Every head recorded before that can be found: the data directory's own records (LKG
+/// file and high-water mark, publisher checkpoint), the signed head files given, and the
+/// broker's retained head when a URL is given. Also warnings about records that exist but
+/// are not usable. A forged head file or retained head is an error.
+pub(super) fn gather_known_heads(
+    ctx: &Ctx,
+    reader: &LogReader,
+    trusted: Option<VerifyingKey>,
+    sources: &HeadSourceArgs,
+) -> Result<(Vec<KnownHead>, Vec<String>)> {
+    // The database's own keys, plus the trusted one: a head of the newer history may be
+    // signed by a key rotated in after the point this copy ends.
+    let mut keys: Vec<VerifyingKey> = reader.keys()?.entries().iter().map(|e| e.key).collect();
+    keys.extend(trusted);
+    let (mut known, mut warnings) = match ctx.keys().and_then(|k| k.lkg_key()) {
+        Ok(lkg_key) => known_heads::local(&known_heads::LocalFiles {
+            data_dir: &ctx.data_dir,
+            head_file: None,
+            lkg_key: &lkg_key,
+            store_keys: &keys,
+        }),
+        Err(e) => (Vec::new(), vec![format!("the data directory's LKG file is not compared: {e:#}")]),
+    };
+    for path in &sources.head {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        known.push(known_heads::from_head_jws(&text, &keys, &path.display().to_string()).map_err(|e| anyhow!(e))?);
+    }
+    if let Some(url) = &sources.mqtt_url {
+        let text = retained_head(url, &sources.mqtt_access)?;
+        let source = format!("{url} (retained {})", stream::HEAD_TOPIC);
+        known.push(known_heads::from_head_jws(&text, &keys, &source).map_err(|e| anyhow!(e))?);
+    }
+    warnings.dedup();
+    Ok((known, warnings))
+}
+
+/// How the database stands against each known head.
+pub(super) fn judge_all(reader: &LogReader, known: &[KnownHead]) -> Result<Vec<(KnownHead, Standing)>> {
+    let head = reader.head()?;
+    let db = DbHead { store_id: head.store_id.to_hex(), generation: head.generation, seq: head.seq };
+    known.iter().map(|k| Ok((k.clone(), standing(&db, k, |seq| event_hash(reader, seq))?))).collect()
+}
+
+/// Problems with the data directory's own records of the head (no broker, no files
+/// named): what every write command checks before it appends.
+pub(super) fn local_problems(ctx: &Ctx, reader: &LogReader) -> Result<Vec<String>> {
+    let trusted = trusted_key_from(ctx, None).ok();
+    let (known, _) = gather_known_heads(ctx, reader, trusted, &HeadSourceArgs::default())?;
+    let head = reader.head()?;
+    let db = DbHead { store_id: head.store_id.to_hex(), generation: head.generation, seq: head.seq };
+    Ok(judge_all(reader, &known)?.iter().filter_map(|(k, v)| v.describe(k, &db)).collect())
 }
 
 /// `PRAGMA integrity_check` (the full check, not `quick_check`): `ok`, or the problems found.
@@ -160,27 +180,13 @@ fn event_hash(reader: &LogReader, seq: u64) -> Result<Option<String>> {
     Ok(found)
 }
 
-/// Verifies a head JWS (typ confstore-head+json) with the store's keys and reads it.
-fn parse_head(text: &str, keys: &[VerifyingKey], source: &str) -> Result<KnownHead> {
-    let jws_doc: Value = serde_json::from_str(text).with_context(|| format!("{source}: not a JSON head JWS"))?;
-    let doc = jws::verify(&jws_doc, jws::TYP_HEAD, keys).map_err(|e| anyhow!("{source}: {e}"))?;
-    let field = |k: &str| doc.get(k).cloned().ok_or_else(|| anyhow!("{source}: the head has no {k:?}"));
-    Ok(KnownHead {
-        source: source.to_owned(),
-        store_id: field("store_id")?.as_str().unwrap_or_default().to_owned(),
-        generation: field("generation")?.as_u64().unwrap_or(0),
-        seq: field("seq")?.as_u64().unwrap_or(0),
-        hash: field("hash")?.as_str().unwrap_or_default().to_owned(),
-    })
-}
-
 /// Subscribes to `system/config-head` and returns the retained message's text.
-fn retained_head(url: &str, args: &RestoreCheckArgs) -> Result<String> {
+fn retained_head(url: &str, access: &MqttAccessArgs) -> Result<String> {
     let mut settings = confstore_server::stream::MqttSettings::from_url(
         url,
         format!("confstore-restore-check-{}", std::process::id()),
     )?;
-    args.mqtt_access.apply(&mut settings);
+    access.apply(&mut settings);
     let mut options = settings.options(None)?;
     options.set_clean_session(true);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -54,6 +54,7 @@ pub fn serve(ctx: &Ctx, args: &ServeArgs) -> Result<ExitCode> {
     }
     let mut config = Config::new(ctx.data_dir.clone());
     config.db = ctx.db.clone();
+    config.db.max_read_age = Duration::from_secs(args.max_read_secs);
     config.lkg_interval = Duration::from_millis(args.lkg_interval_ms);
     config.recover_interval = Duration::from_secs(args.recover_interval_s.max(1));
     config.head_file = args.head_file.clone();
