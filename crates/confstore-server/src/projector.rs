@@ -14,33 +14,66 @@ use crate::model::lkg_content;
 /// How often the projector looks for other processes' events when nothing happens here.
 const IDLE_REFRESH: Duration = Duration::from_secs(1);
 
+/// Least time between two background catch-ups of the search index. Each one is a write
+/// transaction that rewrites index pages (FTS5 adds a segment per transaction), so under
+/// continuous writes a catch-up every `lkg_interval` doubled the WAL written per commit
+/// (TESTPLAN 12: the WAL a long reader lets grow). Readers never wait for it: a search
+/// request, and the web UI's keys view, catch the index up themselves first.
+const SEARCH_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Brings the search index up to the log's head. If its checkpoint is not an event of this
 /// log (a restore, a copied file), the index is rebuilt instead. Signatures up to
 /// `trusted_through` were checked by this process already (the server passes its read
 /// model's head: events its writer signed or verified when folding them in); links and
 /// hashes are checked anyway, and `confstore verify` checks every signature.
 pub fn search_catch_up(reader: &LogReader, trusted_through: u64) -> Result<u64, LogError> {
+    let schema = |e: confstore_search::SearchError| LogError::Schema(e.to_string());
     let conn = reader.connection();
-    let sql = LogError::sqlite("updating the search index");
-    let tx = conn.unchecked_transaction().map_err(LogError::sqlite("starting to update the search index"))?;
-    let (from, events) = match confstore_search::checkpoint(&tx).map_err(|e| LogError::Schema(e.to_string()))? {
-        None => (0, reader.verified_after(0)?),
-        Some((seq, hash)) => match reader.verified_after_anchor(seq, &hash, trusted_through) {
-            Ok(events) => (seq, events),
-            // Not an event of this log (a restore, a copied file): rebuild the index.
-            Err(LogError::Tampered(_)) => {
-                confstore_search::clear(&tx).map_err(|e| LogError::Schema(e.to_string()))?;
-                (0, reader.verified_after(0)?)
+    let mut attempts = 0;
+    loop {
+        // Read (and verify) what is new in one read snapshot, holding no write lock: the
+        // log's writers go on meanwhile.
+        let (seen, rebuild, from, events, state) = reader.snapshot(|r| {
+            let seen = confstore_search::checkpoint(conn).map_err(schema)?;
+            let (rebuild, from, events) = match &seen {
+                None => (false, 0, r.verified_after(0)?),
+                Some((seq, hash)) => match r.verified_after_anchor(*seq, hash, trusted_through) {
+                    Ok(events) => (false, *seq, events),
+                    // Not an event of this log (a restore, a copied file): rebuild the index.
+                    Err(LogError::Tampered(_)) => (true, 0, r.verified_after(0)?),
+                    Err(e) => return Err(e),
+                },
+            };
+            let state = if events.is_empty() && !rebuild { None } else { Some(r.current_state()?) };
+            Ok((seen, rebuild, from, events, state))
+        })?;
+        let last = events.last().map_or(from, confstore_core::Verified::seq);
+        let Some(state) = state else { return Ok(last) };
+        // Then write it in a transaction that takes the write lock at BEGIN (IMMEDIATE, so
+        // it waits its turn under the busy timeout). A deferred transaction that read first
+        // would fail with SQLITE_BUSY whenever a writer committed in between, and under
+        // constant writes it kept failing, delaying the WAL restart (TESTPLAN 12).
+        let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
+            .map_err(LogError::sqlite("starting to update the search index"))?;
+        // Another catch-up (a search request, the CLI) may have moved the checkpoint since
+        // the read: then read again from where it is now.
+        if confstore_search::checkpoint(&tx).map_err(schema)? != seen {
+            drop(tx);
+            attempts += 1;
+            if attempts >= 5 {
+                return Err(LogError::Schema(
+                    "the search index kept changing while it was being updated; try again".into(),
+                ));
             }
-            Err(e) => return Err(e),
-        },
-    };
-    let last = events.last().map_or(from, confstore_core::Verified::seq);
-    if !events.is_empty() {
-        confstore_search::apply(&tx, &events, &reader.current_state()?).map_err(|e| LogError::Schema(e.to_string()))?;
+            continue;
+        }
+        if rebuild {
+            confstore_search::clear(&tx).map_err(schema)?;
+        }
+        confstore_search::apply(&tx, &events, &state).map_err(schema)?;
+        tx.commit().map_err(LogError::sqlite("updating the search index"))?;
+        return Ok(last);
     }
-    tx.commit().map_err(sql)?;
-    Ok(last)
 }
 
 /// Writes the high-water mark, then the LKG file, for the read model's head; and the signed
@@ -76,7 +109,7 @@ fn write_lkg(app: &App, live: &LiveMode) -> Result<u64, String> {
 /// projections cost a fixed amount per interval, not per commit. Search requests catch the
 /// index up themselves, so they never wait for a pass.
 pub async fn run(app: App) {
-    let mut done = Pass { search_seq: None, lkg_seq: None };
+    let mut done = Pass { search_seq: None, search_at: None, lkg_seq: None };
     let mut last_pass: Option<tokio::time::Instant> = None;
     loop {
         let mode = app.mode();
@@ -113,6 +146,8 @@ pub async fn run(app: App) {
 #[derive(Clone, Copy, Debug)]
 struct Pass {
     search_seq: Option<u64>,
+    /// When the search index was last caught up.
+    search_at: Option<std::time::Instant>,
     lkg_seq: Option<u64>,
 }
 
@@ -122,7 +157,8 @@ fn pass(app: &App, mode: &Mode, mut done: Pass) -> Pass {
         tracing::error!(error = %e, "cannot fold in other writers' events");
     }
     let head = live.model.read(|m| m.state.seq);
-    if done.search_seq != Some(head) {
+    if done.search_seq != Some(head) && done.search_at.is_none_or(|t| t.elapsed() >= SEARCH_INTERVAL) {
+        done.search_at = Some(std::time::Instant::now());
         let search = {
             let _one = live.search_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             live.readers.with(|r| search_catch_up(r, head))
