@@ -26,6 +26,9 @@ command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || apt_missing+=(gcc-aarch64-li
 command -v qemu-aarch64 >/dev/null 2>&1 || apt_missing+=(qemu-user)
 # docker-compose validates ops/docker/compose.yaml (`config` needs no Docker daemon).
 command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || apt_missing+=(docker-compose)
+# The UI tests (tests/tests/ui.rs) drive a real headless Chromium through chromedriver.
+command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || apt_missing+=(chromium-driver)
 if [ ${#apt_missing[@]} -gt 0 ]; then
     log "installing ${apt_missing[*]} from Debian's packages"
     apt-get update -qq

@@ -871,6 +871,20 @@ fn import_env_brings_a_service_env_file_in_as_one_changeset() {
 }
 
 #[test]
+fn rollback_restores_a_secret_as_its_old_ciphertext() {
+    let dir = Scratch::new("rollback-secret");
+    let store = store_with_services(&dir);
+    let first = store.json(&["set", "db", "password", "\"pw-one\"", "--secret", "--json"]);
+    store.ok(&["set", "db", "password", "\"pw-two\"", "--secret"]);
+    let epoch = u64_of(&first, "epoch").to_string();
+    store.ok(&["rollback", "--to-epoch", &epoch, "--service", "db", "--reason", "back to the first password"]);
+    assert_eq!(store.ok(&["secret", "reveal", "db", "password"]).trim(), "\"pw-one\"");
+    // The log holds the first envelope again, never the plaintext.
+    let export = store.ok(&["export"]);
+    assert!(!export.contains("pw-one") && !export.contains("pw-two"), "a plaintext reached the log");
+}
+
+#[test]
 fn master_key_rotation_rewraps_every_secret_and_retires_the_old_version() {
     let dir = Scratch::new("master");
     let store = store_with_services(&dir);

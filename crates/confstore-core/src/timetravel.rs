@@ -60,6 +60,9 @@ pub fn diff(from: &State, to: &State, service: Option<&str>) -> Vec<KeyChange> {
 /// The changeset that makes `current` equal to `target` (for `service` only, when given),
 /// led by the rollback marker. Empty when there is nothing to roll back. Services
 /// registered after `target` stay registered, with their keys unset.
+///
+/// A secret comes back as a `Set` of its stored envelope: pass the changes through
+/// [`restore_secrets`] before committing them.
 pub fn rollback_changes(current: &State, target: &State, to_epoch: u64, service: Option<&str>) -> Vec<Change> {
     let changes: Vec<Change> = diff(current, target, service)
         .into_iter()
@@ -80,6 +83,32 @@ pub fn rollback_changes(current: &State, target: &State, to_epoch: u64, service:
     }
     let marker = Change::RollBack { to_epoch, service: service.map(str::to_owned) };
     std::iter::once(marker).chain(changes).collect()
+}
+
+/// Makes the changes of [`rollback_changes`] that bring a secret back (a `Set` of its stored
+/// envelope, which `decide` refuses as a plain value) into secret sets of that same
+/// envelope, with the plaintext `open` decrypts — used only to check it against the
+/// service's schema, as for every secret set; the envelope is stored as it was, so the log
+/// never holds more than ciphertext. The first error of `open` is returned.
+pub fn restore_secrets<E>(
+    changes: Vec<Change>,
+    mut open: impl FnMut(&str, &str, &crate::secret::Envelope) -> Result<crate::secret::Plaintext, E>,
+) -> Result<Vec<Change>, E> {
+    changes
+        .into_iter()
+        .map(|change| match change {
+            Change::Set { service, key, value } => {
+                match crate::secret::envelope_of(&crate::state::canonical_json_text(&value)) {
+                    Some(envelope) => {
+                        let plaintext = open(&service, &key, &envelope)?;
+                        Ok(Change::SetSecret { service, key, plaintext, envelope })
+                    }
+                    None => Ok(Change::Set { service, key, value }),
+                }
+            }
+            other => Ok(other),
+        })
+        .collect()
 }
 
 #[cfg(test)]

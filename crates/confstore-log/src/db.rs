@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (5, "0005_create_state_tokens", include_str!("../../../migrations/0005_create_state_tokens.sql")),
     (6, "0006_create_state_versions", include_str!("../../../migrations/0006_create_state_versions.sql")),
     (7, "0007_verified_head_generation", include_str!("../../../migrations/0007_verified_head_generation.sql")),
+    (8, "0008_create_key_changes", include_str!("../../../migrations/0008_create_key_changes.sql")),
 ];
 
 /// The schema version this build writes.

@@ -82,6 +82,20 @@ impl std::fmt::Debug for LogReader {
     }
 }
 
+/// The events of `rows` until about [`BODY_BYTES_PER_READ`] bytes of bodies were read.
+fn read_capped(rows: &mut rusqlite::Rows<'_>) -> Result<Vec<StoredEvent>, LogError> {
+    let (mut out, mut bytes) = (Vec::new(), 0usize);
+    while let Some(row) = rows.next().map_err(LogError::sqlite("reading events"))? {
+        let ev = event_from_row(row).map_err(LogError::sqlite("reading an event"))?;
+        bytes += ev.body.len();
+        out.push(ev);
+        if bytes >= BODY_BYTES_PER_READ {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 impl LogReader {
     /// Opens an existing store for reading with the default options. Does not migrate or write.
     pub fn open(path: &Path) -> Result<Self, LogError> {
@@ -235,16 +249,27 @@ impl LogReader {
             let mut rows = st
                 .query(rusqlite::params![i(from_seq), i(end_seq), limit])
                 .map_err(LogError::sqlite("reading events"))?;
-            let (mut out, mut bytes) = (Vec::new(), 0usize);
-            while let Some(row) = rows.next().map_err(LogError::sqlite("reading events"))? {
-                let ev = event_from_row(row).map_err(LogError::sqlite("reading an event"))?;
-                bytes += ev.body.len();
-                out.push(ev);
-                if bytes >= BODY_BYTES_PER_READ {
-                    break;
-                }
-            }
-            Ok(out)
+            read_capped(&mut rows)
+        })
+    }
+
+    /// The events before `before_seq` (exclusive), newest first, read in one short read
+    /// transaction: at most `limit` (capped at [`EVENTS_PER_READ`]) and about
+    /// [`BODY_BYTES_PER_READ`] bytes of bodies. For views that page backwards from the head
+    /// (the web UI's timeline) without reading the log from the start. Not verified here:
+    /// the caller shows what the verified read model already folded.
+    pub fn events_before(&self, before_seq: u64, limit: usize) -> Result<Vec<StoredEvent>, LogError> {
+        self.guard.run(|| {
+            let mut st = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
+                ))
+                .map_err(LogError::sqlite("reading events"))?;
+            let limit = i64::try_from(limit.min(EVENTS_PER_READ)).unwrap_or(0);
+            let mut rows =
+                st.query(rusqlite::params![i(before_seq), limit]).map_err(LogError::sqlite("reading events"))?;
+            read_capped(&mut rows)
         })
     }
 

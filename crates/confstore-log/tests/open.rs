@@ -101,7 +101,8 @@ fn migrations_are_recorded() {
             "0004_create_state_counters",
             "0005_create_state_tokens",
             "0006_create_state_versions",
-            "0007_verified_head_generation"
+            "0007_verified_head_generation",
+            "0008_create_key_changes"
         ]
     );
 }

@@ -189,6 +189,9 @@ pub struct AppInner {
     pub started: Instant,
     /// How far the on-disk projections are.
     pub projections: Projections,
+    /// Set to true when the server begins to shut down: long-lived responses (the live
+    /// event stream) end on it, so the graceful shutdown is not held open by them.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// The last seq each on-disk projection holds (set by the projector).
@@ -238,6 +241,7 @@ impl App {
             mode: RwLock::new(Arc::new(mode)),
             started: Instant::now(),
             projections: Projections::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
         }))
     }
 

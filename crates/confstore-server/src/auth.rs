@@ -145,6 +145,15 @@ async fn named_service(req: &mut Request) -> Option<String> {
 
 /// Checks the `Authorization` header: the token must be well-formed, known, not revoked,
 /// and its SHA-256 equal (constant time) to the recorded one.
+/// The principal of a request's bearer token, for routes open to every valid token
+/// (`/api/v1/whoami`): 401 without a valid one.
+pub async fn principal_of(app: &App, headers: &axum::http::HeaderMap) -> Result<Principal, ApiError> {
+    let header = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
+    let (token_id, record) =
+        authenticate(app, header).await.inspect_err(|_| app.metrics.auth_denial("unauthorized"))?;
+    Ok(Principal { token_id, name: record.name.clone(), role: record.role, service: record.service.clone() })
+}
+
 async fn authenticate(app: &App, header: Option<&str>) -> Result<(String, TokenRecord), ApiError> {
     let Some(header) = header else {
         return Err(ApiError::unauthorized("this route needs a bearer token: Authorization: Bearer cst_…"));

@@ -1,5 +1,6 @@
 //! confstore's HTTP server (DESIGN.md §10): the REST API under `/api/v1` with bearer tokens
-//! and roles, the read-only fallback from the LKG file, health, readiness and metrics.
+//! and roles, the web UI at `/`, the read-only fallback from the LKG file, health,
+//! readiness and metrics.
 //!
 //! - [`app`]: configuration, keys and the mode (live or read-only fallback).
 //! - [`model`]: the in-memory read model fed by the store's commit listener.
@@ -9,6 +10,8 @@
 //! - [`known_heads`]: heads seen before, and whether the database fell behind them.
 //! - [`projector`]: the search index and the LKG file, kept up in the background.
 //! - [`stream`]: the MQTT publisher (the log is the outbox) and the embedded broker.
+//! - [`web`]: the web UI's page, script and stylesheet, embedded (its data comes from the
+//!   API; [`api::console`] has the views it needs: whoami, keys, changesets, verify, live).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`error`], [`extract`]: JSON errors and the extractors that produce them.
 
@@ -23,6 +26,7 @@ pub mod metrics;
 pub mod model;
 pub mod projector;
 pub mod stream;
+pub mod web;
 
 pub use api::router;
 pub use app::{App, Config, Keys};
@@ -40,6 +44,12 @@ pub async fn serve(
     let projector = tokio::spawn(projector::run(app.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let publisher = mqtt.map(|mqtt| tokio::spawn(stream::run(app.clone(), mqtt, stop_rx)));
+    let stopping = app.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Ends the live event streams, which would otherwise keep the shutdown waiting.
+        stopping.stopping.send_replace(true);
+    };
     let result = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
     projector.abort();
     let _ = projector.await;

@@ -304,3 +304,99 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
     }
     assert!(ops >= 20, "{ops}");
 }
+
+/// The views the web UI is built on, and a rollback across a secret change (the secret
+/// comes back as its old ciphertext, never as a plain value).
+#[tokio::test]
+async fn console_views_and_rolling_back_a_secret() {
+    let f = fixture();
+    let a = Some(f.admin.as_str());
+    let schema = json!({"type": "object", "additionalProperties": true, "properties": {
+        "port": {"type": "integer", "maximum": 65535, "description": "TCP port", "default": 8080},
+        "password": {"type": "string", "minLength": 4}}});
+    let (s, _, e) = call(&f, Method::PUT, "/api/v1/services/web/schema", a, Some(schema), &[]).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (s, _, e) = call(&f, Method::POST, "/api/v1/services", a, Some(json!({"name": "global"})), &[]).await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    let patch = json!({"set": {"region": "eu"}, "reason": "global"});
+    assert_eq!(call(&f, Method::PATCH, "/api/v1/services/global/values", a, Some(patch), &[]).await.0, StatusCode::OK);
+    let first = json!({"secrets": {"password": "first-pw"}, "reason": "one"});
+    let (s, _, r1) = call(&f, Method::PATCH, "/api/v1/services/web/values", a, Some(first), &[]).await;
+    assert_eq!(s, StatusCode::OK, "{r1}");
+    let second = json!({"secrets": {"password": "second-pw"}, "set": {"port": 81}, "reason": "two"});
+    let (s, _, r2) = call(&f, Method::PATCH, "/api/v1/services/web/values", a, Some(second), &[]).await;
+    assert_eq!(s, StatusCode::OK, "{r2}");
+
+    // whoami: any valid token, 401 without.
+    let (s, _, me) = call(&f, Method::GET, "/api/v1/whoami", Some(&f.reader), None, &[]).await;
+    assert_eq!(
+        (s, me["role"].as_str(), me["can"]["write"].as_bool()),
+        (StatusCode::OK, Some("config.read"), Some(false))
+    );
+    assert_eq!(call(&f, Method::GET, "/api/v1/whoami", None, None, &[]).await.0, StatusCode::UNAUTHORIZED);
+
+    // keys: value, source, type, description, last-changed epoch; the secret masked.
+    let (s, _, k) = call(&f, Method::GET, "/api/v1/services/web/keys", Some(&f.reader), None, &[]).await;
+    assert_eq!(s, StatusCode::OK, "{k}");
+    let key = |name: &str| key_of(&k, name);
+    assert_eq!(key("port")["value"], 81);
+    assert_eq!(
+        (key("port")["type"].as_str(), key("port")["description"].as_str()),
+        (Some("integer"), Some("TCP port"))
+    );
+    assert_eq!(key("port")["epoch"], r2["epoch"]);
+    assert_eq!((key("region")["source"].as_str(), key("region")["value"].as_str()), (Some("global"), Some("eu")));
+    assert_eq!(
+        (key("password")["secret"].as_bool(), key("password")["value"].as_str()),
+        (Some(true), Some("<secret>"))
+    );
+    assert!(!k.to_string().contains("second-pw") && !k.to_string().contains("$secret"), "{k}");
+
+    // changesets: newest first, secret values never shown.
+    let (s, _, page) =
+        call(&f, Method::GET, "/api/v1/changesets?service=web&limit=2", Some(&f.reader), None, &[]).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let epochs: Vec<u64> =
+        page["changesets"].as_array().unwrap().iter().map(|c| c["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, [r2["epoch"].as_u64().unwrap(), r1["epoch"].as_u64().unwrap()]);
+    assert_eq!(page["changesets"][0]["reason"], "two");
+    assert_eq!(page["next_before"], r1["epoch"]);
+    assert!(!page.to_string().contains("pw"), "{page}");
+
+    // Rolling back to the first password restores its ciphertext as a secret.
+    let to = r1["epoch"].as_u64().unwrap();
+    let (s, _, e) = call(
+        &f,
+        Method::POST,
+        "/api/v1/rollback",
+        a,
+        Some(json!({"to_epoch": to, "service": "web", "reason": "undo"})),
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (s, _, v) = call(&f, Method::POST, "/api/v1/services/web/secrets/password/reveal", a, None, &[]).await;
+    assert_eq!((s, v["value"].as_str()), (StatusCode::OK, Some("first-pw")), "{v}");
+    let (_, _, k) = call(&f, Method::GET, "/api/v1/services/web/keys", Some(&f.reader), None, &[]).await;
+    assert_eq!(key_of(&k, "password")["secret"], true);
+    assert_eq!(key_of(&k, "port")["value"], 8080, "unset by the rollback: the schema default");
+    assert_eq!(key_of(&k, "port")["source"], "default");
+
+    // verify now: audit.read; the head signed.
+    let (s, _, out) = call(&f, Method::POST, "/api/v1/verify", a, None, &[]).await;
+    assert_eq!((s, out["ok"].as_bool()), (StatusCode::OK, Some(true)), "{out}");
+    let jws = &out["signed_head"];
+    let doc = confstore_core::jws::verify(
+        jws,
+        confstore_core::jws::TYP_HEAD,
+        &[SigningKey::from_seed(&[7; 32]).verifying_key()],
+    )
+    .unwrap();
+    assert_eq!(doc["hash"], out["head_hash"]);
+    assert_eq!(call(&f, Method::POST, "/api/v1/verify", Some(&f.reader), None, &[]).await.0, StatusCode::FORBIDDEN);
+}
+
+fn key_of(keys: &Value, name: &str) -> Value {
+    let found = keys["keys"].as_array().and_then(|ks| ks.iter().find(|x| x["key"] == name));
+    found.cloned().unwrap_or_else(|| panic!("no key {name:?} in {keys}"))
+}

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "confstore", version, about, long_about = None)]
 pub struct Cli {
-    /// Directory holding config.db (and later config.lkg.json).
+    /// Directory holding config.db, config.lkg.json and the other files of the store.
     #[arg(long, global = true, env = "CONFSTORE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// The env file keys are read from (after the environment) and `init` writes to.

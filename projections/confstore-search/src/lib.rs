@@ -3,8 +3,12 @@
 //! last changed. A fold over verified events; its rows and its checkpoint (last seq +
 //! hash) are written in one transaction, so an incremental fold always equals a rebuild.
 //!
+//! Beside the index it keeps the epoch each key last changed (secrets included, without
+//! their values) for the web UI ([`key_epochs`]).
+//!
 //! Architecture invariant: it reads verified events and core state only, and never imports
-//! another projection. Its tables come from `migrations/0003_create_search_index.sql`.
+//! another projection. Its tables come from `migrations/0003_create_search_index.sql` and
+//! `migrations/0008_create_key_changes.sql`.
 
 use std::collections::BTreeSet;
 
@@ -55,7 +59,7 @@ pub fn checkpoint(conn: &Connection) -> Result<Option<(u64, Hash32)>, SearchErro
 
 /// Empties the index and its checkpoint (the start of a rebuild).
 pub fn clear(conn: &Connection) -> Result<(), SearchError> {
-    conn.execute_batch("DELETE FROM search_keys; DELETE FROM search_checkpoint;")?;
+    conn.execute_batch("DELETE FROM search_keys; DELETE FROM key_changes; DELETE FROM search_checkpoint;")?;
     Ok(())
 }
 
@@ -89,19 +93,32 @@ pub fn apply(conn: &Connection, events: &[Verified], state: &State) -> Result<()
                                                   description = excluded.description, epoch = excluded.epoch",
     )?;
     let mut delete = conn.prepare_cached("DELETE FROM search_keys WHERE service = ?1 AND key = ?2")?;
+    let mut changed_at = conn.prepare_cached(
+        "INSERT INTO key_changes (service, key, epoch) VALUES (?1, ?2, ?3)
+         ON CONFLICT (service, key) DO UPDATE SET epoch = excluded.epoch",
+    )?;
+    let mut forget = conn.prepare_cached("DELETE FROM key_changes WHERE service = ?1 AND key = ?2")?;
     // Only the last change of each key in the batch reaches the index (a rebuild of a long
     // history writes each key once).
     let mut described = BTreeSet::new();
     let mut latest: std::collections::BTreeMap<(&str, &str), Option<(&str, u64)>> = std::collections::BTreeMap::new();
+    // (service, key) -> the epoch of its last change, or None once unset.
+    let mut epochs: std::collections::BTreeMap<(&str, &str), Option<u64>> = std::collections::BTreeMap::new();
     for ev in events {
         let epoch = ev.body().epoch;
         match &ev.body().kind {
             EventKind::ValueSet { service, key, value_json, .. } => {
                 latest.insert((service, key), Some((value_json, epoch)));
+                epochs.insert((service, key), Some(epoch));
+            }
+            EventKind::ValueUnset { service, key, .. } => {
+                latest.insert((service, key), None);
+                epochs.insert((service, key), None);
             }
             // A secret is never indexed; a key that becomes secret leaves the index.
-            EventKind::ValueUnset { service, key, .. } | EventKind::SecretSet { service, key, .. } => {
+            EventKind::SecretSet { service, key, .. } => {
                 latest.insert((service, key), None);
+                epochs.insert((service, key), Some(epoch));
             }
             EventKind::SchemaSet { service, .. } => {
                 described.insert(service.clone());
@@ -125,6 +142,12 @@ pub fn apply(conn: &Connection, events: &[Verified], state: &State) -> Result<()
             }
         }
     }
+    for ((service, key), epoch) in epochs {
+        match epoch {
+            Some(epoch) => changed_at.execute(params![service, key, i(epoch)])?,
+            None => forget.execute(params![service, key])?,
+        };
+    }
     // A new schema changes the descriptions of keys set before it.
     let mut describe =
         conn.prepare_cached("UPDATE search_keys SET description = ?3 WHERE service = ?1 AND key = ?2")?;
@@ -139,6 +162,19 @@ pub fn apply(conn: &Connection, events: &[Verified], state: &State) -> Result<()
         params![i(last.seq()), last.hash().0.as_slice()],
     )?;
     Ok(())
+}
+
+/// The epoch each key of `service` last changed (set, secret set), key -> epoch; keys
+/// never set, or unset since, are absent.
+pub fn key_epochs(conn: &Connection, service: &str) -> Result<std::collections::BTreeMap<String, u64>, SearchError> {
+    let mut st = conn.prepare_cached("SELECT key, epoch FROM key_changes WHERE service = ?1")?;
+    let rows = st.query_map(params![service], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut out = std::collections::BTreeMap::new();
+    for row in rows {
+        let (key, epoch) = row?;
+        out.insert(key, u64::try_from(epoch).unwrap_or(0));
+    }
+    Ok(out)
 }
 
 /// Keys matching `query` (any part of a service name, key, value or description;

@@ -58,6 +58,12 @@ fn rows(reader: &LogReader) -> Vec<(String, String, String, String, i64)> {
         .collect()
 }
 
+fn key_changes(reader: &LogReader) -> Vec<(String, String, i64)> {
+    let mut st =
+        reader.connection().prepare("SELECT service, key, epoch FROM key_changes ORDER BY service, key").unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+}
+
 fn catch_up(reader: &LogReader) {
     let tx = reader.connection().unchecked_transaction().unwrap();
     let from = confstore_search::checkpoint(&tx).unwrap().map_or(0, |c| c.0);
@@ -101,6 +107,7 @@ proptest! {
         }
         catch_up(&reader);
         let incremental = rows(&reader);
+        let incremental_epochs = key_changes(&reader);
 
         // A rebuild from scratch gives the same rows.
         let tx = reader.connection().unchecked_transaction().unwrap();
@@ -111,6 +118,23 @@ proptest! {
         confstore_search::apply(&tx, &all, &state).unwrap();
         tx.commit().unwrap();
         prop_assert_eq!(&rows(&reader), &incremental);
+        prop_assert_eq!(&key_changes(&reader), &incremental_epochs);
+        // ...and the key epochs equal a naive fold: the last set of each key still set.
+        let mut naive = std::collections::BTreeMap::new();
+        for ev in &all {
+            match &ev.body().kind {
+                confstore_core::EventKind::ValueSet { service, key, .. }
+                | confstore_core::EventKind::SecretSet { service, key, .. } => {
+                    naive.insert((service.clone(), key.clone()), i64::try_from(ev.body().epoch).unwrap());
+                }
+                confstore_core::EventKind::ValueUnset { service, key, .. } => {
+                    naive.remove(&(service.clone(), key.clone()));
+                }
+                _ => {}
+            }
+        }
+        let naive: Vec<(String, String, i64)> = naive.into_iter().map(|((s, k), e)| (s, k, e)).collect();
+        prop_assert_eq!(&incremental_epochs, &naive);
 
         // Every query equals a naive scan (case-insensitive substring of any column).
         for (w, start, len) in terms {

@@ -13,6 +13,8 @@ pub mod api;
 pub mod mqtt;
 // --- Litestream: the binary and the shipped configuration (the backup tests). ---
 pub mod litestream;
+// --- A real Chromium through chromedriver (the UI tests). ---
+pub mod browser;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

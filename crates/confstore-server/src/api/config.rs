@@ -389,6 +389,35 @@ fn seal(app: &App, service: &str, key: String, value: &Value) -> ApiResult<Chang
     Ok(Change::SetSecret { service: service.to_owned(), key, plaintext, envelope })
 }
 
+/// Decrypts a stored secret of `service`.`key` with the master key of its version (the
+/// current one, or the previous one during a rotation).
+pub fn open_secret(
+    app: &App,
+    store_id: &confstore_core::StoreId,
+    service: &str,
+    key: &str,
+    envelope: &secret::Envelope,
+) -> ApiResult<Plaintext> {
+    let keys = &app.keys;
+    let master = if envelope.key_version == keys.master_version {
+        &keys.master
+    } else if envelope.key_version + 1 == keys.master_version
+        && let Some(prev) = &keys.previous_master
+    {
+        prev
+    } else {
+        return Err(ApiError::unavailable(format!(
+            "the secret {service}.{key} is encrypted with master key version {}, which this server does not hold \
+             (current {})",
+            envelope.key_version, keys.master_version
+        )));
+    };
+    secret::open(master, store_id, service, key, envelope).map_err(|e| {
+        app.metrics.signature_failure("secret");
+        ApiError::unavailable(format!("the secret {service}.{key} cannot be decrypted: {e}"))
+    })
+}
+
 /// `GET /api/v1/services/{service}/schema`: the service's JSON Schema (404 if none).
 #[utoipa::path(get, path = "/api/v1/services/{service}/schema", tag = "config", params(ServicePath),
     security(("bearer" = ["config.read"])),
@@ -470,23 +499,7 @@ pub async fn reveal_secret(
     let Some(envelope) = secret::envelope_of(&stored) else {
         return Err(ApiError::unprocessable(format!("{}.{} is not a secret; read it with GET", p.service, p.key)));
     };
-    let keys = &app.keys;
-    let master = if envelope.key_version == keys.master_version {
-        &keys.master
-    } else if envelope.key_version + 1 == keys.master_version
-        && let Some(prev) = &keys.previous_master
-    {
-        prev
-    } else {
-        return Err(ApiError::unavailable(format!(
-            "the secret is encrypted with master key version {}, which this server does not hold (current {})",
-            envelope.key_version, keys.master_version
-        )));
-    };
-    let plaintext = secret::open(master, &store_id, &p.service, &p.key, &envelope).map_err(|e| {
-        app.metrics.signature_failure("secret");
-        ApiError::unavailable(format!("the secret cannot be decrypted: {e}"))
-    })?;
+    let plaintext = open_secret(&app, &store_id, &p.service, &p.key, &envelope)?;
     commit(&app, &who, rid, None, None, vec![Change::RevealSecret { service: p.service.clone(), key: p.key.clone() }])
         .await
         .map_err(|e| {

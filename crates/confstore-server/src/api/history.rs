@@ -46,7 +46,9 @@ enum Filter {
     Audit,
 }
 
-fn is_audit(kind: &EventKind) -> bool {
+/// Whether an event is an audit record (reveal, denial, token issue or revoke), not a
+/// configuration change.
+pub(super) fn is_audit(kind: &EventKind) -> bool {
     matches!(
         kind,
         EventKind::SecretRevealed { .. }
@@ -376,6 +378,12 @@ pub async fn rollback(
         }
         let changes: Vec<Change> =
             confstore_core::timetravel::rollback_changes(&current, &target, req.to_epoch, req.service.as_deref());
+        // Secrets come back as their stored ciphertext; decrypted here only to check them
+        // against the schema, as every secret set is.
+        let store_id = live(&app.mode())?.store.store_id();
+        let changes = confstore_core::timetravel::restore_secrets(changes, |service, key, envelope| {
+            super::config::open_secret(&app, &store_id, service, key, envelope)
+        })?;
         if changes.len() <= 1 {
             return Err(ApiError::unprocessable(format!(
                 "nothing to roll back: the configuration at epoch {} equals the current one (epoch {}); nothing was changed",

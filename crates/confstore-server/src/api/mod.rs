@@ -3,6 +3,7 @@
 //! always list the same routes.
 
 pub mod config;
+pub mod console;
 pub mod history;
 pub mod ops;
 pub mod tokens;
@@ -58,6 +59,11 @@ pub fn router(app: App) -> (Router, serde_json::Value) {
         .routes(routes!(config::get_value, config::put_value, config::delete_value))
         .routes(routes!(config::get_schema, config::put_schema))
         .routes(routes!(config::reveal_secret))
+        .routes(routes!(console::keys))
+        .routes(routes!(console::whoami))
+        .routes(routes!(console::changesets))
+        .routes(routes!(console::verify))
+        .routes(routes!(console::live_stream))
         .routes(routes!(history::history))
         .routes(routes!(history::events))
         .routes(routes!(history::state))
@@ -78,7 +84,7 @@ pub fn router(app: App) -> (Router, serde_json::Value) {
     document_common_errors(&mut doc);
     document_u64(&mut doc);
     let roles = Arc::new(RouteRoles::from_openapi(&doc));
-    let router = routes
+    let router = crate::web::routes(routes)
         .route_layer(axum::middleware::from_fn_with_state((app.clone(), Arc::clone(&roles)), crate::auth::authorize))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), crate::http::observe))
         .fallback(crate::http::not_found)

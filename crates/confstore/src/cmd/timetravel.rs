@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use confstore_core::State;
 use confstore_core::state::{ChangesetDraft, RejectError};
 use confstore_core::timetravel::{self, KeyChange};
@@ -93,6 +93,19 @@ pub fn rollback(ctx: &Ctx, args: &RollbackArgs) -> Result<ExitCode> {
             bail!("cannot roll back to epoch {}: the store is at epoch {}", args.to_epoch, current.epoch);
         }
         let changes = timetravel::rollback_changes(&current, &target, args.to_epoch, args.service.as_deref());
+        // Secrets come back as their stored ciphertext; decrypted only to check them
+        // against the schema, as every secret set is.
+        let changes = if changes.iter().any(restores_secret) {
+            let keys = ctx.keys()?;
+            let store_id = reader.store_id();
+            timetravel::restore_secrets(changes, |service, key, envelope| {
+                let master = super::secret::key_for(&keys, envelope.key_version)?;
+                confstore_core::secret::open(&master, &store_id, service, key, envelope)
+                    .with_context(|| format!("cannot decrypt {service}.{key} to roll it back"))
+            })?
+        } else {
+            changes
+        };
         if changes.is_empty() {
             bail!(
                 "nothing to roll back: the configuration{} at epoch {} equals the current one (epoch {}); nothing was changed",
@@ -166,4 +179,10 @@ pub fn replay(ctx: &Ctx, args: &ReplayArgs) -> Result<ExitCode> {
         eprintln!("read it with: confstore --data-dir {} get   (same keys)", args.out.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a rollback change sets a key back to a stored secret.
+fn restores_secret(change: &confstore_core::Change) -> bool {
+    matches!(change, confstore_core::Change::Set { value, .. }
+        if confstore_core::secret::envelope_of(&confstore_core::state::canonical_json_text(value)).is_some())
 }

@@ -1,0 +1,534 @@
+//! The views the web UI is built on (plain REST; any client may use them): who the token
+//! is, a service's keys with where each value comes from and when it last changed, the
+//! timeline of changesets newest first, "verify now", and the live stream of heads as
+//! server-sent events.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use confstore_core::EventBody;
+use confstore_core::auth::Role;
+use confstore_core::state::GLOBAL_SCOPE;
+use confstore_log::LogError;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use super::history::is_audit;
+use super::{blocking, live, time_text};
+use crate::app::{App, Mode};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiPath, ApiQuery, Principal};
+
+/// What a token may do.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Abilities {
+    /// Read configuration, history, search.
+    pub read: bool,
+    /// Change configuration, roll back.
+    pub write: bool,
+    /// Reveal secrets.
+    pub reveal: bool,
+    /// Read the audit trail, export, verify.
+    pub audit: bool,
+    /// Manage tokens (and everything above).
+    pub admin: bool,
+}
+
+/// The token making the request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WhoAmI {
+    /// Public id.
+    pub token_id: String,
+    /// Name (the actor `token:<name>` in events).
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// The one service it is limited to, if any.
+    pub service: Option<String>,
+    /// What it may do.
+    pub can: Abilities,
+}
+
+/// `GET /api/v1/whoami`: the token's name, role, scope and what it may do (any valid token).
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "tokens",
+    security(("bearer" = [])),
+    responses((status = 200, body = WhoAmI), (status = 401, body = crate::error::ErrorBody)))]
+pub async fn whoami(State(app): State<App>, headers: HeaderMap) -> ApiResult<Json<WhoAmI>> {
+    let who = crate::auth::principal_of(&app, &headers).await?;
+    let can = |r: Role| who.role.grants(r);
+    Ok(Json(WhoAmI {
+        can: Abilities {
+            read: can(Role::ConfigRead),
+            write: can(Role::ConfigWrite),
+            reveal: can(Role::SecretsReveal),
+            audit: can(Role::AuditRead),
+            admin: can(Role::Admin),
+        },
+        token_id: who.token_id,
+        name: who.name,
+        role: who.role.to_string(),
+        service: who.service,
+    }))
+}
+
+/// Path: one service.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct KeysPath {
+    /// Service name.
+    pub service: String,
+}
+
+/// One key of a service as it resolves.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyView {
+    /// Key.
+    pub key: String,
+    /// The value (`"<secret>"` for a secret: reveal it with the reveal route).
+    #[schema(value_type = Object)]
+    pub value: Value,
+    /// Whether it is a secret.
+    pub secret: bool,
+    /// Where it comes from: `service`, `global` or `default` (the schema's).
+    pub source: String,
+    /// The schema's `type` (or `enum`), else the JSON type of the value.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// The schema's description.
+    pub description: Option<String>,
+    /// The epoch it last changed in its source (absent for defaults, and in the read-only
+    /// fallback).
+    pub epoch: Option<u64>,
+}
+
+/// A service's keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeysOut {
+    /// Service.
+    pub service: String,
+    /// The store's epoch they were read at (send it as `If-Match` with a change).
+    pub epoch: u64,
+    /// The service's JSON Schema, if it has one.
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<Value>,
+    /// Every key, sorted.
+    pub keys: Vec<KeyView>,
+}
+
+/// `GET /api/v1/services/{service}/keys`: every key of the service as it resolves, with
+/// its source, schema type and description, and the epoch it last changed.
+#[utoipa::path(get, path = "/api/v1/services/{service}/keys", tag = "config", params(KeysPath),
+    security(("bearer" = ["config.read"])),
+    responses((status = 200, body = KeysOut), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn keys(State(app): State<App>, ApiPath(p): ApiPath<KeysPath>) -> ApiResult<Response> {
+    app.metrics.read();
+    let unknown = || ApiError::not_found(format!("unknown service {:?}", p.service));
+    let mode = app.mode();
+    let l = match &*mode {
+        Mode::Live(l) => l,
+        Mode::Fallback(fb) => {
+            let (doc, _) = fb.snapshots.get(&p.service).ok_or_else(unknown)?;
+            let out = keys_of_snapshot(&p.service, doc);
+            let mut resp = Json(out).into_response();
+            super::config::fallback_headers(&mut resp, fb);
+            return Ok(resp);
+        }
+    };
+    // Everything from one read of the model, so values, sources and schema agree.
+    let (epoch, seq, snap, raw, schema) = l.model.read(|m| {
+        let snap = confstore_snapshots::project(&m.state, &m.store_id, m.generation, &p.service);
+        let raw = |scope: &str| m.state.services.get(scope).cloned().unwrap_or_default();
+        let schema = m.state.schemas.get(&p.service).and_then(|s| serde_json::from_str::<Value>(&s.json).ok());
+        (m.state.epoch, m.state.seq, snap, (raw(&p.service), raw(GLOBAL_SCOPE)), schema)
+    });
+    let snap = snap.map_err(|_| unknown())?;
+    let mode2 = std::sync::Arc::clone(&mode);
+    let service = p.service.clone();
+    let (own_epochs, global_epochs) = blocking(move || {
+        let l = live(&mode2)?;
+        let _one = l.search_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(l.readers.with(|r| {
+            crate::projector::search_catch_up(r, seq)?;
+            let epochs =
+                |s: &str| confstore_search::key_epochs(r.connection(), s).map_err(|e| LogError::Schema(e.to_string()));
+            Ok((epochs(&service)?, epochs(GLOBAL_SCOPE)?))
+        })?)
+    })
+    .await?;
+    let props = schema.as_ref().and_then(|s| s.get("properties")).and_then(Value::as_object);
+    let keys = snap
+        .values
+        .iter()
+        .map(|(key, resolved)| {
+            let source = resolved.source.name();
+            let (stored, epochs) = match source {
+                "service" => (raw.0.get(key), Some(&own_epochs)),
+                "global" => (raw.1.get(key), Some(&global_epochs)),
+                _ => (None, None),
+            };
+            let secret = stored.is_some_and(|s| confstore_core::secret::envelope_of(s).is_some());
+            let prop = props.and_then(|p| p.get(key));
+            KeyView {
+                key: key.clone(),
+                value: if secret { Value::String("<secret>".into()) } else { resolved.value.clone() },
+                secret,
+                source: source.to_owned(),
+                kind: schema_type(prop).or_else(|| (!secret).then(|| json_type(&resolved.value).to_owned())),
+                description: prop.and_then(|p| p.get("description")).and_then(Value::as_str).map(str::to_owned),
+                epoch: epochs.and_then(|e| e.get(key).copied()),
+            }
+        })
+        .collect();
+    Ok(Json(KeysOut { service: p.service, epoch, schema, keys }).into_response())
+}
+
+/// The keys of a snapshot document from the LKG file (the read-only fallback): values and
+/// sources only.
+fn keys_of_snapshot(service: &str, doc: &Value) -> KeysOut {
+    let config = doc.get("config").and_then(Value::as_object);
+    let sources = doc.get("sources").and_then(Value::as_object);
+    let keys = config
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| {
+            let secret = confstore_core::secret::envelope_of(&value.to_string()).is_some();
+            KeyView {
+                key: key.clone(),
+                value: if secret { Value::String("<secret>".into()) } else { value.clone() },
+                secret,
+                source: sources.and_then(|s| s.get(key)).and_then(Value::as_str).unwrap_or("service").to_owned(),
+                kind: (!secret).then(|| json_type(value).to_owned()),
+                description: None,
+                epoch: None,
+            }
+        })
+        .collect();
+    KeysOut {
+        service: service.to_owned(),
+        epoch: doc.get("epoch").and_then(Value::as_u64).unwrap_or(0),
+        schema: None,
+        keys,
+    }
+}
+
+fn schema_type(prop: Option<&Value>) -> Option<String> {
+    let prop = prop?;
+    if prop.get("enum").is_some() {
+        return Some("enum".into());
+    }
+    match prop.get("type")? {
+        Value::String(t) => Some(t.clone()),
+        Value::Array(ts) => Some(ts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|")),
+        _ => None,
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Query of the changeset timeline.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesetsQuery {
+    /// Only changesets that touch this service.
+    pub service: Option<String>,
+    /// Only changesets before this epoch (paging: pass the previous page's `next_before`).
+    pub before: Option<u64>,
+    /// Most changesets (default 50, at most 200).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<usize>,
+}
+
+/// Changesets, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChangesetPage {
+    /// `{epoch, time, actor, reason, request_id, changes: [{type, service, key, value?, ...}]}`;
+    /// secret values never appear.
+    #[schema(value_type = Vec<Object>)]
+    pub changesets: Vec<Value>,
+    /// Pass as `before` for the next (older) page; absent when the log's start was reached.
+    pub next_before: Option<u64>,
+}
+
+/// Most changesets per page.
+const CHANGESETS_MAX: usize = 200;
+/// Most events one page request reads (a filter that rarely matches stops here and says
+/// where to continue).
+const CHANGESET_SCAN_EVENTS_MAX: usize = 50_000;
+
+/// `GET /api/v1/changesets`: the configuration changesets, newest first (audit events
+/// excluded), for the whole store or one service, paged by epoch. Read backwards from the
+/// head in short chunks; the events shown are the ones the server's verified read model
+/// folded.
+#[utoipa::path(get, path = "/api/v1/changesets", tag = "history", params(ChangesetsQuery),
+    security(("bearer" = ["config.read"])),
+    responses((status = 200, body = ChangesetPage), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn changesets(
+    State(app): State<App>,
+    who: Principal,
+    ApiQuery(q): ApiQuery<ChangesetsQuery>,
+) -> ApiResult<Json<ChangesetPage>> {
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > CHANGESETS_MAX {
+        return Err(ApiError::unprocessable(format!("limit must be 1 to {CHANGESETS_MAX}")));
+    }
+    let mode = app.mode();
+    let head_seq = live(&mode)?.model.read(|m| m.state.seq);
+    let scope = q.service.clone().or(who.service.clone());
+    let before = q.before.unwrap_or(u64::MAX);
+    blocking(move || {
+        let l = live(&mode)?;
+        let mut page = Timeline { scope, before, limit, out: Vec::new(), current: Vec::new(), next_before: None };
+        let mut cursor = head_seq.saturating_add(1);
+        let mut scanned = 0usize;
+        l.readers.with(|r| {
+            loop {
+                let chunk = r.events_before(cursor, 1000)?;
+                let Some(last) = chunk.last() else { return Ok(()) };
+                cursor = last.seq;
+                for ev in &chunk {
+                    let body = EventBody::decode(&ev.body).map_err(|_| {
+                        LogError::Tampered(confstore_core::VerifyError::BadBody {
+                            seq: ev.seq,
+                            reason: "does not decode".into(),
+                        })
+                    })?;
+                    scanned += 1;
+                    if page.push(body) || (scanned >= CHANGESET_SCAN_EVENTS_MAX && page.current.is_empty()) {
+                        page.next_before = page.next_before.or(page.oldest_epoch());
+                        return Ok(());
+                    }
+                }
+            }
+        })?;
+        Ok(Json(ChangesetPage { changesets: page.out, next_before: page.next_before }))
+    })
+    .await
+}
+
+/// Groups events read newest first into changesets.
+struct Timeline {
+    scope: Option<String>,
+    before: u64,
+    limit: usize,
+    out: Vec<Value>,
+    /// The changeset being read, newest event first.
+    current: Vec<EventBody>,
+    next_before: Option<u64>,
+}
+
+impl Timeline {
+    /// Takes the next (older) event; true when the page is full.
+    fn push(&mut self, body: EventBody) -> bool {
+        if body.epoch >= self.before {
+            return false;
+        }
+        let first_of_changeset = body.changeset_index == 0;
+        self.current.push(body);
+        if !first_of_changeset {
+            return false;
+        }
+        let events: Vec<EventBody> = self.current.drain(..).rev().collect();
+        if let Some(cs) = self.changeset(&events) {
+            self.out.push(cs);
+            if self.out.len() == self.limit {
+                self.next_before = events.first().map(|b| b.epoch);
+                return true;
+            }
+        }
+        false
+    }
+
+    fn oldest_epoch(&self) -> Option<u64> {
+        self.out.last().and_then(|c| c["epoch"].as_u64())
+    }
+
+    /// The changeset as shown, if it is a configuration change in scope.
+    fn changeset(&self, events: &[EventBody]) -> Option<Value> {
+        let first = events.first()?;
+        if events.iter().all(|b| is_audit(&b.kind)) {
+            return None;
+        }
+        if let Some(s) = &self.scope
+            && !events.iter().any(|b| b.service() == Some(s.as_str()))
+        {
+            return None;
+        }
+        let changes: Vec<Value> = events
+            .iter()
+            // The event's own fields (type, service, key, value, ...); the changeset's are above.
+            .map(|b| b.to_json().get("kind").cloned().unwrap_or(Value::Null))
+            .collect();
+        Some(json!({
+            "epoch": first.epoch,
+            "time": time_text(first.time_ms),
+            "actor": first.actor,
+            "reason": first.reason,
+            "request_id": first.request_id,
+            "changes": changes,
+        }))
+    }
+}
+
+/// The outcome of "verify now".
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyOut {
+    /// Whether every event verified.
+    pub ok: bool,
+    /// Events checked.
+    pub events: u64,
+    /// The first problem, when not ok.
+    pub problem: Option<String>,
+    /// Seq of the verified head.
+    pub seq: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// The store's generation there.
+    pub generation: u64,
+    /// Its hash (hex).
+    pub head_hash: String,
+    /// Store id (hex).
+    pub store_id: String,
+    /// The head document signed by this server (flattened JWS, `typ` confstore-head).
+    #[schema(value_type = Option<Object>)]
+    pub signed_head: Option<Value>,
+    /// How long the verification took.
+    pub elapsed_ms: u64,
+}
+
+/// `POST /api/v1/verify`: verifies the whole chain now — every link, hash and signature
+/// from event 1, and that the key chain ends in the key this server signs with — and
+/// returns the head signed.
+#[utoipa::path(post, path = "/api/v1/verify", tag = "audit",
+    security(("bearer" = ["audit.read"])),
+    responses((status = 200, body = VerifyOut), (status = 503, body = crate::error::ErrorBody)))]
+pub async fn verify(State(app): State<App>) -> ApiResult<Json<VerifyOut>> {
+    let mode = app.mode();
+    let (store_id, store_hex) = {
+        let l = live(&mode)?;
+        (l.store.store_id(), l.model.read(|m| m.store_id.clone()))
+    };
+    let app2 = app.clone();
+    blocking(move || {
+        let started = Instant::now();
+        let l = live(&mode)?;
+        let verifier = confstore_core::verify::ChainVerifier::new(store_id, None).discard_events();
+        let result = l.readers.with(|r| r.verify_with(verifier, &mut |_| {}))?;
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ours = app2.keys.signing.verifying_key();
+        let out = match result {
+            Ok(head) if head.keys.current() == Some(&ours) => {
+                let hash = head.hash.to_hex();
+                let at = confstore_core::stream::Position {
+                    store_id: &store_hex,
+                    generation: head.generation,
+                    seq: head.seq,
+                    hash: &hash,
+                };
+                let doc = confstore_core::stream::head_document(&at, head.epoch, head.time_ms);
+                let signed = confstore_core::jws::sign(&doc, confstore_core::jws::TYP_HEAD, &app2.keys.signing);
+                VerifyOut {
+                    ok: true,
+                    events: head.seq,
+                    problem: None,
+                    seq: head.seq,
+                    epoch: head.epoch,
+                    generation: head.generation,
+                    head_hash: hash,
+                    store_id: store_hex,
+                    signed_head: Some(signed),
+                    elapsed_ms,
+                }
+            }
+            Ok(head) => VerifyOut {
+                ok: false,
+                events: head.seq,
+                problem: Some(format!(
+                    "the chain verifies, but its current signing key is {}, not this server's key {}",
+                    head.keys.current().map_or_else(|| "none".into(), |k| k.key_id().to_hex()),
+                    ours.key_id().to_hex()
+                )),
+                seq: head.seq,
+                epoch: head.epoch,
+                generation: head.generation,
+                head_hash: head.hash.to_hex(),
+                store_id: store_hex,
+                signed_head: None,
+                elapsed_ms,
+            },
+            Err(e) => {
+                app2.metrics.signature_failure("verify");
+                VerifyOut {
+                    ok: false,
+                    events: e.seq().saturating_sub(1),
+                    problem: Some(format!("first bad event is seq {}: {e}", e.seq())),
+                    seq: 0,
+                    epoch: 0,
+                    generation: 0,
+                    head_hash: String::new(),
+                    store_id: store_hex,
+                    signed_head: None,
+                    elapsed_ms,
+                }
+            }
+        };
+        Ok(Json(out))
+    })
+    .await
+}
+
+/// How often an idle live stream sends a keep-alive comment (proxies close idle streams).
+const LIVE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// `GET /api/v1/live`: a `text/event-stream` of the head — an event `head` with data
+/// `{"seq","epoch","generation"}` at once and after every commit (from this server or
+/// folded in from another process). Consecutive commits may arrive as one event. Ends when
+/// the server stops or leaves the live mode; clients reconnect. Read it with a client that
+/// can send the Authorization header (the browser's `fetch`, not `EventSource`).
+#[utoipa::path(get, path = "/api/v1/live", tag = "history",
+    security(("bearer" = ["config.read"])),
+    responses((status = 200, description = "server-sent events", content_type = "text/event-stream", body = String),
+              (status = 503, body = crate::error::ErrorBody)))]
+pub async fn live_stream(State(app): State<App>) -> ApiResult<Response> {
+    let mode = app.mode();
+    let model = std::sync::Arc::clone(&live(&mode)?.model);
+    let heads = model.head.subscribe();
+    let stopping = app.stopping.subscribe();
+    drop(mode);
+    let state = (model, heads, stopping, true);
+    let stream = futures_util::stream::unfold(state, |(model, mut heads, mut stopping, first)| async move {
+        if !first {
+            tokio::select! {
+                changed = heads.changed() => changed.ok()?,
+                _ = stopping.wait_for(|s| *s) => return None,
+            }
+        }
+        if *stopping.borrow() {
+            return None;
+        }
+        heads.borrow_and_update();
+        let data = model.read(|m| json!({"seq": m.state.seq, "epoch": m.state.epoch, "generation": m.generation}));
+        let event = Event::default().event("head").data(data.to_string());
+        Some((Ok::<_, Infallible>(event), (model, heads, stopping, false)))
+    });
+    let mut resp = Sse::new(stream).keep_alive(KeepAlive::new().interval(LIVE_KEEP_ALIVE)).into_response();
+    // Not buffered by proxies (nginx), not cached.
+    resp.headers_mut().insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
+    resp.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
