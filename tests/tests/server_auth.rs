@@ -59,8 +59,10 @@ fn store_wide(method: &str, path: &str, names_service: bool) -> bool {
 struct Operation {
     method: String,
     path: String,
-    /// `security[0].bearer[0]`; `None`: open.
+    /// `security[0].bearer[0]`; `None`: open (or any valid token, see `any_token`).
     role: Option<String>,
+    /// `security: [{bearer: []}]`: any valid token, whatever its role (`/api/v1/whoami`).
+    any_token: bool,
     /// (name, where the route reads it, required): `path` if the path template has `{name}`,
     /// `header` as documented, else `query`.
     params: Vec<(String, &'static str, bool)>,
@@ -75,6 +77,7 @@ fn operations(doc: &Value) -> Vec<Operation> {
     for (path, item) in doc["paths"].as_object().expect("the document has paths") {
         for (method, op) in item.as_object().expect("a path item is an object") {
             let role = op.pointer("/security/0/bearer/0").and_then(Value::as_str).map(str::to_owned);
+            let any_token = op.pointer("/security/0/bearer").and_then(Value::as_array).is_some_and(Vec::is_empty);
             let params: Vec<(String, &'static str, bool)> = op["parameters"]
                 .as_array()
                 .into_iter()
@@ -106,6 +109,7 @@ fn operations(doc: &Value) -> Vec<Operation> {
                 method: method.to_uppercase(),
                 path: path.clone(),
                 role,
+                any_token,
                 params,
                 body,
                 optional_service: body_has_service || query_service,
@@ -142,6 +146,9 @@ enum Expect {
 }
 
 fn expect(op: &Operation, named: Option<&str>, cred: &Credential) -> Expect {
+    if op.any_token {
+        return if cred.valid.is_some() { Expect::Allowed } else { Expect::Unauthorized };
+    }
     let Some(needed) = op.role.as_deref() else { return Expect::Open };
     let Some((_, role, scope)) = &cred.valid else { return Expect::Unauthorized };
     if !grants(role, needed) {

@@ -681,6 +681,11 @@ impl Http {
         let mut keep = version == "HTTP/1.1" && get("connection").as_deref() != Some("close");
         let mut body = Vec::new();
         if method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status) {
+        } else if get("content-type").is_some_and(|t| t.starts_with("text/event-stream")) {
+            // An event stream (`GET /api/v1/live`) ends only when the server stops: the caller
+            // gets the status and headers, and the connection is closed instead of read
+            // (tests/tests/server_live.rs reads the stream itself).
+            keep = false;
         } else if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
             loop {
                 line.clear();
