@@ -239,6 +239,8 @@ fn write_requests(doc: &Value) -> Vec<(String, String, Option<Value>)> {
             ("/api/v1/services/web/secrets/api_key/reveal", None),
         ),
         (("POST", "/api/v1/rollback"), ("/api/v1/rollback", Some(json!({"to_epoch": 1})))),
+        // Not a write, but it reads the whole log, which the fallback does not have.
+        (("POST", "/api/v1/verify"), ("/api/v1/verify", None)),
         (("POST", "/api/v1/tokens"), ("/api/v1/tokens", Some(json!({"name": "late", "role": "config.read"})))),
         (("DELETE", "/api/v1/tokens/{id}"), ("/api/v1/tokens/0123456789abcdef", None)),
     ]
@@ -263,6 +265,8 @@ fn unserved_reads(doc: &Value) -> Vec<String> {
         "/api/v1/services",
         "/api/v1/services/{service}/snapshot",
         "/api/v1/services/{service}/values/{key}",
+        "/api/v1/services/{service}/keys",
+        "/api/v1/whoami",
         "/api/v1/head",
         "/api/v1/openapi.json",
         "/healthz",
@@ -279,6 +283,8 @@ fn unserved_reads(doc: &Value) -> Vec<String> {
         ("/api/v1/export", "/api/v1/export"),
         ("/api/v1/tokens", "/api/v1/tokens"),
         ("/api/v1/services/{service}/schema", "/api/v1/services/web/schema"),
+        ("/api/v1/changesets", "/api/v1/changesets"),
+        ("/api/v1/live", "/api/v1/live"),
     ]
     .into_iter()
     .collect();
@@ -404,6 +410,25 @@ fn check_fallback(server: &mut Server, reads: &[Recorded], head: &Value, stale: 
     problems.check(now.header("confstore-mode") == Some("read_only_fallback"), || {
         format!("GET /api/v1/head header: {now}")
     });
+
+    // The web UI's keys view: the values of the LKG's snapshot, flagged, no epochs.
+    let keys = http.get("/api/v1/services/web/keys").expect("GET /api/v1/services/web/keys");
+    let snapshot = http.get_json("/api/v1/services/web/snapshot").expect("GET the snapshot");
+    let shown: BTreeMap<String, Value> = keys.json()["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|k| k["secret"] == false)
+        .map(|k| (k["key"].as_str().unwrap_or_default().to_owned(), k["value"].clone()))
+        .collect();
+    let config = snapshot.json()["config"].clone();
+    problems.check(
+        keys.status == 200
+            && keys.header("confstore-mode") == Some("read_only_fallback")
+            && !shown.is_empty()
+            && shown.iter().all(|(k, v)| &config[k] == v),
+        || format!("GET /api/v1/services/web/keys in the fallback: {keys}\n  snapshot: {snapshot}"),
+    );
 
     let doc = open.get("/api/v1/openapi.json").expect("the OpenAPI document").json();
     for (method, path, body) in write_requests(&doc) {

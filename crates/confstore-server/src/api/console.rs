@@ -89,8 +89,7 @@ pub struct KeysPath {
 pub struct KeyView {
     /// Key.
     pub key: String,
-    /// The value (`"<secret>"` for a secret: reveal it with the reveal route).
-    #[schema(value_type = Object)]
+    /// The value, any JSON (`"<secret>"` for a secret: reveal it with the reveal route).
     pub value: Value,
     /// Whether it is a secret.
     pub secret: bool,
