@@ -292,7 +292,15 @@ pub async fn changesets(
     let before = q.before.unwrap_or(u64::MAX);
     blocking(move || {
         let l = live(&mode)?;
-        let mut page = Timeline { scope, before, limit, out: Vec::new(), current: Vec::new(), next_before: None };
+        let mut page = Timeline {
+            scope,
+            before,
+            limit,
+            out: Vec::new(),
+            current: Vec::new(),
+            next_before: None,
+            scanned_to: None,
+        };
         let mut cursor = head_seq.saturating_add(1);
         let mut scanned = 0usize;
         l.readers.with(|r| {
@@ -308,8 +316,13 @@ pub async fn changesets(
                         })
                     })?;
                     scanned += 1;
-                    if page.push(body) || (scanned >= CHANGESET_SCAN_EVENTS_MAX && page.current.is_empty()) {
-                        page.next_before = page.next_before.or(page.oldest_epoch());
+                    if page.push(body) {
+                        return Ok(());
+                    }
+                    // A filter that rarely matches: stop at a changeset boundary and say
+                    // where to continue, even when nothing on this page matched.
+                    if scanned >= CHANGESET_SCAN_EVENTS_MAX && page.current.is_empty() {
+                        page.next_before = page.scanned_to;
                         return Ok(());
                     }
                 }
@@ -329,6 +342,8 @@ struct Timeline {
     /// The changeset being read, newest event first.
     current: Vec<EventBody>,
     next_before: Option<u64>,
+    /// The epoch of the oldest changeset read so far, shown or not.
+    scanned_to: Option<u64>,
 }
 
 impl Timeline {
@@ -343,6 +358,7 @@ impl Timeline {
             return false;
         }
         let events: Vec<EventBody> = self.current.drain(..).rev().collect();
+        self.scanned_to = events.first().map(|b| b.epoch);
         if let Some(cs) = self.changeset(&events) {
             self.out.push(cs);
             if self.out.len() == self.limit {
@@ -351,10 +367,6 @@ impl Timeline {
             }
         }
         false
-    }
-
-    fn oldest_epoch(&self) -> Option<u64> {
-        self.out.last().and_then(|c| c["epoch"].as_u64())
     }
 
     /// The changeset as shown, if it is a configuration change in scope.
@@ -530,4 +542,67 @@ pub async fn live_stream(State(app): State<App>) -> ApiResult<Response> {
     resp.headers_mut().insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
     resp.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confstore_core::EventKind;
+
+    /// A changeset of `keys` set on `service` at `epoch`, its events newest first (as read).
+    fn changeset(epoch: u64, service: &str, keys: &[&str]) -> Vec<EventBody> {
+        let len = u32::try_from(keys.len()).unwrap();
+        let mut events: Vec<EventBody> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| EventBody {
+                epoch,
+                time_ms: epoch * 1000,
+                changeset_index: u32::try_from(i).unwrap(),
+                changeset_len: len,
+                actor: "a".into(),
+                reason: format!("r{epoch}"),
+                request_id: "q".into(),
+                kind: EventKind::ValueSet {
+                    service: service.into(),
+                    key: (*key).into(),
+                    value_json: "1".into(),
+                    schema_hash: None,
+                },
+            })
+            .collect();
+        events.reverse();
+        events
+    }
+
+    fn timeline(scope: Option<&str>, before: u64, limit: usize) -> Timeline {
+        Timeline {
+            scope: scope.map(str::to_owned),
+            before,
+            limit,
+            out: Vec::new(),
+            current: Vec::new(),
+            next_before: None,
+            scanned_to: None,
+        }
+    }
+
+    #[test]
+    fn groups_newest_first_filters_by_scope_and_pages_by_epoch() {
+        let log: Vec<EventBody> =
+            [changeset(5, "web", &["a", "b"]), changeset(4, "db", &["x"]), changeset(3, "web", &["c"])].concat();
+        let mut t = timeline(Some("web"), u64::MAX, 1);
+        let full = log.iter().cloned().map(|b| t.push(b)).position(|full| full);
+        assert_eq!(full, Some(1), "the page is full after the two events of epoch 5");
+        assert_eq!((t.out.len(), t.out[0]["epoch"].as_u64(), t.next_before), (1, Some(5), Some(5)));
+        assert_eq!(t.out[0]["changes"].as_array().map(Vec::len), Some(2));
+        assert_eq!(t.out[0]["changes"][0]["key"], "a", "events of a changeset in order");
+
+        // The next page (before 5): epoch 4 is another service's, so only epoch 3.
+        let mut t = timeline(Some("web"), 5, 10);
+        assert!(!log.into_iter().any(|b| t.push(b)));
+        let epochs: Vec<_> = t.out.iter().map(|c| c["epoch"].as_u64()).collect();
+        assert_eq!(epochs, [Some(3)]);
+        assert_eq!(t.scanned_to, Some(3), "the oldest changeset read, shown or not");
+    }
 }
