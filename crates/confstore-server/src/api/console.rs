@@ -292,15 +292,7 @@ pub async fn changesets(
     let before = q.before.unwrap_or(u64::MAX);
     blocking(move || {
         let l = live(&mode)?;
-        let mut page = Timeline {
-            scope,
-            before,
-            limit,
-            out: Vec::new(),
-            current: Vec::new(),
-            next_before: None,
-            scanned_to: None,
-        };
+        let mut page = Timeline::new(scope, before, limit);
         let mut cursor = head_seq.saturating_add(1);
         let mut scanned = 0usize;
         l.readers.with(|r| {
@@ -347,6 +339,10 @@ struct Timeline {
 }
 
 impl Timeline {
+    fn new(scope: Option<String>, before: u64, limit: usize) -> Self {
+        Self { scope, before, limit, out: Vec::new(), current: Vec::new(), next_before: None, scanned_to: None }
+    }
+
     /// Takes the next (older) event; true when the page is full.
     fn push(&mut self, body: EventBody) -> bool {
         if body.epoch >= self.before {
@@ -576,15 +572,7 @@ mod tests {
     }
 
     fn timeline(scope: Option<&str>, before: u64, limit: usize) -> Timeline {
-        Timeline {
-            scope: scope.map(str::to_owned),
-            before,
-            limit,
-            out: Vec::new(),
-            current: Vec::new(),
-            next_before: None,
-            scanned_to: None,
-        }
+        Timeline::new(scope.map(str::to_owned), before, limit)
     }
 
     #[test]
