@@ -13,6 +13,8 @@ log() { printf '==> %s\n' "$*"; }
 # command for every machine. The stream tests start their own brokers on free ports.
 apt_missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_missing+=(mosquitto)
+# mosquitto_pub / mosquitto_sub play the attacker in tests/tests/hostile_broker.rs.
+command -v mosquitto_pub >/dev/null 2>&1 || apt_missing+=(mosquitto-clients)
 # protoc builds etcd's gRPC client for the server-vs-etcd benchmark (part of the workspace).
 command -v protoc >/dev/null 2>&1 || apt_missing+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || apt_missing+=(libprotobuf-dev)

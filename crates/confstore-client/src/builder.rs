@@ -37,7 +37,8 @@ pub mod vars {
     pub const STORE_ID: &str = "CONFSTORE_STORE_ID";
     /// The MQTT client id; optional (a stable one makes the session survive restarts).
     pub const MQTT_CLIENT_ID: &str = "CONFSTORE_MQTT_CLIENT_ID";
-    /// The MQTT user name; optional, with [`MQTT_PASSWORD`].
+    /// The MQTT user name; optional, with [`MQTT_PASSWORD`]. Without it the client logs in
+    /// with the service name and its token (what `serve`'s embedded broker expects).
     pub const MQTT_USERNAME: &str = "CONFSTORE_MQTT_USERNAME";
     /// The MQTT password; optional.
     pub const MQTT_PASSWORD: &str = "CONFSTORE_MQTT_PASSWORD";
@@ -166,7 +167,9 @@ impl ClientBuilder {
         self
     }
 
-    /// MQTT user name and password.
+    /// MQTT user name and password (for an external broker with its own users). Without
+    /// them the client logs in with the service name as user and its token as password,
+    /// which is what `serve`'s embedded broker checks.
     pub fn mqtt_credentials(mut self, user: &str, pass: &str) -> Self {
         self.mqtt_credentials = Some((user.to_owned(), pass.to_owned()));
         self
@@ -248,6 +251,9 @@ impl ClientBuilder {
         if self.rest_url.is_none() && self.mqtt_url.is_none() && self.lkg_path.is_none() {
             return Err(ClientError::setting("sources", "none configured; set rest_url, mqtt_url or lkg_path"));
         }
+        // Without MQTT credentials of its own, the client logs in with its token (the
+        // embedded broker's rule; user name = the service).
+        let token_login = self.token.clone().map(|t| (self.service.clone(), t));
         let rest = match &self.rest_url {
             Some(url) => Some(
                 Rest::new(url, &self.service, self.token)
@@ -262,7 +268,7 @@ impl ClientBuilder {
                     client_id: self
                         .mqtt_client_id
                         .unwrap_or_else(|| format!("confstore-client-{}-{}", self.service, std::process::id())),
-                    credentials: self.mqtt_credentials,
+                    credentials: self.mqtt_credentials.or(token_login),
                     ca_file: self.mqtt_ca_file,
                 }
                 .options()?,

@@ -35,6 +35,26 @@ pub const ROUTE_BYTES_MAX: usize = 256;
 /// Largest request body the API accepts, in bytes (413 above): room for a changeset of
 /// many values; one value is still bounded by VALUE_JSON_BYTES_MAX.
 pub const REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most open HTTP connections. At the cap the least useful idle connection is closed for
+/// a newcomer (a half-sent request first); when all are busy the newcomer gets 503. With
+/// the MQTT cap below (two descriptors per proxied client) this stays well inside a
+/// 20,000 file-descriptor limit.
+pub const HTTP_CONNECTIONS_MAX: usize = 4096;
+/// Seconds a request head may take to arrive, from its first byte or the connection's
+/// opening (a slow or half-sent request is closed after it).
+pub const HTTP_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Seconds a keep-alive HTTP connection may stay idle between requests.
+pub const HTTP_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Seconds a request body may take to arrive in full (408 after it).
+pub const HTTP_BODY_TIMEOUT_SECS: u64 = 15;
+/// Most open connections to the embedded MQTT broker; a client beyond it gets CONNACK
+/// "server unavailable".
+pub const MQTT_CONNECTIONS_MAX: usize = 1024;
+/// Seconds a client of the embedded broker has to send its CONNECT.
+pub const MQTT_CONNECT_TIMEOUT_SECS: u64 = 5;
+/// Largest MQTT packet a client (not the publisher) may send the embedded broker: clients
+/// only subscribe and acknowledge.
+pub const MQTT_CLIENT_PACKET_BYTES_MAX: usize = 64 * 1024;
 /// Items per page of history, events, audit and search answers when none is asked for.
 pub const PAGE_SIZE_DEFAULT: usize = 100;
 /// Most items per page (a larger `limit` is refused with 422).

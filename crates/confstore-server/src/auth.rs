@@ -154,6 +154,14 @@ pub async fn principal_of(app: &App, headers: &axum::http::HeaderMap) -> Result<
     Ok(Principal { token_id, name: record.name.clone(), role: record.role, service: record.service.clone() })
 }
 
+/// The principal of a bare token (the embedded MQTT broker's password): an error if it is
+/// malformed, unknown or revoked.
+pub async fn principal_of_token(app: &App, token: &str) -> Result<Principal, ApiError> {
+    let header = format!("Bearer {token}");
+    let (token_id, record) = authenticate(app, Some(&header)).await?;
+    Ok(Principal { token_id, name: record.name.clone(), role: record.role, service: record.service.clone() })
+}
+
 async fn authenticate(app: &App, header: Option<&str>) -> Result<(String, TokenRecord), ApiError> {
     let Some(header) = header else {
         return Err(ApiError::unauthorized("this route needs a bearer token: Authorization: Bearer cst_…"));

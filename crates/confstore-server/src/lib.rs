@@ -7,6 +7,7 @@
 //! - [`api`]: the routes and the OpenAPI document, built together by [`api::router`].
 //! - [`auth`]: bearer tokens and roles, enforced from the OpenAPI document's `security`.
 //! - [`http`]: request ids, access log and request metrics.
+//! - [`listener`]: the HTTP accept loop: connection cap, header and idle timeouts.
 //! - [`known_heads`]: heads seen before, and whether the database fell behind them.
 //! - [`projector`]: the search index and the LKG file, kept up in the background.
 //! - [`stream`]: the MQTT publisher (the log is the outbox) and the embedded broker.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod extract;
 pub mod http;
 pub mod known_heads;
+pub mod listener;
 pub mod metrics;
 pub mod model;
 pub mod projector;
@@ -31,26 +33,32 @@ pub mod web;
 pub use api::router;
 pub use app::{App, Config, Keys};
 
-/// Serves `app` on `listener` — and publishes the live stream to `mqtt`, if given — until
-/// `shutdown` completes, then lets in-flight requests finish and closes the store (its final
+/// Serves `app` on `listener` within `limits` — and publishes the live stream to `mqtt`, if
+/// given, through the embedded broker's gate `broker`, if given — until `shutdown`
+/// completes, then lets in-flight requests finish and closes the store (its final
 /// checkpoint).
 pub async fn serve(
     app: App,
     listener: tokio::net::TcpListener,
+    limits: listener::HttpLimits,
     mqtt: Option<stream::MqttSettings>,
+    broker: Option<stream::broker::Embedded>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (router, _) = router(app.clone());
     let projector = tokio::spawn(projector::run(app.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let publisher = mqtt.map(|mqtt| tokio::spawn(stream::run(app.clone(), mqtt, stop_rx)));
+    let gate = broker.map(|b| tokio::spawn(b.run(app.clone(), stop_rx.clone())));
+    let publisher = mqtt.map(|mqtt| tokio::spawn(stream::run(app.clone(), mqtt, stop_rx.clone())));
+    let (http_stop_tx, http_stop_rx) = tokio::sync::watch::channel(false);
     let stopping = app.clone();
-    let shutdown = async move {
+    tokio::spawn(async move {
         shutdown.await;
         // Ends the live event streams, which would otherwise keep the shutdown waiting.
         stopping.stopping.send_replace(true);
-    };
-    let result = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+        let _ = http_stop_tx.send(true);
+    });
+    let result = listener::serve(listener, router, limits, app.metrics.clone(), http_stop_rx).await;
     projector.abort();
     let _ = projector.await;
     // The publisher says `offline` and writes its checkpoint; a dead broker cannot hold us.
@@ -60,6 +68,9 @@ pub async fn serve(
         if tokio::time::timeout(std::time::Duration::from_secs(3), p).await.is_err() {
             abort.abort();
         }
+    }
+    if let Some(g) = gate {
+        g.abort();
     }
     // Every request has been answered: drop the store (final checkpoint) off the async threads.
     let a = app.clone();

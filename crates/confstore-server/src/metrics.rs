@@ -30,6 +30,22 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// Labels with one `listener` (http, mqtt).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    /// Which listener.
+    pub listener: String,
+}
+
+/// Labels of a connection a listener closed or refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerReasonLabels {
+    /// Which listener (http, mqtt).
+    pub listener: String,
+    /// Why (overloaded, evicted_idle, header_timeout, idle_timeout, not_authorized, acl, ...).
+    pub reason: String,
+}
+
 /// `confstore_readers_aborted_total`: the reader-age guard's count (ADR 0016), kept by
 /// confstore-log for every read of this process (exports, replays, search catch-ups).
 #[derive(Debug)]
@@ -72,6 +88,8 @@ struct Inner {
     mqtt_published_seq: Gauge,
     mqtt_pending: Gauge,
     mqtt_connects: Counter,
+    connections: Family<ListenerLabel, Gauge>,
+    connections_closed: Family<ListenerReasonLabels, Counter>,
 }
 
 fn gauge_value(v: u64) -> i64 {
@@ -162,6 +180,15 @@ impl Metrics {
         );
         let mqtt_connects = Counter::default();
         registry.register("mqtt_connects", "Connections the publisher made to the broker", mqtt_connects.clone());
+        let connections = Family::<ListenerLabel, Gauge>::default();
+        registry.register("open_connections", "Open client connections, by listener (http, mqtt)", connections.clone());
+        let connections_closed = Family::<ListenerReasonLabels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Connections a listener refused or closed itself, by listener and reason (overloaded, evicted_idle, \
+             header_timeout, idle_timeout, connect_timeout, not_authorized, acl_denied, ...)",
+            connections_closed.clone(),
+        );
         registry.register_collector(Box::new(ReadersAborted));
         Self(Arc::new(Inner {
             registry,
@@ -182,6 +209,8 @@ impl Metrics {
             mqtt_published_seq,
             mqtt_pending,
             mqtt_connects,
+            connections,
+            connections_closed,
         }))
     }
 
@@ -257,6 +286,18 @@ impl Metrics {
     pub fn mqtt_progress(&self, published_seq: u64, pending: usize) {
         self.0.mqtt_published_seq.set(gauge_value(published_seq));
         self.0.mqtt_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the number of open connections of `listener` (http, mqtt).
+    pub fn open_connections(&self, listener: &str, open: usize) {
+        let labels = ListenerLabel { listener: listener.to_owned() };
+        self.0.connections.get_or_create(&labels).set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a connection `listener` refused or closed itself, and why.
+    pub fn connection_closed(&self, listener: &str, reason: &str) {
+        let labels = ListenerReasonLabels { listener: listener.to_owned(), reason: reason.to_owned() };
+        self.0.connections_closed.get_or_create(&labels).inc();
     }
 
     /// The text exposition.

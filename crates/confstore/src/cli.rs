@@ -151,6 +151,20 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..=3600)
     )]
     pub max_read_secs: u64,
+    /// Most open HTTP connections; at the cap an idle one (a half-sent request first) is
+    /// closed for the newcomer, or the newcomer gets 503 when all are busy.
+    #[arg(long, env = "CONFSTORE_HTTP_MAX_CONNECTIONS", default_value_t = confstore_core::limits::HTTP_CONNECTIONS_MAX,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub http_max_connections: usize,
+    /// Seconds a request head may take to arrive (from its first byte, or the connection's
+    /// opening).
+    #[arg(long, env = "CONFSTORE_HTTP_HEADER_TIMEOUT_S", default_value_t = confstore_core::limits::HTTP_HEADER_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub http_header_timeout_s: u64,
+    /// Seconds a keep-alive HTTP connection may stay idle between requests.
+    #[arg(long, env = "CONFSTORE_HTTP_IDLE_TIMEOUT_S", default_value_t = confstore_core::limits::HTTP_IDLE_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_idle_timeout_s: u64,
 }
 
 /// `token ...`.

@@ -15,6 +15,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc returns freed memory to the system: after a flood of connections ends, the
+/// server shrinks back (glibc's allocator kept most of it; docs/adr/0010-dependencies.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // `confstore history | head` should stop quietly when head exits, like any Unix tool,

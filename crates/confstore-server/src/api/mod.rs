@@ -90,6 +90,10 @@ pub fn router(app: App) -> (Router, serde_json::Value) {
         .fallback(crate::http::not_found)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .layer(DefaultBodyLimit::max(confstore_core::limits::REQUEST_BYTES_MAX))
+        // A body trickled in byte by byte must not hold its connection for ever.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_secs(
+            confstore_core::limits::HTTP_BODY_TIMEOUT_SECS,
+        )))
         .layer(axum::Extension(Arc::new(doc.clone())))
         .layer(axum::Extension(roles))
         .with_state(app);

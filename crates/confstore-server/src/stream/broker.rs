@@ -1,13 +1,26 @@
-//! The embedded MQTT broker (rumqttd) `serve` starts when no `--mqtt-url` is given, so the
-//! whole flow works out of the box on one machine. It listens on loopback by default,
-//! keeps retained messages in memory only, and accepts anonymous clients: for production
-//! use an external broker with the ACL in `ops/mosquitto.conf` (docs/operations.md).
+//! The embedded MQTT broker `serve` starts when no `--mqtt-url` is given, so the whole flow
+//! works out of the box on one machine.
+//!
+//! Two parts (ADR 0019): rumqttd does the MQTT work (sessions, retained messages, QoS 1) on
+//! an internal loopback port that only accepts the gate's own random credentials, and the
+//! [`gate`](super::gate) owns the public address: it authenticates every client (a
+//! confstore token as the MQTT password; random credentials for the publisher), enforces
+//! the topic ACL of `ops/mosquitto/confstore.acl`, reserves the publisher's client id and
+//! bounds connections. rumqttd has connection authentication but no topic ACL, hence the
+//! gate. Retained messages live in memory only; the publisher restores them after a restart.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use zeroize::Zeroizing;
+
 use super::settings::MAX_PACKET_BYTES;
+
+/// The user name the publisher uses at the gate.
+pub const PUBLISHER_USER: &str = "confstore-publisher";
+/// The user name the gate uses at rumqttd.
+const GATE_USER: &str = "confstore-gate";
 
 /// Why the embedded broker did not start.
 #[derive(Debug, thiserror::Error)]
@@ -24,21 +37,68 @@ pub enum BrokerError {
         /// The bind error.
         why: std::io::Error,
     },
-    /// The broker did not come up.
+    /// The internal broker did not come up.
     #[error("the embedded MQTT broker did not start on {0} within 5 s")]
     NotListening(SocketAddr),
+    /// No randomness for the internal credentials, or no thread.
+    #[error("cannot start the embedded MQTT broker: {0}")]
+    Setup(String),
 }
 
-/// Starts the broker on `addr` in its own threads and waits until it accepts connections.
-/// It runs until the process ends.
-pub fn start(addr: SocketAddr) -> Result<(), BrokerError> {
-    // rumqttd reports a failed bind only in its log, from another thread: check first.
-    TcpListener::bind(addr).map_err(|why| BrokerError::AddressInUse { addr, why })?;
+/// A started embedded broker: rumqttd running on its internal port, and the public
+/// listener bound, waiting for [`Embedded::run`] (the gate) on the server's runtime.
+#[derive(Debug)]
+pub struct Embedded {
+    pub(super) public: TcpListener,
+    pub(super) upstream: SocketAddr,
+    pub(super) gate_login: (String, Zeroizing<String>),
+    pub(super) publisher_login: (String, Zeroizing<String>),
+    pub(super) publisher_client_id: String,
+}
+
+impl Embedded {
+    /// Starts rumqttd on a free loopback port, binds `listen` for the gate, and draws the
+    /// publisher's credentials. `publisher_client_id` is reserved for the publisher.
+    pub fn start(listen: SocketAddr, publisher_client_id: &str) -> Result<Self, BrokerError> {
+        let public = TcpListener::bind(listen).map_err(|why| BrokerError::AddressInUse { addr: listen, why })?;
+        public.set_nonblocking(true).map_err(|e| BrokerError::Setup(e.to_string()))?;
+        let gate_login = (GATE_USER.to_owned(), random_secret()?);
+        let publisher_login = (PUBLISHER_USER.to_owned(), random_secret()?);
+        let upstream = start_rumqttd(&gate_login)?;
+        Ok(Self { public, upstream, gate_login, publisher_login, publisher_client_id: publisher_client_id.to_owned() })
+    }
+
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.public.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The publisher's credentials at the gate (user name, password).
+    pub fn publisher_credentials(&self) -> (String, Zeroizing<String>) {
+        self.publisher_login.clone()
+    }
+}
+
+fn random_secret() -> Result<Zeroizing<String>, BrokerError> {
+    let mut b = Zeroizing::new([0u8; 32]);
+    getrandom::fill(b.as_mut()).map_err(|e| BrokerError::Setup(format!("the random source failed: {e}")))?;
+    Ok(Zeroizing::new(hex::encode(b.as_ref())))
+}
+
+/// Runs rumqttd on a free loopback port that accepts only `login`, in its own threads
+/// until the process ends, and waits until it accepts connections.
+fn start_rumqttd(login: &(String, Zeroizing<String>)) -> Result<SocketAddr, BrokerError> {
+    // A free port: bind, note, release. Another process could take it in between; then
+    // rumqttd fails and the wait below says so.
+    let addr = TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| BrokerError::Setup(format!("no free loopback port: {e}")))?;
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 5000,
         max_payload_size: MAX_PACKET_BYTES,
         max_inflight_count: 1000,
-        auth: None,
+        // Only the gate may connect: a local user who finds this port cannot log in.
+        auth: Some(HashMap::from([(login.0.clone(), login.1.as_str().to_owned())])),
         external_auth: None,
         dynamic_filters: true,
     };
@@ -52,7 +112,9 @@ pub fn start(addr: SocketAddr) -> Result<(), BrokerError> {
     let config = rumqttd::Config {
         id: 0,
         router: rumqttd::RouterConfig {
-            max_connections: 10_000,
+            // Above the gate's cap (limits::MQTT_CONNECTIONS_MAX): the gate refuses first,
+            // with a clear CONNACK.
+            max_connections: confstore_core::limits::MQTT_CONNECTIONS_MAX + 16,
             max_outgoing_packet_count: 200,
             max_segment_size: 100 * 1024 * 1024,
             max_segment_count: 10,
@@ -69,13 +131,14 @@ pub fn start(addr: SocketAddr) -> Result<(), BrokerError> {
                 tracing::error!(error = %e, "the embedded MQTT broker stopped");
             }
         })
-        .map_err(|why| BrokerError::AddressInUse { addr, why })?;
+        .map_err(|e| BrokerError::Setup(e.to_string()))?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            tracing::info!(%addr, "embedded MQTT broker listening");
-            return Ok(());
+            return Ok(addr);
         }
+        // Polling a port rumqttd binds on its own thread, with a deadline: it offers no
+        // readiness signal.
         std::thread::sleep(Duration::from_millis(20));
     }
     Err(BrokerError::NotListening(addr))

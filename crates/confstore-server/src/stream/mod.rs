@@ -1,9 +1,11 @@
 //! The live stream (DESIGN.md §9): the MQTT publisher inside `serve`, its settings and
-//! checkpoint, and the embedded broker `serve` starts when no external one is given.
+//! checkpoint, and the embedded broker `serve` starts when no external one is given (rumqttd
+//! behind the [`gate`], which authenticates clients and enforces the topic ACL).
 //! Topics and payloads are defined in `confstore_core::stream` (shared with the client).
 
 pub mod broker;
 pub mod checkpoint;
+pub mod gate;
 pub mod publisher;
 pub mod settings;
 

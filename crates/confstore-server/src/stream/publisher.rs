@@ -17,6 +17,11 @@
 //!   (`session_present = false`). So this task never relies on rumqttc's own retransmission:
 //!   after any connection error it drops the client, makes a new one, and sends every
 //!   unacknowledged batch itself. Duplicates are possible; loss is not.
+//! - Retained state heals itself: the publisher subscribes to its own retained topics, and a
+//!   retained snapshot or head that someone deleted or replaced on the broker (anything but
+//!   an echo of what this connection sent in the last [`ECHO_WINDOW`]) is put back as soon
+//!   as the publisher has caught up with the log, without waiting for a write. A retained
+//!   snapshot of a service the store does not have is deleted.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -46,6 +51,11 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long to wait for the broker's CONNACK.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a retained message this connection sent is expected back as an echo of its
+/// own subscription (the broker delivers it within milliseconds).
+pub const ECHO_WINDOW: Duration = Duration::from_secs(5);
+/// Most recent retained payloads remembered per topic for echo matching.
+const ECHO_PER_TOPIC_MAX: usize = 32;
 
 /// One message, ready to send (and to send again).
 #[derive(Clone, Debug)]
@@ -77,11 +87,21 @@ enum Tag {
 /// What the event-loop task reports.
 #[derive(Debug)]
 enum Report {
-    Connected { session_present: bool },
+    Connected {
+        session_present: bool,
+    },
     Sent(u16),
     Acked(u16),
+    /// A message on one of the retained topics the publisher watches.
+    Retained {
+        topic: String,
+        payload: bytes::Bytes,
+    },
     Down(String),
 }
+
+/// A retained payload a connection sent, and when.
+type SentRetained = (tokio::time::Instant, Arc<Vec<u8>>);
 
 /// A live connection: the client, and the reports of its event loop.
 struct Conn {
@@ -97,6 +117,9 @@ struct Conn {
     /// Whether the broker still had this client's session (and so, presumably, its
     /// retained messages).
     session_present: bool,
+    /// Retained payloads this connection sent lately, per topic, to tell echoes of its own
+    /// subscription from someone else's message.
+    sent_retained: HashMap<String, VecDeque<SentRetained>>,
 }
 
 impl Drop for Conn {
@@ -129,6 +152,9 @@ struct Publisher {
     /// Republish every service's snapshot and the head once the read position is known
     /// (the broker lost its session, and with it perhaps the retained messages).
     full_sync_wanted: bool,
+    /// Retained topics whose message on the broker is not one this publisher sent: topic ->
+    /// the payload seen there. Checked, and put right, once the publisher has caught up.
+    suspect: HashMap<String, bytes::Bytes>,
 }
 
 /// Runs the publisher until `stop` turns true; then says `offline` on the health topic and
@@ -152,6 +178,7 @@ pub async fn run(app: App, settings: MqttSettings, mut stop: watch::Receiver<boo
         last_checkpoint_write: tokio::time::Instant::now(),
         head_msg: None,
         full_sync_wanted: false,
+        suspect: HashMap::new(),
     };
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -226,6 +253,7 @@ impl Publisher {
                     inflight: HashMap::new(),
                     next_batch: 0,
                     session_present,
+                    sent_retained: HashMap::new(),
                 })
             }
             Ok(Some(Report::Down(why))) => {
@@ -248,6 +276,14 @@ impl Publisher {
     async fn serve(&mut self, conn: &mut Conn, stop: &mut watch::Receiver<bool>) -> Ended {
         let online = self.health("online", None);
         send(conn, &online, Tag::Loose("health")).await;
+        // Watch our own retained topics (QoS 0: a missed notice is caught at the next one,
+        // and the broker sends every retained message again on each new subscription).
+        let watched = [format!("{}+", stream::SNAPSHOT_TOPIC_PREFIX), stream::HEAD_TOPIC.to_owned()];
+        for topic in watched {
+            if let Err(e) = conn.client.subscribe(topic, QoS::AtMostOnce).await {
+                tracing::debug!(error = %e, "cannot watch the retained topics (connection failing)");
+            }
+        }
         if !conn.session_present {
             // A broker without our session may be one that lost everything (restarted
             // without persistence): its retained snapshots and head too. Put them back.
@@ -266,6 +302,7 @@ impl Publisher {
             // Everything pending that this connection has not carried yet: all of it on a new
             // connection, a full sync after (re)initialising, each new batch.
             self.flush(conn).await;
+            self.heal(conn).await;
             if let Some(rx) = &head_rx {
                 let head = *rx.borrow();
                 if head > self.read_seq && self.window_free() {
@@ -294,6 +331,7 @@ impl Publisher {
                         }
                     }
                     Some(Report::Connected { .. }) => {}
+                    Some(Report::Retained { topic, payload }) => self.observed(conn, topic, payload),
                     Some(Report::Down(why)) => return Ended::Lost(why),
                     None => return Ended::Lost("the MQTT event loop ended".into()),
                 },
@@ -309,6 +347,52 @@ impl Publisher {
                 }
                 _ = stop.changed() => return Ended::Stopped,
             }
+        }
+    }
+
+    /// Notes a message seen on a watched retained topic: an echo of what this connection
+    /// sent lately is fine; anything else is suspect.
+    fn observed(&mut self, conn: &mut Conn, topic: String, payload: bytes::Bytes) {
+        let now = tokio::time::Instant::now();
+        if let Some(recent) = conn.sent_retained.get_mut(&topic) {
+            recent.retain(|(at, _)| now.duration_since(*at) < ECHO_WINDOW);
+            if recent.iter().any(|(_, p)| p.as_slice() == payload.as_ref()) {
+                return;
+            }
+        }
+        self.suspect.insert(topic, payload);
+    }
+
+    /// Puts back retained messages someone deleted or replaced on the broker, once the
+    /// publisher has caught up with the log (so what it would send is the current state).
+    async fn heal(&mut self, conn: &mut Conn) {
+        if self.suspect.is_empty() || !self.pending.is_empty() {
+            return;
+        }
+        let caught_up = self.model.as_ref().is_some_and(|m| m.read(|r| r.state.seq) == self.read_seq);
+        if !caught_up {
+            return;
+        }
+        for (topic, seen) in std::mem::take(&mut self.suspect) {
+            let expected = if topic == stream::HEAD_TOPIC {
+                Some(self.head_message())
+            } else {
+                match stream::service_of_snapshot_topic(&topic) {
+                    Some(service) if self.state.services.contains_key(service) => self.snapshot_message(service),
+                    // Not a service of this store: nothing of ours belongs there.
+                    Some(_) => {
+                        Some(Msg { topic: topic.clone(), payload: Arc::new(Vec::new()), retain: true, kind: "heal" })
+                    }
+                    None => None,
+                }
+            };
+            let Some(mut msg) = expected else { continue };
+            if msg.payload.as_slice() == seen.as_ref() {
+                continue;
+            }
+            tracing::warn!(topic = %topic, seen_bytes = seen.len(), "a retained message on the broker was deleted or replaced; putting the signed one back");
+            msg.kind = "heal";
+            send(conn, &msg, Tag::Loose("heal")).await;
         }
     }
 
@@ -599,7 +683,16 @@ impl Publisher {
 /// its pending batch and goes out on the next connection.
 async fn send(conn: &mut Conn, m: &Msg, tag: Tag) {
     match conn.client.publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, m.payload.as_slice()).await {
-        Ok(()) => conn.unsent.push_back(tag),
+        Ok(()) => {
+            conn.unsent.push_back(tag);
+            if m.retain {
+                let recent = conn.sent_retained.entry(m.topic.clone()).or_default();
+                if recent.len() >= ECHO_PER_TOPIC_MAX {
+                    recent.pop_front();
+                }
+                recent.push_back((tokio::time::Instant::now(), Arc::clone(&m.payload)));
+            }
+        }
         Err(e) => tracing::debug!(error = %e, "the MQTT client refused a message (connection failing)"),
     }
 }
@@ -612,6 +705,7 @@ async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<Report>) {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => Report::Connected { session_present: ack.session_present },
             Ok(Event::Incoming(Packet::PubAck(ack))) => Report::Acked(ack.pkid),
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Report::Sent(pkid),
+            Ok(Event::Incoming(Packet::Publish(p))) => Report::Retained { topic: p.topic, payload: p.payload },
             Ok(_) => continue,
             Err(e) => {
                 let _ = tx.send(Report::Down(describe(&e)));

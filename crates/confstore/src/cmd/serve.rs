@@ -10,6 +10,7 @@ use confstore_core::auth::{Role, token_hash};
 use confstore_core::state::{Change, ChangesetDraft};
 use confstore_server::app::Mode;
 use confstore_server::stream::MqttSettings;
+use confstore_server::stream::broker::Embedded;
 use confstore_server::{App, Config, Keys};
 use serde_json::json;
 
@@ -33,7 +34,9 @@ fn server_keys(ctx: &Ctx) -> Result<Keys> {
 
 fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CONFSTORE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // rumqttd (the embedded broker) logs every connection at info and routine disconnects
+    // as errors; the gate in front of it logs what matters (stream::gate).
+    let filter = EnvFilter::try_from_env("CONFSTORE_LOG").unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
         builder.json().with_current_span(true).with_span_list(false).init();
@@ -60,7 +63,13 @@ pub fn serve(ctx: &Ctx, args: &ServeArgs) -> Result<ExitCode> {
     config.head_file = args.head_file.clone();
     let app = App::open(config, server_keys(ctx)?);
     bootstrap_admin_token(ctx, &app)?;
-    let mqtt = live_stream(&app, args)?;
+    let (mqtt, broker) = live_stream(&app, args)?;
+    let limits = confstore_server::listener::HttpLimits {
+        max_connections: args.http_max_connections,
+        header_timeout: Duration::from_secs(args.http_header_timeout_s),
+        idle_timeout: Duration::from_secs(args.http_idle_timeout_s),
+        ..Default::default()
+    };
     if !args.listen.ip().is_loopback() {
         tracing::warn!(
             listen = %args.listen,
@@ -73,7 +82,9 @@ pub fn serve(ctx: &Ctx, args: &ServeArgs) -> Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!(listen = %args.listen, mode = app.mode().name(), "serving");
-        confstore_server::serve(app, listener, mqtt, shutdown_signal()).await.context("the server failed")
+        confstore_server::serve(app, listener, limits, mqtt, broker, shutdown_signal())
+            .await
+            .context("the server failed")
     })?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -81,10 +92,10 @@ pub fn serve(ctx: &Ctx, args: &ServeArgs) -> Result<ExitCode> {
 
 /// Sets up the live stream: the external broker given, or the embedded one (started here,
 /// so a taken port is a clear error before anything listens), or none with --no-mqtt.
-fn live_stream(app: &App, args: &ServeArgs) -> Result<Option<MqttSettings>> {
+fn live_stream(app: &App, args: &ServeArgs) -> Result<(Option<MqttSettings>, Option<Embedded>)> {
     if args.no_mqtt {
         tracing::info!("live stream off (--no-mqtt)");
-        return Ok(None);
+        return Ok((None, None));
     }
     let store_id = match &*app.mode() {
         Mode::Live(l) => l.model.read(|m| m.store_id.clone()),
@@ -92,19 +103,25 @@ fn live_stream(app: &App, args: &ServeArgs) -> Result<Option<MqttSettings>> {
     };
     let client_id =
         args.mqtt_client_id.clone().unwrap_or_else(|| format!("confstore-{}", store_id.get(..16).unwrap_or("store")));
-    let url = match &args.mqtt_url {
-        Some(url) => url.clone(),
+    let (settings, broker) = match &args.mqtt_url {
+        Some(url) => {
+            let mut settings = MqttSettings::from_url(url, client_id)?;
+            args.mqtt_access.apply(&mut settings);
+            (settings, None)
+        }
         None => {
-            confstore_server::stream::broker::start(args.mqtt_listen)?;
-            format!("mqtt://{}", args.mqtt_listen)
+            let broker = Embedded::start(args.mqtt_listen, &client_id)?;
+            let mut settings = MqttSettings::from_url(&format!("mqtt://{}", broker.addr()), client_id)?;
+            // The publisher's own random credentials at the embedded broker's gate.
+            settings.credentials = Some(broker.publisher_credentials());
+            tracing::info!(listen = %broker.addr(), "embedded MQTT broker listening (clients log in with a confstore token as the password)");
+            (settings, Some(broker))
         }
     };
-    let mut settings = MqttSettings::from_url(&url, client_id)?;
-    args.mqtt_access.apply(&mut settings);
     // A bad CA file is an error now, not a reconnect loop later.
     settings.options(None)?;
-    tracing::info!(broker = %settings.url(), embedded = args.mqtt_url.is_none(), "live stream on");
-    Ok(Some(settings))
+    tracing::info!(broker = %settings.url(), embedded = broker.is_some(), "live stream on");
+    Ok((Some(settings), broker))
 }
 
 /// Completes on SIGINT or SIGTERM.
