@@ -72,7 +72,6 @@ fn signed_snapshot(store: &Store, service: &str, payload: &[u8]) -> Option<serde
         .filter(|doc| doc["service"] == json!(service))
 }
 
-
 fn metric(server: &Server, name: &str) -> f64 {
     let text = Http::new(server.addr).get("/metrics").expect("metrics").text();
     text.lines()

@@ -103,7 +103,28 @@ impl Drop for LogsOnFailure {
 /// A store served with the live stream going to the broker at `mqtt_url`; `web` and `db`
 /// registered.
 fn served(dir: &Path, mqtt_url: &str) -> (Store, Server, Http) {
-    common::mqtt::serve_with_stream(dir, &["--mqtt-url", mqtt_url], &["web", "db"])
+    let args = ["--mqtt-url", mqtt_url, "--mqtt-username", "confstore", "--mqtt-password", STORE_PASSWORD];
+    common::mqtt::serve_with_stream(dir, &args, &["web", "db"])
+}
+
+/// The publisher's broker password here (its user may publish but not read, see below).
+const STORE_PASSWORD: &str = "store-pw";
+/// The attacked service's broker password.
+const WEB_PASSWORD: &str = "web-pw";
+
+/// An open broker (anonymous clients publish and read anything: the attacker and the tap)
+/// on which the publisher may publish but not read its own retained topics. The publisher
+/// puts back a retained message someone replaced only if it can see it
+/// (tests/tests/hostile_broker.rs tests that); this test is about the client's acceptance
+/// rule alone, so every planted message must stay where the attacker put it.
+fn open_broker(dir: &Path) -> Broker {
+    std::fs::create_dir_all(dir).unwrap();
+    let passwd = dir.join("passwd");
+    common::mqtt::password_file(&passwd, &[("confstore", STORE_PASSWORD), ("web", WEB_PASSWORD)]);
+    let acl = dir.join("acl");
+    std::fs::write(&acl, "topic readwrite #\nuser confstore\ntopic write #\nuser web\ntopic read #\n").unwrap();
+    let extra = format!("allow_anonymous true\npassword_file {}\nacl_file {}\n", passwd.display(), acl.display());
+    Broker::start_with(dir, true, &extra)
 }
 
 /// A real write; the epoch the server acknowledged.
@@ -257,7 +278,7 @@ fn every_fresh_version_is_applied_once_in_order_and_every_attack_is_rejected() {
     assert!(count >= 10, "STREAM_ATTACK_MESSAGES must be at least 10 (the bit-flip samples)");
     let test_started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(&dir.path().join("broker"));
+    let broker = open_broker(&dir.path().join("broker"));
     // Declared after `dir`, so dropped (and read) before the directory is removed.
     let _logs = LogsOnFailure(vec![dir.path().join("serve.log"), dir.path().join("broker").join("mosquitto.log")]);
     // Anonymous access is on: anyone may publish anywhere. That is the threat model.
@@ -281,6 +302,7 @@ fn every_fresh_version_is_applied_once_in_order_and_every_attack_is_rejected() {
             .rest_url(&rest_url)
             .token(&admin_token(&store))
             .mqtt_url(&broker.url())
+            .mqtt_credentials("web", WEB_PASSWORD)
             .mqtt_client_id(&unique(id))
             .env(Vec::new())
     };

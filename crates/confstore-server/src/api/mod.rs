@@ -90,6 +90,8 @@ pub fn router(app: App) -> (Router, serde_json::Value) {
         .fallback(crate::http::not_found)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .layer(DefaultBodyLimit::max(confstore_core::limits::REQUEST_BYTES_MAX))
+        // A declared length over the limit is refused before any of the body is read.
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
         // A body trickled in byte by byte must not hold its connection for ever.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_secs(
             confstore_core::limits::HTTP_BODY_TIMEOUT_SECS,
@@ -98,6 +100,29 @@ pub fn router(app: App) -> (Router, serde_json::Value) {
         .layer(axum::Extension(roles))
         .with_state(app);
     (router, doc)
+}
+
+/// 413 at once for a request whose `Content-Length` is over
+/// [`REQUEST_BYTES_MAX`](confstore_core::limits::REQUEST_BYTES_MAX): without it a client
+/// could hold a connection while trickling megabytes that will be refused anyway.
+async fn refuse_declared_oversize(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let max = confstore_core::limits::REQUEST_BYTES_MAX;
+    if declared.is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX)) {
+        let e = ApiError::too_large(format!("the request body is larger than {max} bytes; nothing was changed"));
+        let mut resp = axum::response::IntoResponse::into_response(e);
+        // The body is not read: the connection cannot carry another request.
+        resp.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        return resp;
+    }
+    next.run(req).await
 }
 
 /// What an acknowledged write returns (and its epoch as the `ETag`).

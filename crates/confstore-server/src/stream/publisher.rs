@@ -54,6 +54,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a retained message this connection sent is expected back as an echo of its
 /// own subscription (the broker delivers it within milliseconds).
 pub const ECHO_WINDOW: Duration = Duration::from_secs(5);
+/// Least time between two rounds of putting retained messages back: a burst of forged
+/// messages costs a few republishes, not one each.
+pub const HEAL_INTERVAL: Duration = Duration::from_millis(250);
 /// Most recent retained payloads remembered per topic for echo matching.
 const ECHO_PER_TOPIC_MAX: usize = 32;
 
@@ -155,6 +158,8 @@ struct Publisher {
     /// Retained topics whose message on the broker is not one this publisher sent: topic ->
     /// the payload seen there. Checked, and put right, once the publisher has caught up.
     suspect: HashMap<String, bytes::Bytes>,
+    /// When retained messages were last put back.
+    last_heal: Option<tokio::time::Instant>,
 }
 
 /// Runs the publisher until `stop` turns true; then says `offline` on the health topic and
@@ -179,6 +184,7 @@ pub async fn run(app: App, settings: MqttSettings, mut stop: watch::Receiver<boo
         head_msg: None,
         full_sync_wanted: false,
         suspect: HashMap::new(),
+        last_heal: None,
     };
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -345,9 +351,25 @@ impl Publisher {
                     send(conn, &online, Tag::Loose("health")).await;
                     self.write_checkpoint(false);
                 }
+                // Healing waits only on its interval here; otherwise acknowledgements and the
+                // log's progress wake the loop.
+                () = tokio::time::sleep_until(self.next_heal()), if self.heal_waits_on_interval() => {}
                 _ = stop.changed() => return Ended::Stopped,
             }
         }
+    }
+
+    fn heal_waits_on_interval(&self) -> bool {
+        !self.suspect.is_empty() && self.pending.is_empty() && !self.heal_allowed()
+    }
+
+    /// When the next round of healing may run.
+    fn next_heal(&self) -> tokio::time::Instant {
+        self.last_heal.map_or_else(tokio::time::Instant::now, |at| at + HEAL_INTERVAL)
+    }
+
+    fn heal_allowed(&self) -> bool {
+        self.last_heal.is_none_or(|at| at.elapsed() >= HEAL_INTERVAL)
     }
 
     /// Notes a message seen on a watched retained topic: an echo of what this connection
@@ -366,13 +388,14 @@ impl Publisher {
     /// Puts back retained messages someone deleted or replaced on the broker, once the
     /// publisher has caught up with the log (so what it would send is the current state).
     async fn heal(&mut self, conn: &mut Conn) {
-        if self.suspect.is_empty() || !self.pending.is_empty() {
+        if self.suspect.is_empty() || !self.pending.is_empty() || !self.heal_allowed() {
             return;
         }
         let caught_up = self.model.as_ref().is_some_and(|m| m.read(|r| r.state.seq) == self.read_seq);
         if !caught_up {
             return;
         }
+        self.last_heal = Some(tokio::time::Instant::now());
         for (topic, seen) in std::mem::take(&mut self.suspect) {
             let expected = if topic == stream::HEAD_TOPIC {
                 Some(self.head_message())
