@@ -72,6 +72,7 @@ struct Inner {
     mqtt_published_seq: Gauge,
     mqtt_pending: Gauge,
     mqtt_connects: Counter,
+    append_failing: Gauge,
 }
 
 fn gauge_value(v: u64) -> i64 {
@@ -162,6 +163,12 @@ impl Metrics {
         );
         let mqtt_connects = Counter::default();
         registry.register("mqtt_connects", "Connections the publisher made to the broker", mqtt_connects.clone());
+        let append_failing = Gauge::default();
+        registry.register(
+            "append_failing",
+            "1 while the last append failed in the store (disk full, I/O error), until one commits again",
+            append_failing.clone(),
+        );
         registry.register_collector(Box::new(ReadersAborted));
         Self(Arc::new(Inner {
             registry,
@@ -182,6 +189,7 @@ impl Metrics {
             mqtt_published_seq,
             mqtt_pending,
             mqtt_connects,
+            append_failing,
         }))
     }
 
@@ -257,6 +265,11 @@ impl Metrics {
     pub fn mqtt_progress(&self, published_seq: u64, pending: usize) {
         self.0.mqtt_published_seq.set(gauge_value(published_seq));
         self.0.mqtt_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    /// Records whether appends are failing now (see `App::note_append`).
+    pub fn append_failing(&self, failing: bool) {
+        self.0.append_failing.set(i64::from(failing));
     }
 
     /// The text exposition.
