@@ -52,6 +52,9 @@ const FORBIDDEN: [&str; 8] = [
 /// stt's value in the multi-service changeset (must be visible to stt's readers).
 const OWN_MULTI_VALUE: &str = "stt-multi-value";
 
+/// stt's own value that the search fixture (`q=CANARY`) finds beside the other services'.
+const OWN_SEARCHABLE: &str = "stt-CANARY-base";
+
 /// Longest wait for the live stream's first event.
 const EVENT_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -188,7 +191,11 @@ fn a_token_scoped_to_one_service_reads_nothing_of_the_others() {
     let seed = |admin: &mut Http, service: &str, body: Value| {
         admin.ok("PATCH", &format!("/api/v1/services/{service}/values"), Some(&body));
     };
-    seed(&mut admin, OWN, json!({"set": {"timeout_ms": 500, "model": "base"}, "secrets": {"api_key": "stt-key"}}));
+    seed(
+        &mut admin,
+        OWN,
+        json!({"set": {"timeout_ms": 500, "model": OWN_SEARCHABLE}, "secrets": {"api_key": "stt-key"}}),
+    );
     seed(
         &mut admin,
         "billing",
@@ -274,6 +281,9 @@ fn a_token_scoped_to_one_service_reads_nothing_of_the_others() {
         assert!(answered.contains(&("config.read", route.to_owned())), "config.read@{OWN} got no 2xx from GET {route}");
     }
     let reader = &mut readers.into_iter().find(|r| r.role == "config.read").expect("a config.read reader").http;
+    let hits = reader.ok("GET", "/api/v1/search?q=CANARY", None).json();
+    assert_eq!(hits["hits"].as_array().map(Vec::len), Some(1), "the search finds stt's own value only: {hits}");
+    assert_eq!(hits["hits"][0]["value"], OWN_SEARCHABLE, "{hits}");
     let changesets = all_changesets(reader);
     let epochs: BTreeSet<u64> = changesets.iter().map(|c| u64_of(c, "epoch")).collect();
     assert!(
