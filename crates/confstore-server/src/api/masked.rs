@@ -30,24 +30,22 @@ pub fn marker() -> Value {
     json!({ SECRET_MEMBER: true })
 }
 
-/// Whether a stored value (canonical JSON text, as in the log and the state) is a secret's
-/// envelope.
+/// Whether a stored value (canonical JSON text, as in the log and the state) is a secret.
 pub fn is_secret_text(json: &str) -> bool {
-    confstore_core::secret::envelope_of(json).is_some()
+    // Most values cannot be one: skip parsing them.
+    json.contains("\"$secret\"") && is_secret_value(&parse(json))
 }
 
 /// A stored value (canonical JSON text) as shown: the marker for a secret, else the value.
 pub fn stored(json: &str) -> Value {
-    if is_secret_text(json) {
-        return marker();
-    }
-    // Stored values are canonical JSON written by `decide`; a verified but hand-made event
-    // could hold other text: show it as a string rather than lose it.
-    serde_json::from_str(json).unwrap_or_else(|_| Value::String(json.to_owned()))
+    let value = parse(json);
+    if is_secret_value(&value) { marker() } else { value }
 }
 
-/// Whether a resolved value (a snapshot's `config` entry) is a secret: an object with a
-/// `$secret` member, which only secrets' envelopes are.
+/// Whether a value (a stored one parsed, or a snapshot's `config` entry) is a secret: an
+/// object with a `$secret` member. Only secrets' envelopes are (plain values with one are
+/// refused), and anything with one is masked, even a malformed envelope, so no part of an
+/// envelope is ever shown.
 pub fn is_secret_value(value: &Value) -> bool {
     value.as_object().is_some_and(|o| o.contains_key(SECRET_MEMBER))
 }
@@ -55,6 +53,12 @@ pub fn is_secret_value(value: &Value) -> bool {
 /// A resolved value as shown: the marker for a secret, else the value.
 pub fn resolved(value: &Value) -> Value {
     if is_secret_value(value) { marker() } else { value.clone() }
+}
+
+/// Stored values are canonical JSON written by `decide`; a verified but hand-made event
+/// could hold other text: it is shown as a string rather than lost.
+fn parse(json: &str) -> Value {
+    serde_json::from_str(json).unwrap_or_else(|_| Value::String(json.to_owned()))
 }
 
 #[cfg(test)]
@@ -71,5 +75,7 @@ mod tests {
         assert_eq!(resolved(&parsed), marker());
         assert_eq!(resolved(&json!("<secret>")), json!("<secret>"));
         assert_eq!(serde_json::to_value(MaskedSecret { secret: true }).unwrap(), marker(), "the documented shape");
+        assert!(is_secret_text(envelope) && !is_secret_text(r#""$secret""#) && !is_secret_text("1"));
+        assert_eq!(stored(r#"{"$secret":"not an envelope"}"#), marker(), "anything with the member is masked");
     }
 }
