@@ -18,6 +18,7 @@ use tower::ServiceExt;
 
 struct Fixture {
     _dir: tempfile::TempDir,
+    app: App,
     router: Router,
     doc: Value,
     admin: String,
@@ -85,7 +86,7 @@ fn fixture() -> Fixture {
     let Mode::Live(live) = &*app.mode() else { panic!("not live") };
     let scoped = issue(&live.store, Role::ConfigWrite, Some("web"), 3);
     let (router, doc) = confstore_server::router(app.clone());
-    Fixture { _dir: dir, router, doc, admin, reader, scoped }
+    Fixture { _dir: dir, app, router, doc, admin, reader, scoped }
 }
 
 async fn call(
@@ -519,4 +520,38 @@ async fn readyz_reports_failing_appends_until_one_commits() {
     assert_eq!((s, &ready["writes"]), (StatusCode::OK, &json!("accepted")), "{ready}");
     let (_, _, metrics) = call(&f, Method::GET, "/metrics", None, None, &[]).await;
     assert!(metrics.as_str().unwrap().contains("confstore_append_failing 0"), "{metrics}");
+}
+
+/// A changeset over two services (as `confstore apply` writes), read with the token scoped
+/// to `web`: every route shows `web`'s part and nothing of `db`'s; `/events` leaves the audit
+/// records (its own `token_issued`) to the audit trail. An unscoped reader sees both parts.
+#[tokio::test]
+async fn a_scoped_token_reads_only_its_part_of_a_changeset_over_several_services() {
+    let f = fixture();
+    let Mode::Live(live) = &*f.app.mode() else { panic!("not live") };
+    let set =
+        |service: &str, value: &str| Change::Set { service: service.into(), key: "k".into(), value: json!(value) };
+    live.store
+        .append(ChangesetDraft {
+            actor: "ops".into(),
+            reason: "both".into(),
+            request_id: "r".into(),
+            expected_epoch: None,
+            changes: vec![set("web", "web-value"), set("db", "DB-CANARY")],
+        })
+        .unwrap();
+    for uri in
+        ["/api/v1/changesets", "/api/v1/history", "/api/v1/events?after=0", "/api/v1/state", "/api/v1/diff?from=1"]
+    {
+        let (s, _, body) = call(&f, Method::GET, uri, Some(&f.scoped), None, &[]).await;
+        let text = body.to_string();
+        assert_eq!(s, StatusCode::OK, "{uri}: {body}");
+        assert!(text.contains("web-value"), "{uri} lacks web's change: {body}");
+        assert!(!text.contains("DB-CANARY") && !text.contains("\"db\""), "{uri} names db: {body}");
+        if uri.starts_with("/api/v1/events") {
+            assert!(!text.contains("token_issued"), "{uri} holds audit records: {body}");
+        }
+        let (_, _, all) = call(&f, Method::GET, uri, Some(&f.reader), None, &[]).await;
+        assert!(all.to_string().contains("DB-CANARY"), "an unscoped reader sees both parts of {uri}: {all}");
+    }
 }
