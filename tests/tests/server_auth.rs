@@ -45,11 +45,12 @@ fn grants(has: &str, needs: &str) -> bool {
 }
 
 /// Routes that cover the whole store, which a service-scoped token may not use. Not in the
-/// OpenAPI document, so listed here: audit and export (as specified), rollback when it
+/// OpenAPI document, so listed here: audit, export and verify-now (as specified: the whole
+/// signed log, which cannot be cut to one service and still verify), rollback when it
 /// names no service (as specified), and token management — a service-scoped admin token
 /// that could list, issue or revoke tokens could mint itself an unscoped admin token.
 fn store_wide(method: &str, path: &str, names_service: bool) -> bool {
-    matches!((method, path), ("GET", "/api/v1/audit") | ("GET", "/api/v1/export"))
+    matches!((method, path), ("GET", "/api/v1/audit") | ("GET", "/api/v1/export") | ("POST", "/api/v1/verify"))
         || (method == "POST" && path == "/api/v1/rollback" && !names_service)
         || path.starts_with("/api/v1/tokens")
 }

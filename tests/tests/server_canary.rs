@@ -228,9 +228,9 @@ fn secret_plaintexts_appear_only_in_the_audited_reveal() {
             found.extend(scan_response(&format!("write {i}"), w, c));
         }
     }
-    // The secrets read back masked.
+    // The secrets read back masked, as the typed marker (docs/format.md §18).
     let value = answer(&mut admin, "GET", "/api/v1/services/web/values/api_key", &[], None).json();
-    assert_eq!((&value["value"], &value["secret"]), (&json!("<secret>"), &json!(true)), "masked: {value}");
+    assert_eq!((&value["value"], &value["secret"]), (&json!({"$secret": true}), &json!(true)), "masked: {value}");
 
     found.extend(sweep(&mut admin, &canaries, (before, after)));
     server.wait_lkg_current();

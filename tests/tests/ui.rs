@@ -287,6 +287,9 @@ fn a_concurrent_edit_shows_the_conflict_and_reapply_lands_the_edit_on_top() {
 #[test]
 fn search_finds_by_value_and_a_secret_shows_only_after_the_audited_reveal() {
     let mut ui = Ui::start("ui-secret");
+    // A plain string that looks like the old mask is an ordinary value (the API masks a
+    // secret as {"$secret": true}, docs/format.md §18); `billing` has no schema to refuse it.
+    patch(&mut ui.admin, "billing", json!({"set": {"lookalike": "<secret>"}, "reason": "a lookalike"}));
     ui.sign_in_as("admin", "ui-admin");
     ui.open_service(WEB);
     let b = &ui.browser;
@@ -294,6 +297,11 @@ fn search_finds_by_value_and_a_secret_shows_only_after_the_audited_reveal() {
     assert!(b.exists(r#"#keys tr[data-key="db_password"].secret"#), "the secret's row has no class `secret`");
     assert!(secret_value.contains("••••••"), "the secret is shown as {secret_value:?}, not masked");
     assert!(!b.page_source().contains(CANARY), "the service page holds the secret's plaintext before any reveal");
+    ui.open_service("billing");
+    let b = &ui.browser;
+    assert_eq!(b.text(&cell("lookalike", "td.k-value")), "<secret>", "a plain \"<secret>\" is shown as itself");
+    assert!(!b.exists(r#"#keys tr[data-key="lookalike"].secret"#), "a plain \"<secret>\" is not a secret's row");
+    assert!(!b.exists(&cell("lookalike", "button.reveal")), "a plain value has no Reveal");
 
     ui.open("search", "search");
     let b = &ui.browser;

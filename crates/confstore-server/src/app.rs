@@ -192,6 +192,34 @@ pub struct AppInner {
     /// Set to true when the server begins to shut down: long-lived responses (the live
     /// event stream) end on it, so the graceful shutdown is not held open by them.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// The last append that failed in the store, until one commits again (readiness).
+    pub appends: AppendHealth,
+}
+
+/// An append that failed in the store (not a changeset the store refused as invalid).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendFailure {
+    /// When (RFC 3339).
+    pub at: String,
+    /// The store's error.
+    pub error: String,
+}
+
+/// Whether appends are failing now. A database can open and serve reads while every append
+/// fails (a full disk, an I/O error on the WAL), so readiness cannot tell from the mode
+/// alone: the appends themselves say so, and the next one that commits clears it.
+#[derive(Debug, Default)]
+pub struct AppendHealth(Mutex<Option<AppendFailure>>);
+
+impl AppendHealth {
+    /// The last failure, while no append has committed since.
+    pub fn failing(&self) -> Option<AppendFailure> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, failure: Option<AppendFailure>) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = failure;
+    }
 }
 
 /// The last seq each on-disk projection holds (set by the projector).
@@ -242,7 +270,27 @@ impl App {
             started: Instant::now(),
             projections: Projections::default(),
             stopping: tokio::sync::watch::Sender::new(false),
+            appends: AppendHealth::default(),
         }))
+    }
+
+    /// Records how an append ended, for readiness and `confstore_append_failing`: a failure
+    /// of the store is kept until an append commits; a changeset the store refused (invalid,
+    /// a conflict) says nothing about the store and changes nothing here.
+    pub fn note_append<T>(&self, result: &Result<T, LogError>) {
+        match result {
+            Ok(_) => {
+                self.appends.set(None);
+                self.metrics.append_failing(false);
+            }
+            Err(LogError::Rejected(_)) => {}
+            Err(e) => {
+                let at = jiff::Timestamp::now().to_string();
+                tracing::error!(error = %e, "an append failed; readiness reports writes failing until one commits");
+                self.appends.set(Some(AppendFailure { at, error: e.to_string() }));
+                self.metrics.append_failing(true);
+            }
+        }
     }
 
     /// The current mode.

@@ -117,8 +117,12 @@ pub async fn deny(
             }],
         };
         match tokio::task::spawn_blocking(move || store.append(draft)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "could not record an access denial in the log"),
+            Ok(r) => {
+                app.note_append(&r);
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "could not record an access denial in the log");
+                }
+            }
             Err(e) => tracing::error!(error = %e, "the task recording an access denial failed"),
         }
     }

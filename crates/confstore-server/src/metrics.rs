@@ -90,6 +90,7 @@ struct Inner {
     mqtt_connects: Counter,
     connections: Family<ListenerLabel, Gauge>,
     connections_closed: Family<ListenerReasonLabels, Counter>,
+    append_failing: Gauge,
 }
 
 fn gauge_value(v: u64) -> i64 {
@@ -189,6 +190,12 @@ impl Metrics {
              header_timeout, idle_timeout, connect_timeout, not_authorized, acl_denied, ...)",
             connections_closed.clone(),
         );
+        let append_failing = Gauge::default();
+        registry.register(
+            "append_failing",
+            "1 while the last append failed in the store (disk full, I/O error), until one commits again",
+            append_failing.clone(),
+        );
         registry.register_collector(Box::new(ReadersAborted));
         Self(Arc::new(Inner {
             registry,
@@ -211,6 +218,7 @@ impl Metrics {
             mqtt_connects,
             connections,
             connections_closed,
+            append_failing,
         }))
     }
 
@@ -298,6 +306,11 @@ impl Metrics {
     pub fn connection_closed(&self, listener: &str, reason: &str) {
         let labels = ListenerReasonLabels { listener: listener.to_owned(), reason: reason.to_owned() };
         self.0.connections_closed.get_or_create(&labels).inc();
+    }
+
+    /// Records whether appends are failing now (see `App::note_append`).
+    pub fn append_failing(&self, failing: bool) {
+        self.0.append_failing.set(i64::from(failing));
     }
 
     /// The text exposition.

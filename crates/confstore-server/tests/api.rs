@@ -18,6 +18,7 @@ use tower::ServiceExt;
 
 struct Fixture {
     _dir: tempfile::TempDir,
+    app: App,
     router: Router,
     doc: Value,
     admin: String,
@@ -85,7 +86,7 @@ fn fixture() -> Fixture {
     let Mode::Live(live) = &*app.mode() else { panic!("not live") };
     let scoped = issue(&live.store, Role::ConfigWrite, Some("web"), 3);
     let (router, doc) = confstore_server::router(app.clone());
-    Fixture { _dir: dir, router, doc, admin, reader, scoped }
+    Fixture { _dir: dir, app, router, doc, admin, reader, scoped }
 }
 
 async fn call(
@@ -347,10 +348,10 @@ async fn console_views_and_rolling_back_a_secret() {
     assert_eq!(key("port")["epoch"], r2["epoch"]);
     assert_eq!((key("region")["source"].as_str(), key("region")["value"].as_str()), (Some("global"), Some("eu")));
     assert_eq!(
-        (key("password")["secret"].as_bool(), key("password")["value"].as_str()),
-        (Some(true), Some("<secret>"))
+        (key("password")["secret"].as_bool(), &key("password")["value"]),
+        (Some(true), &json!({"$secret": true}))
     );
-    assert!(!k.to_string().contains("second-pw") && !k.to_string().contains("$secret"), "{k}");
+    assert!(!k.to_string().contains("second-pw") && !k.to_string().contains("ciphertext"), "{k}");
 
     // changesets: newest first, secret values never shown.
     let (s, _, page) =
@@ -399,4 +400,160 @@ async fn console_views_and_rolling_back_a_secret() {
 fn key_of(keys: &Value, name: &str) -> Value {
     let found = keys["keys"].as_array().and_then(|ks| ks.iter().find(|x| x["key"] == name));
     found.cloned().unwrap_or_else(|| panic!("no key {name:?} in {keys}"))
+}
+
+/// A plain string `"<secret>"` and a real secret, side by side, are told apart everywhere
+/// values are shown: the secret is the typed marker `{"$secret": true}`, the string is the
+/// string (state, diff, changesets, keys, one value), and the document describes the marker.
+#[tokio::test]
+async fn a_plain_secret_lookalike_and_a_real_secret_are_told_apart() {
+    let f = fixture();
+    let a = Some(f.admin.as_str());
+    let r = Some(f.reader.as_str());
+    let (_, _, head) = call(&f, Method::GET, "/api/v1/head", a, None, &[]).await;
+    let from = head["epoch"].as_u64().unwrap();
+    let patch = json!({"set": {"lookalike": "<secret>"}, "secrets": {"real": "hunter2"}, "reason": "both"});
+    let (s, _, receipt) = call(&f, Method::PATCH, "/api/v1/services/web/values", a, Some(patch), &[]).await;
+    assert_eq!(s, StatusCode::OK, "{receipt}");
+    let marker = json!({"$secret": true});
+    let plain = json!("<secret>");
+
+    let (s, _, state) = call(&f, Method::GET, "/api/v1/state?service=web", r, None, &[]).await;
+    assert_eq!(s, StatusCode::OK, "{state}");
+    assert_eq!((&state["services"]["web"]["real"], &state["services"]["web"]["lookalike"]), (&marker, &plain));
+
+    let (s, _, diff) = call(&f, Method::GET, &format!("/api/v1/diff?from={from}"), r, None, &[]).await;
+    assert_eq!(s, StatusCode::OK, "{diff}");
+    let after = |key: &str| {
+        let c = diff["changes"].as_array().unwrap().iter().find(|c| c["key"] == key);
+        c.unwrap_or_else(|| panic!("no change of {key} in {diff}"))["after"].clone()
+    };
+    assert_eq!((after("real"), after("lookalike")), (marker.clone(), plain.clone()));
+
+    let (s, _, page) = call(&f, Method::GET, "/api/v1/changesets?limit=1", r, None, &[]).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let changes = page["changesets"][0]["changes"].as_array().unwrap();
+    let value =
+        |key: &str| changes.iter().find(|c| c["key"] == key).unwrap_or_else(|| panic!("{page}"))["value"].clone();
+    assert_eq!((value("real"), value("lookalike")), (marker.clone(), plain.clone()));
+
+    let (s, _, keys) = call(&f, Method::GET, "/api/v1/services/web/keys", r, None, &[]).await;
+    assert_eq!(s, StatusCode::OK, "{keys}");
+    let (real, lookalike) = (key_of(&keys, "real"), key_of(&keys, "lookalike"));
+    assert_eq!((&real["value"], &real["secret"]), (&marker, &json!(true)));
+    assert_eq!((&lookalike["value"], &lookalike["secret"]), (&plain, &json!(false)));
+
+    for (key, want) in [("real", &marker), ("lookalike", &plain)] {
+        let (s, _, v) = call(&f, Method::GET, &format!("/api/v1/services/web/values/{key}"), r, None, &[]).await;
+        assert_eq!((s, &v["value"]), (StatusCode::OK, want), "{v}");
+    }
+    for body in [&state, &diff, &page, &keys] {
+        assert!(!body.to_string().contains("hunter2") && !body.to_string().contains("ciphertext"), "{body}");
+    }
+    // A plain value cannot take the marker's shape: objects with `$secret` are reserved.
+    let (s, _, e) =
+        call(&f, Method::PUT, "/api/v1/services/web/values/fake", a, Some(json!({"value": marker})), &[]).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    // The document names the shape.
+    let documented = &f.doc["components"]["schemas"]["MaskedSecret"];
+    assert_eq!(documented["required"], json!(["$secret"]), "{documented}");
+}
+
+/// Every answer says `X-Content-Type-Options: nosniff`: JSON, errors, unknown routes, the
+/// open routes and the UI.
+#[tokio::test]
+async fn every_answer_says_nosniff() {
+    let f = fixture();
+    let a = Some(f.admin.as_str());
+    let cases: [(Method, &str, Option<&str>, StatusCode); 8] = [
+        (Method::GET, "/api/v1/head", a, StatusCode::OK),
+        (Method::GET, "/api/v1/head", None, StatusCode::UNAUTHORIZED),
+        (Method::GET, "/api/v1/state?at=yesterday", a, StatusCode::BAD_REQUEST),
+        (Method::GET, "/api/v1/nothing-here", None, StatusCode::NOT_FOUND),
+        (Method::POST, "/api/v1/head", a, StatusCode::METHOD_NOT_ALLOWED),
+        (Method::GET, "/readyz", None, StatusCode::OK),
+        (Method::GET, "/api/v1/openapi.json", None, StatusCode::OK),
+        (Method::GET, "/", None, StatusCode::OK),
+    ];
+    for (method, uri, token, want) in cases {
+        let (s, h, body) = call(&f, method.clone(), uri, token, None, &[]).await;
+        assert_eq!(s, want, "{method} {uri}: {body}");
+        assert_eq!(h.get("x-content-type-options").map(|v| v.as_bytes()), Some(&b"nosniff"[..]), "{method} {uri}");
+    }
+}
+
+/// Appends failing in the store (here every insert into `events` is refused by a trigger,
+/// as a full disk or an I/O error would refuse it) make `/readyz` answer 503 with
+/// `writes.failing` (the error and when) and set `confstore_append_failing`; the next append
+/// that commits clears both.
+#[tokio::test]
+async fn readyz_reports_failing_appends_until_one_commits() {
+    let f = fixture();
+    let a = Some(f.admin.as_str());
+    let (s, _, ready) = call(&f, Method::GET, "/readyz", None, None, &[]).await;
+    assert_eq!((s, &ready["writes"]), (StatusCode::OK, &json!("accepted")), "{ready}");
+
+    let db = rusqlite::Connection::open(f._dir.path().join("config.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER fail_appends BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'test: disk full'); END;",
+    )
+    .unwrap();
+    let put = |n: u64| Some(json!({"value": n}));
+    let (s, _, e) = call(&f, Method::PUT, "/api/v1/services/web/values/k", a, put(1), &[]).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{e}");
+    let (s, _, ready) = call(&f, Method::GET, "/readyz", None, None, &[]).await;
+    // Reads are still served: ready, saying that writes are failing.
+    assert_eq!((s, ready["ready"].as_bool()), (StatusCode::OK, Some(true)), "{ready}");
+    let failing = &ready["writes"]["failing"];
+    assert!(failing["error"].as_str().is_some_and(|e| e.contains("test: disk full")), "{ready}");
+    assert!(failing["at"].as_str().is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok()), "{ready}");
+    let (_, _, metrics) = call(&f, Method::GET, "/metrics", None, None, &[]).await;
+    assert!(metrics.as_str().unwrap().contains("confstore_append_failing 1"), "{metrics}");
+    // A refused changeset says nothing about the store: still failing.
+    let (s, _, _) = call(&f, Method::PUT, "/api/v1/services/nope/values/k", a, put(2), &[]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, _, ready) = call(&f, Method::GET, "/readyz", None, None, &[]).await;
+    assert!(ready["writes"]["failing"].is_object(), "{ready}");
+
+    db.execute_batch("DROP TRIGGER fail_appends;").unwrap();
+    let (s, _, e) = call(&f, Method::PUT, "/api/v1/services/web/values/k", a, put(3), &[]).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (s, _, ready) = call(&f, Method::GET, "/readyz", None, None, &[]).await;
+    assert_eq!((s, &ready["writes"]), (StatusCode::OK, &json!("accepted")), "{ready}");
+    let (_, _, metrics) = call(&f, Method::GET, "/metrics", None, None, &[]).await;
+    assert!(metrics.as_str().unwrap().contains("confstore_append_failing 0"), "{metrics}");
+}
+
+/// A changeset over two services (as `confstore apply` writes), read with the token scoped
+/// to `web`: every route shows `web`'s part and nothing of `db`'s; `/events` leaves the audit
+/// records (its own `token_issued`) to the audit trail. An unscoped reader sees both parts.
+#[tokio::test]
+async fn a_scoped_token_reads_only_its_part_of_a_changeset_over_several_services() {
+    let f = fixture();
+    let Mode::Live(live) = &*f.app.mode() else { panic!("not live") };
+    let set =
+        |service: &str, value: &str| Change::Set { service: service.into(), key: "k".into(), value: json!(value) };
+    live.store
+        .append(ChangesetDraft {
+            actor: "ops".into(),
+            reason: "both".into(),
+            request_id: "r".into(),
+            expected_epoch: None,
+            changes: vec![set("web", "web-value"), set("db", "DB-CANARY")],
+        })
+        .unwrap();
+    for uri in
+        ["/api/v1/changesets", "/api/v1/history", "/api/v1/events?after=0", "/api/v1/state", "/api/v1/diff?from=1"]
+    {
+        let (s, _, body) = call(&f, Method::GET, uri, Some(&f.scoped), None, &[]).await;
+        let text = body.to_string();
+        assert_eq!(s, StatusCode::OK, "{uri}: {body}");
+        assert!(text.contains("web-value"), "{uri} lacks web's change: {body}");
+        assert!(!text.contains("DB-CANARY") && !text.contains("\"db\""), "{uri} names db: {body}");
+        if uri.starts_with("/api/v1/events") {
+            assert!(!text.contains("token_issued"), "{uri} holds audit records: {body}");
+        }
+        let (_, _, all) = call(&f, Method::GET, uri, Some(&f.reader), None, &[]).await;
+        assert!(all.to_string().contains("DB-CANARY"), "an unscoped reader sees both parts of {uri}: {all}");
+    }
 }

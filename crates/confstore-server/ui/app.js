@@ -12,7 +12,6 @@
 
   const TOKEN_KEY = "confstore.token";
   const MASK = "••••••";
-  const SECRET_SENTINEL = "<secret>"; // how the API shows a secret's value
   const enc = encodeURIComponent;
   const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -50,11 +49,18 @@
     return JSON.stringify(v) ?? "undefined";
   }
 
-  /** A value as table text: strings as they are, the rest as compact JSON. */
+  /** Whether a value is the API's masked secret: exactly {"$secret": true} (docs/format.md
+   *  §18). No stored value has this shape, so a plain string "<secret>" is just a string. */
+  const isMasked = (v) => isObj(v) && v.$secret === true && Object.keys(v).length === 1;
+
+  /** A value as it is: strings as they are, the rest as compact JSON (revealed plaintext). */
+  const plain = (v) => (typeof v === "string" ? v : JSON.stringify(v));
+
+  /** A value as table text: a masked secret as the mask, else as it is. */
   function fmt(v) {
     if (v === undefined) return "";
-    if (v === SECRET_SENTINEL) return MASK;
-    return typeof v === "string" ? v : JSON.stringify(v);
+    if (isMasked(v)) return MASK;
+    return plain(v);
   }
 
   function jsonType(v) {
@@ -541,17 +547,18 @@
   }
 
   function keyRow(k, reveal) {
-    const tr = h("tr", { "data-key": k.key, class: k.secret ? "secret" : null });
-    const value = k.secret ? MASK : fmt(k.value);
-    const type = k.type ?? (k.secret ? "secret" : jsonType(k.value));
+    const secret = isMasked(k.value);
+    const tr = h("tr", { "data-key": k.key, class: secret ? "secret" : null });
+    const value = fmt(k.value);
+    const type = k.type ?? (secret ? "secret" : jsonType(k.value));
     tr.append(
       h("td", { class: "k-key" }, h("code", null, k.key)),
-      h("td", { class: "k-value" + (typeof k.value === "string" || k.secret ? "" : " json") }, value),
+      h("td", { class: "k-value" + (typeof k.value === "string" || secret ? "" : " json") }, value),
       h("td", { class: "k-type" }, type),
       h("td", { class: "k-desc" }, k.description ?? ""),
       h("td", { class: `k-source src-${k.source}` }, k.source ?? ""),
       h("td", { class: "k-epoch" }, k.epoch == null ? "—" : String(k.epoch)),
-      h("td", { class: "k-actions" }, k.secret && reveal
+      h("td", { class: "k-actions" }, secret && reveal
         ? h("button", { type: "button", class: "reveal secondary small", "aria-label": `Reveal ${k.key}` }, "Reveal")
         : null),
     );
@@ -579,7 +586,7 @@
       const row = p.page.root.querySelector(`#keys tr[data-key="${CSS.escape(p.key)}"]`);
       if (!row) return;
       const cell = $("td.k-value", row);
-      cell.textContent = fmt(r.value);
+      cell.textContent = plain(r.value);
       cell.classList.add("revealed");
       $("td.k-actions", row).replaceChildren(h("button", { type: "button", class: "hide-secret secondary small" }, "Hide"));
     } catch (e) {
@@ -1043,7 +1050,7 @@
 
     build(data) {
       this.list = h("div", { class: "editor-rows" });
-      for (const k of data.keys) this.addRow(k.key, k, k.secret, false);
+      for (const k of data.keys) this.addRow(k.key, k, isMasked(k.value), false);
       this.reason = h("textarea", { id: "reason", rows: "2", maxlength: "1024", required: true, placeholder: "why (recorded with the change)" });
       this.saveBtn = h("button", { id: "save", type: "button" }, "Save");
       this.cancelBtn = h("button", { id: "cancel", type: "button", class: "secondary" }, "Cancel");
@@ -1560,7 +1567,8 @@
       return `rolled back${ch.service ? ` ${ch.service}` : " the whole store"} to epoch ${ch.to_epoch}${ch.from_epoch != null ? ` (from ${ch.from_epoch})` : ""}`;
     }
     if (t.includes("unset")) return h("span", null, h("code", null, name), " unset");
-    if (t.includes("secret")) return h("span", null, h("code", null, name), ` = ${MASK} (secret)`);
+    // A secret set: the API masks its value ({"$secret": true}); the event type says so too.
+    if (isMasked(ch.value) || t === "secret_set") return h("span", null, h("code", null, name), ` = ${MASK} (secret)`);
     if (t.includes("service_registered") || t === "register") return h("span", null, "registered service ", h("code", null, ch.service));
     if (t.includes("schema")) return h("span", null, "schema of ", h("code", null, ch.service), " set");
     if ("value" in ch) {

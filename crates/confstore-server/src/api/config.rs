@@ -207,7 +207,8 @@ pub struct ValueOut {
     pub key: String,
     /// Epoch read at.
     pub epoch: u64,
-    /// The value; a secret shows as `"<secret>"` (reveal it with the reveal route).
+    /// The value; a secret's is the marker `{"$secret": true}` (`MaskedSecret`; reveal it
+    /// with the reveal route).
     pub value: Value,
     /// Whether it is a secret.
     pub secret: bool,
@@ -241,9 +242,8 @@ pub async fn get_value(State(app): State<App>, ApiPath(p): ApiPath<KeyPath>) -> 
     let Some(text) = found else {
         return Err(ApiError::not_found(format!("{}.{} is not set at epoch {epoch}", p.service, p.key)));
     };
-    let secret = secret::envelope_of(&text).is_some();
-    let value =
-        if secret { Value::String("<secret>".into()) } else { serde_json::from_str(&text).unwrap_or(Value::Null) };
+    let secret = super::masked::is_secret_text(&text);
+    let value = super::masked::stored(&text);
     let mut resp = Json(ValueOut { service: p.service, key: p.key, epoch, value, secret }).into_response();
     if let Some(fb) = fb {
         fallback_headers(&mut resp, fb);

@@ -11,19 +11,19 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use confstore_core::EventBody;
 use confstore_core::auth::Role;
 use confstore_core::state::GLOBAL_SCOPE;
+use confstore_core::{EventBody, EventKind};
 use confstore_log::LogError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::history::is_audit;
-use super::{blocking, live, time_text};
+use super::{blocking, live, masked, time_text};
 use crate::app::{App, Mode};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiPath, ApiQuery, Principal};
+use crate::extract::{ApiPath, ApiQuery, Principal, RequestId};
 
 /// What a token may do.
 #[derive(Debug, Serialize, ToSchema)]
@@ -89,7 +89,8 @@ pub struct KeysPath {
 pub struct KeyView {
     /// Key.
     pub key: String,
-    /// The value, any JSON (`"<secret>"` for a secret: reveal it with the reveal route).
+    /// The value, any JSON; a secret's is the marker `{"$secret": true}` (`MaskedSecret`;
+    /// reveal it with the reveal route).
     pub value: Value,
     /// Whether it is a secret.
     pub secret: bool,
@@ -170,11 +171,11 @@ pub async fn keys(State(app): State<App>, ApiPath(p): ApiPath<KeysPath>) -> ApiR
                 "global" => (raw.1.get(key), Some(&global_epochs)),
                 _ => (None, None),
             };
-            let secret = stored.is_some_and(|s| confstore_core::secret::envelope_of(s).is_some());
+            let secret = stored.is_some_and(|s| masked::is_secret_text(s));
             let prop = props.and_then(|p| p.get(key));
             KeyView {
                 key: key.clone(),
-                value: if secret { Value::String("<secret>".into()) } else { resolved.value.clone() },
+                value: if secret { masked::marker() } else { resolved.value.clone() },
                 secret,
                 source: source.to_owned(),
                 kind: schema_type(prop).or_else(|| (!secret).then(|| json_type(&resolved.value).to_owned())),
@@ -195,10 +196,10 @@ fn keys_of_snapshot(service: &str, doc: &Value) -> KeysOut {
         .into_iter()
         .flatten()
         .map(|(key, value)| {
-            let secret = confstore_core::secret::envelope_of(&value.to_string()).is_some();
+            let secret = masked::is_secret_value(value);
             KeyView {
                 key: key.clone(),
-                value: if secret { Value::String("<secret>".into()) } else { value.clone() },
+                value: masked::resolved(value),
                 secret,
                 source: sources.and_then(|s| s.get(key)).and_then(Value::as_str).unwrap_or("service").to_owned(),
                 kind: (!secret).then(|| json_type(value).to_owned()),
@@ -257,7 +258,9 @@ pub struct ChangesetsQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ChangesetPage {
     /// `{epoch, time, actor, reason, request_id, changes: [{type, service, key, value?, ...}]}`;
-    /// secret values never appear.
+    /// a `secret_set` change's `value` is the marker `{"$secret": true}` (`MaskedSecret`).
+    /// For a token limited to a service, only that service's changes (and a whole-store
+    /// rollback's marker) are listed.
     #[schema(value_type = Vec<Object>)]
     pub changesets: Vec<Value>,
     /// Pass as `before` for the next (older) page; absent when the log's start was reached.
@@ -289,10 +292,11 @@ pub async fn changesets(
     let mode = app.mode();
     let head_seq = live(&mode)?.model.read(|m| m.state.seq);
     let scope = q.service.clone().or(who.service.clone());
+    let only = who.service.clone();
     let before = q.before.unwrap_or(u64::MAX);
     blocking(move || {
         let l = live(&mode)?;
-        let mut page = Timeline::new(scope, before, limit);
+        let mut page = Timeline::new(scope, only, before, limit);
         let mut cursor = head_seq.saturating_add(1);
         let mut scanned = 0usize;
         l.readers.with(|r| {
@@ -327,7 +331,12 @@ pub async fn changesets(
 
 /// Groups events read newest first into changesets.
 struct Timeline {
+    /// Only changesets that touch this service (the query's, else the token's scope).
     scope: Option<String>,
+    /// The token's service scope: of a changeset that also touched other services (one
+    /// written by `confstore apply`, a whole-store rollback) only this service's changes are
+    /// shown; the others are left out, not redacted.
+    only: Option<String>,
     before: u64,
     limit: usize,
     out: Vec<Value>,
@@ -339,8 +348,8 @@ struct Timeline {
 }
 
 impl Timeline {
-    fn new(scope: Option<String>, before: u64, limit: usize) -> Self {
-        Self { scope, before, limit, out: Vec::new(), current: Vec::new(), next_before: None, scanned_to: None }
+    fn new(scope: Option<String>, only: Option<String>, before: u64, limit: usize) -> Self {
+        Self { scope, only, before, limit, out: Vec::new(), current: Vec::new(), next_before: None, scanned_to: None }
     }
 
     /// Takes the next (older) event; true when the page is full.
@@ -378,8 +387,8 @@ impl Timeline {
         }
         let changes: Vec<Value> = events
             .iter()
-            // The event's own fields (type, service, key, value, ...); the changeset's are above.
-            .map(|b| b.to_json().get("kind").cloned().unwrap_or(Value::Null))
+            .filter(|b| self.only.as_deref().is_none_or(|only| in_scope(b, only)))
+            .map(change_json)
             .collect();
         Some(json!({
             "epoch": first.epoch,
@@ -390,6 +399,24 @@ impl Timeline {
             "changes": changes,
         }))
     }
+}
+
+/// Whether a service-scoped token sees `event`: it is about `service`, or it is the marker
+/// of a whole-store rollback (which names no service, only the epochs, and says why the
+/// service's values changed). Events about `global` are not shown: what a service takes
+/// from `global` shows, resolved, in its snapshot and keys.
+pub(super) fn in_scope(event: &EventBody, service: &str) -> bool {
+    event.service() == Some(service) || matches!(event.kind, EventKind::RolledBack { service: None, .. })
+}
+
+/// One change of a changeset: the event's own fields (type, service, key, value, ...; the
+/// changeset's are on the changeset), a secret's value as the masked marker.
+fn change_json(event: &EventBody) -> Value {
+    let mut kind = event.to_json().get("kind").cloned().unwrap_or(Value::Null);
+    if matches!(event.kind, EventKind::SecretSet { .. }) {
+        kind["value"] = masked::marker();
+    }
+    kind
 }
 
 /// The outcome of "verify now".
@@ -420,11 +447,13 @@ pub struct VerifyOut {
 
 /// `POST /api/v1/verify`: verifies the whole chain now — every link, hash and signature
 /// from event 1, and that the key chain ends in the key this server signs with — and
-/// returns the head signed.
+/// returns the head signed. Store-wide: refused (403) to a token limited to a service, as
+/// the audit trail and the export are.
 #[utoipa::path(post, path = "/api/v1/verify", tag = "audit",
     security(("bearer" = ["audit.read"])),
     responses((status = 200, body = VerifyOut), (status = 503, body = crate::error::ErrorBody)))]
-pub async fn verify(State(app): State<App>) -> ApiResult<Json<VerifyOut>> {
+pub async fn verify(State(app): State<App>, who: Principal, rid: RequestId) -> ApiResult<Json<VerifyOut>> {
+    super::require_unscoped(&app, &who, "POST", "/api/v1/verify", rid).await?;
     let mode = app.mode();
     let (store_id, store_hex) = {
         let l = live(&mode)?;
@@ -543,7 +572,6 @@ pub async fn live_stream(State(app): State<App>) -> ApiResult<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use confstore_core::EventKind;
 
     /// A changeset of `keys` set on `service` at `epoch`, its events newest first (as read).
     fn changeset(epoch: u64, service: &str, keys: &[&str]) -> Vec<EventBody> {
@@ -572,7 +600,7 @@ mod tests {
     }
 
     fn timeline(scope: Option<&str>, before: u64, limit: usize) -> Timeline {
-        Timeline::new(scope.map(str::to_owned), before, limit)
+        Timeline::new(scope.map(str::to_owned), None, before, limit)
     }
 
     #[test]
@@ -592,5 +620,25 @@ mod tests {
         let epochs: Vec<_> = t.out.iter().map(|c| c["epoch"].as_u64()).collect();
         assert_eq!(epochs, [Some(3)]);
         assert_eq!(t.scanned_to, Some(3), "the oldest changeset read, shown or not");
+    }
+
+    #[test]
+    fn a_scoped_timeline_shows_only_its_own_changes_of_a_changeset_over_several_services() {
+        // Epoch 7 sets web.a and db.x in one changeset (read newest first: db.x, then web.a).
+        let mut multi = changeset(7, "web", &["a", "x"]);
+        if let EventKind::ValueSet { service, .. } = &mut multi[0].kind {
+            *service = "db".into();
+        }
+        let mut t = Timeline::new(Some("web".into()), Some("web".into()), u64::MAX, 10);
+        assert!(!multi.iter().cloned().any(|b| t.push(b)));
+        assert_eq!(t.out.len(), 1);
+        let changes = t.out[0]["changes"].as_array().unwrap();
+        assert_eq!((changes.len(), changes[0]["key"].as_str()), (1, Some("a")), "{changes:?}");
+        assert!(!t.out[0].to_string().contains("db"), "{}", t.out[0]);
+
+        // The same changeset unscoped: both changes.
+        let mut t = Timeline::new(Some("web".into()), None, u64::MAX, 10);
+        assert!(!multi.into_iter().any(|b| t.push(b)));
+        assert_eq!(t.out[0]["changes"].as_array().map(Vec::len), Some(2));
     }
 }

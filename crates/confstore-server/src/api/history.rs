@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::config::receipt_response;
-use super::{ReceiptOut, blocking, commit, live, page_size, require_unscoped, time_text};
+use super::console::in_scope;
+use super::{ReceiptOut, blocking, commit, live, masked, page_size, require_unscoped, time_text};
 use crate::app::{App, Mode};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, IfMatch, Principal, RequestId};
@@ -151,7 +152,7 @@ pub async fn history(
     let key = q.key;
     let p = page(&app, q.after.unwrap_or(0), limit, Filter::History, move |b| {
         !is_audit(&b.kind)
-            && scope.as_deref().is_none_or(|s| b.service() == Some(s))
+            && scope.as_deref().is_none_or(|s| in_scope(b, s))
             && key.as_deref().is_none_or(|k| event_key(&b.kind) == Some(k))
     })
     .await?;
@@ -184,9 +185,13 @@ pub async fn events(
 ) -> ApiResult<Json<EventPage>> {
     let limit = page_size(q.limit)?;
     let scope = q.service.clone().or(who.service.clone());
-    let p =
-        page(&app, q.after, limit, Filter::Events, move |b| scope.as_deref().is_none_or(|s| b.service() == Some(s)))
-            .await?;
+    // Audit records are the audit trail's (store-wide, refused to scoped tokens), even
+    // those that name the token's service.
+    let audit_too = who.service.is_none();
+    let p = page(&app, q.after, limit, Filter::Events, move |b| {
+        (audit_too || !is_audit(&b.kind)) && scope.as_deref().is_none_or(|s| in_scope(b, s))
+    })
+    .await?;
     Ok(Json(p))
 }
 
@@ -209,7 +214,8 @@ pub struct StateQuery {
 pub struct StateOut {
     /// The epoch.
     pub epoch: u64,
-    /// service -> key -> value (secrets as `"<secret>"`).
+    /// service -> key -> value; a secret's value is the marker `{"$secret": true}`
+    /// (`MaskedSecret`).
     #[schema(value_type = Object)]
     pub services: Value,
 }
@@ -239,13 +245,6 @@ async fn state_at(app: &App, until: Until) -> ApiResult<confstore_core::State> {
     blocking(move || Ok(live(&mode)?.readers.with(|r| r.replay(until))?)).await
 }
 
-fn shown(json: &str) -> Value {
-    if confstore_core::secret::envelope_of(json).is_some() {
-        return Value::String("<secret>".into());
-    }
-    serde_json::from_str(json).unwrap_or(Value::Null)
-}
-
 /// `GET /api/v1/state`: every service's values at an epoch or a time (default: now).
 #[utoipa::path(get, path = "/api/v1/state", tag = "history", params(StateQuery),
     security(("bearer" = ["config.read"])),
@@ -267,7 +266,7 @@ pub async fn state(
         .services
         .iter()
         .filter(|(s, _)| who.sees(s) && q.service.as_deref().is_none_or(|only| only == s.as_str()))
-        .map(|(s, vals)| (s.clone(), Value::Object(vals.iter().map(|(k, v)| (k.clone(), shown(v))).collect())))
+        .map(|(s, vals)| (s.clone(), Value::Object(vals.iter().map(|(k, v)| (k.clone(), masked::stored(v))).collect())))
         .collect();
     Ok(Json(StateOut { epoch: st.epoch, services: Value::Object(services) }))
 }
@@ -292,7 +291,8 @@ pub struct DiffOut {
     pub from_epoch: u64,
     /// The second.
     pub to_epoch: u64,
-    /// Changes: `{service, key, change: added|removed|changed, before, after}`.
+    /// Changes: `{service, key, change: added|removed|changed, before, after}`; a secret's
+    /// `before`/`after` is the marker `{"$secret": true}` (`MaskedSecret`).
     #[schema(value_type = Vec<Object>)]
     pub changes: Vec<Value>,
 }
@@ -319,8 +319,8 @@ pub async fn diff(
         .filter(|c| who.sees(&c.service))
         .map(|c| {
             json!({"service": c.service, "key": c.key, "change": c.what(),
-                   "before": c.before.as_deref().map_or(Value::Null, shown),
-                   "after": c.after.as_deref().map_or(Value::Null, shown)})
+                   "before": c.before.as_deref().map_or(Value::Null, masked::stored),
+                   "after": c.after.as_deref().map_or(Value::Null, masked::stored)})
         })
         .collect();
     Ok(Json(DiffOut { from_epoch: a.epoch, to_epoch: b.epoch, changes }))

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod console;
 pub mod history;
+pub mod masked;
 pub mod ops;
 pub mod tokens;
 
@@ -36,7 +37,7 @@ use crate::extract::{Principal, RequestId};
         license(name = "Apache-2.0")
     ),
     modifiers(&BearerScheme),
-    components(schemas(crate::error::ErrorBody))
+    components(schemas(crate::error::ErrorBody, masked::MaskedSecret))
 )]
 struct ApiDoc;
 
@@ -98,6 +99,7 @@ pub fn router(app: App) -> (Router, serde_json::Value) {
         )))
         .layer(axum::Extension(Arc::new(doc.clone())))
         .layer(axum::Extension(roles))
+        .layer(axum::middleware::map_response(nosniff))
         .with_state(app);
     (router, doc)
 }
@@ -123,6 +125,15 @@ async fn refuse_declared_oversize(
         return resp;
     }
     next.run(req).await
+}
+
+/// `X-Content-Type-Options: nosniff` on every answer — JSON, errors, the fallback's 404,
+/// the UI's files — so no browser ever runs an answer as something other than its declared
+/// type (an error echoing request text, say, sniffed as HTML).
+async fn nosniff(mut resp: axum::response::Response) -> axum::response::Response {
+    resp.headers_mut()
+        .insert(axum::http::header::X_CONTENT_TYPE_OPTIONS, axum::http::HeaderValue::from_static("nosniff"));
+    resp
 }
 
 /// What an acknowledged write returns (and its epoch as the `ETag`).
@@ -197,7 +208,13 @@ pub async fn commit(
         changes,
     };
     let started = Instant::now();
-    let result = blocking(move || store.append(draft).map_err(ApiError::from)).await;
+    let noted = app.clone();
+    let result = blocking(move || {
+        let r = store.append(draft);
+        noted.note_append(&r);
+        r.map_err(ApiError::from)
+    })
+    .await;
     let outcome = match &result {
         Ok(_) => "committed",
         Err(e) if e.status.is_client_error() => "rejected",

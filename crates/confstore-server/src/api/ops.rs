@@ -29,7 +29,9 @@ pub async fn healthz(State(app): State<App>) -> Json<Value> {
 }
 
 /// `GET /readyz`: 200 when requests can be served — live with the projections' lag, or in
-/// the fallback with a verified LKG file — else 503 with the reason.
+/// the fallback with a verified LKG file — else 503 with the reason. While appends fail in
+/// the store (a full disk, an I/O error) it stays 200 — reads are served — and `writes` is
+/// `{"failing": {"error", "at"}}`, the last failure, until an append commits again.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, description = "ready", body = Object), (status = 503, description = "not ready", body = Object)))]
 pub async fn readyz(State(app): State<App>) -> Response {
@@ -50,10 +52,21 @@ pub async fn readyz(State(app): State<App>) -> Response {
             } else {
                 json!("off")
             };
+            // A refusal is the store's decision (it says why); a failure is the disk's.
+            let failing = app.appends.failing();
+            let writes = match (&refusal, &failing) {
+                (Some(why), _) => json!({"refused": why}),
+                (None, Some(f)) => json!({"failing": {"error": f.error, "at": f.at}}),
+                (None, None) => json!("accepted"),
+            };
+            // Failing appends do not take the server out of rotation: reads are served, and
+            // the next write (through a balancer that still sends it) tells whether the
+            // store recovered.
+            let ready = refusal.is_none();
             let body = json!({
-                "ready": refusal.is_none(),
+                "ready": ready,
                 "mode": mode.name(),
-                "writes": refusal.as_deref().map_or_else(|| json!("accepted"), |why| json!({"refused": why})),
+                "writes": writes,
                 "seq": seq,
                 "epoch": epoch,
                 "schema_version": schema_version,
@@ -65,7 +78,7 @@ pub async fn readyz(State(app): State<App>) -> Response {
                 },
                 "live_stream": live_stream,
             });
-            (if refusal.is_none() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
+            (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
         }
         Mode::Fallback(fb) => {
             let usable = fb.lkg.is_ok();
