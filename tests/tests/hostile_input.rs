@@ -34,7 +34,7 @@ fn assert_private(dir: &Path, when: &str, required: &[&str]) {
     modes(dir, &mut all);
     let names: Vec<&str> = all.iter().map(|(p, _, _)| p.rsplit('/').next().unwrap_or(p)).collect();
     for expected in required {
-        assert!(names.contains(&expected), "{when}: {expected} is missing from {}: {names:?}", dir.display());
+        assert!(names.contains(expected), "{when}: {expected} is missing from {}: {names:?}", dir.display());
     }
     let open: Vec<String> = all
         .iter()
@@ -67,6 +67,14 @@ fn every_file_of_the_data_directory_is_private_and_an_open_directory_is_reported
     assert!(!server.log_text().contains("is not private"), "{}", server.log_tail());
     assert!(server.terminate().success());
     assert_private(&store.data_dir, "after serve stopped", &at_rest);
+
+    // What other commands write: an export (the whole log) and a replayed database.
+    let export = scratch.path().join("audit.jsonl");
+    store.ok(&["export", "--out", export.to_str().unwrap()]);
+    assert_eq!(std::fs::metadata(&export).unwrap().permissions().mode() & 0o777, 0o600, "the export is private");
+    let replayed = scratch.path().join("replayed");
+    store.ok(&["replay", "--to-epoch", "1", "--out", replayed.to_str().unwrap()]);
+    assert_private(&replayed, "a replayed database", &["config.db"]);
 
     // A data directory that exists already keeps its mode (the operator's call), and both
     // init and serve say it is open.
