@@ -392,6 +392,16 @@ mod tests {
         assert!(e.len() < 400 && e.contains('…'), "{e}");
     }
 
+    proptest::proptest! {
+        /// The scan also reads text serde_json gave up on (a number out of range first):
+        /// whatever that text is, it must not panic.
+        #[test]
+        fn scanning_any_text_never_panics(text in "[\\[\\]{}\",:0-9eE.+\\\\u \u{e9}-]{0,60}") {
+            let _ = scan(&text);
+            let _ = decimal(&text);
+        }
+    }
+
     #[test]
     fn decimal_normalises() {
         assert_eq!(decimal("2.50"), decimal("2.5e0"));

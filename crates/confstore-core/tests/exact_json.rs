@@ -1,7 +1,7 @@
 //! Properties of `confstore_core::json::parse_exact`: whatever serde_json writes (compact or
 //! pretty) is accepted and reads back equal, its canonical text reads back to the same
-//! text, and a document with one number pushed past what is exact is refused at that
-//! number's JSON pointer. Unit tests of each refusal are in the module itself.
+//! text, a document with one number pushed past what is exact is refused at that number's
+//! JSON pointer, and no text makes it panic. Unit tests of each refusal are in the module itself.
 
 use confstore_core::json::{ExactJsonError, parse_exact};
 use confstore_core::state::canonical_json_text;
@@ -67,6 +67,11 @@ proptest! {
         let canonical = canonical_json_text(&v);
         let again = parse_exact(&canonical).map_err(|e| TestCaseError::fail(format!("{e}: {canonical}")))?;
         prop_assert_eq!(canonical_json_text(&again), canonical);
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics(text in "[\\[\\]{}\",:0-9eE.+\\\\u \u{e9}-]{0,40}") {
+        let _ = parse_exact(&text);
     }
 
     #[test]
