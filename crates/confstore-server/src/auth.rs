@@ -148,7 +148,10 @@ pub async fn deny(
             }
         }
         crate::denials::Verdict::Counted => {}
-        crate::denials::Verdict::Untracked => app.metrics.access_denied_unrecorded(),
+        crate::denials::Verdict::Untracked => {
+            app.metrics.access_denied_unrecorded();
+            return ApiError::forbidden(format!("{why}; this refusal is logged"));
+        }
     }
     ApiError::forbidden(format!("{why}; this refusal is recorded in the audit log"))
 }
