@@ -40,7 +40,8 @@ pub const DENIAL_SUMMARY_ROUTES_MAX: usize = 128;
 /// Most tokens whose refusals the server tracks in memory at once (the routes each was
 /// refused on, and the counts not yet summarised). When full, a token with nothing pending
 /// is forgotten to make room; if every tracked token has refusals pending, a refusal of
-/// another token is only logged and counted in metrics (ADR 0013).
+/// another token is only logged and counted in metrics, except that token's very first
+/// refusal, which is always appended (ADR 0013).
 pub const DENIAL_TOKENS_TRACKED_MAX: usize = 1024;
 /// Default length of the window over which one token's repeated refusals are summed into
 /// one `access_denied_summary` event, in seconds.

@@ -8,7 +8,10 @@
 //! The table is bounded: at most [`limits::DENIAL_TOKENS_TRACKED_MAX`] tokens, each with at
 //! most [`limits::DENIAL_SUMMARY_ROUTES_MAX`] routes; what does not fit is counted (the
 //! summary's `dropped`, or the `confstore_access_denied_unrecorded` metric), never appended
-//! one by one. Time is passed in (unix ms), so the logic is tested without a clock.
+//! one by one. Beside it, the ids of the tokens whose first refusal was appended are kept
+//! for the life of the process (at most [`limits::TOKENS_MAX`]: only issued tokens are ever
+//! refused), so a token's first refusal is in the log even when the table is full. Time is
+//! passed in (unix ms), so the logic is tested without a clock.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -27,8 +30,8 @@ pub enum Verdict {
     First,
     /// Counted for the token's next `access_denied_summary`.
     Counted,
-    /// The table is full of tokens with refusals pending: only logged and counted in
-    /// metrics.
+    /// The table is full of tokens with refusals pending, and this token's first refusal
+    /// is in the log already: only logged and counted in metrics.
     Untracked,
 }
 
@@ -130,6 +133,8 @@ struct Inner {
     tokens_max: usize,
     routes_max: usize,
     table: Mutex<HashMap<String, TokenDenials>>,
+    /// Tokens whose first refusal (on any route) was appended. Locked after `table`.
+    recorded: Mutex<HashSet<String>>,
 }
 
 impl Denials {
@@ -141,7 +146,13 @@ impl Denials {
 
     /// A table with other bounds (tests).
     pub fn with_limits(window: Duration, tokens_max: usize, routes_max: usize) -> Self {
-        Self(Arc::new(Inner { window, tokens_max, routes_max, table: Mutex::new(HashMap::new()) }))
+        Self(Arc::new(Inner {
+            window,
+            tokens_max,
+            routes_max,
+            table: Mutex::new(HashMap::new()),
+            recorded: Mutex::new(HashSet::new()),
+        }))
     }
 
     /// The summary window.
@@ -153,6 +164,10 @@ impl Denials {
         self.0.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn recorded(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Notes one refusal of `token_id` on `method` `route` at `now_ms` and says how to
     /// audit it.
     pub fn note(&self, token_id: &str, actor: &str, method: &str, route: &str, now_ms: u64) -> Verdict {
@@ -160,12 +175,14 @@ impl Denials {
         if !table.contains_key(token_id) {
             if table.len() >= self.0.tokens_max {
                 // Forget a token with nothing pending (its next refusal is a first again);
-                // with none, the table is full of live windows: do not grow it.
+                // with none, the table is full of live windows: do not grow it, but make
+                // sure the token's very first refusal is in the log.
                 let idle = table.iter().find(|(_, t)| !t.has_pending()).map(|(id, _)| id.clone());
                 match idle {
                     Some(id) => {
                         table.remove(&id);
                     }
+                    None if self.recorded().insert(token_id.to_owned()) => return Verdict::First,
                     None => return Verdict::Untracked,
                 }
             }
@@ -176,6 +193,7 @@ impl Denials {
         let pair = (method.to_owned(), route.to_owned());
         if !entry.seen.contains(&pair) && entry.seen.len() < self.0.routes_max {
             entry.seen.insert(pair);
+            self.recorded().insert(token_id.to_owned());
             return Verdict::First;
         }
         if entry.seen.contains(&pair) {
@@ -196,6 +214,7 @@ impl Denials {
         if let Some(entry) = self.table().get_mut(token_id) {
             entry.seen.remove(&(method.to_owned(), route.to_owned()));
         }
+        self.recorded().remove(token_id);
     }
 
     /// The summaries whose window has passed at `now_ms` (a window opens with its first
@@ -357,8 +376,11 @@ mod tests {
         assert_eq!(d.note("0000000000000003", "token:v", "GET", "/a", 3), Verdict::First);
         assert_eq!(d.tracked(), 2);
         assert_eq!(d.note("0000000000000003", "token:v", "GET", "/a", 4), Verdict::Counted);
-        // Both tracked tokens have refusals pending: a fourth is not tracked.
+        // Both tracked tokens have refusals pending: T, whose first refusal is in the log,
+        // is not tracked; a token never refused gets its first refusal recorded, once.
         assert_eq!(d.note(T, "token:t", "GET", "/a", 5), Verdict::Untracked);
+        assert_eq!(d.note("0000000000000004", "token:w", "GET", "/a", 5), Verdict::First);
+        assert_eq!(d.note("0000000000000004", "token:w", "PUT", "/b", 5), Verdict::Untracked);
         assert_eq!(d.tracked(), 2);
         assert_eq!(d.take_all().len(), 2);
         assert_eq!(d.note(T, "token:t", "GET", "/a", 6), Verdict::First, "room again once flushed");
