@@ -7,8 +7,10 @@
 //! answer must be 401 for the first group, 403 exactly when the role does not grant the one
 //! the operation names in `security` (or the token's service scope excludes the request),
 //! and otherwise a normal answer (2xx, or 404/409/422). Open operations (no `security`)
-//! answer 2xx whatever the credential. Every 403 must appear in the audit trail as an
-//! `access_denied` event with the request's id.
+//! answer 2xx whatever the credential. Every 403 must appear in the audit trail (ADR 0013):
+//! a token's first on each (method, route) as an `access_denied` event with the request's
+//! id, the others counted in the token's `access_denied_summary` events (the summary window
+//! is shortened to a second with `CONFSTORE_DENIAL_SUMMARY_SECS`).
 //!
 //! Timing is not tested here: the token compare is constant-time by construction
 //! (`TokenRecord::matches` in crates/confstore-core/src/auth.rs hashes the presented token
@@ -23,11 +25,11 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::api::{client_with, ready_server, token_create};
+use common::api::{client_with, ready_server, ready_server_env, token_create};
 use common::{Http, HttpResponse, Scratch, Server, poll_until};
 use serde_json::{Value, json};
 
@@ -355,7 +357,7 @@ fn wrong_secret(token: &str) -> String {
 }
 
 fn start(dir: &Scratch) -> Fixture {
-    let server = ready_server(dir.path());
+    let server = ready_server_env(dir.path(), &[("CONFSTORE_DENIAL_SUMMARY_SECS", "1")]);
     let admin_token = common::admin_token(&server.store);
     let mut fx = Fixture {
         admin: client_with(&server, &admin_token),
@@ -503,17 +505,40 @@ fn every_operation_answers_every_credential_as_its_role_and_scope_allow() {
         eprintln!("MISMATCH {m}");
     }
 
-    // Every 403 is in the audit trail, by request id; nothing else is recorded as a denial.
-    let denied = access_denied_request_ids(&mut fx, start_seq);
-    let forbidden: BTreeSet<&str> =
-        cells.iter().filter(|c| c.response.status == 403).map(|c| c.request_id.as_str()).collect();
-    let unrecorded: Vec<String> = cells
+    // Every 403 is in the audit trail: the first of a token on a (method, route) as an
+    // access_denied event with the request's id, the rest counted in the token's
+    // summaries; nothing else is recorded as a denial.
+    type Group = (String, String, String);
+    let mut refused: BTreeMap<Group, Vec<&str>> = BTreeMap::new();
+    for c in cells.iter().filter(|c| c.response.status == 403) {
+        let token = creds[c.cred].valid.as_ref().map_or_else(String::new, |v| v.0.clone());
+        let key = (token, ops[c.op].method.clone(), ops[c.op].path.clone());
+        refused.entry(key).or_default().push(c.request_id.as_str());
+    }
+    let expected_summaries: BTreeMap<Group, u64> = refused
         .iter()
-        .filter(|c| c.response.status == 403 && !denied.contains(&c.request_id))
-        .map(|c| format!("{} {} {}", creds[c.cred].label, ops[c.op].method, c.target))
+        .filter(|(_, ids)| ids.len() > 1)
+        .map(|(k, ids)| (k.clone(), u64::try_from(ids.len() - 1).unwrap()))
         .collect();
-    let extra: Vec<&String> = denied.iter().filter(|r| !forbidden.contains(r.as_str())).collect();
-    eprintln!("audit: {} access_denied events for {} answers 403", denied.len(), forbidden.len());
+    let (denied, summarised) =
+        poll_until("the summaries of the repeated 403s", Duration::from_secs(30), Duration::from_millis(100), || {
+            let (denied, summarised) = audit_denials(&mut fx, start_seq);
+            (summarised == expected_summaries).then_some((denied, summarised))
+        });
+    let mut unrecorded = Vec::new();
+    for (key, ids) in &refused {
+        let events: Vec<&String> = denied.iter().filter(|(k, _)| k == key).map(|(_, rid)| rid).collect();
+        if events.len() != 1 || !ids.contains(&events[0].as_str()) {
+            unrecorded.push(format!("{key:?}: {} 403s, access_denied events with request ids {events:?}", ids.len()));
+        }
+    }
+    let extra: Vec<&(Group, String)> = denied.iter().filter(|(k, _)| !refused.contains_key(k)).collect();
+    eprintln!(
+        "audit: {} access_denied events and {} summarised for {} answers 403",
+        denied.len(),
+        summarised.values().sum::<u64>(),
+        refused.values().map(Vec::len).sum::<usize>()
+    );
     for u in &unrecorded {
         eprintln!("UNRECORDED 403 {u}");
     }
@@ -530,30 +555,45 @@ fn every_operation_answers_every_credential_as_its_role_and_scope_allow() {
     assert!(mismatches.is_empty(), "{} of {} cells do not match (MISMATCH lines above)", mismatches.len(), cells.len());
     assert!(
         unrecorded.is_empty(),
-        "{} answers 403 have no access_denied event (UNRECORDED lines above)",
+        "{} (token, method, route) refused have not exactly one access_denied event (UNRECORDED lines above)",
         unrecorded.len()
     );
     assert!(extra.is_empty(), "access_denied events for requests that were not refused: {extra:?}");
+    assert_eq!(summarised, expected_summaries);
     assert!(never_2xx.is_empty(), "operations the admin token never got a 2xx from (bad fixtures?): {never_2xx:?}");
 }
 
-/// The request ids of `access_denied` events after seq `after`, read through the API.
-fn access_denied_request_ids(fx: &mut Fixture, mut after: u64) -> BTreeSet<String> {
+/// The `access_denied` events after seq `after` ((token, method, route), request id), and
+/// the refusals the `access_denied_summary` events count per (token, method, route), read
+/// through the API.
+#[allow(clippy::type_complexity)]
+fn audit_denials(
+    fx: &mut Fixture,
+    mut after: u64,
+) -> (Vec<((String, String, String), String)>, BTreeMap<(String, String, String), u64>) {
     let reader = fx.audit_reader.as_mut().expect("an audit.read token");
-    let mut ids = BTreeSet::new();
+    let (mut denied, mut summarised) = (Vec::new(), BTreeMap::new());
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     loop {
         let target = format!("/api/v1/audit?after={after}&limit=1000");
         let page = reader.get(&target).unwrap_or_else(|e| panic!("GET {target}: {e}"));
         assert_eq!(page.status, 200, "GET {target}: {page}");
         let page = page.json();
         for ev in page["events"].as_array().expect("an audit page has events") {
-            if ev["kind"]["type"] == "access_denied" {
-                ids.insert(ev["request_id"].as_str().expect("an event has a request id").to_owned());
+            let kind = &ev["kind"];
+            if kind["type"] == "access_denied" {
+                let key = (text(&kind["token_id"]), text(&kind["method"]), text(&kind["route"]));
+                denied.push((key, text(&ev["request_id"])));
+            } else if kind["type"] == "access_denied_summary" {
+                for c in kind["counts"].as_array().expect("a summary has counts") {
+                    let key = (text(&kind["token_id"]), text(&c["method"]), text(&c["route"]));
+                    *summarised.entry(key).or_default() += c["count"].as_u64().expect("a count");
+                }
             }
         }
         match page["next_after"].as_u64() {
             Some(next) => after = next,
-            None => return ids,
+            None => return (denied, summarised),
         }
     }
 }

@@ -170,6 +170,35 @@ pub enum EventKind {
         /// Hash of that head.
         abandoned_hash: [u8; 32],
     },
+    /// 13: the refusals of one token after its first on each route, counted over a window
+    /// of time (audit; changes no configuration). The first refusal of a token on a
+    /// (method, route) is an `access_denied` event; the ones after it are summed here, at
+    /// most one such event per token per window, so a token cannot grow the log at will
+    /// by asking for what it may not have (ADR 0013).
+    AccessDeniedSummary {
+        /// The token that asked.
+        token_id: String,
+        /// Time of the first refusal counted (unix ms).
+        window_start_ms: u64,
+        /// Time of the last refusal counted (unix ms), at or after `window_start_ms`.
+        window_end_ms: u64,
+        /// Refusals per (method, route), sorted by method then route.
+        counts: Vec<DenialCount>,
+        /// Refusals counted but not itemised in `counts` (more distinct routes than
+        /// [`limits::DENIAL_SUMMARY_ROUTES_MAX`]).
+        dropped: u64,
+    },
+}
+
+/// How often a token was refused one (method, route) in an `access_denied_summary`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DenialCount {
+    /// HTTP method.
+    pub method: String,
+    /// Route template, as in `access_denied`.
+    pub route: String,
+    /// Refusals (at least 1).
+    pub count: u64,
 }
 
 /// Why bytes are not a valid v1 body.
@@ -238,7 +267,8 @@ impl EventBody {
             EventKind::StoreCreated { .. }
             | EventKind::SigningKeyRotated { .. }
             | EventKind::TokenRevoked { .. }
-            | EventKind::GenerationStarted { .. } => None,
+            | EventKind::GenerationStarted { .. }
+            | EventKind::AccessDeniedSummary { .. } => None,
         }
     }
 
@@ -300,6 +330,14 @@ impl EventBody {
                 "type": "generation_started", "generation": generation, "abandoned_seq": abandoned_seq,
                 "abandoned_hash": hex::encode(abandoned_hash),
             }),
+            EventKind::AccessDeniedSummary { token_id, window_start_ms, window_end_ms, counts, dropped } => {
+                let counts: Vec<serde_json::Value> =
+                    counts.iter().map(|c| json!({"method": c.method, "route": c.route, "count": c.count})).collect();
+                json!({
+                    "type": "access_denied_summary", "token_id": token_id, "window_start_ms": window_start_ms,
+                    "window_end_ms": window_end_ms, "counts": counts, "dropped": dropped,
+                })
+            }
         };
         v["kind"] = kind;
         v
@@ -323,6 +361,7 @@ impl EventKind {
             Self::TokenRevoked { .. } => 10,
             Self::AccessDenied { .. } => 11,
             Self::GenerationStarted { .. } => 12,
+            Self::AccessDeniedSummary { .. } => 13,
         }
     }
 
@@ -341,7 +380,8 @@ impl EventKind {
             | Self::TokenIssued { .. }
             | Self::TokenRevoked { .. }
             | Self::AccessDenied { .. }
-            | Self::GenerationStarted { .. } => false,
+            | Self::GenerationStarted { .. }
+            | Self::AccessDeniedSummary { .. } => false,
         }
     }
 
@@ -361,6 +401,7 @@ impl EventKind {
             Self::TokenRevoked { .. } => "token_revoked",
             Self::AccessDenied { .. } => "access_denied",
             Self::GenerationStarted { .. } => "generation_started",
+            Self::AccessDeniedSummary { .. } => "access_denied_summary",
         }
     }
 }
@@ -430,6 +471,13 @@ mod tests {
                 service: None,
             },
             EventKind::GenerationStarted { generation: 2, abandoned_seq: 40, abandoned_hash: [8; 32] },
+            EventKind::AccessDeniedSummary {
+                token_id: "00112233aabbccdd".into(),
+                window_start_ms: 1,
+                window_end_ms: 2,
+                counts: vec![DenialCount { method: "GET".into(), route: "/api/v1/audit".into(), count: 9 }],
+                dropped: 0,
+            },
         ];
         for k in kinds {
             let bytes = postcard::to_stdvec(&k).unwrap();

@@ -3,6 +3,7 @@
 //!
 //! - [`event`]: the event body and its postcard encoding (the v1 wire format).
 //! - [`chain`]: genesis and event hashes (the hash chain).
+//! - [`json`]: strict JSON for values: numbers kept exactly, no repeated keys.
 //! - [`jws`]: flattened EdDSA JWS, how snapshots, stream events and heads are signed.
 //! - [`stream`]: the live stream's topics and payloads, and the rule a client applies them by.
 //! - [`keys`]: Ed25519 signing keys, key ids and the key chain (rotation statements).
@@ -24,6 +25,7 @@ pub mod event;
 pub mod export;
 pub mod fixed_bytes;
 pub mod ids;
+pub mod json;
 pub mod jws;
 pub mod keys;
 pub mod limits;

@@ -32,6 +32,20 @@ pub const TOKENS_MAX: usize = 10_000;
 pub const TOKEN_NAME_BYTES_MAX: usize = 64;
 /// Longest route text recorded in an `access_denied` event, in bytes.
 pub const ROUTE_BYTES_MAX: usize = 256;
+/// Most (method, route) pairs itemised in one `access_denied_summary` event; refusals on
+/// further routes are counted in its `dropped` field. Routes are the API's templates (about
+/// 50), so only a newer server's larger route table could reach it. 128 items of the
+/// longest route still fit an event body.
+pub const DENIAL_SUMMARY_ROUTES_MAX: usize = 128;
+/// Most tokens whose refusals the server tracks in memory at once (the routes each was
+/// refused on, and the counts not yet summarised). When full, a token with nothing pending
+/// is forgotten to make room; if every tracked token has refusals pending, a refusal of
+/// another token is only logged and counted in metrics, except that token's very first
+/// refusal, which is always appended (ADR 0013).
+pub const DENIAL_TOKENS_TRACKED_MAX: usize = 1024;
+/// Default length of the window over which one token's repeated refusals are summed into
+/// one `access_denied_summary` event, in seconds.
+pub const DENIAL_SUMMARY_WINDOW_SECS_DEFAULT: u64 = 60;
 /// Largest request body the API accepts, in bytes (413 above): room for a changeset of
 /// many values; one value is still bounded by VALUE_JSON_BYTES_MAX.
 pub const REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;

@@ -137,7 +137,9 @@ impl State {
             }
             EventKind::StoreCreated { .. } => self.generation = 1,
             EventKind::GenerationStarted { generation, .. } => self.generation = *generation,
-            EventKind::SecretRevealed { .. } | EventKind::AccessDenied { .. } => {}
+            EventKind::SecretRevealed { .. }
+            | EventKind::AccessDenied { .. }
+            | EventKind::AccessDeniedSummary { .. } => {}
             EventKind::SigningKeyRotated { .. } | EventKind::RolledBack { .. } => {}
         }
     }
@@ -238,6 +240,20 @@ pub enum Change {
         required_role: crate::auth::Role,
         /// The service named, if any.
         service: Option<String>,
+    },
+    /// Record how often a token was refused after its first refusal on each route (an
+    /// audit event; must be alone in its changeset).
+    SummarizeDenials {
+        /// The token that asked.
+        token_id: String,
+        /// Time of the first refusal counted (unix ms).
+        window_start_ms: u64,
+        /// Time of the last refusal counted (unix ms).
+        window_end_ms: u64,
+        /// Refusals per (method, route); at most [`limits::DENIAL_SUMMARY_ROUTES_MAX`].
+        counts: Vec<crate::event::DenialCount>,
+        /// Refusals not itemised.
+        dropped: u64,
     },
     /// Mark the changeset as a rollback to `to_epoch` (of one service or all). Must be the
     /// first change; the sets and unsets that follow restore the state
@@ -564,18 +580,26 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
             }
             Change::DenyAccess { token_id, method, route, required_role, service } => {
                 alone(draft)?;
-                if method.is_empty() || method.len() > 16 || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-                    return Err(invalid("method", method, "must be an HTTP method name"));
-                }
-                if route.len() > limits::ROUTE_BYTES_MAX || route.chars().any(char::is_control) {
-                    return Err(invalid("route", route, "too long or has control characters"));
-                }
+                check_method_route(method, route)?;
                 EventKind::AccessDenied {
                     token_id: token_id.clone(),
                     method: method.clone(),
                     route: route.clone(),
                     required_role: required_role.as_str().to_owned(),
                     service: service.clone(),
+                }
+            }
+            Change::SummarizeDenials { token_id, window_start_ms, window_end_ms, counts, dropped } => {
+                alone(draft)?;
+                check_denial_summary(token_id, *window_start_ms, *window_end_ms, counts, *dropped)?;
+                let mut counts = counts.clone();
+                counts.sort();
+                EventKind::AccessDeniedSummary {
+                    token_id: token_id.clone(),
+                    window_start_ms: *window_start_ms,
+                    window_end_ms: *window_end_ms,
+                    counts,
+                    dropped: *dropped,
                 }
             }
             Change::SetSecret { service, key, plaintext, envelope } => {
@@ -695,6 +719,55 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
     let mut out: Vec<EventBody> = kinds.into_iter().map(|kind| body(epoch, time_ms, draft, kind)).collect();
     number(&mut out);
     Ok(out)
+}
+
+/// The method and route of a recorded refusal.
+fn check_method_route(method: &str, route: &str) -> Result<(), RejectError> {
+    if method.is_empty() || method.len() > 16 || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(invalid("method", method, "must be an HTTP method name"));
+    }
+    if route.len() > limits::ROUTE_BYTES_MAX || route.chars().any(char::is_control) {
+        return Err(invalid("route", route, "too long or has control characters"));
+    }
+    Ok(())
+}
+
+/// An `access_denied_summary`: a token id, an ordered window, and at least one refusal,
+/// each (method, route) once with a count of at least 1.
+fn check_denial_summary(
+    token_id: &str,
+    start_ms: u64,
+    end_ms: u64,
+    counts: &[crate::event::DenialCount],
+    dropped: u64,
+) -> Result<(), RejectError> {
+    if !crate::auth::is_token_id(token_id) {
+        return Err(invalid("token id", token_id, "must be 16 lowercase hex digits"));
+    }
+    if start_ms > end_ms {
+        return Err(invalid("denial window", &format!("{start_ms}..{end_ms}"), "must not end before it starts"));
+    }
+    if counts.len() > limits::DENIAL_SUMMARY_ROUTES_MAX {
+        return Err(RejectError::Limit(format!(
+            "a denial summary itemises at most {} routes, not {}; count the rest as dropped",
+            limits::DENIAL_SUMMARY_ROUTES_MAX,
+            counts.len()
+        )));
+    }
+    if counts.is_empty() && dropped == 0 {
+        return Err(invalid("denial summary", token_id, "counts no refusal"));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for c in counts {
+        check_method_route(&c.method, &c.route)?;
+        if c.count == 0 {
+            return Err(invalid("denial count", &c.route, "must be at least 1"));
+        }
+        if !seen.insert((c.method.as_str(), c.route.as_str())) {
+            return Err(invalid("denial summary", &c.route, "names a (method, route) twice"));
+        }
+    }
+    Ok(())
 }
 
 /// Audit and token changes are recorded one per changeset.

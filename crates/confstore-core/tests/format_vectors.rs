@@ -18,7 +18,7 @@ use confstore_core::keys::{ROTATION_DOMAIN, key_id_of, rotation_statement};
 use confstore_core::state::{decide, rotate_signing_key, seal, start_generation, store_created};
 use confstore_core::{
     ChainVerifier, Change, ChangesetDraft, EventBody, EventKind, Hash32, KeyId, SigningKey, State, StoreId,
-    StoredEvent, VerifyError, VerifyingKey, event::DecodeError, genesis_hash, limits,
+    StoredEvent, VerifyError, VerifyingKey, event::DecodeError, event::DenialCount, genesis_hash, limits,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -78,7 +78,7 @@ fn set(service: &str, key: &str, value: Value) -> Change {
     Change::Set { service: service.into(), key: key.into(), value }
 }
 
-/// The documented log: 15 events in 13 changesets, one key rotation, a second generation.
+/// The documented log: 16 events in 14 changesets, one key rotation, a second generation.
 fn build_vector_log() -> VectorLog {
     let store_id = StoreId::from_hex(STORE_ID_HEX).expect("store id hex");
     let keys: Vec<SigningKey> = KEY_SEEDS.iter().map(SigningKey::from_seed).collect();
@@ -159,6 +159,18 @@ fn build_vector_log() -> VectorLog {
     )
     .expect("a new generation");
     b.append(generation, &keys[1]);
+    // The token's refusals after its first one on each route, summed over a window.
+    let summary = Change::SummarizeDenials {
+        token_id: token.id.clone(),
+        window_start_ms: T0_MS + 10_000,
+        window_end_ms: T0_MS + 10_900,
+        counts: vec![
+            DenialCount { method: "GET".into(), route: "/api/v1/audit".into(), count: 41 },
+            DenialCount { method: "DELETE".into(), route: "/api/v1/tokens/{id}".into(), count: 2 },
+        ],
+        dropped: 0,
+    };
+    b.changeset(&keys[1], &draft("token:deployer", "", "req-0014", vec![summary]), T0_MS + 13_000);
 
     VectorLog { store_id, keys, events: b.events, bodies: b.bodies }
 }
@@ -531,6 +543,7 @@ fn spec_decode(bytes: &[u8]) -> Result<Decoded, String> {
         "token_revoked",
         "access_denied",
         "generation_started",
+        "access_denied_summary",
     ];
     let name = *usize::try_from(variant).ok().and_then(|v| names.get(v)).ok_or("unknown kind")?;
     if let Some(seg) = r.segments.last_mut() {
@@ -587,6 +600,19 @@ fn spec_decode(bytes: &[u8]) -> Result<Decoded, String> {
             let hash = hex::encode(r.fixed(32, "abandoned_hash")?);
             json!({"type": name, "generation": generation, "abandoned_seq": abandoned_seq, "abandoned_hash": hash})
         }
+        13 => {
+            let token_id = r.string("token_id")?;
+            let (start, end) = (r.u64("window_start_ms")?, r.u64("window_end_ms")?);
+            // §7.1 list: varint(len), then each element as a struct.
+            let len = r.varint(10, 0x01, "counts length", "u64")?;
+            let mut counts = Vec::new();
+            for _ in 0..len {
+                let (method, route) = (r.string("method")?, r.string("route")?);
+                counts.push(json!({"method": method, "route": route, "count": r.u64("count")?}));
+            }
+            json!({"type": name, "token_id": token_id, "window_start_ms": start, "window_end_ms": end,
+                   "counts": counts, "dropped": r.u64("dropped")?})
+        }
         6 => {
             let (service, text) = (r.string("service")?, r.string("schema_json")?);
             let hash = hex::encode(r.fixed(32, "schema_hash")?);
@@ -630,7 +656,7 @@ fn documented_log_verifies_with_chain_verifier() {
     let doc = Doc::load().vectors();
     let store_id = StoreId::from_hex(doc.get("store_id")).expect("store id");
     let events = doc.events();
-    assert_eq!(events.len(), 15);
+    assert_eq!(events.len(), 16);
     for anchor in ["key.1.public_key", "key.2.public_key"] {
         let anchor = VerifyingKey::from_bytes(&doc.bytes(anchor)).expect("documented key");
         let mut v = ChainVerifier::new(store_id, Some(anchor));
@@ -641,7 +667,7 @@ fn documented_log_verifies_with_chain_verifier() {
         }
         verified.extend(v.flush_ready().expect("signatures"));
         let head = v.finish().expect("the documented log verifies");
-        assert_eq!((head.seq, head.epoch, head.hash, head.generation), (15, 7, events[14].hash, 2));
+        assert_eq!((head.seq, head.epoch, head.hash, head.generation), (16, 7, events[15].hash, 2));
         let keys: Vec<(KeyId, u64)> = head.keys.entries().iter().map(|e| (e.key.key_id(), e.from_seq)).collect();
         let key_ids = [KeyId(doc.array("key.1.key_id")), KeyId(doc.array("key.2.key_id"))];
         assert_eq!(keys, vec![(key_ids[0], 1), (key_ids[1], 7)]);

@@ -79,6 +79,20 @@ fn arb_kind() -> impl Strategy<Value = EventKind> {
             }
         ),
         (arb_text(), arb_text()).prop_map(|(service, key)| EventKind::SecretRevealed { service, key }),
+        (
+            arb_text(),
+            arb_u64(),
+            arb_u64(),
+            proptest::collection::vec((arb_text(), arb_text(), arb_u64()), 0..4),
+            arb_u64()
+        )
+            .prop_map(|(token_id, window_start_ms, window_end_ms, counts, dropped)| {
+                let counts = counts
+                    .into_iter()
+                    .map(|(method, route, count)| confstore_core::event::DenialCount { method, route, count })
+                    .collect();
+                EventKind::AccessDeniedSummary { token_id, window_start_ms, window_end_ms, counts, dropped }
+            }),
     ]
 }
 
@@ -340,7 +354,8 @@ impl Writer {
                 | Change::RevealSecret { .. }
                 | Change::IssueToken { .. }
                 | Change::RevokeToken { .. }
-                | Change::DenyAccess { .. } => {}
+                | Change::DenyAccess { .. }
+                | Change::SummarizeDenials { .. } => {}
             }
         }
     }

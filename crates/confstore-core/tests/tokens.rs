@@ -97,3 +97,38 @@ fn a_denial_is_an_audit_event_alone() {
     assert!(apply(&mut state, vec![bad_method]).is_err());
     assert!(apply(&mut state, vec![deny.clone(), deny]).is_err());
 }
+
+#[test]
+fn a_denial_summary_is_an_audit_event_alone_with_sorted_counts() {
+    use confstore_core::event::DenialCount;
+    let count =
+        |method: &str, route: &str, count: u64| DenialCount { method: method.into(), route: route.into(), count };
+    let summary = |counts: Vec<DenialCount>, start: u64, end: u64, dropped: u64| Change::SummarizeDenials {
+        token_id: "0011223344556677".into(),
+        window_start_ms: start,
+        window_end_ms: end,
+        counts,
+        dropped,
+    };
+    let mut state = State::default();
+    let kinds =
+        apply(&mut state, vec![summary(vec![count("PUT", "/b", 2), count("GET", "/a", 7)], 10, 20, 0)]).unwrap();
+    let EventKind::AccessDeniedSummary { counts, .. } = &kinds[0] else { panic!("{kinds:?}") };
+    assert_eq!(counts, &vec![count("GET", "/a", 7), count("PUT", "/b", 2)], "sorted by method, then route");
+    assert_eq!(state.epoch, 0, "changes no configuration");
+    apply(&mut state, vec![summary(Vec::new(), 1, 1, 3)]).expect("only dropped refusals");
+    let before = state.clone();
+    let too_many = (0..=confstore_core::limits::DENIAL_SUMMARY_ROUTES_MAX).map(|i| count("GET", &format!("/{i}"), 1));
+    for bad in [
+        vec![summary(vec![count("GET", "/a", 1)], 20, 10, 0)],
+        vec![summary(Vec::new(), 1, 2, 0)],
+        vec![summary(vec![count("GET", "/a", 0)], 1, 2, 0)],
+        vec![summary(vec![count("GET", "/a", 1), count("GET", "/a", 2)], 1, 2, 0)],
+        vec![summary(vec![count("get", "/a", 1)], 1, 2, 0)],
+        vec![summary(too_many.collect(), 1, 2, 0)],
+        vec![summary(vec![count("GET", "/a", 1)], 1, 2, 0), Change::RevokeToken { token_id: "x".into() }],
+    ] {
+        assert!(apply(&mut state, bad).is_err());
+        assert_eq!(state, before);
+    }
+}

@@ -76,6 +76,9 @@ pub fn open(path: &Path, opts: &DbOptions, create: bool) -> Result<Connection, L
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        // SQLite would create the file 0644 (less the umask), and its -wal and -shm with the
+        // same mode: create it 0600 first and all three are private.
+        crate::files::create_private_file(path).map_err(|e| LogError::Io(path.to_owned(), e))?;
     }
     let conn = Connection::open_with_flags(path, flags).map_err(LogError::sqlite("opening the database"))?;
     set_pragmas(&conn, opts)?;

@@ -26,6 +26,9 @@ pub enum LogError {
         /// Minimum version.
         required: &'static str,
     },
+    /// A file of the data directory could not be created.
+    #[error("cannot create {}: {}; check the data directory exists and is writable", .0.display(), .1)]
+    Io(PathBuf, std::io::Error),
     /// There is no store at this path.
     #[error("no confstore store at {0}; create one with `confstore init`")]
     NotInitialised(PathBuf),

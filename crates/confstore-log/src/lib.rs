@@ -1,6 +1,7 @@
 //! confstore's SQLite event log (`<data-dir>/config.db`).
 //!
 //! - [`db`]: opening a database: the SQLite version pin, every pragma, migrations.
+//! - [`files`]: the data directory 0700 and its files 0600, and warnings when they are not.
 //! - [`rows`]: mapping between table rows and core types.
 //! - [`parallel`]: signature batches checked on every core during full verification.
 //! - [`reader`]: reads: head, event ranges, full verification, replay to an epoch or time.
@@ -16,6 +17,7 @@
 
 pub mod db;
 pub mod error;
+pub mod files;
 mod group;
 pub mod guard;
 pub mod parallel;

@@ -143,6 +143,7 @@ impl Dirty {
             | EventKind::RolledBack { .. }
             | EventKind::SecretRevealed { .. }
             | EventKind::AccessDenied { .. }
+            | EventKind::AccessDeniedSummary { .. }
             | EventKind::GenerationStarted { .. } => {}
         }
     }

@@ -138,3 +138,19 @@ fn migration_0006_rebuilds_the_write_model_from_the_log() {
         }
     }
 }
+
+/// SQLite creates `-wal` and `-shm` with the database file's mode: creating `config.db`
+/// 0600 first makes all three private whatever the umask (docs/operations.md, Files).
+#[test]
+fn the_database_and_its_wal_and_shm_are_created_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let (t, store) = temp_store();
+    store.append(draft(vec![register("web")])).unwrap();
+    let reader = LogReader::open(&t.path).unwrap();
+    assert!(reader.head().unwrap().seq >= 2);
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", t.path.display());
+        let mode = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{path}: {e}")).permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{path} is {mode:04o}");
+    }
+}

@@ -54,6 +54,9 @@ pub struct Config {
     /// Where to keep a copy of the signed head (rewritten with the LKG file), e.g. beside a
     /// Litestream replica, for `confstore restore-check --head`.
     pub head_file: Option<PathBuf>,
+    /// Over how long one token's repeated refusals are summed into one
+    /// `access_denied_summary` event (ADR 0013).
+    pub denial_window: Duration,
 }
 
 impl Config {
@@ -65,6 +68,7 @@ impl Config {
             lkg_interval: Duration::from_millis(200),
             recover_interval: Duration::from_secs(2),
             head_file: None,
+            denial_window: Duration::from_secs(confstore_core::limits::DENIAL_SUMMARY_WINDOW_SECS_DEFAULT),
         }
     }
 
@@ -184,6 +188,8 @@ pub struct AppInner {
     pub keys: Keys,
     /// Metrics.
     pub metrics: Metrics,
+    /// Refusals counted for their summary events.
+    pub denials: crate::denials::Denials,
     mode: RwLock<Arc<Mode>>,
     /// When the server started.
     pub started: Instant,
@@ -262,10 +268,12 @@ impl App {
                 Mode::Fallback(fb)
             }
         };
+        let denials = crate::denials::Denials::new(config.denial_window);
         App(Arc::new(AppInner {
             config,
             keys,
             metrics,
+            denials,
             mode: RwLock::new(Arc::new(mode)),
             started: Instant::now(),
             projections: Projections::default(),

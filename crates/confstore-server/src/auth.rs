@@ -48,8 +48,8 @@ impl RouteRoles {
     }
 }
 
-/// The middleware: 401 without a valid token, 403 without the role or scope (recorded as
-/// an `access_denied` event), else the request goes on with a [`Principal`].
+/// The middleware: 401 without a valid token, 403 without the role or scope (recorded in
+/// the audit log by [`deny`]), else the request goes on with a [`Principal`].
 pub async fn authorize(State((app, roles)): State<(App, Arc<RouteRoles>)>, mut req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_default();
     let method = req.method().as_str().to_owned();
@@ -86,8 +86,11 @@ pub async fn authorize(State((app, roles)): State<(App, Arc<RouteRoles>)>, mut r
     next.run(req).await
 }
 
-/// Records a 403 as an `access_denied` event (best effort: in the fallback, or if the
-/// database fails, only the log line and the metric remain) and returns the error.
+/// Records a 403 (ADR 0013) and returns the error: the token's first refusal on this
+/// (method, route) as an `access_denied` event, appended before the answer; later ones
+/// counted for the token's next `access_denied_summary` ([`crate::denials`]). Every refusal
+/// is logged and counted in metrics. Best effort: in the fallback, or if the database
+/// fails, only the log line and the metrics remain.
 #[allow(clippy::too_many_arguments)]
 pub async fn deny(
     app: &App,
@@ -99,31 +102,55 @@ pub async fn deny(
     request_id: Option<RequestId>,
     why: String,
 ) -> ApiError {
+    // Handlers refusing for scope pass the token's own role as `needed`.
+    let reason = if who.role.grants(needed) { "scope" } else { "role" };
     app.metrics.auth_denial("forbidden");
-    tracing::warn!(token_id = %who.token_id, route, method, %why, "request refused");
-    if let Mode::Live(live) = &*app.mode() {
-        let store = Arc::clone(&live.store);
-        let draft = ChangesetDraft {
-            actor: who.actor(),
-            reason: String::new(),
-            request_id: request_id.map_or_else(crate::http::new_request_id, |r| r.0),
-            expected_epoch: None,
-            changes: vec![Change::DenyAccess {
-                token_id: who.token_id.clone(),
-                method: method.to_owned(),
-                route: route.to_owned(),
-                required_role: needed,
-                service: service.filter(|s| confstore_core::state::check_service_name(s).is_ok()),
-            }],
-        };
-        match tokio::task::spawn_blocking(move || store.append(draft)).await {
-            Ok(r) => {
-                app.note_append(&r);
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "could not record an access denial in the log");
+    app.metrics.access_denied(reason, method, route);
+    let mode = app.mode();
+    let verdict = match &*mode {
+        Mode::Live(_) => app.denials.note(&who.token_id, &who.actor(), method, route, crate::denials::wall_ms()),
+        Mode::Fallback(_) => crate::denials::Verdict::Untracked,
+    };
+    let audit = verdict.audit();
+    tracing::warn!(token_id = %who.token_id, route, method, reason, audit, %why, "request refused");
+    match verdict {
+        crate::denials::Verdict::First => {
+            if let Mode::Live(live) = &*mode {
+                let store = Arc::clone(&live.store);
+                let draft = ChangesetDraft {
+                    actor: who.actor(),
+                    reason: String::new(),
+                    request_id: request_id.map_or_else(crate::http::new_request_id, |r| r.0),
+                    expected_epoch: None,
+                    changes: vec![Change::DenyAccess {
+                        token_id: who.token_id.clone(),
+                        method: method.to_owned(),
+                        route: route.to_owned(),
+                        required_role: needed,
+                        service: service.filter(|s| confstore_core::state::check_service_name(s).is_ok()),
+                    }],
+                };
+                let recorded = match tokio::task::spawn_blocking(move || store.append(draft)).await {
+                    Ok(r) => {
+                        app.note_append(&r);
+                        r.inspect_err(|e| tracing::error!(error = %e, "could not record an access denial in the log"))
+                            .is_ok()
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the task recording an access denial failed");
+                        false
+                    }
+                };
+                if !recorded {
+                    // The next refusal on this route tries again.
+                    app.denials.unsee(&who.token_id, method, route);
                 }
             }
-            Err(e) => tracing::error!(error = %e, "the task recording an access denial failed"),
+        }
+        crate::denials::Verdict::Counted => {}
+        crate::denials::Verdict::Untracked => {
+            app.metrics.access_denied_unrecorded();
+            return ApiError::forbidden(format!("{why}; this refusal is logged"));
         }
     }
     ApiError::forbidden(format!("{why}; this refusal is recorded in the audit log"))

@@ -1,7 +1,7 @@
 //! Extractors whose rejections are JSON [`ApiError`]s (axum's own answer in plain text),
 //! and the per-request values the middleware leaves for handlers.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -10,7 +10,11 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// A JSON body.
+/// A JSON body, read exactly: `Content-Type` must be JSON (`application/json` or
+/// `application/*+json`) in UTF-8 (any other `charset` is 415); the text is parsed with
+/// [`confstore_core::json::parse_exact`], so a number that would not be kept exactly, a
+/// negative zero or a repeated key is 422 naming it and where it is (docs/format.md §8);
+/// then `T` is read from the parsed value. Nothing is changed by a refused body.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -18,22 +22,64 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(e) => Err(json_rejection(&e)),
-        }
+        json_content_type(req.headers())?;
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| body_rejection(&e))?;
+        let value = confstore_core::json::parse_exact_slice(&bytes).map_err(|e| {
+            if e.is_syntax() {
+                ApiError::bad_request(format!(
+                    "the request body is not JSON ({e}); send a JSON body with Content-Type: application/json"
+                ))
+            } else {
+                ApiError::unprocessable(format!("{e}; nothing was changed"))
+            }
+        })?;
+        serde_json::from_value::<T>(value).map(ApiJson).map_err(|e| {
+            ApiError::unprocessable(format!(
+                "failed to deserialize the JSON body into the target type: {e}; nothing was changed"
+            ))
+        })
     }
 }
 
-fn json_rejection(e: &JsonRejection) -> ApiError {
-    let text = e.body_text();
-    match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(format!(
+/// Checks that `Content-Type` names JSON, and UTF-8 if it names a charset at all (RFC 8259
+/// §8.1: JSON exchanged between systems is UTF-8).
+fn json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let wrong = || ApiError::bad_request("send a JSON body with Content-Type: application/json");
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE) else { return Err(wrong()) };
+    let text = value.to_str().map_err(|_| wrong())?;
+    let mut parts = text.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let is_json = essence
+        .split_once('/')
+        .is_some_and(|(ty, sub)| ty == "application" && (sub == "json" || sub.ends_with("+json")));
+    if !is_json {
+        return Err(wrong());
+    }
+    for param in parts {
+        let Some((name, value)) = param.split_once('=') else { continue };
+        if !name.trim().eq_ignore_ascii_case("charset") {
+            continue;
+        }
+        let charset = value.trim().trim_matches('"');
+        if !charset.eq_ignore_ascii_case("utf-8") && !charset.eq_ignore_ascii_case("utf8") {
+            let shown: String = charset.chars().take(40).collect();
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body's charset {shown:?} is not supported: send JSON in UTF-8 (Content-Type: application/json, \
+                 or application/json; charset=utf-8); nothing was changed"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn body_rejection(e: &axum::extract::rejection::BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large(format!(
             "the request body is larger than {} bytes; nothing was changed",
             confstore_core::limits::REQUEST_BYTES_MAX
-        )),
-        StatusCode::UNPROCESSABLE_ENTITY => ApiError::unprocessable(format!("{text}; nothing was changed")),
-        _ => ApiError::bad_request(format!("{text}; send a JSON body with Content-Type: application/json")),
+        ))
+    } else {
+        ApiError::bad_request(format!("{}; send the request body again", e.body_text()))
     }
 }
 

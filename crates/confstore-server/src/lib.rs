@@ -6,6 +6,8 @@
 //! - [`model`]: the in-memory read model fed by the store's commit listener.
 //! - [`api`]: the routes and the OpenAPI document, built together by [`api::router`].
 //! - [`auth`]: bearer tokens and roles, enforced from the OpenAPI document's `security`.
+//! - [`denials`]: refused requests, each token's first per route as an event, the rest
+//!   summed into one summary event per token per window.
 //! - [`http`]: request ids, access log and request metrics.
 //! - [`listener`]: the HTTP accept loop: connection cap, header and idle timeouts.
 //! - [`known_heads`]: heads seen before, and whether the database fell behind them.
@@ -19,6 +21,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod denials;
 pub mod error;
 pub mod extract;
 pub mod http;
@@ -47,6 +50,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (router, _) = router(app.clone());
     let projector = tokio::spawn(projector::run(app.clone()));
+    let denials = tokio::spawn(denials::run(app.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let gate = broker.map(|b| tokio::spawn(b.run(app.clone(), stop_rx.clone())));
     let publisher = mqtt.map(|mqtt| tokio::spawn(stream::run(app.clone(), mqtt, stop_rx.clone())));
@@ -61,6 +65,10 @@ pub async fn serve(
     let result = listener::serve(listener, router, limits, app.metrics.clone(), http_stop_rx).await;
     projector.abort();
     let _ = projector.await;
+    // Every request has been answered: the refusals still counted go into the log now.
+    denials.abort();
+    let _ = denials.await;
+    denials::flush_all(&app).await;
     // The publisher says `offline` and writes its checkpoint; a dead broker cannot hold us.
     let _ = stop_tx.send(true);
     if let Some(p) = publisher {

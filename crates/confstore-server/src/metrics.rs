@@ -23,6 +23,17 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Labels of a refused request (403).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DenialLabels {
+    /// `role` (the token's role does not grant the route's) or `scope` (another service).
+    pub reason: String,
+    /// Method.
+    pub method: String,
+    /// Route template.
+    pub route: String,
+}
+
 /// Labels with one `kind`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -81,6 +92,8 @@ struct Inner {
     mode_fallback: Gauge,
     signature_failures: Family<KindLabel, Counter>,
     auth_denials: Family<KindLabel, Counter>,
+    access_denied: Family<DenialLabels, Counter>,
+    access_denied_unrecorded: Counter,
     head_seq: Gauge,
     epoch: Gauge,
     mqtt_connected: Gauge,
@@ -155,6 +168,19 @@ impl Metrics {
             "Requests refused by authentication (401) or authorization (403)",
             auth_denials.clone(),
         );
+        let access_denied = Family::<DenialLabels, Counter>::default();
+        registry.register(
+            "access_denied",
+            "Requests refused with 403, by reason (role, scope), method and route template",
+            access_denied.clone(),
+        );
+        let access_denied_unrecorded = Counter::default();
+        registry.register(
+            "access_denied_unrecorded",
+            "Refusals neither appended nor summarised in the log: the denial table was full of tokens with refusals \
+             pending, or the server was in the read-only fallback (they are still logged)",
+            access_denied_unrecorded.clone(),
+        );
         let head_seq = Gauge::default();
         registry.register("head_seq", "Seq of the last event in the read model", head_seq.clone());
         let epoch = Gauge::default();
@@ -209,6 +235,8 @@ impl Metrics {
             mode_fallback,
             signature_failures,
             auth_denials,
+            access_denied,
+            access_denied_unrecorded,
             head_seq,
             epoch,
             mqtt_connected,
@@ -269,6 +297,17 @@ impl Metrics {
     /// Counts a refused request (`unauthorized` or `forbidden`).
     pub fn auth_denial(&self, kind: &str) {
         self.0.auth_denials.get_or_create(&KindLabel { kind: kind.to_owned() }).inc();
+    }
+
+    /// Counts a 403 by reason, method and route template.
+    pub fn access_denied(&self, reason: &str, method: &str, route: &str) {
+        let labels = DenialLabels { reason: reason.to_owned(), method: method.to_owned(), route: route.to_owned() };
+        self.0.access_denied.get_or_create(&labels).inc();
+    }
+
+    /// Counts a refusal the log does not hold (the denial table was full, or the fallback).
+    pub fn access_denied_unrecorded(&self) {
+        self.0.access_denied_unrecorded.inc();
     }
 
     /// Sets the head gauges.

@@ -24,6 +24,7 @@ struct Fixture {
     admin: String,
     reader: String,
     scoped: String,
+    app: App,
 }
 
 fn keys() -> Keys {
@@ -556,4 +557,76 @@ async fn a_scoped_token_reads_only_its_part_of_a_changeset_over_several_services
         let (_, _, all) = call(&f, Method::GET, uri, Some(&f.reader), None, &[]).await;
         assert!(all.to_string().contains("DB-CANARY"), "an unscoped reader sees both parts of {uri}: {all}");
     }
+/// A raw body with its own `Content-Type`.
+async fn call_raw(f: &Fixture, uri: &str, content_type: &str, body: &'static str) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(uri)
+        .header("authorization", format!("Bearer {}", f.admin))
+        .header("content-type", content_type)
+        .body(Body::from(body))
+        .unwrap();
+    let resp = f.router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn json_bodies_are_read_exactly_or_refused_changing_nothing() {
+    let f = fixture();
+    let a = Some(f.admin.as_str());
+    let (_, _, head0) = call(&f, Method::GET, "/api/v1/head", a, None, &[]).await;
+    let uri = "/api/v1/services/web/values/k";
+    let json = "application/json";
+    for (body, status, needle) in [
+        (r#"{"value": 18446744073709551616}"#, StatusCode::UNPROCESSABLE_ENTITY, "18446744073709551616 at /value"),
+        (r#"{"value": -0}"#, StatusCode::UNPROCESSABLE_ENTITY, "negative zero"),
+        (r#"{"value": 1e400}"#, StatusCode::UNPROCESSABLE_ENTITY, "1e400 at /value"),
+        (r#"{"value": {"a": 1, "a": 2}}"#, StatusCode::UNPROCESSABLE_ENTITY, "key \"a\" more than once"),
+        (r#"{"value": 1, "extra": 2}"#, StatusCode::UNPROCESSABLE_ENTITY, "unknown field"),
+        ("{not json", StatusCode::BAD_REQUEST, "not JSON"),
+    ] {
+        let (s, e) = call_raw(&f, uri, json, body).await;
+        assert_eq!(s, status, "{body}: {e}");
+        assert!(e["message"].as_str().unwrap_or_default().contains(needle), "{body}: {e}");
+    }
+    let (s, e) = call_raw(&f, uri, "application/json; charset=latin1", r#"{"value": 1}"#).await;
+    assert_eq!((s, e["error"].as_str()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("unsupported_media_type")), "{e}");
+    let (s, _) = call_raw(&f, uri, "text/plain", r#"{"value": 1}"#).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, _, head1) = call(&f, Method::GET, "/api/v1/head", a, None, &[]).await;
+    assert_eq!(head0["seq"], head1["seq"], "no refused body appended anything");
+    let (s, e) = call_raw(&f, uri, "application/json; charset=\"utf-8\"", r#"{"value": 18446744073709551615}"#).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (_, _, v) = call(&f, Method::GET, uri, a, None, &[]).await;
+    assert_eq!(v["value"], json!(u64::MAX));
+}
+
+#[tokio::test]
+async fn a_token_refused_again_and_again_is_one_event_then_one_summary() {
+    let f = fixture();
+    let (a, r) = (Some(f.admin.as_str()), Some(f.reader.as_str()));
+    for _ in 0..50 {
+        let (s, _, _) = call(&f, Method::GET, "/api/v1/audit", r, None, &[]).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    let kinds = |audit: &Value, kind: &str| -> Vec<Value> {
+        audit["events"].as_array().unwrap().iter().filter(|e| e["kind"]["type"] == kind).cloned().collect()
+    };
+    let (_, _, audit) = call(&f, Method::GET, "/api/v1/audit", a, None, &[]).await;
+    assert_eq!(kinds(&audit, "access_denied").len(), 1, "only the first refusal is an event: {audit}");
+    assert!(kinds(&audit, "access_denied_summary").is_empty(), "the window (60 s) has not passed");
+    // What the server does at shutdown: the counts still pending become a summary.
+    confstore_server::denials::flush_all(&f.app).await;
+    let (_, _, audit) = call(&f, Method::GET, "/api/v1/audit", a, None, &[]).await;
+    let summaries = kinds(&audit, "access_denied_summary");
+    assert_eq!(summaries.len(), 1, "{audit}");
+    assert_eq!(summaries[0]["kind"]["counts"], json!([{"method": "GET", "route": "/api/v1/audit", "count": 49}]));
+    let (_, _, metrics) = call(&f, Method::GET, "/metrics", None, None, &[]).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains(r#"confstore_access_denied_total{reason="role",method="GET",route="/api/v1/audit"} 50"#),
+        "{metrics}"
+    );
 }

@@ -1686,7 +1686,7 @@
 
   // ───────────────────────────── audit ─────────────────────────────
 
-  const AUDIT_TYPES = ["secret_revealed", "access_denied", "token_issued", "token_revoked"];
+  const AUDIT_TYPES = ["secret_revealed", "access_denied", "access_denied_summary", "token_issued", "token_revoked"];
   const AUDIT_PAGES_MAX = 50; // 50 000 events; the newest are what matter
 
   async function fetchAudit() {
@@ -1766,12 +1766,17 @@
   function auditRow(ev) {
     let subject = ev.key ? `${ev.service}.${ev.key}` : ev.service ?? "";
     if (ev.type === "token_issued") subject = ev.name ?? ev.token_id ?? "";
-    else if (ev.type === "token_revoked") subject = ev.token_id ?? "";
+    else if (ev.type === "token_revoked" || ev.type === "access_denied_summary") subject = ev.token_id ?? "";
     const details = [];
     if (ev.method || ev.route) details.push(`${ev.method ?? ""} ${ev.route ?? ""}`.trim());
     if (ev.required_role) details.push(`needs ${ev.required_role}`);
     if (ev.type === "token_issued") details.push(`token ${ev.token_id ?? ""}, role ${ev.role ?? ""}${ev.service ? `, only ${ev.service}` : ""}`);
     if (ev.type === "token_revoked") details.push(`token ${ev.token_id ?? ""}`);
+    if (ev.type === "access_denied_summary") {
+      // Refusals after the token's first on each route, summed over a window (ADR 0013).
+      for (const c of ev.counts || []) details.push(`${c.method} ${c.route} ×${c.count}`);
+      if (ev.dropped) details.push(`${ev.dropped} on other routes`);
+    }
     if (ev.reason) details.push(`“${ev.reason}”`);
     return h("tr", { "data-type": ev.type ?? "", class: `ev-${ev.type ?? "unknown"}` },
       h("td", null, ev.seq == null ? "" : String(ev.seq)),

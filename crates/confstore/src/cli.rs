@@ -165,6 +165,16 @@ pub struct ServeArgs {
     #[arg(long, env = "CONFSTORE_HTTP_IDLE_TIMEOUT_S", default_value_t = confstore_core::limits::HTTP_IDLE_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub http_idle_timeout_s: u64,
+    /// Sum each token's refused requests after its first per route into one audit event
+    /// per this many seconds (ADR 0013). Shorter windows are for tests.
+    #[arg(
+        long,
+        env = "CONFSTORE_DENIAL_SUMMARY_SECS",
+        default_value_t = confstore_core::limits::DENIAL_SUMMARY_WINDOW_SECS_DEFAULT,
+        value_parser = clap::value_parser!(u64).range(1..=86_400),
+        hide = true
+    )]
+    pub denial_summary_secs: u64,
 }
 
 /// `token ...`.

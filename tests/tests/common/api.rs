@@ -15,6 +15,14 @@ pub fn ready_server(dir: &Path) -> Server {
     server
 }
 
+/// [`ready_server`] with environment variables for the server.
+pub fn ready_server_env(dir: &Path, env: &[(&str, &str)]) -> Server {
+    let store = Store::in_dir(dir);
+    let mut server = Server::start_env(&store, &["--log-format", "json"], env, &dir.join("serve.log"));
+    server.wait_ready();
+    server
+}
+
 /// A client of `server` sending `token`.
 pub fn client_with(server: &Server, token: &str) -> Http {
     server.client().with_token(token)

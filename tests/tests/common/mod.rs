@@ -607,12 +607,37 @@ impl Http {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> std::io::Result<HttpResponse> {
+        let body = body.map(Value::to_string).unwrap_or_default();
+        self.request_bytes(method, path, headers, body.as_bytes(), true)
+    }
+
+    /// One request with `body` sent byte for byte (JSON that serde_json cannot write:
+    /// numbers beyond 64 bits, repeated keys, other charsets) and only the headers given
+    /// (no automatic `Content-Type`).
+    pub fn request_raw(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<HttpResponse> {
+        self.request_bytes(method, path, headers, body, false)
+    }
+
+    fn request_bytes(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        json_content_type: bool,
+    ) -> std::io::Result<HttpResponse> {
         let reused = self.conn.is_some();
-        match self.try_request(method, path, headers, body) {
+        match self.try_request(method, path, headers, body, json_content_type) {
             Ok(r) => Ok(r),
             Err(_) if reused && method == "GET" => {
                 self.conn = None;
-                self.try_request(method, path, headers, body).inspect_err(|_| self.conn = None)
+                self.try_request(method, path, headers, body, json_content_type).inspect_err(|_| self.conn = None)
             }
             Err(e) => {
                 self.conn = None;
@@ -626,7 +651,8 @@ impl Http {
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
-        body: Option<&Value>,
+        body: &[u8],
+        json_content_type: bool,
     ) -> std::io::Result<HttpResponse> {
         use std::io::BufRead as _;
         if self.conn.is_none() {
@@ -637,7 +663,6 @@ impl Http {
             self.conn = Some(std::io::BufReader::new(stream));
         }
         let conn = self.conn.as_mut().expect("connected above");
-        let body = body.map(Value::to_string).unwrap_or_default();
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
         if let Some(token) = &self.token {
             head.push_str(&format!("Authorization: Bearer {token}\r\n"));
@@ -645,15 +670,16 @@ impl Http {
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
-        if !body.is_empty() {
+        if !body.is_empty() && json_content_type {
             head.push_str("Content-Type: application/json\r\n");
         }
         if !body.is_empty() || !matches!(method, "GET" | "HEAD" | "DELETE") {
             head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         head.push_str("\r\n");
-        head.push_str(&body);
-        conn.get_mut().write_all(head.as_bytes())?;
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        conn.get_mut().write_all(&request)?;
 
         let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
         let mut line = String::new();

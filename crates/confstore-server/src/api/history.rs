@@ -47,13 +47,14 @@ enum Filter {
     Audit,
 }
 
-/// Whether an event is an audit record (reveal, denial, token issue or revoke), not a
-/// configuration change.
+/// Whether an event is an audit record (reveal, denial or denial summary, token issue or
+/// revoke), not a configuration change.
 pub(super) fn is_audit(kind: &EventKind) -> bool {
     matches!(
         kind,
         EventKind::SecretRevealed { .. }
             | EventKind::AccessDenied { .. }
+            | EventKind::AccessDeniedSummary { .. }
             | EventKind::TokenIssued { .. }
             | EventKind::TokenRevoked { .. }
     )

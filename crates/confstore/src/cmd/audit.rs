@@ -3,6 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -26,7 +27,15 @@ pub fn export(ctx: &Ctx, args: &ExportArgs) -> Result<ExitCode> {
     let (mut out, partial): (Box<dyn Write>, Option<PathBuf>) = match &args.out {
         Some(path) => {
             let partial = partial_path(path);
-            let f = File::create(&partial).with_context(|| format!("cannot write {}", partial.display()))?;
+            // The export is the whole log (token hashes, secret ciphertexts): private, like
+            // the database it comes from.
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(confstore_log::files::PRIVATE_FILE_MODE)
+                .open(&partial)
+                .with_context(|| format!("cannot write {}", partial.display()))?;
             (Box::new(BufWriter::new(f)), Some(partial))
         }
         None => (Box::new(BufWriter::new(std::io::stdout().lock())), None),

@@ -1,6 +1,5 @@
 //! `confstore init`: keys first (fail fast if the env file cannot be written), then the store.
 
-use std::os::unix::fs::DirBuilderExt;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -21,6 +20,7 @@ pub fn init(ctx: &Ctx, args: &InitArgs) -> Result<ExitCode> {
         bail!("a store already exists at {} (store id {}); nothing was changed", db.display(), reader.store_id());
     }
     let (store_id, written, key_id) = create(ctx)?;
+    warn_if_exposed(ctx);
     if args.json {
         output::json(&json!({
             "store_id": store_id.to_hex(),
@@ -49,14 +49,10 @@ pub fn create(ctx: &Ctx) -> Result<(StoreId, Vec<&'static str>, confstore_core::
     let written = keys.ensure_all()?;
     let key = keys.signing_key()?;
     let key_id = key.verifying_key().key_id();
-    if !ctx.data_dir.exists() {
-        // The log is not secret, but who may read the history is the operator's call: start private.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&ctx.data_dir)
-            .with_context(|| format!("cannot create the data directory {}", ctx.data_dir.display()))?;
-    }
+    // The log is not secret, but who may read the history is the operator's call: start
+    // private (the directory 0700, config.db and its -wal and -shm 0600).
+    confstore_log::files::create_private_dir(&ctx.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", ctx.data_dir.display()))?;
     let mut id = [0u8; 16];
     getrandom::fill(&mut id).map_err(|e| anyhow!("the operating system's random source failed: {e}"))?;
     let store_id = StoreId(id);
@@ -65,4 +61,13 @@ pub fn create(ctx: &Ctx) -> Result<(StoreId, Vec<&'static str>, confstore_core::
     drop(store);
     ctx.refresh_lkg();
     Ok((store_id, written, key_id))
+}
+
+/// Prints a warning (stderr) for a data directory, or a file in it, open to the group or
+/// to everyone: an existing directory keeps its mode, which is the operator's call, but
+/// they should know.
+pub fn warn_if_exposed(ctx: &Ctx) {
+    for w in confstore_log::files::exposure(&ctx.data_dir) {
+        eprintln!("warning: {w}");
+    }
 }

@@ -21,8 +21,10 @@ pub fn set(ctx: &Ctx, service: &str, file: &Path, meta: &WriteMeta) -> Result<Ex
     } else {
         std::fs::read_to_string(file).with_context(|| format!("cannot read the schema file {}", file.display()))?
     };
-    let schema: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| anyhow!("{} is not JSON ({e}); nothing was changed", file.display()))?;
+    let schema = confstore_core::json::parse_exact(&text).map_err(|e| {
+        let what = if e.is_syntax() { "is not JSON" } else { "is refused" };
+        anyhow!("{} {what} ({e}); nothing was changed", file.display())
+    })?;
     commit(ctx, meta, vec![Change::SetSchema { service: service.to_owned(), schema }])
 }
 

@@ -55,12 +55,16 @@ pub fn serve(ctx: &Ctx, args: &ServeArgs) -> Result<ExitCode> {
         let (store_id, written, _) = super::init::create(ctx)?;
         tracing::info!(store_id = %store_id, database = %db.display(), keys_written = ?written, "created a new store");
     }
+    for w in confstore_log::files::exposure(&ctx.data_dir) {
+        tracing::warn!(warning = %w, "the data directory is not private");
+    }
     let mut config = Config::new(ctx.data_dir.clone());
     config.db = ctx.db.clone();
     config.db.max_read_age = Duration::from_secs(args.max_read_secs);
     config.lkg_interval = Duration::from_millis(args.lkg_interval_ms);
     config.recover_interval = Duration::from_secs(args.recover_interval_s.max(1));
     config.head_file = args.head_file.clone();
+    config.denial_window = Duration::from_secs(args.denial_summary_secs);
     let app = App::open(config, server_keys(ctx)?);
     bootstrap_admin_token(ctx, &app)?;
     let (mqtt, broker) = live_stream(&app, args)?;

@@ -157,7 +157,8 @@ pub fn replay(ctx: &Ctx, args: &ReplayArgs) -> Result<ExitCode> {
     if db.exists() {
         bail!("{} already holds a store; give an empty or new directory", args.out.display());
     }
-    std::fs::create_dir_all(&args.out).map_err(|e| anyhow!("cannot create {}: {e}", args.out.display()))?;
+    confstore_log::files::create_private_dir(&args.out)
+        .map_err(|e| anyhow!("cannot create {}: {e}", args.out.display()))?;
     let reader = ctx.reader()?;
     let now = confstore_log::Clock::now_ms(&confstore_log::SystemClock);
     let head = confstore_log::write_prefix(&reader, until, &db, &ctx.db, now)

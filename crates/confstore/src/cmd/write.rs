@@ -56,15 +56,19 @@ pub fn service_add(ctx: &Ctx, names: Vec<String>, meta: &WriteMeta) -> Result<Ex
     commit(ctx, meta, changes)
 }
 
-/// Parses VALUE as JSON (or takes it as a string with `--string`).
+/// Parses VALUE as exact JSON (docs/format.md §8), or takes it as a string with `--string`.
 fn value(text: &str, as_string: bool, key: &str) -> Result<serde_json::Value> {
     if as_string {
         return Ok(serde_json::Value::String(text.to_owned()));
     }
-    serde_json::from_str(text).map_err(|e| {
-        anyhow!(
-            "the value of {key} is not JSON ({e}); quote strings as '\"text\"' or pass --string; nothing was changed"
-        )
+    confstore_core::json::parse_exact(text).map_err(|e| {
+        if e.is_syntax() {
+            anyhow!(
+                "the value of {key} is not JSON ({e}); quote strings as '\"text\"' or pass --string; nothing was changed"
+            )
+        } else {
+            anyhow!("the value of {key} is refused: {e}; nothing was changed")
+        }
     })
 }
 
@@ -178,7 +182,8 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<ExitCode> {
 }
 
 fn apply_line(store: &Store, line: &str, actor: &str) -> Result<Receipt> {
-    let parsed: ApplyLine = serde_json::from_str(line).map_err(|e| anyhow!("not a changeset line: {e}"))?;
+    let value = confstore_core::json::parse_exact(line).map_err(|e| anyhow!("not a changeset line: {e}"))?;
+    let parsed: ApplyLine = serde_json::from_value(value).map_err(|e| anyhow!("not a changeset line: {e}"))?;
     let draft = ChangesetDraft {
         actor: parsed.actor.unwrap_or_else(|| actor.to_owned()),
         reason: parsed.reason,
@@ -198,7 +203,7 @@ fn typed(text: &str, schema: Option<&serde_json::Value>, key: &str) -> Result<se
     let ty = schema.and_then(|s| s.pointer(&format!("/properties/{key}/type"))).and_then(serde_json::Value::as_str);
     match ty {
         Some("string") | None => Ok(serde_json::Value::String(text.to_owned())),
-        Some(other) => serde_json::from_str(text)
+        Some(other) => confstore_core::json::parse_exact(text)
             .map_err(|e| anyhow!("{key}={text:?} is not a valid {other} for the schema ({e}); nothing was changed")),
     }
 }
