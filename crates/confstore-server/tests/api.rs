@@ -24,7 +24,6 @@ struct Fixture {
     admin: String,
     reader: String,
     scoped: String,
-    app: App,
 }
 
 fn keys() -> Keys {
@@ -557,6 +556,8 @@ async fn a_scoped_token_reads_only_its_part_of_a_changeset_over_several_services
         let (_, _, all) = call(&f, Method::GET, uri, Some(&f.reader), None, &[]).await;
         assert!(all.to_string().contains("DB-CANARY"), "an unscoped reader sees both parts of {uri}: {all}");
     }
+}
+
 /// A raw body with its own `Content-Type`.
 async fn call_raw(f: &Fixture, uri: &str, content_type: &str, body: &'static str) -> (StatusCode, Value) {
     let req = Request::builder()
