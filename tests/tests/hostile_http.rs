@@ -191,6 +191,10 @@ fn a_full_disk_refuses_writes_with_503_never_2xx_and_they_resume_when_space_retu
         }
     }
     assert!(refused >= 5, "the disk never filled ({} writes acknowledged)", acked.len());
+    // Readiness says writes are failing (reads are still served, so it stays 200).
+    let ready = Http::new(server.addr).get("/readyz").unwrap();
+    assert_eq!(ready.status, 200, "{ready}");
+    assert!(ready.json()["writes"]["failing"]["error"].is_string(), "{ready}");
     // Space returns: writes succeed again.
     std::fs::remove_file(&ballast).unwrap();
     let epoch = poll_until("writes to succeed again", Duration::from_secs(30), Duration::from_millis(100), || {
@@ -198,6 +202,8 @@ fn a_full_disk_refuses_writes_with_503_never_2xx_and_they_resume_when_space_retu
         resp.is_success().then(|| resp.json()["epoch"].as_u64())
     });
     assert!(epoch.is_some());
+    let ready = Http::new(server.addr).get("/readyz").unwrap().json();
+    assert_eq!(ready["writes"], json!("accepted"), "{ready}");
     // Nothing acknowledged is missing.
     for k in &acked {
         let resp = http.get(&format!("/api/v1/services/stt/values/{k}")).unwrap();
