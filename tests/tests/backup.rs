@@ -5,7 +5,7 @@
 //! exactly like the original.
 //!
 //! Kills under load, the lost-tail bound, replication lag, `restore -timestamp` against
-//! `replay --at` and the #752 checkpoint scenario (TESTPLAN row 11) are in
+//! `replay --at` and the #752 checkpoint scenario (docs/testing.md row 11) are in
 //! `tests/tests/backup_drill.rs`.
 
 mod common;

@@ -1,4 +1,4 @@
-//! TESTPLAN row 11, the Litestream restore drill: under real `litestream replicate -exec
+//! docs/testing.md row 11, the Litestream restore drill: under real `litestream replicate -exec
 //! "confstore serve"` (the shipped `ops/litestream.yml`, 1 s sync interval) and ~50
 //! acknowledged writes a second, SIGKILL both processes at a random moment, restore, and
 //! prove that every restore passes `integrity_check` and verifies, that the restored log is a
@@ -36,8 +36,8 @@
 //! must never go unreported (`restore-check` and `verify` fail). Restarted after `litestream
 //! reset`, it must restore every acknowledged write.
 //!
-//! `BACKUP_DRILL_ROUNDS` (default 3; TESTPLAN: 20) kill rounds, `PITR_POINTS` (default 3;
-//! TESTPLAN: 10) random T per round, `BACKUP_DRILL_SEED` replays the run lengths and the
+//! `BACKUP_DRILL_ROUNDS` (default 3; docs/testing.md: 20) kill rounds, `PITR_POINTS` (default 3;
+//! docs/testing.md: 10) random T per round, `BACKUP_DRILL_SEED` replays the run lengths and the
 //! points. Litestream must be installed (`ops/test.sh` installs it); the test fails, it does
 //! not skip, when it is missing.
 
@@ -53,11 +53,11 @@ use common::*;
 use confstore_log::{LogReader, Until};
 use serde_json::{Value, json};
 
-/// TESTPLAN row 11: the load.
+/// docs/testing.md row 11: the load.
 const WRITES_PER_S: u64 = 50;
-/// TESTPLAN row 11: acknowledged writes lost at a kill, in wall-clock time.
+/// docs/testing.md row 11: acknowledged writes lost at a kill, in wall-clock time.
 const LOST_TAIL_MAX_MS: u64 = 2000;
-/// TESTPLAN row 11: a point-in-time restore ends at most this long before T.
+/// docs/testing.md row 11: a point-in-time restore ends at most this long before T.
 const PITR_SLACK_MS: u64 = 2000;
 /// Each round runs for a random 3-8 s of load before the kill.
 const RUN_MS: (u64, u64) = (3000, 8000);
@@ -98,7 +98,7 @@ fn litestream_restores_after_kills_under_load_lose_at_most_two_seconds_and_agree
     );
 }
 
-/// The #752 scenario exactly as TESTPLAN row 11 states it: Litestream killed, writes go on,
+/// The #752 scenario exactly as docs/testing.md row 11 states it: Litestream killed, writes go on,
 /// a FULL checkpoint moves the WAL into the database behind its back, Litestream is started
 /// again as it was. Measured: Litestream 0.5.17 then sometimes (8 of 29 runs) never ships the
 /// events written just after it died, and the restore lacks those acknowledged events while

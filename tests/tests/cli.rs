@@ -709,7 +709,7 @@ fn the_lkg_cache_follows_every_write_and_refuses_tampering() {
 }
 
 /// A stock JOSE library (Python's jwcrypto, installed by ops/test.sh) verifies the snapshot
-/// JWS with nothing but the public key (DESIGN.md §8), and refuses a modified one.
+/// JWS with nothing but the public key (docs/design.md §8), and refuses a modified one.
 #[test]
 fn snapshot_jws_verifies_with_a_stock_jose_library() {
     let dir = Scratch::new("jws");
@@ -792,7 +792,7 @@ fn lkg_key_rotation_re_signs_the_cache() {
     assert!(!neither.status.success() && neither.stderr.contains("--signing"), "{neither}");
 }
 
-/// TESTPLAN row 16, for what exists now: a canary secret appears in plaintext nowhere but
+/// docs/testing.md row 16, for what exists now: a canary secret appears in plaintext nowhere but
 /// in `secret reveal`'s output, and every reveal is recorded.
 #[test]
 fn a_canary_secret_is_never_stored_or_shown_in_plaintext() {

@@ -1,4 +1,4 @@
-//! TESTPLAN row 1 for the CLI and the log: SIGKILL `confstore apply -` at a uniform-random
+//! docs/testing.md row 1 for the CLI and the log: SIGKILL `confstore apply -` at a uniform-random
 //! moment while it appends, over and over, with two appenders writing at once, and check
 //! after every iteration that nothing acknowledged was lost and nothing half-written remains.
 //!

@@ -1,4 +1,4 @@
-//! TESTPLAN row 23 and issue 7's generations, with real processes: `confstore serve`, a
+//! docs/testing.md row 23 and issue 7's generations, with real processes: `confstore serve`, a
 //! Mosquitto broker started on a free port, and a `confstore-client`.
 //!
 //! - An older copy of the database put back (a restore to a point in time) is refused for

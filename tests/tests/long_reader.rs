@@ -1,4 +1,4 @@
-//! TESTPLAN row 12, checkpoint starvation and long readers, against the real `confstore
+//! docs/testing.md row 12, checkpoint starvation and long readers, against the real `confstore
 //! serve`, plain and under `litestream replicate -exec` with `ops/litestream.yml`.
 //!
 //! While writers append ~1 KB values over HTTP, three long readers run for
@@ -18,8 +18,8 @@
 //! - both exports, read to the end afterwards, are the complete log up to the head when they
 //!   started, and pass `confstore verify --export`.
 //!
-//! Sizes: `LONG_READER_SECS` (CI 16; TESTPLAN 60) and `LONG_READER_WRITES` (CI 2,000;
-//! TESTPLAN 10,000); the guard's limit is half the reader time (TESTPLAN: 30 s).
+//! Sizes: `LONG_READER_SECS` (CI 16; docs/testing.md row 60) and `LONG_READER_WRITES` (CI 2,000;
+//! docs/testing.md row 10,000); the guard's limit is half the reader time (docs/testing.md: 30 s).
 
 mod common;
 
@@ -35,9 +35,9 @@ use common::*;
 use confstore_log::{DbOptions, LogError, LogReader};
 use serde_json::{Value, json};
 
-/// `journal_size_limit` (crates/confstore-log/src/db.rs) and TESTPLAN row 12's bar.
+/// `journal_size_limit` (crates/confstore-log/src/db.rs) and docs/testing.md row 12's bar.
 const WAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
-/// TESTPLAN row 12's bar for write latency.
+/// docs/testing.md row 12's bar for write latency.
 const WRITE_P99_MAX: Duration = Duration::from_millis(250);
 /// How late after its limit the guard may abort a reader.
 const GUARD_SLACK: Duration = Duration::from_secs(2);

@@ -1,4 +1,4 @@
-//! TESTPLAN row 9 across everything the log can hold: random histories of sets, unsets,
+//! docs/testing.md row 9 across everything the log can hold: random histories of sets, unsets,
 //! schema changes, secrets, signing-key rotations and rollbacks, appended through the real
 //! store. Then (a) the search index folded incrementally after every changeset equals one
 //! rebuilt from scratch, and (b) replaying the log to every epoch and projecting each

@@ -1,4 +1,4 @@
-//! TESTPLAN row 18, the authorization matrix, through the real `confstore serve`: the route
+//! docs/testing.md row 18, the authorization matrix, through the real `confstore serve`: the route
 //! table is the live server's OpenAPI document (`GET /api/v1/openapi.json`), never a list
 //! kept here. Every operation (and, where it takes an optional `service`, each of "named" and
 //! "not named") is called with every kind of credential — none, malformed in several shapes,
@@ -39,7 +39,7 @@ const ROLES: [&str; 5] = ["config.read", "config.write", "secrets.reveal", "audi
 /// The secret key of `web`.
 const SECRET_KEY: &str = "api_key";
 
-/// The documented grants (DESIGN.md §10): admin grants everything, config.write also grants
+/// The documented grants (docs/design.md §10): admin grants everything, config.write also grants
 /// config.read, every other role only itself. Written out here rather than taken from the
 /// server's code, so the matrix tests the rule, not the implementation.
 fn grants(has: &str, needs: &str) -> bool {

@@ -1,4 +1,4 @@
-//! TESTPLAN row 16, the canary on the server side: secrets set through the API (`PUT` with
+//! docs/testing.md row 16, the canary on the server side: secrets set through the API (`PUT` with
 //! `"secret": true`, and `PATCH` with `"secrets"`) hold random canary plaintexts, which must
 //! appear in no answer of any read route (bodies and headers, with every base64, base64url
 //! and hex string inside them decoded too: JWS payloads, event bodies, export lines), not in

@@ -1,4 +1,4 @@
-//! TESTPLAN row 1 for the server: SIGKILL `confstore serve` at a uniform-random moment while
+//! docs/testing.md row 1 for the server: SIGKILL `confstore serve` at a uniform-random moment while
 //! four writers append over HTTP, restart it on the same data directory, and check after
 //! every restart that nothing acknowledged was lost or altered and nothing appeared that no
 //! writer sent.
@@ -38,7 +38,7 @@ const WRITERS: usize = 4;
 const KEYS_PER_WRITER: u64 = 8;
 /// The server is killed at a uniform-random moment in 0..=this after the writers start.
 const KILL_WINDOW_MS: u64 = 500;
-/// TESTPLAN row 1: restart to ready.
+/// docs/testing.md row 1: restart to ready.
 const READY_MAX: Duration = Duration::from_secs(2);
 /// The one service written to.
 const SERVICE: &str = "crash";

@@ -1,4 +1,4 @@
-//! TESTPLAN row 22: the read-only fallback of `confstore serve` serves only genuine,
+//! docs/testing.md row 22: the read-only fallback of `confstore serve` serves only genuine,
 //! recent-enough data from the LKG file (`config.lkg.json`, HMAC-signed), refuses every
 //! write, refuses a tampered file, flags an older one, and returns to read-write by itself.
 //!
@@ -25,7 +25,7 @@
 //! process switches to read-write and accepts a write.
 //!
 //! Last, SIGKILL while the server rewrites a large (1.4 MB) LKG file after every commit
-//! under write load, `LKG_KILL_ITERS` times (default 100, TESTPLAN's count; ~30 s): half
+//! under write load, `LKG_KILL_ITERS` times (default 100, the test plan's (docs/testing.md) count; ~30 s): half
 //! at a uniform-random moment, half aimed at the first sight of the temporary file (inside
 //! a rewrite). After every kill `confstore lkg verify` passes (0 partial LKG files) and its
 //! seq is at most the high-water mark; at the end a server started without the database

@@ -1,10 +1,10 @@
-//! TESTPLAN row 18, the schema fuzz: schemathesis (PyPI) generates requests from the live
+//! docs/testing.md row 18, the schema fuzz: schemathesis (PyPI) generates requests from the live
 //! server's OpenAPI document and runs every one of its checks on the answers — no 5xx,
 //! status codes, content types, headers and bodies as documented, schema-valid requests
 //! accepted and invalid ones refused, auth not ignored — once per role, each against its own
 //! new server with the same fixtures, with at most 1 s per answer. Zero failures pass.
 //!
-//! Examples per operation: `SCHEMATHESIS_EXAMPLES` (CI default below; TESTPLAN's long runs
+//! Examples per operation: `SCHEMATHESIS_EXAMPLES` (CI default below; the test plan's (docs/testing.md) long runs
 //! use 1000). Seed: `SCHEMATHESIS_SEED` (printed). Without schemathesis on the PATH the test
 //! says so and passes, unless `CONFSTORE_REQUIRE_SCHEMATHESIS` is set (ops/test.sh sets it
 //! after installing schemathesis), in which case it fails.

@@ -1,4 +1,4 @@
-//! Stream attacks (TESTPLAN row 13): a client applies only fresh, authentic, correctly addressed
+//! Stream attacks (docs/testing.md row 13): a client applies only fresh, authentic, correctly addressed
 //! snapshots, each once and in order, and rejects every replay, forgery and stale message.
 //!
 //! Real parts: Mosquitto on a free port (anonymous: anyone may publish, the threat model),

@@ -1,4 +1,4 @@
-//! Live-update reliability end to end (TESTPLAN rows 14 and 15): across broker restarts (with
+//! Live-update reliability end to end (docs/testing.md rows 14 and 15): across broker restarts (with
 //! and without persistence) and client connection drops every client applies each version
 //! of its service exactly once, in order and without gaps, and equals the server within 5 s
 //! of the last fault; the signed head is republished while idle; a stopped broker never
@@ -26,7 +26,7 @@ use confstore_client::Client;
 use confstore_core::VerifyingKey;
 use serde_json::{Value, json};
 
-/// The TESTPLAN row 14 bar: client state = server state this long after the last fault.
+/// The docs/testing.md row 14 bar: client state = server state this long after the last fault.
 const CONVERGE_BAR: Duration = Duration::from_secs(5);
 /// The row 14 bar for the progress message while idle.
 const PROGRESS_BAR: Duration = Duration::from_secs(10);

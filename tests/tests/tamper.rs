@@ -1,4 +1,4 @@
-//! TESTPLAN row 6 against the real database and the real `verify`: tamper with a copy of a
+//! docs/testing.md row 6 against the real database and the real `verify`: tamper with a copy of a
 //! store built by the CLI (the append-only triggers dropped, as an attacker with the file
 //! would), and check that `confstore verify` on the database, and `confstore verify
 //! --export` on an export of it, both fail and both name the mutated seq as the first bad

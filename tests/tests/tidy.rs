@@ -171,3 +171,47 @@ fn every_environment_variable_is_in_the_env_example() {
     let missing: Vec<&String> = read.iter().filter(|v| !documented.contains(&v.as_str())).collect();
     assert!(missing.is_empty(), "not documented in ops/.env.example: {missing:?}");
 }
+
+/// Every file of the repository (not `target/`, not `.git/`), for text checks.
+fn repository_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if name == "target" || name == ".git" || name == "screenshots" {
+            continue;
+        }
+        if path.is_dir() {
+            repository_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// The repository stands on its own: what the code and docs rely on is written in docs/
+/// (design.md, testing.md, format.md, …), so nothing cites a document that does not ship
+/// with it.
+#[test]
+fn nothing_cites_a_document_outside_the_repository() {
+    // Spelled in pieces, so this file does not cite them either.
+    let outside = [
+        ["DESIGN", ".md"].concat(),
+        ["TEST", "PLAN"].concat(),
+        ["STYLE", ".md"].concat(),
+        ["../", "shared"].concat(),
+        ["seed/", "plan.md"].concat(),
+    ];
+    let mut files = Vec::new();
+    repository_files(&root(), &mut files);
+    let mut found = Vec::new();
+    for f in files {
+        let Ok(text) = fs::read_to_string(&f) else { continue };
+        for (n, line) in text.lines().enumerate() {
+            if let Some(what) = outside.iter().find(|o| line.contains(o.as_str())) {
+                found.push(format!("{}:{}: cites {what}", f.strip_prefix(root()).unwrap_or(&f).display(), n + 1));
+            }
+        }
+    }
+    assert!(found.is_empty(), "cite docs/ instead (docs/design.md, docs/testing.md):\n{}", found.join("\n"));
+}

@@ -1,5 +1,5 @@
 //! `confstore-bench`: measures confstore's event log against its baselines in one run, on one
-//! disk, and prints each figure next to its baseline and its target (DESIGN.md §11):
+//! disk, and prints each figure next to its baseline and its target (docs/design.md §11):
 //!
 //! 1. durable appends, one single-event changeset per commit, one appender, against raw
 //!    rusqlite single-row commits (same columns, same pragmas), at synchronous=FULL (target:

@@ -1,4 +1,4 @@
-//! API bearer tokens and roles (DESIGN.md §10).
+//! API bearer tokens and roles (docs/design.md §10).
 //!
 //! A token is `cst_<id>_<secret>`: `id` is 16 lowercase hex digits (public: it names the
 //! token in the log, in audit events and in `token list`), `secret` is 43 base64url

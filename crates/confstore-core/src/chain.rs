@@ -1,4 +1,4 @@
-//! The hash chain (DESIGN.md §6):
+//! The hash chain (docs/design.md §6):
 //!
 //! ```text
 //! genesis   = SHA-256("confstore/genesis/v1\0" || store_id bytes)      prev_hash of seq 1

@@ -1,4 +1,4 @@
-//! The export format `confstore-export/1` (DESIGN.md §6, docs/format.md): JSON Lines, a
+//! The export format `confstore-export/1` (docs/design.md §6, docs/format.md): JSON Lines, a
 //! header line naming the store and its keys, then one line per event carrying the stored
 //! columns (hex, body in base64) and the decoded event for humans.
 //!

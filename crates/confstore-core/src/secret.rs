@@ -1,4 +1,4 @@
-//! Secret values: AES-256-GCM envelopes (DESIGN.md §7). The plaintext never reaches the
+//! Secret values: AES-256-GCM envelopes (docs/design.md §7). The plaintext never reaches the
 //! log: the caller encrypts with the master key and a random 96-bit nonce (this crate has
 //! no random source: the nonce is an argument), and the AAD binds the ciphertext to the
 //! store, service, key and key version, so a ciphertext copied anywhere else fails to

@@ -3,7 +3,7 @@
 //! - every [`EventBody`] survives encode/decode, and decoding arbitrary bytes never panics;
 //! - random histories built with `decide` + `seal` verify, and replaying them with
 //!   [`State::apply`] equals a plain `BTreeMap` model at every changeset boundary;
-//! - tamper detection (TESTPLAN.md row 6): one random modification of a clean log (a flipped
+//! - tamper detection (docs/testing.md row 6): one random modification of a clean log (a flipped
 //!   byte in any stored field, a deleted, swapped, duplicated or forged event) is always
 //!   detected and named at the documented seq (docs/format.md §10.5);
 //! - no false positives: many short clean logs all verify.
@@ -533,7 +533,7 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tamper detection (TESTPLAN.md row 6, docs/format.md §10.5).
+// Tamper detection (docs/testing.md row 6, docs/format.md §10.5).
 
 /// A stored field of an event.
 #[derive(Clone, Copy, Debug)]

@@ -1,4 +1,4 @@
-//! TESTPLAN row 10: rollback to an epoch is append-only. For random histories, rolling back
+//! docs/testing.md row 10: rollback to an epoch is append-only. For random histories, rolling back
 //! to a random epoch adds exactly one changeset, every older event still verifies
 //! unchanged, the effective configuration equals the one at that epoch, later writes
 //! continue normally, and a rollback can itself be rolled back.

@@ -1,5 +1,5 @@
 //! Ed25519 strictness at the edges batch verification does not cover (ADR 0003,
-//! TESTPLAN row 17): a signature with a small-order R, which only the key holder can make,
+//! docs/testing.md row 17): a signature with a small-order R, which only the key holder can make,
 //! and public keys with a small-order component.
 
 use confstore_core::chain::genesis_hash;

@@ -1,4 +1,4 @@
-//! Wycheproof vectors (TESTPLAN rows 16 and 17) through the code confstore runs:
+//! Wycheproof vectors (docs/testing.md rows 16 and 17) through the code confstore runs:
 //! Ed25519 through `VerifyingKey::from_bytes` + `verify_strict` (the same path as every
 //! strict check), AES-256-GCM with 96-bit nonces through the `aes-gcm` primitive that
 //! `secret::seal`/`open` use.

@@ -1,4 +1,4 @@
-//! Concurrency of the append path (TESTPLAN row 20, integration part): 8 writer threads ×
+//! Concurrency of the append path (docs/testing.md row 20, integration part): 8 writer threads ×
 //! 1,000 appends through one group-committing writer give a gap-free log with one epoch per
 //! changeset that verifies, and every acknowledged receipt matches its row.
 

@@ -1,4 +1,4 @@
-//! Property (TESTPLAN row 9, log part): random changesets appended through the real store,
+//! Property (docs/testing.md row 9, log part): random changesets appended through the real store,
 //! including ones that must be refused, leave a log whose replay to every epoch equals a
 //! plain in-memory model recorded at that epoch, and whose write model equals the replay.
 

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::metrics::Metrics;
 use crate::model::Live;
 
-/// The keys the server needs (DESIGN.md §7), loaded by the binary.
+/// The keys the server needs (docs/design.md §7), loaded by the binary.
 pub struct Keys {
     /// Ed25519 key signing events and snapshots.
     pub signing: SigningKey,

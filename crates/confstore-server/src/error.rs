@@ -1,5 +1,5 @@
 //! API errors: every failure is a JSON `{error, message}` with a fitting status, never a
-//! stack trace or an internal detail (DESIGN.md §10).
+//! stack trace or an internal detail (docs/design.md §10).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -1,4 +1,4 @@
-//! confstore's HTTP server (DESIGN.md §10): the REST API under `/api/v1` with bearer tokens
+//! confstore's HTTP server (docs/design.md §10): the REST API under `/api/v1` with bearer tokens
 //! and roles, the web UI at `/`, the read-only fallback from the LKG file, health,
 //! readiness and metrics.
 //!

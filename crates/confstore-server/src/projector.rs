@@ -17,7 +17,7 @@ const IDLE_REFRESH: Duration = Duration::from_secs(1);
 /// Least time between two background catch-ups of the search index. Each one is a write
 /// transaction that rewrites index pages (FTS5 adds a segment per transaction), so under
 /// continuous writes a catch-up every `lkg_interval` doubled the WAL written per commit
-/// (TESTPLAN 12: the WAL a long reader lets grow). Readers never wait for it: a search
+/// (docs/testing.md row 12: the WAL a long reader lets grow). Readers never wait for it: a search
 /// request, and the web UI's keys view, catch the index up themselves first.
 const SEARCH_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -52,7 +52,7 @@ pub fn search_catch_up(reader: &LogReader, trusted_through: u64) -> Result<u64, 
         // Then write it in a transaction that takes the write lock at BEGIN (IMMEDIATE, so
         // it waits its turn under the busy timeout). A deferred transaction that read first
         // would fail with SQLITE_BUSY whenever a writer committed in between, and under
-        // constant writes it kept failing, delaying the WAL restart (TESTPLAN 12).
+        // constant writes it kept failing, delaying the WAL restart (docs/testing.md row 12).
         let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
             .map_err(LogError::sqlite("starting to update the search index"))?;
         // Another catch-up (a search request, the CLI) may have moved the checkpoint since

@@ -1,4 +1,4 @@
-//! The last-known-good (LKG) cache, `<data-dir>/config.lkg.json` (DESIGN.md §8): every
+//! The last-known-good (LKG) cache, `<data-dir>/config.lkg.json` (docs/design.md §8): every
 //! service snapshot at one epoch, so services and the server can keep running read-only
 //! when the database is unavailable.
 //!

@@ -1,4 +1,4 @@
-//! The search-index projection (DESIGN.md §8): SQLite FTS5 over service, key, value text
+//! The search-index projection (docs/design.md §8): SQLite FTS5 over service, key, value text
 //! and the schema's description of each key, filtered by service and by the epoch a key
 //! last changed. A fold over verified events; its rows and its checkpoint (last seq +
 //! hash) are written in one transaction, so an incremental fold always equals a rebuild.

@@ -1,4 +1,4 @@
-//! TESTPLAN row 9 for the search index: after random histories (sets, unsets, schema
+//! docs/testing.md row 9 for the search index: after random histories (sets, unsets, schema
 //! changes), the index folded incrementally equals one rebuilt from scratch, and every
 //! query returns exactly what a naive scan of the configuration finds.
 

@@ -1,4 +1,4 @@
-//! The service-snapshot projection (DESIGN.md §8): what a service consumes. A pure function
+//! The service-snapshot projection (docs/design.md §8): what a service consumes. A pure function
 //! of the configuration state: for each key, the service's own value, else the value in
 //! the reserved `global` scope, else the schema's default — with where it came from — plus
 //! the store id, generation, epoch and schema hash it reflects.

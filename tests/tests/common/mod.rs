@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The four key variables of DESIGN.md §7.
+/// The four key variables of docs/design.md §7.
 pub const MASTER_KEY: &str = "CONFIG_MASTER_KEY_BASE64";
 /// HMAC key of the LKG cache.
 pub const LKG_KEY: &str = "LKG_HMAC_KEY_BASE64";

@@ -1,6 +1,6 @@
 //! `backup`: how long it takes to get a ~100 MB confstore database back from its Litestream
 //! replica, with the check an operator runs after every restore, next to the baselines
-//! measured in the same run on the same disk (issue 7, TESTPLAN row 11):
+//! measured in the same run on the same disk (issue 7, docs/testing.md row 11):
 //!
 //! 1. the store is written while real `litestream replicate -config ops/litestream.yml`
 //!    replicates it (changesets of large values through `confstore apply`, cycling over a
@@ -40,7 +40,7 @@ use serde::Serialize;
 
 use crate::process::{Guard, POLL_INTERVAL};
 
-/// TESTPLAN row 11: restore of a 100 MB database, with its check.
+/// docs/testing.md row 11: restore of a 100 MB database, with its check.
 const RESTORE_MAX: Duration = Duration::from_secs(60);
 /// How long one command (a restore, a check, an apply of one chunk) may take.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(600);

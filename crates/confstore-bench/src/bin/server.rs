@@ -1,5 +1,5 @@
 //! `server`: confstore's HTTP server against etcd, side by side, in one run on one disk
-//! (DESIGN.md §11):
+//! (docs/design.md §11):
 //!
 //! 1. sequential durable writes, one client: `PUT /api/v1/services/bench/values/{key}`
 //!    through `confstore serve` against etcd `put` over its native gRPC client (target:

@@ -1,4 +1,4 @@
-//! The live stream (DESIGN.md §9): the MQTT publisher inside `serve`, its settings and
+//! The live stream (docs/design.md §9): the MQTT publisher inside `serve`, its settings and
 //! checkpoint, and the embedded broker `serve` starts when no external one is given (rumqttd
 //! behind the [`gate`], which authenticates clients and enforces the topic ACL).
 //! Topics and payloads are defined in `confstore_core::stream` (shared with the client).

@@ -1,6 +1,6 @@
 //! How the publisher reaches its broker: `mqtt://HOST:PORT` or `mqtts://HOST:PORT`, with
 //! optional credentials and CA file, turned into rumqttc options with the settings the
-//! TESTPLAN's "design facts" ask for (persistent session, large packets, a last will).
+//! design facts of docs/testing.md ask for (persistent session, large packets, a last will).
 
 use std::path::PathBuf;
 use std::sync::Arc;

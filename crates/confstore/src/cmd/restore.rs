@@ -1,5 +1,5 @@
 //! `restore-check`: what to run after any restore (Litestream, a copied file, a backup).
-//! A hash chain cannot show that its newest events are missing (TESTPLAN "design facts"):
+//! A hash chain cannot show that its newest events are missing (docs/testing.md "design facts"):
 //! a restored database that verifies may still be behind what clients have seen. So, beyond
 //! SQLite's integrity check and a full verification, the head is compared with the last
 //! signed head published off the host — a file, or the broker's retained
