@@ -132,9 +132,11 @@ pub struct ServeArgs {
     /// confstore-<first 16 hex digits of the store id>.
     #[arg(long, env = "CONFSTORE_MQTT_CLIENT_ID")]
     pub mqtt_client_id: Option<String>,
-    /// Address of the embedded broker, started when no --mqtt-url is given.
-    #[arg(long, env = "CONFSTORE_MQTT_LISTEN", default_value = "127.0.0.1:1883")]
-    pub mqtt_listen: std::net::SocketAddr,
+    /// Address of the embedded broker, started when no --mqtt-url is given. Default
+    /// 127.0.0.1:1883, or a free loopback port when that one is taken (logged, and told to
+    /// clients by GET /api/v1/stream); an address given here must be free.
+    #[arg(long, env = "CONFSTORE_MQTT_LISTEN")]
+    pub mqtt_listen: Option<std::net::SocketAddr>,
     /// No live stream: neither the embedded broker nor a publisher.
     #[arg(long, env = "CONFSTORE_NO_MQTT")]
     pub no_mqtt: bool,
