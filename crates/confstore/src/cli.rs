@@ -276,6 +276,9 @@ pub struct SetArgs {
     /// reach the log; shown as <secret>; `confstore secret reveal` decrypts (audited).
     #[arg(long)]
     pub secret: bool,
+    /// Register the service first if it does not exist yet (in the same changeset).
+    #[arg(long)]
+    pub create: bool,
     /// Who and why.
     #[command(flatten)]
     pub meta: WriteMeta,
@@ -644,6 +647,9 @@ pub struct ImportEnvArgs {
     /// Keys to keep as plain values although their names look secret (repeatable).
     #[arg(long, value_name = "KEY")]
     pub plain: Vec<String>,
+    /// Register the service first if it does not exist yet (in the same changeset).
+    #[arg(long)]
+    pub create: bool,
     /// Who and why.
     #[command(flatten)]
     pub meta: WriteMeta,
