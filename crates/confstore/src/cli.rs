@@ -112,8 +112,9 @@ pub struct ServeArgs {
     /// proxy guards them (docs/operations.md).
     #[arg(long, env = "CONFSTORE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
-    /// Log format on stderr: json (one object per line) or text.
-    #[arg(long, env = "CONFSTORE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    /// Log format on stderr: text (compact, for a person), json (one object per line, for
+    /// a collector), or auto: text on a terminal, json otherwise.
+    #[arg(long, env = "CONFSTORE_LOG_FORMAT", default_value = "auto", value_parser = ["auto", "json", "text"])]
     pub log_format: String,
     /// Least milliseconds between two rewrites of the LKG file under continuous writes.
     #[arg(long, default_value_t = 200)]

@@ -39,10 +39,16 @@ fn init_logging(format: &str) {
     // as errors; the gate in front of it logs what matters (stream::gate).
     let filter = EnvFilter::try_from_env("CONFSTORE_LOG").unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
+    let json = match format {
+        "json" => true,
+        "text" => false,
+        // A person at a terminal reads compact lines; a service manager or a pipe gets JSON.
+        _ => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    if json {
         builder.json().with_current_span(true).with_span_list(false).init();
     } else {
-        builder.init();
+        builder.compact().init();
     }
 }
 
