@@ -871,6 +871,26 @@ fn import_env_brings_a_service_env_file_in_as_one_changeset() {
 }
 
 #[test]
+fn import_env_and_set_into_a_new_service_ask_for_create_then_register_it_in_the_same_changeset() {
+    let dir = Scratch::new("import-create");
+    let store = store_with_services(&dir);
+    let env = dir.path().join("stt.env");
+    std::fs::write(&env, "THRESHOLD=0.5\nMODEL=\"base\"\n").expect("env file");
+    let file = env.to_str().expect("utf-8");
+    assert_refused(&store, &["import-env", "stt", file], "--create");
+    assert_refused(&store, &["set", "tts", "voice", "\"anna\""], "--create");
+    let before = u64_of(&store.head(), "epoch");
+    store.ok(&["import-env", "stt", file, "--create"]);
+    assert_eq!(u64_of(&store.head(), "epoch"), before + 1, "registration and values in one changeset");
+    assert_eq!(store.json(&["get", "stt", "--json"])["services"]["stt"], json!({"THRESHOLD": 0.5, "MODEL": "base"}));
+    store.ok(&["set", "tts", "voice", "\"anna\"", "--create"]);
+    assert_eq!(store.json(&["get", "tts", "--json"])["services"]["tts"], json!({"voice": "anna"}));
+    // --create on a service that exists changes nothing about it.
+    store.ok(&["set", "tts", "rate", "1.2", "--create"]);
+    assert_eq!(store.json(&["get", "tts", "--json"])["services"]["tts"], json!({"voice": "anna", "rate": 1.2}));
+}
+
+#[test]
 fn rollback_restores_a_secret_as_its_old_ciphertext() {
     let dir = Scratch::new("rollback-secret");
     let store = store_with_services(&dir);

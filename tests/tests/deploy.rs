@@ -285,7 +285,7 @@ fn the_dockerfile_is_multi_stage_non_root_and_checks_health() {
     }
     // Only copies in the runtime stage: an ARM64 image builds without emulation.
     assert!(!runtime.iter().any(|i| i.starts_with("RUN ")), "the runtime stage runs nothing");
-    assert!(instructions.iter().any(|i| i.contains("cargo build --release --locked")), "a locked release build");
+    assert!(instructions.iter().any(|i| i.contains("cargo build --profile dist --locked")), "a locked dist build");
     let ignore = read("ops/docker/Dockerfile.dockerignore");
     for pattern in ["target/", "**/.env", "**/*.db"] {
         assert!(ignore.lines().any(|l| l == pattern), "Dockerfile.dockerignore must exclude {pattern}");

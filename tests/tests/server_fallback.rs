@@ -267,6 +267,7 @@ fn unserved_reads(doc: &Value) -> Vec<String> {
         "/api/v1/services/{service}/values/{key}",
         "/api/v1/services/{service}/keys",
         "/api/v1/whoami",
+        "/api/v1/stream",
         "/api/v1/head",
         "/api/v1/openapi.json",
         "/healthz",

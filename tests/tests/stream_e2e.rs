@@ -476,3 +476,50 @@ fn serve_publishes_over_tls_with_a_private_ca_and_credentials() {
     assert!(!run.status.success());
     assert!(run.stderr.contains("empty.pem") && run.stderr.contains("no PEM certificate"), "{}", run.stderr);
 }
+
+#[test]
+fn zero_flag_serve_works_when_port_1883_is_taken_and_clients_need_only_the_url_and_a_token() {
+    // Someone holds 1883 (on many machines a Mosquitto does; if not, this test does).
+    let _held = std::net::TcpListener::bind("127.0.0.1:1883").ok();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::in_dir(dir.path());
+    store.init();
+    // No --mqtt-url, no --mqtt-listen: the embedded broker at its default address. (The
+    // client id keeps the test helper from adding --no-mqtt.)
+    let mut server = Server::start(&store, &["--mqtt-client-id", "zero-flag"], &dir.path().join("serve.log"));
+    server.wait_ready();
+    let mut http = server.admin();
+    http.ok("POST", "/api/v1/services", Some(&json!({ "name": "web" })));
+    let log = server.log_text();
+    assert!(log.contains("port 1883 is taken"), "{log}");
+    assert!(!log.contains("\"level\":\"ERROR\""), "a clean start logs no error:\n{log}");
+
+    // REST tells clients where the stream is and how to log in.
+    let advert = http.ok("GET", "/api/v1/stream", None).json();
+    let url = str_of(&advert, "mqtt_url").to_owned();
+    assert!(url.starts_with("mqtt://127.0.0.1:") && !url.ends_with(":1883"), "{advert}");
+    assert_eq!((advert["embedded"].as_bool(), advert["login"].as_str()), (Some(true), Some("token")), "{advert}");
+    assert_eq!(Http::new(server.addr).get("/api/v1/stream").unwrap().status, 401);
+
+    // A client given only the server's URL and a token follows the configuration live.
+    let token = str_of(
+        &store.json(&["token", "create", "--role", "config.read", "--service", "web", "--name", "web", "--json"]),
+        "token",
+    )
+    .to_owned();
+    let rt = runtime();
+    let client = Client::builder("web")
+        .public_key_base64(&public_key(&store))
+        .rest_url(&format!("http://{}", server.addr))
+        .token(&token)
+        .env(Vec::new());
+    let client = rt.block_on(client.start()).unwrap();
+    let epoch = put(&mut http, "web", "port", &json!(8080));
+    poll_until("the client to apply the write live", DEADLINE, Duration::from_millis(5), || {
+        (client.config().version().changed_epoch == epoch).then_some(())
+    });
+    assert_eq!(client.stats().gaps_filled, 0, "the write came over MQTT");
+    rt.block_on(client.shutdown());
+    drop(server);
+}
+

@@ -60,6 +60,7 @@ pub struct ClientBuilder {
     mqtt_url: Option<String>,
     mqtt_credentials: Option<(String, String)>,
     mqtt_ca_file: Option<PathBuf>,
+    mqtt_discovery: bool,
     mqtt_client_id: Option<String>,
     rest_url: Option<String>,
     token: Option<String>,
@@ -93,6 +94,7 @@ impl ClientBuilder {
             mqtt_url: None,
             mqtt_credentials: None,
             mqtt_ca_file: None,
+            mqtt_discovery: true,
             mqtt_client_id: None,
             rest_url: None,
             token: None,
@@ -228,8 +230,30 @@ impl ClientBuilder {
 
     /// Fetches the first verified configuration — REST, else the retained MQTT message
     /// (waiting up to the start-up timeout), else the LKG file — and starts live updates.
-    pub async fn start(self) -> Result<Client, ClientError> {
+    pub async fn start(mut self) -> Result<Client, ClientError> {
+        self.discover_mqtt().await;
         crate::startup::start(self.check()?).await
+    }
+
+    /// Without a broker URL, asks the server where its live stream is (`GET
+    /// /api/v1/stream`), so the server's URL and a token are all a client needs. A server
+    /// that cannot say leaves the client on REST and its LKG file, with a warning.
+    async fn discover_mqtt(&mut self) {
+        if self.mqtt_url.is_some() || !self.mqtt_discovery {
+            return;
+        }
+        let (Some(url), Some(token)) = (&self.rest_url, &self.token) else { return };
+        let Ok(rest) = Rest::new(url, &self.service, Some(token.clone())) else { return };
+        match rest.advertised_mqtt_url().await {
+            Ok(found) => self.mqtt_url = found,
+            Err(e) => tracing::warn!(service = %self.service, error = %e, "cannot ask the server where its live stream is; no live updates"),
+        }
+    }
+
+    /// Whether to ask the server for its broker URL when none is given (default: yes).
+    pub fn mqtt_discovery(mut self, on: bool) -> Self {
+        self.mqtt_discovery = on;
+        self
     }
 
     /// Validates every setting before anything is fetched.

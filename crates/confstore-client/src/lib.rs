@@ -77,9 +77,11 @@
 //!
 //! `CONFSTORE_SERVICE` (required), `CONFIG_SIGNATURE_PUBLIC_KEY` (required; base64, several
 //! separated by commas during a key rotation), `CONFSTORE_URL` (REST base URL),
-//! `CONFSTORE_TOKEN` (bearer token), `CONFSTORE_MQTT_URL`, `CONFSTORE_LKG_PATH`; optional
-//! `CONFSTORE_STORE_ID`, `CONFSTORE_MQTT_CLIENT_ID`, `CONFSTORE_MQTT_USERNAME`,
-//! `CONFSTORE_MQTT_PASSWORD`, `CONFSTORE_MQTT_CA_FILE` (see [`vars`]).
+//! `CONFSTORE_TOKEN` (bearer token), `CONFSTORE_MQTT_URL` (without it the client asks the
+//! server, `GET /api/v1/stream`), `CONFSTORE_LKG_PATH`; optional `CONFSTORE_STORE_ID`,
+//! `CONFSTORE_MQTT_CLIENT_ID`, `CONFSTORE_MQTT_USERNAME`, `CONFSTORE_MQTT_PASSWORD` (without
+//! them the client logs in with the service name and its token, as the embedded broker
+//! expects), `CONFSTORE_MQTT_CA_FILE` (see [`vars`]).
 //!
 //! # Example
 //!

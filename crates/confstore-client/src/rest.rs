@@ -29,6 +29,7 @@ pub(crate) enum RestError {
 pub(crate) struct Rest {
     http: reqwest::Client,
     snapshot_url: String,
+    stream_url: String,
     token: Option<String>,
 }
 
@@ -36,8 +37,16 @@ impl Rest {
     pub(crate) fn new(base_url: &str, service: &str, token: Option<String>) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).timeout(REQUEST_TIMEOUT).build()?;
         // Service names are `[a-z0-9_-]` (checked by the builder): nothing to escape.
-        let snapshot_url = format!("{}/api/v1/services/{service}/snapshot", base_url.trim_end_matches('/'));
-        Ok(Self { http, snapshot_url, token })
+        let base = base_url.trim_end_matches('/');
+        let snapshot_url = format!("{base}/api/v1/services/{service}/snapshot");
+        let stream_url = format!("{base}/api/v1/stream");
+        Ok(Self { http, snapshot_url, stream_url, token })
+    }
+
+    /// The live stream's broker URL the server advertises (`GET /api/v1/stream`), if any.
+    pub(crate) async fn advertised_mqtt_url(&self) -> Result<Option<String>, RestError> {
+        let doc = self.get_json(self.stream_url.clone(), "application/json").await?;
+        Ok(doc.get("mqtt_url").and_then(Value::as_str).map(str::to_owned))
     }
 
     /// The latest snapshot JWS, or the one at `epoch`.
@@ -46,7 +55,12 @@ impl Rest {
             Some(n) => format!("{}?epoch={n}", self.snapshot_url),
             None => self.snapshot_url.clone(),
         };
-        let mut request = self.http.get(&url).header("accept", "application/jose+json, application/json");
+        self.get_json(url, "application/jose+json, application/json").await
+    }
+
+    /// `GET url` with the token; the JSON body, bounded by the snapshot size limit.
+    async fn get_json(&self, url: String, accept: &str) -> Result<Value, RestError> {
+        let mut request = self.http.get(&url).header("accept", accept);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }

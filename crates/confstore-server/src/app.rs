@@ -200,6 +200,21 @@ pub struct AppInner {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// The last append that failed in the store, until one commits again (readiness).
     pub appends: AppendHealth,
+    /// Where services find the live stream (`GET /api/v1/stream`), once `serve` knows.
+    pub stream: std::sync::OnceLock<StreamAdvert>,
+}
+
+/// What `GET /api/v1/stream` tells clients about the live stream.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct StreamAdvert {
+    /// The broker URL services subscribe at (`mqtt://HOST:PORT` or `mqtts://…`), or null
+    /// when the live stream is off.
+    pub mqtt_url: Option<String>,
+    /// Whether it is `serve`'s embedded broker.
+    pub embedded: bool,
+    /// How a client logs in: `token` (its confstore token as the MQTT password, the embedded
+    /// broker) or `broker` (credentials the broker's operator gave it).
+    pub login: String,
 }
 
 /// An append that failed in the store (not a changeset the store refused as invalid).
@@ -279,6 +294,7 @@ impl App {
             projections: Projections::default(),
             stopping: tokio::sync::watch::Sender::new(false),
             appends: AppendHealth::default(),
+            stream: std::sync::OnceLock::new(),
         }))
     }
 

@@ -112,8 +112,9 @@ pub struct ServeArgs {
     /// proxy guards them (docs/operations.md).
     #[arg(long, env = "CONFSTORE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
-    /// Log format on stderr: json (one object per line) or text.
-    #[arg(long, env = "CONFSTORE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    /// Log format on stderr: text (compact, for a person), json (one object per line, for
+    /// a collector), or auto: text on a terminal, json otherwise.
+    #[arg(long, env = "CONFSTORE_LOG_FORMAT", default_value = "auto", value_parser = ["auto", "json", "text"])]
     pub log_format: String,
     /// Least milliseconds between two rewrites of the LKG file under continuous writes.
     #[arg(long, default_value_t = 200)]
@@ -132,9 +133,11 @@ pub struct ServeArgs {
     /// confstore-<first 16 hex digits of the store id>.
     #[arg(long, env = "CONFSTORE_MQTT_CLIENT_ID")]
     pub mqtt_client_id: Option<String>,
-    /// Address of the embedded broker, started when no --mqtt-url is given.
-    #[arg(long, env = "CONFSTORE_MQTT_LISTEN", default_value = "127.0.0.1:1883")]
-    pub mqtt_listen: std::net::SocketAddr,
+    /// Address of the embedded broker, started when no --mqtt-url is given. Default
+    /// 127.0.0.1:1883, or a free loopback port when that one is taken (logged, and told to
+    /// clients by GET /api/v1/stream); an address given here must be free.
+    #[arg(long, env = "CONFSTORE_MQTT_LISTEN")]
+    pub mqtt_listen: Option<std::net::SocketAddr>,
     /// No live stream: neither the embedded broker nor a publisher.
     #[arg(long, env = "CONFSTORE_NO_MQTT")]
     pub no_mqtt: bool,
@@ -274,6 +277,9 @@ pub struct SetArgs {
     /// reach the log; shown as <secret>; `confstore secret reveal` decrypts (audited).
     #[arg(long)]
     pub secret: bool,
+    /// Register the service first if it does not exist yet (in the same changeset).
+    #[arg(long)]
+    pub create: bool,
     /// Who and why.
     #[command(flatten)]
     pub meta: WriteMeta,
@@ -642,6 +648,9 @@ pub struct ImportEnvArgs {
     /// Keys to keep as plain values although their names look secret (repeatable).
     #[arg(long, value_name = "KEY")]
     pub plain: Vec<String>,
+    /// Register the service first if it does not exist yet (in the same changeset).
+    #[arg(long)]
+    pub create: bool,
     /// Who and why.
     #[command(flatten)]
     pub meta: WriteMeta,

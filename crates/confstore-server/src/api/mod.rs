@@ -78,6 +78,7 @@ pub fn router(app: App) -> (Router, serde_json::Value) {
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
+        .routes(routes!(ops::stream))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
         .split_for_parts();

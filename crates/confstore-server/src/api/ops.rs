@@ -115,3 +115,18 @@ pub async fn metrics(State(app): State<App>) -> Response {
 pub async fn openapi(Extension(doc): Extension<Arc<Value>>) -> Json<Value> {
     Json((*doc).clone())
 }
+
+/// `GET /api/v1/stream`: where services find the live stream — the broker URL and how to log
+/// in — so a client needs only the server's URL and its token (any valid token).
+#[utoipa::path(get, path = "/api/v1/stream", tag = "ops",
+    security(("bearer" = [])),
+    responses((status = 200, description = "the live stream's broker", body = crate::app::StreamAdvert),
+              (status = 401, description = "no valid token", body = crate::error::ErrorBody)))]
+pub async fn stream(
+    State(app): State<App>,
+    headers: axum::http::HeaderMap,
+) -> crate::error::ApiResult<Json<crate::app::StreamAdvert>> {
+    crate::auth::principal_of(&app, &headers).await?;
+    let off = crate::app::StreamAdvert { mqtt_url: None, embedded: false, login: "broker".into() };
+    Ok(Json(app.stream.get().cloned().unwrap_or(off)))
+}

@@ -10,7 +10,8 @@ use confstore_core::auth::{Role, token_hash};
 use confstore_core::state::{Change, ChangesetDraft};
 use confstore_server::app::Mode;
 use confstore_server::stream::MqttSettings;
-use confstore_server::stream::broker::Embedded;
+use confstore_server::app::StreamAdvert;
+use confstore_server::stream::broker::{BrokerError, Embedded};
 use confstore_server::{App, Config, Keys};
 use serde_json::json;
 
@@ -38,10 +39,16 @@ fn init_logging(format: &str) {
     // as errors; the gate in front of it logs what matters (stream::gate).
     let filter = EnvFilter::try_from_env("CONFSTORE_LOG").unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
+    let json = match format {
+        "json" => true,
+        "text" => false,
+        // A person at a terminal reads compact lines; a service manager or a pipe gets JSON.
+        _ => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    if json {
         builder.json().with_current_span(true).with_span_list(false).init();
     } else {
-        builder.init();
+        builder.compact().init();
     }
 }
 
@@ -114,7 +121,10 @@ fn live_stream(app: &App, args: &ServeArgs) -> Result<(Option<MqttSettings>, Opt
             (settings, None)
         }
         None => {
-            let broker = Embedded::start(args.mqtt_listen, &client_id)?;
+            let broker = match args.mqtt_listen {
+                Some(addr) => Embedded::start(addr, &client_id)?,
+                None => embedded_on_default_port(&client_id)?,
+            };
             let mut settings = MqttSettings::from_url(&format!("mqtt://{}", broker.addr()), client_id)?;
             // The publisher's own random credentials at the embedded broker's gate.
             settings.credentials = Some(broker.publisher_credentials());
@@ -124,9 +134,38 @@ fn live_stream(app: &App, args: &ServeArgs) -> Result<(Option<MqttSettings>, Opt
     };
     // A bad CA file is an error now, not a reconnect loop later.
     settings.options(None)?;
+    let advert = StreamAdvert {
+        mqtt_url: Some(settings.url()),
+        embedded: broker.is_some(),
+        login: if broker.is_some() { "token" } else { "broker" }.into(),
+    };
+    let _ = app.stream.set(advert);
     tracing::info!(broker = %settings.url(), embedded = broker.is_some(), "live stream on");
     Ok((Some(settings), broker))
 }
+
+/// The embedded broker on 127.0.0.1:1883, or on a free loopback port when something (a
+/// Mosquitto, often) already listens there: the zero-flag start works on such a machine too.
+fn embedded_on_default_port(client_id: &str) -> Result<Embedded> {
+    let default = std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_MQTT_PORT));
+    match Embedded::start(default, client_id) {
+        Err(BrokerError::AddressInUse { .. }) => {
+            let broker = Embedded::start(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), client_id)?;
+            tracing::warn!(
+                taken = %default,
+                listen = %broker.addr(),
+                "port {DEFAULT_MQTT_PORT} is taken (another MQTT broker?); the embedded broker listens on {} instead \
+                 (clients learn it from GET /api/v1/stream; fix it with --mqtt-listen, or use that broker with --mqtt-url)",
+                broker.addr()
+            );
+            Ok(broker)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// The MQTT port the embedded broker prefers.
+const DEFAULT_MQTT_PORT: u16 = 1883;
 
 /// Completes on SIGINT or SIGTERM.
 async fn shutdown_signal() {

@@ -96,7 +96,25 @@ pub fn set(ctx: &Ctx, args: &SetArgs) -> Result<ExitCode> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let changes = registering(ctx, &args.service, args.create, changes)?;
     commit(ctx, &args.meta, changes)
+}
+
+/// `changes` to `service`, with its registration first when it does not exist yet and
+/// `--create` asks for it (one changeset: all or nothing); without `--create` an unknown
+/// service is an error that says how to go on.
+fn registering(ctx: &Ctx, service: &str, create: bool, mut changes: Vec<Change>) -> Result<Vec<Change>> {
+    if ctx.reader()?.current_state()?.services.contains_key(service) {
+        return Ok(changes);
+    }
+    if !create {
+        bail!(
+            "unknown service {service:?}; register it first with `confstore service add {service}`, or pass \
+             --create to register it in the same changeset"
+        );
+    }
+    changes.insert(0, Change::RegisterService { service: service.to_owned() });
+    Ok(changes)
 }
 
 pub fn unset(ctx: &Ctx, args: &UnsetArgs) -> Result<ExitCode> {
@@ -231,6 +249,7 @@ pub fn import_env(ctx: &Ctx, args: &ImportEnvArgs) -> Result<ExitCode> {
     if changes.is_empty() {
         bail!("{} holds no variables; nothing was changed", args.file.display());
     }
+    let changes = registering(ctx, &args.service, args.create, changes)?;
     if !args.meta.json && !secrets.is_empty() {
         eprintln!("importing as secrets: {}", secrets.join(", "));
     }
