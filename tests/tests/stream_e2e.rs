@@ -522,4 +522,3 @@ fn zero_flag_serve_works_when_port_1883_is_taken_and_clients_need_only_the_url_a
     rt.block_on(client.shutdown());
     drop(server);
 }
-

@@ -246,7 +246,9 @@ impl ClientBuilder {
         let Ok(rest) = Rest::new(url, &self.service, Some(token.clone())) else { return };
         match rest.advertised_mqtt_url().await {
             Ok(found) => self.mqtt_url = found,
-            Err(e) => tracing::warn!(service = %self.service, error = %e, "cannot ask the server where its live stream is; no live updates"),
+            Err(e) => {
+                tracing::warn!(service = %self.service, error = %e, "cannot ask the server where its live stream is; no live updates")
+            }
         }
     }
 
