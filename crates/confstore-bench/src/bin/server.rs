@@ -16,8 +16,8 @@
 //! etcd with default, durable settings, both with their data under one temporary directory.
 //! Without /usr/bin/etcd it says so and compares with raw SQLite only.
 //!
-//! `cargo build --release -p confstore && cargo run --release -p confstore-bench --bin server
-//! -- [--check] [--json]`; counts by flag or env (SERVER_BENCH_WRITES, SERVER_BENCH_READS,
+//! `cargo build --release -p confstore && cargo run --release -p confstore-bench --features etcd --bin
+//! server -- [--check] [--json]` (without `--features etcd`, which needs protoc, raw SQLite only); counts by flag or env (SERVER_BENCH_WRITES, SERVER_BENCH_READS,
 //! ...). See docs/benchmarks.md, "Server vs etcd".
 
 // A benchmark reports on stdout by design.
@@ -40,6 +40,7 @@ mod confstore;
 #[path = "server/cpu.rs"]
 mod cpu;
 #[allow(dead_code)]
+#[cfg(feature = "etcd")]
 #[path = "server/etcd.rs"]
 mod etcd;
 #[path = "server/harness.rs"]
@@ -164,6 +165,7 @@ fn check_args(a: &Args) -> Result<()> {
 
 /// The baseline: etcd, or raw SQLite when etcd is not installed.
 enum Baseline {
+    #[cfg(feature = "etcd")]
     Etcd(etcd::Etcd),
     Sqlite(PathBuf),
 }
@@ -206,6 +208,7 @@ impl Peers {
         let prefix = harness::PREFIX.to_owned();
         let expect = self.read_keys;
         match &self.baseline {
+            #[cfg(feature = "etcd")]
             Baseline::Etcd(e) => {
                 let read = match read {
                     BaseRead::Key => etcd::Read::Get(key),
@@ -278,10 +281,11 @@ async fn populate(peers: &Peers, args: &Args) -> Result<()> {
 
 async fn measure(peers: &Peers, args: &Args) -> Result<Vec<Row>> {
     let base = match peers.baseline {
+        #[cfg(feature = "etcd")]
         Baseline::Etcd(_) => "etcd",
         Baseline::Sqlite(_) => "raw SQLite",
     };
-    let etcd = matches!(peers.baseline, Baseline::Etcd(_));
+    let etcd = base == "etcd";
     let mut rows = Vec::new();
 
     // Reads first, while the service holds only its `read_keys` keys.
@@ -392,17 +396,8 @@ fn run(args: &Args) -> Result<Report> {
         progress(&format!("WARNING: {} is a debug build; its figures mean little", bin.display()));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-    let (etcd_bin, against_etcd) = match etcd::Etcd::find_bin(args.etcd_bin.as_deref()) {
-        Some(p) => (Some(p), true),
-        None => {
-            eprintln!(
-                "server-bench: etcd is not installed ({} is missing; install with: apt-get install etcd-server). \
-                 Comparing with raw SQLite only; the targets are against etcd and will not be checked.",
-                args.etcd_bin.as_deref().unwrap_or(Path::new(etcd::DEFAULT_BIN)).display()
-            );
-            (None, false)
-        }
-    };
+    let etcd_bin = etcd_bin(args.etcd_bin.as_deref());
+    let against_etcd = etcd_bin.is_some();
 
     let (rows, confstore_peer, baseline_peer) = runtime.block_on(async {
         progress(&format!("starting {} serve", bin.display()));
@@ -415,22 +410,9 @@ fn run(args: &Args) -> Result<Report> {
             how: format!("{}, data in {}/data, synchronous=FULL (default)", bin.display(), dir.display()),
         };
         let (baseline, baseline_peer) = match &etcd_bin {
-            Some(etcd_bin) => {
-                let mut e = etcd::Etcd::start(etcd_bin, &dir)?;
-                let ready = e.wait_ready(READY_DEADLINE).await?;
-                progress(&format!("{} ready on {} after {ready:?}", e.version, e.endpoint));
-                let peer = Peer {
-                    name: "etcd".into(),
-                    version: e.version.clone(),
-                    how: format!(
-                        "{}, single node, data in {}/etcd, default settings (fsync on)",
-                        etcd_bin.display(),
-                        dir.display()
-                    ),
-                };
-                (Baseline::Etcd(e), peer)
-            }
-            None => {
+            #[cfg(feature = "etcd")]
+            Some(etcd_bin) => etcd_baseline(etcd_bin, &dir).await?,
+            _ => {
                 let path = sqlite::create(&dir.join("raw.db"))?;
                 let peer = Peer {
                     name: "raw SQLite".into(),
@@ -444,9 +426,12 @@ fn run(args: &Args) -> Result<Report> {
         let rows = measure(&peers, args).await?;
         let Peers { server, baseline, .. } = peers;
         server.stop()?;
+        #[cfg(feature = "etcd")]
         if let Baseline::Etcd(e) = baseline {
             e.stop()?;
         }
+        #[cfg(not(feature = "etcd"))]
+        drop(baseline);
         Ok::<_, anyhow::Error>((rows, confstore_peer, baseline_peer))
     })?;
     drop(runtime);
@@ -472,4 +457,47 @@ fn run(args: &Args) -> Result<Report> {
         progress(&format!("kept {}", kept.display()));
     }
     Ok(report)
+}
+
+/// The etcd binary to compare with, if it is installed (else the comparison is with raw
+/// SQLite, and says so).
+#[cfg(feature = "etcd")]
+fn etcd_bin(explicit: Option<&Path>) -> Option<PathBuf> {
+    let found = etcd::Etcd::find_bin(explicit);
+    if found.is_none() {
+        eprintln!(
+            "server-bench: etcd is not installed ({} is missing; install with: apt-get install etcd-server). \
+             Comparing with raw SQLite only; the targets are against etcd and will not be checked.",
+            explicit.unwrap_or(Path::new(etcd::DEFAULT_BIN)).display()
+        );
+    }
+    found
+}
+
+/// Built without the `etcd` feature: the comparison is with raw SQLite, and says so.
+#[cfg(not(feature = "etcd"))]
+fn etcd_bin(_explicit: Option<&Path>) -> Option<PathBuf> {
+    eprintln!(
+        "server-bench: built without etcd's client (cargo build --release -p confstore-bench --features etcd; \
+         it needs protoc). Comparing with raw SQLite only; the targets are against etcd and will not be checked."
+    );
+    None
+}
+
+/// Starts etcd in `dir` as the baseline.
+#[cfg(feature = "etcd")]
+async fn etcd_baseline(etcd_bin: &Path, dir: &Path) -> Result<(Baseline, Peer)> {
+    let mut e = etcd::Etcd::start(etcd_bin, dir)?;
+    let ready = e.wait_ready(READY_DEADLINE).await?;
+    progress(&format!("{} ready on {} after {ready:?}", e.version, e.endpoint));
+    let peer = Peer {
+        name: "etcd".into(),
+        version: e.version.clone(),
+        how: format!(
+            "{}, single node, data in {}/etcd, default settings (fsync on)",
+            etcd_bin.display(),
+            dir.display()
+        ),
+    };
+    Ok((Baseline::Etcd(e), peer))
 }

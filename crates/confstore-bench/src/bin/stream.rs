@@ -14,8 +14,8 @@
 //! queueing delay. Latencies "from the acknowledgement" can be below zero when the update
 //! is applied before the HTTP answer arrives; those count as 0 and are reported.
 //!
-//! `cargo build --release -p confstore && cargo run --release -p confstore-bench --bin stream
-//! -- [--check] [--json]`; counts by flag or env (STREAM_BENCH_UPDATES, STREAM_BENCH_GETS).
+//! `cargo build --release -p confstore && cargo run --release -p confstore-bench --features etcd --bin
+//! stream -- [--check] [--json]` (without `--features etcd`, which needs protoc, no etcd baseline); counts by flag or env (STREAM_BENCH_UPDATES, STREAM_BENCH_GETS).
 //! See docs/benchmarks.md, "Live stream".
 
 // A benchmark reports on stdout by design.
@@ -24,6 +24,7 @@
 #[allow(dead_code)]
 #[path = "server/confstore.rs"]
 mod confstore;
+#[cfg(feature = "etcd")]
 #[allow(dead_code)]
 #[path = "server/etcd.rs"]
 mod etcd;
@@ -284,9 +285,17 @@ async fn run(args: &Args) -> Result<Report> {
     let raw = raw_mosquitto(port, snapshot_bytes, args).await?;
 
     // 3. etcd put → watch.
+    #[cfg(feature = "etcd")]
     let etcd = match etcd::Etcd::find_bin(args.etcd_bin.as_deref()) {
         Some(bin) => Some(etcd_watch(&bin, dir.path(), args).await?),
         None => None,
+    };
+    #[cfg(not(feature = "etcd"))]
+    let etcd: Option<EtcdFigures> = {
+        eprintln!(
+            "stream-bench: built without etcd's client (--features etcd; it needs protoc): no etcd watch baseline"
+        );
+        None
     };
 
     let confstore_ack = Lat::of(ack_to_apply);
@@ -360,6 +369,7 @@ async fn raw_mosquitto(port: u16, bytes: usize, args: &Args) -> Result<Lat> {
     Ok(Lat::of(lat))
 }
 
+#[cfg(feature = "etcd")]
 async fn etcd_watch(bin: &Path, dir: &Path, args: &Args) -> Result<EtcdFigures> {
     let mut etcd = etcd::Etcd::start(bin, dir)?;
     etcd.wait_ready(Duration::from_secs(60)).await?;
