@@ -80,3 +80,29 @@ pub const VERIFY_BATCH_EVENTS: usize = 1024;
 pub const GROUP_COMMIT_CHANGESETS_MAX: usize = 256;
 /// Most events the writer commits in one SQLite transaction.
 pub const GROUP_COMMIT_EVENTS_MAX: usize = 4096;
+/// Most changesets per page of `GET /api/v1/changesets`.
+pub const CHANGESETS_PAGE_MAX: usize = 200;
+/// Most events one `GET /api/v1/changesets` request reads: a scope or filter that rarely
+/// matches stops here and says where to continue, so one request stays short.
+pub const CHANGESETS_SCAN_EVENTS_MAX: usize = 50_000;
+/// Attempts a rollback makes (API and CLI) before giving up when other writers keep changing
+/// the store between its read and its compare-and-set append.
+pub const ROLLBACK_ATTEMPTS_MAX: usize = 5;
+/// Longest search query in bytes (422 above).
+pub const SEARCH_QUERY_BYTES_MAX: usize = 256;
+/// Most hits one search returns.
+pub const SEARCH_HITS_MAX: usize = 1000;
+/// Events folded per transaction step of a search-index rebuild.
+pub const SEARCH_REBUILD_CHUNK_EVENTS: usize = 10_000;
+/// Events per read transaction of a long read (export, replay, catch-up): a long read is
+/// many short ones, so none keeps the WAL from being checkpointed for longer than a chunk.
+pub const LOG_READ_EVENTS_MAX: usize = 1000;
+/// Body bytes per read transaction, at most (plus the one event that crosses it): a chunk
+/// of large events stays small in memory.
+pub const LOG_READ_BODY_BYTES_MAX: usize = 1024 * 1024;
+/// Largest MQTT packet the publisher sends or accepts: snapshots of 1 MiB and more must
+/// flow (rumqttc's default is 10 KiB).
+pub const MQTT_PACKET_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Most stream messages handed to the MQTT client and not yet acknowledged; while the
+/// broker is away the backlog stays in the log, not in memory.
+pub const MQTT_PUBLISH_WINDOW_MESSAGES: usize = 4096;

@@ -62,11 +62,11 @@ pub enum Until {
 /// Events read per read transaction by [`LogReader::for_each_event`] and
 /// [`LogReader::events_chunk`]: a long read is many short ones, so it never keeps the WAL
 /// from being checkpointed for longer than one chunk takes (milliseconds).
-pub const EVENTS_PER_READ: usize = 1000;
+pub const EVENTS_PER_READ: usize = confstore_core::limits::LOG_READ_EVENTS_MAX;
 
 /// Body bytes read per read transaction, at most (plus the one event that crosses it): a
 /// chunk of large events stays small in memory.
-pub const BODY_BYTES_PER_READ: usize = 1024 * 1024;
+pub const BODY_BYTES_PER_READ: usize = confstore_core::limits::LOG_READ_BODY_BYTES_MAX;
 
 /// A read-only view of one database. Its reads are guarded: one that runs longer than
 /// `DbOptions::max_read_age` is aborted with [`LogError::ReaderTooOld`] ([`crate::guard`]).

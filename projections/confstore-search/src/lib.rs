@@ -16,8 +16,8 @@ use confstore_core::{EventKind, Hash32, State, Verified};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
-/// Most hits one query returns.
-pub const HITS_MAX: usize = 1000;
+/// Most hits one query returns (limits.rs).
+pub const HITS_MAX: usize = confstore_core::limits::SEARCH_HITS_MAX;
 
 /// Why the index could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -222,8 +222,8 @@ pub fn search(
     Ok(st.query_map(params![phrase, service, since, limit], row)?.collect::<Result<_, _>>()?)
 }
 
-/// Events folded per transaction step during a rebuild.
-const REBUILD_CHUNK_EVENTS: usize = 10_000;
+/// Events folded per transaction step during a rebuild (limits.rs).
+const REBUILD_CHUNK_EVENTS: usize = confstore_core::limits::SEARCH_REBUILD_CHUNK_EVENTS;
 
 /// A rebuild from scratch: [`Rebuild::start`] empties the index, [`Rebuild::push`] takes
 /// every verified event of the log in order, [`Rebuild::finish`] folds the rest. Run it

@@ -267,11 +267,10 @@ pub struct ChangesetPage {
     pub next_before: Option<u64>,
 }
 
-/// Most changesets per page.
-const CHANGESETS_MAX: usize = 200;
-/// Most events one page request reads (a filter that rarely matches stops here and says
-/// where to continue).
-const CHANGESET_SCAN_EVENTS_MAX: usize = 50_000;
+/// Most changesets per page (limits.rs).
+const CHANGESETS_MAX: usize = confstore_core::limits::CHANGESETS_PAGE_MAX;
+/// Most events one page request reads (limits.rs).
+const CHANGESET_SCAN_EVENTS_MAX: usize = confstore_core::limits::CHANGESETS_SCAN_EVENTS_MAX;
 
 /// `GET /api/v1/changesets`: the configuration changesets, newest first (audit events
 /// excluded), for the whole store or one service, paged by epoch. Read backwards from the

@@ -339,8 +339,8 @@ pub struct RollbackRequest {
     pub reason: Option<String>,
 }
 
-/// Attempts before giving up when other writers keep changing the store meanwhile.
-const ROLLBACK_ATTEMPTS: usize = 5;
+/// Attempts before giving up when other writers keep changing the store meanwhile (limits.rs).
+const ROLLBACK_ATTEMPTS: usize = confstore_core::limits::ROLLBACK_ATTEMPTS_MAX;
 
 /// `POST /api/v1/rollback`: restores the configuration of an earlier epoch as a new
 /// changeset (history is never rewritten). With `If-Match`, only if the store is still at
@@ -436,8 +436,11 @@ pub async fn search(
     ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> ApiResult<Json<SearchOut>> {
     let limit = page_size(q.limit)?;
-    if q.q.len() > 256 {
-        return Err(ApiError::unprocessable("the query is longer than 256 bytes"));
+    if q.q.len() > confstore_core::limits::SEARCH_QUERY_BYTES_MAX {
+        return Err(ApiError::unprocessable(format!(
+            "the query is longer than {} bytes",
+            confstore_core::limits::SEARCH_QUERY_BYTES_MAX
+        )));
     }
     if q.q.chars().any(char::is_control) {
         return Err(ApiError::unprocessable("the query has control characters; search for printable text"));

@@ -40,7 +40,7 @@ use crate::model::Live;
 
 /// Most messages handed to the client and not yet acknowledged. While the broker is away
 /// the backlog stays in the log, not in memory.
-pub const WINDOW_MESSAGES: usize = 4096;
+pub const WINDOW_MESSAGES: usize = confstore_core::limits::MQTT_PUBLISH_WINDOW_MESSAGES;
 /// How often the head and health are republished when nothing happens (the progress
 /// message a client or auditor can watch for).
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);

@@ -10,7 +10,7 @@ use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 
 /// Largest MQTT packet the publisher sends or accepts: snapshots of 1 MiB and more must
 /// flow (rumqttc's default is 10 KiB).
-pub const MAX_PACKET_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_PACKET_BYTES: usize = confstore_core::limits::MQTT_PACKET_BYTES_MAX;
 
 /// Where and how to connect.
 #[derive(Clone)]

@@ -78,8 +78,8 @@ fn change_text(c: &KeyChange) -> String {
     }
 }
 
-/// Attempts before giving up when other writers keep changing the store meanwhile.
-const ROLLBACK_ATTEMPTS: usize = 5;
+/// Attempts before giving up when other writers keep changing the store meanwhile (limits.rs).
+const ROLLBACK_ATTEMPTS: usize = confstore_core::limits::ROLLBACK_ATTEMPTS_MAX;
 
 pub fn rollback(ctx: &Ctx, args: &RollbackArgs) -> Result<ExitCode> {
     let store = ctx.store()?;
