@@ -76,8 +76,7 @@ pub async fn authorize(State((app, roles)): State<(App, Arc<RouteRoles>)>, mut r
     } else {
         None
     };
-    let principal =
-        Principal { token_id, name: record.name.clone(), role: record.role, service: record.service.clone() };
+    let principal = principal(token_id, &record);
     if let Some(why) = why {
         let rid = req.extensions().get::<RequestId>().cloned();
         return deny(&app, &principal, &method, &route, needed, named_service, rid, why).await.into_response();
@@ -182,15 +181,18 @@ pub async fn principal_of(app: &App, headers: &axum::http::HeaderMap) -> Result<
     let header = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
     let (token_id, record) =
         authenticate(app, header).await.inspect_err(|_| app.metrics.auth_denial("unauthorized"))?;
-    Ok(Principal { token_id, name: record.name.clone(), role: record.role, service: record.service.clone() })
+    Ok(principal(token_id, &record))
 }
 
 /// The principal of a bare token (the embedded MQTT broker's password): an error if it is
 /// malformed, unknown or revoked.
 pub async fn principal_of_token(app: &App, token: &str) -> Result<Principal, ApiError> {
-    let header = format!("Bearer {token}");
-    let (token_id, record) = authenticate(app, Some(&header)).await?;
-    Ok(Principal { token_id, name: record.name.clone(), role: record.role, service: record.service.clone() })
+    let (token_id, record) = check_token(app, token).await?;
+    Ok(principal(token_id, &record))
+}
+
+fn principal(token_id: String, record: &TokenRecord) -> Principal {
+    Principal { token_id, name: record.name.clone(), role: record.role, service: record.service.clone() }
 }
 
 async fn authenticate(app: &App, header: Option<&str>) -> Result<(String, TokenRecord), ApiError> {
@@ -202,6 +204,12 @@ async fn authenticate(app: &App, header: Option<&str>) -> Result<(String, TokenR
         .or_else(|| header.strip_prefix("bearer "))
         .map(str::trim)
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+    check_token(app, text).await
+}
+
+/// The token's id and record if `text` is a well-formed, known, unrevoked token whose
+/// SHA-256 equals (constant time) the recorded one.
+async fn check_token(app: &App, text: &str) -> Result<(String, TokenRecord), ApiError> {
     let id = token_id(text).map_err(|e| ApiError::unauthorized(e.to_string()))?.to_owned();
     let mode = app.mode();
     if let Mode::Fallback(fb) = &*mode
