@@ -10,6 +10,15 @@
 //!    against etcd's `get` of one key (target: confstore's p99 at most etcd's); etcd's
 //!    serializable get and its range get of the service's prefix are printed too.
 //!
+//! And the matrix of issue 15 ("writes at the speed of the disk with the live stream on";
+//! `matrix.rs`): confstore with the live stream on (embedded broker, publisher, a subscribed
+//! `confstore-client` in this process) or off, a written service of 20 or 1,000 keys, an
+//! empty or a populated store (100 services x 100 keys), each cell measured with the
+//! harness (1 and 16 connections), with wrk (an independent load generator, Lua scripts in
+//! `crates/confstore-bench/wrk/`), and as write -> client applied latency, beside etcd
+//! with the same keys in the same run. `--chart PATH` (cargo feature `chart`) draws server
+//! CPU per write against the service's size.
+//!
 //! Both peers are driven by the same closed-loop harness (`harness::closed_loop`) with
 //! values of the same size. The benchmark starts both itself: a fresh confstore store
 //! (`init`, `service add`, `token create`) served by `confstore serve`, and a single-node
@@ -45,6 +54,19 @@ mod cpu;
 mod etcd;
 #[path = "server/harness.rs"]
 mod harness;
+#[path = "server/matrix.rs"]
+mod matrix;
+#[path = "server/matrix_report.rs"]
+mod matrix_report;
+#[path = "server/preload.rs"]
+mod preload;
+#[path = "server/subscriber.rs"]
+mod subscriber;
+#[path = "server/wrk.rs"]
+mod wrk;
+#[cfg(feature = "chart")]
+#[path = "server/chart.rs"]
+mod chart;
 #[path = "server/process.rs"]
 mod process;
 #[path = "server/report.rs"]
@@ -112,6 +134,40 @@ struct Args {
     /// The etcd binary [default: /usr/bin/etcd, from Debian's etcd-server].
     #[arg(long, env = "ETCD_BIN")]
     etcd_bin: Option<PathBuf>,
+    /// What to run, comma-separated: `classic` (measures 1-3 above), and the matrix's
+    /// `harness` (closed loop, 1 and --writers connections), `wrk` (wrk -c1 -t1 and -c16 -t2)
+    /// and `latency` (write -> applied, stream on; etcd: put -> watch event).
+    #[arg(long, env = "SERVER_BENCH_MEASURES", default_value = "classic,harness,wrk,latency")]
+    measures: String,
+    /// Matrix: the live stream `on` (embedded broker + publisher + one subscribed client)
+    /// and/or `off` (`serve --no-mqtt`).
+    #[arg(long, env = "SERVER_BENCH_STREAM", default_value = "on,off")]
+    stream: String,
+    /// Matrix: keys of the written service before the timed writes.
+    #[arg(long, env = "SERVER_BENCH_SERVICE_KEYS", default_value = "20,1000")]
+    service_keys: String,
+    /// Matrix: the rest of the store, `empty` or SERVICESxKEYS (e.g. `100x100`).
+    #[arg(long, env = "SERVER_BENCH_STORE", default_value = "empty,100x100")]
+    store: String,
+    /// Matrix: timed harness writes per run, cell and load.
+    #[arg(long, env = "SERVER_BENCH_MATRIX_WRITES", default_value_t = 1000)]
+    matrix_writes: usize,
+    /// Matrix: harness runs per cell and load.
+    #[arg(long, env = "SERVER_BENCH_MATRIX_RUNS", default_value_t = 1)]
+    matrix_runs: usize,
+    /// Matrix: seconds of each wrk run.
+    #[arg(long, env = "SERVER_BENCH_WRK_SECS", default_value_t = 5)]
+    wrk_secs: u64,
+    /// Matrix: timed writes of the write -> applied measure (one in flight).
+    #[arg(long, env = "SERVER_BENCH_LATENCY_WRITES", default_value_t = 500)]
+    latency_writes: usize,
+    /// The wrk binary [default: wrk on PATH; Debian's package `wrk`].
+    #[arg(long, env = "WRK_BIN")]
+    wrk_bin: Option<PathBuf>,
+    /// Draw server CPU per write against the service's size (20, 200 and 1,000 keys at
+    /// least, added to --service-keys if missing) to this PNG. Needs the `chart` feature.
+    #[arg(long)]
+    chart: Option<PathBuf>,
     /// Exit with status 1 if a target is missed (or cannot be checked: no etcd).
     #[arg(long)]
     check: bool,
@@ -126,14 +182,14 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
-        Ok(report) => {
+        Ok((report, matrix)) => {
             let mut out = std::io::stdout().lock();
             let written = if args.json {
-                serde_json::to_writer_pretty(&mut out, &report)
+                serde_json::to_writer_pretty(&mut out, &Output { report: &report, matrix: matrix.as_ref() })
                     .map_err(std::io::Error::from)
                     .and_then(|()| writeln!(out))
             } else {
-                report::write_table(&report, &mut out)
+                write_tables(&report, matrix.as_ref(), &mut out)
             };
             if let Err(e) = written.and_then(|()| out.flush()) {
                 eprintln!("server-bench: writing the report: {e}");
@@ -148,6 +204,41 @@ fn main() -> ExitCode {
     }
 }
 
+/// The JSON output: the classic report with the matrix beside it.
+#[derive(Serialize)]
+struct Output<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    matrix: Option<&'a matrix::MatrixReport>,
+}
+
+/// The classic table (if those measures ran), then the matrix (if it ran).
+fn write_tables(report: &Report, matrix: Option<&matrix::MatrixReport>, out: &mut impl Write) -> std::io::Result<()> {
+    if !report.rows.is_empty() {
+        report::write_table(report, out)?;
+    }
+    if let Some(m) = matrix {
+        if !report.rows.is_empty() {
+            writeln!(out)?;
+        } else {
+            let mc = &report.machine;
+            writeln!(out, "confstore-bench server matrix, {}", mc.date_utc)?;
+            writeln!(out, "machine: {} cores, {}, Linux {}, {} build", mc.nproc, mc.cpu_model, mc.kernel, mc.build)?;
+            let d = &report.disk;
+            writeln!(out, "disk (all data directories): {} on {} ({}, mounted at {})", d.path, d.device, d.fs_type, d.mount_point)?;
+            let l = &report.load;
+            writeln!(
+                out,
+                "load during the run, share of all CPU time: bench {:.0}%, servers {:.0}%, other processes {:.0}%, iowait {:.0}%",
+                l.client_pct, l.servers_pct, l.others_pct, l.iowait_pct
+            )?;
+        }
+        matrix_report::write(m, out)?;
+        writeln!(out, "({:.0} s in all)", report.total_secs)?;
+    }
+    Ok(())
+}
+
 fn progress(step: &str) {
     eprintln!("server-bench: {step}");
 }
@@ -160,7 +251,73 @@ fn check_args(a: &Args) -> Result<()> {
     ensure!((1..=1000).contains(&a.read_keys), "--read-keys must be 1 to 1000");
     ensure!((1..=1000).contains(&a.keys_per_writer), "--keys-per-writer must be 1 to 1000");
     ensure!((1..=60_000).contains(&a.value_bytes), "--value-bytes must be 1 to 60000");
+    if a.chart.is_some() && !cfg!(feature = "chart") {
+        anyhow::bail!(
+            "--chart needs the benchmark built with the `chart` feature: \
+             cargo run --release -p confstore-bench --features etcd,chart --bin server -- --chart PATH"
+        );
+    }
     Ok(())
+}
+
+/// The measures asked for by --measures.
+struct Measures {
+    classic: bool,
+    harness: bool,
+    wrk: bool,
+    latency: bool,
+}
+
+impl Measures {
+    fn parse(s: &str) -> Result<Self> {
+        let mut m = Self { classic: false, harness: false, wrk: false, latency: false };
+        for w in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match w {
+                "classic" => m.classic = true,
+                "harness" => m.harness = true,
+                "wrk" => m.wrk = true,
+                "latency" => m.latency = true,
+                "matrix" => (m.harness, m.wrk, m.latency) = (true, true, true),
+                other => anyhow::bail!("--measures: unknown {other:?} (classic, harness, wrk, latency, matrix)"),
+            }
+        }
+        Ok(m)
+    }
+
+    fn matrix(&self) -> bool {
+        self.harness || self.wrk || self.latency
+    }
+}
+
+/// The matrix's selection from the arguments; with --chart the sizes 20, 200 and 1,000.
+fn selection(a: &Args, m: &Measures) -> Result<matrix::Selection> {
+    let mut service_keys = matrix::parse_sizes(&a.service_keys)?;
+    if a.chart.is_some() {
+        for k in [20, 200, 1000] {
+            if !service_keys.contains(&k) {
+                progress(&format!("--chart: adding a service of {k} keys to --service-keys"));
+                service_keys.push(k);
+            }
+        }
+        service_keys.sort_unstable();
+    }
+    let sel = matrix::Selection {
+        streams: matrix::parse_streams(&a.stream)?,
+        service_keys,
+        stores: matrix::parse_stores(&a.store)?,
+        writes: a.matrix_writes,
+        runs: a.matrix_runs,
+        warmup: a.warmup,
+        writers: a.writers,
+        value_bytes: a.value_bytes,
+        harness: m.harness,
+        wrk_secs: if m.wrk { a.wrk_secs } else { 0 },
+        latency_writes: if m.latency { a.latency_writes } else { 0 },
+        keep: a.keep,
+    };
+    ensure!(sel.runs >= 1 && sel.writes >= sel.writers, "--matrix-runs must be >= 1 and --matrix-writes >= --writers");
+    ensure!(!m.wrk || sel.wrk_secs >= 1, "--wrk-secs must be at least 1");
+    Ok(sel)
 }
 
 /// The baseline: etcd, or raw SQLite when etcd is not installed.
@@ -373,7 +530,7 @@ fn write_row(
     }
 }
 
-fn run(args: &Args) -> Result<Report> {
+fn run(args: &Args) -> Result<(Report, Option<matrix::MatrixReport>)> {
     check_args(args)?;
     let started = Instant::now();
     let (cpu_start, loadavg_start) = (cpu::Snapshot::now(), machine::loadavg());
@@ -399,7 +556,10 @@ fn run(args: &Args) -> Result<Report> {
     let etcd_bin = etcd_bin(args.etcd_bin.as_deref());
     let against_etcd = etcd_bin.is_some();
 
-    let (rows, confstore_peer, baseline_peer) = runtime.block_on(async {
+    let measures = Measures::parse(&args.measures)?;
+    let sel = measures.matrix().then(|| selection(args, &measures)).transpose()?;
+    let not_run = |name: &str| Peer { name: name.into(), version: String::new(), how: "classic measures not run".into() };
+    let classic = measures.classic.then(|| runtime.block_on(async {
         progress(&format!("starting {} serve", bin.display()));
         let mut server = confstore::Server::start(&bin, &dir)?;
         let ready = server.wait_ready(READY_DEADLINE).await?;
@@ -433,14 +593,35 @@ fn run(args: &Args) -> Result<Report> {
         #[cfg(not(feature = "etcd"))]
         drop(baseline);
         Ok::<_, anyhow::Error>((rows, confstore_peer, baseline_peer))
-    })?;
+    }))
+    .transpose()?;
+    let (rows, confstore_peer, baseline_peer) =
+        classic.unwrap_or_else(|| (Vec::new(), not_run("confstore serve"), not_run("etcd")));
+    let matrix = match sel {
+        Some(sel) => {
+            let env = matrix::Env {
+                confstore_bin: bin.clone(),
+                etcd_bin: etcd_bin.clone(),
+                wrk_bin: wrk::find_bin(args.wrk_bin.as_deref()),
+                dir: dir.join("matrix"),
+            };
+            Some(runtime.block_on(matrix::run(sel, &env))?)
+        }
+        None => None,
+    };
+    #[cfg(feature = "chart")]
+    if let (Some(path), Some(m)) = (&args.chart, &matrix) {
+        let store = m.selection.stores.first().map(preload::Store::name).unwrap_or_default();
+        chart::draw(m, &store, path)?;
+        progress(&format!("chart written to {}", path.display()));
+    }
     drop(runtime);
 
     let load = cpu::Load::between(cpu_start, cpu::Snapshot::now(), loadavg_start, machine::loadavg());
     let rows: Vec<Row> = rows.into_iter().map(|r| r.judged(against_etcd)).collect();
-    let all_pass = against_etcd && rows.iter().all(|r| r.pass != Some(false));
+    let all_pass = !measures.classic || (against_etcd && rows.iter().all(|r| r.pass != Some(false)));
     let report = Report {
-        format: "confstore-bench-server/1",
+        format: "confstore-bench-server/2",
         machine,
         disk,
         load,
@@ -456,7 +637,7 @@ fn run(args: &Args) -> Result<Report> {
         let kept = tmp.keep();
         progress(&format!("kept {}", kept.display()));
     }
-    Ok(report)
+    Ok((report, matrix))
 }
 
 /// The etcd binary to compare with, if it is installed (else the comparison is with raw

@@ -34,6 +34,15 @@ pub enum Op {
         /// Bytes of each value (ASCII text).
         value_bytes: usize,
     },
+    /// Writes into a service preloaded with `keys` keys named by [`service_key`], so that it
+    /// keeps its size: client `c` of `C` cycles over keys `c, c + C, c + 2C, ...` (disjoint
+    /// between clients while `keys >= C`), the same scheme as the wrk scripts' threads.
+    PutKeys {
+        /// Keys of the service.
+        keys: usize,
+        /// Bytes of each value (ASCII text).
+        value_bytes: usize,
+    },
     /// The connection's read.
     Read,
 }
@@ -80,6 +89,19 @@ pub fn key(client: usize, i: usize, keys_per_client: usize) -> String {
     format!("c{client:02}.k{:03}", i % keys_per_client.max(1))
 }
 
+/// Name of the `i`-th key of a preloaded service (also the wrk scripts' `key()`).
+pub fn service_key(i: usize) -> String {
+    format!("k{i:05}")
+}
+
+/// Index of the key that client `client` of `clients` writes with its `i`-th request into a
+/// service of `keys` keys (see [`Op::PutKeys`]; the wrk scripts compute the same).
+pub fn service_key_index(client: usize, clients: usize, i: usize, keys: usize) -> usize {
+    let (clients, keys) = (clients.max(1), keys.max(1));
+    let per_client = (keys / clients).max(1);
+    (client + clients * (i % per_client)) % keys
+}
+
 /// A `bytes`-long ASCII value that differs for every (tag, client, i).
 pub fn value(tag: &str, client: usize, i: usize, bytes: usize) -> String {
     const FILLER: &str = "endpoint=https://billing.internal:8443;pool=4..32;retries=3;tls=on;";
@@ -105,7 +127,7 @@ pub async fn closed_loop<C: Conn>(conns: Vec<C>, op: Op, counts: Counts, tag: &s
             let mut bytes = 0usize;
             let mut warmup = Ok(());
             for i in 0..counts.warmup_per_client {
-                if let Err(e) = request(&mut conn, op, &tag, client, i).await {
+                if let Err(e) = request(&mut conn, op, &tag, (client, clients), i).await {
                     warmup = Err(e);
                     break;
                 }
@@ -118,7 +140,9 @@ pub async fn closed_loop<C: Conn>(conns: Vec<C>, op: Op, counts: Counts, tag: &s
             let mut latencies_us = Vec::with_capacity(counts.ops_per_client);
             for i in counts.warmup_per_client..counts.warmup_per_client + counts.ops_per_client {
                 let sent = Instant::now();
-                bytes += request(&mut conn, op, &tag, client, i).await.with_context(|| format!("client {client}"))?;
+                bytes += request(&mut conn, op, &tag, (client, clients), i)
+                    .await
+                    .with_context(|| format!("client {client}"))?;
                 latencies_us.push(sent.elapsed().as_secs_f64() * 1e6);
             }
             Ok::<_, anyhow::Error>((latencies_us, bytes, started, Instant::now()))
@@ -163,10 +187,15 @@ pub async fn closed_loop<C: Conn>(conns: Vec<C>, op: Op, counts: Counts, tag: &s
     Ok(run)
 }
 
-async fn request<C: Conn>(conn: &mut C, op: Op, tag: &str, client: usize, i: usize) -> Result<usize> {
+async fn request<C: Conn>(conn: &mut C, op: Op, tag: &str, (client, clients): (usize, usize), i: usize) -> Result<usize> {
     match op {
         Op::Put { keys_per_client, value_bytes } => {
             conn.put(&key(client, i, keys_per_client), &value(tag, client, i, value_bytes)).await?;
+            Ok(0)
+        }
+        Op::PutKeys { keys, value_bytes } => {
+            let k = service_key(service_key_index(client, clients, i, keys));
+            conn.put(&k, &value(tag, client, i, value_bytes)).await?;
             Ok(0)
         }
         Op::Read => conn.read().await,
@@ -256,6 +285,25 @@ mod tests {
         assert_ne!(a, value("r0", 1, 3, 300));
         assert_ne!(a, value("r1", 1, 2, 300));
         assert_eq!(key(3, 17, 16), "c03.k001");
+    }
+
+    #[test]
+    fn service_keys_are_disjoint_between_clients_and_stay_in_the_service() {
+        assert_eq!(service_key(7), "k00007");
+        // 16 clients, 20 keys: one key each.
+        let mut seen = std::collections::BTreeSet::new();
+        for c in 0..16 {
+            let ks: std::collections::BTreeSet<usize> = (0..50).map(|i| service_key_index(c, 16, i, 20)).collect();
+            assert_eq!(ks.len(), 1);
+            assert!(seen.insert(*ks.first().unwrap()));
+        }
+        // One client cycles over every key.
+        let all: std::collections::BTreeSet<usize> = (0..1000).map(|i| service_key_index(0, 1, i, 1000)).collect();
+        assert_eq!(all.len(), 1000);
+        // 16 clients, 1,000 keys: 62 each, all below 1,000.
+        let ks: std::collections::BTreeSet<usize> = (0..500).map(|i| service_key_index(3, 16, i, 1000)).collect();
+        assert_eq!(ks.len(), 62);
+        assert!(ks.iter().all(|k| k % 16 == 3 && *k < 1000));
     }
 
     /// A peer that answers at once: the harness counts, times and splits work as it says.

@@ -91,7 +91,7 @@ impl Row {
 /// Everything one run measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// Always `confstore-bench-server/1`.
+    /// `confstore-bench-server/2` (2: the matrix is printed beside it, see server.rs).
     pub format: &'static str,
     /// The machine and build.
     pub machine: Machine,
