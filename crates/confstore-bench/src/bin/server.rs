@@ -43,6 +43,9 @@ mod timing;
 
 // The crate root's modules live in server/ (a crate root resolves `mod x;` beside itself).
 // Shared with the stream benchmark, which uses a few more of their functions.
+#[cfg(feature = "chart")]
+#[path = "server/chart.rs"]
+mod chart;
 #[allow(dead_code)]
 #[path = "server/confstore.rs"]
 mod confstore;
@@ -60,19 +63,16 @@ mod matrix;
 mod matrix_report;
 #[path = "server/preload.rs"]
 mod preload;
-#[path = "server/subscriber.rs"]
-mod subscriber;
-#[path = "server/wrk.rs"]
-mod wrk;
-#[cfg(feature = "chart")]
-#[path = "server/chart.rs"]
-mod chart;
 #[path = "server/process.rs"]
 mod process;
 #[path = "server/report.rs"]
 mod report;
 #[path = "server/sqlite.rs"]
 mod sqlite;
+#[path = "server/subscriber.rs"]
+mod subscriber;
+#[path = "server/wrk.rs"]
+mod wrk;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -225,7 +225,11 @@ fn write_tables(report: &Report, matrix: Option<&matrix::MatrixReport>, out: &mu
             writeln!(out, "confstore-bench server matrix, {}", mc.date_utc)?;
             writeln!(out, "machine: {} cores, {}, Linux {}, {} build", mc.nproc, mc.cpu_model, mc.kernel, mc.build)?;
             let d = &report.disk;
-            writeln!(out, "disk (all data directories): {} on {} ({}, mounted at {})", d.path, d.device, d.fs_type, d.mount_point)?;
+            writeln!(
+                out,
+                "disk (all data directories): {} on {} ({}, mounted at {})",
+                d.path, d.device, d.fs_type, d.mount_point
+            )?;
             let l = &report.load;
             writeln!(
                 out,
@@ -558,43 +562,48 @@ fn run(args: &Args) -> Result<(Report, Option<matrix::MatrixReport>)> {
 
     let measures = Measures::parse(&args.measures)?;
     let sel = measures.matrix().then(|| selection(args, &measures)).transpose()?;
-    let not_run = |name: &str| Peer { name: name.into(), version: String::new(), how: "classic measures not run".into() };
-    let classic = measures.classic.then(|| runtime.block_on(async {
-        progress(&format!("starting {} serve", bin.display()));
-        let mut server = confstore::Server::start(&bin, &dir)?;
-        let ready = server.wait_ready(READY_DEADLINE).await?;
-        progress(&format!("confstore serve ready on {} after {ready:?}", server.addr));
-        let confstore_peer = Peer {
-            name: "confstore serve".into(),
-            version: server.version.clone(),
-            how: format!("{}, data in {}/data, synchronous=FULL (default)", bin.display(), dir.display()),
-        };
-        let (baseline, baseline_peer) = match &etcd_bin {
-            #[cfg(feature = "etcd")]
-            Some(etcd_bin) => etcd_baseline(etcd_bin, &dir).await?,
-            _ => {
-                let path = sqlite::create(&dir.join("raw.db"))?;
-                let peer = Peer {
-                    name: "raw SQLite".into(),
-                    version: format!("SQLite {}", rusqlite::version()),
-                    how: format!("{}, WAL, synchronous=FULL, in process", path.display()),
+    let not_run =
+        |name: &str| Peer { name: name.into(), version: String::new(), how: "classic measures not run".into() };
+    let classic = measures
+        .classic
+        .then(|| {
+            runtime.block_on(async {
+                progress(&format!("starting {} serve", bin.display()));
+                let mut server = confstore::Server::start(&bin, &dir)?;
+                let ready = server.wait_ready(READY_DEADLINE).await?;
+                progress(&format!("confstore serve ready on {} after {ready:?}", server.addr));
+                let confstore_peer = Peer {
+                    name: "confstore serve".into(),
+                    version: server.version.clone(),
+                    how: format!("{}, data in {}/data, synchronous=FULL (default)", bin.display(), dir.display()),
                 };
-                (Baseline::Sqlite(path), peer)
-            }
-        };
-        let peers = Peers { server, baseline, read_keys: args.read_keys };
-        let rows = measure(&peers, args).await?;
-        let Peers { server, baseline, .. } = peers;
-        server.stop()?;
-        #[cfg(feature = "etcd")]
-        if let Baseline::Etcd(e) = baseline {
-            e.stop()?;
-        }
-        #[cfg(not(feature = "etcd"))]
-        drop(baseline);
-        Ok::<_, anyhow::Error>((rows, confstore_peer, baseline_peer))
-    }))
-    .transpose()?;
+                let (baseline, baseline_peer) = match &etcd_bin {
+                    #[cfg(feature = "etcd")]
+                    Some(etcd_bin) => etcd_baseline(etcd_bin, &dir).await?,
+                    _ => {
+                        let path = sqlite::create(&dir.join("raw.db"))?;
+                        let peer = Peer {
+                            name: "raw SQLite".into(),
+                            version: format!("SQLite {}", rusqlite::version()),
+                            how: format!("{}, WAL, synchronous=FULL, in process", path.display()),
+                        };
+                        (Baseline::Sqlite(path), peer)
+                    }
+                };
+                let peers = Peers { server, baseline, read_keys: args.read_keys };
+                let rows = measure(&peers, args).await?;
+                let Peers { server, baseline, .. } = peers;
+                server.stop()?;
+                #[cfg(feature = "etcd")]
+                if let Baseline::Etcd(e) = baseline {
+                    e.stop()?;
+                }
+                #[cfg(not(feature = "etcd"))]
+                drop(baseline);
+                Ok::<_, anyhow::Error>((rows, confstore_peer, baseline_peer))
+            })
+        })
+        .transpose()?;
     let (rows, confstore_peer, baseline_peer) =
         classic.unwrap_or_else(|| (Vec::new(), not_run("confstore serve"), not_run("etcd")));
     let matrix = match sel {

@@ -32,11 +32,15 @@ pub fn series(m: &MatrixReport, peer: Peer, load: Load, store: &str) -> Series {
 
 fn register(font: &Path) -> Result<()> {
     let bytes = std::fs::read(font).with_context(|| {
-        format!("reading the chart's font {} (apt-get install fonts-dejavu-core, or set SERVER_BENCH_FONT)", font.display())
+        format!(
+            "reading the chart's font {} (apt-get install fonts-dejavu-core, or set SERVER_BENCH_FONT)",
+            font.display()
+        )
     })?;
     // plotters keeps registered fonts for the life of the process.
     let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-    register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| anyhow!("{} is not a usable font", font.display()))
+    register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| anyhow!("{} is not a usable font", font.display()))
 }
 
 /// Draws the chart of `m` (cells of `store`) to `path`.

@@ -187,7 +187,13 @@ pub async fn closed_loop<C: Conn>(conns: Vec<C>, op: Op, counts: Counts, tag: &s
     Ok(run)
 }
 
-async fn request<C: Conn>(conn: &mut C, op: Op, tag: &str, (client, clients): (usize, usize), i: usize) -> Result<usize> {
+async fn request<C: Conn>(
+    conn: &mut C,
+    op: Op,
+    tag: &str,
+    (client, clients): (usize, usize),
+    i: usize,
+) -> Result<usize> {
     match op {
         Op::Put { keys_per_client, value_bytes } => {
             conn.put(&key(client, i, keys_per_client), &value(tag, client, i, value_bytes)).await?;

@@ -109,6 +109,8 @@ pub struct Figures {
     pub server_cpu_us_per_write: Option<f64>,
     /// The subscribed client's CPU time per write, microseconds (stream on only).
     pub subscriber_cpu_us_per_write: Option<f64>,
+    /// What went wrong without failing the run (the stream stalled).
+    pub note: Option<String>,
 }
 
 /// One cell: a peer, a service size and a store.
@@ -172,13 +174,22 @@ impl Confstore<'_> {
     }
 
     /// With the stream on: one more write, and waits until the client applied it, so that
-    /// everything written before is delivered (and its CPU time spent).
-    async fn drain(&mut self) -> Result<()> {
+    /// everything written before is delivered (and its CPU time spent). Returns a note if
+    /// it did not arrive within the deadline.
+    async fn drain(&mut self) -> Result<Option<String>> {
         if let Some(sub) = &mut self.sub {
             let epoch = put(&mut self.conn, &service_key(0), &value("drain", 0, 0, self.sel.value_bytes)).await?;
-            sub.applied(epoch).await?;
+            if sub.applied(epoch).await?.is_none() {
+                let note = format!(
+                    "STREAM STALLED: epoch {epoch}, written after the load, had not reached the subscribed client {}s later (it held epoch {}); see serve.log (--keep)",
+                    subscriber::ARRIVAL_DEADLINE.as_secs(),
+                    sub.epoch()
+                );
+                progress(&note);
+                return Ok(Some(note));
+            }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Per-write CPU of the server and the subscriber since `before`.
@@ -191,18 +202,18 @@ impl Confstore<'_> {
     async fn harness(&mut self, clients: usize, load: Load) -> Result<Figures> {
         let op = Op::PutKeys { keys: self.keys, value_bytes: self.sel.value_bytes };
         let counts = counts(self.sel, clients);
-        let (mut runs, mut sub_cpu) = (Vec::new(), Vec::new());
+        let (mut runs, mut sub_cpu, mut note) = (Vec::new(), Vec::new(), None);
         for r in 0..self.sel.runs {
             let before = self.cpu();
             let conns = self.server.conns(clients).await?;
             let mut run = closed_loop(conns, op, counts, &format!("m{r}")).await.context("confstore")?;
-            self.drain().await?;
+            note = note.or(self.drain().await?);
             let (server, sub) = self.cpu_per_write(before, run.requests_total as f64);
             run.peer_cpu_us_per_request = Some(server);
             sub_cpu.extend(sub);
             runs.push(run);
         }
-        Ok(figures(load, &runs, clients, mean(&sub_cpu)))
+        Ok(Figures { note, ..figures(load, &runs, clients, mean(&sub_cpu)) })
     }
 
     async fn wrk(&mut self, bin: &Path, dir: &Path, connections: usize, threads: usize, load: Load) -> Result<Figures> {
@@ -215,29 +226,38 @@ impl Confstore<'_> {
         let before = self.cpu();
         let url = format!("http://{}", self.server.addr);
         let r = tokio::task::block_in_place(|| wrk::run(bin, dir, &url, &params, connections, self.sel.wrk_secs))?;
-        self.drain().await?;
+        let note = self.drain().await?;
         let (server, sub) = self.cpu_per_write(before, r.requests as f64);
-        Ok(wrk_figures(load, &r, server, sub))
+        Ok(Figures { note, ..wrk_figures(load, &r, server, sub) })
     }
 
     /// One write at a time: sent → the subscribed client applied its epoch.
     async fn applied(&mut self) -> Result<Figures> {
         let sel = self.sel;
         let mut lat = Vec::with_capacity(sel.latency_writes);
-        let before = self.cpu();
+        let (before, mut note, mut writes) = (self.cpu(), None, 0);
         for i in 0..sel.warmup + sel.latency_writes {
             let key = service_key(i % self.keys.max(1));
             let v = value("lat", 0, i, sel.value_bytes);
             let sent = Instant::now();
             let epoch = put(&mut self.conn, &key, &v).await?;
+            writes += 1;
             let sub = self.sub.as_mut().context("no subscribed client")?;
-            let at = sub.applied(epoch).await?;
+            let Some(at) = sub.applied(epoch).await? else {
+                let s = format!(
+                    "STREAM STALLED: write {i} (epoch {epoch}) had not reached the client {}s later; measure stopped",
+                    subscriber::ARRIVAL_DEADLINE.as_secs()
+                );
+                progress(&s);
+                note = Some(s);
+                break;
+            };
             if i >= sel.warmup {
                 lat.push(at.saturating_duration_since(sent).as_secs_f64() * 1e6);
             }
         }
-        let (server, sub) = self.cpu_per_write(before, (sel.warmup + sel.latency_writes) as f64);
-        Ok(latency_figures(lat, Some(server), sub))
+        let (server, sub) = self.cpu_per_write(before, f64::from(writes));
+        Ok(Figures { note, ..latency_figures(lat, Some(server), sub) })
     }
 }
 
@@ -261,6 +281,7 @@ fn figures(load: Load, runs: &[Run], clients: usize, subscriber: Option<f64>) ->
         p99_ms: s.p99_ms,
         server_cpu_us_per_write: s.peer_cpu_us_per_request,
         subscriber_cpu_us_per_write: subscriber,
+        note: None,
     }
 }
 
@@ -274,6 +295,7 @@ fn wrk_figures(load: Load, r: &wrk::WrkRun, server: f64, subscriber: Option<f64>
         p99_ms: r.p99_ms,
         server_cpu_us_per_write: Some(server),
         subscriber_cpu_us_per_write: subscriber,
+        note: None,
     }
 }
 
@@ -288,6 +310,7 @@ fn latency_figures(mut lat_us: Vec<f64>, server: Option<f64>, subscriber: Option
         p99_ms: percentile(&lat_us, 0.99) / 1e3,
         server_cpu_us_per_write: server,
         subscriber_cpu_us_per_write: subscriber,
+        note: None,
     }
 }
 
@@ -320,7 +343,9 @@ async fn confstore_cell(sel: &Selection, env: &Env, keys: usize, store: Store, s
         None
     };
     let mut c = Confstore { server, conn, sub, sel, keys };
-    c.drain().await?;
+    if let Some(note) = c.drain().await? {
+        anyhow::bail!("{name}: before any load: {note}");
+    }
     if let Some(sub) = &c.sub {
         progress(&format!("{name}: the subscribed client holds epoch {}", sub.epoch()));
     }
@@ -385,12 +410,8 @@ async fn etcd_cell(sel: &Selection, env: &Env, bin: &Path, keys: usize, store: S
     if let Some(wrk_bin) = env.wrk_bin.as_deref().filter(|_| sel.wrk_secs > 0) {
         for (load, connections, threads) in WRK_LOADS {
             progress(&format!("{name}: wrk -c{connections} -t{threads} -d{}s (JSON gateway)", sel.wrk_secs));
-            let params = wrk::Params {
-                api: wrk::Api::Etcd { prefix: PREFIX },
-                value_bytes: sel.value_bytes,
-                keys,
-                threads,
-            };
+            let params =
+                wrk::Params { api: wrk::Api::Etcd { prefix: PREFIX }, value_bytes: sel.value_bytes, keys, threads };
             let before = cpu::process_secs(pid);
             let r = tokio::task::block_in_place(|| {
                 wrk::run(wrk_bin, &dir, &e.endpoint, &params, connections, sel.wrk_secs)
@@ -400,7 +421,11 @@ async fn etcd_cell(sel: &Selection, env: &Env, bin: &Path, keys: usize, store: S
         // The gateway's writes are real puts of the script's values.
         let got = client.get(format!("{PREFIX}{}", service_key(0)), None).await?;
         let v = got.kvs().first().map(|kv| kv.value().to_vec()).unwrap_or_default();
-        ensure!(v.starts_with(b"wrk-t"), "etcd holds no wrk value under {PREFIX}k00000: {:?}", String::from_utf8_lossy(&v));
+        ensure!(
+            v.starts_with(b"wrk-t"),
+            "etcd holds no wrk value under {PREFIX}k00000: {:?}",
+            String::from_utf8_lossy(&v)
+        );
     }
     if sel.latency_writes > 0 {
         progress(&format!("{name}: put -> watch event, {} puts", sel.latency_writes));

@@ -39,9 +39,19 @@ fn cells(f: Option<&Figures>, subscriber: bool) -> Vec<String> {
 /// Writes the matrix table.
 pub fn write(m: &MatrixReport, out: &mut impl Write) -> std::io::Result<()> {
     let s = &m.selection;
-    writeln!(out, "matrix (issue 15): PUTs of {}-byte values into service `bench` of N keys (keys overwritten, so", s.value_bytes)?;
-    writeln!(out, "it keeps N); stream on = `confstore serve` with its embedded broker and publisher + one subscribed")?;
-    writeln!(out, "confstore-client in this process; off = `serve --no-mqtt`. etcd: the same keys under bench/, same run.")?;
+    writeln!(
+        out,
+        "matrix (issue 15): PUTs of {}-byte values into service `bench` of N keys (keys overwritten, so",
+        s.value_bytes
+    )?;
+    writeln!(
+        out,
+        "it keeps N); stream on = `confstore serve` with its embedded broker and publisher + one subscribed"
+    )?;
+    writeln!(
+        out,
+        "confstore-client in this process; off = `serve --no-mqtt`. etcd: the same keys under bench/, same run."
+    )?;
     writeln!(
         out,
         "harness: {} timed writes x {} run(s) after {} untimed; wrk: {} s per row; latency: {} writes, one at a time",
@@ -56,8 +66,20 @@ pub fn write(m: &MatrixReport, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out)?;
     let mut rows: Vec<Vec<String>> = vec![
         [
-            "stream", "keys", "store", "load", "rate", "p50", "p99", "srv CPU", "client CPU", "| etcd rate", "p50",
-            "p99", "srv CPU", "rate vs etcd",
+            "stream",
+            "keys",
+            "store",
+            "load",
+            "rate",
+            "p50",
+            "p99",
+            "srv CPU",
+            "client CPU",
+            "| etcd rate",
+            "p50",
+            "p99",
+            "srv CPU",
+            "rate vs etcd",
         ]
         .iter()
         .map(|x| (*x).to_owned())
@@ -65,7 +87,8 @@ pub fn write(m: &MatrixReport, out: &mut impl Write) -> std::io::Result<()> {
     ];
     let confstore: Vec<&Cell> = m.cells.iter().filter(|c| c.peer != Peer::Etcd).collect();
     for c in &confstore {
-        let etcd = m.cells.iter().find(|e| e.peer == Peer::Etcd && e.service_keys == c.service_keys && e.store == c.store);
+        let etcd =
+            m.cells.iter().find(|e| e.peer == Peer::Etcd && e.service_keys == c.service_keys && e.store == c.store);
         for (i, f) in c.figures.iter().enumerate() {
             let theirs = etcd.and_then(|e| e.get(f.load));
             let mut row = if i == 0 {
@@ -109,7 +132,20 @@ pub fn write(m: &MatrixReport, out: &mut impl Write) -> std::io::Result<()> {
             }
         }
     }
-    grid(out, &rows)
+    grid(out, &rows)?;
+    for c in &m.cells {
+        for f in c.figures.iter().filter(|f| f.note.is_some()) {
+            let stream = match c.peer {
+                Peer::StreamOn => "stream on",
+                Peer::StreamOff => "stream off",
+                Peer::Etcd => "etcd",
+            };
+            let load = load_name(f.load, s.writers, c.peer == Peer::Etcd);
+            let note = f.note.as_deref().unwrap_or_default();
+            writeln!(out, "NOTE {stream}, {} keys, store {}, {load}: {note}", c.service_keys, c.store)?;
+        }
+    }
+    Ok(())
 }
 
 /// Left-aligned columns separated by two spaces; a rule under the header.

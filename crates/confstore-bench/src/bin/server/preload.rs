@@ -85,7 +85,12 @@ pub async fn confstore(conn: &mut HttpConn, service_keys: usize, store: Store, v
 
 /// Fills a fresh etcd the same way: `bench/k00000`... and `s000/k00000`...
 #[cfg(feature = "etcd")]
-pub async fn etcd(client: &mut etcd_client::Client, service_keys: usize, store: Store, value_bytes: usize) -> Result<()> {
+pub async fn etcd(
+    client: &mut etcd_client::Client,
+    service_keys: usize,
+    store: Store,
+    value_bytes: usize,
+) -> Result<()> {
     use etcd_client::{Txn, TxnOp};
     let mut all: Vec<(String, String)> = Vec::new();
     for j in 0..store.services {

@@ -176,14 +176,7 @@ pub fn find_bin(explicit: Option<&Path>) -> Option<PathBuf> {
 
 /// Runs wrk with `connections` and `threads` for `secs` against `url` (the script sets the
 /// path), the script written to `dir`. Fails on any non-2xx answer or socket error.
-pub fn run(
-    bin: &Path,
-    dir: &Path,
-    url: &str,
-    p: &Params<'_>,
-    connections: usize,
-    secs: u64,
-) -> Result<WrkRun> {
+pub fn run(bin: &Path, dir: &Path, url: &str, p: &Params<'_>, connections: usize, secs: u64) -> Result<WrkRun> {
     let path = dir.join(match p.api {
         Api::Confstore { .. } => "confstore-put.lua",
         Api::Etcd { .. } => "etcd-put.lua",
