@@ -257,7 +257,11 @@ impl Confstore<'_> {
             }
         }
         let (server, sub) = self.cpu_per_write(before, f64::from(writes));
-        Ok(Figures { note, ..latency_figures(lat, Some(server), sub) })
+        if note.is_some() {
+            // The CPU of a wait for a version that never came is not a cost per write.
+            return Ok(Figures { note, ..latency_figures(lat, None, None) });
+        }
+        Ok(latency_figures(lat, Some(server), sub))
     }
 }
 

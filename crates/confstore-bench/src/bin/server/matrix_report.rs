@@ -18,6 +18,9 @@ fn load_name(load: Load, writers: usize, etcd: bool) -> String {
 }
 
 fn ms(x: f64) -> String {
+    if x.is_nan() {
+        return "stalled".into();
+    }
     if x < 10.0 { format!("{x:.2}") } else { format!("{x:.1}") }
 }
 
@@ -112,7 +115,7 @@ pub fn write(m: &MatrixReport, out: &mut impl Write) -> std::io::Result<()> {
             let ratio = match (f.rate, theirs.and_then(|t| t.rate)) {
                 (Some(a), Some(b)) => format!("{:.2}x", a / b),
                 _ => match theirs {
-                    Some(t) => format!("{:.2}x p50", f.p50_ms / t.p50_ms),
+                    Some(t) if f.p50_ms.is_finite() => format!("{:.2}x p50", f.p50_ms / t.p50_ms),
                     None => "-".into(),
                 },
             };
