@@ -55,6 +55,7 @@ pub struct Env {
     /// `confstore`.
     pub confstore_bin: PathBuf,
     /// etcd, if installed and built with the `etcd` feature.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub etcd_bin: Option<PathBuf>,
     /// wrk, if installed.
     pub wrk_bin: Option<PathBuf>,

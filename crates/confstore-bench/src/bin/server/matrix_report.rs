@@ -116,7 +116,7 @@ pub fn write(m: &MatrixReport, out: &mut impl Write) -> std::io::Result<()> {
                 (Some(a), Some(b)) => format!("{:.2}x", a / b),
                 _ => match theirs {
                     Some(t) if f.p50_ms.is_finite() => format!("{:.2}x p50", f.p50_ms / t.p50_ms),
-                    None => "-".into(),
+                    _ => "-".into(),
                 },
             };
             row.push(ratio);

@@ -7,7 +7,9 @@ use anyhow::{Context, Result};
 use hyper::Method;
 
 use crate::confstore::{HttpConn, SERVICE};
-use crate::harness::{PREFIX, service_key, value};
+#[cfg(feature = "etcd")]
+use crate::harness::PREFIX;
+use crate::harness::{service_key, value};
 
 /// Keys per preload changeset (the server takes at most 1,000 events per changeset).
 const CHANGESET_KEYS: usize = 500;

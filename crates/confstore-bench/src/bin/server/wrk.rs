@@ -28,6 +28,7 @@ pub enum Api<'a> {
         token: &'a str,
     },
     /// etcd's JSON gateway: the prefix that stands for the service.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     Etcd {
         /// e.g. `bench/`.
         prefix: &'a str,
