@@ -1,8 +1,11 @@
-//! The client's LKG file: the last applied snapshot, exactly as received, so a restart
-//! without the store still has a verified configuration and never goes backwards.
+//! The client's LKG file: the last applied snapshot, exactly as received, and the deltas
+//! applied on top of it since, so a restart without the store still has a verified
+//! configuration and never goes backwards.
 //!
-//! Format `confstore-client-lkg/1` (one JSON object):
-//! `{"format":"confstore-client-lkg/1","service":…,"store_id":…,"jws":<snapshot JWS>}`.
+//! Format `confstore-client-lkg/1` (one JSON object, docs/format.md §17.5):
+//! `{"format":"confstore-client-lkg/1","service":…,"store_id":…,"jws":<snapshot JWS>,
+//! "deltas":[<delta JWS>…]}` (`deltas` may be absent: none). Each delta must be the next
+//! version after the one before it.
 //! No HMAC: the store's Ed25519 signature covers the snapshot, and `service` and
 //! `store_id` must match the signed document. Written atomically (temporary file in the
 //! same directory, fsync, rename, fsync of the directory), mode 0600.
@@ -18,15 +21,24 @@ use serde_json::{Value, json};
 /// The `format` field of a client LKG file.
 pub const FORMAT: &str = "confstore-client-lkg/1";
 
-/// Largest LKG file read (a snapshot plus its envelope).
-const FILE_BYTES_MAX: u64 = crate::SNAPSHOT_BYTES_MAX as u64 + 4096;
+/// Largest LKG file read (a snapshot, the deltas after it, and the envelope).
+const FILE_BYTES_MAX: u64 = 2 * crate::SNAPSHOT_BYTES_MAX as u64 + 4096;
 
 /// A snapshot loaded from an LKG file and verified.
 #[derive(Debug)]
 pub(crate) struct Loaded {
+    /// The document of the newest version (the snapshot with every delta applied).
     pub(crate) document: Value,
     pub(crate) version: SnapshotVersion,
+    /// The snapshot JWS and the delta JWSs, as in the file.
+    pub(crate) jws: Value,
+    pub(crate) deltas: Vec<Value>,
 }
+
+/// Most deltas the file keeps after its snapshot. The retained snapshot that covers them
+/// arrives within the server's coalescing window and replaces them; past this many the
+/// file is not rewritten until it does.
+pub(crate) const DELTAS_MAX: usize = 4096;
 
 /// Why an LKG file is unusable. Shown after "lkg file <path>: ".
 #[derive(Debug, thiserror::Error)]
@@ -77,19 +89,42 @@ pub(crate) fn load(
     }
     let file_store = field("store_id").ok_or_else(|| LkgError::Format("no \"store_id\" field".into()))?;
     let jws = envelope.get_mut("jws").map(Value::take).ok_or_else(|| LkgError::Format("no \"jws\" field".into()))?;
-    let (document, version) = stream::verify_snapshot(&jws, keys, store_id.unwrap_or(&file_store), service)?;
+    let (mut document, mut version) = stream::verify_snapshot(&jws, keys, store_id.unwrap_or(&file_store), service)?;
     if version.store_id != file_store {
         return Err(LkgError::Format(format!(
             "store_id {file_store:?} differs from the signed {:?}",
             version.store_id
         )));
     }
-    Ok(Some(Loaded { document, version }))
+    let deltas = match envelope.get_mut("deltas").map(Value::take) {
+        None => Vec::new(),
+        Some(Value::Array(d)) if d.len() <= DELTAS_MAX => d,
+        Some(_) => return Err(LkgError::Format(format!("\"deltas\" is not an array of at most {DELTAS_MAX}"))),
+    };
+    for (i, d) in deltas.iter().enumerate() {
+        let (kind, doc, next) = stream::verify_update(d, keys, Some(&file_store), service)?;
+        if kind != stream::UpdateKind::Delta {
+            return Err(LkgError::Format(format!("deltas[{i}] is not a delta")));
+        }
+        match stream::judge_delta(Some(&version), &next)? {
+            stream::Verdict::Apply => {}
+            stream::Verdict::Gap { .. } => {
+                return Err(LkgError::Format(format!("deltas[{i}] does not follow the version before it")));
+            }
+        }
+        document = stream::apply_delta(&document, &doc)?;
+        version = next;
+    }
+    Ok(Some(Loaded { document, version, jws, deltas }))
 }
 
 /// Writes the LKG file atomically: a crash leaves the old file or the new one, never a mix.
-pub(crate) fn store(path: &Path, service: &str, store_id: &str, jws: &Value) -> io::Result<()> {
-    let envelope = json!({"format": FORMAT, "service": service, "store_id": store_id, "jws": jws});
+pub(crate) fn store(path: &Path, service: &str, store_id: &str, jws: &Value, deltas: &[Value]) -> io::Result<()> {
+    let envelope = if deltas.is_empty() {
+        json!({"format": FORMAT, "service": service, "store_id": store_id, "jws": jws})
+    } else {
+        json!({"format": FORMAT, "service": service, "store_id": store_id, "jws": jws, "deltas": deltas})
+    };
     let bytes = serde_json::to_vec(&envelope).map_err(io::Error::other)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -123,7 +158,7 @@ mod tests {
         let path = dir.path().join("sub/web.lkg.json");
         let signer = Signer::new(1);
         let jws = signer.snapshot("web", 1, 4, 3, serde_json::json!({"port": 80}));
-        store(&path, "web", STORE, &jws).unwrap();
+        store(&path, "web", STORE, &jws, &[]).unwrap();
         let loaded = load(&path, &[signer.public()], None, "web").unwrap().unwrap();
         assert_eq!(serde_json::from_slice::<Value>(&fs::read(&path).unwrap()).unwrap()["jws"], jws);
         assert_eq!(loaded.version.changed_epoch, 4);
@@ -143,7 +178,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("web.lkg.json");
         let signer = Signer::new(1);
-        store(&path, "web", STORE, &signer.snapshot("web", 1, 4, 3, serde_json::json!({"port": 80}))).unwrap();
+        store(&path, "web", STORE, &signer.snapshot("web", 1, 4, 3, serde_json::json!({"port": 80})), &[]).unwrap();
         let good = fs::read(&path).unwrap();
         let keys = [signer.public()];
         for i in 0..good.len() {
@@ -163,7 +198,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("web.lkg.json");
         let signer = Signer::new(1);
-        store(&path, "web", STORE, &signer.snapshot("web", 1, 4, 3, serde_json::json!({}))).unwrap();
+        store(&path, "web", STORE, &signer.snapshot("web", 1, 4, 3, serde_json::json!({})), &[]).unwrap();
         let err = load(&path, &[Signer::new(2).public()], None, "web").unwrap_err();
         assert!(err.to_string().contains("was the file modified?"), "{err}");
         assert!(matches!(load(&path, &[signer.public()], None, "api"), Err(LkgError::WrongService(s)) if s == "web"));

@@ -70,6 +70,19 @@ impl Signer {
     pub fn sign(&self, doc: &Value) -> Value {
         jws::sign(doc, jws::TYP_SNAPSHOT, &self.key)
     }
+
+    /// Signs any document as a delta.
+    pub fn sign_delta(&self, doc: &Value) -> Value {
+        jws::sign(doc, jws::TYP_DELTA, &self.key)
+    }
+
+    /// The delta the server would send for version `changed` following `prev`: `set` keys
+    /// from the service, `removed` keys gone.
+    pub fn delta(&self, service: &str, changed: u64, prev: u64, set: Value, removed: &[&str]) -> Value {
+        let mut doc = self.document(service, 1, changed, prev, set);
+        doc["removed"] = json!(removed);
+        jws::sign(&doc, jws::TYP_DELTA, &self.key)
+    }
 }
 
 /// The version chain `1 ← 2 ← … ← n` of `service`, each with `{"v": epoch}`.

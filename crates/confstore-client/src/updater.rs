@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use confstore_core::stream::{self, Rejection, SnapshotVersion, Verdict};
-use confstore_core::{VerifyingKey, jws};
+use confstore_core::VerifyingKey;
+use confstore_core::stream::{self, Rejection, SnapshotVersion, UpdateKind, Verdict};
 use serde_json::Value;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -55,11 +55,13 @@ pub(crate) struct UpdaterSettings {
     pub(crate) rest: Option<Rest>,
 }
 
-/// A verified snapshot with the bytes it came as.
+/// A verified version with the bytes it came as.
 struct Verified {
     jws: Value,
+    /// The snapshot document of this version (for a delta: the held one with it applied).
     document: Value,
     version: SnapshotVersion,
+    kind: UpdateKind,
 }
 
 /// The client's state machine: what it holds and how it moves on.
@@ -68,11 +70,15 @@ pub(crate) struct Updater {
     counters: Arc<Counters>,
     current: Option<Arc<Config>>,
     outlet: Option<Arc<Outlet>>,
+    /// What the LKG file holds: the last snapshot applied (or received for the held
+    /// version) and the deltas applied since.
+    lkg_snapshot: Option<Value>,
+    lkg_deltas: Vec<Value>,
 }
 
 impl Updater {
     pub(crate) fn new(settings: UpdaterSettings, counters: Arc<Counters>) -> Self {
-        Self { settings, counters, current: None, outlet: None }
+        Self { settings, counters, current: None, outlet: None, lkg_snapshot: None, lkg_deltas: Vec::new() }
     }
 
     /// The counters it bumps.
@@ -112,11 +118,13 @@ impl Updater {
         let config = Config::new(loaded.document, loaded.version, &s.env);
         self.settings.store_id.get_or_insert_with(|| config.version().store_id.clone());
         self.current = Some(Arc::new(config));
+        self.lkg_snapshot = Some(loaded.jws);
+        self.lkg_deltas = loaded.deltas;
         Ok(true)
     }
 
     /// Handles one MQTT message: it must be on this service's snapshot topic and be a
-    /// snapshot for this service.
+    /// snapshot or a delta for this service.
     pub(crate) async fn on_message(&mut self, topic: &str, payload: &[u8]) -> Offer {
         if stream::service_of_snapshot_topic(topic) != Some(self.settings.service.as_str()) {
             self.counters.reject("wrong_topic");
@@ -142,7 +150,12 @@ impl Updater {
         let Some(rest) = &self.settings.rest else { return Ok(()) };
         let jws = rest.snapshot(None).await.map_err(|e| e.to_string())?;
         Counters::bump(&self.counters.catch_ups);
-        match self.take(jws, false).await {
+        let incoming = match self.verify(jws) {
+            Ok(v) if v.kind == UpdateKind::Snapshot => v,
+            Ok(_) => return Err("REST answered a delta, not a snapshot".into()),
+            Err(rejection) => return Err(rejection.to_string()),
+        };
+        match self.take_snapshot(incoming, false).await {
             Offer::Invalid { reason } => Err(reason),
             Offer::Applied | Offer::Held(_) => Ok(()),
         }
@@ -156,10 +169,24 @@ impl Updater {
             Ok(v) => v,
             Err(rejection) => return self.invalid(rejection),
         };
+        match incoming.kind {
+            UpdateKind::Delta => self.take_delta(incoming, count_held).await,
+            UpdateKind::Snapshot => self.take_snapshot(incoming, count_held).await,
+        }
+    }
+
+    async fn take_snapshot(&mut self, incoming: Verified, count_held: bool) -> Offer {
         match stream::judge(self.held(), &incoming.version) {
             Ok(Verdict::Apply) => {}
             Ok(Verdict::Gap { missing_epoch }) => self.fill_gap(&incoming.version, missing_epoch).await,
             Err(rejection) => {
+                if matches!(rejection, Rejection::Duplicate(_)) && !self.lkg_deltas.is_empty() {
+                    // The retained snapshot of the version held: the LKG file keeps it
+                    // instead of the deltas that led there.
+                    self.lkg_snapshot = Some(incoming.jws);
+                    self.lkg_deltas.clear();
+                    self.persist().await;
+                }
                 if count_held {
                     self.count(&rejection);
                 }
@@ -168,6 +195,49 @@ impl Updater {
         }
         self.apply(incoming).await;
         Offer::Applied
+    }
+
+    /// A delta: applied on the held version it follows, after fetching any versions
+    /// missing before it; when they cannot be fetched, the current snapshot is taken over
+    /// REST instead (a resync).
+    async fn take_delta(&mut self, incoming: Verified, count_held: bool) -> Offer {
+        match stream::judge_delta(self.held(), &incoming.version) {
+            Ok(Verdict::Apply) => {}
+            Ok(Verdict::Gap { missing_epoch }) => {
+                let filled = missing_epoch > 0 && {
+                    self.fill_gap(&incoming.version, missing_epoch).await;
+                    self.held().is_some_and(|h| {
+                        h.generation == incoming.version.generation && h.changed_epoch == incoming.version.prev_epoch
+                    })
+                };
+                if !filled {
+                    Counters::bump(&self.counters.resyncs);
+                    warn!(
+                        service = %self.settings.service, incoming = incoming.version.changed_epoch,
+                        "cannot reach the version before delta {}; taking the current snapshot over REST (resync)",
+                        incoming.version.changed_epoch
+                    );
+                    return match self.catch_up().await {
+                        Ok(()) => Offer::Applied,
+                        Err(reason) => Offer::Invalid { reason },
+                    };
+                }
+            }
+            Err(rejection) => {
+                if count_held {
+                    self.count(&rejection);
+                }
+                return Offer::Held(rejection);
+            }
+        }
+        let Some(held) = self.current.as_ref() else { return self.invalid(Rejection::Malformed("no base".into())) };
+        match stream::apply_delta(held.document(), &incoming.document) {
+            Ok(document) => {
+                self.apply(Verified { document, ..incoming }).await;
+                Offer::Applied
+            }
+            Err(rejection) => self.invalid(rejection),
+        }
     }
 
     fn invalid(&self, rejection: Rejection) -> Offer {
@@ -184,22 +254,12 @@ impl Updater {
         }
     }
 
-    /// Checks signature, store (pinned or not yet) and service.
+    /// Checks signature, kind (snapshot or delta), store (pinned or not yet: the first
+    /// verified snapshot pins it, see `apply`) and service.
     fn verify(&self, jws: Value) -> Result<Verified, Rejection> {
         let s = &self.settings;
-        let (document, version) = match &s.store_id {
-            Some(store_id) => stream::verify_snapshot(&jws, &s.keys, store_id, &s.service)?,
-            None => {
-                // No store pinned yet: the first verified snapshot pins it (see `apply`).
-                let document = jws::verify(&jws, jws::TYP_SNAPSHOT, &s.keys)?;
-                let version = stream::snapshot_version(&document)?;
-                if version.service != s.service {
-                    return Err(Rejection::WrongService { found: version.service, expected: s.service.clone() });
-                }
-                (document, version)
-            }
-        };
-        Ok(Verified { jws, document, version })
+        let (kind, document, version) = stream::verify_update(&jws, &s.keys, s.store_id.as_deref(), &s.service)?;
+        Ok(Verified { jws, document, version, kind })
     }
 
     /// Fetches the versions between the held one and `incoming` and applies them oldest
@@ -236,6 +296,9 @@ impl Updater {
             }
             let jws = rest.snapshot(Some(want)).await.map_err(|e| e.to_string())?;
             let fetched = self.verify(jws).map_err(|r| format!("version {want} from REST: {r}"))?;
+            if fetched.kind != UpdateKind::Snapshot {
+                return Err(format!("version {want} from REST is not a snapshot"));
+            }
             let v = &fetched.version;
             if v.changed_epoch != want || v.generation != incoming.generation {
                 return Err(format!(
@@ -272,16 +335,27 @@ impl Updater {
             outlet.watch.send_replace(Arc::clone(&config));
         }
         Counters::bump(&self.counters.applied);
-        self.persist(v.jws).await;
+        match v.kind {
+            UpdateKind::Snapshot => {
+                self.lkg_snapshot = Some(v.jws);
+                self.lkg_deltas.clear();
+            }
+            UpdateKind::Delta if self.lkg_deltas.len() < lkg::DELTAS_MAX => self.lkg_deltas.push(v.jws),
+            // Too many deltas since the last snapshot: the file waits for the next one.
+            UpdateKind::Delta => return,
+        }
+        self.persist().await;
     }
 
-    /// Saves the applied version as the high-water mark.
-    async fn persist(&self, jws: Value) {
+    /// Saves the applied version (its snapshot and the deltas since) as the high-water mark.
+    async fn persist(&self) {
         let Some(path) = self.settings.lkg_path.clone() else { return };
+        let Some(jws) = self.lkg_snapshot.clone() else { return };
+        let deltas = self.lkg_deltas.clone();
         let service = self.settings.service.clone();
         let store_id = self.settings.store_id.clone().unwrap_or_default();
         let shown = path.display().to_string();
-        let result = tokio::task::spawn_blocking(move || lkg::store(&path, &service, &store_id, &jws)).await;
+        let result = tokio::task::spawn_blocking(move || lkg::store(&path, &service, &store_id, &jws, &deltas)).await;
         let error = match result {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),

@@ -18,6 +18,9 @@ pub const TYP_SNAPSHOT: &str = "confstore-snapshot+json";
 pub const TYP_EVENT: &str = "confstore-event+json";
 /// `typ` of a signed head on `system/config-head`.
 pub const TYP_HEAD: &str = "confstore-head+json";
+/// `typ` of a service delta on `system/config/<service>` (not retained): one version of the
+/// service as the keys it changed (docs/format.md §17.2).
+pub const TYP_DELTA: &str = "confstore-delta+json";
 
 /// Why a JWS is not acceptable.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -63,6 +66,16 @@ pub fn sign(doc: &Value, typ: &str, key: &SigningKey) -> Value {
 /// Verifies a flattened JWS of type `typ` against the trusted `keys` (the one its `kid`
 /// names) and returns the payload document.
 pub fn verify(jws: &Value, typ: &'static str, keys: &[VerifyingKey]) -> Result<Value, JwsError> {
+    verify_one_of(jws, &[typ], keys).map(|(_, doc)| doc)
+}
+
+/// [`verify`] for a JWS whose `typ` may be any of `typs` (a topic carrying two kinds of
+/// document): returns which one it is, and the payload document.
+pub fn verify_one_of(
+    jws: &Value,
+    typs: &[&'static str],
+    keys: &[VerifyingKey],
+) -> Result<(&'static str, Value), JwsError> {
     let part = |k: &str| jws.get(k).and_then(Value::as_str).ok_or_else(|| JwsError::Malformed(format!("no {k:?}")));
     let (protected, payload, signature) = (part("protected")?, part("payload")?, part("signature")?);
     let header: Value = b64()
@@ -74,9 +87,9 @@ pub fn verify(jws: &Value, typ: &'static str, keys: &[VerifyingKey]) -> Result<V
         return Err(JwsError::Malformed("header must say alg EdDSA".into()));
     }
     let found_typ = header.get("typ").and_then(Value::as_str).unwrap_or_default();
-    if found_typ != typ {
-        return Err(JwsError::WrongType { found: found_typ.to_owned(), expected: typ });
-    }
+    let Some(typ) = typs.iter().copied().find(|t| *t == found_typ) else {
+        return Err(JwsError::WrongType { found: found_typ.to_owned(), expected: typs.first().copied().unwrap_or("") });
+    };
     let kid = header.get("kid").and_then(Value::as_str).unwrap_or_default();
     let key = keys.iter().find(|k| k.key_id().to_hex() == kid).ok_or_else(|| JwsError::WrongKey {
         found: kid.to_owned(),
@@ -87,7 +100,8 @@ pub fn verify(jws: &Value, typ: &'static str, keys: &[VerifyingKey]) -> Result<V
         return Err(JwsError::BadSignature);
     }
     let bytes = b64().decode(payload).map_err(|e| JwsError::Malformed(format!("payload: {e}")))?;
-    serde_json::from_slice(&bytes).map_err(|e| JwsError::Malformed(format!("payload: {e}")))
+    let doc = serde_json::from_slice(&bytes).map_err(|e| JwsError::Malformed(format!("payload: {e}")))?;
+    Ok((typ, doc))
 }
 
 #[cfg(test)]

@@ -106,3 +106,11 @@ pub const MQTT_PACKET_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Most stream messages handed to the MQTT client and not yet acknowledged; while the
 /// broker is away the backlog stays in the log, not in memory.
 pub const MQTT_PUBLISH_WINDOW_MESSAGES: usize = 4096;
+/// Most compiled service schemas kept in memory (keyed by schema hash): one per schema-checked
+/// service written to lately; a miss costs a compile (meta-schema check and validator build).
+pub const COMPILED_SCHEMAS_CACHED_MAX: usize = 64;
+/// Most recent events the server keeps in memory for the live stream (the publisher takes
+/// them from there instead of reading the log again; one further behind reads the log).
+pub const RECENT_EVENTS_MAX: usize = 4096;
+/// Most bytes of values, schemas, ciphertexts and texts those events may hold.
+pub const RECENT_EVENT_BYTES_MAX: usize = 8 * 1024 * 1024;

@@ -72,6 +72,30 @@ pub fn compile(schema: &Value) -> Result<CompiledSchema, String> {
     Ok(CompiledSchema { validator, defaults, effective })
 }
 
+/// Most compiled schemas kept by [`compiled`].
+const COMPILED_CACHE_MAX: usize = crate::limits::COMPILED_SCHEMAS_CACHED_MAX;
+
+/// The stored schema `json` (canonical text, SHA-256 `hash`) compiled, from a small cache
+/// keyed by its hash: compiling checks the schema against the 2020-12 meta-schema and builds
+/// a validator, which a write to a schema-checked service would otherwise pay every time.
+pub fn compiled(json: &str, hash: [u8; 32]) -> Result<std::sync::Arc<CompiledSchema>, String> {
+    use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+    type Cache = Mutex<Vec<([u8; 32], Arc<CompiledSchema>)>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
+    if let Some((_, c)) = cache.lock().unwrap_or_else(PoisonError::into_inner).iter().find(|(h, _)| *h == hash) {
+        return Ok(Arc::clone(c));
+    }
+    let parsed: Value = serde_json::from_str(json).map_err(|e| format!("the stored schema is not JSON: {e}"))?;
+    let c = Arc::new(compile(&parsed)?);
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    if cache.len() >= COMPILED_CACHE_MAX {
+        cache.remove(0);
+    }
+    cache.push((hash, Arc::clone(&c)));
+    Ok(c)
+}
+
 impl CompiledSchema {
     /// Every violation of `values` (key -> canonical JSON), defaults filled in. Secrets
     /// stored encrypted (their plaintext is not at hand) are left out and count as present

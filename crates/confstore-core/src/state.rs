@@ -74,20 +74,34 @@ pub struct ServiceSchema {
 
 impl State {
     /// Folds one verified event in.
-    pub fn apply(&mut self, ev: &Verified) {
-        self.apply_body(ev.seq(), ev.body());
+    pub fn apply<'e>(&mut self, ev: &'e Verified) -> Changed<'e> {
+        self.apply_body(ev.seq(), ev.body())
     }
 
     /// Folds an event body in. Only for bodies this process produced itself (the writer,
     /// after commit) or that were verified; everything else goes through [`Self::apply`].
-    pub fn apply_body(&mut self, seq: u64, body: &EventBody) {
+    ///
+    /// Returns which services' versions it changed: the one place that says a change to
+    /// `global` changes every service (the writer's dirty set and the live stream use it).
+    pub fn apply_body<'e>(&mut self, seq: u64, body: &'e EventBody) -> Changed<'e> {
         self.seq = seq;
         self.epoch = body.epoch;
         self.time_ms = body.time_ms;
-        if body.changes_config()
-            && let Some(service) = body.service()
-        {
-            self.bump_version(service, body.epoch, seq);
+        let changed = match body.service() {
+            Some(_) if !body.changes_config() => Changed::Nothing,
+            Some(GLOBAL_SCOPE) => Changed::Every,
+            Some(service) => Changed::Service(service),
+            None => Changed::Nothing,
+        };
+        match changed {
+            Changed::Nothing => {}
+            Changed::Service(service) => self.versions.entry(service.to_owned()).or_default().bump(body.epoch, seq),
+            Changed::Every => {
+                for name in self.services.keys() {
+                    self.versions.entry(name.clone()).or_default().bump(body.epoch, seq);
+                }
+                self.versions.entry(GLOBAL_SCOPE.to_owned()).or_default().bump(body.epoch, seq);
+            }
         }
         match &body.kind {
             EventKind::ServiceRegistered { service } => {
@@ -142,22 +156,25 @@ impl State {
             | EventKind::AccessDeniedSummary { .. } => {}
             EventKind::SigningKeyRotated { .. } | EventKind::RolledBack { .. } => {}
         }
-    }
-
-    /// Records that the changeset at `epoch` changed `service` (every service, for `global`).
-    fn bump_version(&mut self, service: &str, epoch: u64, seq: u64) {
-        if service == GLOBAL_SCOPE {
-            for name in self.services.keys() {
-                self.versions.entry(name.clone()).or_default().bump(epoch, seq);
-            }
-        }
-        self.versions.entry(service.to_owned()).or_default().bump(epoch, seq);
+        changed
     }
 
     /// One value, as canonical JSON text.
     pub fn value(&self, service: &str, key: &str) -> Option<&str> {
         self.services.get(service)?.get(key).map(String::as_str)
     }
+}
+
+/// Which services' versions an event changed (docs/format.md §14: a config event about a
+/// service changes it; one about `global` changes every registered service).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Changed<'e> {
+    /// No service's version (an audit or token event).
+    Nothing,
+    /// This service's.
+    Service(&'e str),
+    /// Every service's (a change to `global`).
+    Every,
 }
 
 /// One change requested in a changeset.
@@ -520,8 +537,11 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
     let mut new_services: Vec<&str> = Vec::new();
     let mut touched: Vec<(&str, &str)> = Vec::new();
     let mut added_per_service: BTreeMap<&str, usize> = BTreeMap::new();
-    // The configuration each changed service will have, for the schema check.
+    // The configuration each changed service with a schema will have, for the schema check.
+    // Only services with a schema (set before or by this changeset) get one: copying a
+    // service's values costs in proportion to its size, and a write costs what it changes.
     let mut working: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
+    let checked = |service: &str| new_schemas.contains_key(service) || state.schemas.contains_key(service);
     let mut kinds = Vec::with_capacity(draft.changes.len());
     for (i, change) in draft.changes.iter().enumerate() {
         let kind = match change {
@@ -617,10 +637,12 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
                 let parsed: serde_json::Value =
                     serde_json::from_str(&plaintext.0).map_err(|_| invalid("secret value", "", "is not JSON"))?;
                 canonical_json(&parsed)?;
-                working
-                    .entry(service)
-                    .or_insert_with(|| values.cloned().unwrap_or_default())
-                    .insert(key.clone(), plaintext.0.to_string());
+                if checked(service) {
+                    working
+                        .entry(service)
+                        .or_insert_with(|| values.cloned().unwrap_or_default())
+                        .insert(key.clone(), plaintext.0.to_string());
+                }
                 EventKind::SecretSet {
                     service: service.clone(),
                     key: key.clone(),
@@ -685,10 +707,12 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
                         )));
                     }
                 }
-                working
-                    .entry(service)
-                    .or_insert_with(|| values.cloned().unwrap_or_default())
-                    .insert(key.clone(), value_json.clone());
+                if checked(service) {
+                    working
+                        .entry(service)
+                        .or_insert_with(|| values.cloned().unwrap_or_default())
+                        .insert(key.clone(), value_json.clone());
+                }
                 EventKind::ValueSet {
                     service: service.clone(),
                     key: key.clone(),
@@ -703,7 +727,9 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
                 if values.is_none_or(|v| !v.contains_key(key)) {
                     return Err(RejectError::NotSet { service: service.clone(), key: key.clone() });
                 }
-                working.entry(service).or_insert_with(|| values.cloned().unwrap_or_default()).remove(key);
+                if checked(service) {
+                    working.entry(service).or_insert_with(|| values.cloned().unwrap_or_default()).remove(key);
+                }
                 EventKind::ValueUnset {
                     service: service.clone(),
                     key: key.clone(),
@@ -797,12 +823,9 @@ fn check_schemas(
         let found = match new_schemas.get(service) {
             Some((_, compiled)) => compiled.check(values),
             None => match state.schemas.get(*service) {
-                Some(schema) => {
-                    let parsed: serde_json::Value = serde_json::from_str(&schema.json).unwrap_or_default();
-                    let compiled = crate::schema::compile(&parsed)
-                        .map_err(|why| RejectError::InvalidSchema { service: (*service).to_owned(), why })?;
-                    compiled.check(values)
-                }
+                Some(schema) => crate::schema::compiled(&schema.json, schema.hash)
+                    .map_err(|why| RejectError::InvalidSchema { service: (*service).to_owned(), why })?
+                    .check(values),
                 None => Vec::new(),
             },
         };

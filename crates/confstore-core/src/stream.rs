@@ -250,6 +250,99 @@ pub fn snapshot_version(doc: &Value) -> Result<SnapshotVersion, Rejection> {
     })
 }
 
+/// What a verified message on a service's snapshot topic is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateKind {
+    /// A whole snapshot (`typ` [`jws::TYP_SNAPSHOT`]; retained, or from REST).
+    Snapshot,
+    /// A delta (`typ` [`jws::TYP_DELTA`]; not retained): one version as the keys it changed.
+    Delta,
+}
+
+/// Verifies a message of `system/config/<service>` — a snapshot or a delta — and reads its
+/// version fields, checking store (when pinned) and service.
+pub fn verify_update(
+    jws_doc: &Value,
+    keys: &[VerifyingKey],
+    store_id: Option<&str>,
+    service: &str,
+) -> Result<(UpdateKind, Value, SnapshotVersion), Rejection> {
+    let (typ, doc) = jws::verify_one_of(jws_doc, &[jws::TYP_SNAPSHOT, jws::TYP_DELTA], keys)?;
+    let kind = if typ == jws::TYP_DELTA { UpdateKind::Delta } else { UpdateKind::Snapshot };
+    let version = snapshot_version(&doc)?;
+    if kind == UpdateKind::Delta {
+        check_delta_shape(&doc)?;
+    }
+    if let Some(store_id) = store_id
+        && version.store_id != store_id
+    {
+        return Err(Rejection::WrongStore { found: version.store_id, expected: store_id.to_owned() });
+    }
+    if version.service != service {
+        return Err(Rejection::WrongService { found: version.service, expected: service.to_owned() });
+    }
+    Ok((kind, doc, version))
+}
+
+fn check_delta_shape(doc: &Value) -> Result<(), Rejection> {
+    let malformed = |why: &str| Rejection::Malformed(format!("delta document: {why}"));
+    let config = doc.get("config").and_then(Value::as_object).ok_or_else(|| malformed("no \"config\" object"))?;
+    let sources = doc.get("sources").and_then(Value::as_object).ok_or_else(|| malformed("no \"sources\" object"))?;
+    if config.keys().any(|k| !sources.get(k).is_some_and(Value::is_string)) || sources.len() != config.len() {
+        return Err(malformed("\"sources\" must name the source of exactly the keys in \"config\""));
+    }
+    let removed = doc.get("removed").and_then(Value::as_array).ok_or_else(|| malformed("no \"removed\" array"))?;
+    if removed.iter().any(|k| k.as_str().is_none_or(|k| config.contains_key(k))) {
+        return Err(malformed("\"removed\" must list key names not in \"config\""));
+    }
+    Ok(())
+}
+
+/// The snapshot document a delta leads to from `base`, the document of the version it
+/// follows (the caller has judged it the next one): `base` with the delta's keys set,
+/// its removed keys gone, and the delta's version fields and schema hash.
+pub fn apply_delta(base: &Value, delta: &Value) -> Result<Value, Rejection> {
+    check_delta_shape(delta)?;
+    let mut out = base.clone();
+    let (Some(Value::Object(config)), Some(Value::Object(sources))) = (delta.get("config"), delta.get("sources"))
+    else {
+        return Err(Rejection::Malformed("delta document: no \"config\" or \"sources\"".into()));
+    };
+    let removed = delta.get("removed").and_then(Value::as_array).cloned().unwrap_or_default();
+    for (member, set) in [("config", config), ("sources", sources)] {
+        let Some(Value::Object(target)) = out.get_mut(member) else {
+            return Err(Rejection::Malformed(format!("snapshot document: no {member:?} object")));
+        };
+        for key in removed.iter().filter_map(Value::as_str) {
+            target.remove(key);
+        }
+        for (k, v) in set {
+            target.insert(k.clone(), v.clone());
+        }
+    }
+    for field in
+        ["store_id", "service", "generation", "epoch", "changed_epoch", "changed_seq", "prev_epoch", "schema_hash"]
+    {
+        let v =
+            delta.get(field).cloned().ok_or_else(|| Rejection::Malformed(format!("delta document: no {field:?}")))?;
+        out[field] = v;
+    }
+    Ok(out)
+}
+
+/// The acceptance rule for a delta: [`judge`]'s, except that a delta only ever follows the
+/// version it names in the same generation. With nothing held, or a generation change,
+/// the version before it must be fetched first (a gap at its `prev_epoch`).
+pub fn judge_delta(held: Option<&SnapshotVersion>, incoming: &SnapshotVersion) -> Result<Verdict, Rejection> {
+    match held {
+        Some(h) if h.generation == incoming.generation => judge(held, incoming),
+        Some(h) if incoming.generation < h.generation => {
+            Err(Rejection::OldGeneration { incoming: incoming.generation, held: h.generation })
+        }
+        _ => Ok(Verdict::Gap { missing_epoch: incoming.prev_epoch }),
+    }
+}
+
 /// The acceptance rule (docs/format.md §17.3): given the version a client holds (if any),
 /// is `incoming` — already verified and addressed to it — the next one to apply?
 pub fn judge(held: Option<&SnapshotVersion>, incoming: &SnapshotVersion) -> Result<Verdict, Rejection> {

@@ -332,7 +332,9 @@ impl LogReader {
     /// Replays the log from event 1 up to `until` and returns the state there.
     pub fn replay(&self, until: Until) -> Result<State, LogError> {
         let mut state = State::default();
-        self.replay_with(until, |ev| state.apply(ev))?;
+        self.replay_with(until, |ev| {
+            state.apply(ev);
+        })?;
         Ok(state)
     }
 
@@ -406,10 +408,14 @@ impl LogReader {
             let mut verifier = ChainVerifier::resume(checkpoint.clone(), None);
             r.for_each_event(checkpoint.seq + 1, |ev| {
                 verifier.push(&ev).map_err(LogError::Tampered)?;
-                verifier.take_ready().iter().for_each(|v| state.apply(v));
+                verifier.take_ready().iter().for_each(|v| {
+                    state.apply(v);
+                });
                 Ok(true)
             })?;
-            verifier.flush_ready().map_err(LogError::Tampered)?.iter().for_each(|v| state.apply(v));
+            verifier.flush_ready().map_err(LogError::Tampered)?.iter().for_each(|v| {
+                state.apply(v);
+            });
             verifier.finish().map_err(LogError::Tampered)?;
             Ok(state)
         })

@@ -82,7 +82,7 @@ pub(crate) struct Dirty {
     /// Whether `global` changed, and with it every service's version.
     all_versions: bool,
     /// Events folded in since the commit listener last heard (only kept when one is set).
-    fresh: Vec<(u64, EventBody)>,
+    fresh: Vec<Folded>,
     /// Whether to keep `fresh`.
     collect: bool,
 }
@@ -99,17 +99,16 @@ impl Dirty {
         *self = Self { collect: self.collect, ..Self::default() };
     }
 
-    fn record(&mut self, seq: u64, body: &EventBody) {
+    fn record(&mut self, seq: u64, hash: Hash32, body: &EventBody, changed: state::Changed<'_>) {
         if self.collect {
-            self.fresh.push((seq, body.clone()));
+            self.fresh.push(Folded { seq, hash, body: body.clone() });
         }
-        if body.changes_config()
-            && let Some(service) = body.service()
-        {
-            if service == confstore_core::state::GLOBAL_SCOPE {
-                self.all_versions = true;
+        match changed {
+            state::Changed::Nothing => {}
+            state::Changed::Service(service) => {
+                self.versions.insert(service.to_owned());
             }
-            self.versions.insert(service.to_owned());
+            state::Changed::Every => self.all_versions = true,
         }
         match &body.kind {
             EventKind::ServiceRegistered { service } => {
@@ -161,7 +160,7 @@ pub(crate) struct Writer {
     pub(crate) checkpoint_seq: u64,
     pub(crate) dirty: Dirty,
     pub(crate) listener: Option<Listener>,
-    /// `PRAGMA data_version` at the last refresh.
+    /// `PRAGMA data_version` when this writer last caught up with other connections.
     pub(crate) data_version: Option<i64>,
 }
 
@@ -170,12 +169,25 @@ pub(crate) struct Writer {
 /// back into the store.
 pub type Listener = Box<dyn Fn(&Committed<'_>) + Send>;
 
+/// One event folded into the write model: signed and committed by this writer, or
+/// appended by another process and verified by it. The commit listener's consumers (the
+/// read model, the live stream) take these instead of reading the log again.
+#[derive(Clone, Debug)]
+pub struct Folded {
+    /// Its seq.
+    pub seq: u64,
+    /// Its hash in the chain.
+    pub hash: Hash32,
+    /// Its decoded body.
+    pub body: EventBody,
+}
+
 /// What a [`Listener`] hears: the events folded in since it last heard, in seq order, and
 /// the state after them.
 #[derive(Debug)]
 pub struct Committed<'a> {
     /// The new events, in seq order (this writer's and other processes').
-    pub events: &'a [(u64, EventBody)],
+    pub events: &'a [Folded],
     /// The write model after them.
     pub state: &'a State,
     /// Hash of the last event.
@@ -278,11 +290,19 @@ impl Writer {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(LogError::sqlite("starting a write transaction"))?;
-        if let Err(e) = catch_up(&tx, &mut self.head, &mut self.state, &mut self.dirty) {
-            if let LogError::Tampered(v) = &e {
-                self.refusal = Some(Refusal::Tampered(v.clone()));
+        // Another connection (the CLI, a tool, a tamperer using SQLite) committed since this
+        // writer last looked exactly when `PRAGMA data_version` moved; this writer's own
+        // commits do not move it. Only then is there anything to catch up with or to check.
+        let version: i64 =
+            tx.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(LogError::sqlite("reading data_version"))?;
+        if self.data_version != Some(version) {
+            if let Err(e) = catch_up(&tx, &mut self.head, &mut self.state, &mut self.dirty) {
+                if let LogError::Tampered(v) = &e {
+                    self.refusal = Some(Refusal::Tampered(v.clone()));
+                }
+                return Err(e);
             }
-            return Err(e);
+            self.data_version = Some(version);
         }
         if let Some(refusal) = key_mismatch(self.key.as_ref(), &self.head) {
             self.refusal = Some(refusal.clone());
@@ -327,8 +347,8 @@ impl Writer {
                     hash,
                     key: usize::from(next_key.is_some()),
                 });
-                self.state.apply_body(seq, body);
-                self.dirty.record(seq, body);
+                let changed = self.state.apply_body(seq, body);
+                self.dirty.record(seq, hash, body, changed);
                 self.head.seq = seq;
                 self.head.hash = hash;
                 self.head.epoch = body.epoch;
@@ -402,6 +422,8 @@ impl Writer {
         self.state = rows::load_state(&self.conn, &self.head)?;
         self.checkpoint_seq = self.head.seq;
         self.dirty.discard();
+        // Check again at the next commit whatever data_version says.
+        self.data_version = None;
         catch_up(&self.conn, &mut self.head, &mut self.state, &mut self.dirty)
     }
 }
@@ -514,8 +536,8 @@ pub(crate) fn catch_up(
     ready.extend(verifier.flush_ready().map_err(LogError::Tampered)?);
     let new_head = verifier.finish().map_err(LogError::Tampered)?;
     for v in &ready {
-        state.apply(v);
-        dirty.record(v.seq(), v.body());
+        let changed = state.apply(v);
+        dirty.record(v.seq(), *v.hash(), v.body(), changed);
     }
     *head = new_head;
     Ok(())

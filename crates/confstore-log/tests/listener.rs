@@ -29,10 +29,11 @@ fn attach(store: &Store) -> Arc<Mutex<Model>> {
             return;
         }
         m.batches += 1;
-        for (seq, body) in c.events {
-            m.heard.push(*seq);
-            m.state.apply_body(*seq, body);
+        for f in c.events {
+            m.heard.push(f.seq);
+            m.state.apply_body(f.seq, &f.body);
         }
+        assert_eq!(c.events.last().map(|f| f.hash), Some(c.head_hash), "each event comes with its hash");
         assert_eq!(&m.state, c.state, "the folded state equals the writer's");
     }));
     model

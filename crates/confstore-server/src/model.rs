@@ -2,12 +2,12 @@
 //! store's commit listener (so it shows every acknowledged write before the writer is
 //! answered), plus a cache of signed service snapshots.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use confstore_core::{Hash32, SigningKey, State};
 use confstore_lkg::LkgContent;
-use confstore_log::Committed;
+use confstore_log::{Committed, Folded};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -40,6 +40,10 @@ pub struct ReadModel {
 pub struct Live {
     model: RwLock<ReadModel>,
     snapshots: Mutex<HashMap<String, Arc<Snap>>>,
+    /// The events folded in lately, newest last: the live stream takes them from here
+    /// instead of reading and verifying the log again (bounded by [`RECENT_EVENTS_MAX`] and
+    /// [`RECENT_BYTES_MAX`]; a reader that fell behind further reads the log).
+    recent: Mutex<Recent>,
     /// Woken after every commit that folded new events in (the projector waits on it).
     pub changed: Notify,
     /// The head seq, sent after every fold (the MQTT publisher watches it).
@@ -59,6 +63,7 @@ impl Live {
                 generation,
             }),
             snapshots: Mutex::new(HashMap::new()),
+            recent: Mutex::new(Recent::default()),
             changed: Notify::new(),
             head: tokio::sync::watch::Sender::new(0),
             batches: metrics,
@@ -77,9 +82,9 @@ impl Live {
             m.state = c.state.clone();
         } else {
             self.batches.commit_batch(c.events.len());
-            for (seq, body) in c.events {
-                if *seq > m.state.seq {
-                    m.state.apply_body(*seq, body);
+            for f in c.events {
+                if f.seq > m.state.seq {
+                    m.state.apply_body(f.seq, &f.body);
                 }
             }
         }
@@ -93,6 +98,12 @@ impl Live {
             m.generation = m.state.generation;
         }
         drop(m);
+        if c.events.is_empty() {
+            // The state was replaced (a reload): what came before may not lead here.
+            self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        } else {
+            self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(c.events);
+        }
         if new_generation {
             self.snapshots.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
         }
@@ -128,9 +139,75 @@ impl Live {
         Some(snap)
     }
 
+    /// The events after `seq` through the head, if every one of them is still held in
+    /// memory (`None`: read them from the log).
+    pub fn events_after(&self, seq: u64) -> Option<Vec<Arc<Folded>>> {
+        self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).after(seq)
+    }
+
     fn cached(&self, service: &str) -> Option<Arc<Snap>> {
         self.snapshots.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(service).cloned()
     }
+}
+
+/// Most events [`Live`] keeps in memory for the live stream.
+pub const RECENT_EVENTS_MAX: usize = confstore_core::limits::RECENT_EVENTS_MAX;
+/// Most bytes of values, schemas and ciphertexts those events may hold.
+pub const RECENT_BYTES_MAX: usize = confstore_core::limits::RECENT_EVENT_BYTES_MAX;
+
+/// The recent events, contiguous in seq.
+#[derive(Debug, Default)]
+struct Recent {
+    events: VecDeque<Arc<Folded>>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn push(&mut self, new: &[Folded]) {
+        for f in new {
+            if self.events.back().is_some_and(|last| last.seq + 1 != f.seq) {
+                // Not contiguous (should not happen: the writer folds in seq order): start over.
+                self.clear();
+            }
+            self.bytes += weight(&f.body);
+            self.events.push_back(Arc::new(f.clone()));
+        }
+        while self.events.len() > RECENT_EVENTS_MAX || (self.bytes > RECENT_BYTES_MAX && self.events.len() > 1) {
+            if let Some(old) = self.events.pop_front() {
+                self.bytes -= weight(&old.body);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.events.clear();
+        self.bytes = 0;
+    }
+
+    fn after(&self, seq: u64) -> Option<Vec<Arc<Folded>>> {
+        let first = self.events.front()?.seq;
+        let last = self.events.back()?.seq;
+        if seq >= last {
+            return Some(Vec::new());
+        }
+        if seq + 1 < first {
+            return None;
+        }
+        let skip = usize::try_from(seq + 1 - first).ok()?;
+        Some(self.events.iter().skip(skip).cloned().collect())
+    }
+}
+
+/// The bytes an event body holds beyond its fixed fields (values, schemas, ciphertexts).
+fn weight(body: &confstore_core::event::EventBody) -> usize {
+    use confstore_core::event::EventKind as K;
+    let variable = match &body.kind {
+        K::ValueSet { value_json, .. } => value_json.len(),
+        K::SchemaSet { schema_json, .. } => schema_json.len(),
+        K::SecretSet { ciphertext, .. } => ciphertext.len(),
+        _ => 0,
+    };
+    256 + variable + body.reason.len() + body.actor.len() + body.request_id.len()
 }
 
 /// The LKG content for `state`: every service's snapshot and the live tokens.

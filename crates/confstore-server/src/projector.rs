@@ -14,6 +14,10 @@ use crate::model::lkg_content;
 /// How often the projector looks for other processes' events when nothing happens here.
 const IDLE_REFRESH: Duration = Duration::from_secs(1);
 
+/// A pass may take at most one part in this many of the time (one core's 5 %): the
+/// interval between passes is at least this many times the last pass's duration.
+const PASS_SHARE_INVERSE: u32 = 20;
+
 /// Least time between two background catch-ups of the search index. Each one is a write
 /// transaction that rewrites index pages (FTS5 adds a segment per transaction), so under
 /// continuous writes a catch-up every `lkg_interval` doubled the WAL written per commit
@@ -110,7 +114,7 @@ fn write_lkg(app: &App, live: &LiveMode) -> Result<u64, String> {
 /// index up themselves, so they never wait for a pass.
 pub async fn run(app: App) {
     let mut done = Pass { search_seq: None, search_at: None, lkg_seq: None };
-    let mut last_pass: Option<tokio::time::Instant> = None;
+    let mut last_pass: Option<(tokio::time::Instant, Duration)> = None;
     loop {
         let mode = app.mode();
         let Mode::Live(live) = &*mode else {
@@ -125,20 +129,24 @@ pub async fn run(app: App) {
             // Up to date: wait for a commit, or look for other processes' events after a while.
             let _ = tokio::time::timeout(IDLE_REFRESH, live.model.changed.notified()).await;
         }
-        // Rate limit: a fixed cost per interval however many commits land meanwhile.
-        if let Some(t) = last_pass {
-            let rest = app.config.lkg_interval.saturating_sub(t.elapsed());
+        // Rate limit: a fixed cost per interval however many commits land meanwhile, and at
+        // most 1/PASS_SHARE_INVERSE of a core however large the store (a pass rewrites the
+        // whole LKG file: its cost grows with the store, the interval with it).
+        if let Some((t, cost)) = last_pass {
+            let interval = app.config.lkg_interval.max(cost * PASS_SHARE_INVERSE);
+            let rest = interval.saturating_sub(t.elapsed());
             if !rest.is_zero() {
                 tokio::time::sleep(rest).await;
             }
         }
-        last_pass = Some(tokio::time::Instant::now());
+        let started = tokio::time::Instant::now();
         let (a, m) = (app.clone(), Arc::clone(&mode));
         let before = done;
         let result = tokio::task::spawn_blocking(move || pass(&a, &m, before)).await;
         if let Ok(next) = result {
             done = next;
         }
+        last_pass = Some((started, started.elapsed()));
     }
 }
 

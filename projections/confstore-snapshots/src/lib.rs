@@ -72,6 +72,70 @@ pub enum SnapshotError {
     UnknownService(String),
 }
 
+/// How one service's keys resolve: its own values, then `global`'s where its schema allows,
+/// then its schema's defaults. Shared by [`project`] (every key) and [`delta`] (some keys),
+/// so the two cannot disagree.
+struct Resolver<'s> {
+    own: &'s BTreeMap<String, String>,
+    global: Option<&'s BTreeMap<String, String>>,
+    schema: Option<Value>,
+    allows_any: bool,
+}
+
+impl<'s> Resolver<'s> {
+    fn new(state: &'s State, service: &str) -> Result<Self, SnapshotError> {
+        let own = state.services.get(service).ok_or_else(|| SnapshotError::UnknownService(service.to_owned()))?;
+        let schema: Option<Value> = state.schemas.get(service).and_then(|s| serde_json::from_str(&s.json).ok());
+        let allows_any = schema.as_ref().is_none_or(|s| {
+            s.get("additionalProperties").is_some_and(|a| a != &Value::Bool(false))
+                || s.get("unevaluatedProperties").is_some_and(|a| a != &Value::Bool(false))
+        });
+        let global = if service == GLOBAL_SCOPE { None } else { state.services.get(GLOBAL_SCOPE) };
+        Ok(Self { own, global, schema, allows_any })
+    }
+
+    fn properties(&self) -> Option<&Map<String, Value>> {
+        self.schema.as_ref().and_then(|s| s.get("properties")).and_then(Value::as_object)
+    }
+
+    fn inherits(&self, key: &str) -> bool {
+        self.allows_any || self.properties().is_some_and(|p| p.contains_key(key))
+    }
+
+    /// One key, or `None` when nothing gives it a value.
+    fn resolve(&self, key: &str) -> Option<Resolved> {
+        if let Some(v) = self.own.get(key) {
+            return Some(Resolved { value: parse(v), source: Source::Service });
+        }
+        if let Some(v) = self.global.and_then(|g| g.get(key)).filter(|_| self.inherits(key)) {
+            return Some(Resolved { value: parse(v), source: Source::Global });
+        }
+        let default = self.properties().and_then(|p| p.get(key)).and_then(|p| p.get("default"))?;
+        Some(Resolved { value: default.clone(), source: Source::Default })
+    }
+
+    /// Every key.
+    fn all(&self) -> BTreeMap<String, Resolved> {
+        let mut values: BTreeMap<String, Resolved> = BTreeMap::new();
+        for (k, v) in self.own {
+            values.insert(k.clone(), Resolved { value: parse(v), source: Source::Service });
+        }
+        for (k, v) in self.global.into_iter().flatten() {
+            if !values.contains_key(k) && self.inherits(k) {
+                values.insert(k.clone(), Resolved { value: parse(v), source: Source::Global });
+            }
+        }
+        if let Some(props) = self.properties() {
+            for (k, p) in props {
+                if let (false, Some(d)) = (values.contains_key(k), p.get("default")) {
+                    values.insert(k.clone(), Resolved { value: d.clone(), source: Source::Default });
+                }
+            }
+        }
+        values
+    }
+}
+
 /// Projects `service` from `state`.
 pub fn project(
     state: &State,
@@ -79,44 +143,163 @@ pub fn project(
     generation: u64,
     service: &str,
 ) -> Result<ServiceSnapshot, SnapshotError> {
-    let own = state.services.get(service).ok_or_else(|| SnapshotError::UnknownService(service.to_owned()))?;
-    let schema = state.schemas.get(service);
-    let parsed_schema: Option<Value> = schema.and_then(|s| serde_json::from_str(&s.json).ok());
-    let properties = parsed_schema.as_ref().and_then(|s| s.get("properties")).and_then(Value::as_object);
-    let allows_any = parsed_schema.as_ref().is_none_or(|s| {
-        s.get("additionalProperties").is_some_and(|a| a != &Value::Bool(false))
-            || s.get("unevaluatedProperties").is_some_and(|a| a != &Value::Bool(false))
-    });
-    let mut values: BTreeMap<String, Resolved> = BTreeMap::new();
-    for (k, v) in own {
-        values.insert(k.clone(), Resolved { value: parse(v), source: Source::Service });
-    }
-    if service != GLOBAL_SCOPE
-        && let Some(global) = state.services.get(GLOBAL_SCOPE)
-    {
-        for (k, v) in global {
-            let declared = properties.is_some_and(|p| p.contains_key(k));
-            if !values.contains_key(k) && (allows_any || declared) {
-                values.insert(k.clone(), Resolved { value: parse(v), source: Source::Global });
-            }
-        }
-    }
-    if let Some(props) = properties {
-        for (k, p) in props {
-            if let (false, Some(d)) = (values.contains_key(k), p.get("default")) {
-                values.insert(k.clone(), Resolved { value: d.clone(), source: Source::Default });
-            }
-        }
-    }
+    let values = Resolver::new(state, service)?.all();
     Ok(ServiceSnapshot {
         service: service.to_owned(),
         store_id: store_id.to_owned(),
         generation,
         epoch: state.epoch,
         version: state.versions.get(service).copied().unwrap_or_default(),
-        schema_hash: schema.map(|s| hex::encode(s.hash)),
+        schema_hash: state.schemas.get(service).map(|s| hex::encode(s.hash)),
         values,
     })
+}
+
+/// One version of a service as the keys it changed: what the live stream sends per
+/// changeset instead of the whole service (docs/format.md §17.2). Its cost is that of the
+/// keys, not of the service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceDelta {
+    /// The service.
+    pub service: String,
+    /// Store id (hex).
+    pub store_id: String,
+    /// Generation of the store.
+    pub generation: u64,
+    /// The epoch it reflects.
+    pub epoch: u64,
+    /// The service's version after it (and, in `prev_epoch`, the one it follows).
+    pub version: confstore_core::state::ServiceVersion,
+    /// Hash (hex) of the service's schema, if it has one.
+    pub schema_hash: Option<String>,
+    /// Keys with a value now, resolved.
+    pub set: BTreeMap<String, Resolved>,
+    /// Keys with no value now.
+    pub removed: Vec<String>,
+}
+
+/// The delta of `service` in `state` over `keys` (the keys a changeset touched in it or in
+/// `global`): each resolved as [`project`] would.
+pub fn delta<'k>(
+    state: &State,
+    store_id: &str,
+    generation: u64,
+    service: &str,
+    keys: impl IntoIterator<Item = &'k str>,
+) -> Result<ServiceDelta, SnapshotError> {
+    let resolver = Resolver::new(state, service)?;
+    let mut set = BTreeMap::new();
+    let mut removed = Vec::new();
+    for key in keys {
+        match resolver.resolve(key) {
+            Some(r) => {
+                set.insert(key.to_owned(), r);
+            }
+            None => removed.push(key.to_owned()),
+        }
+    }
+    removed.sort();
+    removed.dedup();
+    Ok(ServiceDelta {
+        service: service.to_owned(),
+        store_id: store_id.to_owned(),
+        generation,
+        epoch: state.epoch,
+        version: state.versions.get(service).copied().unwrap_or_default(),
+        schema_hash: state.schemas.get(service).map(|s| hex::encode(s.hash)),
+        set,
+        removed,
+    })
+}
+
+impl ServiceDelta {
+    /// The JSON form (docs/format.md §17.2): a snapshot document's fields, with `config`
+    /// and `sources` holding only the keys set, and `removed` the keys gone.
+    pub fn to_json(&self) -> Value {
+        let config: Map<String, Value> = self.set.iter().map(|(k, r)| (k.clone(), r.value.clone())).collect();
+        let sources: Map<String, Value> =
+            self.set.iter().map(|(k, r)| (k.clone(), Value::String(r.source.name().to_owned()))).collect();
+        json!({
+            "service": self.service,
+            "store_id": self.store_id,
+            "generation": self.generation,
+            "epoch": self.epoch,
+            "changed_epoch": self.version.epoch,
+            "changed_seq": self.version.seq,
+            "prev_epoch": self.version.prev_epoch,
+            "schema_hash": self.schema_hash,
+            "config": config,
+            "sources": sources,
+            "removed": self.removed,
+        })
+    }
+
+    /// The delta as a flattened JWS (`typ` `confstore-delta+json`), signed like a snapshot.
+    pub fn to_jws(&self, key: &confstore_core::SigningKey) -> Value {
+        confstore_core::jws::sign(&self.to_json(), confstore_core::jws::TYP_DELTA, key)
+    }
+}
+
+/// What one changeset did to each service it changed: the keys to send in its delta, or
+/// `full` when only a whole snapshot says it (the service was registered, or its schema
+/// set: defaults and inherited keys may all change). Fed event by event, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Per changed service.
+    pub services: BTreeMap<String, Touch>,
+}
+
+/// See [`Touched`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Touch {
+    /// Send a whole snapshot.
+    pub full: bool,
+    /// Keys whose resolved value may have changed.
+    pub keys: std::collections::BTreeSet<String>,
+}
+
+impl Touched {
+    /// Notes one event, folded into `state` already, that changed `changed`
+    /// ([`State::apply_body`]'s answer).
+    pub fn record(
+        &mut self,
+        state: &State,
+        body: &confstore_core::event::EventBody,
+        changed: confstore_core::state::Changed<'_>,
+    ) {
+        use confstore_core::event::EventKind as K;
+        use confstore_core::state::Changed;
+        let (key, full) = match &body.kind {
+            K::ValueSet { key, .. } | K::ValueUnset { key, .. } | K::SecretSet { key, .. } => (Some(key), false),
+            K::ServiceRegistered { .. } | K::SchemaSet { .. } => (None, true),
+            _ => (None, false),
+        };
+        let mut note = |service: &str, full: bool| {
+            let t = self.services.entry(service.to_owned()).or_default();
+            t.full |= full;
+            if let Some(k) = key {
+                t.keys.insert(k.clone());
+            }
+        };
+        match changed {
+            Changed::Nothing => {}
+            Changed::Service(s) => note(s, full),
+            Changed::Every => {
+                // A change to `global` may change that key in every service; only `global`'s
+                // own registration or schema needs its whole snapshot.
+                for name in state.services.keys() {
+                    note(name, full && name == GLOBAL_SCOPE);
+                }
+            }
+        }
+    }
+
+    /// Every service needs a whole snapshot (a new generation).
+    pub fn all_full(&mut self, state: &State) {
+        for name in state.services.keys() {
+            self.services.entry(name.clone()).or_default().full = true;
+        }
+    }
 }
 
 fn parse(json: &str) -> Value {

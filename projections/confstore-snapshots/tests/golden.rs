@@ -93,9 +93,13 @@ fn replay_fixture(text: &str) -> State {
     let mut folded = State::default();
     for ev in &events {
         verifier.push(ev).expect("fixture log verifies");
-        verifier.take_ready().iter().for_each(|v| folded.apply(v));
+        verifier.take_ready().iter().for_each(|v| {
+            folded.apply(v);
+        });
     }
-    verifier.flush_ready().expect("verifies").iter().for_each(|v| folded.apply(v));
+    verifier.flush_ready().expect("verifies").iter().for_each(|v| {
+        folded.apply(v);
+    });
     verifier.finish().expect("fixture log verifies");
     assert_eq!(folded, state, "the fold of the verified log equals the writer's state");
     folded

@@ -319,3 +319,85 @@ async fn a_catch_up_takes_what_rest_has_and_counts_no_rejection() {
     assert!(h.updater.catch_up().await.is_err(), "a forged answer is an error");
     assert!(Harness::new(None, None, None).updater.catch_up().await.is_ok(), "nothing to ask without REST");
 }
+
+#[tokio::test]
+async fn deltas_apply_in_order_on_the_version_they_follow() {
+    let signer = Signer::new(1);
+    let mut h = Harness::new(None, None, None);
+    h.send_all(&[signer.snapshot("web", 1, 1, 0, json!({"a": 1, "b": 2}))]).await;
+    assert!(matches!(h.send(TOPIC, &signer.delta("web", 2, 1, json!({"a": 10}), &[])).await, Offer::Applied));
+    assert!(matches!(h.send(TOPIC, &signer.delta("web", 3, 2, json!({"c": 3}), &["b"])).await, Offer::Applied));
+    let held = h.updater.current().unwrap();
+    assert_eq!(held.document()["config"], json!({"a": 10, "c": 3}));
+    assert_eq!(held.document()["sources"], json!({"a": "service", "c": "service"}));
+    assert_eq!((held.version().changed_epoch, held.version().prev_epoch), (3, 2));
+    assert_eq!(h.applied(), [1, 2, 3]);
+    // The same delta again, an older one, and the retained snapshot of the version held.
+    assert_rejected(&h.send(TOPIC, &signer.delta("web", 3, 2, json!({"c": 3}), &["b"])).await, "duplicate");
+    assert_rejected(&h.send(TOPIC, &signer.delta("web", 2, 1, json!({"a": 10}), &[])).await, "stale");
+    assert_rejected(&h.send(TOPIC, &signer.snapshot("web", 1, 3, 2, json!({"a": 10, "c": 3}))).await, "duplicate");
+    // A fork: a delta that does not descend from the held version.
+    assert_rejected(&h.send(TOPIC, &signer.delta("web", 5, 1, json!({}), &[])).await, "forked");
+}
+
+#[tokio::test]
+async fn forged_malformed_and_misaddressed_deltas_are_rejected() {
+    let signer = Signer::new(1);
+    let mut h = Harness::new(None, None, Some(STORE));
+    h.send_all(&[signer.snapshot("web", 1, 1, 0, json!({"a": 1}))]).await;
+    let forged = Signer::new(9).delta("web", 2, 1, json!({"a": 666}), &[]);
+    assert_rejected(&h.send(TOPIC, &forged).await, "signature");
+    let other_service = signer.delta("db", 2, 1, json!({"a": 666}), &[]);
+    assert_rejected(&h.send(TOPIC, &other_service).await, "wrong_service");
+    let other_store = Signer::new(1).for_store("33333333333333333333333333333333").delta("web", 2, 1, json!({}), &[]);
+    assert_rejected(&h.send(TOPIC, &other_store).await, "wrong_store");
+    // Signed, but "removed" names a key it also sets, or sources do not match config.
+    let mut doc = signer.document("web", 1, 2, 1, json!({"a": 2}));
+    doc["removed"] = json!(["a"]);
+    let bad = signer.sign_delta(&doc);
+    assert_rejected(&h.send(TOPIC, &bad).await, "malformed");
+    assert_rejected(&h.send("system/config/db", &signer.delta("web", 2, 1, json!({}), &[])).await, "wrong_topic");
+    assert_eq!(h.applied(), [1], "nothing forged was applied");
+    assert!(matches!(h.send(TOPIC, &signer.delta("web", 2, 1, json!({"a": 2}), &[])).await, Offer::Applied));
+}
+
+#[tokio::test]
+async fn a_delta_after_a_gap_fetches_the_versions_before_it_over_rest() {
+    let signer = Signer::new(1);
+    let versions = chain(&signer, "web", 3);
+    let rest = FakeRest::start().await;
+    versions.iter().for_each(|v| rest.keep(v));
+    let mut h = Harness::new(Some(&rest), None, None);
+    // Nothing held: a delta needs the version it follows first.
+    assert!(matches!(h.send(TOPIC, &signer.delta("web", 4, 3, json!({"w": 4}), &[])).await, Offer::Applied));
+    assert_eq!(h.applied(), [3, 4]);
+    assert_eq!(h.updater.current().unwrap().document()["config"], json!({"v": 3, "w": 4}));
+    assert_eq!(rest.requests(), ["/api/v1/services/web/snapshot?epoch=3"]);
+}
+
+#[tokio::test]
+async fn the_lkg_file_keeps_the_deltas_until_the_retained_snapshot_covers_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("web.lkg.json");
+    let signer = Signer::new(1);
+    let mut h = Harness::new(None, Some(path.clone()), None);
+    h.send_all(&[signer.snapshot("web", 1, 1, 0, json!({"a": 1}))]).await;
+    h.send_all(&[signer.delta("web", 2, 1, json!({"a": 2}), &[]), signer.delta("web", 3, 2, json!({"b": 3}), &[])])
+        .await;
+    let saved = lkg::load(&path, &[signer.public()], None, "web").unwrap().unwrap();
+    assert_eq!((saved.version.changed_epoch, saved.deltas.len()), (3, 2), "written after every applied version");
+    assert_eq!(saved.document["config"], json!({"a": 2, "b": 3}));
+    let mut restarted = Harness::new(None, Some(path.clone()), None);
+    assert!(restarted.updater.resume_lkg().unwrap());
+    assert_eq!(restarted.updater.current().unwrap().document()["config"], json!({"a": 2, "b": 3}));
+    // The retained snapshot of version 3 replaces the deltas in the file.
+    assert_rejected(&h.send(TOPIC, &signer.snapshot("web", 1, 3, 2, json!({"a": 2, "b": 3}))).await, "duplicate");
+    let saved = lkg::load(&path, &[signer.public()], None, "web").unwrap().unwrap();
+    assert_eq!((saved.version.changed_epoch, saved.deltas.len()), (3, 0));
+    // A file whose deltas do not chain is refused.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut file: Value = serde_json::from_str(&text).unwrap();
+    file["deltas"] = json!([signer.delta("web", 5, 4, json!({}), &[])]);
+    std::fs::write(&path, file.to_string()).unwrap();
+    assert!(lkg::load(&path, &[signer.public()], None, "web").is_err());
+}

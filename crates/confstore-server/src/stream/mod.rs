@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod checkpoint;
 pub mod gate;
+pub mod outbox;
 pub mod publisher;
 pub mod settings;
 

@@ -1,18 +1,19 @@
 //! The MQTT publisher: the log is the outbox.
 //!
-//! One task reads the events after what it has published, turns each changeset into
-//! messages — each event on `system/config-events/<service>`, then the new snapshot of every
-//! service the changeset changed on `system/config/<service>` (retained) — and, per batch,
-//! the signed head on `system/config-head` (retained). All QoS 1, in log order, on one
-//! connection, so the broker keeps them in order per topic.
+//! [`super::outbox::Outbox`] decides what goes out and when (events at once, snapshots and
+//! the head coalesced per window: docs/adr/0020); this module is the thin loop around it
+//! that takes in the events this process folded in (from the read model's memory, or from
+//! the log when it fell behind), hands batches to one MQTT connection (QoS 1, in order, so
+//! the broker keeps them in order per topic) and counts acknowledgements.
 //!
 //! Invariants:
 //! - The write path never waits for this task: commits only bump a watch channel. A dead
 //!   broker stops the publisher, never a request.
-//! - The checkpoint (`mqtt.checkpoint`) advances only past batches whose every message the
-//!   broker acknowledged (PUBACK). Unacknowledged batches stay in memory (bounded by
-//!   [`WINDOW_MESSAGES`]: no new batch is read while the window is full) and are sent again
-//!   on the next connection; after a restart the task resumes from the checkpoint.
+//! - The checkpoint (`mqtt.checkpoint`) advances only past events whose every message —
+//!   their own and the snapshots and head they make due — the broker acknowledged (PUBACK).
+//!   Unacknowledged batches stay in memory (bounded by [`WINDOW_MESSAGES`]: nothing new is
+//!   taken in while the window is full) and are sent again on the next connection; after a
+//!   restart the task resumes from the checkpoint.
 //! - rumqttc drops queued and in-flight messages when the broker has lost the session
 //!   (`session_present = false`). So this task never relies on rumqttc's own retransmission:
 //!   after any connection error it drops the client, makes a new one, and sends every
@@ -28,12 +29,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use confstore_core::stream::{self, Health, Position};
-use confstore_core::{Hash32, State, jws};
+use confstore_core::Hash32;
+use confstore_core::stream::{self, Health};
+use confstore_log::Folded;
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
 use super::checkpoint::{self, Checkpoint};
+use super::outbox::{Kind, Msg, Outbox};
 use super::settings::MqttSettings;
 use crate::app::{App, LiveMode, Mode};
 use crate::model::Live;
@@ -59,32 +62,17 @@ pub const ECHO_WINDOW: Duration = Duration::from_secs(5);
 pub const HEAL_INTERVAL: Duration = Duration::from_millis(250);
 /// Most recent retained payloads remembered per topic for echo matching.
 const ECHO_PER_TOPIC_MAX: usize = 32;
-
-/// One message, ready to send (and to send again).
-#[derive(Clone, Debug)]
-struct Msg {
-    topic: String,
-    payload: Arc<Vec<u8>>,
-    retain: bool,
-    kind: &'static str,
-}
-
-/// The messages of the events after the previous batch, through `end_seq`.
-#[derive(Debug)]
-struct Batch {
-    end_seq: u64,
-    end_hash: Hash32,
-    msgs: Vec<Msg>,
-    unacked: usize,
-}
+/// Most recent deltas remembered per topic for echo matching (they are small, and many may
+/// be on their way back under continuous writes).
+const ECHO_DELTAS_PER_TOPIC_MAX: usize = 1024;
 
 /// What a sent message counts towards.
 #[derive(Clone, Copy, Debug)]
 enum Tag {
-    /// Message `kind` of the batch with this id.
-    Batch(u64, &'static str),
-    /// A progress or health message: acknowledged or not, nothing waits for it.
-    Loose(&'static str),
+    /// A message of the batch with this id.
+    Batch(u64, Kind),
+    /// A progress, health or healing message: acknowledged or not, nothing waits for it.
+    Loose(Kind),
 }
 
 /// What the event-loop task reports.
@@ -123,6 +111,8 @@ struct Conn {
     /// Retained payloads this connection sent lately, per topic, to tell echoes of its own
     /// subscription from someone else's message.
     sent_retained: HashMap<String, VecDeque<SentRetained>>,
+    /// The same for the deltas (not retained, but on the watched snapshot topics).
+    sent_deltas: HashMap<String, VecDeque<SentRetained>>,
 }
 
 impl Drop for Conn {
@@ -135,23 +125,12 @@ impl Drop for Conn {
 struct Publisher {
     app: App,
     settings: MqttSettings,
-    store_id: String,
-    generation: u64,
     /// The model this state follows (replaced when the server recovers from the fallback).
     model: Option<Arc<Live>>,
-    /// State after the last event read.
-    state: State,
-    read_seq: u64,
-    read_hash: Hash32,
-    /// Batches not yet fully acknowledged, oldest first; the first has id `first_id`.
-    pending: VecDeque<Batch>,
-    first_id: u64,
-    /// Everything through this seq is acknowledged.
-    acked: Option<(u64, Hash32)>,
+    /// What to send.
+    outbox: Outbox,
     checkpoint_written: Option<u64>,
     last_checkpoint_write: tokio::time::Instant,
-    /// The newest signed head, for progress messages.
-    head_msg: Option<Msg>,
     /// Republish every service's snapshot and the head once the read position is known
     /// (the broker lost its session, and with it perhaps the retained messages).
     full_sync_wanted: bool,
@@ -167,21 +146,14 @@ struct Publisher {
 pub async fn run(app: App, settings: MqttSettings, mut stop: watch::Receiver<bool>) {
     app.projections.mqtt_enabled.store(true, Ordering::Relaxed);
     let (store_id, generation) = identity(&app);
+    let signing = Arc::new(confstore_core::SigningKey::from_seed(&app.keys.signing.seed()));
     let mut p = Publisher {
+        outbox: Outbox::new(signing, store_id, generation),
         app,
         settings,
-        store_id,
-        generation,
         model: None,
-        state: State::default(),
-        read_seq: 0,
-        read_hash: Hash32::default(),
-        pending: VecDeque::new(),
-        first_id: 0,
-        acked: None,
         checkpoint_written: None,
         last_checkpoint_write: tokio::time::Instant::now(),
-        head_msg: None,
         full_sync_wanted: false,
         suspect: HashMap::new(),
         last_heal: None,
@@ -260,6 +232,7 @@ impl Publisher {
                     next_batch: 0,
                     session_present,
                     sent_retained: HashMap::new(),
+                    sent_deltas: HashMap::new(),
                 })
             }
             Ok(Some(Report::Down(why))) => {
@@ -281,7 +254,7 @@ impl Publisher {
     /// Publishes while connected: resends what is unacknowledged, then follows the log.
     async fn serve(&mut self, conn: &mut Conn, stop: &mut watch::Receiver<bool>) -> Ended {
         let online = self.health("online", None);
-        send(conn, &online, Tag::Loose("health")).await;
+        send(conn, &online, Tag::Loose(Kind::Health)).await;
         // Watch our own retained topics (QoS 0: a missed notice is caught at the next one,
         // and the broker sends every retained message again on each new subscription).
         let watched = [format!("{}+", stream::SNAPSHOT_TOPIC_PREFIX), stream::HEAD_TOPIC.to_owned()];
@@ -302,27 +275,24 @@ impl Publisher {
             let head_rx = self.follow();
             if self.full_sync_wanted && self.model.is_some() {
                 self.full_sync_wanted = false;
-                let batch = self.full_sync();
-                self.pending.push_back(batch);
+                self.outbox.queue_full_sync();
             }
-            // Everything pending that this connection has not carried yet: all of it on a new
-            // connection, a full sync after (re)initialising, each new batch.
-            self.flush(conn).await;
-            self.heal(conn).await;
             if let Some(rx) = &head_rx {
                 let head = *rx.borrow();
-                if head > self.read_seq && self.window_free() {
-                    match self.read_batch().await {
-                        Ok(Some(batch)) => {
-                            self.pending.push_back(batch);
-                            self.progress_metrics();
-                            continue;
-                        }
-                        Ok(None) => {}
+                if head > self.outbox.read_seq() && self.window_free() {
+                    match self.take_in(head).await {
+                        Ok(()) => {}
                         Err(e) => tracing::error!(error = %e, "the publisher cannot read the log; retrying"),
                     }
                 }
             }
+            self.outbox.cut(std::time::Instant::now());
+            self.progress_metrics();
+            // Everything pending that this connection has not carried yet: all of it on a new
+            // connection, a full sync after (re)initialising, each new batch.
+            self.flush(conn).await;
+            self.heal(conn).await;
+            let due = self.outbox.next_due().map(tokio::time::Instant::from_std);
             let mut head_rx = head_rx;
             tokio::select! {
                 r = conn.reports.recv() => match r {
@@ -342,13 +312,14 @@ impl Publisher {
                     None => return Ended::Lost("the MQTT event loop ended".into()),
                 },
                 _ = async { head_rx.as_mut().expect("guarded").changed().await }, if head_rx.is_some() => {}
+                () = async { tokio::time::sleep_until(due.expect("guarded")).await }, if due.is_some() => {}
                 _ = recover.tick(), if head_rx.is_none() => {}
                 _ = progress.tick() => {
-                    if let Some(h) = self.head_msg.clone() {
-                        send(conn, &h, Tag::Loose("head")).await;
+                    if let Some(h) = self.outbox.head_msg().cloned() {
+                        send(conn, &h, Tag::Loose(Kind::Head)).await;
                     }
                     let online = self.health("online", None);
-                    send(conn, &online, Tag::Loose("health")).await;
+                    send(conn, &online, Tag::Loose(Kind::Health)).await;
                     self.write_checkpoint(false);
                 }
                 // Healing waits only on its interval here; otherwise acknowledgements and the
@@ -360,7 +331,7 @@ impl Publisher {
     }
 
     fn heal_waits_on_interval(&self) -> bool {
-        !self.suspect.is_empty() && self.pending.is_empty() && !self.heal_allowed()
+        !self.suspect.is_empty() && !self.outbox.has_pending() && !self.heal_allowed()
     }
 
     /// When the next round of healing may run.
@@ -376,36 +347,44 @@ impl Publisher {
     /// sent lately is fine; anything else is suspect.
     fn observed(&mut self, conn: &mut Conn, topic: String, payload: bytes::Bytes) {
         let now = tokio::time::Instant::now();
-        if let Some(recent) = conn.sent_retained.get_mut(&topic) {
-            recent.retain(|(at, _)| now.duration_since(*at) < ECHO_WINDOW);
-            if recent.iter().any(|(_, p)| p.as_slice() == payload.as_ref()) {
-                return;
+        for sent in [&mut conn.sent_retained, &mut conn.sent_deltas] {
+            if let Some(recent) = sent.get_mut(&topic) {
+                recent.retain(|(at, _)| now.duration_since(*at) < ECHO_WINDOW);
+                if recent.iter().any(|(_, p)| p.as_slice() == payload.as_ref()) {
+                    return;
+                }
             }
         }
         self.suspect.insert(topic, payload);
     }
 
     /// Puts back retained messages someone deleted or replaced on the broker, once the
-    /// publisher has caught up with the log (so what it would send is the current state).
+    /// publisher has caught up with the log and published everything due (so what it would
+    /// send is the current state).
     async fn heal(&mut self, conn: &mut Conn) {
-        if self.suspect.is_empty() || !self.pending.is_empty() || !self.heal_allowed() {
+        if self.suspect.is_empty() || self.outbox.has_pending() || !self.heal_allowed() {
             return;
         }
-        let caught_up = self.model.as_ref().is_some_and(|m| m.read(|r| r.state.seq) == self.read_seq);
-        if !caught_up {
+        let caught_up = self.model.as_ref().is_some_and(|m| m.read(|r| r.state.seq) == self.outbox.read_seq());
+        if !caught_up || self.outbox.next_due().is_some() {
             return;
         }
         self.last_heal = Some(tokio::time::Instant::now());
         for (topic, seen) in std::mem::take(&mut self.suspect) {
             let expected = if topic == stream::HEAD_TOPIC {
-                Some(self.head_message())
+                Some(self.outbox.head_message())
             } else {
                 match stream::service_of_snapshot_topic(&topic) {
-                    Some(service) if self.state.services.contains_key(service) => self.snapshot_message(service),
-                    // Not a service of this store: nothing of ours belongs there.
-                    Some(_) => {
-                        Some(Msg { topic: topic.clone(), payload: Arc::new(Vec::new()), retain: true, kind: "heal" })
+                    Some(service) if self.outbox.state().services.contains_key(service) => {
+                        self.outbox.snapshot_message(service)
                     }
+                    // Not a service of this store: nothing of ours belongs there.
+                    Some(_) => Some(Msg {
+                        topic: topic.clone(),
+                        payload: Arc::new(Vec::new()),
+                        retain: true,
+                        kind: Kind::Heal,
+                    }),
                     None => None,
                 }
             };
@@ -414,26 +393,25 @@ impl Publisher {
                 continue;
             }
             tracing::warn!(topic = %topic, seen_bytes = seen.len(), "a retained message on the broker was deleted or replaced; putting the signed one back");
-            msg.kind = "heal";
-            send(conn, &msg, Tag::Loose("heal")).await;
+            msg.kind = Kind::Heal;
+            send(conn, &msg, Tag::Loose(Kind::Heal)).await;
         }
     }
 
     /// Hands every pending batch this connection has not carried yet to the client.
     async fn flush(&self, conn: &mut Conn) {
-        for (i, batch) in self.pending.iter().enumerate() {
-            let id = self.first_id + i as u64;
+        for (id, batch) in self.outbox.pending() {
             if id >= conn.next_batch {
                 for m in &batch.msgs {
                     send(conn, m, Tag::Batch(id, m.kind)).await;
                 }
             }
         }
-        conn.next_batch = self.first_id + self.pending.len() as u64;
+        conn.next_batch = self.outbox.next_id();
     }
 
     fn window_free(&self) -> bool {
-        self.pending.iter().map(|b| b.unacked).sum::<usize>() < WINDOW_MESSAGES
+        self.outbox.unacked() < WINDOW_MESSAGES
     }
 
     /// The head watch of the live model, (re)initialising the read position when the model
@@ -456,9 +434,9 @@ impl Publisher {
         let (head_seq, head_hash, head_state) = live.model.read(|m| (m.state.seq, m.head_hash, m.state.clone()));
         // The database's generation (the server may have started in the fallback, from an
         // LKG file of another generation, and recovered after a new generation started).
-        (self.store_id, self.generation) = live.model.read(|m| (m.store_id.clone(), m.generation));
+        let (store_id, generation) = live.model.read(|m| (m.store_id.clone(), m.generation));
         let resumed = checkpoint::read(&path)
-            .filter(|c| c.store_id == self.store_id && c.generation == self.generation && c.seq <= head_seq)
+            .filter(|c| c.store_id == store_id && c.generation == generation && c.seq <= head_seq)
             .and_then(|c| {
                 let hash = Hash32::from_hex(&c.hash).ok()?;
                 let state = live
@@ -475,144 +453,61 @@ impl Publisher {
                     .ok()?;
                 Some((c.seq, hash, state))
             });
-        // Batch ids keep counting up, so acknowledgements of messages from before this point
-        // (still in flight) match no batch.
-        self.first_id += self.pending.len() as u64;
-        self.pending.clear();
         match resumed {
             Some((seq, hash, state)) => {
                 tracing::info!(from_seq = seq, head_seq, "MQTT publisher resumes from its checkpoint");
-                self.state = state;
-                self.read_seq = seq;
-                self.read_hash = hash;
-                self.acked = Some((seq, hash));
+                self.outbox.reset(store_id, generation, state, (seq, hash), true);
                 self.checkpoint_written = Some(seq);
-                self.head_msg = Some(self.head_message());
             }
             None => {
                 tracing::info!(head_seq, "MQTT publisher starts with a full sync of every service");
-                self.state = head_state;
-                self.read_seq = head_seq;
-                self.read_hash = head_hash;
-                self.acked = None;
-                let batch = self.full_sync();
-                self.pending.push_back(batch);
+                self.outbox.reset(store_id, generation, head_state, (head_seq, head_hash), false);
                 self.full_sync_wanted = false;
             }
         }
         self.progress_metrics();
     }
 
-    /// Every service's snapshot and the head, at the read position.
-    fn full_sync(&mut self) -> Batch {
-        let mut msgs: Vec<Msg> = self.state.services.keys().filter_map(|s| self.snapshot_message(s)).collect();
-        let head = self.head_message();
-        self.head_msg = Some(head.clone());
-        msgs.push(head);
-        let unacked = msgs.len();
-        Batch { end_seq: self.read_seq, end_hash: self.read_hash, msgs, unacked }
-    }
-
-    /// Reads the events after `read_seq` (verified: links and hashes; signatures this
-    /// process has checked already are trusted) and makes their batch.
-    async fn read_batch(&mut self) -> Result<Option<Batch>, String> {
+    /// Takes in the events after the read position through `head` (complete changesets the
+    /// read model has folded in): from the read model's memory, or read from the log
+    /// (links and hashes verified; signatures this process has checked already trusted)
+    /// when they are no longer held there.
+    async fn take_in(&mut self, head: u64) -> Result<(), String> {
         let mode = self.app.mode();
-        let Mode::Live(live) = &*mode else { return Ok(None) };
-        let head = live.model.read(|m| m.state.seq);
-        let (from, anchor) = (self.read_seq, self.read_hash);
-        let m = Arc::clone(&mode);
-        let events = tokio::task::spawn_blocking(move || {
-            let Mode::Live(live) = &*m else { return Ok(Vec::new()) };
-            live.readers.with(|r| r.verified_after_anchor(from, &anchor, head))
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        // Only what the read model has folded in: complete changesets this process verified.
-        let events: Vec<_> = events.into_iter().take_while(|e| e.seq() <= head).collect();
-        let Some(last) = events.last() else { return Ok(None) };
-        let (end_seq, end_hash) = (last.seq(), *last.hash());
-        let mut msgs = Vec::new();
-        let mut changed: Vec<String> = Vec::new();
-        for ev in &events {
-            self.state.apply(ev);
-            if self.state.generation > self.generation {
-                // generation_started (ADR 0017): every service's snapshot is republished in
-                // the new generation, which clients accept although its epochs are lower.
-                self.generation = self.state.generation;
-                for name in self.state.services.keys() {
-                    if !changed.contains(name) {
-                        changed.push(name.clone());
-                    }
-                }
+        let Mode::Live(live) = &*mode else { return Ok(()) };
+        let from = self.outbox.read_seq();
+        let events = match live.model.events_after(from) {
+            Some(events) => events,
+            None => {
+                let anchor = self.outbox.read_hash();
+                let m = Arc::clone(&mode);
+                let verified = tokio::task::spawn_blocking(move || {
+                    let Mode::Live(live) = &*m else { return Ok(Vec::new()) };
+                    live.readers.with(|r| r.verified_after_anchor(from, &anchor, head))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+                verified
+                    .into_iter()
+                    .map(|v| Arc::new(Folded { seq: v.seq(), hash: *v.hash(), body: v.body().clone() }))
+                    .collect()
             }
-            if let Some(service) = ev.body().service() {
-                let hash = ev.hash().to_hex();
-                let at = Position { store_id: &self.store_id, generation: self.generation, seq: ev.seq(), hash: &hash };
-                let doc = stream::event_document(&at, ev.body());
-                msgs.push(self.signed(stream::events_topic(service), &doc, jws::TYP_EVENT, false, "event"));
-            }
-            if ev.body().changes_config() && ev.body().service().is_some() {
-                // Which services' versions this event bumped (all, for `global`).
-                for (name, v) in &self.state.versions {
-                    if v.seq == ev.seq() && !changed.contains(name) {
-                        changed.push(name.clone());
-                    }
-                }
-            }
-            let closes_changeset = ev.body().changeset_index + 1 >= ev.body().changeset_len;
-            if closes_changeset {
-                for service in std::mem::take(&mut changed) {
-                    if let Some(m) = self.snapshot_message(&service) {
-                        msgs.push(m);
-                    }
-                }
-            }
-        }
-        for service in std::mem::take(&mut changed) {
-            if let Some(m) = self.snapshot_message(&service) {
-                msgs.push(m);
-            }
-        }
-        self.read_seq = end_seq;
-        self.read_hash = end_hash;
-        let head = self.head_message();
-        self.head_msg = Some(head.clone());
-        msgs.push(head);
-        let unacked = msgs.len();
-        Ok(Some(Batch { end_seq, end_hash, msgs, unacked }))
-    }
-
-    fn signed(&self, topic: String, doc: &serde_json::Value, typ: &str, retain: bool, kind: &'static str) -> Msg {
-        let jws = jws::sign(doc, typ, &self.app.keys.signing);
-        Msg { topic, payload: Arc::new(jws.to_string().into_bytes()), retain, kind }
-    }
-
-    fn snapshot_message(&self, service: &str) -> Option<Msg> {
-        let snap = confstore_snapshots::project(&self.state, &self.store_id, self.generation, service).ok()?;
-        let jws = snap.to_jws(&self.app.keys.signing);
-        Some(Msg {
-            topic: stream::snapshot_topic(service),
-            payload: Arc::new(jws.to_string().into_bytes()),
-            retain: true,
-            kind: "snapshot",
-        })
-    }
-
-    fn head_message(&self) -> Msg {
-        let hash = self.read_hash.to_hex();
-        let at = Position { store_id: &self.store_id, generation: self.generation, seq: self.read_seq, hash: &hash };
-        let doc = stream::head_document(&at, self.state.epoch, self.state.time_ms);
-        self.signed(stream::HEAD_TOPIC.to_owned(), &doc, jws::TYP_HEAD, true, "head")
+        };
+        // Only what the read model has folded in: complete changesets.
+        let end = events.iter().position(|e| e.seq > head).unwrap_or(events.len());
+        self.outbox.take_in(&events[..end], std::time::Instant::now());
+        Ok(())
     }
 
     fn health(&self, status: &str, reason: Option<&str>) -> Msg {
-        let head_seq = self.model.as_ref().map_or(self.read_seq, |m| m.read(|r| r.state.seq));
+        let head_seq = self.model.as_ref().map_or(self.outbox.read_seq(), |m| m.read(|r| r.state.seq));
+        let (store_id, _) = self.outbox.identity();
         let doc = Health {
             status,
-            store_id: &self.store_id,
+            store_id,
             head_seq,
-            published_seq: self.acked.map_or(0, |a| a.0),
+            published_seq: self.outbox.acked().map_or(0, |a| a.0),
             time_ms: now_ms(),
             reason,
         }
@@ -621,36 +516,26 @@ impl Publisher {
             topic: stream::HEALTH_TOPIC.to_owned(),
             payload: Arc::new(doc.to_string().into_bytes()),
             retain: true,
-            kind: "health",
+            kind: Kind::Health,
         }
     }
 
     fn acked_one(&mut self, tag: Tag) {
-        let (id, kind) = match tag {
-            Tag::Loose(kind) => {
-                self.app.metrics.mqtt_acked(kind);
-                return;
-            }
-            Tag::Batch(id, kind) => (id, kind),
-        };
-        self.app.metrics.mqtt_acked(kind);
-        let Some(i) = id.checked_sub(self.first_id) else { return };
-        let Some(batch) = usize::try_from(i).ok().and_then(|i| self.pending.get_mut(i)) else { return };
-        batch.unacked = batch.unacked.saturating_sub(1);
-        while self.pending.front().is_some_and(|b| b.unacked == 0) {
-            if let Some(done) = self.pending.pop_front() {
-                self.first_id += 1;
-                self.acked = Some((done.end_seq, done.end_hash));
+        match tag {
+            Tag::Loose(kind) => self.app.metrics.mqtt_acked(kind.as_str()),
+            Tag::Batch(id, kind) => {
+                self.app.metrics.mqtt_acked(kind.as_str());
+                if self.outbox.ack(id) {
+                    self.progress_metrics();
+                    self.write_checkpoint(false);
+                }
             }
         }
-        self.progress_metrics();
-        self.write_checkpoint(false);
     }
 
     fn progress_metrics(&self) {
-        let pending = self.pending.iter().map(|b| b.unacked).sum();
-        let seq = self.acked.map_or(0, |a| a.0);
-        self.app.metrics.mqtt_progress(seq, pending);
+        let seq = self.outbox.acked().map_or(0, |a| a.0);
+        self.app.metrics.mqtt_progress(seq, self.outbox.unacked());
         self.app.projections.mqtt_seq.store(seq, Ordering::Relaxed);
     }
 
@@ -661,14 +546,15 @@ impl Publisher {
 
     /// Writes the checkpoint file if it moved (at most every CHECKPOINT_INTERVAL unless `now`).
     fn write_checkpoint(&mut self, now: bool) {
-        let Some((seq, hash)) = self.acked else { return };
+        let Some((seq, hash)) = self.outbox.acked() else { return };
         if self.checkpoint_written == Some(seq) {
             return;
         }
         if !now && self.last_checkpoint_write.elapsed() < CHECKPOINT_INTERVAL {
             return;
         }
-        let c = Checkpoint { store_id: self.store_id.clone(), generation: self.generation, seq, hash: hash.to_hex() };
+        let (store_id, generation) = self.outbox.identity();
+        let c = Checkpoint { store_id: store_id.to_owned(), generation, seq, hash: hash.to_hex() };
         let path = self.app.config.data_dir.join(checkpoint::FILE_NAME);
         match checkpoint::write(&path, &c) {
             Ok(()) => self.checkpoint_written = Some(seq),
@@ -680,9 +566,9 @@ impl Publisher {
     /// Publishes `offline` (retained) and disconnects, waiting briefly for both to go out.
     async fn say_offline(&self, conn: &mut Conn, reason: &str) {
         let m = self.health("offline", Some(reason));
-        send(conn, &m, Tag::Loose("health")).await;
+        send(conn, &m, Tag::Loose(Kind::Health)).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        while !conn.unsent.is_empty() || conn.inflight.values().any(|t| matches!(t, Tag::Loose("health"))) {
+        while !conn.unsent.is_empty() || conn.inflight.values().any(|t| matches!(t, Tag::Loose(Kind::Health))) {
             match tokio::time::timeout_at(deadline, conn.reports.recv()).await {
                 Ok(Some(Report::Sent(pkid))) => {
                     if let Some(tag) = conn.unsent.pop_front() {
@@ -708,13 +594,16 @@ async fn send(conn: &mut Conn, m: &Msg, tag: Tag) {
     match conn.client.publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, m.payload.as_slice()).await {
         Ok(()) => {
             conn.unsent.push_back(tag);
-            if m.retain {
-                let recent = conn.sent_retained.entry(m.topic.clone()).or_default();
-                if recent.len() >= ECHO_PER_TOPIC_MAX {
-                    recent.pop_front();
-                }
-                recent.push_back((tokio::time::Instant::now(), Arc::clone(&m.payload)));
+            let (sent, max) = match m.kind {
+                Kind::Delta => (&mut conn.sent_deltas, ECHO_DELTAS_PER_TOPIC_MAX),
+                _ if m.retain => (&mut conn.sent_retained, ECHO_PER_TOPIC_MAX),
+                _ => return,
+            };
+            let recent = sent.entry(m.topic.clone()).or_default();
+            if recent.len() >= max {
+                recent.pop_front();
             }
+            recent.push_back((tokio::time::Instant::now(), Arc::clone(&m.payload)));
         }
         Err(e) => tracing::debug!(error = %e, "the MQTT client refused a message (connection failing)"),
     }

@@ -1,0 +1,443 @@
+//! The publisher's outbox: what the live stream must carry, and when. Pure: no broker, no
+//! clock of its own (every call takes `now`), no I/O, so it is unit-tested alone.
+//!
+//! Events go in (from the read model's recent events, or read from the log after a
+//! restart); batches of signed messages come out, in the order they must reach the
+//! broker: a changeset's events on `system/config-events/<service>`, then the snapshots of
+//! the services due, then the head.
+//!
+//! A write costs what it changes (docs/adr/0020):
+//! - each event's message is made once, when the event comes in (its size is the event's);
+//! - each changeset gives every service it changed one version message, at once: a
+//!   **delta** of the keys it touched (not retained; its size is the change's), or the
+//!   whole snapshot when it registered the service or set its schema. A client applies
+//!   every version from these, in order, without gaps;
+//! - the **retained** snapshot of a changed service (its size is the whole service: what a
+//!   new subscriber starts from) is rendered and signed once per [`snapshot_window`] of
+//!   that service, covering every change in the window: one window after the first change
+//!   not yet covered. The window grows with the service, [`SNAPSHOT_WINDOW_PER_KEY`] per key
+//!   up to [`SNAPSHOT_WINDOW_MAX`], so the retained snapshots cost a bounded share of a
+//!   core whatever the write rate and the service size, and trail the log by at most
+//!   [`SNAPSHOT_WINDOW_MAX`];
+//! - the signed head goes out at most once per [`HEAD_WINDOW`] (at once after a quiet
+//!   spell).
+//!
+//! The acknowledged position (the checkpoint) only passes an event once every message it
+//! needs is acknowledged, the deferred snapshots included: a batch records the position
+//! before the oldest change whose snapshot is still to come. After a crash the publisher
+//! resumes there and sends those snapshots again.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use confstore_core::stream::{self, Position};
+use confstore_core::{Hash32, SigningKey, State, jws};
+use confstore_log::Folded;
+use confstore_snapshots::Touched;
+
+/// Longest a retained snapshot may trail the events it covers: the coalescing window of
+/// the largest services.
+pub const SNAPSHOT_WINDOW_MAX: Duration = Duration::from_millis(50);
+/// Window per key of the service: rendering and signing a snapshot costs about 3 µs per key
+/// (300-byte values), so a service's snapshots take at most ~6 % of a core however fast it
+/// is written.
+pub const SNAPSHOT_WINDOW_PER_KEY: Duration = Duration::from_micros(50);
+/// Least time between two signed heads under continuous writes.
+pub const HEAD_WINDOW: Duration = Duration::from_millis(50);
+
+/// The coalescing window of a service with `keys` keys.
+pub fn snapshot_window(keys: usize) -> Duration {
+    SNAPSHOT_WINDOW_PER_KEY.saturating_mul(u32::try_from(keys).unwrap_or(u32::MAX)).min(SNAPSHOT_WINDOW_MAX)
+}
+
+/// What a message is, for metrics and for telling batch messages from loose ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// An event on `system/config-events/<service>`.
+    Event,
+    /// A service's snapshot on `system/config/<service>` (retained).
+    Snapshot,
+    /// A service's delta on `system/config/<service>` (not retained).
+    Delta,
+    /// The signed head on `system/config-head` (retained).
+    Head,
+    /// The health document (retained, unsigned).
+    Health,
+    /// A retained message put back after someone deleted or replaced it.
+    Heal,
+}
+
+impl Kind {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Event => "event",
+            Self::Snapshot => "snapshot",
+            Self::Delta => "delta",
+            Self::Head => "head",
+            Self::Health => "health",
+            Self::Heal => "heal",
+        }
+    }
+}
+
+/// One message, ready to send (and to send again).
+#[derive(Clone, Debug)]
+pub struct Msg {
+    /// Topic.
+    pub topic: String,
+    /// Payload bytes (shared between resends).
+    pub payload: Arc<Vec<u8>>,
+    /// Retained?
+    pub retain: bool,
+    /// What it is.
+    pub kind: Kind,
+}
+
+/// Messages to send in order, and the log position acknowledged once all of them are.
+#[derive(Debug)]
+pub struct Batch {
+    /// Once every message is acknowledged, everything through this seq is published.
+    pub safe_seq: u64,
+    /// Hash of event `safe_seq`.
+    pub safe_hash: Hash32,
+    /// The messages.
+    pub msgs: Vec<Msg>,
+    /// How many are not yet acknowledged.
+    pub unacked: usize,
+}
+
+/// A service whose snapshot is still to be published.
+#[derive(Clone, Copy, Debug)]
+struct Due {
+    /// The position before the first change it has not published.
+    before: (u64, Hash32),
+    /// When that change was taken in: the snapshot goes out one window later.
+    since: Instant,
+}
+
+/// The outbox. See the module documentation.
+pub struct Outbox {
+    signing: Arc<SigningKey>,
+    store_id: String,
+    generation: u64,
+    /// State after the last event taken in.
+    state: State,
+    read_seq: u64,
+    read_hash: Hash32,
+    /// Event, delta and snapshot messages of the changesets taken in since the last batch
+    /// was cut.
+    open: Vec<Msg>,
+    /// What the changeset being taken in did to each service, and where it started.
+    changeset: Touched,
+    changeset_start: Option<(u64, Hash32)>,
+    /// Services whose snapshot is still to come.
+    due: BTreeMap<String, Due>,
+    /// Whether the head moved since the last signed head, and when that one was made.
+    head_due: bool,
+    last_head: Option<Instant>,
+    /// Batches not yet fully acknowledged, oldest first; the first has id `first_id`.
+    pending: VecDeque<Batch>,
+    first_id: u64,
+    /// Everything through this position is acknowledged.
+    acked: Option<(u64, Hash32)>,
+    /// The newest signed head, for progress messages.
+    head_msg: Option<Msg>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("store_id", &self.store_id)
+            .field("generation", &self.generation)
+            .field("read_seq", &self.read_seq)
+            .field("pending", &self.pending.len())
+            .field("due", &self.due.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbox {
+    /// An outbox for `store_id`, signing with `signing`; [`Self::reset`] gives it a position.
+    pub fn new(signing: Arc<SigningKey>, store_id: String, generation: u64) -> Self {
+        Self {
+            signing,
+            store_id,
+            generation,
+            state: State::default(),
+            read_seq: 0,
+            read_hash: Hash32::default(),
+            open: Vec::new(),
+            changeset: Touched::default(),
+            changeset_start: None,
+            due: BTreeMap::new(),
+            head_due: false,
+            last_head: None,
+            pending: VecDeque::new(),
+            first_id: 0,
+            acked: None,
+            head_msg: None,
+        }
+    }
+
+    /// Starts over at `(seq, hash)` with `state` (the state there), in `store_id`'s
+    /// `generation`. `resumed`: everything through it was published before (a checkpoint);
+    /// otherwise a full sync (every service's snapshot and the head) is queued first.
+    /// Pending batches are dropped; batch ids keep counting, so acknowledgements of their
+    /// messages still in flight match nothing.
+    pub fn reset(&mut self, store_id: String, generation: u64, state: State, at: (u64, Hash32), resumed: bool) {
+        self.store_id = store_id;
+        self.generation = generation;
+        self.state = state;
+        (self.read_seq, self.read_hash) = at;
+        self.first_id += self.pending.len() as u64;
+        self.pending.clear();
+        self.open.clear();
+        self.changeset = Touched::default();
+        self.changeset_start = None;
+        self.due.clear();
+        if resumed {
+            self.acked = Some(at);
+            self.head_msg = Some(self.head_message());
+        } else {
+            self.acked = None;
+            self.queue_full_sync();
+        }
+    }
+
+    /// Queues every service's snapshot and the head, at the read position (the broker may
+    /// have lost its retained messages).
+    pub fn queue_full_sync(&mut self) {
+        self.cut_open();
+        let mut msgs: Vec<Msg> = self.state.services.keys().filter_map(|s| self.snapshot_message(s)).collect();
+        self.due.clear();
+        let head = self.head_message();
+        self.head_msg = Some(head.clone());
+        self.head_due = false;
+        msgs.push(head);
+        self.push_batch(msgs, (self.read_seq, self.read_hash));
+    }
+
+    /// Seq of the last event taken in.
+    pub fn read_seq(&self) -> u64 {
+        self.read_seq
+    }
+
+    /// Hash of that event.
+    pub fn read_hash(&self) -> Hash32 {
+        self.read_hash
+    }
+
+    /// The state after the last event taken in.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Everything through this position is acknowledged.
+    pub fn acked(&self) -> Option<(u64, Hash32)> {
+        self.acked
+    }
+
+    /// The newest signed head.
+    pub fn head_msg(&self) -> Option<&Msg> {
+        self.head_msg.as_ref()
+    }
+
+    /// Takes in the events after the read position (complete changesets, in seq order;
+    /// events at or before it are skipped): each event's message, then, as its changeset
+    /// ends, one version message for every service it changed — a delta of the keys it
+    /// touched, or the whole snapshot when it registered the service or set its schema —
+    /// and which retained snapshots that makes due. Call [`Self::cut`] to get them out.
+    pub fn take_in(&mut self, events: &[Arc<Folded>], now: Instant) {
+        for f in events {
+            if f.seq <= self.read_seq {
+                continue;
+            }
+            let before = (self.read_seq, self.read_hash);
+            self.changeset_start.get_or_insert(before);
+            let changed = self.state.apply_body(f.seq, &f.body);
+            (self.read_seq, self.read_hash) = (f.seq, f.hash);
+            self.head_due = true;
+            if self.state.generation > self.generation {
+                // generation_started (docs/adr/0017): every service's snapshot is published
+                // again in the new generation, which clients accept although its epochs
+                // are lower.
+                self.generation = self.state.generation;
+                self.changeset.all_full(&self.state);
+            }
+            if let Some(service) = f.body.service() {
+                let hash = f.hash.to_hex();
+                let at = Position { store_id: &self.store_id, generation: self.generation, seq: f.seq, hash: &hash };
+                let doc = stream::event_document(&at, &f.body);
+                self.open.push(self.signed(stream::events_topic(service), &doc, jws::TYP_EVENT, false, Kind::Event));
+            }
+            self.changeset.record(&self.state, &f.body, changed);
+            if f.body.changeset_index + 1 >= f.body.changeset_len {
+                self.end_changeset(now);
+            }
+        }
+    }
+
+    /// The version messages of the changeset just taken in.
+    fn end_changeset(&mut self, now: Instant) {
+        let start = self.changeset_start.take().unwrap_or((self.read_seq, self.read_hash));
+        for (service, touch) in std::mem::take(&mut self.changeset.services) {
+            if touch.full {
+                if let Some(m) = self.snapshot_message(&service) {
+                    self.open.push(m);
+                }
+                // That snapshot is the retained one too, unless a later change makes
+                // another due.
+                self.due.remove(&service);
+                continue;
+            }
+            let keys = touch.keys.iter().map(String::as_str);
+            let Ok(delta) = confstore_snapshots::delta(&self.state, &self.store_id, self.generation, &service, keys)
+            else {
+                continue;
+            };
+            let jws = delta.to_jws(&self.signing);
+            self.open.push(Msg {
+                topic: stream::snapshot_topic(&service),
+                payload: Arc::new(jws.to_string().into_bytes()),
+                retain: false,
+                kind: Kind::Delta,
+            });
+            self.due.entry(service).or_insert(Due { before: start, since: now });
+        }
+    }
+
+    /// Cuts a batch of what is ready at `now`: the messages of the changesets taken in,
+    /// the retained snapshots whose window has passed, and the head if its window has
+    /// passed. Returns whether a batch was made.
+    pub fn cut(&mut self, now: Instant) -> bool {
+        let mut msgs = std::mem::take(&mut self.open);
+        let ready: Vec<String> =
+            self.due.iter().filter(|(s, d)| self.due_at(s, d) <= now).map(|(s, _)| s.clone()).collect();
+        for service in ready {
+            self.due.remove(&service);
+            if let Some(m) = self.snapshot_message(&service) {
+                msgs.push(m);
+            }
+        }
+        if self.head_due && self.last_head.is_none_or(|t| now.saturating_duration_since(t) >= HEAD_WINDOW) {
+            self.head_due = false;
+            self.last_head = Some(now);
+            let head = self.head_message();
+            self.head_msg = Some(head.clone());
+            msgs.push(head);
+        }
+        if msgs.is_empty() {
+            return false;
+        }
+        let safe = self.safe();
+        self.push_batch(msgs, safe);
+        true
+    }
+
+    /// When `service`'s retained snapshot falls due.
+    fn due_at(&self, service: &str, due: &Due) -> Instant {
+        let keys = self.state.services.get(service).map_or(0, std::collections::BTreeMap::len);
+        due.since + snapshot_window(keys)
+    }
+
+    /// The position through which everything taken in is covered once what is cut now is
+    /// acknowledged: before the oldest change whose retained snapshot is still to come.
+    fn safe(&self) -> (u64, Hash32) {
+        self.due.values().map(|d| d.before).min_by_key(|b| b.0).unwrap_or((self.read_seq, self.read_hash))
+    }
+
+    /// When the next deferred snapshot or head falls due (`None`: nothing is waiting).
+    pub fn next_due(&self) -> Option<Instant> {
+        let snapshots = self.due.iter().map(|(s, d)| self.due_at(s, d));
+        let head = self.last_head.filter(|_| self.head_due).map(|t| t + HEAD_WINDOW);
+        snapshots.chain(head).min()
+    }
+
+    fn cut_open(&mut self) {
+        if !self.open.is_empty() {
+            let msgs = std::mem::take(&mut self.open);
+            let safe =
+                self.due.values().map(|d| d.before).min_by_key(|b| b.0).unwrap_or((self.read_seq, self.read_hash));
+            self.push_batch(msgs, safe);
+        }
+    }
+
+    fn push_batch(&mut self, msgs: Vec<Msg>, safe: (u64, Hash32)) {
+        let unacked = msgs.len();
+        self.pending.push_back(Batch { safe_seq: safe.0, safe_hash: safe.1, msgs, unacked });
+    }
+
+    /// Pending batches with their ids, oldest first.
+    pub fn pending(&self) -> impl Iterator<Item = (u64, &Batch)> {
+        self.pending.iter().enumerate().map(|(i, b)| (self.first_id + i as u64, b))
+    }
+
+    /// Id the next batch will get.
+    pub fn next_id(&self) -> u64 {
+        self.first_id + self.pending.len() as u64
+    }
+
+    /// Messages handed out and not yet acknowledged.
+    pub fn unacked(&self) -> usize {
+        self.pending.iter().map(|b| b.unacked).sum()
+    }
+
+    /// Whether batches are waiting for acknowledgements.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// One message of batch `id` was acknowledged. Returns whether the acknowledged
+    /// position moved.
+    pub fn ack(&mut self, id: u64) -> bool {
+        let Some(i) = id.checked_sub(self.first_id) else { return false };
+        let Some(batch) = usize::try_from(i).ok().and_then(|i| self.pending.get_mut(i)) else { return false };
+        batch.unacked = batch.unacked.saturating_sub(1);
+        let mut moved = false;
+        while self.pending.front().is_some_and(|b| b.unacked == 0) {
+            if let Some(done) = self.pending.pop_front() {
+                self.first_id += 1;
+                if self.acked.is_none_or(|(seq, _)| done.safe_seq > seq) {
+                    self.acked = Some((done.safe_seq, done.safe_hash));
+                    moved = true;
+                }
+            }
+        }
+        moved
+    }
+
+    fn signed(&self, topic: String, doc: &serde_json::Value, typ: &str, retain: bool, kind: Kind) -> Msg {
+        let jws = jws::sign(doc, typ, &self.signing);
+        Msg { topic, payload: Arc::new(jws.to_string().into_bytes()), retain, kind }
+    }
+
+    /// `service`'s snapshot at the read position, signed (`None`: not a service here).
+    pub fn snapshot_message(&self, service: &str) -> Option<Msg> {
+        let snap = confstore_snapshots::project(&self.state, &self.store_id, self.generation, service).ok()?;
+        let jws = snap.to_jws(&self.signing);
+        Some(Msg {
+            topic: stream::snapshot_topic(service),
+            payload: Arc::new(jws.to_string().into_bytes()),
+            retain: true,
+            kind: Kind::Snapshot,
+        })
+    }
+
+    /// The signed head at the read position.
+    pub fn head_message(&self) -> Msg {
+        let hash = self.read_hash.to_hex();
+        let at = Position { store_id: &self.store_id, generation: self.generation, seq: self.read_seq, hash: &hash };
+        let doc = stream::head_document(&at, self.state.epoch, self.state.time_ms);
+        self.signed(stream::HEAD_TOPIC.to_owned(), &doc, jws::TYP_HEAD, true, Kind::Head)
+    }
+
+    /// Store id and generation it publishes in.
+    pub fn identity(&self) -> (&str, u64) {
+        (&self.store_id, self.generation)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,286 @@
+//! The outbox without a broker: what each write produces, coalescing, acknowledgements.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use confstore_core::state::{Change, ChangesetDraft, decide};
+use confstore_core::{Hash32, SigningKey, State, jws};
+use confstore_log::Folded;
+use serde_json::{Value, json};
+
+use super::{HEAD_WINDOW, Kind, Outbox, SNAPSHOT_WINDOW_MAX, snapshot_window};
+
+/// A log being written: the state, and the events made so far.
+struct Log {
+    state: State,
+    events: Vec<Arc<Folded>>,
+}
+
+impl Log {
+    fn new() -> Self {
+        Self { state: State::default(), events: Vec::new() }
+    }
+
+    /// Decides `changes` and returns the new events.
+    fn write(&mut self, changes: Vec<Change>) -> Vec<Arc<Folded>> {
+        let draft = ChangesetDraft {
+            actor: "t".into(),
+            reason: String::new(),
+            request_id: "r".into(),
+            expected_epoch: None,
+            changes,
+        };
+        let bodies = decide(&self.state, &draft, 1_000 + self.state.seq).expect("accepted");
+        let mut out = Vec::new();
+        for body in bodies {
+            let seq = self.state.seq + 1;
+            self.state.apply_body(seq, &body);
+            let f = Arc::new(Folded { seq, hash: Hash32([u8::try_from(seq % 251).unwrap(); 32]), body });
+            self.events.push(Arc::clone(&f));
+            out.push(f);
+        }
+        out
+    }
+
+    fn set(&mut self, service: &str, key: &str, value: Value) -> Vec<Arc<Folded>> {
+        self.write(vec![Change::Set { service: service.into(), key: key.into(), value }])
+    }
+}
+
+fn key() -> Arc<SigningKey> {
+    Arc::new(SigningKey::from_seed(&[7; 32]))
+}
+
+fn outbox() -> Outbox {
+    let mut o = Outbox::new(key(), "00".repeat(16), 1);
+    o.reset("00".repeat(16), 1, State::default(), (0, Hash32::default()), true);
+    o
+}
+
+/// The kinds and topics of batch `i`'s messages.
+fn shape(o: &Outbox, i: usize) -> Vec<(Kind, String)> {
+    o.pending().nth(i).expect("batch").1.msgs.iter().map(|m| (m.kind, m.topic.clone())).collect()
+}
+
+fn payload(o: &Outbox, i: usize, kind: Kind) -> Value {
+    let (_, b) = o.pending().nth(i).expect("batch");
+    let m = b.msgs.iter().find(|m| m.kind == kind).expect("message of that kind");
+    let jws: Value = serde_json::from_slice(&m.payload).unwrap();
+    let typ = match kind {
+        Kind::Snapshot => jws::TYP_SNAPSHOT,
+        Kind::Delta => jws::TYP_DELTA,
+        Kind::Head => jws::TYP_HEAD,
+        _ => jws::TYP_EVENT,
+    };
+    jws::verify(&jws, typ, &[key().verifying_key()]).expect("signed by the store key")
+}
+
+fn setup() -> (Log, Outbox, Instant) {
+    let mut log = Log::new();
+    let mut o = outbox();
+    let t0 = Instant::now();
+    let first = log.write(vec![Change::RegisterService { service: "web".into() }]);
+    o.take_in(&first, t0);
+    assert!(o.cut(t0));
+    // A registration's version message is the whole snapshot, and it is the retained one.
+    assert_eq!(
+        shape(&o, 0),
+        [
+            (Kind::Event, "system/config-events/web".to_owned()),
+            (Kind::Snapshot, "system/config/web".to_owned()),
+            (Kind::Head, "system/config-head".to_owned()),
+        ]
+    );
+    assert_eq!(o.next_due(), None);
+    (log, o, t0)
+}
+
+const EVENT: (Kind, &str) = (Kind::Event, "system/config-events/web");
+const DELTA: (Kind, &str) = (Kind::Delta, "system/config/web");
+const SNAPSHOT: (Kind, &str) = (Kind::Snapshot, "system/config/web");
+const HEAD: (Kind, &str) = (Kind::Head, "system/config-head");
+
+fn is(o: &Outbox, i: usize, want: &[(Kind, &str)]) {
+    let want: Vec<(Kind, String)> = want.iter().map(|(k, t)| (*k, (*t).to_owned())).collect();
+    assert_eq!(shape(o, i), want, "batch {i}");
+}
+
+#[test]
+fn a_write_sends_its_event_and_delta_at_once_and_the_retained_snapshot_one_window_later() {
+    let (mut log, mut o, t0) = setup();
+    let t = t0 + Duration::from_secs(1);
+    o.take_in(&log.set("web", "port", json!(80)), t);
+    assert!(o.cut(t));
+    is(&o, 1, &[EVENT, DELTA, HEAD]);
+    let delta = payload(&o, 1, Kind::Delta);
+    assert_eq!(delta["config"], json!({"port": 80}));
+    assert_eq!(delta["sources"], json!({"port": "service"}));
+    assert_eq!((delta["changed_epoch"].clone(), delta["prev_epoch"].clone()), (json!(2), json!(1)));
+    let (_, b) = o.pending().nth(1).unwrap();
+    assert_eq!(b.safe_seq, 1, "event 2 is not covered until its retained snapshot is out");
+    let due = o.next_due().expect("the retained snapshot is due");
+    assert_eq!(due, t + snapshot_window(1));
+    assert!(!o.cut(due - Duration::from_nanos(1)), "nothing before the window ends");
+    assert!(o.cut(due));
+    is(&o, 2, &[SNAPSHOT]);
+    assert_eq!(payload(&o, 2, Kind::Snapshot)["config"], json!({"port": 80}));
+    assert_eq!(o.pending().nth(2).unwrap().1.safe_seq, 2);
+    assert_eq!(o.next_due(), None);
+}
+
+#[test]
+fn writes_within_a_window_each_get_a_delta_and_share_one_retained_snapshot_and_head() {
+    let (mut log, mut o, t0) = setup();
+    let t = t0 + Duration::from_secs(1);
+    for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
+        let at = t + Duration::from_micros(10 * i as u64);
+        o.take_in(&log.set("web", key, json!(i)), at);
+        assert!(o.cut(at));
+    }
+    is(&o, 1, &[EVENT, DELTA, HEAD]);
+    is(&o, 2, &[EVENT, DELTA]);
+    is(&o, 3, &[EVENT, DELTA]);
+    // Each delta follows the one before: a client sees every version.
+    let chain: Vec<(Value, Value)> = (1..4)
+        .map(|i| payload(&o, i, Kind::Delta))
+        .map(|d| (d["prev_epoch"].clone(), d["changed_epoch"].clone()))
+        .collect();
+    assert_eq!(chain, [(json!(1), json!(2)), (json!(2), json!(3)), (json!(3), json!(4))]);
+    assert_eq!(o.pending().nth(3).unwrap().1.safe_seq, 1);
+    // The snapshot's window started at the first write; the head's at the first head.
+    let due = o.next_due().unwrap();
+    assert_eq!(due, t + snapshot_window(3));
+    assert!(o.cut(due));
+    is(&o, 4, &[SNAPSHOT]);
+    assert_eq!(payload(&o, 4, Kind::Snapshot)["config"], json!({"a": 0, "b": 1, "c": 2}), "it covers every write");
+    assert_eq!(o.pending().nth(4).unwrap().1.safe_seq, 4);
+    assert_eq!(o.next_due(), Some(t + HEAD_WINDOW));
+    assert!(o.cut(t + HEAD_WINDOW));
+    is(&o, 5, &[HEAD]);
+    assert_eq!(payload(&o, 5, Kind::Head)["seq"], json!(4));
+    assert_eq!(o.next_due(), None);
+}
+
+#[test]
+fn the_window_grows_with_the_service_and_is_capped() {
+    assert_eq!(snapshot_window(0), Duration::ZERO);
+    assert_eq!(snapshot_window(20), Duration::from_millis(1));
+    assert_eq!(snapshot_window(1_000), SNAPSHOT_WINDOW_MAX);
+    assert_eq!(snapshot_window(usize::MAX), SNAPSHOT_WINDOW_MAX);
+    assert!(SNAPSHOT_WINDOW_MAX <= Duration::from_millis(50), "the documented bound");
+}
+
+#[test]
+fn the_acknowledged_position_waits_for_every_message_and_for_the_retained_snapshot() {
+    let (mut log, mut o, t0) = setup();
+    let t = t0 + Duration::from_secs(1);
+    o.take_in(&log.set("web", "a", json!(1)), t);
+    o.cut(t);
+    let ids: Vec<u64> = o.pending().map(|(id, _)| id).collect();
+    let sizes: Vec<usize> = o.pending().map(|(_, b)| b.msgs.len()).collect();
+    assert_eq!(sizes, [3, 3]);
+    // The registration batch: two of three messages acknowledged move nothing.
+    assert!(!o.ack(ids[0]));
+    assert!(!o.ack(ids[0]));
+    assert_eq!(o.acked().map(|a| a.0), Some(0));
+    // A later batch acknowledged first moves nothing either (in order only).
+    for _ in 0..3 {
+        assert!(!o.ack(ids[1]));
+    }
+    assert_eq!(o.acked().map(|a| a.0), Some(0));
+    assert!(o.ack(ids[0]));
+    assert_eq!(o.acked().map(|a| a.0), Some(1), "event 2's retained snapshot is not out yet");
+    assert!(o.cut(t + Duration::from_secs(1)));
+    let last = o.pending().last().unwrap().0;
+    assert!(o.ack(last));
+    assert_eq!(o.acked().map(|a| a.0), Some(2));
+    assert_eq!(o.unacked(), 0);
+    // Acknowledgements of unknown or finished batches are ignored.
+    assert!(!o.ack(ids[0]));
+    assert!(!o.ack(999));
+}
+
+#[test]
+fn a_global_change_gives_every_service_a_delta_of_that_key() {
+    let mut log = Log::new();
+    let mut o = outbox();
+    let t = Instant::now();
+    let evs = log.write(vec![
+        Change::RegisterService { service: "web".into() },
+        Change::RegisterService { service: "db".into() },
+        Change::RegisterService { service: "global".into() },
+    ]);
+    o.take_in(&evs, t);
+    o.cut(t);
+    o.take_in(&log.set("db", "region", json!("us")), t);
+    o.take_in(&log.set("global", "region", json!("eu")), t);
+    assert!(o.cut(t + Duration::from_secs(1)));
+    let got: Vec<(Kind, String)> = shape(&o, 1);
+    let deltas: Vec<&str> = got.iter().filter(|(k, _)| *k == Kind::Delta).map(|(_, t)| t.as_str()).collect();
+    assert_eq!(deltas, ["system/config/db", "system/config/db", "system/config/global", "system/config/web"]);
+    let (_, b) = o.pending().nth(1).unwrap();
+    let docs: Vec<Value> = b
+        .msgs
+        .iter()
+        .filter(|m| m.kind == Kind::Delta)
+        .map(|m| {
+            jws::verify(&serde_json::from_slice(&m.payload).unwrap(), jws::TYP_DELTA, &[key().verifying_key()]).unwrap()
+        })
+        .collect();
+    // db keeps its own value (no change, but a new version); web inherits the new one.
+    assert_eq!(
+        (docs[1]["config"].clone(), docs[1]["sources"].clone()),
+        (json!({"region": "us"}), json!({"region": "service"}))
+    );
+    assert_eq!(
+        (docs[3]["config"].clone(), docs[3]["sources"].clone()),
+        (json!({"region": "eu"}), json!({"region": "global"}))
+    );
+    assert_eq!(docs[3]["prev_epoch"], json!(1));
+}
+
+#[test]
+fn an_unset_with_nothing_inherited_is_a_removed_key() {
+    let (mut log, mut o, t0) = setup();
+    o.take_in(&log.set("web", "a", json!(1)), t0);
+    o.take_in(&log.write(vec![Change::Unset { service: "web".into(), key: "a".into() }]), t0);
+    o.cut(t0);
+    let (_, b) = o.pending().last().unwrap();
+    let last_delta = b.msgs.iter().rev().find(|m| m.kind == Kind::Delta).unwrap();
+    let doc =
+        jws::verify(&serde_json::from_slice(&last_delta.payload).unwrap(), jws::TYP_DELTA, &[key().verifying_key()])
+            .unwrap();
+    assert_eq!((doc["config"].clone(), doc["removed"].clone()), (json!({}), json!(["a"])));
+}
+
+#[test]
+fn events_already_taken_in_are_skipped_and_a_reset_without_checkpoint_syncs_everything() {
+    let (mut log, mut o, t0) = setup();
+    let evs = log.set("web", "a", json!(1));
+    o.take_in(&evs, t0);
+    o.take_in(&evs, t0);
+    o.cut(t0 + Duration::from_secs(1));
+    assert_eq!(shape(&o, 1).iter().filter(|(k, _)| *k == Kind::Event).count(), 1);
+    let state = log.state.clone();
+    o.reset("00".repeat(16), 1, state, (2, Hash32::default()), false);
+    assert_eq!(o.pending().count(), 1, "earlier batches are dropped");
+    is(&o, 0, &[SNAPSHOT, HEAD]);
+    assert_eq!(o.acked(), None);
+    assert_eq!(o.next_due(), None);
+}
+
+#[test]
+fn a_new_generation_republishes_every_service_whole() {
+    let (log, mut o, t0) = setup();
+    let mut body = log.events[0].body.clone();
+    body.kind = confstore_core::event::EventKind::GenerationStarted {
+        generation: 2,
+        abandoned_seq: 9,
+        abandoned_hash: [0; 32],
+    };
+    o.take_in(&[Arc::new(Folded { seq: 2, hash: Hash32([2; 32]), body })], t0);
+    assert!(o.cut(t0 + Duration::from_secs(1)));
+    assert_eq!(o.identity().1, 2);
+    is(&o, 1, &[SNAPSHOT, HEAD]);
+    assert_eq!(payload(&o, 1, Kind::Snapshot)["generation"], json!(2));
+}
