@@ -157,6 +157,8 @@ struct Snap {
     payload: Vec<u8>,
     doc: Value,
     version: SnapshotVersion,
+    /// A delta (each version's message), not a whole snapshot (the retained copy).
+    delta: bool,
 }
 
 /// The snapshot messages the tap captured on `topic`, each verified with the store's key
@@ -166,10 +168,10 @@ fn snaps(tap: &RawClient, topic: &str, key: &VerifyingKey) -> Vec<Snap> {
         .into_iter()
         .map(|m| {
             let jws: Value = serde_json::from_slice(&m.payload).unwrap();
-            let doc = jws::verify(&jws, jws::TYP_SNAPSHOT, &[*key])
+            let (typ, doc) = jws::verify_one_of(&jws, &[jws::TYP_SNAPSHOT, jws::TYP_DELTA], &[*key])
                 .unwrap_or_else(|e| panic!("a captured message on {topic} does not verify: {e}"));
             let version = stream::snapshot_version(&doc).unwrap();
-            Snap { payload: m.payload, doc, version }
+            Snap { payload: m.payload, doc, version, delta: typ == jws::TYP_DELTA }
         })
         .collect()
 }
@@ -181,8 +183,14 @@ fn genuine_web_snapshot(tap: &RawClient, key: &VerifyingKey, epoch: u64) -> Opti
         let jws: Value = serde_json::from_slice(&m.payload).ok()?;
         let doc = jws::verify(&jws, jws::TYP_SNAPSHOT, &[*key]).ok()?;
         let version = stream::snapshot_version(&doc).ok()?;
-        (version.changed_epoch == epoch).then_some(Snap { payload: m.payload, doc, version })
+        (version.changed_epoch == epoch).then_some(Snap { payload: m.payload, doc, version, delta: false })
     })
+}
+
+/// Rejections other than duplicates: a retained snapshot that repeats the version a delta
+/// brought a moment before is a duplicate by design (docs/adr/0020), never a fresh message.
+fn fresh_rejections(s: &Stats) -> BTreeMap<&'static str, u64> {
+    s.rejected.iter().filter(|(k, _)| **k != "duplicate").map(|(k, v)| (*k, *v)).collect()
 }
 
 /// Kinds and counts of the rejections between two readings of the counters.
@@ -330,10 +338,11 @@ fn every_fresh_version_is_applied_once_in_order_and_every_attack_is_rejected() {
     let writes_took = t.elapsed();
     let last = *web_epochs.last().unwrap();
     let last_db = *db_epochs.last().unwrap();
-    poll_until("the tap to capture the last snapshots of web and db", DEADLINE, POLL, || {
-        let web = tap.on(WEB_TOPIC).len() >= web_epochs.len();
-        let db = snaps(&tap, "system/config/db", &key).last().is_some_and(|s| s.version.changed_epoch == last_db);
-        (web && db).then_some(())
+    poll_until("the tap to capture the last retained snapshots of web and db", DEADLINE, POLL, || {
+        let is_last = |topic: &str, epoch: u64| {
+            snaps(&tap, topic, &key).iter().rev().find(|s| !s.delta).is_some_and(|s| s.version.changed_epoch == epoch)
+        };
+        (is_last(WEB_TOPIC, last) && is_last("system/config/db", last_db)).then_some(())
     });
     poll_until("the client to apply the last write", DEADLINE, POLL, || {
         (client.config().version().changed_epoch == last).then_some(())
@@ -341,15 +350,27 @@ fn every_fresh_version_is_applied_once_in_order_and_every_attack_is_rejected() {
     let applied_took = t.elapsed();
     let web_caps = snaps(&tap, WEB_TOPIC, &key);
     let db_caps: Vec<Snap> = snaps(&tap, "system/config/db", &key);
-    let captured: Vec<u64> = web_caps.iter().map(|s| s.version.changed_epoch).collect();
-    assert_eq!(captured, web_epochs, "the server publishes one snapshot per web version, in order");
-    for pair in web_caps.windows(2) {
+    // Each version is a delta, in order, linked; the retained snapshots (coalesced per
+    // window) are copies of versions the deltas carried.
+    let deltas: Vec<&Snap> = web_caps.iter().filter(|s| s.delta).collect();
+    let captured: Vec<u64> = deltas.iter().map(|s| s.version.changed_epoch).collect();
+    assert_eq!(captured, web_epochs[1..], "the server publishes one delta per web version, in order");
+    for pair in deltas.windows(2) {
         assert_eq!(pair[1].version.prev_epoch, pair[0].version.changed_epoch, "the captured chain is linked");
     }
-    assert_eq!(epochs(&applied), captured, "the client applied every captured version once, in order");
+    let retained: Vec<u64> = web_caps.iter().filter(|s| !s.delta).map(|s| s.version.changed_epoch).collect();
+    assert!(
+        retained.windows(2).all(|w| w[0] < w[1]) && retained.iter().all(|e| web_epochs.contains(e)),
+        "{retained:?}"
+    );
+    assert_eq!(epochs(&applied), web_epochs, "the client applied every captured version once, in order");
     let after_writes = client.stats();
     assert_eq!(after_writes.applied - baseline.applied, u64::try_from(count).unwrap());
-    assert_eq!(after_writes.rejected, baseline.rejected, "a valid fresh message was rejected: {after_writes:?}");
+    assert_eq!(
+        fresh_rejections(&after_writes),
+        fresh_rejections(&baseline),
+        "a valid fresh message was rejected: {after_writes:?}"
+    );
     assert_eq!((after_writes.gaps_filled, after_writes.resyncs), (0, 0), "every version came over MQTT");
     assert!(db_caps.len() > db_epochs.len(), "db's registration and writes captured");
     eprintln!(
@@ -366,15 +387,19 @@ fn every_fresh_version_is_applied_once_in_order_and_every_attack_is_rejected() {
 
     // ---- 2. replays after the client moved past them ----
     let kinds = target.attack("2 replay", web_caps.iter().map(|s| s.payload.clone()), false);
-    let n = u64::try_from(web_caps.len()).unwrap();
-    assert_eq!(kinds, BTreeMap::from([("stale", n - 1), ("duplicate", 1)]));
+    let held_copies = web_caps.iter().filter(|s| s.version.changed_epoch == last).count();
+    let n = web_caps.len();
+    let expected = BTreeMap::from([("stale", (n - held_copies) as u64), ("duplicate", held_copies as u64)]);
+    assert_eq!(kinds, expected);
 
     // ---- 3. another service's snapshots on web's topic ----
     let kinds = target.attack("3 cross-topic (db on web)", db_caps.iter().map(|s| s.payload.clone()), false);
     assert_eq!(kinds, BTreeMap::from([("wrong_service", u64::try_from(db_caps.len()).unwrap())]));
 
     // ---- 4. every single-bit flip of 10 captured snapshots, and of one the client would apply ----
-    let held = web_caps.last().unwrap().clone();
+    // The retained snapshot of the version the client holds.
+    let held = web_caps.iter().rev().find(|s| !s.delta).unwrap().clone();
+    assert_eq!(held.version.changed_epoch, last);
     let samples: Vec<&Snap> = (0..10).map(|i| &web_caps[i * (web_caps.len() - 1) / 9]).collect();
     let flips: usize = samples.iter().map(|s| s.payload.len() * 8).sum();
     let kinds = target.attack("4 bit flips (10 captured)", samples.iter().flat_map(|s| bit_flips(&s.payload)), false);
@@ -438,7 +463,7 @@ fn every_fresh_version_is_applied_once_in_order_and_every_attack_is_rejected() {
     });
     let fresh =
         poll_until("the tap to capture the fresh snapshot", DEADLINE, POLL, || genuine_web_snapshot(&tap, &key, w));
-    assert_eq!(client.stats().rejected, before.rejected, "a valid fresh message was rejected");
+    assert_eq!(fresh_rejections(&client.stats()), fresh_rejections(&before), "a valid fresh message was rejected");
     let kinds = target.attack("7 redelivery of the fresh version", vec![fresh.payload.clone(); 2], false);
     assert_eq!(kinds, BTreeMap::from([("duplicate", 2)]));
     assert_eq!(epochs(&applied).iter().filter(|&&e| e == w).count(), 1, "applied at most once");
@@ -460,8 +485,9 @@ fn every_fresh_version_is_applied_once_in_order_and_every_attack_is_rejected() {
     rt.block_on(client.shutdown());
     let lkg_bytes = std::fs::read(&lkg).unwrap();
     let lkg_doc: Value = serde_json::from_slice(&lkg_bytes).unwrap();
-    let lkg_version =
-        stream::snapshot_version(&jws::verify(&lkg_doc["jws"], jws::TYP_SNAPSHOT, &[key]).unwrap()).unwrap();
+    // The newest version in the file: its last delta, else its snapshot.
+    let newest = lkg_doc["deltas"].as_array().and_then(|d| d.last()).unwrap_or(&lkg_doc["jws"]);
+    let lkg_version = stream::verify_update(newest, &[key], None, "web").unwrap().2;
     assert_eq!(lkg_version.changed_epoch, w, "the LKG file holds the newest applied version");
 
     // (b) REST down, the broker up: the client starts from its verified LKG file and the
@@ -507,7 +533,7 @@ fn every_fresh_version_is_applied_once_in_order_and_every_attack_is_rejected() {
         ("rest", &with_rest, &rest_before, &rest_applied, vec![w, x]),
     ] {
         let s = c.stats();
-        assert_eq!(s.rejected, before.rejected, "{name}: a valid fresh message was rejected: {s:?}");
+        assert_eq!(fresh_rejections(&s), fresh_rejections(before), "{name}: a valid fresh message was rejected: {s:?}");
         assert_eq!((s.applied - before.applied, s.gaps_filled, s.resyncs), (1, 0, 0), "{name}: {s:?}");
         assert_eq!(epochs(log), expected, "{name}: applied");
         let cfg = c.config();
