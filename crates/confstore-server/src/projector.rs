@@ -109,7 +109,8 @@ fn write_lkg(app: &App, live: &LiveMode) -> Result<u64, String> {
 
 /// Runs until the server stops. One pass — fold in other writers' events, catch the search
 /// index up, rewrite the LKG file — when a commit happened (or every second, for other
-/// processes' events), but at most once per `lkg_interval`: under continuous writes the
+/// processes' events), but at most once per `lkg_interval` (or 20× the last pass's time, if
+/// longer: a pass's cost grows with the store): under continuous writes the
 /// projections cost a fixed amount per interval, not per commit. Search requests catch the
 /// index up themselves, so they never wait for a pass.
 pub async fn run(app: App) {
