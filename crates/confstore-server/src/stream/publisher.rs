@@ -350,7 +350,10 @@ impl Publisher {
         for sent in [&mut conn.sent_retained, &mut conn.sent_deltas] {
             if let Some(recent) = sent.get_mut(&topic) {
                 recent.retain(|(at, _)| now.duration_since(*at) < ECHO_WINDOW);
-                if recent.iter().any(|(_, p)| p.as_slice() == payload.as_ref()) {
+                // Echoes come back in the order they were sent: the match is almost always
+                // the oldest, and what was sent before it will not come back any more.
+                if let Some(i) = recent.iter().position(|(_, p)| p.as_slice() == payload.as_ref()) {
+                    recent.drain(..=i);
                     return;
                 }
             }
