@@ -114,3 +114,11 @@ pub const COMPILED_SCHEMAS_CACHED_MAX: usize = 64;
 pub const RECENT_EVENTS_MAX: usize = 4096;
 /// Most bytes of values, schemas, ciphertexts and texts those events may hold.
 pub const RECENT_EVENT_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Longest a service's retained snapshot may trail the log under continuous writes: the
+/// coalescing window of the largest services, in milliseconds (docs/adr/0020).
+pub const STREAM_SNAPSHOT_WINDOW_MAX_MS: u64 = 50;
+/// Coalescing window per key of the service, in microseconds: rendering and signing a
+/// snapshot costs about 3 µs per key, so its retained snapshots take at most ~6 % of a core.
+pub const STREAM_SNAPSHOT_WINDOW_PER_KEY_US: u64 = 50;
+/// Least time between two signed heads under continuous writes, in milliseconds.
+pub const STREAM_HEAD_WINDOW_MS: u64 = 50;

@@ -160,21 +160,10 @@ pub fn project(
 /// keys, not of the service.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceDelta {
-    /// The service.
-    pub service: String,
-    /// Store id (hex).
-    pub store_id: String,
-    /// Generation of the store.
-    pub generation: u64,
-    /// The epoch it reflects.
-    pub epoch: u64,
-    /// The service's version after it (and, in `prev_epoch`, the one it follows).
-    pub version: confstore_core::state::ServiceVersion,
-    /// Hash (hex) of the service's schema, if it has one.
-    pub schema_hash: Option<String>,
-    /// Keys with a value now, resolved.
-    pub set: BTreeMap<String, Resolved>,
-    /// Keys with no value now.
+    /// The version's snapshot fields, with `values` holding only the touched keys that
+    /// still have a value.
+    pub set: ServiceSnapshot,
+    /// Touched keys with no value now, sorted.
     pub removed: Vec<String>,
 }
 
@@ -200,38 +189,25 @@ pub fn delta<'k>(
     }
     removed.sort();
     removed.dedup();
-    Ok(ServiceDelta {
+    let set = ServiceSnapshot {
         service: service.to_owned(),
         store_id: store_id.to_owned(),
         generation,
         epoch: state.epoch,
         version: state.versions.get(service).copied().unwrap_or_default(),
         schema_hash: state.schemas.get(service).map(|s| hex::encode(s.hash)),
-        set,
-        removed,
-    })
+        values: set,
+    };
+    Ok(ServiceDelta { set, removed })
 }
 
 impl ServiceDelta {
     /// The JSON form (docs/format.md §17.2): a snapshot document's fields, with `config`
     /// and `sources` holding only the keys set, and `removed` the keys gone.
     pub fn to_json(&self) -> Value {
-        let config: Map<String, Value> = self.set.iter().map(|(k, r)| (k.clone(), r.value.clone())).collect();
-        let sources: Map<String, Value> =
-            self.set.iter().map(|(k, r)| (k.clone(), Value::String(r.source.name().to_owned()))).collect();
-        json!({
-            "service": self.service,
-            "store_id": self.store_id,
-            "generation": self.generation,
-            "epoch": self.epoch,
-            "changed_epoch": self.version.epoch,
-            "changed_seq": self.version.seq,
-            "prev_epoch": self.version.prev_epoch,
-            "schema_hash": self.schema_hash,
-            "config": config,
-            "sources": sources,
-            "removed": self.removed,
-        })
+        let mut doc = self.set.to_json();
+        doc["removed"] = json!(self.removed);
+        doc
     }
 
     /// The delta as a flattened JWS (`typ` `confstore-delta+json`), signed like a snapshot.

@@ -38,13 +38,14 @@ use confstore_snapshots::Touched;
 
 /// Longest a retained snapshot may trail the events it covers: the coalescing window of
 /// the largest services.
-pub const SNAPSHOT_WINDOW_MAX: Duration = Duration::from_millis(50);
+pub const SNAPSHOT_WINDOW_MAX: Duration = Duration::from_millis(confstore_core::limits::STREAM_SNAPSHOT_WINDOW_MAX_MS);
 /// Window per key of the service: rendering and signing a snapshot costs about 3 µs per key
 /// (300-byte values), so a service's snapshots take at most ~6 % of a core however fast it
 /// is written.
-pub const SNAPSHOT_WINDOW_PER_KEY: Duration = Duration::from_micros(50);
+pub const SNAPSHOT_WINDOW_PER_KEY: Duration =
+    Duration::from_micros(confstore_core::limits::STREAM_SNAPSHOT_WINDOW_PER_KEY_US);
 /// Least time between two signed heads under continuous writes.
-pub const HEAD_WINDOW: Duration = Duration::from_millis(50);
+pub const HEAD_WINDOW: Duration = Duration::from_millis(confstore_core::limits::STREAM_HEAD_WINDOW_MS);
 
 /// The coalescing window of a service with `keys` keys.
 pub fn snapshot_window(keys: usize) -> Duration {
