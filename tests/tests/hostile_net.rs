@@ -145,11 +145,15 @@ fn a_connection_flood_neither_starves_other_clients_nor_keeps_its_memory() {
 
     // Its memory comes back.
     let limit = rss_before + 64 * 1024;
-    let rss_after =
-        poll_until("RSS to come back within 64 MiB of before", Duration::from_secs(20), Duration::from_millis(200), || {
+    let rss_after = poll_until(
+        "RSS to come back within 64 MiB of before",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
             let r = rss_kib(server.pid());
             (r <= limit).then_some(r)
-        });
+        },
+    );
     eprintln!("RSS after: {rss_after} KiB (before {rss_before} KiB, bar {limit} KiB)");
     let m = Http::new(server.addr).get("/metrics").unwrap().text();
     assert!(m.contains("confstore_connections_closed_total{listener=\"http\",reason=\"header_timeout\"}"), "{m}");
