@@ -144,7 +144,18 @@ pub fn project(
     service: &str,
 ) -> Result<ServiceSnapshot, SnapshotError> {
     let values = Resolver::new(state, service)?.all();
-    Ok(ServiceSnapshot {
+    Ok(at_head(state, store_id, generation, service, values))
+}
+
+/// `service`'s snapshot fields at `state`'s head, holding `values`.
+fn at_head(
+    state: &State,
+    store_id: &str,
+    generation: u64,
+    service: &str,
+    values: BTreeMap<String, Resolved>,
+) -> ServiceSnapshot {
+    ServiceSnapshot {
         service: service.to_owned(),
         store_id: store_id.to_owned(),
         generation,
@@ -152,7 +163,7 @@ pub fn project(
         version: state.versions.get(service).copied().unwrap_or_default(),
         schema_hash: state.schemas.get(service).map(|s| hex::encode(s.hash)),
         values,
-    })
+    }
 }
 
 /// One version of a service as the keys it changed: what the live stream sends per
@@ -189,16 +200,7 @@ pub fn delta<'k>(
     }
     removed.sort();
     removed.dedup();
-    let set = ServiceSnapshot {
-        service: service.to_owned(),
-        store_id: store_id.to_owned(),
-        generation,
-        epoch: state.epoch,
-        version: state.versions.get(service).copied().unwrap_or_default(),
-        schema_hash: state.schemas.get(service).map(|s| hex::encode(s.hash)),
-        values: set,
-    };
-    Ok(ServiceDelta { set, removed })
+    Ok(ServiceDelta { set: at_head(state, store_id, generation, service, set), removed })
 }
 
 impl ServiceDelta {
