@@ -260,18 +260,44 @@ pub(crate) async fn run_updates(
         let next = tokio::select! {
             biased;
             _ = stop.changed() => return,
-            next = inbound.recv() => next,
+            // A due catch-up first: a steady flow of messages must not put it off.
             () = catch_up.wait() => Some(Inbound::SessionLost),
+            next = inbound.recv() => next,
         };
         match next {
             None => return,
             Some(Inbound::Publish(publish)) => {
-                process(&mut updater, &client, publish).await;
+                // This message and the ones already waiting behind it: each applied in
+                // turn, the LKG file written once, then all acknowledged.
+                updater.begin_batch();
+                let mut batch = Vec::new();
+                let mut next = Some(publish);
+                while let Some(publish) = next.take() {
+                    updater.on_message(&publish.topic, &publish.payload).await;
+                    batch.push(publish);
+                    if batch.len() < BATCH_MAX {
+                        match inbound.try_recv() {
+                            Ok(Inbound::Publish(p)) => next = Some(p),
+                            // Handled after this batch, by the catch-up below.
+                            Ok(Inbound::SessionLost) => catch_up.due = Some(tokio::time::Instant::now()),
+                            Err(_) => {}
+                        }
+                    }
+                }
+                updater.end_batch().await;
+                for publish in &batch {
+                    if let Err(e) = client.ack(publish).await {
+                        debug!("cannot ack a message: {e}");
+                    }
+                }
             }
             Some(Inbound::SessionLost) => catch_up.run(&mut updater).await,
         }
     }
 }
+
+/// Most messages applied before the LKG file is written and they are acknowledged.
+const BATCH_MAX: usize = 256;
 
 /// A pending REST catch-up, retried with backoff until REST answers.
 struct CatchUp {

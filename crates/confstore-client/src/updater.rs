@@ -74,11 +74,53 @@ pub(crate) struct Updater {
     /// version) and the deltas applied since.
     lkg_snapshot: Option<Value>,
     lkg_deltas: Vec<Value>,
+    /// Whether the LKG file lags what `lkg_snapshot` and `lkg_deltas` say.
+    lkg_dirty: bool,
+    /// Inside [`Self::begin_batch`] .. [`Self::end_batch`]: the LKG file is written once,
+    /// at the end, not after every version.
+    batching: bool,
 }
 
 impl Updater {
     pub(crate) fn new(settings: UpdaterSettings, counters: Arc<Counters>) -> Self {
-        Self { settings, counters, current: None, outlet: None, lkg_snapshot: None, lkg_deltas: Vec::new() }
+        Self {
+            settings,
+            counters,
+            current: None,
+            outlet: None,
+            lkg_snapshot: None,
+            lkg_deltas: Vec::new(),
+            lkg_dirty: false,
+            batching: false,
+        }
+    }
+
+    /// Starts a batch of messages already waiting: each is applied (and seen by readers) as
+    /// before, but the LKG file is written once, by [`Self::end_batch`], before the batch's
+    /// messages are acknowledged. Under a burst of updates the client keeps up instead of
+    /// writing (and syncing) the whole file for every one.
+    pub(crate) fn begin_batch(&mut self) {
+        self.batching = true;
+    }
+
+    /// Ends the batch: writes the LKG file if anything in it changed the file.
+    pub(crate) async fn end_batch(&mut self) {
+        self.batching = false;
+        self.flush_lkg().await;
+    }
+
+    /// The LKG file needs writing: now, or at the end of the batch.
+    async fn lkg_changed(&mut self) {
+        self.lkg_dirty = true;
+        if !self.batching {
+            self.flush_lkg().await;
+        }
+    }
+
+    async fn flush_lkg(&mut self) {
+        if std::mem::take(&mut self.lkg_dirty) {
+            self.persist().await;
+        }
     }
 
     /// The counters it bumps.
@@ -185,7 +227,7 @@ impl Updater {
                     // instead of the deltas that led there.
                     self.lkg_snapshot = Some(incoming.jws);
                     self.lkg_deltas.clear();
-                    self.persist().await;
+                    self.lkg_changed().await;
                 }
                 if count_held {
                     self.count(&rejection);
@@ -344,7 +386,7 @@ impl Updater {
             // Too many deltas since the last snapshot: the file waits for the next one.
             UpdateKind::Delta => return,
         }
-        self.persist().await;
+        self.lkg_changed().await;
     }
 
     /// Saves the applied version (its snapshot and the deltas since) as the high-water mark.

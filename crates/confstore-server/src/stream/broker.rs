@@ -2,12 +2,18 @@
 //! works out of the box on one machine.
 //!
 //! Two parts (ADR 0019): rumqttd does the MQTT work (sessions, retained messages, QoS 1) on
-//! an internal loopback port that only accepts the gate's own random credentials, and the
-//! [`gate`](super::gate) owns the public address: it authenticates every client (a
-//! confstore token as the MQTT password; random credentials for the publisher), enforces
-//! the topic ACL of `ops/mosquitto/confstore.acl`, reserves the publisher's client id and
-//! bounds connections. rumqttd has connection authentication but no topic ACL, hence the
-//! gate. Retained messages live in memory only; the publisher restores them after a restart.
+//! an internal loopback port that accepts only two random credentials drawn at start, the
+//! gate's and the publisher's; the [`gate`](super::gate) owns the public address: it
+//! authenticates every client (a confstore token as the MQTT password), enforces the topic
+//! ACL of `ops/mosquitto/confstore.acl`, reserves the publisher's client id and bounds
+//! connections. rumqttd has connection authentication but no topic ACL, hence the gate.
+//!
+//! The publisher, in this process, connects to rumqttd's internal port itself, not through
+//! the gate (docs/adr/0020, "the embedded broker's share"): relaying its messages cost two
+//! more socket hops per message. Since the gate lets no client publish, the publisher is
+//! the only writer of the embedded broker, so it does not watch its retained topics for
+//! forgeries there ([`MqttSettings::watch_retained`] is off). Retained messages live in
+//! memory only; the publisher restores them after a restart.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use super::settings::MAX_PACKET_BYTES;
+use super::settings::{MAX_PACKET_BYTES, MqttSettings};
 
-/// The user name the publisher uses at the gate.
+/// The user name the publisher uses at rumqttd.
 pub const PUBLISHER_USER: &str = "confstore-publisher";
 /// The user name the gate uses at rumqttd.
 const GATE_USER: &str = "confstore-gate";
@@ -52,7 +58,7 @@ pub struct Embedded {
     pub(super) public: TcpListener,
     pub(super) upstream: SocketAddr,
     pub(super) gate_login: (String, Zeroizing<String>),
-    pub(super) publisher_login: (String, Zeroizing<String>),
+    publisher_login: (String, Zeroizing<String>),
     pub(super) publisher_client_id: String,
 }
 
@@ -64,7 +70,7 @@ impl Embedded {
         public.set_nonblocking(true).map_err(|e| BrokerError::Setup(e.to_string()))?;
         let gate_login = (GATE_USER.to_owned(), random_secret()?);
         let publisher_login = (PUBLISHER_USER.to_owned(), random_secret()?);
-        let upstream = start_rumqttd(&gate_login)?;
+        let upstream = start_rumqttd(&[&gate_login, &publisher_login])?;
         Ok(Self { public, upstream, gate_login, publisher_login, publisher_client_id: publisher_client_id.to_owned() })
     }
 
@@ -73,9 +79,14 @@ impl Embedded {
         self.public.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
-    /// The publisher's credentials at the gate (user name, password).
-    pub fn publisher_credentials(&self) -> (String, Zeroizing<String>) {
-        self.publisher_login.clone()
+    /// How the publisher reaches this broker: rumqttd's internal port with its own
+    /// credentials and the reserved client id, not watching its retained topics (it is the
+    /// only writer here).
+    pub fn publisher_settings(&self) -> MqttSettings {
+        let mut s = MqttSettings::plain(self.upstream, self.publisher_client_id.clone());
+        s.credentials = Some(self.publisher_login.clone());
+        s.watch_retained = false;
+        s
     }
 }
 
@@ -85,9 +96,9 @@ fn random_secret() -> Result<Zeroizing<String>, BrokerError> {
     Ok(Zeroizing::new(hex::encode(b.as_ref())))
 }
 
-/// Runs rumqttd on a free loopback port that accepts only `login`, in its own threads
+/// Runs rumqttd on a free loopback port that accepts only `logins`, in its own threads
 /// until the process ends, and waits until it accepts connections.
-fn start_rumqttd(login: &(String, Zeroizing<String>)) -> Result<SocketAddr, BrokerError> {
+fn start_rumqttd(logins: &[&(String, Zeroizing<String>)]) -> Result<SocketAddr, BrokerError> {
     // A free port: bind, note, release. Another process could take it in between; then
     // rumqttd fails and the wait below says so.
     let addr = TcpListener::bind(("127.0.0.1", 0))
@@ -97,8 +108,11 @@ fn start_rumqttd(login: &(String, Zeroizing<String>)) -> Result<SocketAddr, Brok
         connection_timeout_ms: 5000,
         max_payload_size: MAX_PACKET_BYTES,
         max_inflight_count: 1000,
-        // Only the gate may connect: a local user who finds this port cannot log in.
-        auth: Some(HashMap::from([(login.0.clone(), login.1.as_str().to_owned())])),
+        // Only the gate and the publisher may connect: a local user who finds this port
+        // cannot log in.
+        auth: Some(
+            logins.iter().map(|(user, pass)| (user.clone(), pass.as_str().to_owned())).collect::<HashMap<_, _>>(),
+        ),
         external_auth: None,
         dynamic_filters: true,
     };

@@ -4,13 +4,13 @@
 //! [`limits::MQTT_CONNECT_TIMEOUT_SECS`](confstore_core::limits::MQTT_CONNECT_TIMEOUT_SECS)),
 //! decides who it is, then relays packets both ways, checking what the client sends:
 //!
-//! - **Who**: the publisher (its random credentials, drawn at start), or a client whose
-//!   MQTT password is a valid confstore token (any user name). Anonymous clients, unknown
-//!   or revoked tokens are refused (CONNACK "not authorized"); a revoked token's open
-//!   connection is closed within [`RECHECK_INTERVAL`].
+//! - **Who**: a client whose MQTT password is a valid confstore token (any user name).
+//!   Anonymous clients, unknown or revoked tokens are refused (CONNACK "not authorized"); a
+//!   revoked token's open connection is closed within [`RECHECK_INTERVAL`]. (The publisher
+//!   does not come through the gate: it logs in at rumqttd's internal port itself.)
 //! - **The publisher's client id** is reserved: nobody else may take over its session.
-//! - **Publish**: only the publisher publishes (clients' wills included). A client that
-//!   publishes is disconnected.
+//! - **Publish**: no client publishes (wills included): the publisher is the only writer.
+//!   A client that publishes is disconnected.
 //! - **Subscribe**: a client reads the head and the publisher's health; snapshots and events
 //!   with a role that reads configuration or the audit trail; a token scoped to a service
 //!   only that service's topics (so no wildcard over services). A refused filter gets the
@@ -33,7 +33,6 @@ use confstore_core::limits;
 use confstore_core::stream as topics;
 use rumqttc::mqttbytes::{self, PacketType};
 use rumqttc::{ConnAck, ConnectReturnCode, Login, Packet, SubAck, SubscribeReasonCode};
-use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -48,33 +47,17 @@ use crate::extract::Principal;
 /// How often a client's token is checked again (revoked → disconnected).
 pub const RECHECK_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Who is on a connection.
+/// Who is on a connection: a client with a valid token.
 #[derive(Debug, Clone)]
-enum Who {
-    /// confstore's own publisher.
-    Publisher,
-    /// A client with a valid token.
-    Client { principal: Principal, token: Arc<Zeroizing<String>> },
+struct Who {
+    principal: Principal,
+    token: Arc<Zeroizing<String>>,
 }
 
-impl Who {
-    fn max_packet(&self) -> usize {
-        match self {
-            Who::Publisher => MAX_PACKET_BYTES,
-            Who::Client { .. } => limits::MQTT_CLIENT_PACKET_BYTES_MAX,
-        }
-    }
-}
-
-/// Whether `who` may publish to `topic`: only the publisher.
-fn may_publish(who: &Who, _topic: &str) -> bool {
-    matches!(who, Who::Publisher)
-}
-
-/// Whether `who` may subscribe to `filter`. For a client, every topic the filter can match
-/// must be one it may read, so a wildcard over services is refused for a scoped token.
+/// Whether `who` may subscribe to `filter`: every topic the filter can match must be one it
+/// may read, so a wildcard over services is refused for a scoped token.
 fn may_subscribe(who: &Who, filter: &str) -> bool {
-    let Who::Client { principal, .. } = who else { return true };
+    let principal = &who.principal;
     if filter == topics::HEAD_TOPIC || filter == topics::HEALTH_TOPIC {
         return true;
     }
@@ -102,7 +85,6 @@ struct Ctx {
     app: App,
     upstream: SocketAddr,
     gate_login: (String, Zeroizing<String>),
-    publisher_login: (String, Zeroizing<String>),
     publisher_client_id: String,
     open: AtomicUsize,
 }
@@ -121,7 +103,6 @@ impl Embedded {
             app,
             upstream: self.upstream,
             gate_login: self.gate_login,
-            publisher_login: self.publisher_login,
             publisher_client_id: self.publisher_client_id,
             open: AtomicUsize::new(0),
         });
@@ -290,21 +271,15 @@ async fn identify(ctx: &Ctx, connect: &rumqttc::Connect) -> Result<Who, (Connect
     let Some(login) = &connect.login else {
         return Err((ConnectReturnCode::NotAuthorized, "no credentials (the password is a confstore token)"));
     };
-    let (user, pass) = (&ctx.publisher_login.0, &ctx.publisher_login.1);
-    let who = if login.username == *user && bool::from(login.password.as_bytes().ct_eq(pass.as_bytes())) {
-        Who::Publisher
-    } else {
-        let principal = crate::auth::principal_of_token(&ctx.app, &login.password)
-            .await
-            .map_err(|_| (ConnectReturnCode::BadUserNamePassword, "unknown or revoked token"))?;
-        Who::Client { principal, token: Arc::new(Zeroizing::new(login.password.clone())) }
-    };
-    if matches!(who, Who::Client { .. }) && connect.client_id == ctx.publisher_client_id {
+    let principal = crate::auth::principal_of_token(&ctx.app, &login.password)
+        .await
+        .map_err(|_| (ConnectReturnCode::BadUserNamePassword, "unknown or revoked token"))?;
+    let who = Who { principal, token: Arc::new(Zeroizing::new(login.password.clone())) };
+    if connect.client_id == ctx.publisher_client_id {
         return Err((ConnectReturnCode::NotAuthorized, "the publisher's client id is reserved"));
     }
-    if let Some(will) = &connect.last_will
-        && !may_publish(&who, &will.topic)
-    {
+    // A will is a publish, and no client publishes.
+    if connect.last_will.is_some() {
         return Err((ConnectReturnCode::NotAuthorized, "a client may not set a last will (it would publish)"));
     }
     Ok(who)
@@ -321,41 +296,31 @@ async fn upstream_loop(
     client_w: &tokio::sync::Mutex<OwnedWriteHalf>,
     rewrites: &Mutex<HashMap<u16, Vec<usize>>>,
 ) -> Result<(), Closed> {
-    let max = who.max_packet();
+    let max = limits::MQTT_CLIENT_PACKET_BYTES_MAX;
     let mut recheck = tokio::time::interval(RECHECK_INTERVAL);
     recheck.tick().await;
     loop {
         let frame = tokio::select! {
             f = read_frame(&mut client_r, &mut buf, max) => f?,
             _ = recheck.tick() => {
-                if let Who::Client { principal, token } = who
-                    && crate::auth::principal_of_token(&ctx.app, token).await.is_err()
-                {
-                    return Err(Closed::Revoked(principal.name.clone()));
+                if crate::auth::principal_of_token(&ctx.app, &who.token).await.is_err() {
+                    return Err(Closed::Revoked(who.principal.name.clone()));
                 }
                 continue;
             }
         };
         let Some(frame) = frame else { return Ok(()) };
-        if matches!(who, Who::Publisher) {
-            up_w.write_all(&frame).await?;
-            continue;
-        }
         match packet_type(&frame) {
             Some(PacketType::Publish) => {
                 let topic = match parse(&frame, max)? {
                     Packet::Publish(p) => p.topic,
                     _ => String::new(),
                 };
-                if !may_publish(who, &topic) {
-                    let name = match who {
-                        Who::Client { principal, .. } => format!("token {}", principal.name),
-                        Who::Publisher => "the publisher".into(),
-                    };
-                    tracing::warn!(topic = %topic, who = %name, "MQTT publish refused; disconnecting the client");
-                    return Err(Closed::Publish(name, topic));
-                }
-                up_w.write_all(&frame).await?;
+                // No client publishes: the publisher, the only writer, does not come
+                // through the gate.
+                let name = format!("token {}", who.principal.name);
+                tracing::warn!(topic = %topic, who = %name, "MQTT publish refused; disconnecting the client");
+                return Err(Closed::Publish(name, topic));
             }
             Some(PacketType::Subscribe) => {
                 let Packet::Subscribe(mut sub) = parse(&frame, max)? else {
@@ -439,7 +404,7 @@ mod tests {
     use super::*;
 
     fn client(role: Role, service: Option<&str>) -> Who {
-        Who::Client {
+        Who {
             principal: Principal { token_id: "0".into(), name: "t".into(), role, service: service.map(str::to_owned) },
             token: Arc::new(Zeroizing::new(String::new())),
         }
@@ -486,13 +451,5 @@ mod tests {
         let w = client(Role::SecretsReveal, None);
         assert!(may_subscribe(&w, "system/config-head"));
         assert!(!may_subscribe(&w, "system/config/stt"));
-    }
-
-    #[test]
-    fn only_the_publisher_publishes() {
-        assert!(may_publish(&Who::Publisher, "system/config/stt"));
-        assert!(!may_publish(&client(Role::Admin, None), "system/config/stt"));
-        assert!(!may_publish(&client(Role::Admin, None), "anything/else"));
-        assert!(may_subscribe(&Who::Publisher, "#"));
     }
 }

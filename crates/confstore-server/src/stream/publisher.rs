@@ -18,7 +18,8 @@
 //!   (`session_present = false`). So this task never relies on rumqttc's own retransmission:
 //!   after any connection error it drops the client, makes a new one, and sends every
 //!   unacknowledged batch itself. Duplicates are possible; loss is not.
-//! - Retained state heals itself: the publisher subscribes to its own retained topics, and a
+//! - Retained state heals itself on an external broker (whose ACL is not ours; on the
+//!   embedded one the gate lets no one else publish): the publisher subscribes to its own retained topics, and a
 //!   retained snapshot or head that someone deleted or replaced on the broker (anything but
 //!   an echo of what this connection sent in the last [`ECHO_WINDOW`]) is put back as soon
 //!   as the publisher has caught up with the log, without waiting for a write. A retained
@@ -113,6 +114,8 @@ struct Conn {
     sent_retained: HashMap<String, VecDeque<SentRetained>>,
     /// The same for the deltas (not retained, but on the watched snapshot topics).
     sent_deltas: HashMap<String, VecDeque<SentRetained>>,
+    /// Whether this connection watches the retained topics (so echoes come back).
+    watching: bool,
 }
 
 impl Drop for Conn {
@@ -233,6 +236,7 @@ impl Publisher {
                     session_present,
                     sent_retained: HashMap::new(),
                     sent_deltas: HashMap::new(),
+                    watching: self.settings.watch_retained,
                 })
             }
             Ok(Some(Report::Down(why))) => {
@@ -256,9 +260,10 @@ impl Publisher {
         let online = self.health("online", None);
         send(conn, &online, Tag::Loose(Kind::Health)).await;
         // Watch our own retained topics (QoS 0: a missed notice is caught at the next one,
-        // and the broker sends every retained message again on each new subscription).
+        // and the broker sends every retained message again on each new subscription) —
+        // unless no one else can publish on this broker (the embedded one).
         let watched = [format!("{}+", stream::SNAPSHOT_TOPIC_PREFIX), stream::HEAD_TOPIC.to_owned()];
-        for topic in watched {
+        for topic in watched.into_iter().filter(|_| self.settings.watch_retained) {
             if let Err(e) = conn.client.subscribe(topic, QoS::AtMostOnce).await {
                 tracing::debug!(error = %e, "cannot watch the retained topics (connection failing)");
             }
@@ -597,6 +602,9 @@ async fn send(conn: &mut Conn, m: &Msg, tag: Tag) {
     match conn.client.publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, m.payload.as_slice()).await {
         Ok(()) => {
             conn.unsent.push_back(tag);
+            if !conn.watching {
+                return;
+            }
             let (sent, max) = match m.kind {
                 Kind::Delta => (&mut conn.sent_deltas, ECHO_DELTAS_PER_TOPIC_MAX),
                 _ if m.retain => (&mut conn.sent_retained, ECHO_PER_TOPIC_MAX),

@@ -29,6 +29,10 @@ pub struct MqttSettings {
     pub client_id: String,
     /// MQTT keep-alive.
     pub keep_alive: Duration,
+    /// Whether the publisher subscribes to its own retained topics to put back a snapshot or
+    /// head someone else deleted or replaced. On for an external broker (its ACL is not
+    /// ours); off for the embedded one, where the gate lets no one else publish.
+    pub watch_retained: bool,
 }
 
 impl std::fmt::Debug for MqttSettings {
@@ -92,15 +96,24 @@ impl MqttSettings {
         if host.is_empty() || port == 0 {
             return Err(bad());
         }
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-            tls,
+        let mut s = Self::plain(std::net::SocketAddr::from(([127, 0, 0, 1], port)), client_id);
+        s.host = host.to_owned();
+        s.tls = tls;
+        Ok(s)
+    }
+
+    /// Plain MQTT to `addr`, no credentials, watching the retained topics.
+    pub fn plain(addr: std::net::SocketAddr, client_id: String) -> Self {
+        Self {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            tls: false,
             credentials: None,
             ca_file: None,
             client_id,
             keep_alive: Duration::from_secs(5),
-        })
+            watch_retained: true,
+        }
     }
 
     /// The URL, without credentials.

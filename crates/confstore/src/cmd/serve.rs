@@ -125,22 +125,24 @@ fn live_stream(app: &App, args: &ServeArgs) -> Result<(Option<MqttSettings>, Opt
                 Some(addr) => Embedded::start(addr, &client_id)?,
                 None => embedded_on_default_port(&client_id)?,
             };
-            let mut settings = MqttSettings::from_url(&format!("mqtt://{}", broker.addr()), client_id)?;
-            // The publisher's own random credentials at the embedded broker's gate.
-            settings.credentials = Some(broker.publisher_credentials());
+            // The publisher logs in at the embedded broker's internal port with its own
+            // random credentials (docs/adr/0020); clients come through the gate at addr().
+            let settings = broker.publisher_settings();
             tracing::info!(listen = %broker.addr(), "embedded MQTT broker listening (clients log in with a confstore token as the password)");
             (settings, Some(broker))
         }
     };
     // A bad CA file is an error now, not a reconnect loop later.
     settings.options(None)?;
+    // Where clients connect: the external broker, or the embedded broker's gate.
+    let public_url = broker.as_ref().map_or_else(|| settings.url(), |b| format!("mqtt://{}", b.addr()));
     let advert = StreamAdvert {
-        mqtt_url: Some(settings.url()),
+        mqtt_url: Some(public_url.clone()),
         embedded: broker.is_some(),
         login: if broker.is_some() { "token" } else { "broker" }.into(),
     };
     let _ = app.stream.set(advert);
-    tracing::info!(broker = %settings.url(), embedded = broker.is_some(), "live stream on");
+    tracing::info!(broker = %public_url, embedded = broker.is_some(), "live stream on");
     Ok((Some(settings), broker))
 }
 
