@@ -16,7 +16,7 @@
 //!   new subscriber starts from) is rendered and signed once per [`snapshot_window`] of
 //!   that service, covering every change in the window: one window after the first change
 //!   not yet covered. The window grows with the service, [`SNAPSHOT_WINDOW_PER_KEY`] per key
-//!   up to [`SNAPSHOT_WINDOW_MAX`], so the retained snapshots cost a bounded share of a
+//!   from [`SNAPSHOT_WINDOW_MIN`] up to [`SNAPSHOT_WINDOW_MAX`], so the retained snapshots cost a bounded share of a
 //!   core whatever the write rate and the service size, and trail the log by at most
 //!   [`SNAPSHOT_WINDOW_MAX`];
 //! - the signed head goes out at most once per [`HEAD_WINDOW`] (at once after a quiet
@@ -44,12 +44,17 @@ pub const SNAPSHOT_WINDOW_MAX: Duration = Duration::from_millis(confstore_core::
 /// is written.
 pub const SNAPSHOT_WINDOW_PER_KEY: Duration =
     Duration::from_micros(confstore_core::limits::STREAM_SNAPSHOT_WINDOW_PER_KEY_US);
+/// Shortest window, whatever the service's size (a retained snapshot's signature and
+/// broker message cost the same for a small service).
+pub const SNAPSHOT_WINDOW_MIN: Duration = Duration::from_millis(confstore_core::limits::STREAM_SNAPSHOT_WINDOW_MIN_MS);
 /// Least time between two signed heads under continuous writes.
 pub const HEAD_WINDOW: Duration = Duration::from_millis(confstore_core::limits::STREAM_HEAD_WINDOW_MS);
 
 /// The coalescing window of a service with `keys` keys.
 pub fn snapshot_window(keys: usize) -> Duration {
-    SNAPSHOT_WINDOW_PER_KEY.saturating_mul(u32::try_from(keys).unwrap_or(u32::MAX)).min(SNAPSHOT_WINDOW_MAX)
+    SNAPSHOT_WINDOW_PER_KEY
+        .saturating_mul(u32::try_from(keys).unwrap_or(u32::MAX))
+        .clamp(SNAPSHOT_WINDOW_MIN, SNAPSHOT_WINDOW_MAX)
 }
 
 /// What a message is, for metrics and for telling batch messages from loose ones.

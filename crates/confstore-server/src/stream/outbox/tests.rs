@@ -8,7 +8,7 @@ use confstore_core::{Hash32, SigningKey, State, jws};
 use confstore_log::Folded;
 use serde_json::{Value, json};
 
-use super::{HEAD_WINDOW, Kind, Outbox, SNAPSHOT_WINDOW_MAX, snapshot_window};
+use super::{HEAD_WINDOW, Kind, Outbox, SNAPSHOT_WINDOW_MAX, SNAPSHOT_WINDOW_MIN, snapshot_window};
 
 /// A log being written: the state, and the events made so far.
 struct Log {
@@ -162,9 +162,10 @@ fn writes_within_a_window_each_get_a_delta_and_share_one_retained_snapshot_and_h
 }
 
 #[test]
-fn the_window_grows_with_the_service_and_is_capped() {
-    assert_eq!(snapshot_window(0), Duration::ZERO);
-    assert_eq!(snapshot_window(20), Duration::from_millis(1));
+fn the_window_grows_with_the_service_between_a_floor_and_a_cap() {
+    assert_eq!(snapshot_window(0), SNAPSHOT_WINDOW_MIN);
+    assert_eq!(snapshot_window(20), SNAPSHOT_WINDOW_MIN);
+    assert_eq!(snapshot_window(400), Duration::from_millis(20));
     assert_eq!(snapshot_window(1_000), SNAPSHOT_WINDOW_MAX);
     assert_eq!(snapshot_window(usize::MAX), SNAPSHOT_WINDOW_MAX);
     assert!(SNAPSHOT_WINDOW_MAX <= Duration::from_millis(50), "the documented bound");
