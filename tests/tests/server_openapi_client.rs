@@ -38,6 +38,9 @@ struct Answer {
     body: Value,
 }
 
+/// A read to check: (target, route template, request headers, the media type expected).
+type Read = (&'static str, &'static str, &'static [(&'static str, &'static str)], &'static str);
+
 /// The schema name the document gives the answer to (`method`, `route`, `status`, `media`).
 fn documented_schema(doc: &Value, a: &Answer) -> String {
     let pointer = format!(
@@ -150,7 +153,7 @@ fn a_generated_client_parses_the_real_answers_strictly() {
         body: verified.json(),
     });
 
-    let reads: [(&str, &str, &[(&str, &str)], &str); 22] = [
+    let reads: [Read; 22] = [
         ("/api/v1/services", "/api/v1/services", &[], "application/json"),
         ("/api/v1/services/web/snapshot", "/api/v1/services/{service}/snapshot", &[], "application/jose+json"),
         (
