@@ -51,6 +51,10 @@ if ! command -v schemathesis >/dev/null 2>&1 && ! command -v st >/dev/null 2>&1;
     log "installing schemathesis from PyPI (fuzzes the REST API from its OpenAPI document)"
     python3 -m pip install --quiet --disable-pip-version-check schemathesis
 fi
+if ! command -v datamodel-codegen >/dev/null 2>&1; then
+    log "installing datamodel-code-generator from PyPI (generates the client that reads real answers in tests/tests/server_openapi_client.rs)"
+    python3 -m pip install --quiet --disable-pip-version-check datamodel-code-generator
+fi
 if ! python3 -c 'import jwcrypto' >/dev/null 2>&1; then
     log "installing jwcrypto from PyPI (a stock JOSE library the interop tests verify with)"
     python3 -m pip install --quiet --disable-pip-version-check jwcrypto
@@ -81,6 +85,8 @@ log "tests"
 # The REST fuzz test (tests/tests/server_schemathesis.rs) fails instead of skipping when
 # schemathesis is missing: it was installed above.
 export CONFSTORE_REQUIRE_SCHEMATHESIS=1
+# Likewise the generated-client test (tests/tests/server_openapi_client.rs) and datamodel-codegen.
+export CONFSTORE_REQUIRE_DATAMODEL_CODEGEN=1
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 status=0

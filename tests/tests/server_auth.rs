@@ -292,7 +292,7 @@ fn build(fx: &mut Fixture, op: &Operation, name_service: bool, n: usize) -> Buil
         }
         "PutValue" => json!({"value": n}),
         "PatchValues" => json!({"set": {"patched": n}}),
-        "object" if op.path.ends_with("/schema") => json!({"type": "object", "additionalProperties": true}),
+        "JsonSchemaDoc" => json!({"type": "object", "additionalProperties": true}),
         "RollbackRequest" => {
             let before = fx.head()["epoch"].as_u64().expect("head has an epoch");
             fx.admin_ok("PUT", "/api/v1/services/web/values/rollme", Some(json!({"value": n})));

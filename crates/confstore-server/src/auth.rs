@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, RawPathParams, Request, State};
+use axum::extract::{RawPathParams, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use confstore_core::auth::{Role, TokenRecord, token_id};
@@ -14,7 +14,7 @@ use confstore_core::state::{Change, ChangesetDraft};
 
 use crate::app::{App, Mode};
 use crate::error::ApiError;
-use crate::extract::{Principal, RequestId};
+use crate::extract::{Endpoint, Principal, RequestId};
 
 /// (method, route template) -> the role it needs. Routes absent from it are open.
 #[derive(Debug, Default, Clone)]
@@ -51,9 +51,9 @@ impl RouteRoles {
 /// The middleware: 401 without a valid token, 403 without the role or scope (recorded in
 /// the audit log by [`deny`]), else the request goes on with a [`Principal`].
 pub async fn authorize(State((app, roles)): State<(App, Arc<RouteRoles>)>, mut req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_default();
-    let method = req.method().as_str().to_owned();
-    let Some(needed) = roles.get(&method, &route) else {
+    let endpoint = Endpoint::of(req.method(), req.extensions());
+    let (method, route) = (endpoint.method.as_str(), endpoint.route.as_str());
+    let Some(needed) = roles.get(method, route) else {
         return next.run(req).await;
     };
     let header = req.headers().get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
@@ -79,28 +79,27 @@ pub async fn authorize(State((app, roles)): State<(App, Arc<RouteRoles>)>, mut r
     let principal = principal(token_id, &record);
     if let Some(why) = why {
         let rid = req.extensions().get::<RequestId>().cloned();
-        return deny(&app, &principal, &method, &route, needed, named_service, rid, why).await.into_response();
+        return deny(&app, &principal, &endpoint, needed, named_service, rid, why).await.into_response();
     }
     req.extensions_mut().insert(principal);
     next.run(req).await
 }
 
 /// Records a 403 (ADR 0013) and returns the error: the token's first refusal on this
-/// (method, route) as an `access_denied` event, appended before the answer; later ones
-/// counted for the token's next `access_denied_summary` ([`crate::denials`]). Every refusal
-/// is logged and counted in metrics. Best effort: in the fallback, or if the database
-/// fails, only the log line and the metrics remain.
-#[allow(clippy::too_many_arguments)]
+/// (method, route) — the request's own [`Endpoint`] — as an `access_denied` event, appended
+/// before the answer; later ones counted for the token's next `access_denied_summary`
+/// ([`crate::denials`]). Every refusal is logged and counted in metrics. Best effort: in
+/// the fallback, or if the database fails, only the log line and the metrics remain.
 pub async fn deny(
     app: &App,
     who: &Principal,
-    method: &str,
-    route: &str,
+    endpoint: &Endpoint,
     needed: Role,
     service: Option<String>,
     request_id: Option<RequestId>,
     why: String,
 ) -> ApiError {
+    let (method, route) = (endpoint.method.as_str(), endpoint.route.as_str());
     // Handlers refusing for scope pass the token's own role as `needed`.
     let reason = if who.role.grants(needed) { "scope" } else { "role" };
     app.metrics.auth_denial("forbidden");

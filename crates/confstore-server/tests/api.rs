@@ -631,3 +631,72 @@ async fn a_token_refused_again_and_again_is_one_event_then_one_summary() {
         "{metrics}"
     );
 }
+
+/// Schemas in `v` (the whole document, walked) that say only "an object": `type` object
+/// with no properties, no `additionalProperties` (a map) and no reference or composition.
+/// Pushes their JSON pointers to `found`.
+fn bare_objects(v: &Value, at: &str, found: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            let is_object = match map.get("type") {
+                Some(Value::String(t)) => t == "object",
+                Some(Value::Array(ts)) => ts.iter().any(|t| t == "object"),
+                _ => false,
+            };
+            // A map (`additionalProperties`, even of any JSON value) says what it is; an
+            // object with none of these says nothing of its members.
+            let says_more = ["properties", "additionalProperties", "propertyNames", "$ref", "oneOf", "anyOf", "allOf"]
+                .iter()
+                .any(|k| map.get(*k).is_some_and(|m| m != &json!({}) || *k == "additionalProperties"));
+            if is_object && !says_more {
+                found.push(at.to_owned());
+            }
+            for (k, child) in map {
+                bare_objects(child, &format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), found);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                bare_objects(child, &format!("{at}/{i}"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn every_json_body_of_the_document_has_a_named_schema_and_none_is_a_bare_object() {
+    let f = fixture();
+    // The document as served, not only as built.
+    let (s, _, doc) = call(&f, Method::GET, "/api/v1/openapi.json", None, None, &[]).await;
+    assert_eq!((s, &doc), (StatusCode::OK, &f.doc));
+    let mut bare = Vec::new();
+    bare_objects(&doc, "", &mut bare);
+    assert!(bare.is_empty(), "bare {{\"type\": \"object\"}} schemas: {bare:#?}");
+    let mut unnamed = Vec::new();
+    let mut json_bodies = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let bodies = op["responses"].as_object().unwrap().iter().map(|(code, r)| (code.clone(), r));
+            let request = op.get("requestBody").map(|r| ("request".to_owned(), r));
+            for (what, r) in bodies.chain(request) {
+                for (media, content) in r["content"].as_object().into_iter().flatten() {
+                    // JSON documents; the export's JSON Lines is a text stream.
+                    if media != "application/json" && !media.ends_with("+json") {
+                        continue;
+                    }
+                    json_bodies += 1;
+                    let named = content["schema"]["$ref"].as_str().is_some_and(|r| {
+                        r.strip_prefix("#/components/schemas/")
+                            .is_some_and(|n| doc["components"]["schemas"][n].is_object())
+                    });
+                    if !named {
+                        unnamed.push(format!("{method} {path} {what} {media}: {}", content["schema"]));
+                    }
+                }
+            }
+        }
+    }
+    assert!(json_bodies > 60, "{json_bodies}");
+    assert!(unnamed.is_empty(), "JSON bodies without a named schema: {unnamed:#?}");
+}

@@ -13,10 +13,10 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use zeroize::Zeroizing;
 
-use super::{ReceiptOut, blocking, commit, live};
-use crate::app::{App, Mode};
+use super::{ReceiptOut, blocking, commit};
+use crate::app::App;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, IfMatch, Principal, RequestId};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Endpoint, IfMatch, LiveView, Principal, ReadView, RequestId};
 
 /// Registered services.
 #[derive(Debug, Serialize, ToSchema)]
@@ -31,31 +31,14 @@ pub struct ServiceList {
 #[utoipa::path(get, path = "/api/v1/services", tag = "config",
     security(("bearer" = ["config.read"])),
     responses((status = 200, body = ServiceList), (status = 401, body = crate::error::ErrorBody)))]
-pub async fn list_services(State(app): State<App>, who: Principal) -> ApiResult<Response> {
+pub async fn list_services(State(app): State<App>, who: Principal, view: ReadView) -> ApiResult<Response> {
     app.metrics.read();
-    let mode = app.mode();
-    let (epoch, services, fb) = match &*mode {
-        Mode::Live(l) => {
-            let (e, s) = l.model.read(|m| (m.state.epoch, m.state.services.keys().cloned().collect::<Vec<_>>()));
-            (e, s, None)
-        }
-        Mode::Fallback(fb) => {
-            let c = fallback_content(fb)?;
-            (c.epoch, c.services.keys().cloned().collect(), Some(fb))
-        }
+    let (epoch, services) = match &view {
+        ReadView::Live(l) => l.model.read(|m| (m.state.epoch, m.state.services.keys().cloned().collect::<Vec<_>>())),
+        ReadView::Fallback(fb) => (fb.content().epoch, fb.content().services.keys().cloned().collect()),
     };
-    let mut resp =
-        Json(ServiceList { services: services.into_iter().filter(|s| who.sees(s)).collect(), epoch }).into_response();
-    if let Some(fb) = fb {
-        fallback_headers(&mut resp, fb);
-    }
-    Ok(resp)
-}
-
-fn fallback_content(fb: &crate::app::FallbackMode) -> ApiResult<&confstore_lkg::LkgContent> {
-    fb.lkg.as_ref().map_err(|why| {
-        ApiError::unavailable(format!("the database is unavailable ({}) and the LKG file was refused: {why}", fb.why))
-    })
+    let services = services.into_iter().filter(|s| who.sees(s)).collect();
+    Ok(view.answer(Json(ServiceList { services, epoch })))
 }
 
 /// A request to register a service.
@@ -69,7 +52,7 @@ pub struct RegisterRequest {
 }
 
 /// `POST /api/v1/services`: registers a service.
-#[utoipa::path(post, path = "/api/v1/services", tag = "config", request_body = RegisterRequest,
+#[utoipa::path(post, path = "/api/v1/services", tag = "config", request_body = RegisterRequest, params(IfMatch),
     security(("bearer" = ["config.write"])),
     responses((status = 201, body = ReceiptOut), (status = 409, body = crate::error::ErrorBody),
               (status = 422, body = crate::error::ErrorBody)))]
@@ -77,13 +60,13 @@ pub async fn register_service(
     State(app): State<App>,
     who: Principal,
     rid: RequestId,
+    endpoint: Endpoint,
     if_match: IfMatch,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> ApiResult<Response> {
     if !who.sees(&req.name) {
         let why = format!("this token is limited to service {:?}", who.service.as_deref().unwrap_or(""));
-        let route = "/api/v1/services";
-        return Err(crate::auth::deny(&app, &who, "POST", route, who.role, Some(req.name), Some(rid), why).await);
+        return Err(crate::auth::deny(&app, &who, &endpoint, who.role, Some(req.name), Some(rid), why).await);
     }
     let r =
         commit(&app, &who, rid, req.reason, if_match.0, vec![Change::RegisterService { service: req.name }]).await?;
@@ -131,13 +114,14 @@ pub struct SnapshotQuery {
     params(ServicePath, SnapshotQuery),
     security(("bearer" = ["config.read"])),
     responses((status = 200, description = "flattened JWS (application/jose+json) or the snapshot document (application/json)",
-               content((Object = "application/jose+json"), (Object = "application/json"))),
+               content((super::bodies::FlattenedJws = "application/jose+json"), (super::bodies::SnapshotDoc = "application/json"))),
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn snapshot(
     State(app): State<App>,
     headers: HeaderMap,
     ApiPath(p): ApiPath<ServicePath>,
     ApiQuery(q): ApiQuery<SnapshotQuery>,
+    view: ReadView,
 ) -> ApiResult<Response> {
     app.metrics.read();
     let plain = headers
@@ -145,31 +129,25 @@ pub async fn snapshot(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/json") && !a.contains("jose"));
     let unknown = || ApiError::not_found(format!("unknown service {:?}", p.service));
-    let mode = app.mode();
-    let (epoch, json, jws, stale) = match (&*mode, q.epoch) {
-        (Mode::Live(l), None) => {
+    let (epoch, json, jws) = match (&view, q.epoch) {
+        (ReadView::Live(l), None) => {
             let s = l.model.snapshot(&p.service, &app.keys.signing).ok_or_else(unknown)?;
-            (s.epoch, s.json.clone(), s.jws.clone(), None)
+            (s.epoch, s.json.clone(), s.jws.clone())
         }
-        (Mode::Live(l), Some(epoch)) => {
-            let model = std::sync::Arc::clone(&l.model);
-            let (store_id, generation) = model.read(|m| (m.store_id.clone(), m.generation));
-            let mode2 = std::sync::Arc::clone(&mode);
-            let state = blocking(move || {
-                let l = live(&mode2)?;
-                Ok(l.readers.with(|r| r.replay(confstore_log::Until::Epoch(epoch)))?)
-            })
-            .await?;
+        (ReadView::Live(l), Some(epoch)) => {
+            let (store_id, generation) = l.model.read(|m| (m.store_id.clone(), m.generation));
+            let l = l.clone();
+            let state = blocking(move || Ok(l.readers.with(|r| r.replay(confstore_log::Until::Epoch(epoch)))?)).await?;
             let snap =
                 confstore_snapshots::project(&state, &store_id, generation, &p.service).map_err(|_| unknown())?;
-            (snap.epoch, snap.to_json(), snap.to_jws(&app.keys.signing).to_string(), None)
+            (snap.epoch, snap.to_json(), snap.to_jws(&app.keys.signing).to_string())
         }
-        (Mode::Fallback(fb), None) => {
-            let c = fallback_content(fb)?;
-            let (json, jws) = fb.snapshots.get(&p.service).ok_or_else(unknown)?;
-            (c.epoch, json.clone(), jws.clone(), Some(fb))
+        (ReadView::Fallback(fb), None) => {
+            let (json, jws) = fb.mode().snapshots.get(&p.service).ok_or_else(unknown)?;
+            (fb.content().epoch, json.clone(), jws.clone())
         }
-        (Mode::Fallback(_), Some(_)) => return Err(live(&mode).err().unwrap_or_else(ApiError::internal)),
+        // A past epoch is a replay of the log: only with the database.
+        (ReadView::Fallback(_), Some(_)) => return Err(LiveView::of(&app).err().unwrap_or_else(ApiError::internal)),
     };
     let mut resp = if plain {
         Json(json).into_response()
@@ -181,21 +159,7 @@ pub async fn snapshot(
     if let Ok(v) = HeaderValue::from_str(&format!("\"{epoch}\"")) {
         resp.headers_mut().insert(header::ETAG, v);
     }
-    if let Some(fb) = stale {
-        fallback_headers(&mut resp, fb);
-    }
-    Ok(resp)
-}
-
-/// Marks an answer served from the LKG file: `Confstore-Mode: read_only_fallback`, and
-/// `Confstore-Stale` when the file is older than its high-water mark.
-pub fn fallback_headers(resp: &mut Response, fb: &crate::app::FallbackMode) {
-    resp.headers_mut().insert("confstore-mode", HeaderValue::from_static("read_only_fallback"));
-    if let Some(stale) = &fb.stale
-        && let Ok(v) = HeaderValue::from_str(&stale.replace(['\r', '\n'], " "))
-    {
-        resp.headers_mut().insert("confstore-stale", v);
-    }
+    Ok(view.answer(resp))
 }
 
 /// One value.
@@ -219,23 +183,22 @@ pub struct ValueOut {
 #[utoipa::path(get, path = "/api/v1/services/{service}/values/{key}", tag = "config", params(KeyPath),
     security(("bearer" = ["config.read"])),
     responses((status = 200, body = ValueOut), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn get_value(State(app): State<App>, ApiPath(p): ApiPath<KeyPath>) -> ApiResult<Response> {
+pub async fn get_value(State(app): State<App>, ApiPath(p): ApiPath<KeyPath>, view: ReadView) -> ApiResult<Response> {
     app.metrics.read();
-    let mode = app.mode();
-    let (epoch, found, fb) = match &*mode {
-        Mode::Live(l) => l.model.read(|m| {
+    let (epoch, found) = match &view {
+        ReadView::Live(l) => l.model.read(|m| {
             let known = m.state.services.contains_key(&p.service);
-            (m.state.epoch, known.then(|| m.state.value(&p.service, &p.key).map(str::to_owned)), None)
+            (m.state.epoch, known.then(|| m.state.value(&p.service, &p.key).map(str::to_owned)))
         }),
-        Mode::Fallback(fb) => {
-            let c = fallback_content(fb)?;
+        ReadView::Fallback(fb) => {
+            let c = fb.content();
             let doc = c.services.get(&p.service);
             let v = doc.map(|d| {
                 let from_service =
                     d.pointer("/sources").and_then(|s| s.get(&p.key)).and_then(Value::as_str) == Some("service");
                 d.pointer("/config").and_then(|c| c.get(&p.key)).filter(|_| from_service).map(Value::to_string)
             });
-            (c.epoch, v, Some(fb))
+            (c.epoch, v)
         }
     };
     let Some(found) = found else { return Err(ApiError::not_found(format!("unknown service {:?}", p.service))) };
@@ -244,11 +207,7 @@ pub async fn get_value(State(app): State<App>, ApiPath(p): ApiPath<KeyPath>) -> 
     };
     let secret = super::masked::is_secret_text(&text);
     let value = super::masked::stored(&text);
-    let mut resp = Json(ValueOut { service: p.service, key: p.key, epoch, value, secret }).into_response();
-    if let Some(fb) = fb {
-        fallback_headers(&mut resp, fb);
-    }
-    Ok(resp)
+    Ok(view.answer(Json(ValueOut { service: p.service, key: p.key, epoch, value, secret })))
 }
 
 /// A request to set one key.
@@ -266,8 +225,7 @@ pub struct PutValue {
 
 /// `PUT /api/v1/services/{service}/values/{key}`: sets one key. `If-Match: <epoch>` makes
 /// it a compare-and-set (409 with the current epoch when the store moved on).
-#[utoipa::path(put, path = "/api/v1/services/{service}/values/{key}", tag = "config", params(KeyPath,
-        ("If-Match" = Option<u64>, Header, description = "the epoch the change is based on (compare-and-set): 12, \"12\" or W/\"12\"")),
+#[utoipa::path(put, path = "/api/v1/services/{service}/values/{key}", tag = "config", params(KeyPath, IfMatch),
     request_body = PutValue,
     security(("bearer" = ["config.write"])),
     responses((status = 200, body = ReceiptOut), (status = 404, body = crate::error::ErrorBody),
@@ -299,8 +257,7 @@ pub struct ReasonQuery {
 }
 
 /// `DELETE /api/v1/services/{service}/values/{key}`: unsets one key (`If-Match` as for PUT).
-#[utoipa::path(delete, path = "/api/v1/services/{service}/values/{key}", tag = "config", params(KeyPath, ReasonQuery,
-        ("If-Match" = Option<u64>, Header, description = "the epoch the change is based on (compare-and-set): 12, \"12\" or W/\"12\"")),
+#[utoipa::path(delete, path = "/api/v1/services/{service}/values/{key}", tag = "config", params(KeyPath, ReasonQuery, IfMatch),
     security(("bearer" = ["config.write"])),
     responses((status = 200, body = ReceiptOut), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
@@ -336,8 +293,7 @@ pub struct PatchValues {
 
 /// `PATCH /api/v1/services/{service}/values`: one changeset of sets, secret sets and unsets
 /// (`If-Match` as for PUT).
-#[utoipa::path(patch, path = "/api/v1/services/{service}/values", tag = "config", params(ServicePath,
-        ("If-Match" = Option<u64>, Header, description = "the epoch the change is based on (compare-and-set): 12, \"12\" or W/\"12\"")),
+#[utoipa::path(patch, path = "/api/v1/services/{service}/values", tag = "config", params(ServicePath, IfMatch),
     request_body = PatchValues,
     security(("bearer" = ["config.write"])),
     responses((status = 200, body = ReceiptOut), (status = 404, body = crate::error::ErrorBody),
@@ -374,9 +330,7 @@ pub async fn patch_values(
 
 /// Encrypts `value` for `service`.`key` with the current master key.
 fn seal(app: &App, service: &str, key: String, value: &Value) -> ApiResult<Change> {
-    let mode = app.mode();
-    let l = live(&mode)?;
-    let store_id = l.store.store_id();
+    let store_id = LiveView::of(app)?.store.store_id();
     let text = canonical_json(value).map_err(|e| ApiError::unprocessable(format!("{e}; nothing was changed")))?;
     let plaintext = Plaintext(Zeroizing::new(text));
     let mut nonce = [0u8; 12];
@@ -421,11 +375,9 @@ pub fn open_secret(
 /// `GET /api/v1/services/{service}/schema`: the service's JSON Schema (404 if none).
 #[utoipa::path(get, path = "/api/v1/services/{service}/schema", tag = "config", params(ServicePath),
     security(("bearer" = ["config.read"])),
-    responses((status = 200, description = "the schema (JSON Schema 2020-12)", body = Object),
+    responses((status = 200, description = "the schema (JSON Schema 2020-12)", body = super::bodies::JsonSchemaDoc),
               (status = 404, body = crate::error::ErrorBody)))]
-pub async fn get_schema(State(app): State<App>, ApiPath(p): ApiPath<ServicePath>) -> ApiResult<Response> {
-    let mode = app.mode();
-    let l = live(&mode)?;
+pub async fn get_schema(ApiPath(p): ApiPath<ServicePath>, l: LiveView) -> ApiResult<Response> {
     let found = l.model.read(|m| {
         m.state
             .services
@@ -446,9 +398,8 @@ pub async fn get_schema(State(app): State<App>, ApiPath(p): ApiPath<ServicePath>
 
 /// `PUT /api/v1/services/{service}/schema`: sets the service's JSON Schema (2020-12); refused
 /// (422, every violation listed) if the current values do not satisfy it.
-#[utoipa::path(put, path = "/api/v1/services/{service}/schema", tag = "config", params(ServicePath,
-        ("If-Match" = Option<u64>, Header, description = "the epoch the change is based on (compare-and-set): 12, \"12\" or W/\"12\"")),
-    request_body(content = Object, description = "a JSON Schema 2020-12 object"),
+#[utoipa::path(put, path = "/api/v1/services/{service}/schema", tag = "config", params(ServicePath, IfMatch),
+    request_body(content = super::bodies::JsonSchemaDoc, description = "a JSON Schema 2020-12 object"),
     security(("bearer" = ["config.write"])),
     responses((status = 200, body = ReceiptOut), (status = 404, body = crate::error::ErrorBody),
               (status = 422, body = crate::error::ErrorBody)))]
@@ -487,9 +438,8 @@ pub async fn reveal_secret(
     who: Principal,
     rid: RequestId,
     ApiPath(p): ApiPath<KeyPath>,
+    l: LiveView,
 ) -> ApiResult<Response> {
-    let mode = app.mode();
-    let l = live(&mode)?;
     let store_id = l.store.store_id();
     let stored = l.model.read(|m| {
         m.state.services.contains_key(&p.service).then(|| m.state.value(&p.service, &p.key).map(str::to_owned))

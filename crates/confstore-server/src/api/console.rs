@@ -20,10 +20,10 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::history::is_audit;
-use super::{blocking, live, masked, time_text};
-use crate::app::{App, Mode};
+use super::{blocking, masked, time_text};
+use crate::app::App;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiPath, ApiQuery, Principal, RequestId};
+use crate::extract::{ApiPath, ApiQuery, LiveView, Principal, ReadView, Unscoped};
 
 /// What a token may do.
 #[derive(Debug, Serialize, ToSchema)]
@@ -114,7 +114,7 @@ pub struct KeysOut {
     /// The store's epoch they were read at (send it as `If-Match` with a change).
     pub epoch: u64,
     /// The service's JSON Schema, if it has one.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<super::bodies::JsonSchemaDoc>)]
     pub schema: Option<Value>,
     /// Every key, sorted.
     pub keys: Vec<KeyView>,
@@ -125,18 +125,14 @@ pub struct KeysOut {
 #[utoipa::path(get, path = "/api/v1/services/{service}/keys", tag = "config", params(KeysPath),
     security(("bearer" = ["config.read"])),
     responses((status = 200, body = KeysOut), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn keys(State(app): State<App>, ApiPath(p): ApiPath<KeysPath>) -> ApiResult<Response> {
+pub async fn keys(State(app): State<App>, ApiPath(p): ApiPath<KeysPath>, view: ReadView) -> ApiResult<Response> {
     app.metrics.read();
     let unknown = || ApiError::not_found(format!("unknown service {:?}", p.service));
-    let mode = app.mode();
-    let l = match &*mode {
-        Mode::Live(l) => l,
-        Mode::Fallback(fb) => {
-            let (doc, _) = fb.snapshots.get(&p.service).ok_or_else(unknown)?;
-            let out = keys_of_snapshot(&p.service, doc);
-            let mut resp = Json(out).into_response();
-            super::config::fallback_headers(&mut resp, fb);
-            return Ok(resp);
+    let l = match &view {
+        ReadView::Live(l) => l,
+        ReadView::Fallback(fb) => {
+            let (doc, _) = fb.mode().snapshots.get(&p.service).ok_or_else(unknown)?;
+            return Ok(view.answer(Json(keys_of_snapshot(&p.service, doc))));
         }
     };
     // Everything from one read of the model, so values, sources and schema agree.
@@ -147,10 +143,9 @@ pub async fn keys(State(app): State<App>, ApiPath(p): ApiPath<KeysPath>) -> ApiR
         (m.state.epoch, m.state.seq, snap, (raw(&p.service), raw(GLOBAL_SCOPE)), schema)
     });
     let snap = snap.map_err(|_| unknown())?;
-    let mode2 = std::sync::Arc::clone(&mode);
     let service = p.service.clone();
+    let l = l.clone();
     let (own_epochs, global_epochs) = blocking(move || {
-        let l = live(&mode2)?;
         let _one = l.search_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(l.readers.with(|r| {
             crate::projector::search_catch_up(r, seq)?;
@@ -261,7 +256,7 @@ pub struct ChangesetPage {
     /// a `secret_set` change's `value` is the marker `{"$secret": true}` (`MaskedSecret`).
     /// For a token limited to a service, only that service's changes (and a whole-store
     /// rollback's marker) are listed.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<super::bodies::ChangesetOut>)]
     pub changesets: Vec<Value>,
     /// Pass as `before` for the next (older) page; absent when the log's start was reached.
     pub next_before: Option<u64>,
@@ -280,21 +275,19 @@ const CHANGESET_SCAN_EVENTS_MAX: usize = confstore_core::limits::CHANGESETS_SCAN
     security(("bearer" = ["config.read"])),
     responses((status = 200, body = ChangesetPage), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn changesets(
-    State(app): State<App>,
     who: Principal,
     ApiQuery(q): ApiQuery<ChangesetsQuery>,
+    l: LiveView,
 ) -> ApiResult<Json<ChangesetPage>> {
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > CHANGESETS_MAX {
         return Err(ApiError::unprocessable(format!("limit must be 1 to {CHANGESETS_MAX}")));
     }
-    let mode = app.mode();
-    let head_seq = live(&mode)?.model.read(|m| m.state.seq);
+    let head_seq = l.model.read(|m| m.state.seq);
     let scope = q.service.clone().or(who.service.clone());
     let only = who.service.clone();
     let before = q.before.unwrap_or(u64::MAX);
     blocking(move || {
-        let l = live(&mode)?;
         let mut page = Timeline::new(scope, only, before, limit);
         let mut cursor = head_seq.saturating_add(1);
         let mut scanned = 0usize;
@@ -438,7 +431,7 @@ pub struct VerifyOut {
     /// Store id (hex).
     pub store_id: String,
     /// The head document signed by this server (flattened JWS, `typ` confstore-head).
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<super::bodies::FlattenedJws>)]
     pub signed_head: Option<Value>,
     /// How long the verification took.
     pub elapsed_ms: u64,
@@ -451,17 +444,11 @@ pub struct VerifyOut {
 #[utoipa::path(post, path = "/api/v1/verify", tag = "audit",
     security(("bearer" = ["audit.read"])),
     responses((status = 200, body = VerifyOut), (status = 503, body = crate::error::ErrorBody)))]
-pub async fn verify(State(app): State<App>, who: Principal, rid: RequestId) -> ApiResult<Json<VerifyOut>> {
-    super::require_unscoped(&app, &who, "POST", "/api/v1/verify", rid).await?;
-    let mode = app.mode();
-    let (store_id, store_hex) = {
-        let l = live(&mode)?;
-        (l.store.store_id(), l.model.read(|m| m.store_id.clone()))
-    };
+pub async fn verify(State(app): State<App>, _: Unscoped, l: LiveView) -> ApiResult<Json<VerifyOut>> {
+    let (store_id, store_hex) = (l.store.store_id(), l.model.read(|m| m.store_id.clone()));
     let app2 = app.clone();
     blocking(move || {
         let started = Instant::now();
-        let l = live(&mode)?;
         let verifier = confstore_core::verify::ChainVerifier::new(store_id, None).discard_events();
         let result = l.readers.with(|r| r.verify_with(verifier, &mut |_| {}))?;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -539,12 +526,12 @@ const LIVE_KEEP_ALIVE: Duration = Duration::from_secs(15);
     security(("bearer" = ["config.read"])),
     responses((status = 200, description = "server-sent events", content_type = "text/event-stream", body = String),
               (status = 503, body = crate::error::ErrorBody)))]
-pub async fn live_stream(State(app): State<App>) -> ApiResult<Response> {
-    let mode = app.mode();
-    let model = std::sync::Arc::clone(&live(&mode)?.model);
+pub async fn live_stream(State(app): State<App>, l: LiveView) -> ApiResult<Response> {
+    let model = std::sync::Arc::clone(&l.model);
     let heads = model.head.subscribe();
     let stopping = app.stopping.subscribe();
-    drop(mode);
+    // The stream holds the read model only, not the mode (which a recovery replaces).
+    drop(l);
     let state = (model, heads, stopping, true);
     let stream = futures_util::stream::unfold(state, |(model, mut heads, mut stopping, first)| async move {
         if !first {

@@ -4,13 +4,13 @@
 //! History, events and audit pages read stored events up to the read model's head, which
 //! the server verified (at open, and as it folded each event in); replays verify again.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use confstore_core::state::{Change, RejectError};
 use confstore_core::{EventBody, EventKind, StoredEvent};
 use confstore_log::{LogError, Until};
@@ -20,10 +20,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::config::receipt_response;
 use super::console::in_scope;
-use super::{ReceiptOut, blocking, commit, live, masked, page_size, require_unscoped, time_text};
-use crate::app::{App, Mode};
+use super::{ReceiptOut, blocking, commit, masked, page_size, time_text};
+use crate::app::App;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiQuery, IfMatch, Principal, RequestId};
+use crate::extract::{ApiJson, ApiQuery, Endpoint, IfMatch, LiveView, Principal, ReadView, RequestId, Unscoped};
 
 /// A page of events.
 #[derive(Debug, Serialize, ToSchema)]
@@ -31,7 +31,7 @@ pub struct EventPage {
     /// The events, oldest first: `seq`, `time` and the decoded event fields (as in the
     /// export's `event`), plus `hash`, `prev_hash`, `key_id`, `sig` and `body` (base64) for
     /// `/events`.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<super::bodies::PageEvent>)]
     pub events: Vec<Value>,
     /// Pass as `after` for the next page; absent on the last page.
     pub next_after: Option<u64>,
@@ -72,16 +72,14 @@ fn event_key(kind: &EventKind) -> Option<&str> {
 
 /// Reads up to `limit` events after `after` that pass `keep`.
 async fn page(
-    app: &App,
+    l: LiveView,
     after: u64,
     limit: usize,
     filter: Filter,
     keep: impl Fn(&EventBody) -> bool + Send + 'static,
 ) -> ApiResult<EventPage> {
-    let mode = app.mode();
-    let head_seq = live(&mode)?.model.read(|m| m.state.seq);
+    let head_seq = l.model.read(|m| m.state.seq);
     blocking(move || {
-        let l = live(&mode)?;
         let mut events = Vec::new();
         let mut last_seen = after;
         let mut more = false;
@@ -143,15 +141,11 @@ pub struct HistoryQuery {
 #[utoipa::path(get, path = "/api/v1/history", tag = "history", params(HistoryQuery),
     security(("bearer" = ["config.read"])),
     responses((status = 200, body = EventPage), (status = 422, body = crate::error::ErrorBody)))]
-pub async fn history(
-    State(app): State<App>,
-    who: Principal,
-    ApiQuery(q): ApiQuery<HistoryQuery>,
-) -> ApiResult<Json<EventPage>> {
+pub async fn history(who: Principal, ApiQuery(q): ApiQuery<HistoryQuery>, l: LiveView) -> ApiResult<Json<EventPage>> {
     let limit = page_size(q.limit)?;
     let scope = q.service.clone().or(who.service.clone());
     let key = q.key;
-    let p = page(&app, q.after.unwrap_or(0), limit, Filter::History, move |b| {
+    let p = page(l, q.after.unwrap_or(0), limit, Filter::History, move |b| {
         !is_audit(&b.kind)
             && scope.as_deref().is_none_or(|s| in_scope(b, s))
             && key.as_deref().is_none_or(|k| event_key(&b.kind) == Some(k))
@@ -179,17 +173,13 @@ pub struct EventsQuery {
 #[utoipa::path(get, path = "/api/v1/events", tag = "history", params(EventsQuery),
     security(("bearer" = ["config.read"])),
     responses((status = 200, body = EventPage), (status = 422, body = crate::error::ErrorBody)))]
-pub async fn events(
-    State(app): State<App>,
-    who: Principal,
-    ApiQuery(q): ApiQuery<EventsQuery>,
-) -> ApiResult<Json<EventPage>> {
+pub async fn events(who: Principal, ApiQuery(q): ApiQuery<EventsQuery>, l: LiveView) -> ApiResult<Json<EventPage>> {
     let limit = page_size(q.limit)?;
     let scope = q.service.clone().or(who.service.clone());
     // Audit records are the audit trail's (store-wide, refused to scoped tokens), even
     // those that name the token's service.
     let audit_too = who.service.is_none();
-    let p = page(&app, q.after, limit, Filter::Events, move |b| {
+    let p = page(l, q.after, limit, Filter::Events, move |b| {
         (audit_too || !is_audit(&b.kind)) && scope.as_deref().is_none_or(|s| in_scope(b, s))
     })
     .await?;
@@ -217,8 +207,7 @@ pub struct StateOut {
     pub epoch: u64,
     /// service -> key -> value; a secret's value is the marker `{"$secret": true}`
     /// (`MaskedSecret`).
-    #[schema(value_type = Object)]
-    pub services: Value,
+    pub services: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
 fn until_of(epoch: Option<u64>, at: Option<&str>) -> ApiResult<Until> {
@@ -238,12 +227,12 @@ fn until_of(epoch: Option<u64>, at: Option<&str>) -> ApiResult<Until> {
     }
 }
 
-async fn state_at(app: &App, until: Until) -> ApiResult<confstore_core::State> {
-    let mode = app.mode();
+async fn state_at(l: &LiveView, until: Until) -> ApiResult<confstore_core::State> {
     if until == Until::Head {
-        return Ok(live(&mode)?.model.read(|m| m.state.clone()));
+        return Ok(l.model.read(|m| m.state.clone()));
     }
-    blocking(move || Ok(live(&mode)?.readers.with(|r| r.replay(until))?)).await
+    let l = l.clone();
+    blocking(move || Ok(l.readers.with(|r| r.replay(until))?)).await
 }
 
 /// `GET /api/v1/state`: every service's values at an epoch or a time (default: now).
@@ -254,22 +243,23 @@ pub async fn state(
     State(app): State<App>,
     who: Principal,
     ApiQuery(q): ApiQuery<StateQuery>,
+    l: LiveView,
 ) -> ApiResult<Json<StateOut>> {
     app.metrics.read();
     let until = until_of(q.epoch, q.at.as_deref())?;
-    let st = state_at(&app, until).await?;
+    let st = state_at(&l, until).await?;
     if let Some(s) = &q.service
         && !st.services.contains_key(s)
     {
         return Err(ApiError::not_found(format!("unknown service {s:?} at epoch {}", st.epoch)));
     }
-    let services: serde_json::Map<String, Value> = st
+    let services = st
         .services
         .iter()
         .filter(|(s, _)| who.sees(s) && q.service.as_deref().is_none_or(|only| only == s.as_str()))
-        .map(|(s, vals)| (s.clone(), Value::Object(vals.iter().map(|(k, v)| (k.clone(), masked::stored(v))).collect())))
+        .map(|(s, vals)| (s.clone(), vals.iter().map(|(k, v)| (k.clone(), masked::stored(v))).collect()))
         .collect();
-    Ok(Json(StateOut { epoch: st.epoch, services: Value::Object(services) }))
+    Ok(Json(StateOut { epoch: st.epoch, services }))
 }
 
 /// Query of a diff.
@@ -292,23 +282,32 @@ pub struct DiffOut {
     pub from_epoch: u64,
     /// The second.
     pub to_epoch: u64,
-    /// Changes: `{service, key, change: added|removed|changed, before, after}`; a secret's
-    /// `before`/`after` is the marker `{"$secret": true}` (`MaskedSecret`).
-    #[schema(value_type = Vec<Object>)]
-    pub changes: Vec<Value>,
+    /// Key-level changes; a secret's `before`/`after` is the marker `{"$secret": true}`.
+    pub changes: Vec<DiffChange>,
+}
+
+/// One key's change between two epochs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiffChange {
+    /// Service.
+    pub service: String,
+    /// Key.
+    pub key: String,
+    /// `added`, `removed` or `changed`.
+    pub change: String,
+    /// The value at the first epoch (null when added); a secret's is the marker.
+    pub before: Value,
+    /// The value at the second epoch (null when removed); a secret's is the marker.
+    pub after: Value,
 }
 
 /// `GET /api/v1/diff?from=E1[&to=E2]`: key-level differences between two epochs.
 #[utoipa::path(get, path = "/api/v1/diff", tag = "history", params(DiffQuery),
     security(("bearer" = ["config.read"])),
     responses((status = 200, body = DiffOut), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn diff(
-    State(app): State<App>,
-    who: Principal,
-    ApiQuery(q): ApiQuery<DiffQuery>,
-) -> ApiResult<Json<DiffOut>> {
-    let a = state_at(&app, Until::Epoch(q.from)).await?;
-    let b = state_at(&app, q.to.map_or(Until::Head, Until::Epoch)).await?;
+pub async fn diff(who: Principal, ApiQuery(q): ApiQuery<DiffQuery>, l: LiveView) -> ApiResult<Json<DiffOut>> {
+    let a = state_at(&l, Until::Epoch(q.from)).await?;
+    let b = state_at(&l, q.to.map_or(Until::Head, Until::Epoch)).await?;
     if let Some(s) = &q.service
         && !a.services.contains_key(s)
         && !b.services.contains_key(s)
@@ -318,10 +317,12 @@ pub async fn diff(
     let changes = confstore_core::timetravel::diff(&a, &b, q.service.as_deref())
         .iter()
         .filter(|c| who.sees(&c.service))
-        .map(|c| {
-            json!({"service": c.service, "key": c.key, "change": c.what(),
-                   "before": c.before.as_deref().map_or(Value::Null, masked::stored),
-                   "after": c.after.as_deref().map_or(Value::Null, masked::stored)})
+        .map(|c| DiffChange {
+            service: c.service.clone(),
+            key: c.key.clone(),
+            change: c.what().to_owned(),
+            before: c.before.as_deref().map_or(Value::Null, masked::stored),
+            after: c.after.as_deref().map_or(Value::Null, masked::stored),
         })
         .collect();
     Ok(Json(DiffOut { from_epoch: a.epoch, to_epoch: b.epoch, changes }))
@@ -346,7 +347,7 @@ const ROLLBACK_ATTEMPTS: usize = confstore_core::limits::ROLLBACK_ATTEMPTS_MAX;
 /// changeset (history is never rewritten). With `If-Match`, only if the store is still at
 /// that epoch; without, retried if other writes land meanwhile.
 #[utoipa::path(post, path = "/api/v1/rollback", tag = "history", request_body = RollbackRequest,
-    params(("If-Match" = Option<u64>, Header, description = "the epoch the rollback is based on (compare-and-set)")),
+    params(IfMatch),
     security(("bearer" = ["config.write"])),
     responses((status = 200, body = ReceiptOut), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
@@ -354,21 +355,22 @@ pub async fn rollback(
     State(app): State<App>,
     who: Principal,
     rid: RequestId,
+    endpoint: Endpoint,
     if_match: IfMatch,
     ApiJson(req): ApiJson<RollbackRequest>,
 ) -> ApiResult<Response> {
-    match &req.service {
-        None => require_unscoped(&app, &who, "POST", "/api/v1/rollback", rid.clone()).await?,
+    let who = match &req.service {
+        None => Unscoped::check(&app, who, &endpoint, rid.clone()).await?.0,
         Some(s) if !who.sees(s) => {
             let why = format!("this token is limited to service {:?}, not {s:?}", who.service.as_deref().unwrap_or(""));
-            let route = "/api/v1/rollback";
-            return Err(crate::auth::deny(&app, &who, "POST", route, who.role, Some(s.clone()), Some(rid), why).await);
+            return Err(crate::auth::deny(&app, &who, &endpoint, who.role, Some(s.clone()), Some(rid), why).await);
         }
-        Some(_) => {}
-    }
-    let target = state_at(&app, Until::Epoch(req.to_epoch)).await?;
+        Some(_) => who,
+    };
+    let l = LiveView::of(&app)?;
+    let target = state_at(&l, Until::Epoch(req.to_epoch)).await?;
     for _ in 0..ROLLBACK_ATTEMPTS {
-        let current = state_at(&app, Until::Head).await?;
+        let current = state_at(&l, Until::Head).await?;
         if let Some(s) = &req.service
             && !current.services.contains_key(s)
         {
@@ -381,7 +383,7 @@ pub async fn rollback(
             confstore_core::timetravel::rollback_changes(&current, &target, req.to_epoch, req.service.as_deref());
         // Secrets come back as their stored ciphertext; decrypted here only to check them
         // against the schema, as every secret set is.
-        let store_id = live(&app.mode())?.store.store_id();
+        let store_id = l.store.store_id();
         let changes = confstore_core::timetravel::restore_secrets(changes, |service, key, envelope| {
             super::config::open_secret(&app, &store_id, service, key, envelope)
         })?;
@@ -421,20 +423,30 @@ pub struct SearchQuery {
 pub struct SearchOut {
     /// The query.
     pub query: String,
-    /// Hits, best first: `{service, key, value, description, epoch}`.
-    #[schema(value_type = Vec<Object>)]
-    pub hits: Vec<Value>,
+    /// Hits, best first.
+    pub hits: Vec<SearchHit>,
+}
+
+/// One search hit (secrets are never indexed).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchHit {
+    /// Service.
+    pub service: String,
+    /// Key.
+    pub key: String,
+    /// The value as text (strings without quotes, anything else as JSON).
+    pub value: String,
+    /// The schema's description of the key, or empty.
+    pub description: String,
+    /// The epoch that last changed the key.
+    pub epoch: u64,
 }
 
 /// `GET /api/v1/search?q=TEXT`: full-text search over the configuration (never secrets).
 #[utoipa::path(get, path = "/api/v1/search", tag = "history", params(SearchQuery),
     security(("bearer" = ["config.read"])),
     responses((status = 200, body = SearchOut), (status = 422, body = crate::error::ErrorBody)))]
-pub async fn search(
-    State(app): State<App>,
-    who: Principal,
-    ApiQuery(q): ApiQuery<SearchQuery>,
-) -> ApiResult<Json<SearchOut>> {
+pub async fn search(who: Principal, ApiQuery(q): ApiQuery<SearchQuery>, l: LiveView) -> ApiResult<Json<SearchOut>> {
     let limit = page_size(q.limit)?;
     if q.q.len() > confstore_core::limits::SEARCH_QUERY_BYTES_MAX {
         return Err(ApiError::unprocessable(format!(
@@ -445,12 +457,9 @@ pub async fn search(
     if q.q.chars().any(char::is_control) {
         return Err(ApiError::unprocessable("the query has control characters; search for printable text"));
     }
-    let mode = app.mode();
-    live(&mode)?;
     let scope = q.service.clone().or(who.service.clone());
     let (text, since) = (q.q.clone(), q.since);
     let hits = blocking(move || {
-        let l = live(&mode)?;
         let _one = l.search_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let trusted = l.model.read(|m| m.state.seq);
         l.readers
@@ -463,8 +472,14 @@ pub async fn search(
     })
     .await?;
     let hits = hits
-        .iter()
-        .map(|h| json!({"service": h.service, "key": h.key, "value": h.value_text, "description": h.description, "epoch": h.epoch}))
+        .into_iter()
+        .map(|h| SearchHit {
+            service: h.service,
+            key: h.key,
+            value: h.value_text,
+            description: h.description,
+            epoch: h.epoch,
+        })
         .collect();
     Ok(Json(SearchOut { query: q.q, hits }))
 }
@@ -485,15 +500,9 @@ pub struct AuditQuery {
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
     security(("bearer" = ["audit.read"])),
     responses((status = 200, body = EventPage), (status = 422, body = crate::error::ErrorBody)))]
-pub async fn audit(
-    State(app): State<App>,
-    who: Principal,
-    rid: RequestId,
-    ApiQuery(q): ApiQuery<AuditQuery>,
-) -> ApiResult<Json<EventPage>> {
-    require_unscoped(&app, &who, "GET", "/api/v1/audit", rid).await?;
+pub async fn audit(ApiQuery(q): ApiQuery<AuditQuery>, _: Unscoped, l: LiveView) -> ApiResult<Json<EventPage>> {
     let limit = page_size(q.limit)?;
-    Ok(Json(page(&app, q.after.unwrap_or(0), limit, Filter::Audit, |b| is_audit(&b.kind)).await?))
+    Ok(Json(page(l, q.after.unwrap_or(0), limit, Filter::Audit, |b| is_audit(&b.kind)).await?))
 }
 
 /// The head of the log.
@@ -519,43 +528,32 @@ pub struct HeadOut {
 #[utoipa::path(get, path = "/api/v1/head", tag = "history",
     security(("bearer" = ["config.read"])),
     responses((status = 200, body = HeadOut)))]
-pub async fn head(State(app): State<App>) -> ApiResult<Response> {
+pub async fn head(State(app): State<App>, view: ReadView) -> Response {
     let key_id = app.keys.signing.verifying_key().key_id().to_hex();
-    let mode = app.mode();
-    let (out, fb) = match &*mode {
-        Mode::Live(l) => (
-            l.model.read(|m| HeadOut {
-                store_id: m.store_id.clone(),
-                generation: m.generation,
-                seq: m.state.seq,
-                epoch: m.state.epoch,
-                hash: m.head_hash.to_hex(),
-                time: time_text(m.state.time_ms),
+    let out = match &view {
+        ReadView::Live(l) => l.model.read(|m| HeadOut {
+            store_id: m.store_id.clone(),
+            generation: m.generation,
+            seq: m.state.seq,
+            epoch: m.state.epoch,
+            hash: m.head_hash.to_hex(),
+            time: time_text(m.state.time_ms),
+            signing_key_id: key_id,
+        }),
+        ReadView::Fallback(fb) => {
+            let c = fb.content();
+            HeadOut {
+                store_id: c.store_id.clone(),
+                generation: c.generation,
+                seq: c.seq,
+                epoch: c.epoch,
+                hash: c.head_hash.clone(),
+                time: String::new(),
                 signing_key_id: key_id,
-            }),
-            None,
-        ),
-        Mode::Fallback(fb) => {
-            let c = fb.lkg.as_ref().map_err(|why| ApiError::unavailable(format!("{}; {why}", fb.why)))?;
-            (
-                HeadOut {
-                    store_id: c.store_id.clone(),
-                    generation: c.generation,
-                    seq: c.seq,
-                    epoch: c.epoch,
-                    hash: c.head_hash.clone(),
-                    time: String::new(),
-                    signing_key_id: key_id,
-                },
-                Some(fb),
-            )
+            }
         }
     };
-    let mut resp = Json(out).into_response();
-    if let Some(fb) = fb {
-        super::config::fallback_headers(&mut resp, fb);
-    }
-    Ok(resp)
+    view.answer(Json(out))
 }
 
 /// `GET /api/v1/export`: the whole log in the `confstore-export/1` JSON Lines format (a
@@ -570,26 +568,20 @@ pub async fn head(State(app): State<App>) -> ApiResult<Response> {
 #[utoipa::path(get, path = "/api/v1/export", tag = "audit",
     security(("bearer" = ["audit.read"])),
     responses((status = 200, description = "confstore-export/1 JSON Lines", content_type = "application/x-ndjson", body = String)))]
-pub async fn export(State(app): State<App>, who: Principal, rid: RequestId) -> ApiResult<Response> {
-    require_unscoped(&app, &who, "GET", "/api/v1/export", rid).await?;
-    let mode = app.mode();
-    live(&mode)?;
-    let m = Arc::clone(&mode);
+pub async fn export(_: Unscoped, l: LiveView) -> ApiResult<Response> {
+    let m = l.clone();
     let (first_line, end_seq) = blocking(move || {
-        let l = live(&m)?;
-        Ok(l.readers.with(|r| {
+        Ok(m.readers.with(|r| {
             r.snapshot(|r| Ok((confstore_core::export::header_line(&r.store_id(), &r.keys()?), r.last_seq()?)))
         })?)
     })
     .await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
-    let m = Arc::clone(&mode);
     tokio::task::spawn_blocking(move || {
         if tx.blocking_send(Ok(first_line + "\n")).is_err() {
             return;
         }
-        let Ok(l) = live(&m) else { return };
-        if let Err(e) = send_events(l, end_seq, &tx) {
+        if let Err(e) = send_events(&l, end_seq, &tx) {
             tracing::error!(error = %e, end_seq, "export failed part way; the client gets a truncated body");
             let _ = tx.blocking_send(Err(std::io::Error::other("export failed")));
         }

@@ -2,6 +2,7 @@
 //! (`#[utoipa::path]`), the router and the document built together by [`router`] so they
 //! always list the same routes.
 
+pub mod bodies;
 pub mod config;
 pub mod console;
 pub mod history;
@@ -22,10 +23,10 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::{App, LiveMode, Mode};
+use crate::app::App;
 use crate::auth::RouteRoles;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Principal, RequestId};
+use crate::extract::{LiveView, Principal, RequestId};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -170,18 +171,6 @@ pub fn time_text(ms: u64) -> String {
         .map_or_else(|_| ms.to_string(), |t| t.to_string())
 }
 
-/// The live mode, or 503 saying why writes (or this read) cannot be served now.
-pub fn live(mode: &Mode) -> ApiResult<&LiveMode> {
-    match mode {
-        Mode::Live(l) => Ok(l),
-        Mode::Fallback(fb) => Err(ApiError::read_only(format!(
-            "the server is in read-only fallback ({}); only current snapshots and values are served until the \
-             database is back; nothing was changed",
-            fb.why
-        ))),
-    }
-}
-
 /// Runs blocking database work off the async threads.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
@@ -199,8 +188,7 @@ pub async fn commit(
     expected_epoch: Option<u64>,
     changes: Vec<Change>,
 ) -> ApiResult<ReceiptOut> {
-    let mode = app.mode();
-    let store = Arc::clone(&live(&mode)?.store);
+    let store = Arc::clone(&LiveView::of(app)?.store);
     let draft = ChangesetDraft {
         actor: who.actor(),
         reason: reason.unwrap_or_default(),
@@ -226,18 +214,6 @@ pub async fn commit(
         tracing::info!(epoch = r.epoch, first_seq = r.first_seq, last_seq = r.last_seq, "committed");
     }
     result.map(ReceiptOut::from)
-}
-
-/// A store-wide route (export, audit, whole-store rollback) for a service-scoped token: 403.
-pub async fn require_unscoped(app: &App, who: &Principal, method: &str, route: &str, rid: RequestId) -> ApiResult<()> {
-    if who.service.is_none() {
-        return Ok(());
-    }
-    let why = format!(
-        "this token is limited to service {:?}; {method} {route} covers the whole store",
-        who.service.as_deref().unwrap_or("")
-    );
-    Err(crate::auth::deny(app, who, method, route, who.role, None, Some(rid), why).await)
 }
 
 /// Checks a `limit` query parameter.
@@ -267,12 +243,9 @@ fn document_common_errors(doc: &mut serde_json::Value) {
         for op in item.values_mut() {
             let secured = op.get("security").is_some();
             let mut compare_and_set = false;
-            for p in op.get_mut("parameters").and_then(serde_json::Value::as_array_mut).into_iter().flatten() {
-                if p["in"] == "header" && p["name"] == "If-Match" {
-                    // An absent header is "no compare-and-set"; a present one is an epoch.
-                    p["schema"] = serde_json::json!({"type": "integer", "format": "int64", "minimum": 0});
-                    compare_and_set = true;
-                }
+            for p in op.get("parameters").and_then(serde_json::Value::as_array).into_iter().flatten() {
+                // The parameter of `extract::IfMatch`.
+                compare_and_set |= p["in"] == "header" && p["name"] == "If-Match";
             }
             let has_body = op.get("requestBody").is_some();
             let Some(responses) = op.get_mut("responses").and_then(serde_json::Value::as_object_mut) else { continue };

@@ -8,22 +8,26 @@ use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::bodies::{
+    AppendFailing, HealthLkg, HealthOut, LiveStream, LiveStreamOff, OpenApiDoc, Progress, Projections, ReadyLkg,
+    ReadyOut, Writes, WritesAccepted,
+};
 use crate::app::{App, Mode};
 
 /// `GET /healthz`: the process is alive; says which mode it is in.
 #[utoipa::path(get, path = "/healthz", tag = "ops",
-    responses((status = 200, description = "alive: {status, mode}", body = Object)))]
-pub async fn healthz(State(app): State<App>) -> Json<Value> {
+    responses((status = 200, description = "alive: {status, mode}", body = HealthOut)))]
+pub async fn healthz(State(app): State<App>) -> Json<HealthOut> {
     let mode = app.mode();
-    let mut out = json!({"status": "ok", "mode": mode.name()});
+    let mut out = HealthOut { status: "ok".into(), mode: mode.name().into(), reason: None, lkg: None };
     if let Mode::Fallback(fb) = &*mode {
-        out["reason"] = json!(fb.why);
-        out["lkg"] = match &fb.lkg {
-            Ok(c) => json!({"usable": true, "seq": c.seq, "epoch": c.epoch, "stale": fb.stale}),
-            Err(why) => json!({"usable": false, "error": why}),
-        };
+        out.reason = Some(fb.why.clone());
+        out.lkg = Some(match &fb.lkg {
+            Ok(c) => HealthLkg::Usable { usable: true, seq: c.seq, epoch: c.epoch, stale: fb.stale.clone() },
+            Err(why) => HealthLkg::Refused { usable: false, error: why.clone() },
+        });
     }
     Json(out)
 }
@@ -33,69 +37,75 @@ pub async fn healthz(State(app): State<App>) -> Json<Value> {
 /// the store (a full disk, an I/O error) it stays 200 — reads are served — and `writes` is
 /// `{"failing": {"error", "at"}}`, the last failure, until an append commits again.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
-    responses((status = 200, description = "ready", body = Object), (status = 503, description = "not ready", body = Object)))]
+    responses((status = 200, description = "ready", body = ReadyOut), (status = 503, description = "not ready", body = ReadyOut)))]
 pub async fn readyz(State(app): State<App>) -> Response {
     let mode = app.mode();
-    let key_id = app.keys.signing.verifying_key().key_id().to_hex();
+    let signing_key_id = app.keys.signing.verifying_key().key_id().to_hex();
     let schema_version = confstore_log::db::schema_version();
-    let (status, body) = match &*mode {
+    let body = match &*mode {
         Mode::Live(l) => {
             let (seq, epoch) = l.model.read(|m| (m.state.seq, m.state.epoch));
+            let progress = |at: u64| Progress { seq: at, lag: seq.saturating_sub(at) };
             let search = app.projections.search_seq.load(Ordering::Relaxed);
             let lkg = app.projections.lkg_seq.load(Ordering::Relaxed);
             let refusal = l.store.current_refusal();
             let mqtt = app.projections.mqtt_seq.load(Ordering::Relaxed);
             // Advice only: a dead broker never makes the server unready (writes go on).
             let live_stream = if app.projections.mqtt_enabled.load(Ordering::Relaxed) {
-                json!({"connected": app.projections.mqtt_connected.load(Ordering::Relaxed),
-                       "seq": mqtt, "lag": seq.saturating_sub(mqtt)})
+                LiveStream::On {
+                    connected: app.projections.mqtt_connected.load(Ordering::Relaxed),
+                    seq: mqtt,
+                    lag: seq.saturating_sub(mqtt),
+                }
             } else {
-                json!("off")
+                LiveStream::Off(LiveStreamOff::Off)
             };
             // A refusal is the store's decision (it says why); a failure is the disk's.
             let failing = app.appends.failing();
             let writes = match (&refusal, &failing) {
-                (Some(why), _) => json!({"refused": why}),
-                (None, Some(f)) => json!({"failing": {"error": f.error, "at": f.at}}),
-                (None, None) => json!("accepted"),
+                (Some(why), _) => Writes::Refused { refused: why.clone() },
+                (None, Some(f)) => {
+                    Writes::Failing { failing: AppendFailing { error: f.error.clone(), at: f.at.clone() } }
+                }
+                (None, None) => Writes::Accepted(WritesAccepted::Accepted),
             };
             // Failing appends do not take the server out of rotation: reads are served, and
             // the next write (through a balancer that still sends it) tells whether the
             // store recovered.
-            let ready = refusal.is_none();
-            let body = json!({
-                "ready": ready,
-                "mode": mode.name(),
-                "writes": writes,
-                "seq": seq,
-                "epoch": epoch,
-                "schema_version": schema_version,
-                "signing_key_id": key_id,
-                "projections": {
-                    "read_model": {"seq": seq, "lag": 0},
-                    "search": {"seq": search, "lag": seq.saturating_sub(search)},
-                    "lkg": {"seq": lkg, "lag": seq.saturating_sub(lkg)},
-                },
-                "live_stream": live_stream,
-            });
-            (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
+            ReadyOut {
+                ready: refusal.is_none(),
+                mode: mode.name().into(),
+                writes,
+                seq: Some(seq),
+                epoch: Some(epoch),
+                schema_version,
+                signing_key_id,
+                projections: Some(Projections {
+                    read_model: progress(seq),
+                    search: progress(search),
+                    lkg: progress(lkg),
+                }),
+                live_stream: Some(live_stream),
+                lkg: None,
+            }
         }
-        Mode::Fallback(fb) => {
-            let usable = fb.lkg.is_ok();
-            let body = json!({
-                "ready": usable,
-                "mode": mode.name(),
-                "writes": {"refused": fb.why},
-                "lkg": match &fb.lkg {
-                    Ok(c) => json!({"seq": c.seq, "epoch": c.epoch, "stale": fb.stale}),
-                    Err(why) => json!({"error": why}),
-                },
-                "schema_version": schema_version,
-                "signing_key_id": key_id,
-            });
-            (if usable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
-        }
+        Mode::Fallback(fb) => ReadyOut {
+            ready: fb.lkg.is_ok(),
+            mode: mode.name().into(),
+            writes: Writes::Refused { refused: fb.why.clone() },
+            seq: None,
+            epoch: None,
+            schema_version,
+            signing_key_id,
+            projections: None,
+            live_stream: None,
+            lkg: Some(match &fb.lkg {
+                Ok(c) => ReadyLkg::Served { seq: c.seq, epoch: c.epoch, stale: fb.stale.clone() },
+                Err(why) => ReadyLkg::Refused { error: why.clone() },
+            }),
+        },
     };
+    let status = if body.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
 
@@ -111,7 +121,7 @@ pub async fn metrics(State(app): State<App>) -> Response {
 
 /// `GET /api/v1/openapi.json`: this API's OpenAPI 3.1 document, generated from the code.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "ops",
-    responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+    responses((status = 200, description = "OpenAPI 3.1 document", body = OpenApiDoc)))]
 pub async fn openapi(Extension(doc): Extension<Arc<Value>>) -> Json<Value> {
     Json((*doc).clone())
 }

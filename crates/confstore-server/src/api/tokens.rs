@@ -10,10 +10,10 @@ use confstore_core::state::Change;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ReceiptOut, commit, live};
+use super::{ReceiptOut, commit};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, Principal, RequestId};
+use crate::extract::{ApiJson, ApiPath, LiveView, RequestId, Unscoped};
 
 /// One token as listed (never the token itself).
 #[derive(Debug, Serialize, ToSchema)]
@@ -43,10 +43,8 @@ pub struct TokenList {
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
     security(("bearer" = ["admin"])),
     responses((status = 200, body = TokenList)))]
-pub async fn list_tokens(State(app): State<App>, who: Principal, rid: RequestId) -> ApiResult<Json<TokenList>> {
-    super::require_unscoped(&app, &who, "GET", "/api/v1/tokens", rid).await?;
-    let mode = app.mode();
-    let tokens = live(&mode)?.model.read(|m| {
+pub async fn list_tokens(_: Unscoped, l: LiveView) -> ApiResult<Json<TokenList>> {
+    let tokens = l.model.read(|m| {
         m.state
             .tokens
             .iter()
@@ -106,11 +104,10 @@ pub fn draw() -> Result<confstore_core::auth::NewToken, getrandom::Error> {
               (status = 422, body = crate::error::ErrorBody)))]
 pub async fn create_token(
     State(app): State<App>,
-    who: Principal,
+    Unscoped(who): Unscoped,
     rid: RequestId,
     ApiJson(req): ApiJson<CreateToken>,
 ) -> ApiResult<Response> {
-    super::require_unscoped(&app, &who, "POST", "/api/v1/tokens", rid.clone()).await?;
     let role = Role::parse(&req.role).ok_or_else(|| {
         ApiError::unprocessable(format!(
             "unknown role {:?}; one of: {}",
@@ -118,7 +115,7 @@ pub async fn create_token(
             Role::ALL.map(Role::as_str).join(", ")
         ))
     })?;
-    live(&app.mode())?;
+    LiveView::of(&app)?;
     let token = draw().map_err(|e| {
         tracing::error!(error = %e, "the operating system's random source failed");
         ApiError::internal()
@@ -158,13 +155,12 @@ pub struct TokenPath {
               (status = 422, body = crate::error::ErrorBody)))]
 pub async fn revoke_token(
     State(app): State<App>,
-    who: Principal,
-    rid: RequestId,
     ApiPath(p): ApiPath<TokenPath>,
+    Unscoped(who): Unscoped,
+    rid: RequestId,
+    l: LiveView,
 ) -> ApiResult<Response> {
-    super::require_unscoped(&app, &who, "DELETE", "/api/v1/tokens/{id}", rid.clone()).await?;
-    let mode = app.mode();
-    if !live(&mode)?.model.read(|m| m.state.tokens.contains_key(&p.id)) {
+    if !l.model.read(|m| m.state.tokens.contains_key(&p.id)) {
         return Err(ApiError::not_found(format!("no token with id {:?}", p.id)));
     }
     let r = commit(&app, &who, rid, None, None, vec![Change::RevokeToken { token_id: p.id }]).await?;
