@@ -3,9 +3,9 @@
 
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
-use confstore_core::stream::SnapshotVersion;
+use confstore_core::stream::{self, Rejection, SnapshotVersion};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -51,20 +51,32 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// One key as the store signed it: its value and its source's name.
 #[derive(Debug)]
-struct Entry {
+struct Stored {
     value: Value,
-    source: Source,
+    source: Value,
 }
 
 type Typed = Arc<dyn Any + Send + Sync>;
 
-/// One applied version: the verified snapshot document, its version, and the resolved
-/// key → value map (env → store → schema defaults). Lookups read memory only.
+/// One applied version: the verified snapshot, its version, and the resolved key → value
+/// map (env → store → schema defaults). Lookups read memory only.
+///
+/// The store's keys are held in a persistent map, so the version after a delta shares
+/// everything but the keys it changed with the version before: applying a delta costs
+/// what it changes, not the size of the service (docs/adr/0020).
 pub struct Config {
     version: SnapshotVersion,
-    document: Value,
-    entries: BTreeMap<String, Entry>,
+    /// The signed document's members other than `config` and `sources`.
+    header: Map<String, Value>,
+    /// `config` and `sources` of the signed document, by key.
+    store: imbl::OrdMap<Arc<str>, Arc<Stored>>,
+    /// The env overrides in force: key → value (store keys they override, and keys they add).
+    env: BTreeMap<String, Value>,
+    /// The signed document, built on first request (a version made from a delta has none
+    /// until then).
+    document: OnceLock<Value>,
     /// Deserialized views of the whole map, one per requested type (see [`Config::get`]).
     typed: RwLock<HashMap<TypeId, Typed>>,
 }
@@ -73,21 +85,50 @@ impl Config {
     /// Resolves a verified snapshot document: the store's `config` and `sources`, then the
     /// env overrides on top.
     pub(crate) fn new(document: Value, version: SnapshotVersion, env: &EnvOverrides) -> Self {
-        let sources = document.get("sources");
-        let mut entries: BTreeMap<String, Entry> = document
-            .get("config")
+        let mut header = document.as_object().cloned().unwrap_or_default();
+        let config = header.remove("config");
+        let sources = header.remove("sources");
+        let store: imbl::OrdMap<Arc<str>, Arc<Stored>> = config
+            .as_ref()
             .and_then(Value::as_object)
             .into_iter()
             .flatten()
             .map(|(key, value)| {
-                let source = Source::from_snapshot(sources.and_then(|s| s.get(key)).and_then(Value::as_str));
-                (key.clone(), Entry { value: value.clone(), source })
+                let source = sources.as_ref().and_then(|s| s.get(key)).cloned().unwrap_or(Value::Null);
+                (Arc::from(key.as_str()), Arc::new(Stored { value: value.clone(), source }))
             })
             .collect();
-        env.apply(&mut entries, |entries, key, value| {
-            entries.insert(key, Entry { value, source: Source::Env });
-        });
-        Self { version, document, entries, typed: RwLock::new(HashMap::new()) }
+        let env = env.resolve(store.keys().map(|k| &**k));
+        Self { version, header, store, env, document: OnceLock::from(document), typed: RwLock::default() }
+    }
+
+    /// The version a verified delta leads to from this one (the caller has judged it the
+    /// next): the delta's keys set, its removed keys gone, its version fields, the env
+    /// overrides re-applied where the change touches them.
+    pub(crate) fn with_delta(
+        &self,
+        delta: &Value,
+        version: SnapshotVersion,
+        env: &EnvOverrides,
+    ) -> Result<Self, Rejection> {
+        let parts = stream::delta_parts(delta)?;
+        let mut store = self.store.clone();
+        for key in &parts.removed {
+            store.remove(*key);
+        }
+        for (key, value) in parts.config {
+            let source = parts.sources.get(key).cloned().unwrap_or(Value::Null);
+            store.insert(Arc::from(key.as_str()), Arc::new(Stored { value: value.clone(), source }));
+        }
+        let mut header = self.header.clone();
+        for (field, value) in parts.version {
+            header.insert(field.to_owned(), value.clone());
+        }
+        // Which keys an override applies to depends on which keys the store has: only a
+        // change to a key an override names can change that.
+        let touched = parts.removed.iter().copied().chain(parts.config.keys().map(String::as_str));
+        let env = if env.names_any(touched) { env.resolve(store.keys().map(|k| &**k)) } else { self.env.clone() };
+        Ok(Self { version, header, store, env, document: OnceLock::new(), typed: RwLock::default() })
     }
 
     /// Store id, generation, epoch and version chain of this snapshot.
@@ -97,12 +138,15 @@ impl Config {
 
     /// The resolved value of `key`.
     pub fn value(&self, key: &str) -> Option<&Value> {
-        self.entries.get(key).map(|e| &e.value)
+        self.env.get(key).or_else(|| self.store.get(key).map(|s| &s.value))
     }
 
     /// Where the resolved value of `key` comes from.
     pub fn source(&self, key: &str) -> Option<Source> {
-        self.entries.get(key).map(|e| e.source)
+        if self.env.contains_key(key) {
+            return Some(Source::Env);
+        }
+        self.store.get(key).map(|s| Source::from_snapshot(s.source.as_str()))
     }
 
     /// The resolved value of `key` as a `T`.
@@ -113,22 +157,32 @@ impl Config {
 
     /// Every resolved key, sorted.
     pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
-        self.entries.keys().map(String::as_str)
+        let mut keys: Vec<&str> = self.store.keys().map(|k| &**k).chain(self.env.keys().map(String::as_str)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.into_iter()
     }
 
     /// Every resolved `(key, value, source)`, sorted by key.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value, Source)> + '_ {
-        self.entries.iter().map(|(k, e)| (k.as_str(), &e.value, e.source))
+        self.keys().filter_map(|k| Some((k, self.value(k)?, self.source(k)?)))
     }
 
     /// The verified snapshot document as signed by the store (no env overrides).
     pub fn document(&self) -> &Value {
-        &self.document
+        self.document.get_or_init(|| {
+            let mut doc = self.header.clone();
+            let config = self.store.iter().map(|(k, s)| (k.to_string(), s.value.clone())).collect::<Map<_, _>>();
+            let sources = self.store.iter().map(|(k, s)| (k.to_string(), s.source.clone())).collect::<Map<_, _>>();
+            doc.insert("config".into(), Value::Object(config));
+            doc.insert("sources".into(), Value::Object(sources));
+            Value::Object(doc)
+        })
     }
 
     /// The resolved map as one JSON object.
     pub fn to_json(&self) -> Value {
-        Value::Object(self.entries.iter().map(|(k, e)| (k.clone(), e.value.clone())).collect::<Map<_, _>>())
+        Value::Object(self.iter().map(|(k, v, _)| (k.to_owned(), v.clone())).collect::<Map<_, _>>())
     }
 
     /// The whole resolved map deserialized into `T`; done once per type and version, later
@@ -155,7 +209,8 @@ fn downcast<T: Send + Sync + 'static>(typed: &Typed) -> Arc<T> {
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config").field("version", &self.version).field("entries", &self.entries).finish_non_exhaustive()
+        let entries: Vec<_> = self.iter().collect();
+        f.debug_struct("Config").field("version", &self.version).field("entries", &entries).finish_non_exhaustive()
     }
 }
 
@@ -196,6 +251,68 @@ mod tests {
         assert_eq!(c.keys().collect::<Vec<_>>(), ["extra", "log_level", "port", "region", "tls"]);
         assert_eq!(c.document()["config"]["port"], json!(8080), "the signed document stays as signed");
         assert_eq!(c.version().changed_epoch, 4);
+    }
+
+    /// Everything a caller can see of a configuration.
+    fn seen(c: &Config) -> (Vec<(String, Value, Source)>, Value, Value) {
+        let entries = c.iter().map(|(k, v, s)| (k.to_owned(), v.clone(), s)).collect();
+        (entries, c.document().clone(), c.to_json())
+    }
+
+    #[test]
+    fn a_version_made_from_a_delta_equals_the_one_made_from_the_whole_snapshot() {
+        let base = json!({
+            "service": "web", "store_id": "00", "generation": 1, "epoch": 5, "changed_epoch": 4,
+            "changed_seq": 9, "prev_epoch": 3, "schema_hash": "",
+            "config": {"log_level": "debug", "port": 8080, "region": "eu-west", "tls": true},
+            "sources": {"log_level": "service", "port": "default", "region": "global", "tls": "default"},
+        });
+        let delta = |config: Value, sources: Value, removed: Value| {
+            json!({
+                "service": "web", "store_id": "00", "generation": 1, "epoch": 6, "changed_epoch": 6,
+                "changed_seq": 10, "prev_epoch": 4, "schema_hash": "h2",
+                "config": config, "sources": sources, "removed": removed,
+            })
+        };
+        let deltas = [
+            delta(json!({"port": 9000}), json!({"port": "service"}), json!([])),
+            delta(
+                json!({"max.conns": 7, "new": "x"}),
+                json!({"max.conns": "service", "new": "global"}),
+                json!(["tls"]),
+            ),
+            delta(json!({}), json!({}), json!(["log_level", "region"])),
+        ];
+        let envs: [&[(&str, &str)]; 4] = [
+            &[],
+            &[("WEB__PORT", "1")],
+            // Names a key the delta adds: before it, the override adds `max_conns`; after
+            // it, the override applies to `max.conns` instead.
+            &[("WEB__MAX_CONNS", "64"), ("WEB__EXTRA", "e")],
+            &[("WEB__TLS", "false"), ("WEB__LOG_LEVEL", "\"warn\"")],
+        ];
+        for vars in envs {
+            let env = EnvOverrides::from_vars("web", vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+            for d in &deltas {
+                let held = Config::new(base.clone(), confstore_core::stream::snapshot_version(&base).unwrap(), &env);
+                let whole = stream::apply_delta(&base, d).unwrap();
+                let version = confstore_core::stream::snapshot_version(&whole).unwrap();
+                let from_delta = held.with_delta(d, version.clone(), &env).unwrap();
+                let from_whole = Config::new(whole, version, &env);
+                assert_eq!(seen(&from_delta), seen(&from_whole), "env {vars:?}, delta {d}");
+                assert_eq!(
+                    seen(&held),
+                    seen(&Config::new(base.clone(), held.version().clone(), &env)),
+                    "held unchanged"
+                );
+            }
+        }
+        let bad = json!({"config": {"a": 1}, "sources": {}, "removed": []});
+        let held = config(&[]);
+        assert!(matches!(
+            held.with_delta(&bad, held.version().clone(), &EnvOverrides::default()),
+            Err(Rejection::Malformed(_))
+        ));
     }
 
     #[test]

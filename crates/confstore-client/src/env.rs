@@ -45,27 +45,33 @@ impl EnvOverrides {
         Self { by_name }
     }
 
-    /// Applies the overrides to a resolved key → entry map through `set(entries, key, value)`:
-    /// every store key whose normalized name matches a variable gets its value; a variable
-    /// matching no store key adds the key under its lowercased suffix.
-    pub(crate) fn apply<E>(
-        &self,
-        entries: &mut BTreeMap<String, E>,
-        mut set: impl FnMut(&mut BTreeMap<String, E>, String, Value),
-    ) {
+    /// The overrides in force over a store with `keys`: key → value. Every store key whose
+    /// normalized name matches a variable gets its value; a variable matching no store key
+    /// adds the key under its lowercased suffix.
+    pub(crate) fn resolve<'a>(&self, keys: impl Iterator<Item = &'a str>) -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
         if self.by_name.is_empty() {
-            return;
+            return out;
         }
-        let mut by_normal: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for key in entries.keys() {
-            by_normal.entry(normalize(key)).or_default().push(key.clone());
-        }
-        for (name, value) in &self.by_name {
-            match by_normal.get(name) {
-                Some(keys) => keys.iter().for_each(|k| set(entries, k.clone(), value.clone())),
-                None => set(entries, name.to_ascii_lowercase(), value.clone()),
+        let mut matched: BTreeMap<&str, bool> = self.by_name.keys().map(|n| (n.as_str(), false)).collect();
+        for key in keys {
+            if let Some((name, value)) = self.by_name.get_key_value(&normalize(key)) {
+                out.insert(key.to_owned(), value.clone());
+                matched.insert(name.as_str(), true);
             }
         }
+        for (name, value) in &self.by_name {
+            if !matched.get(name.as_str()).copied().unwrap_or(false) {
+                out.insert(name.to_ascii_lowercase(), value.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether a variable names any of `keys` (so a change to them can change which keys
+    /// the overrides apply to).
+    pub(crate) fn names_any<'a>(&self, mut keys: impl Iterator<Item = &'a str>) -> bool {
+        !self.by_name.is_empty() && keys.any(|k| self.by_name.contains_key(&normalize(k)))
     }
 
     /// Whether there is no override at all.
@@ -87,11 +93,12 @@ mod tests {
     #[track_caller]
     fn check(service: &str, env: &[(&str, &str)], store: &[(&str, Value)], expected: &[(&str, Value, bool)]) {
         let overrides = EnvOverrides::from_vars(service, vars(env));
+        let in_force = overrides.resolve(store.iter().map(|(k, _)| *k));
         let mut entries: BTreeMap<String, (Value, bool)> =
             store.iter().map(|(k, v)| ((*k).to_owned(), (v.clone(), false))).collect();
-        overrides.apply(&mut entries, |e, k, v| {
-            e.insert(k, (v, true));
-        });
+        for (k, v) in in_force {
+            entries.insert(k, (v, true));
+        }
         let got: Vec<(String, Value, bool)> = entries.into_iter().map(|(k, (v, env))| (k, v, env)).collect();
         let want: Vec<(String, Value, bool)> =
             expected.iter().map(|(k, v, e)| ((*k).to_owned(), v.clone(), *e)).collect();

@@ -58,7 +58,7 @@ pub(crate) struct UpdaterSettings {
 /// A verified version with the bytes it came as.
 struct Verified {
     jws: Value,
-    /// The snapshot document of this version (for a delta: the held one with it applied).
+    /// The verified document: a snapshot's, or a delta's.
     document: Value,
     version: SnapshotVersion,
     kind: UpdateKind,
@@ -273,9 +273,9 @@ impl Updater {
             }
         }
         let Some(held) = self.current.as_ref() else { return self.invalid(Rejection::Malformed("no base".into())) };
-        match stream::apply_delta(held.document(), &incoming.document) {
-            Ok(document) => {
-                self.apply(Verified { document, ..incoming }).await;
+        match held.with_delta(&incoming.document, incoming.version.clone(), &self.settings.env) {
+            Ok(config) => {
+                self.apply_config(config, incoming.jws, incoming.kind).await;
                 Offer::Applied
             }
             Err(rejection) => self.invalid(rejection),
@@ -357,9 +357,16 @@ impl Updater {
         }
     }
 
-    /// Makes `v` the configuration: swap, `on_update`, watch, then the LKG file.
+    /// Makes the snapshot `v` the configuration.
     async fn apply(&mut self, v: Verified) {
-        let config = Arc::new(Config::new(v.document, v.version, &self.settings.env));
+        let config = Config::new(v.document, v.version, &self.settings.env);
+        self.apply_config(config, v.jws, v.kind).await;
+    }
+
+    /// Makes `config` (from a verified `jws` of `kind`) the configuration: swap,
+    /// `on_update`, watch, then the LKG file.
+    async fn apply_config(&mut self, config: Config, jws: Value, kind: UpdateKind) {
+        let config = Arc::new(config);
         let version = config.version();
         self.settings.store_id.get_or_insert_with(|| version.store_id.clone());
         info!(
@@ -377,12 +384,12 @@ impl Updater {
             outlet.watch.send_replace(Arc::clone(&config));
         }
         Counters::bump(&self.counters.applied);
-        match v.kind {
+        match kind {
             UpdateKind::Snapshot => {
-                self.lkg_snapshot = Some(v.jws);
+                self.lkg_snapshot = Some(jws);
                 self.lkg_deltas.clear();
             }
-            UpdateKind::Delta if self.lkg_deltas.len() < lkg::DELTAS_MAX => self.lkg_deltas.push(v.jws),
+            UpdateKind::Delta if self.lkg_deltas.len() < lkg::DELTAS_MAX => self.lkg_deltas.push(jws),
             // Too many deltas since the last snapshot: the file waits for the next one.
             UpdateKind::Delta => return,
         }

@@ -298,34 +298,61 @@ fn check_delta_shape(doc: &Value) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// The members of a snapshot document a delta carries whole: its version fields and schema
+/// hash. Everything but `config` and `sources`.
+pub const DELTA_VERSION_FIELDS: [&str; 8] =
+    ["store_id", "service", "generation", "epoch", "changed_epoch", "changed_seq", "prev_epoch", "schema_hash"];
+
+/// A delta document, checked and taken apart: what [`apply_delta`] (and the client's
+/// incremental configuration) apply.
+#[derive(Debug)]
+pub struct DeltaParts<'a> {
+    /// The keys set: key → value.
+    pub config: &'a serde_json::Map<String, Value>,
+    /// Their sources: key → source name (exactly the keys of `config`).
+    pub sources: &'a serde_json::Map<String, Value>,
+    /// The keys that no longer resolve to a value (none of them in `config`).
+    pub removed: Vec<&'a str>,
+    /// [`DELTA_VERSION_FIELDS`] with their values, in that order.
+    pub version: Vec<(&'static str, &'a Value)>,
+}
+
+/// Checks a delta document's shape and takes it apart.
+pub fn delta_parts(delta: &Value) -> Result<DeltaParts<'_>, Rejection> {
+    check_delta_shape(delta)?;
+    let malformed = |why: String| Rejection::Malformed(format!("delta document: {why}"));
+    let (Some(Value::Object(config)), Some(Value::Object(sources)), Some(Value::Array(removed))) =
+        (delta.get("config"), delta.get("sources"), delta.get("removed"))
+    else {
+        return Err(malformed("no \"config\", \"sources\" or \"removed\"".into()));
+    };
+    let removed = removed.iter().filter_map(Value::as_str).collect();
+    let version = DELTA_VERSION_FIELDS
+        .iter()
+        .map(|&field| delta.get(field).map(|v| (field, v)).ok_or_else(|| malformed(format!("no {field:?}"))))
+        .collect::<Result<_, _>>()?;
+    Ok(DeltaParts { config, sources, removed, version })
+}
+
 /// The snapshot document a delta leads to from `base`, the document of the version it
 /// follows (the caller has judged it the next one): `base` with the delta's keys set,
 /// its removed keys gone, and the delta's version fields and schema hash.
 pub fn apply_delta(base: &Value, delta: &Value) -> Result<Value, Rejection> {
-    check_delta_shape(delta)?;
+    let parts = delta_parts(delta)?;
     let mut out = base.clone();
-    let (Some(Value::Object(config)), Some(Value::Object(sources))) = (delta.get("config"), delta.get("sources"))
-    else {
-        return Err(Rejection::Malformed("delta document: no \"config\" or \"sources\"".into()));
-    };
-    let removed = delta.get("removed").and_then(Value::as_array).cloned().unwrap_or_default();
-    for (member, set) in [("config", config), ("sources", sources)] {
+    for (member, set) in [("config", parts.config), ("sources", parts.sources)] {
         let Some(Value::Object(target)) = out.get_mut(member) else {
             return Err(Rejection::Malformed(format!("snapshot document: no {member:?} object")));
         };
-        for key in removed.iter().filter_map(Value::as_str) {
-            target.remove(key);
+        for key in &parts.removed {
+            target.remove(*key);
         }
         for (k, v) in set {
             target.insert(k.clone(), v.clone());
         }
     }
-    for field in
-        ["store_id", "service", "generation", "epoch", "changed_epoch", "changed_seq", "prev_epoch", "schema_hash"]
-    {
-        let v =
-            delta.get(field).cloned().ok_or_else(|| Rejection::Malformed(format!("delta document: no {field:?}")))?;
-        out[field] = v;
+    for (field, v) in parts.version {
+        out[field] = v.clone();
     }
     Ok(out)
 }
