@@ -215,3 +215,57 @@ fn nothing_cites_a_document_outside_the_repository() {
     }
     assert!(found.is_empty(), "cite docs/ instead (docs/design.md, docs/testing.md):\n{}", found.join("\n"));
 }
+
+/// Every bound is named in `crates/confstore-core/src/limits.rs`, with a doc comment saying
+/// why that number (docs/ARCHITECTURE.md, cross-cutting rules). A constant named like a
+/// bound (`…_MAX…`, `…_MIN…`, `…ATTEMPTS…`, `…RETRIES…`) and given a number literal
+/// anywhere else fails this, unless it is one of the exceptions listed here, each with why.
+#[test]
+fn every_bound_is_named_in_limits_rs() {
+    // (file, constant): why it is not in limits.rs.
+    let exceptions: &[(&str, &str)] = &[
+        // A version number, not a bound.
+        ("crates/confstore-log/src/db.rs", "SQLITE_VERSION_NUMBER_MIN"),
+        // How many characters of a refused value an error message quotes: presentation.
+        ("crates/confstore-core/src/json.rs", "SHOWN_CHARS_MAX"),
+        // AES-GCM's nonce budget per key: cryptography, next to the cipher it bounds.
+        ("crates/confstore-core/src/secret.rs", "ENCRYPTIONS_PER_KEY_MAX"),
+        // The client's own bounds (it links only confstore-core); not yet moved.
+        ("crates/confstore-client/src/updater.rs", "GAP_WALK_VERSIONS_MAX"),
+        ("crates/confstore-client/src/lkg.rs", "FILE_BYTES_MAX"),
+        ("crates/confstore-client/src/lkg.rs", "DELTAS_MAX"),
+        ("crates/confstore-client/src/lib.rs", "SNAPSHOT_BYTES_MAX"),
+        ("crates/confstore-client/src/mqtt.rs", "OUTGOING_PACKET_BYTES_MAX"),
+        // The publisher's echo memory; not yet moved.
+        ("crates/confstore-server/src/stream/publisher.rs", "ECHO_PER_TOPIC_MAX"),
+        ("crates/confstore-server/src/stream/publisher.rs", "ECHO_DELTAS_PER_TOPIC_MAX"),
+        // The LKG file's size bound; not yet moved.
+        ("projections/confstore-lkg/src/lib.rs", "FILE_BYTES_MAX"),
+    ];
+    let mut files = Vec::new();
+    for dir in ["crates", "projections"] {
+        rust_files(&root().join(dir), &mut files);
+    }
+    let limits = root().join("crates/confstore-core/src/limits.rs");
+    let mut found = Vec::new();
+    for f in files.iter().filter(|f| **f != limits && !f.starts_with(root().join("crates/confstore-bench"))) {
+        let rel = f.strip_prefix(root()).unwrap_or(f).display().to_string();
+        for line in fs::read_to_string(f).unwrap().lines() {
+            let Some((_, rest)) = line.split_once("const ") else { continue };
+            let Some((name, rest)) = rest.split_once(':') else { continue };
+            let Some((_, value)) = rest.split_once('=') else { continue };
+            let bound_like = ["_MAX", "_MIN", "ATTEMPTS", "RETRIES"].iter().any(|w| name.contains(w));
+            let literal = value.trim_start().starts_with(|c: char| c.is_ascii_digit());
+            if bound_like && literal && !exceptions.contains(&(rel.as_str(), name.trim())) {
+                found.push(format!("{rel}: {}", line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "bounds written outside limits.rs (name them there, with why): {found:#?}");
+    // And every limit says why: a doc comment above each constant.
+    let text = fs::read_to_string(&limits).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.starts_with("pub const ")) {
+        assert!(i > 0 && lines[i - 1].starts_with("///"), "limits.rs: `{line}` has no doc comment");
+    }
+}

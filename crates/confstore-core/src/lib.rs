@@ -7,7 +7,8 @@
 //! - [`jws`]: flattened EdDSA JWS, how snapshots, stream events and heads are signed.
 //! - [`stream`]: the live stream's topics and payloads, and the rule a client applies them by.
 //! - [`keys`]: Ed25519 signing keys, key ids and the key chain (rotation statements).
-//! - [`verify`]: streaming verification of stored events; the only maker of [`verify::Verified`].
+//! - [`verify`]: streaming verification of stored events, and sealing of the events this
+//!   process appends: the only makers of [`verify::Verified`].
 //! - [`state`]: the configuration state, `decide` (command -> events) and `apply` (event -> state).
 //! - [`export`]: the JSON Lines export format (`confstore-export/1`).
 //! - [`timetravel`]: diffs between two states, and the changes that roll one back.
@@ -41,4 +42,4 @@ pub use event::{EventBody, EventKind};
 pub use ids::{Hash32, KeyId, StoreId};
 pub use keys::{KeyRing, SigningKey, VerifyingKey};
 pub use state::{Change, ChangesetDraft, RejectError, State};
-pub use verify::{ChainVerifier, SignatureBatch, StoredEvent, Verified, VerifyError};
+pub use verify::{ChainVerifier, Sealed, SignatureBatch, StoredEvent, Verified, VerifyError};

@@ -88,6 +88,45 @@ pub const CHANGESETS_SCAN_EVENTS_MAX: usize = 50_000;
 /// Attempts a rollback makes (API and CLI) before giving up when other writers keep changing
 /// the store between its read and its compare-and-set append.
 pub const ROLLBACK_ATTEMPTS_MAX: usize = 5;
+/// Reads a search-index catch-up makes before giving up when other catch-ups (a search
+/// request, the web UI's keys view, the background projector, the CLI) keep moving the
+/// index's checkpoint between its read and its write. Each retry means another catch-up
+/// just did the work, so a few suffice; the caller is told to try again.
+pub const SEARCH_CATCH_UP_ATTEMPTS_MAX: usize = 5;
+/// Hits `confstore search` shows when no `--limit` is given: a screenful.
+pub const SEARCH_HITS_DEFAULT: usize = 50;
+/// Most idle read connections the server keeps for reuse. Reads run on the blocking pool
+/// and each holds one connection (a few MiB of page cache) only while it runs; more than
+/// this many at once open extra connections that are closed after use.
+pub const READER_POOL_IDLE_MAX: usize = 8;
+/// Events between two checkpoints of the write model (the verified head and the state
+/// tables). Bounds the work at open (the events after the checkpoint are verified and
+/// replayed) against the cost of rewriting dirty rows.
+pub const CHECKPOINT_INTERVAL_EVENTS: u64 = 256;
+/// Most new events a writer's catch-up checks one signature at a time with the strict
+/// rules; above it, in batches (docs/adr/0003): a batch pays off from about this size.
+pub const STRICT_CATCH_UP_EVENTS_MAX: u64 = 64;
+/// Fewest events of one batch whose signing the writer spreads over every core: a
+/// signature costs ~20 µs, a scoped thread ~10 µs, so from three on it pays.
+pub const PARALLEL_SIGN_EVENTS_MIN: usize = 3;
+/// Default seconds a writer waits for another process's write lock (SQLite busy timeout)
+/// before the append fails and is reported as not committed. Longer than any one batch
+/// commit of this writer, short enough that a stuck lock surfaces as an error.
+pub const WRITE_LOCK_WAIT_SECS_DEFAULT: u64 = 5;
+/// Default seconds a database read may run before the reader-age guard aborts it
+/// (ADR 0016): the WAL cannot be checkpointed past an open reader. Well past any read
+/// confstore makes (each chunk of a long read takes milliseconds), and short enough that a
+/// stuck reader costs at most 30 s of WAL growth.
+pub const READ_AGE_SECS_DEFAULT: u64 = 30;
+/// Largest reader-age limit `serve --max-read-secs` accepts: an hour of WAL growth is
+/// already more than a small disk may hold under continuous writes.
+pub const READ_AGE_SECS_MAX: u64 = 3600;
+/// WAL pages after which a commit checkpoints the WAL into the database (SQLite's default,
+/// made explicit because Litestream's own checkpoints rely on it staying passive).
+pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 1000;
+/// Bytes a WAL that a long reader made grow is truncated back to after a checkpoint
+/// (`journal_size_limit`): it bounds the file once the reader is gone.
+pub const WAL_BYTES_KEPT_MAX: u64 = 64 * 1024 * 1024;
 /// Longest search query in bytes (422 above).
 pub const SEARCH_QUERY_BYTES_MAX: usize = 256;
 /// Most hits one search returns.

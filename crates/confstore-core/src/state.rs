@@ -78,8 +78,9 @@ impl State {
         self.apply_body(ev.seq(), ev.body())
     }
 
-    /// Folds an event body in. Only for bodies this process produced itself (the writer,
-    /// after commit) or that were verified; everything else goes through [`Self::apply`].
+    /// Folds an event body in. Only for bodies that were verified or sealed already and
+    /// passed on without their [`Verified`] (the commit listener's `Folded` events, tests);
+    /// the log's writer and readers fold through [`Self::apply`].
     ///
     /// Returns which services' versions it changed: the one place that says a change to
     /// `global` changes every service (the writer's dirty set and the live stream use it).
@@ -934,7 +935,8 @@ pub fn start_generation(
     Ok(b)
 }
 
-/// A stored event hash and body, signed: what the writer appends.
+/// A stored event hash and body, signed, in one step (event 1, tests). The writer seals
+/// through [`crate::verify::Sealed`], which also yields the event as [`Verified`] to fold.
 pub fn seal(seq: u64, prev_hash: &Hash32, body: &EventBody, key: &SigningKey) -> crate::verify::StoredEvent {
     let bytes = body.encode();
     let hash = crate::chain::event_hash(seq, prev_hash, &bytes);

@@ -1,8 +1,9 @@
 //! Streaming verification of stored events: links, hashes, signatures, seq continuity,
 //! changeset structure, epoch and time monotonicity, and the key chain.
 //!
-//! [`ChainVerifier`] is the only maker of [`Verified`], so a fold that takes `&Verified`
-//! never sees unchecked bytes. Signatures are checked in batches of
+//! [`ChainVerifier`] makes [`Verified`] of events read back, and [`Sealed`] of the events
+//! this process appends (it hashes them itself, and they are signed before they are
+//! stored); nothing else can, so a fold that takes `&Verified` never sees unchecked bytes. Signatures are checked in batches of
 //! [`limits::VERIFY_BATCH_EVENTS`]; when a batch fails, each signature of it is checked with
 //! `verify_strict` to name the first bad seq. Errors always name the first bad seq: a
 //! structural error is reported only after the signatures queued before it are checked.
@@ -50,6 +51,50 @@ impl Verified {
     /// The decoded body.
     pub fn body(&self) -> &EventBody {
         &self.body
+    }
+}
+
+/// An event this process is appending: its body encoded and hashed at its place in the
+/// chain (after `prev_hash`), to be signed with the store's current key and stored in the
+/// transaction that folds it. Its [`Self::verified`] is what the writer folds, so the fold
+/// of the writer's own events takes the same `&Verified` as the fold of events read back.
+/// Sealing owns the body: what is folded is exactly what was hashed.
+#[derive(Clone, Debug)]
+pub struct Sealed {
+    verified: Verified,
+    prev_hash: Hash32,
+    bytes: Vec<u8>,
+}
+
+impl Sealed {
+    /// Encodes `body` and hashes it as event `seq` after `prev_hash`.
+    pub fn new(seq: u64, prev_hash: &Hash32, body: EventBody) -> Self {
+        let bytes = body.encode();
+        let hash = event_hash(seq, prev_hash, &bytes);
+        Self { verified: Verified { seq, hash, body }, prev_hash: *prev_hash, bytes }
+    }
+
+    /// The event to fold.
+    pub fn verified(&self) -> &Verified {
+        &self.verified
+    }
+
+    /// The hash it follows: the previous event's (the genesis hash for event 1).
+    pub fn prev_hash(&self) -> &Hash32 {
+        &self.prev_hash
+    }
+
+    /// The stored row, signed by `key_id` with `sig` (a signature of [`Verified::hash`],
+    /// made on any thread: the writer signs a batch on every core).
+    pub fn into_stored(self, key_id: KeyId, sig: [u8; 64]) -> StoredEvent {
+        StoredEvent {
+            seq: self.verified.seq,
+            body: self.bytes,
+            prev_hash: self.prev_hash,
+            hash: self.verified.hash,
+            key_id,
+            sig,
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use confstore_core::limits;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::LogError;
@@ -61,7 +62,7 @@ impl Default for DbOptions {
     fn default() -> Self {
         Self {
             synchronous: Synchronous::Full,
-            busy_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(limits::WRITE_LOCK_WAIT_SECS_DEFAULT),
             max_read_age: crate::guard::MAX_READ_AGE_DEFAULT,
         }
     }
@@ -116,11 +117,12 @@ fn set_pragmas(conn: &Connection, opts: &DbOptions) -> Result<(), LogError> {
     conn.pragma_update(None, "synchronous", sync).map_err(LogError::sqlite("setting synchronous"))?;
     // Checkpoint the WAL into the database every 1000 pages (SQLite's default, made explicit
     // because Litestream's own checkpoints rely on it staying passive).
-    conn.pragma_update(None, "wal_autocheckpoint", 1000).map_err(LogError::sqlite("setting wal_autocheckpoint"))?;
+    conn.pragma_update(None, "wal_autocheckpoint", limits::WAL_AUTOCHECKPOINT_PAGES)
+        .map_err(LogError::sqlite("setting wal_autocheckpoint"))?;
     // After a checkpoint, truncate a WAL that a long reader made grow back to 64 MiB. It
     // bounds the file only once the reader is gone: the reader-age guard (ADR 0016) makes
     // sure every reader of ours is gone within `max_read_age`.
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+    conn.pragma_update(None, "journal_size_limit", i64::try_from(limits::WAL_BYTES_KEPT_MAX).unwrap_or(i64::MAX))
         .map_err(LogError::sqlite("setting journal_size_limit"))?;
     // Enforce foreign keys should a later migration declare any.
     conn.pragma_update(None, "foreign_keys", "ON").map_err(ctx)?;

@@ -73,6 +73,11 @@ pub enum LogError {
     /// An epoch or time that the log does not reach.
     #[error("{0}")]
     OutOfRange(String),
+    /// A projection kept in the same database (the search index) could not be read or
+    /// written. It holds the projection's own error (`confstore_search::SearchError`; this
+    /// crate does not depend on projections), which callers may downcast.
+    #[error("{0}")]
+    Search(Box<dyn std::error::Error + Send + Sync>),
     /// A read ran longer than the reader-age limit and was aborted ([`crate::guard`]).
     #[error(
         "read transaction older than {} aborted (after {}); the WAL cannot be checkpointed past an \
@@ -92,5 +97,10 @@ impl LogError {
     /// Wraps a SQLite error with what was being done.
     pub fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
         move |error| Self::Sqlite { context, error }
+    }
+
+    /// Wraps an error of the search index ([`Self::Search`]).
+    pub fn search(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Search(Box::new(error))
     }
 }

@@ -25,9 +25,8 @@ use rusqlite::{Connection, InterruptHandle};
 
 use crate::error::LogError;
 
-/// The default limit: well past any read confstore makes (each chunk of a long read takes
-/// milliseconds), and short enough that a stuck reader costs at most 30 s of WAL growth.
-pub const MAX_READ_AGE_DEFAULT: Duration = Duration::from_secs(30);
+/// The default limit (limits.rs).
+pub const MAX_READ_AGE_DEFAULT: Duration = Duration::from_secs(confstore_core::limits::READ_AGE_SECS_DEFAULT);
 
 /// The watchdog looks at every reader this often, at most (1/10 of the smallest limit,
 /// at least [`TICK_MIN`]): an interrupt lands within a tenth of the limit after it.

@@ -35,7 +35,7 @@ pub struct Store {
     path: PathBuf,
     store_id: StoreId,
     generation: u64,
-    refusal: Option<String>,
+    refusal: Option<Refusal>,
     group: Group,
 }
 
@@ -109,7 +109,7 @@ impl Store {
         if refusal.is_none() {
             refusal = if key.is_none() { Some(Refusal::ReadOnly) } else { key_mismatch(key.as_ref(), &head) };
         }
-        let refusal_text = refusal.as_ref().map(|r| r.to_error().to_string());
+        let refusal_at_open = refusal.clone();
         let writer = Writer {
             conn,
             store_id,
@@ -123,7 +123,7 @@ impl Store {
             listener: None,
             data_version: None,
         };
-        Ok(Self { path: path.to_owned(), store_id, generation, refusal: refusal_text, group: Group::new(writer) })
+        Ok(Self { path: path.to_owned(), store_id, generation, refusal: refusal_at_open, group: Group::new(writer) })
     }
 
     /// The store id.
@@ -137,9 +137,10 @@ impl Store {
         self.group.with_writer(|w| w.state.generation).unwrap_or(self.generation)
     }
 
-    /// Why appends are refused, if they are (tampered tail, wrong key, no key).
-    pub fn refusal(&self) -> Option<&str> {
-        self.refusal.as_deref()
+    /// Why appends were refused when the store opened, if they were (tampered tail, wrong
+    /// key, no key). Match on it; its `Display` is the message a refused append returns.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        self.refusal.as_ref()
     }
 
     /// A new read connection to the same database.
@@ -154,9 +155,9 @@ impl Store {
     }
 
     /// Why appends are refused now (a refusal can also arise after open, e.g. when another
-    /// process appended a tampered tail).
+    /// process appended a tampered tail), as the message `/readyz` shows.
     pub fn current_refusal(&self) -> Option<String> {
-        self.group.with_writer(|w| w.refusal.as_ref().map(|r| r.to_error().to_string())).flatten()
+        self.group.with_writer(|w| w.refusal.as_ref().map(ToString::to_string)).flatten()
     }
 
     /// Calls `listener` after every commit and every [`Self::refresh`] that folded in new

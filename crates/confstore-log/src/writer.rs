@@ -16,22 +16,20 @@ use std::sync::Arc;
 use confstore_core::event::{EventBody, EventKind};
 use confstore_core::state::{self, ChangesetDraft};
 use confstore_core::verify::ChainHead;
-use confstore_core::{ChainVerifier, Hash32, KeyId, SigningKey, State, StoredEvent, VerifyError, event_hash};
+use confstore_core::{ChainVerifier, Hash32, KeyId, Sealed, SigningKey, State, StoredEvent, VerifyError, event_hash};
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::error::LogError;
 use crate::rows;
 use crate::{Clock, Receipt};
 
-/// Events between two write-model checkpoints. Bounds the work at open (those events are
-/// verified and replayed) against the cost of rewriting dirty rows.
-pub const CHECKPOINT_EVENTS: u64 = 256;
-/// Below this many new events, catch-up checks signatures one by one with the strict rules;
-/// above it, in batches (docs/adr/0003).
-const STRICT_CATCH_UP_EVENTS_MAX: u64 = 64;
-/// Events from which signing is spread over every core (a signature costs ~20 µs, a
-/// scoped thread ~10 µs).
-const PARALLEL_SIGN_EVENTS_MIN: usize = 3;
+/// Events between two write-model checkpoints (limits.rs).
+pub const CHECKPOINT_EVENTS: u64 = confstore_core::limits::CHECKPOINT_INTERVAL_EVENTS;
+/// Up to this many new events, catch-up checks signatures one by one with the strict
+/// rules; above it, in batches (limits.rs).
+const STRICT_CATCH_UP_EVENTS_MAX: u64 = confstore_core::limits::STRICT_CATCH_UP_EVENTS_MAX;
+/// Events from which signing is spread over every core (limits.rs).
+const PARALLEL_SIGN_EVENTS_MIN: usize = confstore_core::limits::PARALLEL_SIGN_EVENTS_MIN;
 
 /// A request to commit.
 pub(crate) enum Request {
@@ -49,16 +47,26 @@ impl Request {
     }
 }
 
-/// Why this writer refuses every write.
-#[derive(Clone, Debug)]
-pub(crate) enum Refusal {
+/// Why a store refuses every append ([`crate::Store::refusal`]). Its message is the one the
+/// refused append returns ([`Self::to_error`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Events after the verified head do not verify (a tampered or truncated log).
     Tampered(VerifyError),
-    KeyMismatch { configured: KeyId, current: KeyId },
+    /// The configured signing key is not the store's current signing key.
+    KeyMismatch {
+        /// Id of the configured key.
+        configured: KeyId,
+        /// Id of the store's current key.
+        current: KeyId,
+    },
+    /// The store was opened without a signing key.
     ReadOnly,
 }
 
 impl Refusal {
-    pub(crate) fn to_error(&self) -> LogError {
+    /// The error every append gets while this refusal stands.
+    pub fn to_error(&self) -> LogError {
         match self {
             Self::Tampered(e) => LogError::Tampered(e.clone()),
             Self::KeyMismatch { configured, current } => {
@@ -68,6 +76,14 @@ impl Refusal {
         }
     }
 }
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_error().fmt(f)
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 /// What changed since the last checkpoint, to be written at the next one.
 #[derive(Debug, Default)]
@@ -194,12 +210,9 @@ pub struct Committed<'a> {
     pub head_hash: Hash32,
 }
 
-/// An event hashed but not yet signed.
+/// An event sealed (hashed, and folded) but not yet signed.
 struct Unsigned {
-    seq: u64,
-    bytes: Vec<u8>,
-    prev_hash: Hash32,
-    hash: Hash32,
+    sealed: Sealed,
     /// 0: the current key; 1: the key rotated in earlier in this batch.
     key: usize,
 }
@@ -314,6 +327,7 @@ impl Writer {
         };
         let mut next_key: Option<SigningKey> = None;
         let generation_before = self.state.generation;
+        let batch_start = (self.head.seq, self.head.hash);
         let mut unsigned: Vec<Unsigned> = Vec::new();
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(requests.len());
         for request in requests {
@@ -336,24 +350,20 @@ impl Writer {
                 }
             };
             let first_seq = self.head.seq + 1;
-            for body in &bodies {
-                let seq = self.head.seq + 1;
-                let bytes = body.encode();
-                let hash = event_hash(seq, &self.head.hash, &bytes);
-                unsigned.push(Unsigned {
-                    seq,
-                    bytes,
-                    prev_hash: self.head.hash,
-                    hash,
-                    key: usize::from(next_key.is_some()),
-                });
-                let changed = self.state.apply_body(seq, body);
-                self.dirty.record(seq, hash, body, changed);
-                self.head.seq = seq;
-                self.head.hash = hash;
-                self.head.epoch = body.epoch;
-                self.head.time_ms = body.time_ms;
+            if cfg!(debug_assertions) {
+                debug_check_changeset(&self.head, &bodies);
+            }
+            for body in bodies {
+                let sealed = Sealed::new(self.head.seq + 1, &self.head.hash, body);
+                let ev = sealed.verified();
+                let changed = self.state.apply(ev);
+                self.dirty.record(ev.seq(), *ev.hash(), ev.body(), changed);
+                self.head.seq = ev.seq();
+                self.head.hash = *ev.hash();
+                self.head.epoch = ev.body().epoch;
+                self.head.time_ms = ev.body().time_ms;
                 self.head.generation = self.state.generation;
+                unsigned.push(Unsigned { sealed, key: usize::from(next_key.is_some()) });
             }
             if let Request::Rotate { new_key, .. } = &request {
                 // A rotation always ends its batch (group::take_batch), so it is the last.
@@ -372,6 +382,16 @@ impl Writer {
             // Everything was refused: nothing to commit.
             return Ok(outcomes);
         }
+        // Seq continuity: the batch continues the chain from the head it started at, each
+        // event one seq after the one before it and linked to its hash.
+        debug_assert!(
+            std::iter::once((batch_start.0, &batch_start.1))
+                .chain(unsigned.iter().map(|u| (u.sealed.verified().seq(), u.sealed.verified().hash())))
+                .zip(&unsigned)
+                .all(|((seq, hash), u)| u.sealed.verified().seq() == seq + 1 && u.sealed.prev_hash() == hash),
+            "the batch continues the chain from event {}",
+            batch_start.0
+        );
         if self.state.generation != generation_before {
             // Readers (and the next open) see the new generation with its event.
             rows::set_generation(&tx, self.state.generation)?;
@@ -380,8 +400,7 @@ impl Writer {
         let sigs = sign_all(&unsigned, &keys);
         for (u, sig) in unsigned.into_iter().zip(sigs) {
             let key_id = keys[u.key].verifying_key().key_id();
-            let ev = StoredEvent { seq: u.seq, body: u.bytes, prev_hash: u.prev_hash, hash: u.hash, key_id, sig };
-            rows::insert_event(&tx, &ev)?;
+            rows::insert_event(&tx, &u.sealed.into_stored(key_id, sig))?;
         }
         let checkpoint = self.head.seq - self.checkpoint_seq >= CHECKPOINT_EVENTS;
         if checkpoint {
@@ -441,7 +460,7 @@ pub(crate) fn write_model(conn: &Connection, head: &ChainHead, dirty: &Dirty, st
 
 /// Signs every event with its key; on every core when there are many.
 fn sign_all(unsigned: &[Unsigned], keys: &[&SigningKey]) -> Vec<[u8; 64]> {
-    let sign = |u: &Unsigned| keys[u.key].sign_hash(&u.hash);
+    let sign = |u: &Unsigned| keys[u.key].sign_hash(u.sealed.verified().hash());
     if unsigned.len() < PARALLEL_SIGN_EVENTS_MIN {
         return unsigned.iter().map(sign).collect();
     }
@@ -470,6 +489,50 @@ fn sign_all(unsigned: &[Unsigned], keys: &[&SigningKey]) -> Vec<[u8; 64]> {
         }
     });
     sigs
+}
+
+/// The rules of docs/format.md §10.2-10.3 that one changeset the writer is about to seal
+/// must meet, checked against the head `before` it (debug builds; `decide` and the shapers
+/// of `confstore_core::state` make them hold, and every reader's verifier checks them):
+/// indexes 0..len and one `changeset_len`; one epoch, time, actor, reason and request id;
+/// time never decreasing; the epoch `before.epoch + 1` when any event changes configuration
+/// and `before.epoch` otherwise; a key rotation or a generation start alone in its
+/// changeset, the generation rising by one; never a second `store_created`.
+fn debug_check_changeset(before: &ChainHead, bodies: &[EventBody]) {
+    let Some(first) = bodies.first() else {
+        debug_assert!(false, "a decided changeset has at least one event");
+        return;
+    };
+    let changes_config = bodies.iter().any(EventBody::changes_config);
+    let epoch = if changes_config { before.epoch + 1 } else { before.epoch };
+    debug_assert_eq!(first.epoch, epoch, "epoch rule (format.md §10.3) after epoch {}", before.epoch);
+    debug_assert!(first.time_ms >= before.time_ms, "time never decreases");
+    debug_assert_eq!(usize::try_from(first.changeset_len).ok(), Some(bodies.len()), "changeset_len");
+    for (i, b) in bodies.iter().enumerate() {
+        debug_assert_eq!(usize::try_from(b.changeset_index).ok(), Some(i), "changeset_index");
+        debug_assert!(
+            b.changeset_len == first.changeset_len
+                && b.epoch == first.epoch
+                && b.time_ms == first.time_ms
+                && b.actor == first.actor
+                && b.reason == first.reason
+                && b.request_id == first.request_id,
+            "every event of a changeset shares its metadata"
+        );
+        match &b.kind {
+            EventKind::StoreCreated { .. } => debug_assert!(false, "store_created is only event 1"),
+            EventKind::SigningKeyRotated { .. } => debug_assert_eq!(bodies.len(), 1, "a rotation is alone"),
+            EventKind::GenerationStarted { generation, .. } => {
+                debug_assert_eq!(bodies.len(), 1, "a generation start is alone");
+                debug_assert_eq!(*generation, before.generation.max(1) + 1, "the generation rises by one");
+            }
+            EventKind::RolledBack { from_epoch, to_epoch, .. } => {
+                debug_assert_eq!(i, 0, "a rollback opens its changeset");
+                debug_assert!(*from_epoch == before.epoch && to_epoch < from_epoch, "rollback epochs");
+            }
+            _ => {}
+        }
+    }
 }
 
 fn still_verified(ev: Option<&StoredEvent>, head: &ChainHead) -> Result<(), LogError> {

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use confstore_core::VerifyError;
-use confstore_log::{DbOptions, LogError, LogReader, Store, Until};
+use confstore_log::{DbOptions, LogError, LogReader, Refusal, Store, Until};
 use serde_json::json;
 
 #[test]
@@ -74,7 +74,12 @@ fn reopen_refuses_writes_after_a_forged_tail() {
         .unwrap();
     }
     let store = Store::open(&t.path, Some(key(1)), clock(), &DbOptions::default()).unwrap();
-    assert!(store.refusal().unwrap().contains("event 4"), "{:?}", store.refusal());
+    assert!(
+        matches!(store.refusal(), Some(Refusal::Tampered(VerifyError::BrokenLink { seq: 4 }))),
+        "{:?}",
+        store.refusal()
+    );
+    assert!(store.refusal().unwrap().to_string().contains("event 4"), "{:?}", store.refusal());
     let err = store.append(draft(vec![set("a", "k", json!(2))])).unwrap_err();
     assert!(matches!(err, LogError::Tampered(VerifyError::BrokenLink { seq: 4 })), "{err}");
 }
@@ -87,6 +92,21 @@ fn wrong_signing_key_is_refused_by_name() {
     let err = store.append(draft(vec![register("a")])).unwrap_err();
     assert!(matches!(err, LogError::KeyMismatch { .. }), "{err}");
     assert!(err.to_string().contains("CONFIG_SIGNATURE_PRIVATE_KEY"));
+    let want =
+        Refusal::KeyMismatch { configured: key(2).verifying_key().key_id(), current: key(1).verifying_key().key_id() };
+    assert_eq!(store.refusal(), Some(&want), "the open already knows, by variant");
+    assert_eq!(want.to_string(), err.to_string(), "a refusal reads as the error of the refused append");
+}
+
+#[test]
+fn a_store_opened_without_a_key_is_refused_as_read_only() {
+    let (t, store) = temp_store();
+    drop(store);
+    let store = Store::open(&t.path, None, clock(), &DbOptions::default()).unwrap();
+    assert_eq!(store.refusal(), Some(&Refusal::ReadOnly));
+    assert!(matches!(store.append(draft(vec![register("a")])), Err(LogError::ReadOnly)));
+    let reopened = Store::open(&t.path, Some(key(1)), clock(), &DbOptions::default()).unwrap();
+    assert_eq!(reopened.refusal(), None);
 }
 
 #[test]

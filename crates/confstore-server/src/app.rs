@@ -121,7 +121,7 @@ impl ReaderPool {
         };
         let out = f(&reader);
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if idle.len() < 8 {
+        if idle.len() < confstore_core::limits::READER_POOL_IDLE_MAX {
             idle.push(reader);
         }
         out
@@ -274,11 +274,11 @@ impl App {
             Ok(live) => Mode::Live(live),
             Err(why) => {
                 metrics.fallback(true);
-                if why.starts_with(REWOUND) {
+                if matches!(why, OpenError::Rewound { .. }) {
                     // Once, at start: the recovery attempts that follow log at debug level.
                     tracing::error!(alert = "rewound_database", why = %why, "the database is behind a head seen before");
                 }
-                let fb = open_fallback(&config, &keys, why, &metrics);
+                let fb = open_fallback(&config, &keys, why.to_string(), &metrics);
                 tracing::warn!(why = %fb.why, lkg = ?fb.lkg.as_ref().map(|c| c.seq), "serving read-only from the LKG file");
                 Mode::Fallback(fb)
             }
@@ -355,14 +355,55 @@ impl App {
     }
 }
 
-fn open_live(config: &Config, keys: &Keys, metrics: &Metrics) -> Result<LiveMode, String> {
+/// Why the database cannot be served live; [`App::open`] then serves the LKG file read-only
+/// and [`App::try_recover`] tries again. Each message names the database.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The store did not open (a missing or foreign file, SQLite, the schema).
+    #[error("cannot open the database {}: {error}", path.display())]
+    Open {
+        /// The database path.
+        path: PathBuf,
+        /// The store's error (in the message, not chained, so it prints once).
+        error: LogError,
+    },
+    /// It opened, but a read connection could not read its head.
+    #[error("cannot read the database {}: {error}", path.display())]
+    Read {
+        /// The database path.
+        path: PathBuf,
+        /// The reader's error.
+        error: LogError,
+    },
+    /// Comparing its head with the heads recorded outside it failed to read it.
+    #[error("cannot read the database head: {0}")]
+    Head(LogError),
+    /// It is behind, forked from, of another store than, or of an older generation than a
+    /// head this data directory recorded before (ADR 0017): a rewound database, never
+    /// opened read-write. `confstore generation start` is the deliberate way forward.
+    #[error(
+        "refusing to write to {}: {}. If this copy is what you mean to continue from (a restore to a point in \
+         time), start a new generation: confstore generation start --reason TEXT (docs/operations.md, Generations)",
+        path.display(),
+        problems.join("; ")
+    )]
+    Rewound {
+        /// The database path.
+        path: PathBuf,
+        /// Each recorded head it falls short of, described for people (source, seq, what is
+        /// missing).
+        problems: Vec<String>,
+    },
+}
+
+fn open_live(config: &Config, keys: &Keys, metrics: &Metrics) -> Result<LiveMode, OpenError> {
     let path = config.db_path();
     let key = SigningKey::from_seed(&keys.signing.seed());
     let store = Store::open(&path, Some(key), Arc::new(SystemClock), &config.db)
-        .map_err(|e| format!("cannot open the database {}: {e}", path.display()))?;
+        .map_err(|error| OpenError::Open { path: path.clone(), error })?;
     // Open verified the tail; also make sure the read side works (a reader, the head).
     let readers = ReaderPool::new(path.clone(), config.db.clone());
-    readers.with(LogReader::head).map_err(|e| format!("cannot read the database {}: {e}", path.display()))?;
+    readers.with(LogReader::head).map_err(|error| OpenError::Read { path: path.clone(), error })?;
     check_known_heads(config, keys, &readers)?;
     if let Some(why) = store.refusal() {
         metrics.signature_failure("log");
@@ -373,16 +414,12 @@ fn open_live(config: &Config, keys: &Keys, metrics: &Metrics) -> Result<LiveMode
     Ok(LiveMode { store: Arc::new(store), model, readers, search_lock: Mutex::new(()) })
 }
 
-/// How [`check_known_heads`]'s refusals start.
-const REWOUND: &str = "refusing to write to";
-
 /// Refuses to open read-write a database that is behind (or forked from, or older in
 /// generation than) a head this data directory recorded before: the LKG file and its
 /// high-water mark, the publisher's checkpoint, the signed head file (ADR 0017). Serving it
 /// would hand out a rewound history as if it were current. The caller falls back to the
 /// LKG file read-only; `confstore generation start` is the deliberate way forward.
-fn check_known_heads(config: &Config, keys: &Keys, readers: &ReaderPool) -> Result<(), String> {
-    let cannot_read = |e: LogError| format!("cannot read the database head: {e}");
+fn check_known_heads(config: &Config, keys: &Keys, readers: &ReaderPool) -> Result<(), OpenError> {
     let (db, store_keys) = readers
         .with(|r| {
             let head = r.head()?;
@@ -397,7 +434,7 @@ fn check_known_heads(config: &Config, keys: &Keys, readers: &ReaderPool) -> Resu
             };
             Ok((db, store_keys))
         })
-        .map_err(cannot_read)?;
+        .map_err(OpenError::Head)?;
     let files = crate::known_heads::LocalFiles {
         data_dir: &config.data_dir,
         head_file: config.head_file.as_deref(),
@@ -416,7 +453,7 @@ fn check_known_heads(config: &Config, keys: &Keys, readers: &ReaderPool) -> Resu
                     Ok(confstore_log::rows::event_at(r.connection(), seq)?.map(|e| e.hash.to_hex()))
                 })
             })
-            .map_err(cannot_read)?;
+            .map_err(OpenError::Head)?;
         if let Some(text) = verdict.describe(k, &db) {
             problems.push(text);
         }
@@ -424,13 +461,7 @@ fn check_known_heads(config: &Config, keys: &Keys, readers: &ReaderPool) -> Resu
     if problems.is_empty() {
         return Ok(());
     }
-    let text = format!(
-        "{REWOUND} {}: {}. If this copy is what you mean to continue from (a restore to a point in \
-         time), start a new generation: confstore generation start --reason TEXT (docs/operations.md, Generations)",
-        config.db_path().display(),
-        problems.join("; ")
-    );
-    Err(text)
+    Err(OpenError::Rewound { path: config.db_path(), problems })
 }
 
 fn open_fallback(config: &Config, keys: &Keys, why: String, metrics: &Metrics) -> FallbackMode {
@@ -487,4 +518,71 @@ fn open_fallback(config: &Config, keys: &Keys, why: String, metrics: &Metrics) -
     }
     fb.lkg = Ok(content);
     fb
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys {
+            signing: SigningKey::from_seed(&[7; 32]),
+            lkg: Zeroizing::new([8; 32]),
+            master: Zeroizing::new([9; 32]),
+            master_version: 1,
+            previous_master: None,
+        }
+    }
+
+    /// A data directory holding a new store (event 1 only).
+    fn data_dir() -> (tempfile::TempDir, Config, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::new(dir.path().to_owned());
+        let store = Store::create(
+            &config.db_path(),
+            SigningKey::from_seed(&[7; 32]),
+            confstore_core::StoreId([3; 16]),
+            "test",
+            Arc::new(SystemClock),
+            &config.db,
+        )
+        .unwrap();
+        let store_id = store.store_id().to_hex();
+        drop(store);
+        (dir, config, store_id)
+    }
+
+    #[test]
+    fn a_database_behind_a_recorded_head_opens_to_rewound() {
+        let (_dir, config, store_id) = data_dir();
+        assert!(open_live(&config, &keys(), &Metrics::new()).is_ok(), "nothing recorded yet");
+        // The publisher once had the broker acknowledge event 9 of this store.
+        let checkpoint =
+            crate::stream::checkpoint::Checkpoint { store_id, generation: 1, seq: 9, hash: "ab".repeat(32) };
+        crate::stream::checkpoint::write(&config.data_dir.join(crate::stream::checkpoint::FILE_NAME), &checkpoint)
+            .unwrap();
+        match open_live(&config, &keys(), &Metrics::new()) {
+            Err(OpenError::Rewound { path, problems }) => {
+                assert_eq!(path, config.db_path());
+                assert_eq!(problems.len(), 1, "{problems:?}");
+                assert!(problems[0].contains("events 2..=9 are missing"), "{problems:?}");
+            }
+            other => panic!("expected Rewound, got {:?}", other.map(|_| "live")),
+        }
+        let text = open_live(&config, &keys(), &Metrics::new()).map(|_| ()).unwrap_err().to_string();
+        assert!(text.starts_with("refusing to write to "), "the message is unchanged: {text}");
+        assert!(text.contains("confstore generation start --reason TEXT"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_database_opens_to_open_with_the_store_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::new(dir.path().join("absent"));
+        match open_live(&config, &keys(), &Metrics::new()) {
+            Err(e @ OpenError::Open { .. }) => {
+                assert!(e.to_string().starts_with("cannot open the database "), "{e}");
+            }
+            other => panic!("expected Open, got {:?}", other.map(|_| "live")),
+        }
+    }
 }

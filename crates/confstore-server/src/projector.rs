@@ -25,20 +25,23 @@ const PASS_SHARE_INVERSE: u32 = 20;
 /// request, and the web UI's keys view, catch the index up themselves first.
 const SEARCH_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Reads a catch-up makes before giving up when other catch-ups keep moving the index's
+/// checkpoint between its read and its write (limits.rs).
+const SEARCH_CATCH_UP_ATTEMPTS: usize = confstore_core::limits::SEARCH_CATCH_UP_ATTEMPTS_MAX;
+
 /// Brings the search index up to the log's head. If its checkpoint is not an event of this
 /// log (a restore, a copied file), the index is rebuilt instead. Signatures up to
 /// `trusted_through` were checked by this process already (the server passes its read
 /// model's head: events its writer signed or verified when folding them in); links and
 /// hashes are checked anyway, and `confstore verify` checks every signature.
 pub fn search_catch_up(reader: &LogReader, trusted_through: u64) -> Result<u64, LogError> {
-    let schema = |e: confstore_search::SearchError| LogError::Schema(e.to_string());
     let conn = reader.connection();
     let mut attempts = 0;
     loop {
         // Read (and verify) what is new in one read snapshot, holding no write lock: the
         // log's writers go on meanwhile.
         let (seen, rebuild, from, events, state) = reader.snapshot(|r| {
-            let seen = confstore_search::checkpoint(conn).map_err(schema)?;
+            let seen = confstore_search::checkpoint(conn).map_err(LogError::search)?;
             let (rebuild, from, events) = match &seen {
                 None => (false, 0, r.verified_after(0)?),
                 Some((seq, hash)) => match r.verified_after_anchor(*seq, hash, trusted_through) {
@@ -61,20 +64,18 @@ pub fn search_catch_up(reader: &LogReader, trusted_through: u64) -> Result<u64, 
             .map_err(LogError::sqlite("starting to update the search index"))?;
         // Another catch-up (a search request, the CLI) may have moved the checkpoint since
         // the read: then read again from where it is now.
-        if confstore_search::checkpoint(&tx).map_err(schema)? != seen {
+        if confstore_search::checkpoint(&tx).map_err(LogError::search)? != seen {
             drop(tx);
             attempts += 1;
-            if attempts >= 5 {
-                return Err(LogError::Schema(
-                    "the search index kept changing while it was being updated; try again".into(),
-                ));
+            if attempts >= SEARCH_CATCH_UP_ATTEMPTS {
+                return Err(LogError::search(confstore_search::SearchError::Contended { attempts }));
             }
             continue;
         }
         if rebuild {
-            confstore_search::clear(&tx).map_err(schema)?;
+            confstore_search::clear(&tx).map_err(LogError::search)?;
         }
-        confstore_search::apply(&tx, &events, &state).map_err(schema)?;
+        confstore_search::apply(&tx, &events, &state).map_err(LogError::search)?;
         tx.commit().map_err(LogError::sqlite("updating the search index"))?;
         return Ok(last);
     }
@@ -193,4 +194,35 @@ fn pass(app: &App, mode: &Mode, mut done: Pass) -> Pass {
     }
     app.metrics.projection_lag("lkg", head.saturating_sub(done.lkg_seq.unwrap_or(0)));
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use confstore_core::{SigningKey, StoreId};
+    use confstore_log::{DbOptions, LogError, LogReader, Store, SystemClock};
+
+    use super::search_catch_up;
+
+    #[test]
+    fn a_failing_search_index_is_a_search_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.db");
+        let key = SigningKey::from_seed(&[5; 32]);
+        let store =
+            Store::create(&path, key, StoreId([4; 16]), "test", Arc::new(SystemClock), &DbOptions::default()).unwrap();
+        drop(store);
+        let reader = LogReader::open(&path).unwrap();
+        assert_eq!(search_catch_up(&reader, 0).unwrap(), 1, "the index catches up with event 1");
+        // The index's checkpoint table is gone (a damaged file): the failure is the index's.
+        rusqlite::Connection::open(&path).unwrap().execute_batch("DROP TABLE search_checkpoint").unwrap();
+        match search_catch_up(&reader, 0) {
+            Err(LogError::Search(e)) => {
+                assert!(e.downcast_ref::<confstore_search::SearchError>().is_some(), "{e:?}");
+                assert!(e.to_string().starts_with("search index: "), "the message is unchanged: {e}");
+            }
+            other => panic!("expected LogError::Search, got {other:?}"),
+        }
+    }
 }

@@ -150,8 +150,8 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "CONFSTORE_MAX_READ_SECS",
-        default_value_t = 30,
-        value_parser = clap::value_parser!(u64).range(1..=3600)
+        default_value_t = confstore_core::limits::READ_AGE_SECS_DEFAULT,
+        value_parser = clap::value_parser!(u64).range(1..=confstore_core::limits::READ_AGE_SECS_MAX)
     )]
     pub max_read_secs: u64,
     /// Most open HTTP connections; at the cap an idle one (a half-sent request first) is
@@ -616,7 +616,7 @@ pub struct SearchArgs {
     #[arg(long, value_name = "EPOCH")]
     pub since: Option<u64>,
     /// Most hits shown.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = confstore_core::limits::SEARCH_HITS_DEFAULT)]
     pub limit: usize,
     /// Print JSON instead of text.
     #[arg(long)]

@@ -25,6 +25,13 @@ pub enum SearchError {
     /// SQLite failed.
     #[error("search index: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Other catch-ups kept moving the index's checkpoint between this one's read and its
+    /// write, `attempts` times in a row; nothing was written.
+    #[error("the search index kept changing while it was being updated; try again")]
+    Contended {
+        /// How many times it read again.
+        attempts: usize,
+    },
 }
 
 /// One matching key.

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use confstore_log::{DbOptions, LogReader, Store, Synchronous, SystemClock};
+use confstore_log::{DbOptions, LogReader, Refusal, Store, Synchronous, SystemClock};
 
 use crate::cli::{
     Cli, Command, GenerationCommand, KeysCommand, LkgCommand, SchemaCommand, SecretCommand, ServiceCommand, SyncMode,
@@ -115,8 +115,7 @@ impl Ctx {
         let path = self.db_path();
         let store = Store::open(&path, Some(key), Arc::new(SystemClock), &self.db)
             .with_context(|| format!("cannot open the store at {}", path.display()))?;
-        if let Some(why) = store.refusal()
-            && why.contains("not the store's current signing key")
+        if let Some(why @ Refusal::KeyMismatch { .. }) = store.refusal()
             && keys.previous_signing_key()?.is_some()
         {
             anyhow::bail!(
