@@ -3,6 +3,7 @@
 import { setReadOnly, signOut } from "./shell.js";
 import { S } from "./state.js";
 
+/** An API call that failed: HTTP status (0: no answer), the body's `error` code and message. */
 export class ApiError extends Error {
   constructor(status, code, message, body) {
     super(message);

@@ -1,6 +1,7 @@
 // Element helpers: h() builds elements (text only, never markup), tables, epoch inputs,
 // and the toast that shows messages and errors.
 
+/** The first element matching `sel` under `root`. */
 export const $ = (sel, root = document) => root.querySelector(sel);
 
 /** h("tag", {attr: value, class, text, on<event>: fn}, ...children): an element. */
@@ -22,12 +23,14 @@ export function h(tag, props, ...kids) {
   return el;
 }
 
+/** A data table with a header row: {table, tbody, wrap (its scrolling box)}. */
 export function tableOf(id, headers, cls = "data") {
   const tbody = h("tbody");
   const table = h("table", { id, class: cls }, h("thead", null, h("tr", null, headers.map((t) => h("th", { scope: "col" }, t)))), tbody);
   return { table, tbody, wrap: h("div", { class: "table-wrap" }, table) };
 }
 
+/** A labelled input for an epoch: {input, el}. */
 export function epochInput(id, label, value) {
   const input = h("input", { id, type: "number", min: "0", step: "1", inputmode: "numeric", value: value ?? null });
   return { input, el: h("div", { class: "control" }, h("label", { for: id }, label), input) };
@@ -41,6 +44,7 @@ export function epochOf(input) {
 
 // Toast: errors stay until dismissed or replaced (never swallowed); notes fade.
 let toastTimer = 0;
+/** Shows `message`: an error stays until dismissed or replaced, a note (`kind` "note") fades. */
 export function toast(message, kind = "error") {
   const el = $("#toast");
   $(".toast-text", el).textContent = message;
@@ -49,6 +53,7 @@ export function toast(message, kind = "error") {
   clearTimeout(toastTimer);
   if (kind !== "error") toastTimer = setTimeout(() => { el.hidden = true; }, 5000);
 }
+/** Shows an error as a toast, unless it was an abort or already handled (a 401 signs out). */
 export function report(err) {
   if (!err || err.name === "AbortError" || err.handled) return;
   toast(err.message || String(err));

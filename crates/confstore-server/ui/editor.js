@@ -8,6 +8,7 @@ import { S, noteEpoch } from "./state.js";
 import { defaultFor, freeKeysAllowed, keySchema } from "./validate.js";
 import { canon, changesOf, enc, fmtTime, isMasked, isObj, jsonType } from "./values.js";
 
+/** The edit form of one service at one epoch: its rows, the reason, Save and the conflict box. */
 export class Editor {
   constructor(page, data) {
     this.page = page;

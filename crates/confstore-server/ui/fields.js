@@ -11,6 +11,7 @@ const nextId = () => `f${++uid}`;
 function errorEl(path) {
   return h("span", { class: "field-error", "data-for": path, id: nextId(), hidden: true });
 }
+/** Shows `msg` in a field's error element, or hides it when empty. */
 export function setError(el, msg) {
   el.textContent = msg || "";
   el.hidden = !msg;
@@ -18,7 +19,10 @@ export function setError(el, msg) {
 /** Tells the editor that something changed that fired no input event (add, remove). */
 function poke(el) { el.dispatchEvent(new Event("edited", { bubbles: true })); }
 
-
+/**
+ * A widget for value `value` of schema `schema` at `path`:
+ * {el, inputId?, read() -> {ok, value} (also shows its errors), setDisabled(bool)}.
+ */
 export function buildField(schema, value, path) {
   switch (kindOf(schema, value)) {
     case "boolean": return booleanField(schema, value, path);
@@ -112,6 +116,7 @@ function jsonField(schema, value, path) {
   });
 }
 
+/** A key name as the server accepts it: 1-128 of A-Z a-z 0-9 _ - . starting with a letter or digit. */
 export const KEY_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 /** Rewrites the paths under `root` from prefix `from` to `to` (array items renumbered). */
@@ -294,4 +299,3 @@ export function secretField(schema, path, required) {
   w.touched = () => input.value !== "";
   return w;
 }
-

@@ -20,6 +20,7 @@ function setLive(on) {
   el.classList.toggle("offline", !on);
 }
 
+/** Closes the live stream (and any reconnection loop), and says "offline". */
 export function stopLive() {
   liveRun++;
   liveCtl?.abort();
@@ -27,6 +28,7 @@ export function stopLive() {
   setLive(false);
 }
 
+/** Opens the live stream and keeps it open, reconnecting with a growing delay (1 s to 10 s). */
 export async function startLive() {
   stopLive();
   const run = liveRun;
@@ -136,6 +138,7 @@ function pageBehind(e) {
 // Coalesces bursts of head events: one refresh at a time, and one more if any came meanwhile.
 let refreshing = false;
 let wanted = null; // "epoch" (configuration changed) or "seq" (only audit events)
+/** Refreshes the page on screen (and the services, after a new epoch), coalescing bursts. */
 export async function refreshSoon(why) {
   wanted = wanted === "epoch" || why === "epoch" ? "epoch" : "seq";
   if (refreshing) return;

@@ -22,6 +22,7 @@ async function fetchAudit() {
   return events.map(flat).sort((a, b) => (b.seq ?? 0) - (a.seq ?? 0));
 }
 
+/** Renders the audit page (route generation `gen`: a newer route drops this one). */
 export async function pageAudit(gen) {
   const type = h("select", { id: "audit-type" }, h("option", { value: "" }, "all types"), AUDIT_TYPES.map((t) => h("option", { value: t }, t.replace(/_/g, " "))));
   const text = h("input", { id: "audit-text", type: "search", placeholder: "actor, service, key, route…", spellcheck: "false" });

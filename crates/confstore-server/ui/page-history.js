@@ -6,6 +6,7 @@ import { pageReady } from "./shell.js";
 import { S, canEdit, noteEpoch } from "./state.js";
 import { MASK, changesOf, enc, fmt, fmtTime, isMasked } from "./values.js";
 
+/** Renders the history page, of service `arg` or of every service. */
 export async function pageHistory(arg, gen) {
   const scoped = S.who.service;
   const service = scoped || arg || "";

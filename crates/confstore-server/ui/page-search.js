@@ -8,6 +8,7 @@ import { enc, fmt } from "./values.js";
 
 let searchCtl = null;
 
+/** Renders the search page, with the last query of this session. */
 export async function pageSearch(gen) {
   const st = S.search;
   const input = h("input", { id: "search-input", type: "search", placeholder: "service, key, value or description", autocomplete: "off", spellcheck: "false", value: st.q || null });

@@ -9,6 +9,7 @@ import { pageReady, takePrefetched } from "./shell.js";
 import { S, can, canEdit, noteEpoch } from "./state.js";
 import { enc, fmt, isMasked, jsonType, plain } from "./values.js";
 
+/** Renders the page of service `name` (or of `global`). */
 export async function pageService(name, gen) {
   if (S.who.service && S.who.service !== name) {
     throw new ApiError(403, "forbidden", `this token is limited to service "${S.who.service}"`);

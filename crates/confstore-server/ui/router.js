@@ -9,6 +9,7 @@ import { pageService } from "./page-service.js";
 import { markNav } from "./shell.js";
 import { S, can, plainServices, serviceHref } from "./state.js";
 
+/** The route in the location's hash: {page, arg}. */
 export function parseRoute() {
   const path = location.hash.replace(/^#\/?/, "");
   const [page = "", ...rest] = path.split("/");
@@ -25,6 +26,7 @@ function defaultRoute() {
   return can("audit") ? "#/audit" : null;
 }
 
+/** Renders the page of the current hash, if the token may see it; else goes where it may. */
 export async function route() {
   if (!S.who) return;
   const gen = ++S.gen;

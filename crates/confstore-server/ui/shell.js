@@ -8,6 +8,7 @@ import { parseRoute, route } from "./router.js";
 import { S, TOKEN_KEY, can, hasGlobal, noteEpoch, plainServices, serviceHref } from "./state.js";
 import { enc } from "./values.js";
 
+/** Shows the sign-in form (with `message`, if any) instead of the shell. */
 export function showSignin(message) {
   $("#top").hidden = true;
   $("#signin-view").hidden = false;
@@ -21,6 +22,7 @@ export function showSignin(message) {
   $("#signin-token").focus();
 }
 
+/** Forgets the token and everything of the session, and shows the sign-in form. */
 export function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   S.token = null;
@@ -36,6 +38,7 @@ export function signOut(message) {
   showSignin(message);
 }
 
+/** The sign-in form's submit: keeps the token in this tab's sessionStorage and boots. */
 export async function onSigninSubmit(ev) {
   ev.preventDefault(); // form-action 'none': the form never navigates
   const token = $("#signin-token").value.trim();
@@ -93,12 +96,14 @@ function prefetchKeys() {
   promise.catch(() => {}); // handled by whoever takes it
   prefetched = { path, promise };
 }
+/** The prefetched answer for `path`, if it was prefetched (once). */
 export function takePrefetched(path) {
   const p = prefetched?.path === path ? prefetched.promise : null;
   prefetched = null;
   return p;
 }
 
+/** Reloads the services the token sees; whether the list changed. */
 export async function loadServices() {
   const data = await api("/api/v1/services");
   noteEpoch(data.epoch);
@@ -109,6 +114,7 @@ export async function loadServices() {
   return changed;
 }
 
+/** Builds the navigation from the services and what the token may do. */
 export function buildNav() {
   const nav = $("#nav");
   const links = [];
@@ -123,6 +129,7 @@ export function buildNav() {
   markNav();
 }
 
+/** Marks the navigation link of the current route (`aria-current`). */
 export function markNav() {
   const r = parseRoute();
   for (const a of $("#nav").querySelectorAll("a")) {
@@ -134,6 +141,7 @@ export function markNav() {
   }
 }
 
+/** The server's read-only fallback began or ended: banner, and the edit controls. */
 export function setReadOnly(on) {
   if (S.readOnly === on) return;
   S.readOnly = on;

@@ -2,6 +2,7 @@
 
 import { enc, isObj } from "./values.js";
 
+/** The sessionStorage key of the token (this tab only). */
 export const TOKEN_KEY = "confstore.token";
 
 /** The session: who is signed in, what they see, and the page on screen. */

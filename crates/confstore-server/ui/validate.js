@@ -133,10 +133,6 @@ export function kindOf(s, v) {
   return "json";
 }
 
-/**
- * A widget for value `value` of schema `schema` at `path`:
- * {el, inputId?, read() -> {ok, value} (also shows its errors), setDisabled(bool)}.
-
 /** The schema of one top-level key: its property, the additionalProperties schema, or none. */
 export function keySchema(schema, key) {
   if (!isObj(schema)) return null;

@@ -1,8 +1,11 @@
 // Pure helpers over JSON values as the API gives them: masks, flattening, stable text.
 
+/** How a masked secret is shown. */
 export const MASK = "••••••";
+/** Encodes a path or query part. */
 export const enc = encodeURIComponent;
 
+/** Whether `v` is a JSON object (not null, not an array). */
 export const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 
 /** An event or change as the API gives it, flat ({type, service, key, …}) or in the
@@ -32,6 +35,7 @@ export function fmt(v) {
   return plain(v);
 }
 
+/** The JSON Schema type of a value ("integer" for whole numbers). */
 export function jsonType(v) {
   if (v === null) return "null";
   if (Array.isArray(v)) return "array";
@@ -39,6 +43,7 @@ export function jsonType(v) {
   return typeof v;
 }
 
+/** A time (RFC 3339 text or milliseconds) in the browser's locale; as it is if unreadable. */
 export function fmtTime(t) {
   if (t == null || t === "") return "";
   const d = new Date(typeof t === "number" ? t : String(t));
