@@ -11,8 +11,12 @@
 //! - search finds a key by part of its value; a secret's plaintext is in no page until the
 //!   audited reveal; the audit page lists the reveal and "verify now" verifies the chain;
 //! - diff between two epochs, rollback with a preview; an open service page follows live;
+//! - the page's ES modules (every `.js` of `crates/confstore-server/ui/`) load under the CSP
+//!   with no console error;
 //! - a read-only token sees no write, reveal, rollback or audit controls, and a write forged
-//!   from the page with its token is refused (403);
+//!   from the page with its token is refused (403); what a page offers is what the server's
+//!   `whoami` says the token may do (a service-scoped admin is offered edits and reveals, not
+//!   the store-wide audit trail, because the server says so — the UI has no role table);
 //! - a change through the API reaches an open page without a reload;
 //! - a phone-sized viewport shows the service page without horizontal overflow.
 //!
@@ -134,6 +138,47 @@ impl Ui {
     }
 }
 
+/// The UI's modules, as files: every `.js` of `crates/confstore-server/ui/`.
+fn ui_modules() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/confstore-server/ui");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".js"))
+        .collect();
+    names.sort();
+    assert!(names.len() > 1, "the UI is ES modules, found {names:?}");
+    names
+}
+
+/// Every module of the UI was loaded by the page (200, from `/ui/<name>`) and the console
+/// has no error: no module failed to load, parse or link, and the CSP refused nothing.
+#[track_caller]
+fn assert_modules_loaded(b: &Browser) {
+    let modules = ui_modules();
+    let loaded = b.wait_js(
+        "every module of the UI to be loaded",
+        &format!(
+            "(() => {{ const want = {}; const got = performance.getEntriesByType('resource')
+                 .map(e => new URL(e.name).pathname);
+               return want.every(m => got.includes('/ui/' + m)) ? got : null; }})()",
+            json!(modules)
+        ),
+    );
+    let errors: Vec<String> = b
+        .console_entries()
+        .iter()
+        .filter(|e| e["level"] == "SEVERE" || e["source"] == "security" || e["source"] == "javascript")
+        .map(|e| format!("{} {}", e["source"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or("")))
+        .collect();
+    assert!(errors.is_empty(), "loading the UI ({loaded}) logged errors:\n{}", errors.join("\n"));
+    let bad = b.execute(
+        "return performance.getEntriesByType('resource').filter(e => new URL(e.name).pathname.startsWith('/ui/') && e.responseStatus && e.responseStatus !== 200).map(e => e.name + ' ' + e.responseStatus);",
+        vec![],
+    );
+    assert_eq!(bad, json!([]), "UI files answered other than 200");
+}
+
 /// `PATCH /api/v1/services/<service>/values`, without If-Match; the new epoch.
 #[track_caller]
 fn patch(http: &mut Http, service: &str, body: Value) -> u64 {
@@ -192,6 +237,7 @@ fn an_invalid_edit_is_refused_inline_and_a_valid_one_lands_in_the_history() {
     let b = &ui.browser;
     b.goto(&format!("{}/", ui.base));
     b.wait_for("#signin", UI_DEADLINE);
+    assert_modules_loaded(b);
     b.screenshot("signin");
     ui.sign_in_as("config.write", "ui-editor");
     ui.open_service(WEB);
@@ -387,6 +433,12 @@ fn diff_lists_the_change_and_rollback_with_preview_reaches_an_open_page_live() {
 fn a_read_only_token_sees_no_write_controls_and_a_forged_write_is_refused() {
     let mut ui = Ui::start("ui-reader");
     let token = ui.sign_in_as("config.read", "ui-reader");
+    let me = client_with(&ui.server, &token).ok("GET", "/api/v1/whoami", None).json();
+    assert_eq!(
+        me["can"],
+        json!({"read": true, "write": false, "reveal": false, "audit": false, "admin": false}),
+        "the server's answer the page follows"
+    );
     ui.open_service(WEB);
     let b = &ui.browser;
     b.wait_text("#whoami", "ui-reader");
@@ -507,5 +559,39 @@ fn hostile_values_are_shown_as_text_and_run_nothing() {
     b.wait_text("#timeline", reason);
     assert_eq!(b.execute("return typeof window.__xss;", vec![]), json!("undefined"), "a hostile value ran");
     assert!(b.find_all("#main img, #main script, #main b").is_empty(), "a value became markup");
+    ui.assert_no_script_errors();
+}
+
+/// What a page offers is what the server's `whoami` says the token may do, not a role table
+/// in the UI: an admin token limited to `web` has every role right, but the server refuses it
+/// the store-wide audit trail, so `can.audit` is false and the page offers no Audit (nor the
+/// audit route), while it does offer Edit and Reveal (`can.write`, `can.reveal`).
+#[test]
+fn a_service_scoped_admin_is_offered_what_the_server_allows_and_no_audit() {
+    let ui = Ui::start("ui-scoped");
+    let token = token_create(&ui.server.store, "admin", Some(WEB), "ui-web-admin").token;
+    let mut http = client_with(&ui.server, &token);
+    let me = http.ok("GET", "/api/v1/whoami", None).json();
+    assert_eq!(
+        me["can"],
+        json!({"read": true, "write": true, "reveal": true, "audit": false, "admin": false}),
+        "a scoped admin: {me}"
+    );
+    let audit = http.get_json("/api/v1/audit").unwrap_or_else(|e| panic!("GET /api/v1/audit: {e}"));
+    assert_eq!(audit.status, 403, "the server refuses it the audit trail: {audit}");
+
+    ui.browser.sign_in(&ui.base, &token);
+    ui.open_service(WEB);
+    let b = &ui.browser;
+    b.wait_text("#whoami", "ui-web-admin");
+    assert!(b.visible("#edit"), "can.write is true, yet #edit is not offered");
+    assert!(b.visible(r#"#keys tr[data-key="db_password"] button.reveal"#), "can.reveal is true, yet no Reveal");
+    assert!(!b.exists("#nav-audit"), "can.audit is false, yet #nav-audit is shown");
+    assert!(!b.exists(r#"#nav a.tab[data-service="billing"]"#), "a token limited to web is shown billing");
+
+    // Asking for the audit page by its route lands on a page the token may see instead.
+    b.goto(&ui.url("audit"));
+    b.wait_present(r#"#main[data-page="service"]"#);
+    assert!(!b.exists("#page-audit"), "the audit page is rendered for a token the server refuses it");
     ui.assert_no_script_errors();
 }

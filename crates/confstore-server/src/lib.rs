@@ -13,7 +13,7 @@
 //! - [`known_heads`]: heads seen before, and whether the database fell behind them.
 //! - [`projector`]: the search index and the LKG file, kept up in the background.
 //! - [`stream`]: the MQTT publisher (the log is the outbox) and the embedded broker.
-//! - [`web`]: the web UI's page, script and stylesheet, embedded (its data comes from the
+//! - [`web`]: the web UI's page, ES modules and stylesheet, embedded (its data comes from the
 //!   API; [`api::console`] has the views it needs: whoami, keys, changesets, verify, live).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`error`], [`extract`]: JSON errors and the extractors that produce them.

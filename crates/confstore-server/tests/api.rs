@@ -306,6 +306,35 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
     assert!(ops >= 20, "{ops}");
 }
 
+/// `whoami`'s `can` is what the server would allow (the web UI offers exactly that and keeps
+/// no role table): the role's grants, and the store-wide abilities only for an unscoped token
+/// — a scoped admin is refused the audit trail, so `can.audit` says false.
+#[tokio::test]
+async fn whoami_says_what_the_server_allows_the_token() {
+    let f = fixture();
+    let scoped_admin = {
+        let Mode::Live(live) = &*f.app.mode() else { panic!("not live") };
+        issue(&live.store, Role::Admin, Some("web"), 9)
+    };
+    let can = |me: &Value| {
+        ["read", "write", "reveal", "audit", "admin"].map(|k| me["can"][k].as_bool().unwrap_or_else(|| panic!("{me}")))
+    };
+    let cases = [
+        (&f.admin, [true, true, true, true, true]),
+        (&f.reader, [true, false, false, false, false]),
+        (&f.scoped, [true, true, false, false, false]),
+        (&scoped_admin, [true, true, true, false, false]),
+    ];
+    for (token, want) in cases {
+        let (s, _, me) = call(&f, Method::GET, "/api/v1/whoami", Some(token), None, &[]).await;
+        assert_eq!(s, StatusCode::OK, "{me}");
+        assert_eq!(can(&me), want, "{me}");
+        // The answer agrees with what the server does.
+        let audit = call(&f, Method::GET, "/api/v1/audit", Some(token), None, &[]).await.0;
+        assert_eq!(audit == StatusCode::OK, want[3], "GET /api/v1/audit answered {audit} to {me}");
+    }
+}
+
 /// The views the web UI is built on, and a rollback across a secret change (the secret
 /// comes back as its old ciphertext, never as a plain value).
 #[tokio::test]

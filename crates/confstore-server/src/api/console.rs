@@ -25,7 +25,10 @@ use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiPath, ApiQuery, LiveView, Principal, ReadView, Unscoped};
 
-/// What a token may do.
+/// What a token may do, by the server's own rules: its role ([`Role::grants`]) and, for the
+/// store-wide abilities, its scope (a token limited to a service is refused the store-wide
+/// routes, [`crate::extract::Unscoped`]). The web UI offers exactly these; it keeps no role
+/// table of its own.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Abilities {
     /// Read configuration, history, search.
@@ -34,10 +37,26 @@ pub struct Abilities {
     pub write: bool,
     /// Reveal secrets.
     pub reveal: bool,
-    /// Read the audit trail, export, verify.
+    /// Read the audit trail, export, verify (store-wide: false for a token limited to a
+    /// service, whatever its role).
     pub audit: bool,
-    /// Manage tokens (and everything above).
+    /// Manage tokens (and everything above; store-wide: false for a token limited to a
+    /// service).
     pub admin: bool,
+}
+
+impl Abilities {
+    /// What a token of `role`, limited to `service` if any, may do.
+    pub fn of(role: Role, service: Option<&str>) -> Self {
+        let store_wide = service.is_none();
+        Self {
+            read: role.grants(Role::ConfigRead),
+            write: role.grants(Role::ConfigWrite),
+            reveal: role.grants(Role::SecretsReveal),
+            audit: role.grants(Role::AuditRead) && store_wide,
+            admin: role.grants(Role::Admin) && store_wide,
+        }
+    }
 }
 
 /// The token making the request.
@@ -51,7 +70,8 @@ pub struct WhoAmI {
     pub role: String,
     /// The one service it is limited to, if any.
     pub service: Option<String>,
-    /// What it may do.
+    /// What it may do (the web UI shows only these controls; the server checks every request
+    /// anyway).
     pub can: Abilities,
 }
 
@@ -61,15 +81,8 @@ pub struct WhoAmI {
     responses((status = 200, body = WhoAmI), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn whoami(State(app): State<App>, headers: HeaderMap) -> ApiResult<Json<WhoAmI>> {
     let who = crate::auth::principal_of(&app, &headers).await?;
-    let can = |r: Role| who.role.grants(r);
     Ok(Json(WhoAmI {
-        can: Abilities {
-            read: can(Role::ConfigRead),
-            write: can(Role::ConfigWrite),
-            reveal: can(Role::SecretsReveal),
-            audit: can(Role::AuditRead),
-            admin: can(Role::Admin),
-        },
+        can: Abilities::of(who.role, who.service.as_deref()),
         token_id: who.token_id,
         name: who.name,
         role: who.role.to_string(),
