@@ -297,7 +297,7 @@ pub(crate) async fn run_updates(
 }
 
 /// Most messages applied before the LKG file is written and they are acknowledged.
-const BATCH_MAX: usize = 256;
+const BATCH_MAX: usize = confstore_core::limits::CLIENT_UPDATE_BATCH_MAX;
 
 /// A pending REST catch-up, retried with backoff until REST answers.
 struct CatchUp {

@@ -163,5 +163,9 @@ pub const STREAM_SNAPSHOT_WINDOW_PER_KEY_US: u64 = 50;
 /// snapshot is also a signature and a message through the broker (~100 µs together), so a
 /// small service written continuously gets at most 100 of them a second (~1 % of a core).
 pub const STREAM_SNAPSHOT_WINDOW_MIN_MS: u64 = 10;
+/// Most stream messages a client applies before it writes its LKG file once and
+/// acknowledges them all: enough to catch up after a burst in a few file writes, few enough
+/// that a crash replays little (the broker sends unacknowledged messages again).
+pub const CLIENT_UPDATE_BATCH_MAX: usize = 256;
 /// Least time between two signed heads under continuous writes, in milliseconds.
 pub const STREAM_HEAD_WINDOW_MS: u64 = 50;

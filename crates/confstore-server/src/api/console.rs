@@ -162,8 +162,7 @@ pub async fn keys(State(app): State<App>, ApiPath(p): ApiPath<KeysPath>, view: R
         let _one = l.search_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(l.readers.with(|r| {
             crate::projector::search_catch_up(r, seq)?;
-            let epochs =
-                |s: &str| confstore_search::key_epochs(r.connection(), s).map_err(|e| LogError::Schema(e.to_string()));
+            let epochs = |s: &str| confstore_search::key_epochs(r.connection(), s).map_err(LogError::search);
             Ok((epochs(&service)?, epochs(GLOBAL_SCOPE)?))
         })?)
     })

@@ -466,7 +466,7 @@ pub async fn search(who: Principal, ApiQuery(q): ApiQuery<SearchQuery>, l: LiveV
             .with(|r| {
                 crate::projector::search_catch_up(r, trusted)?;
                 confstore_search::search(r.connection(), &text, scope.as_deref(), since, limit)
-                    .map_err(|e| LogError::Schema(e.to_string()))
+                    .map_err(LogError::search)
             })
             .map_err(ApiError::from)
     })
