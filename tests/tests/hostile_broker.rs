@@ -159,6 +159,25 @@ fn the_embedded_broker_refuses_every_attack_and_services_still_start_from_it() {
     assert_eq!(client.config().version().changed_epoch, epoch);
     assert_eq!(client.config().source("threshold"), Some(Source::Service));
     rt.block_on(client.shutdown());
+
+    // The events topic: nothing is made for it until someone subscribes (nobody could
+    // receive it); an auditor's subscription switches it on, and the next write's event
+    // reaches the auditor, signed.
+    assert_eq!(metric(&server, "confstore_mqtt_published_total{kind=\"event\"}"), 0.0, "events before any subscriber");
+    let audit = token(&store, "audit.read", None, "auditor");
+    let auditor = RawClient::connect(port, "auditor", Some(("auditor", &audit)), &["system/config-events/stt"]);
+    let audited = put_value(&mut http, "stt", "threshold", &json!(0.75));
+    let event =
+        poll_until("the auditor to receive the event", Duration::from_secs(20), Duration::from_millis(10), || {
+            auditor.on("system/config-events/stt").into_iter().find_map(|m| {
+                let jws: serde_json::Value = serde_json::from_slice(&m.payload).ok()?;
+                let doc =
+                    confstore_core::jws::verify(&jws, confstore_core::jws::TYP_EVENT, &[store_verifying_key(&store)])
+                        .ok()?;
+                (doc["epoch"] == json!(audited)).then_some(doc)
+            })
+        });
+    assert_eq!(event["service"], json!("stt"));
     drop(server);
 }
 

@@ -17,11 +17,13 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use super::settings::{MAX_PACKET_BYTES, MqttSettings};
+use super::settings::{EventsTopic, MAX_PACKET_BYTES, MqttSettings};
 
 /// The user name the publisher uses at rumqttd.
 pub const PUBLISHER_USER: &str = "confstore-publisher";
@@ -60,6 +62,8 @@ pub struct Embedded {
     pub(super) gate_login: (String, Zeroizing<String>),
     publisher_login: (String, Zeroizing<String>),
     pub(super) publisher_client_id: String,
+    /// Set by the gate when a client subscribes to an events topic.
+    pub(super) events_subscribed: Arc<AtomicBool>,
 }
 
 impl Embedded {
@@ -71,7 +75,14 @@ impl Embedded {
         let gate_login = (GATE_USER.to_owned(), random_secret()?);
         let publisher_login = (PUBLISHER_USER.to_owned(), random_secret()?);
         let upstream = start_rumqttd(&[&gate_login, &publisher_login])?;
-        Ok(Self { public, upstream, gate_login, publisher_login, publisher_client_id: publisher_client_id.to_owned() })
+        Ok(Self {
+            public,
+            upstream,
+            gate_login,
+            publisher_login,
+            publisher_client_id: publisher_client_id.to_owned(),
+            events_subscribed: Arc::default(),
+        })
     }
 
     /// The address clients connect to.
@@ -81,11 +92,12 @@ impl Embedded {
 
     /// How the publisher reaches this broker: rumqttd's internal port with its own
     /// credentials and the reserved client id, not watching its retained topics (it is the
-    /// only writer here).
+    /// only writer here), publishing events once a client subscribed to them.
     pub fn publisher_settings(&self) -> MqttSettings {
         let mut s = MqttSettings::plain(self.upstream, self.publisher_client_id.clone());
         s.credentials = Some(self.publisher_login.clone());
         s.watch_retained = false;
+        s.events = EventsTopic::WhenSubscribed(Arc::clone(&self.events_subscribed));
         s
     }
 }

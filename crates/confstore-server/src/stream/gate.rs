@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,6 +75,12 @@ fn may_subscribe(who: &Who, filter: &str) -> bool {
     }
 }
 
+/// Whether an allowed filter (see [`may_subscribe`]: no wildcard above the service level)
+/// names an events topic.
+fn names_events(filter: &str) -> bool {
+    filter.starts_with(topics::EVENTS_TOPIC_PREFIX)
+}
+
 /// One topic level without wildcards.
 fn is_literal_level(s: &str) -> bool {
     !s.is_empty() && !s.contains(['/', '+', '#'])
@@ -86,6 +92,7 @@ struct Ctx {
     upstream: SocketAddr,
     gate_login: (String, Zeroizing<String>),
     publisher_client_id: String,
+    events_subscribed: Arc<AtomicBool>,
     open: AtomicUsize,
 }
 
@@ -104,6 +111,7 @@ impl Embedded {
             upstream: self.upstream,
             gate_login: self.gate_login,
             publisher_client_id: self.publisher_client_id,
+            events_subscribed: self.events_subscribed,
             open: AtomicUsize::new(0),
         });
         loop {
@@ -333,6 +341,11 @@ async fn upstream_loop(
                     .filter(|(_, f)| !may_subscribe(who, &f.path))
                     .map(|(i, _)| i)
                     .collect();
+                // Before the SUBSCRIBE reaches rumqttd: from now on the publisher makes the
+                // event messages (it skips them while nobody could receive them).
+                if sub.filters.iter().enumerate().any(|(i, f)| !denied.contains(&i) && names_events(&f.path)) {
+                    ctx.events_subscribed.store(true, Ordering::Release);
+                }
                 if denied.is_empty() {
                     up_w.write_all(&frame).await?;
                     continue;

@@ -150,6 +150,8 @@ pub struct Outbox {
     acked: Option<(u64, Hash32)>,
     /// The newest signed head, for progress messages.
     head_msg: Option<Msg>,
+    /// Whether events get their own message (see [`Self::publish_events`]).
+    events: bool,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -184,7 +186,15 @@ impl Outbox {
             first_id: 0,
             acked: None,
             head_msg: None,
+            events: true,
         }
+    }
+
+    /// Whether the events taken in from now on get their message on
+    /// `system/config-events/<service>` (default: yes). Off while nobody can receive them
+    /// (the embedded broker before any client subscribed to an events topic).
+    pub fn publish_events(&mut self, on: bool) {
+        self.events = on;
     }
 
     /// Starts over at `(seq, hash)` with `state` (the state there), in `store_id`'s
@@ -272,7 +282,7 @@ impl Outbox {
                 self.generation = self.state.generation;
                 self.changeset.all_full(&self.state);
             }
-            if let Some(service) = f.body.service() {
+            if let Some(service) = f.body.service().filter(|_| self.events) {
                 let hash = f.hash.to_hex();
                 let at = Position { store_id: &self.store_id, generation: self.generation, seq: f.seq, hash: &hash };
                 let doc = stream::event_document(&at, &f.body);

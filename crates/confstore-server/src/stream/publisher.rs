@@ -504,6 +504,7 @@ impl Publisher {
         };
         // Only what the read model has folded in: complete changesets.
         let end = events.iter().position(|e| e.seq > head).unwrap_or(events.len());
+        self.outbox.publish_events(self.settings.events.wanted());
         self.outbox.take_in(&events[..end], std::time::Instant::now());
         Ok(())
     }

@@ -33,6 +33,30 @@ pub struct MqttSettings {
     /// head someone else deleted or replaced. On for an external broker (its ACL is not
     /// ours); off for the embedded one, where the gate lets no one else publish.
     pub watch_retained: bool,
+    /// When the events topic (`system/config-events/<service>`) is published.
+    pub events: EventsTopic,
+}
+
+/// When the publisher publishes each event on `system/config-events/<service>`.
+#[derive(Clone, Debug)]
+pub enum EventsTopic {
+    /// Always: an external broker, whose subscriptions the server cannot see.
+    Always,
+    /// Once a client has subscribed to an events topic since the server started (the
+    /// embedded broker's gate sees every SUBSCRIBE and sets the flag; it stays set, since a
+    /// persistent session keeps its subscription while away). Until then nobody could
+    /// receive the messages, so they are not made (docs/adr/0020).
+    WhenSubscribed(std::sync::Arc<std::sync::atomic::AtomicBool>),
+}
+
+impl EventsTopic {
+    /// Whether event messages are wanted now.
+    pub fn wanted(&self) -> bool {
+        match self {
+            Self::Always => true,
+            Self::WhenSubscribed(flag) => flag.load(std::sync::atomic::Ordering::Acquire),
+        }
+    }
 }
 
 impl std::fmt::Debug for MqttSettings {
@@ -113,6 +137,7 @@ impl MqttSettings {
             client_id,
             keep_alive: Duration::from_secs(5),
             watch_retained: true,
+            events: EventsTopic::Always,
         }
     }
 

@@ -129,6 +129,24 @@ fn a_write_sends_its_event_and_delta_at_once_and_the_retained_snapshot_one_windo
 }
 
 #[test]
+fn without_event_messages_a_write_sends_its_delta_alone_and_the_checkpoint_still_moves() {
+    let (mut log, mut o, t0) = setup();
+    o.publish_events(false);
+    let t = t0 + Duration::from_secs(1);
+    o.take_in(&log.set("web", "port", json!(80)), t);
+    assert!(o.cut(t));
+    is(&o, 1, &[DELTA, HEAD]);
+    o.publish_events(true);
+    let t2 = t + Duration::from_millis(1);
+    o.take_in(&log.set("web", "port", json!(81)), t2);
+    assert!(o.cut(t2));
+    is(&o, 2, &[EVENT, DELTA]);
+    let due = o.next_due().unwrap();
+    assert!(o.cut(due));
+    assert_eq!(o.pending().last().unwrap().1.safe_seq, 3, "the retained snapshot covers both writes");
+}
+
+#[test]
 fn writes_within_a_window_each_get_a_delta_and_share_one_retained_snapshot_and_head() {
     let (mut log, mut o, t0) = setup();
     let t = t0 + Duration::from_secs(1);
