@@ -85,7 +85,7 @@ impl State {
     /// the log's writer and readers fold through [`Self::apply`].
     ///
     /// Returns which services' versions it changed: the one place that says a change to
-    /// `global` changes every service (the writer's dirty set and the live stream use it).
+    /// `global` changes every service (the writer's dirty set and the MQTT stream use it).
     pub fn apply_body<'e>(&mut self, seq: u64, body: &'e EventBody) -> Changed<'e> {
         self.seq = seq;
         self.epoch = body.epoch;

@@ -189,7 +189,7 @@ pub type Listener = Box<dyn Fn(&Committed<'_>) + Send>;
 
 /// One event folded into the write model: signed and committed by this writer, or
 /// appended by another process and verified by it. The commit listener's consumers (the
-/// read model, the live stream) take these instead of reading the log again.
+/// read model, the MQTT stream) take these instead of reading the log again.
 #[derive(Clone, Debug)]
 pub struct Folded {
     /// Its seq.

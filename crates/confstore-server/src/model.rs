@@ -24,7 +24,7 @@ pub struct Snap {
 
 /// The state at the head and what is derived from it in memory.
 #[derive(Debug)]
-pub struct ReadModel {
+pub struct AtHead {
     /// State after the last event folded in.
     pub state: State,
     /// Hash of that event.
@@ -37,10 +37,10 @@ pub struct ReadModel {
 
 /// The read model shared by handlers, the listener and the projector.
 #[derive(Debug)]
-pub struct Live {
-    model: RwLock<ReadModel>,
+pub struct ReadModel {
+    model: RwLock<AtHead>,
     snapshots: Mutex<HashMap<String, Arc<Snap>>>,
-    /// The events folded in lately, newest last: the live stream takes them from here
+    /// The events folded in lately, newest last: the MQTT publisher takes them from here
     /// instead of reading and verifying the log again (bounded by [`RECENT_EVENTS_MAX`] and
     /// [`RECENT_BYTES_MAX`]; a reader that fell behind further reads the log).
     recent: Mutex<Recent>,
@@ -52,16 +52,11 @@ pub struct Live {
     pub batches: crate::metrics::Metrics,
 }
 
-impl Live {
+impl ReadModel {
     /// An empty model for the store `store_id`; the listener fills it.
     pub fn new(store_id: String, generation: u64, metrics: crate::metrics::Metrics) -> Arc<Self> {
         Arc::new(Self {
-            model: RwLock::new(ReadModel {
-                state: State::default(),
-                head_hash: Hash32::default(),
-                store_id,
-                generation,
-            }),
+            model: RwLock::new(AtHead { state: State::default(), head_hash: Hash32::default(), store_id, generation }),
             snapshots: Mutex::new(HashMap::new()),
             recent: Mutex::new(Recent::default()),
             changed: Notify::new(),
@@ -112,7 +107,7 @@ impl Live {
     }
 
     /// Runs `f` with the read model (read-locked: keep it short).
-    pub fn read<T>(&self, f: impl FnOnce(&ReadModel) -> T) -> T {
+    pub fn read<T>(&self, f: impl FnOnce(&AtHead) -> T) -> T {
         f(&self.model.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
@@ -150,7 +145,7 @@ impl Live {
     }
 }
 
-/// Most events [`Live`] keeps in memory for the live stream.
+/// Most events [`ReadModel`] keeps in memory for the MQTT stream.
 pub const RECENT_EVENTS_MAX: usize = confstore_core::limits::RECENT_EVENTS_MAX;
 /// Most bytes of values, schemas and ciphertexts those events may hold.
 pub const RECENT_BYTES_MAX: usize = confstore_core::limits::RECENT_EVENT_BYTES_MAX;
@@ -210,7 +205,7 @@ fn weight(body: &confstore_core::event::EventBody) -> usize {
     256 + variable + body.reason.len() + body.actor.len() + body.request_id.len()
 }
 
-/// The LKG content for `state`: every service's snapshot and the live tokens.
+/// The LKG content for `state`: every service's snapshot and the tokens not revoked.
 pub fn lkg_content(state: &State, store_id: &str, generation: u64, head_hash: &Hash32) -> LkgContent {
     let services = state
         .services

@@ -40,7 +40,7 @@ use super::checkpoint::{self, Checkpoint};
 use super::outbox::{Kind, Msg, Outbox};
 use super::settings::MqttSettings;
 use crate::app::{App, LiveMode, Mode};
-use crate::model::Live;
+use crate::model::ReadModel;
 
 /// Most messages handed to the client and not yet acknowledged. While the broker is away
 /// the backlog stays in the log, not in memory.
@@ -129,7 +129,7 @@ struct Publisher {
     app: App,
     settings: MqttSettings,
     /// The model this state follows (replaced when the server recovers from the fallback).
-    model: Option<Arc<Live>>,
+    model: Option<Arc<ReadModel>>,
     /// What to send.
     outbox: Outbox,
     checkpoint_written: Option<u64>,
