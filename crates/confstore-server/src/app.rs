@@ -409,7 +409,7 @@ fn open_live(config: &Config, keys: &Keys, metrics: &Metrics) -> Result<LiveMode
         metrics.signature_failure("log");
         tracing::error!(%why, "the store refuses writes; reads are served from the last verified state");
     }
-    let model = ReadModel::new(store.store_id().to_hex(), store.generation(), metrics.clone());
+    let model = ReadModel::new(store.store_id(), store.generation(), metrics.clone());
     store.set_commit_listener(model.listener());
     Ok(LiveMode { store: Arc::new(store), model, readers, search_lock: Mutex::new(()) })
 }

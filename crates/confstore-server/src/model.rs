@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
-use confstore_core::{Hash32, SigningKey, State};
+use confstore_core::{Hash32, SigningKey, State, StoreId};
 use confstore_lkg::LkgContent;
 use confstore_log::{Committed, Folded};
 use serde_json::{Value, json};
@@ -29,8 +29,8 @@ pub struct AtHead {
     pub state: State,
     /// Hash of that event.
     pub head_hash: Hash32,
-    /// Store id (hex) and generation, for snapshots.
-    pub store_id: String,
+    /// Store id, for snapshots (hex only where it is written out).
+    pub store_id: StoreId,
     /// Store generation.
     pub generation: u64,
 }
@@ -54,7 +54,7 @@ pub struct ReadModel {
 
 impl ReadModel {
     /// An empty model for the store `store_id`; the listener fills it.
-    pub fn new(store_id: String, generation: u64, metrics: crate::metrics::Metrics) -> Arc<Self> {
+    pub fn new(store_id: StoreId, generation: u64, metrics: crate::metrics::Metrics) -> Arc<Self> {
         Arc::new(Self {
             model: RwLock::new(AtHead { state: State::default(), head_hash: Hash32::default(), store_id, generation }),
             snapshots: Mutex::new(HashMap::new()),
@@ -119,7 +119,7 @@ impl ReadModel {
             return Some(s);
         }
         let snap = self.read(|m| {
-            confstore_snapshots::project(&m.state, &m.store_id, m.generation, service).ok().map(|p| Snap {
+            confstore_snapshots::project(&m.state, &m.store_id.to_hex(), m.generation, service).ok().map(|p| Snap {
                 epoch: m.state.epoch,
                 json: p.to_json(),
                 jws: p.to_jws(key).to_string(),
@@ -206,12 +206,13 @@ fn weight(body: &confstore_core::event::EventBody) -> usize {
 }
 
 /// The LKG content for `state`: every service's snapshot and the tokens not revoked.
-pub fn lkg_content(state: &State, store_id: &str, generation: u64, head_hash: &Hash32) -> LkgContent {
+pub fn lkg_content(state: &State, store_id: StoreId, generation: u64, head_hash: &Hash32) -> LkgContent {
+    let store_id = store_id.to_hex();
     let services = state
         .services
         .keys()
         .filter_map(|s| {
-            confstore_snapshots::project(state, store_id, generation, s).ok().map(|p| (s.clone(), p.to_json()))
+            confstore_snapshots::project(state, &store_id, generation, s).ok().map(|p| (s.clone(), p.to_json()))
         })
         .collect();
     let tokens = state
@@ -226,7 +227,7 @@ pub fn lkg_content(state: &State, store_id: &str, generation: u64, head_hash: &H
         })
         .collect();
     LkgContent {
-        store_id: store_id.to_owned(),
+        store_id,
         generation,
         epoch: state.epoch,
         seq: state.seq,

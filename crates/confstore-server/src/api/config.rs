@@ -135,7 +135,7 @@ pub async fn snapshot(
             (s.epoch, s.json.clone(), s.jws.clone())
         }
         (ReadView::Live(l), Some(epoch)) => {
-            let (store_id, generation) = l.model.read(|m| (m.store_id.clone(), m.generation));
+            let (store_id, generation) = l.model.read(|m| (m.store_id.to_hex(), m.generation));
             let l = l.clone();
             let state = blocking(move || Ok(l.readers.with(|r| r.replay(confstore_log::Until::Epoch(epoch)))?)).await?;
             let snap =

@@ -150,7 +150,7 @@ pub async fn keys(State(app): State<App>, ApiPath(p): ApiPath<KeysPath>, view: R
     };
     // Everything from one read of the model, so values, sources and schema agree.
     let (epoch, seq, snap, raw, schema) = l.model.read(|m| {
-        let snap = confstore_snapshots::project(&m.state, &m.store_id, m.generation, &p.service);
+        let snap = confstore_snapshots::project(&m.state, &m.store_id.to_hex(), m.generation, &p.service);
         let raw = |scope: &str| m.state.services.get(scope).cloned().unwrap_or_default();
         let schema = m.state.schemas.get(&p.service).and_then(|s| serde_json::from_str::<Value>(&s.json).ok());
         (m.state.epoch, m.state.seq, snap, (raw(&p.service), raw(GLOBAL_SCOPE)), schema)
@@ -457,7 +457,7 @@ pub struct VerifyOut {
     security(("bearer" = ["audit.read"])),
     responses((status = 200, body = VerifyOut), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn verify(State(app): State<App>, _: Unscoped, l: LiveView) -> ApiResult<Json<VerifyOut>> {
-    let (store_id, store_hex) = (l.store.store_id(), l.model.read(|m| m.store_id.clone()));
+    let (store_id, store_hex) = (l.store.store_id(), l.model.read(|m| m.store_id.to_hex()));
     let app2 = app.clone();
     blocking(move || {
         let started = Instant::now();

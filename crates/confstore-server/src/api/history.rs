@@ -532,7 +532,7 @@ pub async fn head(State(app): State<App>, view: ReadView) -> Response {
     let key_id = app.keys.signing.verifying_key().key_id().to_hex();
     let out = match &view {
         ReadView::Live(l) => l.model.read(|m| HeadOut {
-            store_id: m.store_id.clone(),
+            store_id: m.store_id.to_hex(),
             generation: m.generation,
             seq: m.state.seq,
             epoch: m.state.epoch,

@@ -203,7 +203,7 @@ pub async fn run(app: App, settings: MqttSettings, mut stop: watch::Receiver<boo
 
 fn identity(app: &App) -> (String, u64) {
     match &*app.mode() {
-        Mode::Live(l) => l.model.read(|m| (m.store_id.clone(), m.generation)),
+        Mode::Live(l) => l.model.read(|m| (m.store_id.to_hex(), m.generation)),
         Mode::Fallback(f) => f.lkg.as_ref().map_or((String::new(), 0), |c| (c.store_id.clone(), c.generation)),
     }
 }
@@ -442,7 +442,7 @@ impl Publisher {
         let (head_seq, head_hash, head_state) = live.model.read(|m| (m.state.seq, m.head_hash, m.state.clone()));
         // The database's generation (the server may have started in the fallback, from an
         // LKG file of another generation, and recovered after a new generation started).
-        let (store_id, generation) = live.model.read(|m| (m.store_id.clone(), m.generation));
+        let (store_id, generation) = live.model.read(|m| (m.store_id.to_hex(), m.generation));
         let resumed = checkpoint::read(&path)
             .filter(|c| c.store_id == store_id && c.generation == generation && c.seq <= head_seq)
             .and_then(|c| {

@@ -109,7 +109,7 @@ fn mqtt_stream(app: &App, args: &ServeArgs) -> Result<(Option<MqttSettings>, Opt
         return Ok((None, None));
     }
     let store_id = match &*app.mode() {
-        Mode::Live(l) => l.model.read(|m| m.store_id.clone()),
+        Mode::Live(l) => l.model.read(|m| m.store_id.to_hex()),
         Mode::Fallback(f) => f.lkg.as_ref().map(|c| c.store_id.clone()).unwrap_or_default(),
     };
     let client_id =
