@@ -44,8 +44,9 @@ pub struct CurrentValue {
     pub key: String,
     /// Canonical JSON text.
     pub value_json: String,
-    /// The epoch that last set it.
-    pub epoch: u64,
+    /// The store's epoch at the head it was read at (the same for every value of one
+    /// read; not the epoch that last set the value).
+    pub head_epoch: u64,
 }
 
 /// How far a replay goes.
@@ -496,7 +497,7 @@ impl LogReader {
         Ok(state.services.get(service).map(|values| {
             values
                 .iter()
-                .map(|(k, v)| CurrentValue { key: k.clone(), value_json: v.clone(), epoch: state.epoch })
+                .map(|(k, v)| CurrentValue { key: k.clone(), value_json: v.clone(), head_epoch: state.epoch })
                 .collect()
         }))
     }

@@ -133,7 +133,7 @@ impl Dirty {
                 self.services.insert(service.clone(), seq);
             }
             EventKind::ValueSet { service, key, value_json, .. } => {
-                let changed = rows::ChangedValue { value_json: value_json.clone(), seq, epoch: body.epoch };
+                let changed = rows::ChangedValue { value_json: value_json.clone(), seq, changed_epoch: body.epoch };
                 self.values.insert((service.clone(), key.clone()), Some(changed));
             }
             EventKind::ValueUnset { service, key, .. } => {
@@ -149,7 +149,7 @@ impl Dirty {
                     ciphertext: ciphertext.clone(),
                 };
                 let value_json = confstore_core::state::canonical_json_text(&confstore_core::secret::marker(&envelope));
-                let changed = rows::ChangedValue { value_json, seq, epoch: body.epoch };
+                let changed = rows::ChangedValue { value_json, seq, changed_epoch: body.epoch };
                 self.values.insert((service.clone(), key.clone()), Some(changed));
             }
             EventKind::TokenIssued { token_id, .. } | EventKind::TokenRevoked { token_id } => {

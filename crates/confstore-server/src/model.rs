@@ -14,8 +14,9 @@ use tokio::sync::Notify;
 /// One service's snapshot, ready to send.
 #[derive(Debug)]
 pub struct Snap {
-    /// Epoch it reflects.
-    pub epoch: u64,
+    /// The store's epoch at the head it was projected at (the cache is valid while the
+    /// head has this epoch).
+    pub head_epoch: u64,
     /// The plain JSON document.
     pub json: Value,
     /// The flattened JWS (EdDSA), as text.
@@ -115,12 +116,12 @@ impl ReadModel {
     /// epoch has not moved, else projected and signed now. `None`: unknown service.
     pub fn snapshot(&self, service: &str, key: &SigningKey) -> Option<Arc<Snap>> {
         let epoch = self.read(|m| m.state.epoch);
-        if let Some(s) = self.cached(service).filter(|s| s.epoch == epoch) {
+        if let Some(s) = self.cached(service).filter(|s| s.head_epoch == epoch) {
             return Some(s);
         }
         let snap = self.read(|m| {
             confstore_snapshots::project(&m.state, &m.store_id.to_hex(), m.generation, service).ok().map(|p| Snap {
-                epoch: m.state.epoch,
+                head_epoch: m.state.epoch,
                 json: p.to_json(),
                 jws: p.to_jws(key).to_string(),
             })
@@ -128,7 +129,7 @@ impl ReadModel {
         let snap = Arc::new(snap);
         let mut cache = self.snapshots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Keep whichever is newer if another request raced this one.
-        if cache.get(service).is_none_or(|old| old.epoch <= snap.epoch) {
+        if cache.get(service).is_none_or(|old| old.head_epoch <= snap.head_epoch) {
             cache.insert(service.to_owned(), Arc::clone(&snap));
         }
         Some(snap)

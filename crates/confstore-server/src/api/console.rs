@@ -116,7 +116,8 @@ pub struct KeyView {
     pub description: Option<String>,
     /// The epoch it last changed in its source (absent for defaults, and in the read-only
     /// fallback).
-    pub epoch: Option<u64>,
+    #[serde(rename = "epoch")]
+    pub changed_epoch: Option<u64>,
 }
 
 /// A service's keys.
@@ -187,7 +188,7 @@ pub async fn keys(State(app): State<App>, ApiPath(p): ApiPath<KeysPath>, view: R
                 source: source.to_owned(),
                 kind: schema_type(prop).or_else(|| (!secret).then(|| json_type(&resolved.value).to_owned())),
                 description: prop.and_then(|p| p.get("description")).and_then(Value::as_str).map(str::to_owned),
-                epoch: epochs.and_then(|e| e.get(key).copied()),
+                changed_epoch: epochs.and_then(|e| e.get(key).copied()),
             }
         })
         .collect();
@@ -211,7 +212,7 @@ fn keys_of_snapshot(service: &str, doc: &Value) -> KeysOut {
                 source: sources.and_then(|s| s.get(key)).and_then(Value::as_str).unwrap_or("service").to_owned(),
                 kind: (!secret).then(|| json_type(value).to_owned()),
                 description: None,
-                epoch: None,
+                changed_epoch: None,
             }
         })
         .collect();
