@@ -5,7 +5,7 @@
 //! - [`chain`]: genesis and event hashes (the hash chain).
 //! - [`json`]: strict JSON for values: numbers kept exactly, no repeated keys.
 //! - [`jws`]: flattened EdDSA JWS, how snapshots, stream events and heads are signed.
-//! - [`stream`]: the live stream's topics and payloads, and the rule a client applies them by.
+//! - [`stream`]: the MQTT stream's topics and payloads, and the rule a client applies them by.
 //! - [`keys`]: Ed25519 signing keys, key ids and the key chain (rotation statements).
 //! - [`verify`]: streaming verification of stored events, and sealing of the events this
 //!   process appends: the only makers of [`verify::Verified`].

@@ -148,7 +148,7 @@ pub const MQTT_PUBLISH_WINDOW_MESSAGES: usize = 4096;
 /// Most compiled service schemas kept in memory (keyed by schema hash): one per schema-checked
 /// service written to lately; a miss costs a compile (meta-schema check and validator build).
 pub const COMPILED_SCHEMAS_CACHED_MAX: usize = 64;
-/// Most recent events the server keeps in memory for the live stream (the publisher takes
+/// Most recent events the server keeps in memory for the MQTT stream (the publisher takes
 /// them from there instead of reading the log again; one further behind reads the log).
 pub const RECENT_EVENTS_MAX: usize = 4096;
 /// Most bytes of values, schemas, ciphertexts and texts those events may hold.

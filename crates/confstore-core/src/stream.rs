@@ -1,4 +1,4 @@
-//! The live stream (docs/design.md §9, docs/format.md §17): MQTT topic names, the documents
+//! The MQTT stream (docs/design.md §9, docs/format.md §17): MQTT topic names, the documents
 //! published on them, and the rule by which a client accepts a snapshot. The publisher
 //! (confstore-server) and the client library (confstore-client) share this module, so the
 //! two sides cannot drift; the JSON Schemas in docs/schemas/ describe the same documents for

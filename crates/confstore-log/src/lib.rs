@@ -2,6 +2,8 @@
 //!
 //! - [`db`]: opening a database: the SQLite version pin, every pragma, migrations.
 //! - [`files`]: the data directory 0700 and its files 0600, and warnings when they are not.
+//! - `drain`: the one loop that pushes stored events into a verifier and hands out the
+//!   verified ones (replays, the current state, projections catching up, the writer's catch-up).
 //! - [`rows`]: mapping between table rows and core types.
 //! - [`parallel`]: signature batches checked on every core during full verification.
 //! - [`reader`]: reads: head, event ranges, full verification, replay to an epoch or time.
@@ -16,6 +18,7 @@
 //! HTTP, MQTT, the CLI or the environment. It reads the clock only through [`Clock`].
 
 pub mod db;
+mod drain;
 pub mod error;
 pub mod files;
 mod group;

@@ -3,6 +3,7 @@
 //! events; signatures up to the database's verified head are trusted (they were checked
 //! when written and at open), links and hashes are always rechecked.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use confstore_core::verify::ChainHead;
@@ -10,6 +11,7 @@ use confstore_core::{ChainVerifier, Hash32, State, StoreId, StoredEvent, Verifie
 use rusqlite::Connection;
 
 use crate::db::{self, DbOptions};
+use crate::drain::Drain;
 use crate::error::LogError;
 use crate::guard::ReadGuard;
 use crate::parallel::ParallelVerifier;
@@ -42,8 +44,9 @@ pub struct CurrentValue {
     pub key: String,
     /// Canonical JSON text.
     pub value_json: String,
-    /// The epoch that last set it.
-    pub epoch: u64,
+    /// The store's epoch at the head it was read at (the same for every value of one
+    /// read; not the epoch that last set the value).
+    pub head_epoch: u64,
 }
 
 /// How far a replay goes.
@@ -342,25 +345,16 @@ impl LogReader {
     pub fn replay_with(&self, until: Until, mut f: impl FnMut(&Verified)) -> Result<(), LogError> {
         let head = self.head()?;
         self.check_bound(until, &head)?;
-        let mut verifier = ChainVerifier::new(self.store_id, None).trust_signatures_through(head.verified_seq);
-        let mut done = false;
-        let mut fold = |ready: Vec<Verified>, done: &mut bool| {
-            for ev in ready {
-                if *done || beyond(until, &ev) {
-                    *done = true;
-                    return;
-                }
-                f(&ev);
+        let verifier = ChainVerifier::new(self.store_id, None).trust_signatures_through(head.verified_seq);
+        let mut drain = Drain::new(verifier, |ev| {
+            if beyond(until, &ev) {
+                return ControlFlow::Break(());
             }
-        };
-        self.for_each_event(1, |ev| {
-            verifier.push(&ev).map_err(LogError::Tampered)?;
-            fold(verifier.take_ready(), &mut done);
-            Ok(!done)
-        })?;
-        let rest = verifier.flush_ready().map_err(LogError::Tampered)?;
-        fold(rest, &mut done);
-        Ok(())
+            f(&ev);
+            ControlFlow::Continue(())
+        });
+        self.for_each_event(1, |ev| drain.push(&ev))?;
+        drain.flush()
     }
 
     fn check_bound(&self, until: Until, head: &Head) -> Result<(), LogError> {
@@ -405,18 +399,12 @@ impl LogReader {
         // Inside the caller's transaction if there is one (a projection catching up).
         self.snapshot(|r| {
             let (checkpoint, mut state) = r.write_model()?;
-            let mut verifier = ChainVerifier::resume(checkpoint.clone(), None);
-            r.for_each_event(checkpoint.seq + 1, |ev| {
-                verifier.push(&ev).map_err(LogError::Tampered)?;
-                verifier.take_ready().iter().for_each(|v| {
-                    state.apply(v);
-                });
-                Ok(true)
-            })?;
-            verifier.flush_ready().map_err(LogError::Tampered)?.iter().for_each(|v| {
-                state.apply(v);
+            let mut drain = Drain::new(ChainVerifier::resume(checkpoint.clone(), None), |v| {
+                state.apply(&v);
+                ControlFlow::Continue(())
             });
-            verifier.finish().map_err(LogError::Tampered)?;
+            r.for_each_event(checkpoint.seq + 1, |ev| drain.push(&ev))?;
+            drain.finish()?;
             Ok(state)
         })
     }
@@ -436,17 +424,14 @@ impl LogReader {
             })?;
             return Ok(out);
         }
-        let mut verifier = ChainVerifier::resume(checkpoint.clone(), None);
-        let keep = |ready: Vec<Verified>, out: &mut Vec<Verified>| {
-            out.extend(ready.into_iter().filter(|v| v.seq() > from_seq))
-        };
-        self.for_each_event(checkpoint.seq + 1, |ev| {
-            verifier.push(&ev).map_err(LogError::Tampered)?;
-            keep(verifier.take_ready(), &mut out);
-            Ok(true)
-        })?;
-        keep(verifier.flush_ready().map_err(LogError::Tampered)?, &mut out);
-        verifier.finish().map_err(LogError::Tampered)?;
+        let mut drain = Drain::new(ChainVerifier::resume(checkpoint.clone(), None), |v| {
+            if v.seq() > from_seq {
+                out.push(v);
+            }
+            ControlFlow::Continue(())
+        });
+        self.for_each_event(checkpoint.seq + 1, |ev| drain.push(&ev))?;
+        drain.finish()?;
         Ok(out)
     }
 
@@ -489,15 +474,13 @@ impl LogReader {
             keys: rows::key_ring(&self.conn, from_seq)?,
             generation: rows::generation_at(&self.conn, from_seq)?,
         };
-        let mut verifier = ChainVerifier::resume(head, None).trust_signatures_through(trusted_through);
         let mut out = Vec::new();
-        self.for_each_event(from_seq + 1, |ev| {
-            verifier.push(&ev).map_err(LogError::Tampered)?;
-            out.extend(verifier.take_ready());
-            Ok(true)
-        })?;
-        out.extend(verifier.flush_ready().map_err(LogError::Tampered)?);
-        verifier.finish().map_err(LogError::Tampered)?;
+        let mut drain = Drain::new(ChainVerifier::resume(head, None).trust_signatures_through(trusted_through), |v| {
+            out.push(v);
+            ControlFlow::Continue(())
+        });
+        self.for_each_event(from_seq + 1, |ev| drain.push(&ev))?;
+        drain.finish()?;
         Ok(out)
     }
 
@@ -514,7 +497,7 @@ impl LogReader {
         Ok(state.services.get(service).map(|values| {
             values
                 .iter()
-                .map(|(k, v)| CurrentValue { key: k.clone(), value_json: v.clone(), epoch: state.epoch })
+                .map(|(k, v)| CurrentValue { key: k.clone(), value_json: v.clone(), head_epoch: state.epoch })
                 .collect()
         }))
     }

@@ -291,8 +291,8 @@ pub struct ChangedValue {
     pub value_json: String,
     /// The event that set it.
     pub seq: u64,
-    /// Its epoch.
-    pub epoch: u64,
+    /// That event's epoch (the `epoch` column).
+    pub changed_epoch: u64,
 }
 
 /// Values changed since the last checkpoint, by (service, key); `None` = unset.
@@ -325,7 +325,7 @@ pub fn write_checkpoint(
     let mut delete = conn.prepare_cached("DELETE FROM state_values WHERE service = ?1 AND key = ?2").map_err(ctx())?;
     for ((service, key), value) in values {
         match value {
-            Some(v) => upsert.execute(params![service, key, v.value_json, i(v.seq), i(v.epoch)]),
+            Some(v) => upsert.execute(params![service, key, v.value_json, i(v.seq), i(v.changed_epoch)]),
             None => delete.execute(params![service, key]),
         }
         .map_err(ctx())?;

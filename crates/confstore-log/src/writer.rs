@@ -11,6 +11,7 @@
 //! events after it are verified and folded in at open (see [`catch_up`]).
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use confstore_core::event::{EventBody, EventKind};
@@ -19,6 +20,7 @@ use confstore_core::verify::ChainHead;
 use confstore_core::{ChainVerifier, Hash32, KeyId, Sealed, SigningKey, State, StoredEvent, VerifyError, event_hash};
 use rusqlite::{Connection, TransactionBehavior};
 
+use crate::drain::Drain;
 use crate::error::LogError;
 use crate::rows;
 use crate::{Clock, Receipt};
@@ -131,7 +133,7 @@ impl Dirty {
                 self.services.insert(service.clone(), seq);
             }
             EventKind::ValueSet { service, key, value_json, .. } => {
-                let changed = rows::ChangedValue { value_json: value_json.clone(), seq, epoch: body.epoch };
+                let changed = rows::ChangedValue { value_json: value_json.clone(), seq, changed_epoch: body.epoch };
                 self.values.insert((service.clone(), key.clone()), Some(changed));
             }
             EventKind::ValueUnset { service, key, .. } => {
@@ -147,7 +149,7 @@ impl Dirty {
                     ciphertext: ciphertext.clone(),
                 };
                 let value_json = confstore_core::state::canonical_json_text(&confstore_core::secret::marker(&envelope));
-                let changed = rows::ChangedValue { value_json, seq, epoch: body.epoch };
+                let changed = rows::ChangedValue { value_json, seq, changed_epoch: body.epoch };
                 self.values.insert((service.clone(), key.clone()), Some(changed));
             }
             EventKind::TokenIssued { token_id, .. } | EventKind::TokenRevoked { token_id } => {
@@ -187,7 +189,7 @@ pub type Listener = Box<dyn Fn(&Committed<'_>) + Send>;
 
 /// One event folded into the write model: signed and committed by this writer, or
 /// appended by another process and verified by it. The commit listener's consumers (the
-/// read model, the live stream) take these instead of reading the log again.
+/// read model, the MQTT stream) take these instead of reading the log again.
 #[derive(Clone, Debug)]
 pub struct Folded {
     /// Its seq.
@@ -585,19 +587,21 @@ pub(crate) fn catch_up(
         return Ok(());
     }
     let verifier = ChainVerifier::resume(head.clone(), None);
-    let mut verifier = if last_seq - head.seq <= STRICT_CATCH_UP_EVENTS_MAX { verifier.strict() } else { verifier };
+    let verifier = if last_seq - head.seq <= STRICT_CATCH_UP_EVENTS_MAX { verifier.strict() } else { verifier };
     let mut st = conn
         .prepare_cached(&format!("SELECT {} FROM events WHERE seq > ?1 ORDER BY seq", rows::EVENT_COLUMNS))
         .map_err(LogError::sqlite("reading new events"))?;
     let mut rows_iter = st.query([rows::i(head.seq)]).map_err(LogError::sqlite("reading new events"))?;
     let mut ready = Vec::new();
+    let mut drain = Drain::new(verifier, |v| {
+        ready.push(v);
+        ControlFlow::Continue(())
+    });
     while let Some(row) = rows_iter.next().map_err(LogError::sqlite("reading new events"))? {
         let ev = rows::event_from_row(row).map_err(LogError::sqlite("reading an event"))?;
-        verifier.push(&ev).map_err(LogError::Tampered)?;
-        ready.extend(verifier.take_ready());
+        drain.push(&ev)?;
     }
-    ready.extend(verifier.flush_ready().map_err(LogError::Tampered)?);
-    let new_head = verifier.finish().map_err(LogError::Tampered)?;
+    let new_head = drain.finish()?;
     for v in &ready {
         let changed = state.apply(v);
         dirty.record(v.seq(), *v.hash(), v.body(), changed);

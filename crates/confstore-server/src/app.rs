@@ -15,7 +15,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::metrics::Metrics;
-use crate::model::Live;
+use crate::model::ReadModel;
 
 /// The keys the server needs (docs/design.md §7), loaded by the binary.
 pub struct Keys {
@@ -134,7 +134,7 @@ pub struct LiveMode {
     /// The store (appends).
     pub store: Arc<Store>,
     /// The read model at the head.
-    pub model: Arc<Live>,
+    pub model: Arc<ReadModel>,
     /// Read connections for history, replays and search.
     pub readers: ReaderPool,
     /// Serialises search-index catch-ups within this process.
@@ -195,20 +195,20 @@ pub struct AppInner {
     pub started: Instant,
     /// How far the on-disk projections are.
     pub projections: Projections,
-    /// Set to true when the server begins to shut down: long-lived responses (the live
-    /// event stream) end on it, so the graceful shutdown is not held open by them.
+    /// Set to true when the server begins to shut down: long-lived responses (the
+    /// head-events stream) end on it, so the graceful shutdown is not held open by them.
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// The last append that failed in the store, until one commits again (readiness).
     pub appends: AppendHealth,
-    /// Where services find the live stream (`GET /api/v1/stream`), once `serve` knows.
+    /// Where services find the MQTT stream (`GET /api/v1/stream`), once `serve` knows.
     pub stream: std::sync::OnceLock<StreamAdvert>,
 }
 
-/// What `GET /api/v1/stream` tells clients about the live stream.
+/// What `GET /api/v1/stream` tells clients about the MQTT stream.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct StreamAdvert {
     /// The broker URL services subscribe at (`mqtt://HOST:PORT` or `mqtts://…`), or null
-    /// when the live stream is off.
+    /// when the MQTT stream is off.
     pub mqtt_url: Option<String>,
     /// Whether it is `serve`'s embedded broker.
     pub embedded: bool,
@@ -409,7 +409,7 @@ fn open_live(config: &Config, keys: &Keys, metrics: &Metrics) -> Result<LiveMode
         metrics.signature_failure("log");
         tracing::error!(%why, "the store refuses writes; reads are served from the last verified state");
     }
-    let model = Live::new(store.store_id().to_hex(), store.generation(), metrics.clone());
+    let model = ReadModel::new(store.store_id(), store.generation(), metrics.clone());
     store.set_commit_listener(model.listener());
     Ok(LiveMode { store: Arc::new(store), model, readers, search_lock: Mutex::new(()) })
 }

@@ -175,7 +175,7 @@ impl Denials {
         if !table.contains_key(token_id) {
             if table.len() >= self.0.tokens_max {
                 // Forget a token with nothing pending (its next refusal is a first again);
-                // with none, the table is full of live windows: do not grow it, but make
+                // with none, the table is full of open windows: do not grow it, but make
                 // sure the token's very first refusal is in the log.
                 let idle = table.iter().find(|(_, t)| !t.has_pending()).map(|(id, _)| id.clone());
                 match idle {

@@ -344,7 +344,7 @@ impl FallbackView {
     }
 }
 
-/// What a current read is served from: the live read model, or in the read-only fallback
+/// What a current read is served from: the read model (live mode), or in the read-only fallback
 /// the verified LKG file (503 `unavailable` when that file was refused too). For the routes
 /// that stay up in the fallback: services, snapshots, values, keys, head.
 #[derive(Debug, Clone)]

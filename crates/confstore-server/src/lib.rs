@@ -14,7 +14,7 @@
 //! - [`projector`]: the search index and the LKG file, kept up in the background.
 //! - [`stream`]: the MQTT publisher (the log is the outbox) and the embedded broker.
 //! - [`web`]: the web UI's page, ES modules and stylesheet, embedded (its data comes from the
-//!   API; [`api::console`] has the views it needs: whoami, keys, changesets, verify, live).
+//!   API; [`api::console`] has the views it needs: whoami, keys, changesets, verify, head events).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`error`], [`extract`]: JSON errors and the extractors that produce them.
 
@@ -36,7 +36,7 @@ pub mod web;
 pub use api::router;
 pub use app::{App, Config, Keys};
 
-/// Serves `app` on `listener` within `limits` — and publishes the live stream to `mqtt`, if
+/// Serves `app` on `listener` within `limits` — and publishes the MQTT stream to `mqtt`, if
 /// given, through the embedded broker's gate `broker`, if given — until `shutdown`
 /// completes, then lets in-flight requests finish and closes the store (its final
 /// checkpoint).
@@ -58,7 +58,7 @@ pub async fn serve(
     let stopping = app.clone();
     tokio::spawn(async move {
         shutdown.await;
-        // Ends the live event streams, which would otherwise keep the shutdown waiting.
+        // Ends the head-events streams (`GET /api/v1/live`), which would otherwise keep the shutdown waiting.
         stopping.stopping.send_replace(true);
         let _ = http_stop_tx.send(true);
     });

@@ -14,7 +14,7 @@
 //! - Request bodies have their own timeout (the router's body-timeout layer, [`crate::api`]).
 //!
 //! Invariant: a connection with a request in flight (its response body included, so the
-//! live event stream counts) is never evicted or timed out here; the graceful shutdown lets
+//! head-events stream counts) is never evicted or timed out here; the graceful shutdown lets
 //! it finish.
 
 use std::collections::HashMap;

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
-use confstore_core::{Hash32, SigningKey, State};
+use confstore_core::{Hash32, SigningKey, State, StoreId};
 use confstore_lkg::LkgContent;
 use confstore_log::{Committed, Folded};
 use serde_json::{Value, json};
@@ -14,8 +14,9 @@ use tokio::sync::Notify;
 /// One service's snapshot, ready to send.
 #[derive(Debug)]
 pub struct Snap {
-    /// Epoch it reflects.
-    pub epoch: u64,
+    /// The store's epoch at the head it was projected at (the cache is valid while the
+    /// head has this epoch).
+    pub head_epoch: u64,
     /// The plain JSON document.
     pub json: Value,
     /// The flattened JWS (EdDSA), as text.
@@ -24,23 +25,23 @@ pub struct Snap {
 
 /// The state at the head and what is derived from it in memory.
 #[derive(Debug)]
-pub struct ReadModel {
+pub struct AtHead {
     /// State after the last event folded in.
     pub state: State,
     /// Hash of that event.
     pub head_hash: Hash32,
-    /// Store id (hex) and generation, for snapshots.
-    pub store_id: String,
+    /// Store id, for snapshots (hex only where it is written out).
+    pub store_id: StoreId,
     /// Store generation.
     pub generation: u64,
 }
 
 /// The read model shared by handlers, the listener and the projector.
 #[derive(Debug)]
-pub struct Live {
-    model: RwLock<ReadModel>,
+pub struct ReadModel {
+    model: RwLock<AtHead>,
     snapshots: Mutex<HashMap<String, Arc<Snap>>>,
-    /// The events folded in lately, newest last: the live stream takes them from here
+    /// The events folded in lately, newest last: the MQTT publisher takes them from here
     /// instead of reading and verifying the log again (bounded by [`RECENT_EVENTS_MAX`] and
     /// [`RECENT_BYTES_MAX`]; a reader that fell behind further reads the log).
     recent: Mutex<Recent>,
@@ -52,16 +53,11 @@ pub struct Live {
     pub batches: crate::metrics::Metrics,
 }
 
-impl Live {
+impl ReadModel {
     /// An empty model for the store `store_id`; the listener fills it.
-    pub fn new(store_id: String, generation: u64, metrics: crate::metrics::Metrics) -> Arc<Self> {
+    pub fn new(store_id: StoreId, generation: u64, metrics: crate::metrics::Metrics) -> Arc<Self> {
         Arc::new(Self {
-            model: RwLock::new(ReadModel {
-                state: State::default(),
-                head_hash: Hash32::default(),
-                store_id,
-                generation,
-            }),
+            model: RwLock::new(AtHead { state: State::default(), head_hash: Hash32::default(), store_id, generation }),
             snapshots: Mutex::new(HashMap::new()),
             recent: Mutex::new(Recent::default()),
             changed: Notify::new(),
@@ -112,7 +108,7 @@ impl Live {
     }
 
     /// Runs `f` with the read model (read-locked: keep it short).
-    pub fn read<T>(&self, f: impl FnOnce(&ReadModel) -> T) -> T {
+    pub fn read<T>(&self, f: impl FnOnce(&AtHead) -> T) -> T {
         f(&self.model.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
@@ -120,12 +116,12 @@ impl Live {
     /// epoch has not moved, else projected and signed now. `None`: unknown service.
     pub fn snapshot(&self, service: &str, key: &SigningKey) -> Option<Arc<Snap>> {
         let epoch = self.read(|m| m.state.epoch);
-        if let Some(s) = self.cached(service).filter(|s| s.epoch == epoch) {
+        if let Some(s) = self.cached(service).filter(|s| s.head_epoch == epoch) {
             return Some(s);
         }
         let snap = self.read(|m| {
-            confstore_snapshots::project(&m.state, &m.store_id, m.generation, service).ok().map(|p| Snap {
-                epoch: m.state.epoch,
+            confstore_snapshots::project(&m.state, &m.store_id.to_hex(), m.generation, service).ok().map(|p| Snap {
+                head_epoch: m.state.epoch,
                 json: p.to_json(),
                 jws: p.to_jws(key).to_string(),
             })
@@ -133,7 +129,7 @@ impl Live {
         let snap = Arc::new(snap);
         let mut cache = self.snapshots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Keep whichever is newer if another request raced this one.
-        if cache.get(service).is_none_or(|old| old.epoch <= snap.epoch) {
+        if cache.get(service).is_none_or(|old| old.head_epoch <= snap.head_epoch) {
             cache.insert(service.to_owned(), Arc::clone(&snap));
         }
         Some(snap)
@@ -150,7 +146,7 @@ impl Live {
     }
 }
 
-/// Most events [`Live`] keeps in memory for the live stream.
+/// Most events [`ReadModel`] keeps in memory for the MQTT stream.
 pub const RECENT_EVENTS_MAX: usize = confstore_core::limits::RECENT_EVENTS_MAX;
 /// Most bytes of values, schemas and ciphertexts those events may hold.
 pub const RECENT_BYTES_MAX: usize = confstore_core::limits::RECENT_EVENT_BYTES_MAX;
@@ -210,13 +206,14 @@ fn weight(body: &confstore_core::event::EventBody) -> usize {
     256 + variable + body.reason.len() + body.actor.len() + body.request_id.len()
 }
 
-/// The LKG content for `state`: every service's snapshot and the live tokens.
-pub fn lkg_content(state: &State, store_id: &str, generation: u64, head_hash: &Hash32) -> LkgContent {
+/// The LKG content for `state`: every service's snapshot and the tokens not revoked.
+pub fn lkg_content(state: &State, store_id: StoreId, generation: u64, head_hash: &Hash32) -> LkgContent {
+    let store_id = store_id.to_hex();
     let services = state
         .services
         .keys()
         .filter_map(|s| {
-            confstore_snapshots::project(state, store_id, generation, s).ok().map(|p| (s.clone(), p.to_json()))
+            confstore_snapshots::project(state, &store_id, generation, s).ok().map(|p| (s.clone(), p.to_json()))
         })
         .collect();
     let tokens = state
@@ -231,7 +228,7 @@ pub fn lkg_content(state: &State, store_id: &str, generation: u64, head_hash: &H
         })
         .collect();
     LkgContent {
-        store_id: store_id.to_owned(),
+        store_id,
         generation,
         epoch: state.epoch,
         seq: state.seq,

@@ -84,13 +84,13 @@ pub fn search_catch_up(reader: &LogReader, trusted_through: u64) -> Result<u64, 
 /// Writes the high-water mark, then the LKG file, for the read model's head; and the signed
 /// head file, if one is configured.
 fn write_lkg(app: &App, live: &LiveMode) -> Result<u64, String> {
-    let content = live.model.read(|m| lkg_content(&m.state, &m.store_id, m.generation, &m.head_hash));
+    let content = live.model.read(|m| lkg_content(&m.state, m.store_id, m.generation, &m.head_hash));
     let seq = content.seq;
     if let Some(path) = &app.config.head_file {
         let doc = live.model.read(|m| {
-            let hash = m.head_hash.to_hex();
+            let (store_id, hash) = (m.store_id.to_hex(), m.head_hash.to_hex());
             let at = confstore_core::stream::Position {
-                store_id: &m.store_id,
+                store_id: &store_id,
                 generation: m.generation,
                 seq: m.state.seq,
                 hash: &hash,

@@ -132,10 +132,10 @@ pub async fn snapshot(
     let (epoch, json, jws) = match (&view, q.epoch) {
         (ReadView::Live(l), None) => {
             let s = l.model.snapshot(&p.service, &app.keys.signing).ok_or_else(unknown)?;
-            (s.epoch, s.json.clone(), s.jws.clone())
+            (s.head_epoch, s.json.clone(), s.jws.clone())
         }
         (ReadView::Live(l), Some(epoch)) => {
-            let (store_id, generation) = l.model.read(|m| (m.store_id.clone(), m.generation));
+            let (store_id, generation) = l.model.read(|m| (m.store_id.to_hex(), m.generation));
             let l = l.clone();
             let state = blocking(move || Ok(l.readers.with(|r| r.replay(confstore_log::Until::Epoch(epoch)))?)).await?;
             let snap =

@@ -1,7 +1,7 @@
 //! The views the web UI is built on (plain REST; any client may use them): who the token
 //! is, a service's keys with where each value comes from and when it last changed, the
-//! timeline of changesets newest first, "verify now", and the live stream of heads as
-//! server-sent events.
+//! timeline of changesets newest first, "verify now", and the head-events stream (the head as server-sent
+//! events, at `/api/v1/live`).
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -116,7 +116,8 @@ pub struct KeyView {
     pub description: Option<String>,
     /// The epoch it last changed in its source (absent for defaults, and in the read-only
     /// fallback).
-    pub epoch: Option<u64>,
+    #[serde(rename = "epoch")]
+    pub changed_epoch: Option<u64>,
 }
 
 /// A service's keys.
@@ -150,7 +151,7 @@ pub async fn keys(State(app): State<App>, ApiPath(p): ApiPath<KeysPath>, view: R
     };
     // Everything from one read of the model, so values, sources and schema agree.
     let (epoch, seq, snap, raw, schema) = l.model.read(|m| {
-        let snap = confstore_snapshots::project(&m.state, &m.store_id, m.generation, &p.service);
+        let snap = confstore_snapshots::project(&m.state, &m.store_id.to_hex(), m.generation, &p.service);
         let raw = |scope: &str| m.state.services.get(scope).cloned().unwrap_or_default();
         let schema = m.state.schemas.get(&p.service).and_then(|s| serde_json::from_str::<Value>(&s.json).ok());
         (m.state.epoch, m.state.seq, snap, (raw(&p.service), raw(GLOBAL_SCOPE)), schema)
@@ -187,7 +188,7 @@ pub async fn keys(State(app): State<App>, ApiPath(p): ApiPath<KeysPath>, view: R
                 source: source.to_owned(),
                 kind: schema_type(prop).or_else(|| (!secret).then(|| json_type(&resolved.value).to_owned())),
                 description: prop.and_then(|p| p.get("description")).and_then(Value::as_str).map(str::to_owned),
-                epoch: epochs.and_then(|e| e.get(key).copied()),
+                changed_epoch: epochs.and_then(|e| e.get(key).copied()),
             }
         })
         .collect();
@@ -211,7 +212,7 @@ fn keys_of_snapshot(service: &str, doc: &Value) -> KeysOut {
                 source: sources.and_then(|s| s.get(key)).and_then(Value::as_str).unwrap_or("service").to_owned(),
                 kind: (!secret).then(|| json_type(value).to_owned()),
                 description: None,
-                epoch: None,
+                changed_epoch: None,
             }
         })
         .collect();
@@ -457,7 +458,7 @@ pub struct VerifyOut {
     security(("bearer" = ["audit.read"])),
     responses((status = 200, body = VerifyOut), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn verify(State(app): State<App>, _: Unscoped, l: LiveView) -> ApiResult<Json<VerifyOut>> {
-    let (store_id, store_hex) = (l.store.store_id(), l.model.read(|m| m.store_id.clone()));
+    let (store_id, store_hex) = (l.store.store_id(), l.model.read(|m| m.store_id.to_hex()));
     let app2 = app.clone();
     blocking(move || {
         let started = Instant::now();
@@ -526,19 +527,22 @@ pub async fn verify(State(app): State<App>, _: Unscoped, l: LiveView) -> ApiResu
     .await
 }
 
-/// How often an idle live stream sends a keep-alive comment (proxies close idle streams).
-const LIVE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How often an idle head-events stream sends a keep-alive comment (proxies close idle
+/// streams).
+const HEAD_EVENTS_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// `GET /api/v1/live`: a `text/event-stream` of the head — an event `head` with data
 /// `{"seq","epoch","generation"}` at once and after every commit (from this server or
 /// folded in from another process). Consecutive commits may arrive as one event. Ends when
 /// the server stops or leaves the live mode; clients reconnect. Read it with a client that
 /// can send the Authorization header (the browser's `fetch`, not `EventSource`).
-#[utoipa::path(get, path = "/api/v1/live", tag = "history",
+// The head-events stream. Its operation id stays `live_stream`, the handler's old name:
+// the OpenAPI document is a contract.
+#[utoipa::path(get, path = "/api/v1/live", tag = "history", operation_id = "live_stream",
     security(("bearer" = ["config.read"])),
     responses((status = 200, description = "server-sent events", content_type = "text/event-stream", body = String),
               (status = 503, body = crate::error::ErrorBody)))]
-pub async fn live_stream(State(app): State<App>, l: LiveView) -> ApiResult<Response> {
+pub async fn head_events(State(app): State<App>, l: LiveView) -> ApiResult<Response> {
     let model = std::sync::Arc::clone(&l.model);
     let heads = model.head.subscribe();
     let stopping = app.stopping.subscribe();
@@ -560,7 +564,7 @@ pub async fn live_stream(State(app): State<App>, l: LiveView) -> ApiResult<Respo
         let event = Event::default().event("head").data(data.to_string());
         Some((Ok::<_, Infallible>(event), (model, heads, stopping, false)))
     });
-    let mut resp = Sse::new(stream).keep_alive(KeepAlive::new().interval(LIVE_KEEP_ALIVE)).into_response();
+    let mut resp = Sse::new(stream).keep_alive(KeepAlive::new().interval(HEAD_EVENTS_KEEP_ALIVE)).into_response();
     // Not buffered by proxies (nginx), not cached.
     resp.headers_mut().insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
     resp.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));

@@ -439,7 +439,8 @@ pub struct SearchHit {
     /// The schema's description of the key, or empty.
     pub description: String,
     /// The epoch that last changed the key.
-    pub epoch: u64,
+    #[serde(rename = "epoch")]
+    pub changed_epoch: u64,
 }
 
 /// `GET /api/v1/search?q=TEXT`: full-text search over the configuration (never secrets).
@@ -478,7 +479,7 @@ pub async fn search(who: Principal, ApiQuery(q): ApiQuery<SearchQuery>, l: LiveV
             key: h.key,
             value: h.value_text,
             description: h.description,
-            epoch: h.epoch,
+            changed_epoch: h.epoch,
         })
         .collect();
     Ok(Json(SearchOut { query: q.q, hits }))
@@ -532,7 +533,7 @@ pub async fn head(State(app): State<App>, view: ReadView) -> Response {
     let key_id = app.keys.signing.verifying_key().key_id().to_hex();
     let out = match &view {
         ReadView::Live(l) => l.model.read(|m| HeadOut {
-            store_id: m.store_id.clone(),
+            store_id: m.store_id.to_hex(),
             generation: m.generation,
             seq: m.state.seq,
             epoch: m.state.epoch,

@@ -65,7 +65,7 @@ pub fn router(app: App) -> (Router, serde_json::Value) {
         .routes(routes!(console::whoami))
         .routes(routes!(console::changesets))
         .routes(routes!(console::verify))
-        .routes(routes!(console::live_stream))
+        .routes(routes!(console::head_events))
         .routes(routes!(history::history))
         .routes(routes!(history::events))
         .routes(routes!(history::state))

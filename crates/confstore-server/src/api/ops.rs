@@ -126,7 +126,7 @@ pub async fn openapi(Extension(doc): Extension<Arc<Value>>) -> Json<Value> {
     Json((*doc).clone())
 }
 
-/// `GET /api/v1/stream`: where services find the live stream — the broker URL and how to log
+/// `GET /api/v1/stream`: where services find the MQTT stream — the broker URL and how to log
 /// in — so a client needs only the server's URL and its token (any valid token).
 #[utoipa::path(get, path = "/api/v1/stream", tag = "ops",
     security(("bearer" = [])),

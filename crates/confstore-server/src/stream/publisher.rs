@@ -40,7 +40,7 @@ use super::checkpoint::{self, Checkpoint};
 use super::outbox::{Kind, Msg, Outbox};
 use super::settings::MqttSettings;
 use crate::app::{App, LiveMode, Mode};
-use crate::model::Live;
+use crate::model::ReadModel;
 
 /// Most messages handed to the client and not yet acknowledged. While the broker is away
 /// the backlog stays in the log, not in memory.
@@ -129,7 +129,7 @@ struct Publisher {
     app: App,
     settings: MqttSettings,
     /// The model this state follows (replaced when the server recovers from the fallback).
-    model: Option<Arc<Live>>,
+    model: Option<Arc<ReadModel>>,
     /// What to send.
     outbox: Outbox,
     checkpoint_written: Option<u64>,
@@ -203,7 +203,7 @@ pub async fn run(app: App, settings: MqttSettings, mut stop: watch::Receiver<boo
 
 fn identity(app: &App) -> (String, u64) {
     match &*app.mode() {
-        Mode::Live(l) => l.model.read(|m| (m.store_id.clone(), m.generation)),
+        Mode::Live(l) => l.model.read(|m| (m.store_id.to_hex(), m.generation)),
         Mode::Fallback(f) => f.lkg.as_ref().map_or((String::new(), 0), |c| (c.store_id.clone(), c.generation)),
     }
 }
@@ -442,7 +442,7 @@ impl Publisher {
         let (head_seq, head_hash, head_state) = live.model.read(|m| (m.state.seq, m.head_hash, m.state.clone()));
         // The database's generation (the server may have started in the fallback, from an
         // LKG file of another generation, and recovered after a new generation started).
-        let (store_id, generation) = live.model.read(|m| (m.store_id.clone(), m.generation));
+        let (store_id, generation) = live.model.read(|m| (m.store_id.to_hex(), m.generation));
         let resumed = checkpoint::read(&path)
             .filter(|c| c.store_id == store_id && c.generation == generation && c.seq <= head_seq)
             .and_then(|c| {

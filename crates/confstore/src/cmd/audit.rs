@@ -1,4 +1,4 @@
-//! Audit commands: `export` (JSON Lines, confstore-export/1) and `verify` (the live
+//! Audit commands: `export` (JSON Lines, confstore-export/1) and `verify` (the store's
 //! database or an export file, against a trusted public key).
 
 use std::fs::{self, File};

@@ -44,7 +44,7 @@ fn lkg_content(reader: &LogReader) -> Result<LkgContent> {
         if head.seq != state.seq {
             continue;
         }
-        return Ok(confstore_server::model::lkg_content(&state, &head.store_id.to_hex(), head.generation, &head.hash));
+        return Ok(confstore_server::model::lkg_content(&state, head.store_id, head.generation, &head.hash));
     }
     Err(anyhow!("the log kept changing while the LKG cache was being built; try again"))
 }

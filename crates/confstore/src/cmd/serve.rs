@@ -74,7 +74,7 @@ pub fn serve(ctx: &Ctx, args: &ServeArgs) -> Result<ExitCode> {
     config.denial_window = Duration::from_secs(args.denial_summary_secs);
     let app = App::open(config, server_keys(ctx)?);
     bootstrap_admin_token(ctx, &app)?;
-    let (mqtt, broker) = live_stream(&app, args)?;
+    let (mqtt, broker) = mqtt_stream(&app, args)?;
     let limits = confstore_server::listener::HttpLimits {
         max_connections: args.http_max_connections,
         header_timeout: Duration::from_secs(args.http_header_timeout_s),
@@ -101,15 +101,15 @@ pub fn serve(ctx: &Ctx, args: &ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sets up the live stream: the external broker given, or the embedded one (started here,
+/// Sets up the MQTT stream: the external broker given, or the embedded one (started here,
 /// so a taken port is a clear error before anything listens), or none with --no-mqtt.
-fn live_stream(app: &App, args: &ServeArgs) -> Result<(Option<MqttSettings>, Option<Embedded>)> {
+fn mqtt_stream(app: &App, args: &ServeArgs) -> Result<(Option<MqttSettings>, Option<Embedded>)> {
     if args.no_mqtt {
         tracing::info!("live stream off (--no-mqtt)");
         return Ok((None, None));
     }
     let store_id = match &*app.mode() {
-        Mode::Live(l) => l.model.read(|m| m.store_id.clone()),
+        Mode::Live(l) => l.model.read(|m| m.store_id.to_hex()),
         Mode::Fallback(f) => f.lkg.as_ref().map(|c| c.store_id.clone()).unwrap_or_default(),
     };
     let client_id =
