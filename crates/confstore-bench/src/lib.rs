@@ -9,7 +9,7 @@
 //!   deadline);
 //! - [`harness`]: the closed-loop load generator and its summaries;
 //! - [`confstore`]: a fresh store, `confstore serve` and an HTTP/1.1 client for its API;
-//! - [`etcd`] (feature `etcd`): a single-node etcd and its gRPC client, the baseline.
+//! - `etcd` (feature `etcd`): a single-node etcd and its gRPC client, the baseline.
 
 pub mod confstore;
 #[cfg(feature = "etcd")]
