@@ -22,13 +22,6 @@
 // A benchmark reports on stdout by design.
 #![allow(clippy::print_stdout)]
 
-#[allow(dead_code)]
-#[path = "../machine.rs"]
-mod machine;
-#[allow(dead_code)]
-#[path = "server/process.rs"]
-mod process;
-
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -38,7 +31,8 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use serde::Serialize;
 
-use crate::process::{Guard, POLL_INTERVAL};
+use confstore_bench::process::{Guard, POLL_INTERVAL};
+use confstore_bench::{machine, process};
 
 /// docs/testing.md row 11: restore of a 100 MB database, with its check.
 const RESTORE_MAX: Duration = Duration::from_secs(60);

@@ -21,33 +21,6 @@
 // A benchmark reports on stdout by design.
 #![allow(clippy::print_stdout)]
 
-#[allow(dead_code)]
-#[path = "server/confstore.rs"]
-mod confstore;
-#[cfg(feature = "etcd")]
-#[allow(dead_code)]
-#[path = "server/etcd.rs"]
-mod etcd;
-#[allow(dead_code)]
-#[path = "server/harness.rs"]
-mod harness;
-#[allow(dead_code)]
-#[path = "../machine.rs"]
-mod machine;
-#[allow(dead_code)]
-#[path = "server/process.rs"]
-mod process;
-#[allow(dead_code)]
-#[path = "../timing.rs"]
-mod timing;
-// Modules the shared ones refer to.
-#[allow(dead_code)]
-#[path = "server/cpu.rs"]
-mod cpu;
-#[allow(dead_code)]
-#[path = "server/report.rs"]
-mod report;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::mpsc;
@@ -57,8 +30,11 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use serde::Serialize;
 
-use crate::harness::percentile;
-use crate::process::Guard;
+#[cfg(feature = "etcd")]
+use confstore_bench::etcd;
+use confstore_bench::harness::percentile;
+use confstore_bench::process::Guard;
+use confstore_bench::{confstore, machine, process};
 
 /// Target: write acknowledged → applied, median.
 const APPLY_P50_MAX_MS: f64 = 1.0;

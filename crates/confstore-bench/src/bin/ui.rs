@@ -23,23 +23,6 @@
 // A benchmark reports on stdout by design.
 #![allow(clippy::print_stdout)]
 
-#[allow(dead_code)]
-#[path = "server/confstore.rs"]
-mod confstore;
-#[allow(dead_code)]
-#[path = "server/harness.rs"]
-mod harness;
-#[allow(dead_code)]
-#[path = "../machine.rs"]
-mod machine;
-#[allow(dead_code)]
-#[path = "server/process.rs"]
-mod process;
-// Modules the shared ones refer to.
-#[allow(dead_code)]
-#[path = "../timing.rs"]
-mod timing;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -53,9 +36,10 @@ use hyper::Method;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::confstore::HttpConn;
-use crate::harness::percentile;
-use crate::process::{Guard, POLL_INTERVAL};
+use confstore_bench::confstore::HttpConn;
+use confstore_bench::harness::percentile;
+use confstore_bench::process::{Guard, POLL_INTERVAL};
+use confstore_bench::{confstore, machine, process};
 
 /// Target: fresh load → `confstore:ready`, 95th percentile.
 const READY_P95_MAX_MS: f64 = 300.0;

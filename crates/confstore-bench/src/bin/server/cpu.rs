@@ -43,7 +43,7 @@ impl Snapshot {
     /// Reads the counters now.
     pub fn now() -> Self {
         let mut s = Self::default();
-        if let Some(t) = crate::machine::system_ticks() {
+        if let Some(t) = confstore_bench::machine::system_ticks() {
             (s.total, s.busy, s.iowait) = (t.total, t.busy, t.iowait);
         }
         (s.own, s.children) = process_ticks("self");

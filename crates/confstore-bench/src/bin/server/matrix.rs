@@ -12,11 +12,11 @@ use anyhow::{Context, Result, ensure};
 use hyper::Method;
 use serde::Serialize;
 
-use crate::confstore::{HttpConn, SERVICE, Server};
-use crate::harness::{Counts, Op, Run, Summary, closed_loop, percentile, service_key, value};
 use crate::preload::{self, Store};
 use crate::subscriber::{self, Subscriber};
 use crate::{cpu, process, progress, wrk};
+use confstore_bench::confstore::{HttpConn, SERVICE, Server};
+use confstore_bench::harness::{Counts, Op, Run, Summary, closed_loop, percentile, service_key, value};
 
 /// How long a server may take to become ready.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
@@ -385,8 +385,8 @@ async fn confstore_cell(sel: &Selection, env: &Env, keys: usize, store: Store, s
 
 #[cfg(feature = "etcd")]
 async fn etcd_cell(sel: &Selection, env: &Env, bin: &Path, keys: usize, store: Store) -> Result<(Cell, String)> {
-    use crate::etcd::{Etcd, Read};
-    use crate::harness::PREFIX;
+    use confstore_bench::etcd::{Etcd, Read};
+    use confstore_bench::harness::PREFIX;
 
     let name = format!("etcd-{keys}-{}", store.name());
     let dir = cell_dir(env, &name)?;
@@ -450,8 +450,8 @@ async fn etcd_cell(sel: &Selection, env: &Env, bin: &Path, keys: usize, store: S
 
 /// One put at a time: sent → a watcher of the service's prefix has the event; microseconds.
 #[cfg(feature = "etcd")]
-async fn etcd_watch_latency(e: &crate::etcd::Etcd, sel: &Selection, keys: usize) -> Result<Vec<f64>> {
-    use crate::harness::PREFIX;
+async fn etcd_watch_latency(e: &confstore_bench::etcd::Etcd, sel: &Selection, keys: usize) -> Result<Vec<f64>> {
+    use confstore_bench::harness::PREFIX;
     let mut watcher = e.client().await?;
     let mut writer = e.client().await?;
     let mut stream = watcher.watch(PREFIX, Some(etcd_client::WatchOptions::new().with_prefix())).await?;

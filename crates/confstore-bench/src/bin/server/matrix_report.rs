@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use crate::matrix::{Cell, Figures, Load, MatrixReport, Peer};
-use crate::timing::int;
+use confstore_bench::timing::int;
 
 fn load_name(load: Load, writers: usize, etcd: bool) -> String {
     match load {

@@ -6,10 +6,10 @@
 use anyhow::{Context, Result};
 use hyper::Method;
 
-use crate::confstore::{HttpConn, SERVICE};
+use confstore_bench::confstore::{HttpConn, SERVICE};
 #[cfg(feature = "etcd")]
-use crate::harness::PREFIX;
-use crate::harness::{service_key, value};
+use confstore_bench::harness::PREFIX;
+use confstore_bench::harness::{service_key, value};
 
 /// Keys per preload changeset (the server takes at most 1,000 events per changeset).
 const CHANGESET_KEYS: usize = 500;

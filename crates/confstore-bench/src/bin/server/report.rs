@@ -6,9 +6,9 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::cpu::Load;
-use crate::harness::Summary;
-use crate::machine::{Disk, Machine};
-use crate::timing::int;
+use confstore_bench::harness::Summary;
+use confstore_bench::machine::{Disk, Machine};
+use confstore_bench::timing::int;
 
 /// Target 1: sequential durable writes, one client, confstore's rate over etcd's.
 pub const SEQ_WRITE_RATIO_MIN: f64 = 2.0;

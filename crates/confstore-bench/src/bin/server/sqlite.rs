@@ -9,7 +9,7 @@ use anyhow::{Context, Result, ensure};
 use confstore_log::{DbOptions, db};
 use rusqlite::{Connection, params};
 
-use crate::harness::{Conn, PREFIX};
+use confstore_bench::harness::{Conn, PREFIX};
 
 /// The table the fallback writes and reads.
 const DDL: &str = "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT";

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 
-use crate::process;
+use confstore_bench::process;
 
 /// The confstore script (`PUT /api/v1/services/<svc>/values/<key>`).
 const CONFSTORE_LUA: &str = include_str!("../../../wrk/confstore-put.lua");

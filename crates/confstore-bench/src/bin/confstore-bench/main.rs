@@ -14,10 +14,8 @@
 //! the table. Progress goes to stderr. See docs/benchmarks.md for results and discussion.
 
 mod append;
-mod machine;
 mod report;
 mod size;
-mod timing;
 mod verify;
 mod workload;
 
@@ -33,8 +31,9 @@ use confstore_log::Synchronous;
 use serde::Serialize;
 
 use crate::append::Counts;
-use crate::machine::{Disk, Machine};
 use crate::report::Report;
+use confstore_bench::machine::{self, Disk, Machine};
+use confstore_bench::timing;
 
 /// Benchmarks confstore's log against raw SQLite and Ed25519 on this machine and disk.
 #[derive(Parser, Debug, Clone, Serialize)]

@@ -32,46 +32,17 @@
 // A benchmark reports on stdout by design.
 #![allow(clippy::print_stdout)]
 
-// Shared with the main benchmark; this one uses its machine and disk detection only.
-#[allow(dead_code)]
-#[path = "../machine.rs"]
-mod machine;
-// Shared with the main benchmark, which uses the rest of it.
-#[allow(dead_code)]
-#[path = "../timing.rs"]
-mod timing;
-
-// The crate root's modules live in server/ (a crate root resolves `mod x;` beside itself).
-// Shared with the stream benchmark, which uses a few more of their functions.
+// This benchmark's own modules; what it shares with the others is in the library
+// (confstore_bench: machine, timing, process, harness, confstore, etcd).
 #[cfg(feature = "chart")]
-#[path = "server/chart.rs"]
 mod chart;
-#[allow(dead_code)]
-#[path = "server/confstore.rs"]
-mod confstore;
-#[path = "server/cpu.rs"]
 mod cpu;
-#[allow(dead_code)]
-#[cfg(feature = "etcd")]
-#[path = "server/etcd.rs"]
-mod etcd;
-#[path = "server/harness.rs"]
-mod harness;
-#[path = "server/matrix.rs"]
 mod matrix;
-#[path = "server/matrix_report.rs"]
 mod matrix_report;
-#[path = "server/preload.rs"]
 mod preload;
-#[path = "server/process.rs"]
-mod process;
-#[path = "server/report.rs"]
 mod report;
-#[path = "server/sqlite.rs"]
 mod sqlite;
-#[path = "server/subscriber.rs"]
 mod subscriber;
-#[path = "server/wrk.rs"]
 mod wrk;
 
 use std::io::Write;
@@ -83,8 +54,11 @@ use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use serde::Serialize;
 
-use crate::harness::{Conn, Counts, Op, Run, Summary, closed_loop};
 use crate::report::{Compare, Peer, Report, Row, Target};
+#[cfg(feature = "etcd")]
+use confstore_bench::etcd;
+use confstore_bench::harness::{Conn, Counts, Op, Run, Summary, closed_loop};
+use confstore_bench::{confstore, harness, machine, process};
 
 /// How long a server may take to become ready.
 const READY_DEADLINE: Duration = Duration::from_secs(60);

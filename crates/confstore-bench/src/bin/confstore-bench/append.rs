@@ -22,8 +22,8 @@ use confstore_log::{DbOptions, Store, Synchronous, db, rows};
 use rusqlite::{Connection, TransactionBehavior, params};
 use serde::Serialize;
 
-use crate::timing::{Samples, rate};
 use crate::workload;
+use confstore_bench::timing::{Samples, rate};
 
 /// The `events` table of migration 0001, alone: taken from the migration itself, so the
 /// raw baseline always has the same columns, types and CHECKs (and no triggers).

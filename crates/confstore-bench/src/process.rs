@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 /// How long a stopped child may take to exit after SIGTERM before it is killed.
-const STOP_DEADLINE: Duration = Duration::from_secs(10);
+pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 /// Pause between two polls of a condition (not a synchronisation: every poll checks).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 

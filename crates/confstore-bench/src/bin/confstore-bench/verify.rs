@@ -11,8 +11,8 @@ use confstore_log::{DbOptions, LogReader, Store};
 use ed25519_dalek::{Signature, Signer};
 use serde::Serialize;
 
-use crate::timing::{Samples, rate};
 use crate::workload;
+use confstore_bench::timing::{Samples, rate};
 
 /// Batch sizes measured besides the verifier's own.
 const OTHER_BATCH_SIZES: [usize; 3] = [64, 1024, 4096];

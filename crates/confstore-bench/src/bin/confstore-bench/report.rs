@@ -6,10 +6,10 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::append::{CpuCosts, GroupResult, SingleResult};
-use crate::machine::{Disk, Load, Machine};
 use crate::size::SizeResult;
-use crate::timing::{Samples, int};
 use crate::verify::{CryptoResult, VerifyResult};
+use confstore_bench::machine::{Disk, Load, Machine};
+use confstore_bench::timing::{Samples, int};
 
 /// Target 1: confstore's durable single-appender rate over raw SQLite's, at synchronous=FULL.
 pub const APPEND_RATIO_MIN: f64 = 0.85;
