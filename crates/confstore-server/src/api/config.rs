@@ -205,8 +205,7 @@ pub async fn get_value(State(app): State<App>, ApiPath(p): ApiPath<KeyPath>, vie
     let Some(text) = found else {
         return Err(ApiError::not_found(format!("{}.{} is not set at epoch {epoch}", p.service, p.key)));
     };
-    let secret = super::masked::is_secret_text(&text);
-    let value = super::masked::stored(&text);
+    let super::masked::Shown { value, secret } = super::masked::Shown::text(&text);
     Ok(view.answer(Json(ValueOut { service: p.service, key: p.key, epoch, value, secret })))
 }
 

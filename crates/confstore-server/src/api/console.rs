@@ -179,11 +179,15 @@ pub async fn keys(State(app): State<App>, ApiPath(p): ApiPath<KeysPath>, view: R
                 "global" => (raw.1.get(key), Some(&global_epochs)),
                 _ => (None, None),
             };
-            let secret = stored.is_some_and(|s| masked::is_secret_text(s));
+            // The stored text says whether it is a secret (a default or an env value never is).
+            let masked::Shown { value, secret } = match stored {
+                Some(text) => masked::Shown::text(text),
+                None => masked::Shown { value: resolved.value.clone(), secret: false },
+            };
             let prop = props.and_then(|p| p.get(key));
             KeyView {
                 key: key.clone(),
-                value: if secret { masked::marker() } else { resolved.value.clone() },
+                value,
                 secret,
                 source: source.to_owned(),
                 kind: schema_type(prop).or_else(|| (!secret).then(|| json_type(&resolved.value).to_owned())),
@@ -204,10 +208,10 @@ fn keys_of_snapshot(service: &str, doc: &Value) -> KeysOut {
         .into_iter()
         .flatten()
         .map(|(key, value)| {
-            let secret = masked::is_secret_value(value);
+            let masked::Shown { value: shown, secret } = masked::Shown::value(value.clone());
             KeyView {
                 key: key.clone(),
-                value: masked::resolved(value),
+                value: shown,
                 secret,
                 source: sources.and_then(|s| s.get(key)).and_then(Value::as_str).unwrap_or("service").to_owned(),
                 kind: (!secret).then(|| json_type(value).to_owned()),

@@ -257,7 +257,7 @@ pub async fn state(
         .services
         .iter()
         .filter(|(s, _)| who.sees(s) && q.service.as_deref().is_none_or(|only| only == s.as_str()))
-        .map(|(s, vals)| (s.clone(), vals.iter().map(|(k, v)| (k.clone(), masked::stored(v))).collect()))
+        .map(|(s, vals)| (s.clone(), vals.iter().map(|(k, v)| (k.clone(), masked::Shown::text(v).value)).collect()))
         .collect();
     Ok(Json(StateOut { epoch: st.epoch, services }))
 }
@@ -321,8 +321,8 @@ pub async fn diff(who: Principal, ApiQuery(q): ApiQuery<DiffQuery>, l: LiveView)
             service: c.service.clone(),
             key: c.key.clone(),
             change: c.what().to_owned(),
-            before: c.before.as_deref().map_or(Value::Null, masked::stored),
-            after: c.after.as_deref().map_or(Value::Null, masked::stored),
+            before: c.before.as_deref().map_or(Value::Null, |v| masked::Shown::text(v).value),
+            after: c.after.as_deref().map_or(Value::Null, |v| masked::Shown::text(v).value),
         })
         .collect();
     Ok(Json(DiffOut { from_epoch: a.epoch, to_epoch: b.epoch, changes }))

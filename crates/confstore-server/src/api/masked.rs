@@ -30,29 +30,33 @@ pub fn marker() -> Value {
     json!({ SECRET_MEMBER: true })
 }
 
-/// Whether a stored value (canonical JSON text, as in the log and the state) is a secret.
-pub fn is_secret_text(json: &str) -> bool {
-    // Most values cannot be one: skip parsing them.
-    json.contains("\"$secret\"") && is_secret_value(&parse(json))
+/// A value as the API shows it: the marker for a secret, else the value itself. The one
+/// mask every route goes through; the two constructors only differ in what they start from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shown {
+    /// What the answer carries in the value's place.
+    pub value: Value,
+    /// Whether it is a secret (and `value` the marker).
+    pub secret: bool,
 }
 
-/// A stored value (canonical JSON text) as shown: the marker for a secret, else the value.
-pub fn stored(json: &str) -> Value {
-    let value = parse(json);
-    if is_secret_value(&value) { marker() } else { value }
+impl Shown {
+    /// A stored value, as canonical JSON text (the log's and the state's form).
+    pub fn text(json: &str) -> Self {
+        Self::value(parse(json))
+    }
+
+    /// A value already parsed (a resolved value, a snapshot's `config` entry).
+    pub fn value(value: Value) -> Self {
+        if is_secret(&value) { Self { value: marker(), secret: true } } else { Self { value, secret: false } }
+    }
 }
 
-/// Whether a value (a stored one parsed, or a snapshot's `config` entry) is a secret: an
-/// object with a `$secret` member. Only secrets' envelopes are (plain values with one are
-/// refused), and anything with one is masked, even a malformed envelope, so no part of an
-/// envelope is ever shown.
-pub fn is_secret_value(value: &Value) -> bool {
+/// Whether a value is a secret: an object with a `$secret` member. Only secrets' envelopes
+/// are (plain values with one are refused), and anything with one is masked, even a
+/// malformed envelope, so no part of an envelope is ever shown.
+fn is_secret(value: &Value) -> bool {
     value.as_object().is_some_and(|o| o.contains_key(SECRET_MEMBER))
-}
-
-/// A resolved value as shown: the marker for a secret, else the value.
-pub fn resolved(value: &Value) -> Value {
-    if is_secret_value(value) { marker() } else { value.clone() }
 }
 
 /// Stored values are canonical JSON written by `decide`; a verified but hand-made event
@@ -68,14 +72,16 @@ mod tests {
     #[test]
     fn a_secret_is_the_marker_and_a_plain_lookalike_is_itself() {
         let envelope = r#"{"$secret":{"ciphertext":"00","key_version":1,"nonce":"000000000000000000000000"}}"#;
-        assert_eq!(stored(envelope), json!({"$secret": true}));
-        assert_eq!(stored(r#""<secret>""#), json!("<secret>"));
-        assert_eq!(stored("8080"), json!(8080));
+        let secret = Shown { value: json!({"$secret": true}), secret: true };
+        assert_eq!(Shown::text(envelope), secret);
+        assert_eq!(Shown::text(r#""<secret>""#), Shown { value: json!("<secret>"), secret: false });
+        assert_eq!(Shown::text(r#""$secret""#), Shown { value: json!("$secret"), secret: false });
+        assert_eq!(Shown::text("8080"), Shown { value: json!(8080), secret: false });
+        assert_eq!(Shown::text("not json"), Shown { value: json!("not json"), secret: false }, "shown, not lost");
         let parsed: Value = serde_json::from_str(envelope).unwrap();
-        assert_eq!(resolved(&parsed), marker());
-        assert_eq!(resolved(&json!("<secret>")), json!("<secret>"));
+        assert_eq!(Shown::value(parsed), secret);
+        assert_eq!(Shown::value(json!("<secret>")).value, json!("<secret>"));
         assert_eq!(serde_json::to_value(MaskedSecret { secret: true }).unwrap(), marker(), "the documented shape");
-        assert!(is_secret_text(envelope) && !is_secret_text(r#""$secret""#) && !is_secret_text("1"));
-        assert_eq!(stored(r#"{"$secret":"not an envelope"}"#), marker(), "anything with the member is masked");
+        assert_eq!(Shown::text(r#"{"$secret":"not an envelope"}"#), secret, "anything with the member is masked");
     }
 }
