@@ -77,6 +77,41 @@ fn crate_dependencies_point_one_way() {
     }
 }
 
+/// The server library exposes what the binary needs and nothing else (docs/ARCHITECTURE.md):
+/// no public module, and exactly these names re-exported beside `serve`.
+#[test]
+fn the_server_exposes_only_what_the_binary_needs() {
+    let lib = fs::read_to_string(root().join("crates/confstore-server/src/lib.rs")).unwrap();
+    let mut exported = Vec::new();
+    for line in lib.lines().map(str::trim) {
+        assert!(!line.starts_with("pub mod ") && !line.starts_with("pub(crate) mod "), "{line}: modules stay private");
+        if let Some(rest) = line.strip_prefix("pub use ") {
+            let (path, names) = rest.trim_end_matches(';').rsplit_once("::").unwrap();
+            let names = names.trim_matches(|c| c == '{' || c == '}');
+            exported.extend(names.split(',').map(|n| format!("{path}::{}", n.trim())));
+        }
+        if line.starts_with("pub fn ") || line.starts_with("pub async fn ") {
+            exported.push(line.split('(').next().unwrap().rsplit(' ').next().unwrap().to_owned());
+        }
+    }
+    exported.sort();
+    assert_eq!(
+        exported,
+        [
+            "app::App",
+            "app::Config",
+            "app::Keys",
+            "app::StreamAdvert",
+            "listener::HttpLimits",
+            "serve",
+            "stream::MqttSettings",
+            "stream::broker::BrokerError",
+            "stream::broker::Embedded",
+        ],
+        "confstore-server's public surface changed: what the CLI also needs belongs in a crate below it"
+    );
+}
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for entry in entries.flatten() {

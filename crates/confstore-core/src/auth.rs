@@ -128,6 +128,15 @@ pub fn new_token(random: &[u8; 40]) -> NewToken {
     NewToken { text: zeroize::Zeroizing::new(format!("{TOKEN_PREFIX}{id}_{secret}")), id }
 }
 
+impl NewToken {
+    /// Draws a new token from the operating system's random source.
+    pub fn draw() -> Result<NewToken, getrandom::Error> {
+        let mut random = zeroize::Zeroizing::new([0u8; 40]);
+        getrandom::fill(random.as_mut_slice())?;
+        Ok(new_token(&random))
+    }
+}
+
 /// Why a presented token is not even shaped like one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenFormatError {

@@ -1,6 +1,6 @@
 //! Secret values: AES-256-GCM envelopes (docs/design.md §7). The plaintext never reaches the
-//! log: the caller encrypts with the master key and a random 96-bit nonce (this crate has
-//! no random source: the nonce is an argument), and the AAD binds the ciphertext to the
+//! log: [`Sealer`] encrypts with the master key and a random 96-bit nonce drawn from the
+//! operating system ([`seal`] itself takes the nonce as an argument), and the AAD binds the ciphertext to the
 //! store, service, key and key version, so a ciphertext copied anywhere else fails to
 //! decrypt.
 //!
@@ -88,6 +88,43 @@ pub fn seal(
         .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext.0.as_bytes(), aad: &aad })
         .unwrap_or_else(|_| unreachable!("AES-GCM encryption of a bounded message cannot fail"));
     Envelope { key_version, nonce, ciphertext }
+}
+
+/// Seals values for one store with one master key: the change that sets a secret, its
+/// nonce drawn from the operating system's random source. The server's `PUT` and the CLI's
+/// `set --secret` both seal through it.
+pub struct Sealer<'k> {
+    master_key: &'k [u8; 32],
+    key_version: u32,
+    store_id: StoreId,
+}
+
+/// Why a value could not be sealed; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The value is not storable (depth or size limits).
+    #[error("{0}; nothing was changed")]
+    Value(#[from] crate::state::RejectError),
+    /// The operating system's random source failed (no nonce).
+    #[error("the operating system's random source failed: {0}")]
+    Random(getrandom::Error),
+}
+
+impl<'k> Sealer<'k> {
+    /// A sealer with master key `master_key` of version `key_version`, for `store_id`.
+    pub fn new(master_key: &'k [u8; 32], key_version: u32, store_id: StoreId) -> Self {
+        Self { master_key, key_version, store_id }
+    }
+
+    /// The change that sets `service`.`key` to the secret `value` (canonical JSON, sealed
+    /// under a fresh random nonce).
+    pub fn change(&self, service: &str, key: String, value: &Value) -> Result<crate::state::Change, SealError> {
+        let plaintext = Plaintext(Zeroizing::new(crate::state::canonical_json(value)?));
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).map_err(SealError::Random)?;
+        let envelope = seal(self.master_key, self.key_version, nonce, &self.store_id, service, &key, &plaintext);
+        Ok(crate::state::Change::SetSecret { service: service.to_owned(), key, plaintext, envelope })
+    }
 }
 
 /// Decrypts an envelope found at `service`.`key` of `store_id`.

@@ -317,6 +317,35 @@ impl App {
         }
     }
 
+    /// The mode's name for logs: `live` or `fallback`.
+    pub fn mode_name(&self) -> &'static str {
+        self.mode().name()
+    }
+
+    /// The store's id (hex): the database's, or in the fallback the LKG file's; `None` when
+    /// neither is known (no usable LKG file).
+    pub fn store_id_hex(&self) -> Option<String> {
+        match &*self.mode() {
+            Mode::Live(l) => Some(l.model.read(|m| m.store_id.to_hex())),
+            Mode::Fallback(f) => f.lkg.as_ref().ok().map(|c| c.store_id.clone()),
+        }
+    }
+
+    /// Tells clients where the live stream is (`GET /api/v1/stream`); set once, before
+    /// serving. Returns `false` if it was set already.
+    pub fn advertise_stream(&self, advert: StreamAdvert) -> bool {
+        self.stream.set(advert).is_ok()
+    }
+
+    /// The store, when the server is live and no token was ever issued in it and it takes
+    /// writes: `serve` issues the first admin token into it (nobody could call the API
+    /// otherwise).
+    pub fn store_without_tokens(&self) -> Option<Arc<Store>> {
+        let Mode::Live(live) = &*self.mode() else { return None };
+        let empty = live.model.read(|m| m.state.tokens.is_empty()) && live.store.refusal().is_none();
+        empty.then(|| Arc::clone(&live.store))
+    }
+
     /// The current mode.
     pub fn mode(&self) -> Arc<Mode> {
         Arc::clone(&self.0.mode.read().unwrap_or_else(std::sync::PoisonError::into_inner))
@@ -427,7 +456,7 @@ fn check_known_heads(config: &Config, keys: &Keys, readers: &ReaderPool) -> Resu
             // after the point an older copy ends.
             let store_keys: Vec<VerifyingKey> =
                 r.keys()?.entries().iter().map(|e| e.key).chain([keys.signing.verifying_key()]).collect();
-            let db = crate::known_heads::DbHead {
+            let db = confstore_lkg::heads::DbHead {
                 store_id: head.store_id.to_hex(),
                 generation: head.generation,
                 seq: head.seq,
@@ -435,13 +464,13 @@ fn check_known_heads(config: &Config, keys: &Keys, readers: &ReaderPool) -> Resu
             Ok((db, store_keys))
         })
         .map_err(OpenError::Head)?;
-    let files = crate::known_heads::LocalFiles {
+    let files = confstore_lkg::heads::LocalFiles {
         data_dir: &config.data_dir,
         head_file: config.head_file.as_deref(),
         lkg_key: &keys.lkg,
         store_keys: &store_keys,
     };
-    let (known, warnings) = crate::known_heads::local(&files);
+    let (known, warnings) = confstore_lkg::heads::local(&files);
     for w in &warnings {
         tracing::warn!(warning = %w, "a record of the head is not usable");
     }
@@ -449,7 +478,7 @@ fn check_known_heads(config: &Config, keys: &Keys, readers: &ReaderPool) -> Resu
     for k in &known {
         let verdict = readers
             .with(|r| {
-                crate::known_heads::standing(&db, k, |seq| {
+                confstore_lkg::heads::standing(&db, k, |seq| {
                     Ok(confstore_log::rows::event_at(r.connection(), seq)?.map(|e| e.hash.to_hex()))
                 })
             })
@@ -558,9 +587,12 @@ mod tests {
         assert!(open_live(&config, &keys(), &Metrics::new()).is_ok(), "nothing recorded yet");
         // The publisher once had the broker acknowledge event 9 of this store.
         let checkpoint =
-            crate::stream::checkpoint::Checkpoint { store_id, generation: 1, seq: 9, hash: "ab".repeat(32) };
-        crate::stream::checkpoint::write(&config.data_dir.join(crate::stream::checkpoint::FILE_NAME), &checkpoint)
-            .unwrap();
+            confstore_lkg::publisher_checkpoint::Checkpoint { store_id, generation: 1, seq: 9, hash: "ab".repeat(32) };
+        confstore_lkg::publisher_checkpoint::write(
+            &config.data_dir.join(confstore_lkg::publisher_checkpoint::FILE_NAME),
+            &checkpoint,
+        )
+        .unwrap();
         match open_live(&config, &keys(), &Metrics::new()) {
             Err(OpenError::Rewound { path, problems }) => {
                 assert_eq!(path, config.db_path());

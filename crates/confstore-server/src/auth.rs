@@ -39,13 +39,6 @@ impl RouteRoles {
     pub fn get(&self, method: &str, route: &str) -> Option<Role> {
         self.0.get(&(method.to_owned(), route.to_owned())).copied()
     }
-
-    /// Every (method, route, role), sorted: the route table.
-    pub fn table(&self) -> Vec<(String, String, Role)> {
-        let mut v: Vec<_> = self.0.iter().map(|((m, p), r)| (m.clone(), p.clone(), *r)).collect();
-        v.sort();
-        v
-    }
 }
 
 /// The middleware: 401 without a valid token, 403 without the role or scope (recorded in

@@ -10,7 +10,6 @@
 //!   summed into one summary event per token per window.
 //! - [`http`]: request ids, access log and request metrics.
 //! - [`listener`]: the HTTP accept loop: connection cap, header and idle timeouts.
-//! - [`known_heads`]: heads seen before, and whether the database fell behind them.
 //! - [`projector`]: the search index and the LKG file, kept up in the background.
 //! - [`stream`]: the MQTT publisher (the log is the outbox) and the embedded broker.
 //! - [`web`]: the web UI's page, ES modules and stylesheet, embedded (its data comes from the
@@ -18,23 +17,28 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`error`], [`extract`]: JSON errors and the extractors that produce them.
 
-pub mod api;
-pub mod app;
-pub mod auth;
-pub mod denials;
-pub mod error;
-pub mod extract;
-pub mod http;
-pub mod known_heads;
-pub mod listener;
-pub mod metrics;
-pub mod model;
-pub mod projector;
-pub mod stream;
-pub mod web;
+// Private: the binary needs only what is re-exported below (a tidy test keeps it so;
+// docs/ARCHITECTURE.md). What the CLI shares with the server lives in the crates below it:
+// LKG content and known heads in confstore-lkg, the search catch-up in confstore-search,
+// token drawing and sealing in confstore-core.
+mod api;
+mod app;
+mod auth;
+mod denials;
+mod error;
+mod extract;
+mod http;
+mod listener;
+mod metrics;
+mod model;
+mod projector;
+mod stream;
+mod web;
 
-pub use api::router;
-pub use app::{App, Config, Keys};
+pub use app::{App, Config, Keys, StreamAdvert};
+pub use listener::HttpLimits;
+pub use stream::MqttSettings;
+pub use stream::broker::{BrokerError, Embedded};
 
 /// Serves `app` on `listener` within `limits` — and publishes the MQTT stream to `mqtt`, if
 /// given, through the embedded broker's gate `broker`, if given — until `shutdown`
@@ -43,12 +47,12 @@ pub use app::{App, Config, Keys};
 pub async fn serve(
     app: App,
     listener: tokio::net::TcpListener,
-    limits: listener::HttpLimits,
-    mqtt: Option<stream::MqttSettings>,
-    broker: Option<stream::broker::Embedded>,
+    limits: HttpLimits,
+    mqtt: Option<MqttSettings>,
+    broker: Option<Embedded>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (router, _) = router(app.clone());
+    let (router, _) = api::router(app.clone());
     let projector = tokio::spawn(projector::run(app.clone()));
     let denials = tokio::spawn(denials::run(app.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

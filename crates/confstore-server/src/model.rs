@@ -6,9 +6,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use confstore_core::{Hash32, SigningKey, State, StoreId};
-use confstore_lkg::LkgContent;
 use confstore_log::{Committed, Folded};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Notify;
 
 /// One service's snapshot, ready to send.
@@ -204,36 +203,4 @@ fn weight(body: &confstore_core::event::EventBody) -> usize {
         _ => 0,
     };
     256 + variable + body.reason.len() + body.actor.len() + body.request_id.len()
-}
-
-/// The LKG content for `state`: every service's snapshot and the tokens not revoked.
-pub fn lkg_content(state: &State, store_id: StoreId, generation: u64, head_hash: &Hash32) -> LkgContent {
-    let store_id = store_id.to_hex();
-    let services = state
-        .services
-        .keys()
-        .filter_map(|s| {
-            confstore_snapshots::project(state, &store_id, generation, s).ok().map(|p| (s.clone(), p.to_json()))
-        })
-        .collect();
-    let tokens = state
-        .tokens
-        .iter()
-        .filter(|(_, t)| t.revoked_seq.is_none())
-        .map(|(id, t)| {
-            (
-                id.clone(),
-                json!({"name": t.name, "role": t.role.as_str(), "service": t.service, "hash": hex::encode(t.hash)}),
-            )
-        })
-        .collect();
-    LkgContent {
-        store_id,
-        generation,
-        epoch: state.epoch,
-        seq: state.seq,
-        head_hash: head_hash.to_hex(),
-        services,
-        tokens,
-    }
 }

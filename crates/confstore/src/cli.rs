@@ -419,7 +419,7 @@ pub struct MqttAccessArgs {
 
 impl MqttAccessArgs {
     /// Puts the credentials and CA file into `settings`.
-    pub fn apply(&self, settings: &mut confstore_server::stream::MqttSettings) {
+    pub fn apply(&self, settings: &mut confstore_server::MqttSettings) {
         if let Some(user) = &self.mqtt_username {
             let password = self.mqtt_password.clone().unwrap_or_default();
             settings.credentials = Some((user.clone(), zeroize::Zeroizing::new(password)));

@@ -10,6 +10,13 @@
 //!
 //! Architecture invariant: this projection takes snapshots as JSON values from its caller
 //! and never imports another projection.
+//!
+//! Beside the cache, the other records of the head kept outside the database: the
+//! publisher's checkpoint ([`publisher_checkpoint`]) and, in [`heads`], every such record
+//! compared with a database (whether it fell behind them).
+
+pub mod heads;
+pub mod publisher_checkpoint;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -19,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use confstore_core::{Hash32, State, StoreId};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -49,6 +57,39 @@ pub struct LkgContent {
     /// (hash: hex SHA-256 of the token, as in the log), so the read-only fallback can still
     /// authenticate requests. Absent in files written before tokens existed.
     pub tokens: BTreeMap<String, Value>,
+}
+
+impl LkgContent {
+    /// The content at the head of `state` (event `state.seq`, whose hash is `head_hash`):
+    /// `services` are the snapshot documents the caller projected
+    /// (`confstore_snapshots::project_all`), the tokens come from the state.
+    pub fn at_head(
+        state: &State,
+        store_id: StoreId,
+        generation: u64,
+        head_hash: &Hash32,
+        services: BTreeMap<String, Value>,
+    ) -> LkgContent {
+        let tokens = state
+            .tokens
+            .iter()
+            .filter(|(_, t)| t.revoked_seq.is_none())
+            .map(|(id, t)| {
+                let token =
+                    json!({"name": t.name, "role": t.role.as_str(), "service": t.service, "hash": hex::encode(t.hash)});
+                (id.clone(), token)
+            })
+            .collect();
+        LkgContent {
+            store_id: store_id.to_hex(),
+            generation,
+            epoch: state.epoch,
+            seq: state.seq,
+            head_hash: head_hash.to_hex(),
+            services,
+            tokens,
+        }
+    }
 }
 
 /// Why an LKG file is not usable. Every variant means: do not use it.

@@ -10,11 +10,15 @@
 //! another projection. Its tables come from `migrations/0003_create_search_index.sql` and
 //! `migrations/0008_create_key_changes.sql`.
 
+mod catch_up;
+
 use std::collections::BTreeSet;
 
 use confstore_core::{EventKind, Hash32, State, Verified};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
+
+pub use catch_up::catch_up;
 
 /// Most hits one query returns (limits.rs).
 pub const HITS_MAX: usize = confstore_core::limits::SEARCH_HITS_MAX;

@@ -136,6 +136,16 @@ impl<'s> Resolver<'s> {
     }
 }
 
+/// Every service's snapshot document at the state's head, by service name (what the LKG
+/// file holds). A service whose snapshot cannot be projected is left out.
+pub fn project_all(state: &State, store_id: &str, generation: u64) -> std::collections::BTreeMap<String, Value> {
+    state
+        .services
+        .keys()
+        .filter_map(|s| project(state, store_id, generation, s).ok().map(|p| (s.clone(), p.to_json())))
+        .collect()
+}
+
 /// Projects `service` from `state`.
 pub fn project(
     state: &State,

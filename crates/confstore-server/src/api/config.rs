@@ -7,11 +7,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use confstore_core::secret::{self, Plaintext};
-use confstore_core::state::{Change, canonical_json};
+use confstore_core::state::Change;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
-use zeroize::Zeroizing;
 
 use super::{ReceiptOut, blocking, commit};
 use crate::app::App;
@@ -330,16 +329,15 @@ pub async fn patch_values(
 /// Encrypts `value` for `service`.`key` with the current master key.
 fn seal(app: &App, service: &str, key: String, value: &Value) -> ApiResult<Change> {
     let store_id = LiveView::of(app)?.store.store_id();
-    let text = canonical_json(value).map_err(|e| ApiError::unprocessable(format!("{e}; nothing was changed")))?;
-    let plaintext = Plaintext(Zeroizing::new(text));
-    let mut nonce = [0u8; 12];
-    getrandom::fill(&mut nonce).map_err(|e| {
-        tracing::error!(error = %e, "the operating system's random source failed");
-        ApiError::internal()
-    })?;
-    let keys = &app.keys;
-    let envelope = secret::seal(&keys.master, keys.master_version, nonce, &store_id, service, &key, &plaintext);
-    Ok(Change::SetSecret { service: service.to_owned(), key, plaintext, envelope })
+    secret::Sealer::new(&app.keys.master, app.keys.master_version, store_id).change(service, key, value).map_err(|e| {
+        match e {
+            e @ secret::SealError::Value(_) => ApiError::unprocessable(e.to_string()),
+            secret::SealError::Random(e) => {
+                tracing::error!(error = %e, "the operating system's random source failed");
+                ApiError::internal()
+            }
+        }
+    })
 }
 
 /// Decrypts a stored secret of `service`.`key` with the master key of its version (the

@@ -162,7 +162,7 @@ pub async fn keys(State(app): State<App>, ApiPath(p): ApiPath<KeysPath>, view: R
     let (own_epochs, global_epochs) = blocking(move || {
         let _one = l.search_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(l.readers.with(|r| {
-            crate::projector::search_catch_up(r, seq)?;
+            confstore_search::catch_up(r, seq)?;
             let epochs = |s: &str| confstore_search::key_epochs(r.connection(), s).map_err(LogError::search);
             Ok((epochs(&service)?, epochs(GLOBAL_SCOPE)?))
         })?)

@@ -465,7 +465,7 @@ pub async fn search(who: Principal, ApiQuery(q): ApiQuery<SearchQuery>, l: LiveV
         let trusted = l.model.read(|m| m.state.seq);
         l.readers
             .with(|r| {
-                crate::projector::search_catch_up(r, trusted)?;
+                confstore_search::catch_up(r, trusted)?;
                 confstore_search::search(r.connection(), &text, scope.as_deref(), since, limit)
                     .map_err(LogError::search)
             })

@@ -10,6 +10,9 @@ pub mod masked;
 pub mod ops;
 pub mod tokens;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use confstore_core::auth::{Role, new_token, token_hash};
+use confstore_core::auth::{NewToken, Role, token_hash};
 use confstore_core::state::Change;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -90,13 +90,6 @@ pub struct CreatedToken {
     pub receipt: ReceiptOut,
 }
 
-/// Draws a new token, from the operating system's random source.
-pub fn draw() -> Result<confstore_core::auth::NewToken, getrandom::Error> {
-    let mut random = zeroize::Zeroizing::new([0u8; 40]);
-    getrandom::fill(random.as_mut_slice())?;
-    Ok(new_token(&random))
-}
-
 /// `POST /api/v1/tokens`: issues a token.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateToken,
     security(("bearer" = ["admin"])),
@@ -116,7 +109,7 @@ pub async fn create_token(
         ))
     })?;
     LiveView::of(&app)?;
-    let token = draw().map_err(|e| {
+    let token = NewToken::draw().map_err(|e| {
         tracing::error!(error = %e, "the operating system's random source failed");
         ApiError::internal()
     })?;

@@ -36,11 +36,11 @@ use confstore_log::Folded;
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
-use super::checkpoint::{self, Checkpoint};
 use super::outbox::{Kind, Msg, Outbox};
 use super::settings::MqttSettings;
 use crate::app::{App, LiveMode, Mode};
 use crate::model::ReadModel;
+use confstore_lkg::publisher_checkpoint::{self as checkpoint, Checkpoint};
 
 /// Most messages handed to the client and not yet acknowledged. While the broker is away
 /// the backlog stays in the log, not in memory.

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use confstore_core::{ChangesetDraft, Hash32};
-use confstore_server::known_heads::{KnownHead, Standing};
+use confstore_lkg::heads::{KnownHead, Standing};
 use serde_json::json;
 
 use super::restore::{gather_known_heads, judge_all};
@@ -113,12 +113,8 @@ pub fn start(ctx: &Ctx, args: &GenerationStartArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn db_head(head: &confstore_log::Head) -> confstore_server::known_heads::DbHead {
-    confstore_server::known_heads::DbHead {
-        store_id: head.store_id.to_hex(),
-        generation: head.generation,
-        seq: head.seq,
-    }
+fn db_head(head: &confstore_log::Head) -> confstore_lkg::heads::DbHead {
+    confstore_lkg::heads::DbHead { store_id: head.store_id.to_hex(), generation: head.generation, seq: head.seq }
 }
 
 /// Appends one JSON line to `rebuild.info` (0600, fsynced).

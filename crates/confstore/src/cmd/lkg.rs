@@ -44,7 +44,8 @@ fn lkg_content(reader: &LogReader) -> Result<LkgContent> {
         if head.seq != state.seq {
             continue;
         }
-        return Ok(confstore_server::model::lkg_content(&state, head.store_id, head.generation, &head.hash));
+        let services = confstore_snapshots::project_all(&state, &head.store_id.to_hex(), head.generation);
+        return Ok(LkgContent::at_head(&state, head.store_id, head.generation, &head.hash, services));
     }
     Err(anyhow!("the log kept changing while the LKG cache was being built; try again"))
 }

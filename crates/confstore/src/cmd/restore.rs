@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use confstore_core::{VerifyingKey, stream};
+use confstore_lkg::heads::{self as known_heads, DbHead, KnownHead, Standing, standing};
 use confstore_log::LogReader;
-use confstore_server::known_heads::{self, DbHead, KnownHead, Standing, standing};
 use serde_json::json;
 
 use super::Ctx;
@@ -182,10 +182,8 @@ fn event_hash(reader: &LogReader, seq: u64) -> Result<Option<String>> {
 
 /// Subscribes to `system/config-head` and returns the retained message's text.
 fn retained_head(url: &str, access: &MqttAccessArgs) -> Result<String> {
-    let mut settings = confstore_server::stream::MqttSettings::from_url(
-        url,
-        format!("confstore-restore-check-{}", std::process::id()),
-    )?;
+    let mut settings =
+        confstore_server::MqttSettings::from_url(url, format!("confstore-restore-check-{}", std::process::id()))?;
     access.apply(&mut settings);
     let mut options = settings.options(None)?;
     options.set_clean_session(true);

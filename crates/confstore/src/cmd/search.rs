@@ -15,7 +15,7 @@ use crate::output;
 /// Brings the search index up to the log's head (rebuilt if its checkpoint is not an event
 /// of this log).
 fn catch_up(reader: &LogReader) -> Result<()> {
-    confstore_server::projector::search_catch_up(reader, 0).context("cannot update the search index")?;
+    confstore_search::catch_up(reader, 0).context("cannot update the search index")?;
     Ok(())
 }
 

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{Result, anyhow, bail};
 use confstore_core::StoreId;
-use confstore_core::secret::{self, Plaintext};
-use confstore_core::state::{Change, ChangesetDraft, canonical_json};
+use confstore_core::secret;
+use confstore_core::state::{Change, ChangesetDraft};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -38,12 +38,7 @@ impl Sealer {
 
     /// The change that sets `service`.`key` to the secret `value`.
     pub fn change(&self, service: &str, key: String, value: &Value) -> Result<Change> {
-        let text = canonical_json(value).map_err(|e| anyhow!("{e}; nothing was changed"))?;
-        let plaintext = Plaintext(Zeroizing::new(text));
-        let mut nonce = [0u8; 12];
-        getrandom::fill(&mut nonce).map_err(|e| anyhow!("the operating system's random source failed: {e}"))?;
-        let envelope = secret::seal(&self.key, self.version, nonce, &self.store_id, service, &key, &plaintext);
-        Ok(Change::SetSecret { service: service.to_owned(), key, plaintext, envelope })
+        Ok(secret::Sealer::new(&self.key, self.version, self.store_id).change(service, key, value)?)
     }
 }
 

@@ -8,11 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use confstore_core::auth::{Role, token_hash};
 use confstore_core::state::{Change, ChangesetDraft};
-use confstore_server::app::Mode;
-use confstore_server::app::StreamAdvert;
-use confstore_server::stream::MqttSettings;
-use confstore_server::stream::broker::{BrokerError, Embedded};
-use confstore_server::{App, Config, Keys};
+use confstore_server::{App, BrokerError, Config, Embedded, HttpLimits, Keys, MqttSettings, StreamAdvert};
 use serde_json::json;
 
 use super::{Ctx, default_actor, new_request_id};
@@ -75,7 +71,7 @@ pub fn serve(ctx: &Ctx, args: &ServeArgs) -> Result<ExitCode> {
     let app = App::open(config, server_keys(ctx)?);
     bootstrap_admin_token(ctx, &app)?;
     let (mqtt, broker) = mqtt_stream(&app, args)?;
-    let limits = confstore_server::listener::HttpLimits {
+    let limits = HttpLimits {
         max_connections: args.http_max_connections,
         header_timeout: Duration::from_secs(args.http_header_timeout_s),
         idle_timeout: Duration::from_secs(args.http_idle_timeout_s),
@@ -92,7 +88,7 @@ pub fn serve(ctx: &Ctx, args: &ServeArgs) -> Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        tracing::info!(listen = %args.listen, mode = app.mode().name(), "serving");
+        tracing::info!(listen = %args.listen, mode = app.mode_name(), "serving");
         confstore_server::serve(app, listener, limits, mqtt, broker, shutdown_signal())
             .await
             .context("the server failed")
@@ -108,10 +104,7 @@ fn mqtt_stream(app: &App, args: &ServeArgs) -> Result<(Option<MqttSettings>, Opt
         tracing::info!("live stream off (--no-mqtt)");
         return Ok((None, None));
     }
-    let store_id = match &*app.mode() {
-        Mode::Live(l) => l.model.read(|m| m.store_id.to_hex()),
-        Mode::Fallback(f) => f.lkg.as_ref().map(|c| c.store_id.clone()).unwrap_or_default(),
-    };
+    let store_id = app.store_id_hex().unwrap_or_default();
     let client_id =
         args.mqtt_client_id.clone().unwrap_or_else(|| format!("confstore-{}", store_id.get(..16).unwrap_or("store")));
     let (settings, broker) = match &args.mqtt_url {
@@ -141,7 +134,7 @@ fn mqtt_stream(app: &App, args: &ServeArgs) -> Result<(Option<MqttSettings>, Opt
         embedded: broker.is_some(),
         login: if broker.is_some() { "token" } else { "broker" }.into(),
     };
-    let _ = app.stream.set(advert);
+    app.advertise_stream(advert);
     tracing::info!(broker = %public_url, embedded = broker.is_some(), "live stream on");
     Ok((Some(settings), broker))
 }
@@ -189,12 +182,8 @@ async fn shutdown_signal() {
 /// A store with no token yet gets one admin token, written to `<data-dir>/admin.token`
 /// (0600) and never logged: without it nobody could call the API.
 fn bootstrap_admin_token(ctx: &Ctx, app: &App) -> Result<()> {
-    let mode = app.mode();
-    let Mode::Live(live) = &*mode else { return Ok(()) };
-    if live.model.read(|m| !m.state.tokens.is_empty()) || live.store.refusal().is_some() {
-        return Ok(());
-    }
-    let token = confstore_server::api::tokens::draw().map_err(|e| anyhow!("the random source failed: {e}"))?;
+    let Some(store) = app.store_without_tokens() else { return Ok(()) };
+    let token = confstore_core::auth::NewToken::draw().map_err(|e| anyhow!("the random source failed: {e}"))?;
     let path = ctx.data_dir.join(ADMIN_TOKEN_FILE);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -206,7 +195,7 @@ fn bootstrap_admin_token(ctx: &Ctx, app: &App) -> Result<()> {
     f.write_all(format!("{}\n", token.text.as_str()).as_bytes())
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    live.store
+    store
         .append(ChangesetDraft {
             actor: "serve".into(),
             reason: "first admin token of a new store".into(),
@@ -228,7 +217,7 @@ fn bootstrap_admin_token(ctx: &Ctx, app: &App) -> Result<()> {
 pub fn token_create(ctx: &Ctx, role: &str, service: Option<String>, name: &str, as_json: bool) -> Result<ExitCode> {
     let role = Role::parse(role)
         .ok_or_else(|| anyhow!("unknown role {role:?}; one of: {}", Role::ALL.map(Role::as_str).join(", ")))?;
-    let token = confstore_server::api::tokens::draw().map_err(|e| anyhow!("the random source failed: {e}"))?;
+    let token = confstore_core::auth::NewToken::draw().map_err(|e| anyhow!("the random source failed: {e}"))?;
     let store = ctx.store()?;
     let receipt = store
         .append(ChangesetDraft {

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::app::Mode;
+use crate::{App, Config, Keys};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -10,8 +12,6 @@ use confstore_core::auth::{Role, token_hash};
 use confstore_core::state::{Change, ChangesetDraft};
 use confstore_core::{SigningKey, StoreId};
 use confstore_log::{DbOptions, Store, SystemClock};
-use confstore_server::app::Mode;
-use confstore_server::{App, Config, Keys};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -85,7 +85,7 @@ fn fixture() -> Fixture {
     let app = App::open(Config::new(dir.path().to_owned()), keys());
     let Mode::Live(live) = &*app.mode() else { panic!("not live") };
     let scoped = issue(&live.store, Role::ConfigWrite, Some("web"), 3);
-    let (router, doc) = confstore_server::router(app.clone());
+    let (router, doc) = crate::api::router(app.clone());
     Fixture { _dir: dir, app, router, doc, admin, reader, scoped }
 }
 
@@ -648,7 +648,7 @@ async fn a_token_refused_again_and_again_is_one_event_then_one_summary() {
     assert_eq!(kinds(&audit, "access_denied").len(), 1, "only the first refusal is an event: {audit}");
     assert!(kinds(&audit, "access_denied_summary").is_empty(), "the window (60 s) has not passed");
     // What the server does at shutdown: the counts still pending become a summary.
-    confstore_server::denials::flush_all(&f.app).await;
+    crate::denials::flush_all(&f.app).await;
     let (_, _, audit) = call(&f, Method::GET, "/api/v1/audit", a, None, &[]).await;
     let summaries = kinds(&audit, "access_denied_summary");
     assert_eq!(summaries.len(), 1, "{audit}");

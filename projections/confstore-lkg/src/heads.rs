@@ -178,10 +178,10 @@ pub struct LocalFiles<'a> {
 /// not be used (a tampered LKG file is not evidence of anything).
 pub fn local(files: &LocalFiles<'_>) -> (Vec<KnownHead>, Vec<String>) {
     let (mut known, mut warnings) = (Vec::new(), Vec::new());
-    let lkg_path = files.data_dir.join(confstore_lkg::FILE_NAME);
-    let lkg = match confstore_lkg::load(&lkg_path, files.lkg_key, None) {
+    let lkg_path = files.data_dir.join(crate::FILE_NAME);
+    let lkg = match crate::load(&lkg_path, files.lkg_key, None) {
         Ok(c) => Some(c),
-        Err(confstore_lkg::LkgError::Missing(_)) => None,
+        Err(crate::LkgError::Missing(_)) => None,
         Err(e) => {
             warnings.push(format!("the LKG file {} is not usable as a record of the head: {e}", lkg_path.display()));
             None
@@ -196,8 +196,8 @@ pub fn local(files: &LocalFiles<'_>) -> (Vec<KnownHead>, Vec<String>) {
             hash: Some(c.head_hash.clone()),
         });
     }
-    let hwm_path = files.data_dir.join(confstore_lkg::HWM_FILE_NAME);
-    if let Some(hwm) = confstore_lkg::read_high_water_mark(&hwm_path)
+    let hwm_path = files.data_dir.join(crate::HWM_FILE_NAME);
+    if let Some(hwm) = crate::read_high_water_mark(&hwm_path)
         && let Some(c) = lkg.as_ref().filter(|c| hwm > c.seq)
     {
         // The mark says how far the LKG file once was; it belongs to the LKG file's
@@ -211,8 +211,8 @@ pub fn local(files: &LocalFiles<'_>) -> (Vec<KnownHead>, Vec<String>) {
             hash: None,
         });
     }
-    let checkpoint_path = files.data_dir.join(crate::stream::checkpoint::FILE_NAME);
-    if let Some(c) = crate::stream::checkpoint::read(&checkpoint_path) {
+    let checkpoint_path = files.data_dir.join(crate::publisher_checkpoint::FILE_NAME);
+    if let Some(c) = crate::publisher_checkpoint::read(&checkpoint_path) {
         known.push(KnownHead {
             source: format!("MQTT publisher checkpoint {}", checkpoint_path.display()),
             store_id: c.store_id,
