@@ -72,12 +72,16 @@ cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 # The standard library for the ARM64 cross build (tests/tests/arm64.rs).
 rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 
+# The test build has the crash points of the failpoint tests compiled in
+# (tests/tests/failpoints.rs; docs/testing.md row 2); every cargo command below uses the same
+# features, so the build is shared. Release and distribution builds never have them.
+features=(--features confstore/failpoints)
 log "formatting"
 cargo fmt --all -- --check
 log "lints"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings
 log "build (one build shared by every test; the end-to-end tests run target/debug/confstore)"
-cargo build --workspace --all-targets --locked
+cargo build --workspace --all-targets --locked "${features[@]}"
 # The aarch64 server for tests/tests/arm64.rs, in the lean cross-smoke profile (Cargo.toml); the
 # test runs the same command, a no-op by then. From scratch: 6 CPU-minutes, ~3 min on 2 cores.
 cargo build --locked --profile cross-smoke --target aarch64-unknown-linux-gnu -p confstore --bin confstore
@@ -90,7 +94,7 @@ export CONFSTORE_REQUIRE_DATAMODEL_CODEGEN=1
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 status=0
-cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results" || status=$?
+cargo test --workspace --locked --no-fail-fast "${features[@]}" 2>&1 | tee "$results" || status=$?
 # One closing line over every test binary (cargo prints one per binary, the last often a
 # doc-test run with nothing in it).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -407,8 +407,11 @@ impl Writer {
         let checkpoint = self.head.seq - self.checkpoint_seq >= CHECKPOINT_EVENTS;
         if checkpoint {
             write_model(&tx, &self.head, &self.dirty, &self.state)?;
+            fail::fail_point!("log::mid_checkpoint", |_| std::process::abort());
         }
+        fail::fail_point!("log::before_commit", |_| std::process::abort());
         tx.commit().map_err(LogError::sqlite("committing a changeset"))?;
+        fail::fail_point!("log::after_commit", |_| std::process::abort());
         if checkpoint {
             self.checkpoint_seq = self.head.seq;
             self.dirty.checkpointed();

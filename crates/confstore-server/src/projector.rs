@@ -45,8 +45,14 @@ fn write_lkg(app: &App, live: &LiveMode) -> Result<u64, String> {
         confstore_lkg::write_atomically(path, &jws.to_string())
             .map_err(|e| format!("cannot write the signed head file: {e}"))?;
     }
-    confstore_lkg::raise_high_water_mark(&app.config.hwm_path(), seq)
-        .map_err(|e| format!("cannot write the LKG high-water mark: {e}"))?;
+    confstore_lkg::raise_high_water_mark(
+        &app.config.hwm_path(),
+        seq,
+        content.generation,
+        &app.config.lkg_path(),
+        &app.keys.lkg,
+    )
+    .map_err(|e| format!("cannot write the LKG high-water mark: {e}"))?;
     let jws = content.to_jws(&app.keys.lkg, confstore_core::state::canonical_json_text);
     confstore_lkg::write_atomically(&app.config.lkg_path(), &jws).map_err(|e| e.to_string())?;
     Ok(seq)

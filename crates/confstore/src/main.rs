@@ -22,6 +22,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // The failpoint tests (docs/testing.md row 2) name crash points in FAILPOINTS; a build
+    // without the `failpoints` feature must say it cannot honour them, not run without them.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
+    #[cfg(not(feature = "failpoints"))]
+    if std::env::var_os("FAILPOINTS").is_some() {
+        eprintln!(
+            "error: FAILPOINTS is set but this build has no failpoints; build with `--features confstore/failpoints`"
+        );
+        return ExitCode::from(2);
+    }
     // `confstore history | head` should stop quietly when head exits, like any Unix tool,
     // not panic on a broken pipe (Rust ignores SIGPIPE by default). Not for `serve`: there
     // a peer closing a socket (a broker restarting, a client hanging up) while it is being

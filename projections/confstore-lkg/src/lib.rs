@@ -218,6 +218,7 @@ pub fn write_atomically(path: &Path, jws: &str) -> Result<(), LkgError> {
     let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
     f.write_all(jws.as_bytes()).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
     drop(f);
+    fail::fail_point!("lkg::mid_write", |_| std::process::abort());
     fs::rename(&tmp, path).map_err(io(path))?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
@@ -233,13 +234,30 @@ pub fn read_high_water_mark(path: &Path) -> Option<u64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// Raises the high-water mark in `path` to `seq` (never lowers it): temporary file, fsync,
-/// rename. Call it before writing an LKG file for `seq`.
-pub fn raise_high_water_mark(path: &Path, seq: u64) -> Result<(), LkgError> {
-    if read_high_water_mark(path).is_some_and(|old| old >= seq) {
-        return Ok(());
+/// Raises the high-water mark in `path` to `seq` (temporary file, fsync, rename). Call it
+/// before writing an LKG file of `generation` at `seq` to `lkg_path` (verified with `key`).
+///
+/// It never lowers the mark, with one exception: a mark above `seq` left by an older
+/// generation than the one being written. `generation start` resets the mark after its
+/// event is durable; if it was interrupted in between, the next LKG file of the new
+/// generation would otherwise sit below the abandoned history's mark, and the data
+/// directory would call its own database behind (docs/testing.md row 2 found this). The
+/// mark belongs to the LKG file's generation, so the LKG file on disk says whose it is.
+pub fn raise_high_water_mark(
+    path: &Path,
+    seq: u64,
+    generation: u64,
+    lkg_path: &Path,
+    key: &[u8; 32],
+) -> Result<(), LkgError> {
+    match read_high_water_mark(path) {
+        Some(old) if old == seq => Ok(()),
+        Some(old) if old > seq => {
+            let abandoned = load(lkg_path, key, None).is_ok_and(|c| c.generation < generation);
+            if abandoned { set_high_water_mark(path, seq) } else { Ok(()) }
+        }
+        _ => set_high_water_mark(path, seq),
     }
-    set_high_water_mark(path, seq)
 }
 
 /// Sets the high-water mark in `path` to `seq`, lower or not: only for `confstore
@@ -298,6 +316,23 @@ mod tests {
 
     fn jws() -> String {
         content().to_jws(&KEY, |v| v.to_string())
+    }
+
+    #[test]
+    fn the_mark_only_rises_except_over_an_abandoned_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hwm, lkg) = (dir.path().join(HWM_FILE_NAME), dir.path().join(FILE_NAME));
+        raise_high_water_mark(&hwm, 12, 1, &lkg, &KEY).unwrap();
+        raise_high_water_mark(&hwm, 10, 1, &lkg, &KEY).unwrap();
+        assert_eq!(read_high_water_mark(&hwm), Some(12), "never lowered without an LKG file saying whose it is");
+        // The LKG file is of generation 1 (seq 9, below the mark of 12).
+        write_atomically(&lkg, &jws()).unwrap();
+        raise_high_water_mark(&hwm, 10, 1, &lkg, &KEY).unwrap();
+        assert_eq!(read_high_water_mark(&hwm), Some(12), "same generation: a lower head is not a reason to lower it");
+        raise_high_water_mark(&hwm, 10, 2, &lkg, &KEY).unwrap();
+        assert_eq!(read_high_water_mark(&hwm), Some(10), "the mark of generation 1 gives way to generation 2's head");
+        raise_high_water_mark(&hwm, 11, 2, &lkg, &[9; 32]).unwrap();
+        assert_eq!(read_high_water_mark(&hwm), Some(11));
     }
 
     #[test]

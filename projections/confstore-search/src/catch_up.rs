@@ -69,6 +69,7 @@ pub fn catch_up(reader: &LogReader, trusted_through: u64) -> Result<u64, LogErro
             // Descriptions come from the state after the last event read: the index reads
             // the same once every chunk is in as if it had been written at once.
             crate::apply(&tx, chunk, &state).map_err(LogError::search)?;
+            fail::fail_point!("search::mid_update", |_| std::process::abort());
             tx.commit().map_err(LogError::sqlite("updating the search index"))?;
             if let Some(v) = chunk.last() {
                 expected = Some((v.seq(), *v.hash()));

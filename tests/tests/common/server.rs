@@ -196,6 +196,11 @@ impl Server {
         })
     }
 
+    /// How the process ended, if it has (does not wait).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("polling the server")
+    }
+
     /// SIGKILL, and reaps it.
     pub fn kill(&mut self) -> ExitStatus {
         kill(&mut self.child)

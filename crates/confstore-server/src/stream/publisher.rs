@@ -602,6 +602,7 @@ impl Publisher {
 async fn send(conn: &mut Conn, m: &Msg, tag: Tag) {
     match conn.client.publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, m.payload.as_slice()).await {
         Ok(()) => {
+            fail::fail_point!("stream::mid_publish", |_| std::process::abort());
             conn.unsent.push_back(tag);
             if !conn.watching {
                 return;

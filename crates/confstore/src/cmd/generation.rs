@@ -77,6 +77,7 @@ pub fn start(ctx: &Ctx, args: &GenerationStartArgs) -> Result<ExitCode> {
     let receipt = store.start_generation(abandoned.seq, abandoned_hash, draft.clone())?;
     let generation = store.generation();
     drop(store);
+    fail::fail_point!("generation::mid_start", |_| std::process::abort());
 
     let missing = (head.seq < abandoned.seq).then(|| json!({"from_seq": head.seq + 1, "to_seq": abandoned.seq}));
     let record = json!({

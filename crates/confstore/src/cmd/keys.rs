@@ -79,6 +79,7 @@ pub fn rotate(ctx: &Ctx, args: &RotateArgs) -> Result<ExitCode> {
             ),
         }
     };
+    fail::fail_point!("keys::mid_rotation_before_event", |_| std::process::abort());
     let (old_id, new_id) = (old.verifying_key().key_id(), new.verifying_key().key_id());
     let new_for_store = SigningKey::from_seed(&new.seed());
     let store = Store::open(&path, Some(old), Arc::new(SystemClock), &ctx.db)
@@ -96,6 +97,7 @@ pub fn rotate(ctx: &Ctx, args: &RotateArgs) -> Result<ExitCode> {
         )
     })?;
     drop(store);
+    fail::fail_point!("keys::mid_rotation_after_event", |_| std::process::abort());
     keys.rewrite(&[(PREVIOUS_SIGNING_KEY, None)])?;
     ctx.refresh_lkg();
     if args.json {

@@ -22,7 +22,13 @@ impl Ctx {
         let reader = self.reader()?;
         let content = lkg_content(&reader)?;
         let jws = content.to_jws(&key, confstore_core::state::canonical_json_text);
-        confstore_lkg::raise_high_water_mark(&self.data_dir.join(confstore_lkg::HWM_FILE_NAME), content.seq)?;
+        confstore_lkg::raise_high_water_mark(
+            &self.data_dir.join(confstore_lkg::HWM_FILE_NAME),
+            content.seq,
+            content.generation,
+            &self.lkg_path(),
+            &key,
+        )?;
         confstore_lkg::write_atomically(&self.lkg_path(), &jws)?;
         Ok(content)
     }
