@@ -42,24 +42,24 @@ pub const GLOBAL_SCOPE: &str = "global";
 
 /// Where a service's snapshot stands in its own chain of versions (docs/format.md §14): a
 /// changeset that touches the service — or the `global` scope, which every service
-/// inherits — makes a new version. A client holding version `epoch` that receives one whose
+/// inherits — makes a new version. A client holding version `changed_epoch` that receives one whose
 /// `prev_epoch` is newer knows it missed a version and fetches it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceVersion {
     /// Epoch of the last changeset that changed the service.
-    pub epoch: u64,
+    pub changed_epoch: u64,
     /// Seq of the last event of that changeset that changed it.
     pub seq: u64,
-    /// The version before (`epoch` of the previous one); 0 for the first.
+    /// The version before (`changed_epoch` of the previous one); 0 for the first.
     pub prev_epoch: u64,
 }
 
 impl ServiceVersion {
     /// Records a change at (`epoch`, `seq`).
     pub fn bump(&mut self, epoch: u64, seq: u64) {
-        if self.epoch != epoch {
-            self.prev_epoch = self.epoch;
-            self.epoch = epoch;
+        if self.changed_epoch != epoch {
+            self.prev_epoch = self.changed_epoch;
+            self.changed_epoch = epoch;
         }
         self.seq = seq;
     }

@@ -226,7 +226,7 @@ pub fn load_state(conn: &Connection, head: &ChainHead) -> Result<State, LogError
             Ok((
                 r.get::<_, String>(0)?,
                 confstore_core::state::ServiceVersion {
-                    epoch: u(r.get(1)?),
+                    changed_epoch: u(r.get(1)?),
                     seq: u(r.get(2)?),
                     prev_epoch: u(r.get(3)?),
                 },
@@ -252,7 +252,7 @@ pub fn write_versions<'a>(
         )
         .map_err(ctx())?;
     for (service, v) in versions {
-        put.execute(params![service, i(v.epoch), i(v.seq), i(v.prev_epoch)]).map_err(ctx())?;
+        put.execute(params![service, i(v.changed_epoch), i(v.seq), i(v.prev_epoch)]).map_err(ctx())?;
     }
     Ok(())
 }

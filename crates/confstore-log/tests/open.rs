@@ -133,7 +133,7 @@ fn migration_0006_rebuilds_the_write_model_from_the_log() {
         let (_, model) = reader.write_model().unwrap();
         assert_eq!(model, reader.replay(confstore_log::Until::Head).unwrap());
         if round == 0 {
-            let web = confstore_core::state::ServiceVersion { epoch: 3, seq: 6, prev_epoch: 2 };
+            let web = confstore_core::state::ServiceVersion { changed_epoch: 3, seq: 6, prev_epoch: 2 };
             assert_eq!(model.versions["web"], web);
         }
     }

@@ -456,11 +456,8 @@ fn check_known_heads(config: &Config, keys: &Keys, readers: &ReaderPool) -> Resu
             // after the point an older copy ends.
             let store_keys: Vec<VerifyingKey> =
                 r.keys()?.entries().iter().map(|e| e.key).chain([keys.signing.verifying_key()]).collect();
-            let db = confstore_lkg::heads::DbHead {
-                store_id: head.store_id.to_hex(),
-                generation: head.generation,
-                seq: head.seq,
-            };
+            let db =
+                confstore_lkg::heads::DbHead { store_id: head.store_id, generation: head.generation, seq: head.seq };
             Ok((db, store_keys))
         })
         .map_err(OpenError::Head)?;

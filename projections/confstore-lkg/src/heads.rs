@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use confstore_core::{VerifyingKey, jws};
+use confstore_core::{StoreId, VerifyingKey, jws};
 use serde_json::Value;
 
 /// A head recorded somewhere outside the database.
@@ -35,8 +35,8 @@ pub struct KnownHead {
 /// The database's own head.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DbHead {
-    /// Store id (hex).
-    pub store_id: String,
+    /// Store id.
+    pub store_id: StoreId,
     /// Generation now.
     pub generation: u64,
     /// Seq of the last event.
@@ -129,7 +129,7 @@ pub fn standing<E>(
     k: &KnownHead,
     hash_at: impl FnOnce(u64) -> Result<Option<String>, E>,
 ) -> Result<Standing, E> {
-    if k.store_id != db.store_id {
+    if k.store_id != db.store_id.to_hex() {
         return Ok(Standing::AnotherStore);
     }
     match k.generation {
@@ -239,11 +239,11 @@ mod tests {
     use super::*;
 
     fn db() -> DbHead {
-        DbHead { store_id: "aa".into(), generation: 1, seq: 10 }
+        DbHead { store_id: StoreId::from_hex(&"aa".repeat(16)).unwrap(), generation: 1, seq: 10 }
     }
 
     fn known(generation: Option<u64>, seq: u64, hash: Option<&str>) -> KnownHead {
-        KnownHead { source: "test".into(), store_id: "aa".into(), generation, seq, hash: hash.map(str::to_owned) }
+        KnownHead { source: "test".into(), store_id: "aa".repeat(16), generation, seq, hash: hash.map(str::to_owned) }
     }
 
     fn judge(k: &KnownHead) -> Standing {

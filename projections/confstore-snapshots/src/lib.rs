@@ -306,7 +306,7 @@ impl ServiceSnapshot {
             "store_id": self.store_id,
             "generation": self.generation,
             "epoch": self.epoch,
-            "changed_epoch": self.version.epoch,
+            "changed_epoch": self.version.changed_epoch,
             "changed_seq": self.version.seq,
             "prev_epoch": self.version.prev_epoch,
             "schema_hash": self.schema_hash,

@@ -115,7 +115,7 @@ pub fn start(ctx: &Ctx, args: &GenerationStartArgs) -> Result<ExitCode> {
 }
 
 fn db_head(head: &confstore_log::Head) -> confstore_lkg::heads::DbHead {
-    confstore_lkg::heads::DbHead { store_id: head.store_id.to_hex(), generation: head.generation, seq: head.seq }
+    confstore_lkg::heads::DbHead { store_id: head.store_id, generation: head.generation, seq: head.seq }
 }
 
 /// Appends one JSON line to `rebuild.info` (0600, fsynced).

@@ -39,16 +39,16 @@ pub fn check(ctx: &Ctx, args: &RestoreCheckArgs) -> Result<ExitCode> {
         problems.push(format!("sqlite integrity_check: {integrity}"));
     }
     let (head_seq, head_hash, store_id) = match &chain {
-        Ok(h) => (h.seq, h.hash.to_hex(), h.store_id.to_hex()),
+        Ok(h) => (h.seq, h.hash.to_hex(), h.store_id),
         Err(f) => {
             problems.push(format!("the chain does not verify: first bad event is seq {}: {}", f.seq, f.reason));
             // Still compare where the log ends, so a missing tail is not reported as a
             // missing whole log.
             let last = reader.head().map(|h| (h.seq, h.hash.to_hex())).unwrap_or_default();
-            (last.0, last.1, reader.store_id().to_hex())
+            (last.0, last.1, reader.store_id())
         }
     };
-    let db_head = DbHead { store_id: store_id.clone(), generation, seq: head_seq };
+    let db_head = DbHead { store_id, generation, seq: head_seq };
     let mut compared = Vec::new();
     let mut missing: Option<(u64, u64)> = None;
     for k in &known {
@@ -69,7 +69,7 @@ pub fn check(ctx: &Ctx, args: &RestoreCheckArgs) -> Result<ExitCode> {
             "database": db,
             "integrity": integrity,
             "chain": match &chain { Ok(_) => json!("ok"), Err(f) => json!({"first_bad_seq": f.seq, "reason": f.reason}) },
-            "head": {"seq": head_seq, "hash": head_hash, "generation": generation, "store_id": store_id},
+            "head": {"seq": head_seq, "hash": head_hash, "generation": generation, "store_id": store_id.to_hex()},
             "compared_with": compared,
             "missing": missing.map(|(from, to)| json!({"from_seq": from, "to_seq": to, "events": to - from + 1})),
             "warnings": warnings,
@@ -146,7 +146,7 @@ pub(super) fn gather_known_heads(
 /// How the database stands against each known head.
 pub(super) fn judge_all(reader: &LogReader, known: &[KnownHead]) -> Result<Vec<(KnownHead, Standing)>> {
     let head = reader.head()?;
-    let db = DbHead { store_id: head.store_id.to_hex(), generation: head.generation, seq: head.seq };
+    let db = DbHead { store_id: head.store_id, generation: head.generation, seq: head.seq };
     known.iter().map(|k| Ok((k.clone(), standing(&db, k, |seq| event_hash(reader, seq))?))).collect()
 }
 
@@ -156,7 +156,7 @@ pub(super) fn local_problems(ctx: &Ctx, reader: &LogReader) -> Result<Vec<String
     let trusted = trusted_key_from(ctx, None).ok();
     let (known, _) = gather_known_heads(ctx, reader, trusted, &HeadSourceArgs::default())?;
     let head = reader.head()?;
-    let db = DbHead { store_id: head.store_id.to_hex(), generation: head.generation, seq: head.seq };
+    let db = DbHead { store_id: head.store_id, generation: head.generation, seq: head.seq };
     Ok(judge_all(reader, &known)?.iter().filter_map(|(k, v)| v.describe(k, &db)).collect())
 }
 
