@@ -112,6 +112,34 @@ fn the_server_exposes_only_what_the_binary_needs() {
     );
 }
 
+/// Everything that folds the log goes through `State::apply(&Verified)`; the unverified
+/// `apply_body` is for the core's `decide`, tests and the benchmark's workloads
+/// (docs/ARCHITECTURE.md).
+#[test]
+fn production_code_folds_only_verified_events() {
+    let mut files = Vec::new();
+    for dir in ["crates", "projections"] {
+        rust_files(&root().join(dir), &mut files);
+    }
+    let offenders: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let rel = f.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+            rel.contains("/src/")
+                && !rel.starts_with("crates/confstore-core/")
+                && !rel.starts_with("crates/confstore-bench/")
+                && !rel.ends_with("/tests.rs")
+        })
+        .filter(|f| {
+            let text = fs::read_to_string(f).unwrap();
+            let production = text.split("#[cfg(test)]").next().unwrap_or_default().to_owned();
+            production.contains(".apply_body(")
+        })
+        .map(|f| f.strip_prefix(root()).unwrap_or(f).display().to_string())
+        .collect();
+    assert!(offenders.is_empty(), "fold verified events with State::apply, not apply_body: {offenders:?}");
+}
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for entry in entries.flatten() {

@@ -80,9 +80,11 @@ impl State {
         self.apply_body(ev.seq(), ev.body())
     }
 
-    /// Folds an event body in. Only for bodies that were verified or sealed already and
-    /// passed on without their [`Verified`] (the commit listener's `Folded` events, tests);
-    /// the log's writer and readers fold through [`Self::apply`].
+    /// Folds an event body in, unverified: for `decide` (a draft's later changes are checked
+    /// against the state after its earlier ones) and for tests that build states from
+    /// bodies. Everything that folds the log — the writer, readers, the server's read model
+    /// and MQTT stream — goes through [`Self::apply`] with a [`Verified`] (a tidy test
+    /// keeps it so).
     ///
     /// Returns which services' versions it changed: the one place that says a change to
     /// `global` changes every service (the writer's dirty set and the MQTT stream use it).

@@ -35,7 +35,7 @@ pub use error::LogError;
 pub use prefix::{PrefixHead, write_prefix};
 pub use reader::{CurrentValue, Head, LogReader, Until};
 pub use store::{Receipt, Store};
-pub use writer::{Committed, Folded, Listener, Refusal};
+pub use writer::{Committed, Listener, Refusal};
 
 /// Where the writer gets the time of a changeset.
 pub trait Clock: Send + Sync + 'static {

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use confstore_core::event::{EventBody, EventKind};
 use confstore_core::state::{self, ChangesetDraft};
 use confstore_core::verify::ChainHead;
-use confstore_core::{ChainVerifier, Hash32, KeyId, Sealed, SigningKey, State, StoredEvent, VerifyError, event_hash};
+use confstore_core::{
+    ChainVerifier, Hash32, KeyId, Sealed, SigningKey, State, StoredEvent, Verified, VerifyError, event_hash,
+};
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::drain::Drain;
@@ -100,7 +102,7 @@ pub(crate) struct Dirty {
     /// Whether `global` changed, and with it every service's version.
     all_versions: bool,
     /// Events folded in since the commit listener last heard (only kept when one is set).
-    fresh: Vec<Folded>,
+    fresh: Vec<Verified>,
     /// Whether to keep `fresh`.
     collect: bool,
 }
@@ -117,9 +119,9 @@ impl Dirty {
         *self = Self { collect: self.collect, ..Self::default() };
     }
 
-    fn record(&mut self, seq: u64, hash: Hash32, body: &EventBody, changed: state::Changed<'_>) {
+    fn record(&mut self, ev: &Verified, changed: state::Changed<'_>) {
         if self.collect {
-            self.fresh.push(Folded { seq, hash, body: body.clone() });
+            self.fresh.push(ev.clone());
         }
         match changed {
             state::Changed::Nothing => {}
@@ -128,6 +130,7 @@ impl Dirty {
             }
             state::Changed::Every => self.all_versions = true,
         }
+        let (seq, body) = (ev.seq(), ev.body());
         match &body.kind {
             EventKind::ServiceRegistered { service } => {
                 self.services.insert(service.clone(), seq);
@@ -187,25 +190,14 @@ pub(crate) struct Writer {
 /// back into the store.
 pub type Listener = Box<dyn Fn(&Committed<'_>) + Send>;
 
-/// One event folded into the write model: signed and committed by this writer, or
-/// appended by another process and verified by it. The commit listener's consumers (the
-/// read model, the MQTT stream) take these instead of reading the log again.
-#[derive(Clone, Debug)]
-pub struct Folded {
-    /// Its seq.
-    pub seq: u64,
-    /// Its hash in the chain.
-    pub hash: Hash32,
-    /// Its decoded body.
-    pub body: EventBody,
-}
-
 /// What a [`Listener`] hears: the events folded in since it last heard, in seq order, and
 /// the state after them.
 #[derive(Debug)]
 pub struct Committed<'a> {
-    /// The new events, in seq order (this writer's and other processes').
-    pub events: &'a [Folded],
+    /// The new events, in seq order: signed and committed by this writer, or appended by
+    /// another process and verified by it. The commit listener's consumers (the read model,
+    /// the MQTT stream) fold these with `State::apply` instead of reading the log again.
+    pub events: &'a [Verified],
     /// The write model after them.
     pub state: &'a State,
     /// Hash of the last event.
@@ -359,7 +351,7 @@ impl Writer {
                 let sealed = Sealed::new(self.head.seq + 1, &self.head.hash, body);
                 let ev = sealed.verified();
                 let changed = self.state.apply(ev);
-                self.dirty.record(ev.seq(), *ev.hash(), ev.body(), changed);
+                self.dirty.record(ev, changed);
                 self.head.seq = ev.seq();
                 self.head.hash = *ev.hash();
                 self.head.epoch = ev.body().epoch;
@@ -607,7 +599,7 @@ pub(crate) fn catch_up(
     let new_head = drain.finish()?;
     for v in &ready {
         let changed = state.apply(v);
-        dirty.record(v.seq(), *v.hash(), v.body(), changed);
+        dirty.record(v, changed);
     }
     *head = new_head;
     Ok(())

@@ -30,10 +30,10 @@ fn attach(store: &Store) -> Arc<Mutex<Model>> {
         }
         m.batches += 1;
         for f in c.events {
-            m.heard.push(f.seq);
-            m.state.apply_body(f.seq, &f.body);
+            m.heard.push(f.seq());
+            m.state.apply(f);
         }
-        assert_eq!(c.events.last().map(|f| f.hash), Some(c.head_hash), "each event comes with its hash");
+        assert_eq!(c.events.last().map(|f| *f.hash()), Some(c.head_hash), "each event comes with its hash");
         assert_eq!(&m.state, c.state, "the folded state equals the writer's");
     }));
     model

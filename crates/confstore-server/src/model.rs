@@ -5,8 +5,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
+use confstore_core::Verified;
 use confstore_core::{Hash32, SigningKey, State, StoreId};
-use confstore_log::{Committed, Folded};
+use confstore_log::Committed;
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -78,8 +79,8 @@ impl ReadModel {
         } else {
             self.batches.commit_batch(c.events.len());
             for f in c.events {
-                if f.seq > m.state.seq {
-                    m.state.apply_body(f.seq, &f.body);
+                if f.seq() > m.state.seq {
+                    m.state.apply(f);
                 }
             }
         }
@@ -136,7 +137,7 @@ impl ReadModel {
 
     /// The events after `seq` through the head, if every one of them is still held in
     /// memory (`None`: read them from the log).
-    pub fn events_after(&self, seq: u64) -> Option<Vec<Arc<Folded>>> {
+    pub fn events_after(&self, seq: u64) -> Option<Vec<Arc<Verified>>> {
         self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).after(seq)
     }
 
@@ -153,23 +154,23 @@ pub const RECENT_BYTES_MAX: usize = confstore_core::limits::RECENT_EVENT_BYTES_M
 /// The recent events, contiguous in seq.
 #[derive(Debug, Default)]
 struct Recent {
-    events: VecDeque<Arc<Folded>>,
+    events: VecDeque<Arc<Verified>>,
     bytes: usize,
 }
 
 impl Recent {
-    fn push(&mut self, new: &[Folded]) {
+    fn push(&mut self, new: &[Verified]) {
         for f in new {
-            if self.events.back().is_some_and(|last| last.seq + 1 != f.seq) {
+            if self.events.back().is_some_and(|last| last.seq() + 1 != f.seq()) {
                 // Not contiguous (should not happen: the writer folds in seq order): start over.
                 self.clear();
             }
-            self.bytes += weight(&f.body);
+            self.bytes += weight(f.body());
             self.events.push_back(Arc::new(f.clone()));
         }
         while self.events.len() > RECENT_EVENTS_MAX || (self.bytes > RECENT_BYTES_MAX && self.events.len() > 1) {
             if let Some(old) = self.events.pop_front() {
-                self.bytes -= weight(&old.body);
+                self.bytes -= weight(old.body());
             }
         }
     }
@@ -179,9 +180,9 @@ impl Recent {
         self.bytes = 0;
     }
 
-    fn after(&self, seq: u64) -> Option<Vec<Arc<Folded>>> {
-        let first = self.events.front()?.seq;
-        let last = self.events.back()?.seq;
+    fn after(&self, seq: u64) -> Option<Vec<Arc<Verified>>> {
+        let first = self.events.front()?.seq();
+        let last = self.events.back()?.seq();
         if seq >= last {
             return Some(Vec::new());
         }

@@ -32,8 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confstore_core::stream::{self, Position};
-use confstore_core::{Hash32, SigningKey, State, jws};
-use confstore_log::Folded;
+use confstore_core::{Hash32, SigningKey, State, Verified, jws};
 use confstore_snapshots::Touched;
 
 /// Longest a retained snapshot may trail the events it covers: the coalescing window of
@@ -265,15 +264,15 @@ impl Outbox {
     /// ends, one version message for every service it changed — a delta of the keys it
     /// touched, or the whole snapshot when it registered the service or set its schema —
     /// and which retained snapshots that makes due. Call [`Self::cut`] to get them out.
-    pub fn take_in(&mut self, events: &[Arc<Folded>], now: Instant) {
+    pub fn take_in(&mut self, events: &[Arc<Verified>], now: Instant) {
         for f in events {
-            if f.seq <= self.read_seq {
+            if f.seq() <= self.read_seq {
                 continue;
             }
             let before = (self.read_seq, self.read_hash);
             self.changeset_start.get_or_insert(before);
-            let changed = self.state.apply_body(f.seq, &f.body);
-            (self.read_seq, self.read_hash) = (f.seq, f.hash);
+            let changed = self.state.apply(f);
+            (self.read_seq, self.read_hash) = (f.seq(), *f.hash());
             self.head_due = true;
             if self.state.generation > self.generation {
                 // generation_started (docs/adr/0017): every service's snapshot is published
@@ -282,14 +281,14 @@ impl Outbox {
                 self.generation = self.state.generation;
                 self.changeset.all_full(&self.state);
             }
-            if let Some(service) = f.body.service().filter(|_| self.events) {
-                let hash = f.hash.to_hex();
-                let at = Position { store_id: &self.store_id, generation: self.generation, seq: f.seq, hash: &hash };
-                let doc = stream::event_document(&at, &f.body);
+            if let Some(service) = f.body().service().filter(|_| self.events) {
+                let hash = f.hash().to_hex();
+                let at = Position { store_id: &self.store_id, generation: self.generation, seq: f.seq(), hash: &hash };
+                let doc = stream::event_document(&at, f.body());
                 self.open.push(self.signed(stream::events_topic(service), &doc, jws::TYP_EVENT, false, Kind::Event));
             }
-            self.changeset.record(&self.state, &f.body, changed);
-            if f.body.changeset_index + 1 >= f.body.changeset_len {
+            self.changeset.record(&self.state, f.body(), changed);
+            if f.body().changeset_index + 1 >= f.body().changeset_len {
                 self.end_changeset(now);
             }
         }

@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use confstore_core::Hash32;
 use confstore_core::stream::{self, Health};
-use confstore_log::Folded;
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
@@ -496,14 +495,11 @@ impl Publisher {
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-                verified
-                    .into_iter()
-                    .map(|v| Arc::new(Folded { seq: v.seq(), hash: *v.hash(), body: v.body().clone() }))
-                    .collect()
+                verified.into_iter().map(Arc::new).collect()
             }
         };
         // Only what the read model has folded in: complete changesets.
-        let end = events.iter().position(|e| e.seq > head).unwrap_or(events.len());
+        let end = events.iter().position(|e| e.seq() > head).unwrap_or(events.len());
         self.outbox.publish_events(self.settings.events.wanted());
         self.outbox.take_in(&events[..end], std::time::Instant::now());
         Ok(())

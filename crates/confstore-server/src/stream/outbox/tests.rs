@@ -4,8 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confstore_core::state::{Change, ChangesetDraft, decide};
-use confstore_core::{Hash32, SigningKey, State, jws};
-use confstore_log::Folded;
+use confstore_core::{Hash32, Sealed, SigningKey, State, Verified, jws};
 use serde_json::{Value, json};
 
 use super::{HEAD_WINDOW, Kind, Outbox, SNAPSHOT_WINDOW_MAX, SNAPSHOT_WINDOW_MIN, snapshot_window};
@@ -13,7 +12,7 @@ use super::{HEAD_WINDOW, Kind, Outbox, SNAPSHOT_WINDOW_MAX, SNAPSHOT_WINDOW_MIN,
 /// A log being written: the state, and the events made so far.
 struct Log {
     state: State,
-    events: Vec<Arc<Folded>>,
+    events: Vec<Arc<Verified>>,
 }
 
 impl Log {
@@ -22,7 +21,7 @@ impl Log {
     }
 
     /// Decides `changes` and returns the new events.
-    fn write(&mut self, changes: Vec<Change>) -> Vec<Arc<Folded>> {
+    fn write(&mut self, changes: Vec<Change>) -> Vec<Arc<Verified>> {
         let draft = ChangesetDraft {
             actor: "t".into(),
             reason: String::new(),
@@ -34,15 +33,16 @@ impl Log {
         let mut out = Vec::new();
         for body in bodies {
             let seq = self.state.seq + 1;
-            self.state.apply_body(seq, &body);
-            let f = Arc::new(Folded { seq, hash: Hash32([u8::try_from(seq % 251).unwrap(); 32]), body });
+            let prev = self.events.last().map_or_else(Hash32::default, |e| *e.hash());
+            let f = Arc::new(Sealed::new(seq, &prev, body).verified().clone());
+            self.state.apply(&f);
             self.events.push(Arc::clone(&f));
             out.push(f);
         }
         out
     }
 
-    fn set(&mut self, service: &str, key: &str, value: Value) -> Vec<Arc<Folded>> {
+    fn set(&mut self, service: &str, key: &str, value: Value) -> Vec<Arc<Verified>> {
         self.write(vec![Change::Set { service: service.into(), key: key.into(), value }])
     }
 }
@@ -291,13 +291,13 @@ fn events_already_taken_in_are_skipped_and_a_reset_without_checkpoint_syncs_ever
 #[test]
 fn a_new_generation_republishes_every_service_whole() {
     let (log, mut o, t0) = setup();
-    let mut body = log.events[0].body.clone();
+    let mut body = log.events[0].body().clone();
     body.kind = confstore_core::event::EventKind::GenerationStarted {
         generation: 2,
         abandoned_seq: 9,
         abandoned_hash: [0; 32],
     };
-    o.take_in(&[Arc::new(Folded { seq: 2, hash: Hash32([2; 32]), body })], t0);
+    o.take_in(&[Arc::new(Sealed::new(2, log.events[0].hash(), body).verified().clone())], t0);
     assert!(o.cut(t0 + Duration::from_secs(1)));
     assert_eq!(o.identity().1, 2);
     is(&o, 1, &[SNAPSHOT, HEAD]);
