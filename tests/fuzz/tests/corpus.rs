@@ -123,3 +123,36 @@ fn regenerate_seed_corpora() {
 fn zeroize_string(s: &str) -> zeroize::Zeroizing<String> {
     zeroize::Zeroizing::new(s.to_owned())
 }
+
+/// The signed seeds pass the checks they are meant to get past, so the fuzzer starts from
+/// inputs that reach the code after verification.
+#[test]
+fn signed_seeds_verify_with_the_targets_fixtures() {
+    use confstore_core::{ChainVerifier, export, stream};
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    let read = |p: &str| std::fs::read(corpus.join(p)).expect("seed");
+
+    let export_text = String::from_utf8(read("export_lines/documented")).expect("UTF-8");
+    let mut lines = export_text.lines();
+    let store = export::parse_header(lines.next().expect("header")).expect("header parses");
+    let anchor = confstore_core::VerifyingKey::from_bytes(&hex_bytes(confstore_fuzz::ANCHOR_HEX)).expect("anchor");
+    let mut verifier = ChainVerifier::new(store, Some(anchor));
+    for (i, line) in lines.enumerate() {
+        verifier.push(&export::parse_event(i as u64 + 2, line).expect("line parses")).expect("event verifies");
+    }
+    verifier.finish().expect("the documented export verifies");
+
+    confstore_lkg::verify_jws(&read("lkg_server/file"), &confstore_fuzz::LKG_KEY).expect("server LKG verifies");
+
+    let keys = [confstore_fuzz::signing_key().verifying_key()];
+    let delta: serde_json::Value = serde_json::from_slice(&read("stream_message/delta")).expect("JSON");
+    let (kind, _, version) =
+        stream::verify_update(&delta, &keys, Some(confstore_fuzz::STORE_ID_HEX), "api").expect("the delta verifies");
+    assert_eq!(kind, stream::UpdateKind::Delta);
+    let held = stream::snapshot_version(&confstore_fuzz::held_document()).expect("held version");
+    assert_eq!(stream::judge_delta(Some(&held), &version), Ok(stream::Verdict::Apply));
+}
+
+fn hex_bytes(text: &str) -> Vec<u8> {
+    (0..text.len() / 2).map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex")).collect()
+}
