@@ -28,6 +28,7 @@ pub mod prefix;
 pub mod reader;
 pub mod rows;
 pub mod store;
+mod sync;
 pub mod writer;
 
 pub use db::{DbOptions, Synchronous};
