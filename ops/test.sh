@@ -95,6 +95,9 @@ results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 status=0
 cargo test --workspace --locked --no-fail-fast "${features[@]}" 2>&1 | tee "$results" || status=$?
+# The group commit's hand-off under shuttle's schedule exploration (docs/testing.md row 20;
+# `SHUTTLE_ITERS` schedules per test): confstore-log rebuilt with shuttle's primitives.
+cargo test --locked -p confstore-log --features shuttle --lib shuttle_tests 2>&1 | tee -a "$results" || status=$?
 # One closing line over every test binary (cargo prints one per binary, the last often a
 # doc-test run with nothing in it).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

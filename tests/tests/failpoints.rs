@@ -119,7 +119,11 @@ fn crash_at(boundary: &str, skip_max: u64) {
         let spec = format!("{boundary}={skip}*off->return");
         let mut server = Server::start_env(&store, &arg_refs, &[("FAILPOINTS", &spec)], &log);
         // The boundary may fire during start-up (the LKG file and search index catch up first).
-        let _ = server.wait_for("serve to answer or die", "/healthz", common::SERVER_DEADLINE, |_| true);
+        let until = Instant::now() + common::SERVER_DEADLINE;
+        while server.exited().is_none() && server.client().get("/healthz").is_err() {
+            assert!(Instant::now() < until, "serve neither answered nor died:\n{}", server.log_tail());
+            std::thread::sleep(Duration::from_millis(5));
+        }
         if server.exited().is_none() {
             write_until_crash(server.addr, &token, run, &mut ledger);
         }
