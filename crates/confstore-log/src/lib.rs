@@ -21,6 +21,7 @@ pub mod db;
 mod drain;
 pub mod error;
 pub mod files;
+pub mod gate;
 mod group;
 pub mod guard;
 pub mod parallel;
@@ -33,6 +34,7 @@ pub mod writer;
 
 pub use db::{DbOptions, Synchronous};
 pub use error::LogError;
+pub use gate::{WriteGate, WriteGuard};
 pub use prefix::{PrefixHead, write_prefix};
 pub use reader::{CurrentValue, Head, LogReader, Until};
 pub use store::{Receipt, Store};

@@ -77,6 +77,7 @@ pub struct LogReader {
     conn: Connection,
     store_id: StoreId,
     guard: ReadGuard,
+    gate: crate::gate::WriteGate,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -111,7 +112,14 @@ impl LogReader {
         db::check_schema(&conn)?;
         let (store_id, _) = rows::store_row(&conn)?.ok_or_else(|| LogError::NotInitialised(path.to_owned()))?;
         let guard = ReadGuard::new(&conn, opts.max_read_age);
-        Ok(Self { conn, store_id, guard })
+        Ok(Self { conn, store_id, guard, gate: crate::gate::WriteGate::of(path) })
+    }
+
+    /// The write gate of this reader's database: a projection that writes into the same
+    /// file (the search index) takes it around each of its write transactions, in turn with
+    /// the log's writer (gate.rs).
+    pub fn write_gate(&self) -> &crate::gate::WriteGate {
+        &self.gate
     }
 
     /// The reader-age limit of this reader's reads.

@@ -122,6 +122,7 @@ impl Store {
             dirty,
             listener: None,
             data_version: None,
+            gate: crate::gate::WriteGate::of(path),
         };
         Ok(Self { path: path.to_owned(), store_id, generation, refusal: refusal_at_open, group: Group::new(writer) })
     }

@@ -183,6 +183,8 @@ pub(crate) struct Writer {
     pub(crate) listener: Option<Listener>,
     /// `PRAGMA data_version` when this writer last caught up with other connections.
     pub(crate) data_version: Option<i64>,
+    /// Taken around every write transaction (gate.rs).
+    pub(crate) gate: crate::gate::WriteGate,
 }
 
 /// Called after each commit (and each catch-up with other writers' events), with the writer
@@ -293,6 +295,10 @@ impl Writer {
 
     /// One transaction. An `Err` means nothing was committed.
     fn try_commit(&mut self, requests: Vec<Request>) -> Result<Vec<Outcome>, LogError> {
+        // In turn with this process's other writers of the file (the search index's
+        // catch-up): at most one of their transactions ahead of this one (gate.rs).
+        let gate = self.gate.clone();
+        let _turn = gate.hold();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -420,6 +426,8 @@ impl Writer {
         if self.refusal.is_some() || self.head.seq == self.checkpoint_seq {
             return Ok(());
         }
+        let gate = self.gate.clone();
+        let _turn = gate.hold();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -42,9 +42,10 @@ pub fn catch_up(reader: &LogReader, trusted_through: u64) -> Result<u64, LogErro
         // database's write lock, which the log's writer needs for every commit, so a long
         // backlog (an import, a restart after many CLI writes) must not hold it for its
         // whole length (15,000 events in one transaction held it ~480 ms). Every chunk
-        // carries its checkpoint, so the index never claims more than it holds. Not enough
-        // alone: the writer waits in SQLite's busy handler, which sleeps up to 100 ms
-        // between tries, and the next chunk takes the lock at once (docs/benchmarks.md).
+        // carries its checkpoint, so the index never claims more than it holds. Chunks alone
+        // were not enough: the writer waited in SQLite's busy handler, which sleeps up to
+        // 100 ms between tries, and the next chunk took the lock at once
+        // (docs/benchmarks.md); the write gate below queues them.
         let mut expected = seen;
         let mut moved = false;
         // (A rebuild of an empty log still clears the index: one empty chunk.)
@@ -55,6 +56,11 @@ pub fn catch_up(reader: &LogReader, trusted_through: u64) -> Result<u64, LogErro
             // turn under the busy timeout). A deferred transaction that read first would fail
             // with SQLITE_BUSY whenever a writer committed in between, and under constant
             // writes it kept failing, delaying the WAL restart (docs/testing.md row 12).
+            //
+            // In turn with the log's writer in this process (confstore_log::gate): the gate
+            // is FIFO, so a commit waiting for it goes before this catch-up's next chunk, and
+            // a write waits for at most one chunk instead of the whole backlog.
+            let _turn = reader.write_gate().hold();
             let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
                 .map_err(LogError::sqlite("starting to update the search index"))?;
             // Another catch-up (a search request, the CLI) may have moved the checkpoint
@@ -172,5 +178,35 @@ mod tests {
         let k7 = hits.iter().find(|h| h.key == "k7").expect("k7 is indexed");
         let want = (0..events).filter(|i| i % 100 == 7).max().unwrap();
         assert_eq!(k7.value_text, want.to_string(), "{k7:?}");
+    }
+
+    /// Each catch-up transaction takes the database's write gate (confstore_log::gate), the
+    /// one the log's writer takes: while it is held elsewhere the catch-up writes nothing,
+    /// and it finishes once the gate is free.
+    #[test]
+    fn the_catch_up_writes_only_in_its_turn_at_the_write_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.db");
+        let key = SigningKey::from_seed(&[5; 32]);
+        let store =
+            Store::create(&path, key, StoreId([4; 16]), "test", Arc::new(SystemClock), &DbOptions::default()).unwrap();
+        let held = LogReader::open(&path).unwrap().write_gate().clone();
+        let turn = held.hold();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let reader = LogReader::open(&path).unwrap();
+                let _ = tx.send(catch_up(&reader, 0).map_err(|e| e.to_string()));
+            })
+        };
+        // A negative observation: nothing may arrive while the gate is held.
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(), "caught up while the gate was held");
+        let reader = LogReader::open(&path).unwrap();
+        assert_eq!(crate::checkpoint(reader.connection()).unwrap(), None, "nothing written while the gate was held");
+        drop(turn);
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the catch-up's answer"), Ok(1));
+        worker.join().unwrap();
+        drop(store);
     }
 }
