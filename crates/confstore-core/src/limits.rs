@@ -94,11 +94,11 @@ pub const ROLLBACK_ATTEMPTS_MAX: usize = 5;
 /// just did the work, so a few suffice; the caller is told to try again.
 pub const SEARCH_CATCH_UP_ATTEMPTS_MAX: usize = 5;
 /// Most events one transaction of the search index's catch-up takes in. Each transaction
-/// holds the database's write lock, which every commit of the log needs: about 28 µs per
-/// event (a 10,000-key store, 2-vCPU machine), so 512 events hold it for ~15 ms, not the
-/// ~480 ms a 15,000-event backlog took in one transaction. (The log's writer can still
-/// wait longer: docs/benchmarks.md, the search catch-up stall.)
-pub const SEARCH_EVENTS_PER_TRANSACTION_MAX: usize = 512;
+/// holds the database's write lock, and a commit of the log that arrives meanwhile waits
+/// for it (the write gate queues the two: ADR 0025): about 28 µs per event (a 10,000-key
+/// store, 2-vCPU machine), so 128 events hold it for ~4 ms, not the ~480 ms a 15,000-event
+/// backlog took in one transaction (docs/benchmarks.md, the search catch-up stall).
+pub const SEARCH_EVENTS_PER_TRANSACTION_MAX: usize = 128;
 /// Hits `confstore search` shows when no `--limit` is given: a screenful.
 pub const SEARCH_HITS_DEFAULT: usize = 50;
 /// Most idle read connections the server keeps for reuse. Reads run on the blocking pool
