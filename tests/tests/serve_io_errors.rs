@@ -7,13 +7,13 @@
 //! thread in it applies the commands the test writes there (`error <at> <write|fsync|full>
 //! <once|persistent>`, `off`), acknowledging each in `<file>.ack`; the test waits for the
 //! acknowledgement, never for time. The operation counter covers every SQLite file of the
-//! process (the log, the search index; the projector writes between two appends), so
+//! process (the log and the search index), so
 //! operation `n` is the n-th write, truncate or sync of any of them after the arm.
 //!
 //! One server, one data directory, one writer PUTting unique values
-//! (`i<point>-n<counter>`) to 8 keys of one service over a kept-alive connection. For each
-//! fault (`write`, `fsync`, `full`) × (`once`, `persistent`) and each chosen operation
-//! number `n`:
+//! (`<fault>-<once|persistent>-<n>-n<counter>`) to 8 keys of one service over a kept-alive
+//! connection. For each fault (`write`, `fsync`, `full`) × (`once`, `persistent`) and each
+//! chosen operation number `n`:
 //!
 //! - arm the fault and keep writing (until a write failed and, when persistent, two more
 //!   did too); every answer is a 2xx with a receipt or a 503 (the server maps an append
@@ -31,15 +31,22 @@
 //! VFS, and: `PRAGMA integrity_check` is ok, the seqs are 1..N, `confstore verify` passes
 //! over N events, `/readyz` is at seq N; in `GET /api/v1/events`, every acknowledged write
 //! is at its receipt's seq with its value, no value appears twice, no value appears that no
-//! request sent; a refused (503) write may be in the log at most once (counted and printed;
-//! the store's own test bars it). The server's log has no panic.
+//! request sent, and no refused write appears (a 503 says "nothing was written"). The
+//! server's log has no panic.
 //!
-//! The operation numbers: a clean run of 3 writes counts the operations `c` they take; the
-//! points are drawn from `1..=2c` (two writes' worth, the projector's operations between
-//! them included). `SERVE_IO_ERRORS_POINTS` (default 2, CI) points per fault × once or
-//! persistent; when it is at least `2c`, every operation number in `1..=2c` (the long mode,
-//! e.g. 1000). `SERVE_IO_ERRORS_SEED` replays the draw. On failure the scratch directory
-//! (data dir, serve.log, the control file) is kept.
+//! For a once-fault, the write after the failed one is acknowledged with the fault still
+//! armed (spent): the server recovers from a transient error by itself.
+//!
+//! The operation numbers: a clean run of 3 writes counts the operations they take (3 each
+//! in a debug build); the window is `SERVE_IO_ERRORS_WRITES` writes' worth (default 8:
+//! operations 1..=24). `SERVE_IO_ERRORS_POINTS` (default 12) operation numbers per fault ×
+//! once or persistent, drawn from the window with `SERVE_IO_ERRORS_SEED`; every one when
+//! the window is no larger (CI: 72 points, about 5 s; long: `SERVE_IO_ERRORS_WRITES=40
+//! SERVE_IO_ERRORS_POINTS=100000`, all 720 points, about 70 s; a debug build on 2 shared
+//! cores). Before the server is
+//! stopped, the search index and the LKG file (which the faults hit too) must catch up in
+//! the same process. On failure the scratch directory (data dir, serve.log, the control
+//! file) is kept.
 
 mod common;
 
@@ -258,12 +265,12 @@ fn io_errors_inside_serve_answer_503_stay_up_recover_and_lose_no_acknowledged_wr
     let checked = check(&server, &token, &writer.ledger, base_seq);
     let panicked = serve_log.contains("panicked");
     match (checked, panicked) {
-        (Ok(refused_present), false) => {
+        (Ok(()), false) => {
             server.terminate();
             eprintln!(
                 "serve I/O errors: {} points (operation numbers 1..={span}; 3 clean writes took {clean_ops} operations), \
-                 {} writes acknowledged, {} refused with 503 ({} of them after the fault was cleared; {refused_present} of \
-                 the refused found in the log), {} points where no write failed; head seq {head}; {:.1} s\n\
+                 {} writes acknowledged, {} refused with 503 ({} of them after the fault was cleared), {} points where \
+                 no write failed; head seq {head}; {:.1} s\n\
                  503s said: {:?}\n/readyz under a persistent fault: \"writes\": {}",
                 tally.points,
                 tally.acked,
@@ -361,9 +368,8 @@ fn run_point(server: &mut Server, control: &mut Control, writer: &mut Writer, ta
     assert!(server.exited().is_none(), "{point}: the server exited:\n{}", server.log_tail());
 }
 
-/// Every check, with the restarted server running. Returns how many refused writes are in
-/// the log (each once).
-fn check(server: &Server, token: &str, ledger: &BTreeMap<String, Attempt>, base_seq: u64) -> Result<usize, String> {
+/// Every check, with the restarted server running.
+fn check(server: &Server, token: &str, ledger: &BTreeMap<String, Attempt>, base_seq: u64) -> Result<(), String> {
     let db = server.store.db();
     let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| format!("opening {} read-only: {e}", db.display()))?;
@@ -435,7 +441,6 @@ fn check(server: &Server, token: &str, ledger: &BTreeMap<String, Attempt>, base_
             let _ = writeln!(problems, "{value:?} is in the log {} times, at seqs {seqs:?}", seqs.len());
         }
     }
-    let mut refused_present = 0;
     for (value, a) in ledger {
         match &a.outcome {
             Outcome::Acked { first_seq, last_seq } => {
@@ -448,9 +453,11 @@ fn check(server: &Server, token: &str, ledger: &BTreeMap<String, Attempt>, base_
                     );
                 }
             }
-            Outcome::Refused(_) if written.contains_key(value.as_str()) => refused_present += 1,
+            Outcome::Refused(why) if written.contains_key(value.as_str()) => {
+                let _ = writeln!(problems, "{}={value:?} was refused ({why}) but is in the log", a.key);
+            }
             Outcome::Refused(_) => {}
         }
     }
-    if problems.is_empty() { Ok(refused_present) } else { Err(problems) }
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
 }
