@@ -9,7 +9,13 @@
 //!
 //! - `error <at> <write|fsync|full> <once|persistent>`: `confstore_faultvfs::arm_error`,
 //!   counting SQLite's write, truncate and sync operations of every file of the process;
-//! - `off`: `confstore_faultvfs::reset` (disarm).
+//! - `off`: `confstore_faultvfs::reset` (disarm);
+//! - `powerloss <at> <drop-all|keep-all|tear-last|random-sectors|drop-all-zero-last> <seed>`:
+//!   `confstore_faultvfs::arm_power_loss`; once the cut happened (operation `at + 1`, after
+//!   which every operation of the process fails), the thread rewrites the unsynced bytes as
+//!   the damage leaves them (`apply_power_loss_staying_down`: the power stays cut, nothing
+//!   else can write) and aborts the process. So the disk a restarted server finds is the one
+//!   a power cut after operation `at` would leave (files outside SQLite aside; ADR 0023).
 //!
 //! Once applied (or refused), the thread writes `<path>.ack` (by rename): `<id> ok ops=<n>`,
 //! where `n` is the number of operations counted since the previous arm or reset, or
@@ -18,7 +24,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use confstore_faultvfs::{self as fault, Fault};
+use confstore_faultvfs::{self as fault, Damage, Fault};
 
 /// The environment variable naming the control file.
 pub const ENV: &str = "CONFSTORE_FAULT_VFS";
@@ -46,7 +52,18 @@ fn watch(path: &Path) {
     ack.push(".ack");
     let ack = PathBuf::from(ack);
     let mut last: Option<String> = None;
+    // The damage and seed of an armed power cut.
+    let mut cut: Option<(Damage, u64)> = None;
     loop {
+        if let Some((damage, seed)) = cut
+            && fault::crashed()
+        {
+            let rewritten = fault::apply_power_loss_staying_down(damage, seed);
+            eprintln!(
+                "fault VFS: the power was cut; unsynced writes rewritten as {damage:?} ({rewritten:?}); aborting"
+            );
+            std::process::abort();
+        }
         if let Ok(text) = std::fs::read_to_string(path)
             && let Some((id, command)) = text.trim().split_once(' ')
             && last.as_deref() != Some(id)
@@ -54,7 +71,7 @@ fn watch(path: &Path) {
             let answer = match parse(command) {
                 Ok(apply) => {
                     let ops = fault::ops();
-                    apply();
+                    cut = apply();
                     format!("{id} ok ops={ops}")
                 }
                 Err(why) => format!("{id} error {why}"),
@@ -67,11 +84,33 @@ fn watch(path: &Path) {
     }
 }
 
+/// What applying a command leaves to the watcher: the damage and seed of an armed cut.
+type Armed = Option<(Damage, u64)>;
+
 /// A command, checked, as the action that applies it.
-fn parse(command: &str) -> Result<Box<dyn FnOnce()>, String> {
+fn parse(command: &str) -> Result<Box<dyn FnOnce() -> Armed>, String> {
     let words: Vec<&str> = command.split_whitespace().collect();
     match words.as_slice() {
-        ["off"] => Ok(Box::new(fault::reset)),
+        ["off"] => Ok(Box::new(|| {
+            fault::reset();
+            None
+        })),
+        ["powerloss", at, damage, seed] => {
+            let at: u64 = at.parse().map_err(|_| format!("bad operation number {at:?}"))?;
+            let seed: u64 = seed.parse().map_err(|_| format!("bad seed {seed:?}"))?;
+            let damage = match *damage {
+                "drop-all" => Damage::DropAll,
+                "keep-all" => Damage::KeepAll,
+                "tear-last" => Damage::TearLast,
+                "random-sectors" => Damage::RandomSectors,
+                "drop-all-zero-last" => Damage::DropAllZeroLast,
+                other => return Err(format!("unknown damage {other:?}")),
+            };
+            Ok(Box::new(move || {
+                fault::arm_power_loss(at);
+                Some((damage, seed))
+            }))
+        }
         ["error", at, kind, persistence] => {
             let at: u64 = at.parse().map_err(|_| format!("bad operation number {at:?}"))?;
             let fault = match *kind {
@@ -85,7 +124,10 @@ fn parse(command: &str) -> Result<Box<dyn FnOnce()>, String> {
                 "persistent" => true,
                 other => return Err(format!("{other:?} is neither once nor persistent")),
             };
-            Ok(Box::new(move || fault::arm_error(at, fault, persistent)))
+            Ok(Box::new(move || {
+                fault::arm_error(at, fault, persistent);
+                None
+            }))
         }
         _ => Err(format!("unknown command {command:?}")),
     }
