@@ -1,6 +1,6 @@
 //! docs/testing.md rows 4 and 3 through the server: I/O errors, then power cuts, inside a
-//! running `confstore serve`. The library tests (crates/confstore-log/tests/io_errors.rs) prove the
-//! store; this proves what a client of the server sees.
+//! running `confstore serve`. The library tests (crates/confstore-log/tests/io_errors.rs,
+//! power_loss.rs) prove the store; this proves what a client of the server sees.
 //!
 //! The test build of the binary (`--features confstore/failpoints`) registers the fault VFS
 //! (`confstore-faultvfs`, ADR 0023) when `CONFSTORE_FAULT_VFS` names a control file, and a

@@ -13,7 +13,8 @@
 //! * Errors ([`arm_error`]): operation `n` (and, if persistent, every later one) returns
 //!   the chosen error code.
 //!
-//! Only test code depends on this crate; nothing in the product links it.
+//! Only test code depends on this crate, and the binary's test-only `failpoints` build
+//! (`CONFSTORE_FAULT_VFS`, ADR 0023 "Through serve"); no shipped build links it.
 
 #![allow(unsafe_code)]
 
