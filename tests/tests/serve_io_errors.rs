@@ -402,7 +402,10 @@ fn a_power_cut_inside_serve_loses_no_acknowledged_write() {
         );
         let text = server.log_text();
         assert!(
-            !status.success() && text.contains("fault VFS: the power was cut") && !text.contains("panicked"),
+            !status.success()
+                && text.contains("fault VFS: the power was cut")
+                && text.contains("(Ok(())); aborting")
+                && !text.contains("panicked"),
             "{point}: serve ended otherwise ({status}):\n{}",
             server.log_tail()
         );
