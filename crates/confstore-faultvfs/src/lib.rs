@@ -13,7 +13,8 @@
 //! * Errors ([`arm_error`]): operation `n` (and, if persistent, every later one) returns
 //!   the chosen error code.
 //!
-//! Only test code depends on this crate; nothing in the product links it.
+//! Only test code depends on this crate, and the binary's test-only `failpoints` build
+//! (`CONFSTORE_FAULT_VFS`, ADR 0023 "Through serve"); no shipped build links it.
 
 #![allow(unsafe_code)]
 
@@ -179,6 +180,25 @@ pub fn apply_power_loss(damage: Damage, seed: u64) -> std::io::Result<()> {
         s.crashed = false;
         std::mem::take(&mut s.pending)
     };
+    rewrite(pending, damage, seed)
+}
+
+/// [`apply_power_loss`] for a process that still has connections open and ends right after
+/// (the fault VFS inside `serve`, which aborts next): the power stays cut, so every operation
+/// of its other threads keeps failing and none can write between the rewrite and the end.
+/// Every operation holds the state lock until the real file has done it, so the operations
+/// before the cut are complete when this takes the unsynced changes.
+pub fn apply_power_loss_staying_down(damage: Damage, seed: u64) -> std::io::Result<()> {
+    let pending = {
+        let mut s = state();
+        s.crashed = true;
+        std::mem::take(&mut s.pending)
+    };
+    rewrite(pending, damage, seed)
+}
+
+/// Rewrites `pending` on disk as `damage` leaves it.
+fn rewrite(pending: Vec<(String, Vec<Change>)>, damage: Damage, seed: u64) -> std::io::Result<()> {
     let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     for (path, changes) in pending {
         if changes.is_empty() || !std::path::Path::new(&path).exists() {
@@ -426,9 +446,12 @@ unsafe extern "C" fn f_write(f: *mut ffi::sqlite3_file, buf: *const c_void, amt:
             let offset = u64::try_from(off).unwrap_or(0);
             pending_for(&mut s, path).push(Change { offset, old, new, old_size, truncate_to: None });
         }
-        drop(s);
+        // Done under the lock: an operation counted before the cut is complete before any
+        // later one is counted (see `apply_power_loss_staying_down`).
         let (real, m) = real_methods(f);
-        m.xWrite.map_or(ffi::SQLITE_IOERR_WRITE, |w| w(real, buf, amt, off))
+        let rc = m.xWrite.map_or(ffi::SQLITE_IOERR_WRITE, |w| w(real, buf, amt, off));
+        drop(s);
+        rc
     }
 }
 
@@ -450,9 +473,10 @@ unsafe extern "C" fn f_truncate(f: *mut ffi::sqlite3_file, size: i64) -> c_int {
                 truncate_to: Some(to),
             });
         }
-        drop(s);
         let (real, m) = real_methods(f);
-        m.xTruncate.map_or(ffi::SQLITE_IOERR_TRUNCATE, |t| t(real, size))
+        let rc = m.xTruncate.map_or(ffi::SQLITE_IOERR_TRUNCATE, |t| t(real, size));
+        drop(s);
+        rc
     }
 }
 
@@ -462,13 +486,12 @@ unsafe extern "C" fn f_sync(f: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
         if let Some(code) = tick(&mut s) {
             return code;
         }
-        drop(s);
         let (real, m) = real_methods(f);
         let rc = m.xSync.map_or(ffi::SQLITE_IOERR_FSYNC, |y| y(real, flags));
         if rc == ffi::SQLITE_OK
             && let Some(path) = path_of(f)
         {
-            state().pending.retain(|(p, _)| p != path);
+            s.pending.retain(|(p, _)| p != path);
         }
         rc
     }

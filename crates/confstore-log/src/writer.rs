@@ -442,10 +442,14 @@ impl Writer {
 
     /// Reloads head and state from the database after a rolled-back transaction.
     pub(crate) fn reload(&mut self) -> Result<(), LogError> {
+        // First, before anything that can fail: the rolled-back events must never reach the
+        // listener. (When the reload failed too, e.g. reads failing after a power cut, they
+        // did: `commit_batch` notified the server of events that were never committed, and
+        // its LKG high-water mark then stood above the database; tests/tests/serve_io_errors.rs.)
+        self.dirty.discard();
         self.head = rows::chain_head(&self.conn, self.store_id)?;
         self.state = rows::load_state(&self.conn, &self.head)?;
         self.checkpoint_seq = self.head.seq;
-        self.dirty.discard();
         // Check again at the next commit whatever data_version says.
         self.data_version = None;
         catch_up(&self.conn, &mut self.head, &mut self.state, &mut self.dirty)

@@ -9,6 +9,8 @@
 mod cli;
 mod cmd;
 mod env_keys;
+#[cfg(feature = "failpoints")]
+mod fault_hook;
 mod output;
 
 use std::process::ExitCode;
@@ -30,6 +32,21 @@ fn main() -> ExitCode {
     if std::env::var_os("FAILPOINTS").is_some() {
         eprintln!(
             "error: FAILPOINTS is set but this build has no failpoints; build with `--features confstore/failpoints`"
+        );
+        return ExitCode::from(2);
+    }
+    // The I/O-error tests through `serve` (docs/testing.md rows 3 and 4, ADR 0023) drive the
+    // fault VFS from a control file named by CONFSTORE_FAULT_VFS: it is registered here,
+    // before any database is opened. Only the failpoints build links it.
+    #[cfg(feature = "failpoints")]
+    if let Err(why) = fault_hook::start() {
+        eprintln!("error: {why}");
+        return ExitCode::from(2);
+    }
+    #[cfg(not(feature = "failpoints"))]
+    if std::env::var_os("CONFSTORE_FAULT_VFS").is_some() {
+        eprintln!(
+            "error: CONFSTORE_FAULT_VFS is set but this build has no fault VFS; build with `--features confstore/failpoints`"
         );
         return ExitCode::from(2);
     }
