@@ -17,7 +17,7 @@
 //!
 //! - arm the fault and keep writing (until a write failed and, when persistent, two more
 //!   did too); every answer is a 2xx with a receipt or a 503 (the server maps an append
-//!   that did not commit to 503 "nothing was changed, retry"); nothing else, no dropped
+//!   that did not commit to 503 "the changeset was not committed"); nothing else, no dropped
 //!   connection;
 //! - while a persistent fault is armed and a write failed: `/readyz` answers 200 (reads are
 //!   served) with `"ready": true` and `writes: {"failing": {"error", "at"}}`, and `/metrics`
@@ -31,7 +31,7 @@
 //! VFS, and: `PRAGMA integrity_check` is ok, the seqs are 1..N, `confstore verify` passes
 //! over N events, `/readyz` is at seq N; in `GET /api/v1/events`, every acknowledged write
 //! is at its receipt's seq with its value, no value appears twice, no value appears that no
-//! request sent, and no refused write appears (a 503 says "nothing was written"). The
+//! request sent, and no refused write appears (a 503 says "it is not in the log"). The
 //! server's log has no panic.
 //!
 //! For a once-fault, the write after the failed one is acknowledged with the fault still
@@ -91,7 +91,7 @@ const ACK_DEADLINE: Duration = Duration::from_secs(20);
 enum Outcome {
     /// 2xx with a receipt: in the log at `last_seq`.
     Acked { first_seq: u64, last_seq: u64 },
-    /// 503: the server says nothing was changed.
+    /// 503: the server says it was not committed.
     Refused(String),
     /// A 503 or no answer after a power cut was armed: in the log once or not at all (a
     /// real power cut would have left no answer; the process lives a few milliseconds

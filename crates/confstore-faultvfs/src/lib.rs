@@ -65,19 +65,33 @@ struct Change {
 #[derive(Clone, Copy, Debug)]
 enum Mode {
     Off,
-    PowerLoss { at: u64 },
-    Error { at: u64, code: c_int, persistent: bool },
+    PowerLoss {
+        at: u64,
+    },
+    Error {
+        at: u64,
+        code: c_int,
+        persistent: bool,
+    },
+    /// Reads fail: the `at`-th `xRead` from the arming (and every later one if persistent).
+    ReadError {
+        at: u64,
+        persistent: bool,
+    },
 }
 
 struct State {
     ops: u64,
+    /// `xRead` calls since a read fault was armed.
+    reads: u64,
     mode: Mode,
     crashed: bool,
     /// Unsynced changes per file path, oldest first.
     pending: Vec<(String, Vec<Change>)>,
 }
 
-static STATE: Mutex<State> = Mutex::new(State { ops: 0, mode: Mode::Off, crashed: false, pending: Vec::new() });
+static STATE: Mutex<State> =
+    Mutex::new(State { ops: 0, reads: 0, mode: Mode::Off, crashed: false, pending: Vec::new() });
 static INSTALL: Once = Once::new();
 
 fn state() -> MutexGuard<'static, State> {
@@ -106,6 +120,7 @@ pub fn install() {
 pub fn reset() {
     let mut s = state();
     s.ops = 0;
+    s.reads = 0;
     s.mode = Mode::Off;
     s.crashed = false;
     s.pending.clear();
@@ -169,6 +184,22 @@ pub fn arm_error(at: u64, fault: Fault, persistent: bool) {
     s.ops = 0;
     s.crashed = false;
     s.mode = Mode::Error { at, code: fault.code(), persistent };
+}
+
+/// Fails the `at`-th read (`xRead`, counting from now, from 1) with `SQLITE_IOERR_READ`; if
+/// `persistent`, every later read too, until [`reset`]. Writes pass. What a failing disk
+/// does to the reads of opening a store, recovering its WAL, or reloading after a failed
+/// commit. Returns nothing; [`reads`] tells how many reads were counted.
+pub fn arm_read_error(at: u64, persistent: bool) {
+    let mut s = state();
+    s.reads = 0;
+    s.crashed = false;
+    s.mode = Mode::ReadError { at, persistent };
+}
+
+/// Reads counted since the last [`arm_read_error`].
+pub fn reads() -> u64 {
+    state().reads
 }
 
 /// Rewrites the unsynced changes of every file as `damage` leaves them after a power loss,
@@ -278,6 +309,7 @@ fn tick(s: &mut State) -> Option<c_int> {
             }
         }
         Mode::Error { at, code, persistent } => (s.ops == at || (persistent && s.ops > at)).then_some(code),
+        Mode::ReadError { .. } => None,
     }
 }
 
@@ -404,8 +436,17 @@ unsafe extern "C" fn f_close(f: *mut ffi::sqlite3_file) -> c_int {
 
 unsafe extern "C" fn f_read(f: *mut ffi::sqlite3_file, buf: *mut c_void, amt: c_int, off: i64) -> c_int {
     unsafe {
-        if state().crashed {
-            return ffi::SQLITE_IOERR_READ;
+        {
+            let mut s = state();
+            if s.crashed {
+                return ffi::SQLITE_IOERR_READ;
+            }
+            if let Mode::ReadError { at, persistent } = s.mode {
+                s.reads += 1;
+                if s.reads == at || (persistent && s.reads > at) {
+                    return ffi::SQLITE_IOERR_READ;
+                }
+            }
         }
         let (real, m) = real_methods(f);
         m.xRead.map_or(ffi::SQLITE_IOERR_READ, |r| r(real, buf, amt, off))

@@ -64,8 +64,13 @@ pub enum LogError {
     #[error(transparent)]
     Rejected(#[from] RejectError),
     /// The transaction holding the changeset failed and was rolled back; nothing of it is
-    /// in the log. Safe to retry.
-    #[error("the changeset was not committed ({0}); nothing was written, retrying is safe")]
+    /// in the log now. After a disk error (a failed WAL write or fsync) its frames may
+    /// still be in the WAL file, and a crash before the next commit can bring it back
+    /// (docs/adr/0023-fault-vfs.md): a retry with `If-Match` applies at most once.
+    #[error(
+        "the changeset was not committed ({0}); it is not in the log, but after a disk error a crash may \
+         still bring it back: retry with If-Match to apply it at most once"
+    )]
     NotCommitted(String),
     /// The writer thread stopped (after a panic or shutdown).
     #[error("the log writer has stopped; restart the process")]

@@ -123,6 +123,7 @@ impl Store {
             listener: None,
             data_version: None,
             gate: crate::gate::WriteGate::of(path),
+            stale: false,
         };
         Ok(Self { path: path.to_owned(), store_id, generation, refusal: refusal_at_open, group: Group::new(writer) })
     }

@@ -185,6 +185,9 @@ pub(crate) struct Writer {
     pub(crate) data_version: Option<i64>,
     /// Taken around every write transaction (gate.rs).
     pub(crate) gate: crate::gate::WriteGate,
+    /// A reload after a failed commit failed too: `head` and `state` may hold the
+    /// rolled-back batch, so they are reloaded before anything uses them.
+    pub(crate) stale: bool,
 }
 
 /// Called after each commit (and each catch-up with other writers' events), with the writer
@@ -246,6 +249,9 @@ impl Writer {
 
     /// Folds in events other processes appended (a read transaction) and notifies.
     pub(crate) fn refresh(&mut self) -> Result<(), LogError> {
+        if self.stale {
+            self.reload()?;
+        }
         // data_version changes only when another connection commits: skip the catch-up
         // (two reads and a hash) when nobody else wrote.
         let version: i64 = self
@@ -271,14 +277,14 @@ impl Writer {
         match self.try_commit(requests) {
             Ok(outcomes) => outcomes,
             Err(err) => {
-                // The transaction rolled back: forget what was folded in memory.
-                if let Err(reload) = self.reload() {
-                    self.refusal = Some(Refusal::Tampered(VerifyError::Structure {
-                        seq: self.head.seq + 1,
-                        reason: format!("could not reload the log after a failed commit: {reload}"),
-                    }));
-                }
-                let text = err.to_string();
+                // The transaction rolled back: forget what was folded in memory. If the
+                // reload fails too (the disk fails reads as well), the writer stays `stale`
+                // and reloads before its next use: once the disk answers again, appends
+                // resume without a restart (docs/testing.md row 4, through serve).
+                let text = match self.reload() {
+                    Ok(()) => err.to_string(),
+                    Err(reload) => format!("{err}; reloading the log afterwards failed too: {reload}"),
+                };
                 (0..n)
                     .map(|_| match &err {
                         LogError::Tampered(_) | LogError::KeyMismatch { .. } => Err(self.refusal_or(&err)),
@@ -295,6 +301,9 @@ impl Writer {
 
     /// One transaction. An `Err` means nothing was committed.
     fn try_commit(&mut self, requests: Vec<Request>) -> Result<Vec<Outcome>, LogError> {
+        if self.stale {
+            self.reload()?;
+        }
         // In turn with this process's other writers of the file (the search index's
         // catch-up): at most one of their transactions ahead of this one (gate.rs).
         let gate = self.gate.clone();
@@ -423,6 +432,9 @@ impl Writer {
     /// Writes a checkpoint in its own transaction if anything changed since the last one
     /// (on close). Best effort: without it, the next open verifies and replays the tail.
     pub(crate) fn checkpoint_now(&mut self) -> Result<(), LogError> {
+        if self.stale {
+            self.reload()?;
+        }
         if self.refusal.is_some() || self.head.seq == self.checkpoint_seq {
             return Ok(());
         }
@@ -447,12 +459,17 @@ impl Writer {
         // did: `commit_batch` notified the server of events that were never committed, and
         // its LKG high-water mark then stood above the database; tests/tests/serve_io_errors.rs.)
         self.dirty.discard();
+        // Until the reload succeeds, head and state may still hold the rolled-back batch:
+        // every later use reloads first (try_commit, refresh, checkpoint_now).
+        self.stale = true;
         self.head = rows::chain_head(&self.conn, self.store_id)?;
         self.state = rows::load_state(&self.conn, &self.head)?;
         self.checkpoint_seq = self.head.seq;
         // Check again at the next commit whatever data_version says.
         self.data_version = None;
-        catch_up(&self.conn, &mut self.head, &mut self.state, &mut self.dirty)
+        catch_up(&self.conn, &mut self.head, &mut self.state, &mut self.dirty)?;
+        self.stale = false;
+        Ok(())
     }
 }
 

@@ -124,7 +124,7 @@ impl From<LogError> for ApiError {
             LogError::ReadOnly | LogError::Tampered(_) | LogError::KeyMismatch { .. } => {
                 ApiError::unavailable(format!("{e}; nothing was changed"))
             }
-            LogError::NotCommitted(_) => ApiError::unavailable(format!("{e}; nothing was changed, retry")),
+            LogError::NotCommitted(_) => ApiError::unavailable(e.to_string()),
             other => {
                 tracing::error!(error = %other, "database error");
                 ApiError::unavailable("the database failed to answer; nothing was changed, retry")
