@@ -78,6 +78,8 @@ pub(crate) struct Group<C: Committer = Writer> {
 /// Leadership is released, and the taken requests answered, even if the commit panics.
 struct Leadership<'g, C: Committer> {
     group: &'g Group<C>,
+    /// The leader's own ticket: its thread is running, not waiting, so it is not woken.
+    own: u64,
     tickets: Vec<u64>,
     results: Option<Vec<(u64, C::Outcome)>>,
 }
@@ -90,7 +92,7 @@ impl<C: Committer> Drop for Leadership<'_, C> {
             None => q.done.extend(self.tickets.iter().map(|t| (*t, C::gone()))),
         }
         q.leader = false;
-        for t in &self.tickets {
+        for t in self.tickets.iter().filter(|t| **t != self.own) {
             if let Some(cv) = q.wakers.get(t) {
                 cv.notify_one();
             }
@@ -138,7 +140,7 @@ impl<C: Committer> Group<C> {
                 q.leader = true;
                 let batch = take_batch(&mut q.waiting);
                 drop(q);
-                self.lead(batch);
+                self.lead(ticket, batch);
                 q = self.lock_queue();
                 continue;
             }
@@ -146,9 +148,9 @@ impl<C: Committer> Group<C> {
         }
     }
 
-    fn lead(&self, batch: Vec<(u64, C::Request)>) {
+    fn lead(&self, own: u64, batch: Vec<(u64, C::Request)>) {
         let tickets: Vec<u64> = batch.iter().map(|(t, _)| *t).collect();
-        let mut leadership = Leadership { group: self, tickets, results: None };
+        let mut leadership = Leadership { group: self, own, tickets, results: None };
         // A writer poisoned by an earlier panic is in an unknown state: refuse from now on.
         let Ok(mut writer) = self.writer.lock() else { return };
         let (tickets, requests): (Vec<u64>, Vec<C::Request>) = batch.into_iter().unzip();

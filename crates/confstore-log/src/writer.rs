@@ -254,10 +254,7 @@ impl Writer {
         }
         // data_version changes only when another connection commits: skip the catch-up
         // (two reads and a hash) when nobody else wrote.
-        let version: i64 = self
-            .conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))
-            .map_err(LogError::sqlite("reading data_version"))?;
+        let version = data_version(&self.conn)?;
         let changed = self.data_version != Some(version);
         self.data_version = Some(version);
         if changed && (self.refusal.is_none() || matches!(self.refusal, Some(Refusal::ReadOnly))) {
@@ -308,15 +305,11 @@ impl Writer {
         // catch-up): at most one of their transactions ahead of this one (gate.rs).
         let gate = self.gate.clone();
         let _turn = gate.hold();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(LogError::sqlite("starting a write transaction"))?;
+        let tx = WriteTx::begin(&self.conn).map_err(LogError::sqlite("starting a write transaction"))?;
         // Another connection (the CLI, a tool, a tamperer using SQLite) committed since this
         // writer last looked exactly when `PRAGMA data_version` moved; this writer's own
         // commits do not move it. Only then is there anything to catch up with or to check.
-        let version: i64 =
-            tx.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(LogError::sqlite("reading data_version"))?;
+        let version = data_version(&tx)?;
         if self.data_version != Some(version) {
             if let Err(e) = catch_up(&tx, &mut self.head, &mut self.state, &mut self.dirty) {
                 if let LogError::Tampered(v) = &e {
@@ -561,6 +554,54 @@ fn debug_check_changeset(before: &ChainHead, bodies: &[EventBody]) {
     }
 }
 
+/// The write transaction of a batch: `BEGIN IMMEDIATE` ... `COMMIT`, both run from the
+/// connection's statement cache (rusqlite's `Transaction` parses them anew every time, about
+/// 3,000 instructions each), rolled back when dropped without a successful commit, exactly
+/// as rusqlite's `Transaction` does.
+struct WriteTx<'c> {
+    conn: &'c Connection,
+    committed: bool,
+}
+
+impl<'c> WriteTx<'c> {
+    fn begin(conn: &'c Connection) -> rusqlite::Result<Self> {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(Self { conn, committed: false })
+    }
+
+    fn commit(mut self) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for WriteTx<'_> {
+    fn drop(&mut self) {
+        // As rusqlite's Transaction: nothing to do if SQLite already ended the transaction
+        // (a failed COMMIT can leave it open; some errors roll it back themselves).
+        if !self.committed && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// `PRAGMA data_version`: it changes when another connection commits, never with this
+/// connection's own commits. Read at every commit, through the statement cache: preparing
+/// the pragma anew each time cost more than running it.
+fn data_version(conn: &Connection) -> Result<i64, LogError> {
+    conn.prepare_cached("PRAGMA data_version")
+        .and_then(|mut st| st.query_row([], |r| r.get(0)))
+        .map_err(LogError::sqlite("reading data_version"))
+}
+
 fn still_verified(ev: Option<&StoredEvent>, head: &ChainHead) -> Result<(), LogError> {
     let intact = ev.is_some_and(|ev| ev.hash == head.hash && event_hash(ev.seq, &ev.prev_hash, &ev.body) == ev.hash);
     if intact {
@@ -632,4 +673,65 @@ pub(crate) fn catch_up(
     }
     *head = new_head;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WriteTx;
+    use rusqlite::Connection;
+
+    fn conn() -> Connection {
+        let c = Connection::open_in_memory().expect("an in-memory database");
+        c.execute_batch(
+            "PRAGMA foreign_keys = ON;
+             CREATE TABLE parent (id INTEGER PRIMARY KEY);
+             CREATE TABLE t (x INTEGER NOT NULL,
+                             p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
+        )
+        .expect("the schema");
+        c
+    }
+
+    fn rows(c: &Connection) -> i64 {
+        c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).expect("counting")
+    }
+
+    #[test]
+    fn a_committed_write_tx_keeps_its_rows_and_ends_the_transaction() {
+        let c = conn();
+        for n in 1..=3 {
+            let tx = WriteTx::begin(&c).expect("BEGIN IMMEDIATE");
+            assert!(!c.is_autocommit());
+            tx.execute("INSERT INTO t (x) VALUES (?1)", [n]).expect("insert");
+            tx.commit().expect("COMMIT");
+            assert!(c.is_autocommit());
+            assert_eq!(rows(&c), n);
+        }
+    }
+
+    #[test]
+    fn a_write_tx_dropped_without_commit_rolls_back() {
+        let c = conn();
+        {
+            let tx = WriteTx::begin(&c).expect("BEGIN IMMEDIATE");
+            tx.execute("INSERT INTO t (x) VALUES (1)", []).expect("insert");
+        }
+        assert!(c.is_autocommit(), "the transaction ended");
+        assert_eq!(rows(&c), 0, "its row is gone");
+    }
+
+    #[test]
+    fn a_failed_commit_rolls_back_when_dropped_and_the_next_write_tx_works() {
+        let c = conn();
+        let tx = WriteTx::begin(&c).expect("BEGIN IMMEDIATE");
+        // A deferred foreign key violation: COMMIT fails and leaves the transaction open.
+        tx.execute("INSERT INTO t (x, p) VALUES (1, 42)", []).expect("insert");
+        assert!(tx.commit().is_err(), "COMMIT must fail");
+        assert!(c.is_autocommit(), "the failed transaction was rolled back");
+        assert_eq!(rows(&c), 0);
+        let tx = WriteTx::begin(&c).expect("BEGIN IMMEDIATE again");
+        tx.execute("INSERT INTO t (x) VALUES (2)", []).expect("insert");
+        tx.commit().expect("COMMIT");
+        assert_eq!(rows(&c), 1);
+    }
 }

@@ -237,7 +237,7 @@ pub fn write_table(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
         "+ the log's other SQL",
         full.raw_log_sql.us_per_op() - full.raw.us_per_op(),
         normal.raw_log_sql.us_per_op() - normal.raw.us_per_op(),
-        "last-event read, event insert (the writer's per-commit\nSQL; checkpoints every 256 events not included)",
+        "data_version read, event insert (the writer's per-commit\nSQL; checkpoints every 256 events not included)",
     ));
     b.push(line("+ decide", cpu.decide_us, cpu.decide_us, "validation, canonical JSON (CPU only)"));
     b.push(line(
