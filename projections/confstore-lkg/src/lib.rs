@@ -220,9 +220,13 @@ pub fn write_atomically(path: &Path, jws: &str) -> Result<(), LkgError> {
     drop(f);
     fail::fail_point!("lkg::mid_write", |_| std::process::abort());
     fs::rename(&tmp, path).map_err(io(path))?;
+    sync_dir_of(path).map_err(io(path))
+}
+
+/// Fsyncs the directory holding `path`, so a rename into it survives a power cut.
+pub fn sync_dir_of(path: &Path) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-    Ok(())
+    File::open(dir).and_then(|d| d.sync_all())
 }
 
 /// File name of the high-water mark beside the LKG file: the highest `seq` ever written to
@@ -267,7 +271,10 @@ pub fn set_high_water_mark(path: &Path, seq: u64) -> Result<(), LkgError> {
     let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
     f.write_all(format!("{seq}\n").as_bytes()).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
     drop(f);
-    fs::rename(&tmp, path).map_err(io(path))
+    fs::rename(&tmp, path).map_err(io(path))?;
+    // As the LKG file: a mark that a power cut could take back would let an older database
+    // pass the start-up check.
+    sync_dir_of(path).map_err(io(path))
 }
 
 /// Reads and verifies the LKG file; `expected_store` (hex) must match when given.

@@ -33,14 +33,15 @@ pub fn read(path: &Path) -> Option<Checkpoint> {
     serde_json::from_slice(&fs::read(path).ok()?).ok()
 }
 
-/// Writes the checkpoint atomically (temporary file, fsync, rename).
+/// Writes the checkpoint atomically (temporary file, fsync, rename, directory fsync).
 pub fn write(path: &Path, c: &Checkpoint) -> std::io::Result<()> {
     let tmp = path.with_extension("checkpoint.tmp");
     let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     f.write_all(serde_json::to_string(c).map_err(std::io::Error::other)?.as_bytes())?;
     f.sync_all()?;
     drop(f);
-    fs::rename(&tmp, path)
+    fs::rename(&tmp, path)?;
+    crate::sync_dir_of(path)
 }
 
 #[cfg(test)]
