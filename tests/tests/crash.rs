@@ -293,20 +293,7 @@ fn check(store: &Store, check_dir: &std::path::Path, ledger: &Ledger, base_event
     let copy = store.with_data_dir(&check_dir.join("data"));
 
     let conn = rusqlite::Connection::open(copy.db()).map_err(|e| format!("opening the database: {e}"))?;
-    let integrity: Vec<String> = conn
-        .prepare("PRAGMA integrity_check")
-        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
-        .map_err(|e| format!("integrity_check: {e}"))?;
-    if integrity != ["ok"] {
-        return Err(format!("PRAGMA integrity_check: {integrity:?}"));
-    }
-    let seqs: Vec<u64> = conn
-        .prepare("SELECT seq FROM events ORDER BY seq")
-        .and_then(|mut st| st.query_map([], |r| r.get::<_, i64>(0))?.collect::<Result<Vec<i64>, _>>())
-        .map_err(|e| format!("reading seqs: {e}"))?
-        .into_iter()
-        .map(|s| u64::try_from(s).unwrap_or(0))
-        .collect();
+    let seqs = common::store::integrity_ok_seqs(&conn)?;
     drop(conn);
     let n_events = seqs.len() as u64;
     if seqs != (1..=n_events).collect::<Vec<_>>() {

@@ -529,17 +529,7 @@ fn check(
     let db = server.store.db();
     let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| format!("opening {} read-only: {e}", db.display()))?;
-    let integrity: Vec<String> = conn
-        .prepare("PRAGMA integrity_check")
-        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
-        .map_err(|e| format!("integrity_check: {e}"))?;
-    if integrity != ["ok"] {
-        return Err(format!("PRAGMA integrity_check: {integrity:?}"));
-    }
-    let seqs: Vec<i64> = conn
-        .prepare("SELECT seq FROM events ORDER BY seq")
-        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
-        .map_err(|e| format!("reading seqs: {e}"))?;
+    let seqs = common::store::integrity_ok_seqs(&conn)?;
     drop(conn);
     let n_events = seqs.len() as u64;
     if !seqs.iter().zip(1..).all(|(&s, want)| s == want) {

@@ -159,3 +159,20 @@ pub fn u64_of(v: &Value, field: &str) -> u64 {
 pub fn str_of<'v>(v: &'v Value, field: &str) -> &'v str {
     v[field].as_str().unwrap_or_else(|| panic!("{field} is not a string in {v}"))
 }
+
+/// `PRAGMA integrity_check` answers ok on `conn`; then the events' seqs in order (the
+/// crash tests check them gap-free, each saying where a gap is its own way).
+pub fn integrity_ok_seqs(conn: &rusqlite::Connection) -> Result<Vec<u64>, String> {
+    let integrity: Vec<String> = conn
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .map_err(|e| format!("integrity_check: {e}"))?;
+    if integrity != ["ok"] {
+        return Err(format!("PRAGMA integrity_check: {integrity:?}"));
+    }
+    let seqs: Vec<i64> = conn
+        .prepare("SELECT seq FROM events ORDER BY seq")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .map_err(|e| format!("reading seqs: {e}"))?;
+    Ok(seqs.into_iter().map(|s| u64::try_from(s).unwrap_or(0)).collect())
+}

@@ -62,3 +62,17 @@ pub fn set(service: &str, key: &str, value: serde_json::Value) -> Change {
 pub fn unset(service: &str, key: &str) -> Change {
     Change::Unset { service: service.into(), key: key.into() }
 }
+
+/// The store at `path` after a fault: `integrity_check` ok, the chain verifies, and every
+/// acknowledged changeset is there with its hash (`what` names the case in a failure).
+pub fn check_acked(path: &std::path::Path, acked: &[confstore_log::Receipt], what: &str) {
+    let reader = confstore_log::LogReader::open(path).unwrap_or_else(|e| panic!("{what}: reader: {e}"));
+    let ok: String = reader.connection().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(ok, "ok", "{what}: integrity_check");
+    let verified = reader.verify(None, &mut |_| ()).unwrap_or_else(|e| panic!("{what}: verify read: {e}"));
+    assert!(verified.is_ok(), "{what}: the chain does not verify: {verified:?}");
+    for r in acked {
+        let ev = reader.events_chunk(r.last_seq, r.last_seq).unwrap();
+        assert_eq!(ev.first().map(|e| e.hash), Some(r.hash), "{what}: acknowledged seq {} lost or altered", r.last_seq);
+    }
+}
