@@ -17,11 +17,11 @@
 
 pub mod heads;
 pub mod publisher_checkpoint;
+mod replace;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -214,19 +214,10 @@ pub fn check_signature(text: &[u8], key: &[u8; 32]) -> Result<Vec<u8>, LkgError>
 /// Writes `jws` to `path` atomically: a temporary file beside it (mode 0600), fsync, rename
 /// over the old file, fsync the directory. A crash leaves the old file or the new one.
 pub fn write_atomically(path: &Path, jws: &str) -> Result<(), LkgError> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
-    f.write_all(jws.as_bytes()).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
-    drop(f);
-    fail::fail_point!("lkg::mid_write", |_| std::process::abort());
-    fs::rename(&tmp, path).map_err(io(path))?;
-    sync_dir_of(path).map_err(io(path))
-}
-
-/// Fsyncs the directory holding `path`, so a rename into it survives a power cut.
-pub fn sync_dir_of(path: &Path) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    File::open(dir).and_then(|d| d.sync_all())
+    replace::replace(path, &path.with_extension("json.tmp"), jws.as_bytes(), || {
+        fail::fail_point!("lkg::mid_write", |_| std::process::abort());
+    })
+    .map_err(io(path))
 }
 
 /// File name of the high-water mark beside the LKG file: the highest `seq` ever written to
@@ -267,14 +258,9 @@ pub fn raise_high_water_mark(
 /// Sets the high-water mark in `path` to `seq`, lower or not: only for `confstore
 /// generation start`, where the mark of the abandoned history gives way to the new one.
 pub fn set_high_water_mark(path: &Path, seq: u64) -> Result<(), LkgError> {
-    let tmp = path.with_extension("hwm.tmp");
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
-    f.write_all(format!("{seq}\n").as_bytes()).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io(path))?;
-    // As the LKG file: a mark that a power cut could take back would let an older database
-    // pass the start-up check.
-    sync_dir_of(path).map_err(io(path))
+    // As the LKG file, directory fsync included: a mark that a power cut could take back
+    // would let an older database pass the start-up check.
+    replace::replace(path, &path.with_extension("hwm.tmp"), format!("{seq}\n").as_bytes(), || ()).map_err(io(path))
 }
 
 /// Reads and verifies the LKG file; `expected_store` (hex) must match when given.

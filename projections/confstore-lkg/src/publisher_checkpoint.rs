@@ -4,8 +4,6 @@
 //! a few messages are published twice (clients drop duplicates by version).
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -35,13 +33,8 @@ pub fn read(path: &Path) -> Option<Checkpoint> {
 
 /// Writes the checkpoint atomically (temporary file, fsync, rename, directory fsync).
 pub fn write(path: &Path, c: &Checkpoint) -> std::io::Result<()> {
-    let tmp = path.with_extension("checkpoint.tmp");
-    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(serde_json::to_string(c).map_err(std::io::Error::other)?.as_bytes())?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)?;
-    crate::sync_dir_of(path)
+    let text = serde_json::to_string(c).map_err(std::io::Error::other)?;
+    crate::replace::replace(path, &path.with_extension("checkpoint.tmp"), text.as_bytes(), || ())
 }
 
 #[cfg(test)]
