@@ -110,7 +110,7 @@ impl Standing {
             }
             Self::Behind { from, to } => format!(
                 "{}: event {} was seen, but this database ends at event {}: events {from}..={to} are missing \
-                 (an older copy of the database, or a lost -wal file)",
+                 (an older copy of the database, a lost -wal file, or a power cut with --synchronous normal)",
                 k.source, k.seq, db.seq
             ),
             Self::Forked { seq } => format!(
