@@ -251,22 +251,10 @@ fn io_errors_inside_serve_answer_503_stay_up_recover_and_lose_no_acknowledged_wr
     let store = Store::in_dir(scratch.path());
     let log = scratch.path().join("serve.log");
     let mut control = Control::new(scratch.path());
-    let ctl = control.path.to_string_lossy().into_owned();
 
-    let mut server = Server::start_env(&store, &[], &[("CONFSTORE_FAULT_VFS", &ctl)], &log);
-    server.wait_ready();
-    server.admin().ok("POST", "/api/v1/services", Some(&json!({ "name": SERVICE })));
-    let base_seq = u64_of(&server.wait_ready().0, "seq");
-    let token = common::admin_token(&store);
-    let mut writer = Writer { http: Http::new(server.addr).with_token(&token), ledger: BTreeMap::new(), sent: 0 };
-
-    // A clean run: the operations three writes take (projector included, as far as it ran).
-    control.send(&mut server, "off");
-    for _ in 0..3 {
-        assert!(writer.put(&mut server, "clean"), "a write failed with no fault armed");
-    }
-    let clean_ops = control.send(&mut server, "off");
-    let span = (clean_ops / 3).max(1) * window;
+    let Started { mut server, mut writer, token, base_seq, ops_per_write } =
+        start_writing(&store, &mut control, &log, &[]);
+    let span = ops_per_write * window;
     let numbers: Vec<u64> = (1..=span).collect();
     // A write takes at least two operations (a WAL write and its sync).
     let armed_writes_max = usize::try_from(span / 2 + 4).unwrap_or(usize::MAX);
@@ -320,7 +308,7 @@ fn io_errors_inside_serve_answer_503_stay_up_recover_and_lose_no_acknowledged_wr
         (Ok(_), false) => {
             server.terminate();
             eprintln!(
-                "serve I/O errors: {} points (operation numbers 1..={span}; 3 clean writes took {clean_ops} operations), \
+                "serve I/O errors: {} points (operation numbers 1..={span}; a clean write took {ops_per_write} operations), \
                  {} writes acknowledged, {} refused with 503 ({} of them after the fault was cleared), {} points where \
                  no write failed; head seq {head}; {:.1} s\n\
                  503s said: {:?}\n/readyz under a persistent fault: \"writes\": {}",
@@ -352,11 +340,46 @@ const DAMAGES: [&str; 5] = ["drop-all", "keep-all", "tear-last", "random-sectors
 
 /// `serve` with the fault VFS hook on `control` (cleared first), ready.
 fn start_faulty(store: &Store, control: &Control, log: &Path) -> Server {
+    start_faulty_env(store, control, log, &[])
+}
+
+/// [`start_faulty`] with more environment variables.
+fn start_faulty_env(store: &Store, control: &Control, log: &Path, env: &[(&str, &str)]) -> Server {
     control.clear();
     let ctl = control.path.to_string_lossy().into_owned();
-    let mut server = Server::start_env(store, &[], &[("CONFSTORE_FAULT_VFS", &ctl)], log);
+    let mut all = vec![("CONFSTORE_FAULT_VFS", ctl.as_str())];
+    all.extend_from_slice(env);
+    let mut server = Server::start_env(store, &[], &all, log);
     server.wait_ready();
     server
+}
+
+/// A server with the fault VFS, its service, a writer, and what a clean write costs.
+struct Started {
+    server: Server,
+    writer: Writer,
+    token: String,
+    /// `/readyz`'s seq once the service is registered.
+    base_seq: u64,
+    /// Operations one write takes with no fault armed (projector included, as far as it ran;
+    /// measured over three writes).
+    ops_per_write: u64,
+}
+
+/// Starts `serve` on a new store with the fault VFS (and `env`), registers the service and
+/// measures three clean writes.
+fn start_writing(store: &Store, control: &mut Control, log: &Path, env: &[(&str, &str)]) -> Started {
+    let mut server = start_faulty_env(store, control, log, env);
+    server.admin().ok("POST", "/api/v1/services", Some(&json!({ "name": SERVICE })));
+    let base_seq = u64_of(&server.wait_ready().0, "seq");
+    let token = common::admin_token(store);
+    let mut writer = Writer { http: Http::new(server.addr).with_token(&token), ledger: BTreeMap::new(), sent: 0 };
+    control.send(&mut server, "off");
+    for _ in 0..3 {
+        assert!(writer.put(&mut server, "clean"), "a write failed with no fault armed");
+    }
+    let ops_per_write = (control.send(&mut server, "off") / 3).max(1);
+    Started { server, writer, token, base_seq, ops_per_write }
 }
 
 #[test]
@@ -371,17 +394,9 @@ fn a_power_cut_inside_serve_loses_no_acknowledged_write() {
     let log = scratch.path().join("serve.log");
     let mut control = Control::new(scratch.path());
 
-    let mut server = start_faulty(&store, &control, &log);
-    server.admin().ok("POST", "/api/v1/services", Some(&json!({ "name": SERVICE })));
-    let base_seq = u64_of(&server.wait_ready().0, "seq");
-    let token = common::admin_token(&store);
-    let mut writer = Writer { http: Http::new(server.addr).with_token(&token), ledger: BTreeMap::new(), sent: 0 };
-    control.send(&mut server, "off");
-    for _ in 0..3 {
-        assert!(writer.put(&mut server, "clean"), "a write failed with no fault armed");
-    }
-    let clean_ops = control.send(&mut server, "off");
-    let span = (clean_ops / 3).max(1) * window;
+    let Started { mut server, mut writer, token, base_seq, ops_per_write } =
+        start_writing(&store, &mut control, &log, &[]);
+    let span = ops_per_write * window;
     let (mut acked, mut in_doubt, mut in_doubt_present) = (0, 0, (0, 0));
     for run in 0..runs {
         let damage = DAMAGES[run % DAMAGES.len()];
@@ -662,19 +677,10 @@ fn a_power_cut_with_synchronous_normal_loses_only_a_tail_and_says_so() {
         let store = Store::in_dir(scratch.path());
         let log = scratch.path().join("serve.log");
         let mut control = Control::new(scratch.path());
-        let ctl = control.path.to_string_lossy().into_owned();
         let normal = ("CONFSTORE_SYNCHRONOUS", "normal");
-        let mut server = Server::start_env(&store, &[], &[("CONFSTORE_FAULT_VFS", &ctl), normal], &log);
-        server.wait_ready();
-        server.admin().ok("POST", "/api/v1/services", Some(&json!({ "name": SERVICE })));
-        let token = common::admin_token(&store);
-        let mut writer = Writer { http: Http::new(server.addr).with_token(&token), ledger: BTreeMap::new(), sent: 0 };
-        control.send(&mut server, "off");
-        for _ in 0..3 {
-            assert!(writer.put(&mut server, "clean"), "a write failed with no fault armed");
-        }
-        let clean_ops = control.send(&mut server, "off");
-        let span = (clean_ops / 3).max(1) * 8;
+        let Started { mut server, mut writer, ops_per_write, .. } =
+            start_writing(&store, &mut control, &log, &[normal]);
+        let span = ops_per_write * 8;
         // Writes the LKG file then records (its high-water mark is fsynced), which NORMAL
         // has not synced in the database: a cut may take them from the database only.
         for _ in 0..rng.between(1, 5) {
