@@ -15,6 +15,7 @@
 //! - [`schema`]: service schemas (JSON Schema 2020-12) and their validation.
 //! - [`secret`]: AES-256-GCM envelopes for secret values (plaintext never in the log).
 //! - [`auth`]: API bearer tokens (format, hash, constant-time check) and roles.
+//! - [`tlog`]: the Merkle tree over the log, its proofs and signed checkpoints (C2SP notes).
 //! - [`limits`]: every bound in one place.
 //!
 //! Architecture invariant: this crate does no I/O, reads no clock and knows nothing of
@@ -35,6 +36,7 @@ pub mod secret;
 pub mod state;
 pub mod stream;
 pub mod timetravel;
+pub mod tlog;
 pub mod verify;
 
 pub use chain::{event_hash, genesis_hash};

@@ -1,0 +1,410 @@
+//! The Merkle tree over the log and its signed checkpoints (docs/format.md §19, ADR 0027).
+//!
+//! **The tree** is RFC 6962's Merkle tree. Leaf `i` (0-based) is event `seq = i + 1`; its leaf
+//! data is the event's 32-byte hash (format.md §4), so
+//!
+//! ```text
+//! leaf(seq) = SHA-256(0x00 || hash(seq))
+//! node      = SHA-256(0x01 || left || right)
+//! ```
+//!
+//! and the root of a tree of `n` leaves is RFC 6962's `MTH(D[0:n])`. A tree of `n` leaves
+//! commits to events `1..=n`; its size is the seq of its newest event. The log keeps the tree's
+//! hashes in the "stored hash" order of Go's `sumdb/tlog` (Crosby and Wallach's post-order), so
+//! appending leaf `n` writes about two hashes and any proof reads at most `2·log₂ n` of them;
+//! the arithmetic and the proofs are `tlog_tiles`, Cloudflare's port of that package.
+//!
+//! **A checkpoint** is a C2SP `tlog-checkpoint` note (origin line, decimal size, base64 root),
+//! the origin being `confstore/<store id hex>`, signed as a C2SP `signed-note` by the store's
+//! Ed25519 signing key under the key name = origin. Any checkpoint verifier of that ecosystem
+//! (Go's `golang.org/x/mod/sumdb/note`, tlog witnesses) reads it.
+//!
+//! Verification here is strict Ed25519 (`verify_strict`, ADR 0003) with full public keys
+//! compared; proofs longer than any real one are refused before they are run.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use crate::ids::{Hash32, StoreId};
+use crate::keys::{SigningKey, VerifyingKey};
+
+pub use tlog_tiles::{EMPTY_HASH, Hash as TreeHash, HashReader, stored_hash_count, stored_hash_index};
+
+/// Longest proof a tree of up to 2^64 leaves can have: an inclusion proof has at most 64
+/// hashes, a consistency proof at most 2 per level. Anything longer is refused unread.
+pub const PROOF_HASHES_MAX: usize = 128;
+
+/// Signature algorithm byte of an Ed25519 signed-note key (c2sp.org/signed-note).
+const ALG_ED25519: u8 = 0x01;
+
+/// The leaf hash of the event whose hash is `event_hash`: `SHA-256(0x00 || event_hash)`.
+pub fn leaf_hash(event_hash: &Hash32) -> TreeHash {
+    tlog_tiles::record_hash(&event_hash.0)
+}
+
+/// The checkpoint origin of a store: `confstore/<store id hex>`.
+pub fn origin(store_id: &StoreId) -> String {
+    format!("confstore/{}", store_id.to_hex())
+}
+
+/// The signed-note key id of `key` under the key name `name`:
+/// `SHA-256(name || "\n" || 0x01 || public key)[0..4]`, big-endian.
+pub fn note_key_id(name: &str, key: &VerifyingKey) -> u32 {
+    let mut encoded = Vec::with_capacity(33);
+    encoded.push(ALG_ED25519);
+    encoded.extend_from_slice(&key.to_bytes());
+    signed_note::key_id(name, &encoded)
+}
+
+/// The signed-note verifier key text of `key` (`<name>+<key id hex>+<base64(0x01 || key)>`),
+/// the form Go's `note.NewVerifier` and witnesses are configured with.
+pub fn note_verifier_key(name: &str, key: &VerifyingKey) -> String {
+    use base64::Engine as _;
+    let mut encoded = Vec::with_capacity(33);
+    encoded.push(ALG_ED25519);
+    encoded.extend_from_slice(&key.to_bytes());
+    format!(
+        "{name}+{:08x}+{}",
+        note_key_id(name, key),
+        base64::engine::general_purpose::STANDARD.encode(encoded)
+    )
+}
+
+/// The root of the tree whose leaves are the events with these hashes, in seq order, computed
+/// directly from RFC 6962's definition (no stored hashes): for audits of a whole log and for
+/// tests of the stored form.
+pub fn root_of(event_hashes: &[Hash32]) -> [u8; 32] {
+    fn mth(leaves: &[Hash32]) -> TreeHash {
+        match leaves.len() {
+            0 => EMPTY_HASH,
+            1 => leaf_hash(&leaves[0]),
+            n => {
+                // The largest power of two smaller than n.
+                let k = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros());
+                tlog_tiles::node_hash(mth(&leaves[..k]), mth(&leaves[k..]))
+            }
+        }
+    }
+    mth(event_hashes).0
+}
+
+/// A tree head: the tree of the first `size` events of the store named by `origin`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// `confstore/<store id hex>` ([`origin`]).
+    pub origin: String,
+    /// Number of leaves: the seq of the newest event it covers.
+    pub size: u64,
+    /// The tree's root hash.
+    pub root: [u8; 32],
+}
+
+/// Why a checkpoint note was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    /// Not a well-formed signed note or checkpoint text.
+    #[error("malformed checkpoint: {0}")]
+    Malformed(String),
+    /// No signature by a trusted key for this origin.
+    #[error("the checkpoint has no valid signature by a trusted key of {origin}")]
+    Unsigned {
+        /// The origin the signature was looked for under.
+        origin: String,
+    },
+    /// A signature by a trusted key's name and id that does not verify.
+    #[error("a checkpoint signature by {name}+{id:08x} does not verify")]
+    BadSignature {
+        /// Key name of the signature line.
+        name: String,
+        /// Key id of the signature line.
+        id: u32,
+    },
+    /// The checkpoint is of another log.
+    #[error("the checkpoint is of {found}, not of {expected}")]
+    WrongOrigin {
+        /// The origin expected.
+        expected: String,
+        /// The origin the checkpoint names.
+        found: String,
+    },
+}
+
+impl Checkpoint {
+    /// The checkpoint text (the note's body): `<origin>\n<size>\n<base64 root>\n`.
+    pub fn text(&self) -> String {
+        use base64::Engine as _;
+        format!("{}\n{}\n{}\n", self.origin, self.size, base64::engine::general_purpose::STANDARD.encode(self.root))
+    }
+
+    /// The checkpoint as a signed note, signed by `key` under the key name = origin.
+    pub fn sign(&self, key: &SigningKey) -> String {
+        let text = self.text();
+        let sig = key.sign(text.as_bytes());
+        let id = note_key_id(&self.origin, &key.verifying_key());
+        let mut blob = Vec::with_capacity(68);
+        blob.extend_from_slice(&id.to_be_bytes());
+        blob.extend_from_slice(&sig);
+        use base64::Engine as _;
+        format!("{text}\n\u{2014} {} {}\n", self.origin, base64::engine::general_purpose::STANDARD.encode(blob))
+    }
+
+    /// Parses a signed checkpoint note of the log named `origin` and checks that at least one
+    /// of its signatures is by one of `keys` (strict Ed25519). Signatures by other keys (a
+    /// witness's cosignature, say) are kept in the note but not judged here.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError`]: malformed note or text, another origin, no signature by a trusted
+    /// key, or a signature under a trusted key's name and id that does not verify.
+    pub fn open(note: &[u8], origin: &str, keys: &[VerifyingKey]) -> Result<Self, CheckpointError> {
+        let parsed = signed_note::Note::from_bytes(note).map_err(|e| CheckpointError::Malformed(e.to_string()))?;
+        let cp = Self::parse_text(parsed.text())?;
+        if cp.origin != origin {
+            return Err(CheckpointError::WrongOrigin { expected: origin.to_owned(), found: cp.origin });
+        }
+        let verifiers = signed_note::VerifierList::new(
+            keys.iter()
+                .map(|k| Box::new(StrictVerifier::new(origin, k.clone())) as Box<dyn signed_note::Verifier>)
+                .collect(),
+        );
+        match parsed.verify(&verifiers) {
+            Ok(_) => Ok(cp),
+            Err(signed_note::NoteError::InvalidSignature { name, id }) => Err(CheckpointError::BadSignature { name, id }),
+            Err(signed_note::NoteError::UnverifiedNote) => Err(CheckpointError::Unsigned { origin: origin.to_owned() }),
+            Err(e) => Err(CheckpointError::Malformed(e.to_string())),
+        }
+    }
+
+    /// Parses checkpoint text (no signatures): exactly three lines, no extension lines (this
+    /// log writes none, and a verifier should not trust what it does not understand).
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::Malformed`].
+    pub fn parse_text(text: &[u8]) -> Result<Self, CheckpointError> {
+        let cp = tlog_tiles::Checkpoint::from_bytes(text)
+            .map_err(|e| CheckpointError::Malformed(format!("{e} (expected origin, size and root lines)")))?;
+        if !cp.extension().is_empty() {
+            return Err(CheckpointError::Malformed("unexpected extension lines".into()));
+        }
+        Ok(Self { origin: cp.origin().to_owned(), size: cp.size(), root: cp.hash().0 })
+    }
+}
+
+impl fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at size {} (root {})", self.origin, self.size, hex::encode(self.root))
+    }
+}
+
+/// A signed-note verifier with strict Ed25519 (signed_note's own uses `verify`, which accepts
+/// the malleable encodings ADR 0003 refuses).
+struct StrictVerifier {
+    name: String,
+    id: u32,
+    key: VerifyingKey,
+}
+
+impl StrictVerifier {
+    fn new(name: &str, key: VerifyingKey) -> Self {
+        Self { name: name.to_owned(), id: note_key_id(name, &key), key }
+    }
+}
+
+impl signed_note::Verifier for StrictVerifier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn key_id(&self) -> u32 {
+        self.id
+    }
+
+    fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        <&[u8; 64]>::try_from(sig).is_ok_and(|sig| self.key.verify_strict(msg, sig))
+    }
+}
+
+/// Why a proof was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    /// The sizes asked for make no proof (seq 0 or past the tree, an empty tree, a
+    /// consistency proof to a smaller tree).
+    #[error("no such proof: {0}")]
+    Range(String),
+    /// More hashes than any proof of this size has.
+    #[error("the proof has {0} hashes, more than any proof can have")]
+    TooLong(usize),
+    /// The proof does not lead to the root.
+    #[error("the proof does not verify against the root")]
+    Invalid,
+}
+
+/// Checks that `proof` shows the event `seq` with hash `event_hash` in the tree of `size`
+/// leaves whose root is `root` (RFC 6962 §2.1.1 audit path, leaf index `seq - 1`).
+///
+/// # Errors
+///
+/// [`ProofError`].
+pub fn verify_inclusion(
+    proof: &[[u8; 32]],
+    size: u64,
+    root: &[u8; 32],
+    seq: u64,
+    event_hash: &Hash32,
+) -> Result<(), ProofError> {
+    if seq == 0 || seq > size {
+        return Err(ProofError::Range(format!("event {seq} is not in a tree of {size} events")));
+    }
+    if proof.len() > PROOF_HASHES_MAX {
+        return Err(ProofError::TooLong(proof.len()));
+    }
+    let p: Vec<TreeHash> = proof.iter().map(|h| TreeHash(*h)).collect();
+    tlog_tiles::check_record(&p, size, TreeHash(*root), seq - 1, leaf_hash(event_hash)).map_err(|_| ProofError::Invalid)
+}
+
+/// Checks that `proof` shows the tree of `old_size` leaves with root `old_root` to be a prefix
+/// of the tree of `size` leaves with root `root` (RFC 6962 §2.1.2). Equal sizes need an empty
+/// proof and equal roots; an empty old tree is a prefix of everything.
+///
+/// # Errors
+///
+/// [`ProofError`].
+pub fn verify_consistency(
+    proof: &[[u8; 32]],
+    size: u64,
+    root: &[u8; 32],
+    old_size: u64,
+    old_root: &[u8; 32],
+) -> Result<(), ProofError> {
+    if old_size > size {
+        return Err(ProofError::Range(format!("a tree of {old_size} events is not a prefix of one of {size}")));
+    }
+    if proof.len() > PROOF_HASHES_MAX {
+        return Err(ProofError::TooLong(proof.len()));
+    }
+    if old_size == 0 {
+        return if proof.is_empty() && *old_root == EMPTY_HASH.0 { Ok(()) } else { Err(ProofError::Invalid) };
+    }
+    let p: Vec<TreeHash> = proof.iter().map(|h| TreeHash(*h)).collect();
+    tlog_tiles::check_tree(&p, size, TreeHash(*root), old_size, TreeHash(*old_root)).map_err(|_| ProofError::Invalid)
+}
+
+/// SHA-256 of `bytes` (for the test vectors of format.md §19).
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Mem(Vec<TreeHash>);
+
+    impl HashReader for Mem {
+        fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, tlog_tiles::Error> {
+            indexes
+                .iter()
+                .map(|&i| {
+                    usize::try_from(i).ok().and_then(|i| self.0.get(i).copied()).ok_or(tlog_tiles::Error::IndexesNotInTree)
+                })
+                .collect()
+        }
+    }
+
+    fn events(n: u64) -> Vec<Hash32> {
+        (1..=n).map(|i| Hash32(sha256(&i.to_be_bytes()))).collect()
+    }
+
+    fn stored(evs: &[Hash32]) -> Mem {
+        let mut m = Mem(Vec::new());
+        for (i, h) in evs.iter().enumerate() {
+            let new = tlog_tiles::stored_hashes_for_record_hash(i as u64, leaf_hash(h), &m).expect("stored hashes");
+            m.0.extend(new);
+        }
+        m
+    }
+
+    #[test]
+    fn stored_hashes_give_the_rfc6962_root_at_every_size() {
+        let evs = events(70);
+        let m = stored(&evs);
+        for n in 0..=70u64 {
+            let root = tlog_tiles::tree_hash(n, &m).expect("tree hash");
+            assert_eq!(root.0, root_of(&evs[..n as usize]), "size {n}");
+        }
+    }
+
+    #[test]
+    fn every_inclusion_and_consistency_proof_verifies_and_a_flipped_bit_fails() {
+        let evs = events(33);
+        let m = stored(&evs);
+        for size in 1..=33u64 {
+            let root = root_of(&evs[..size as usize]);
+            for seq in 1..=size {
+                let p: Vec<[u8; 32]> =
+                    tlog_tiles::prove_record(size, seq - 1, &m).expect("prove").iter().map(|h| h.0).collect();
+                verify_inclusion(&p, size, &root, seq, &evs[seq as usize - 1]).expect("inclusion");
+                assert_eq!(
+                    verify_inclusion(&p, size, &root, seq, &evs[(seq as usize) % evs.len()]),
+                    Err(ProofError::Invalid),
+                    "another event, size {size} seq {seq}"
+                );
+                for i in 0..p.len() {
+                    let mut bad = p.clone();
+                    bad[i][0] ^= 1;
+                    assert!(verify_inclusion(&bad, size, &root, seq, &evs[seq as usize - 1]).is_err());
+                }
+            }
+            for old in 1..=size {
+                let old_root = root_of(&evs[..old as usize]);
+                let p: Vec<[u8; 32]> =
+                    tlog_tiles::prove_tree(size, old, &m).expect("prove").iter().map(|h| h.0).collect();
+                verify_consistency(&p, size, &root, old, &old_root).expect("consistency");
+                if old < size {
+                    assert!(verify_consistency(&p, size, &root, old, &root).is_err());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_signed_checkpoint_opens_with_its_key_only() {
+        let key = SigningKey::from_seed(&[7; 32]);
+        let other = SigningKey::from_seed(&[8; 32]);
+        let store = StoreId([1; 16]);
+        let cp = Checkpoint { origin: origin(&store), size: 3, root: root_of(&events(3)) };
+        let note = cp.sign(&key);
+        assert_eq!(Checkpoint::open(note.as_bytes(), &cp.origin, &[key.verifying_key()]), Ok(cp.clone()));
+        assert_eq!(
+            Checkpoint::open(note.as_bytes(), &cp.origin, &[other.verifying_key()]),
+            Err(CheckpointError::Unsigned { origin: cp.origin.clone() })
+        );
+        let other_origin = origin(&StoreId([2; 16]));
+        assert!(matches!(
+            Checkpoint::open(note.as_bytes(), &other_origin, &[key.verifying_key()]),
+            Err(CheckpointError::WrongOrigin { .. })
+        ));
+        // The size changed after signing.
+        let forged = note.replacen("\n3\n", "\n4\n", 1);
+        assert!(matches!(
+            Checkpoint::open(forged.as_bytes(), &cp.origin, &[key.verifying_key()]),
+            Err(CheckpointError::BadSignature { .. })
+        ));
+        for junk in ["", "\n", "confstore/x\n", "a\n1\nAA==\n\n\u{2014} a AAAA\n"] {
+            assert!(Checkpoint::open(junk.as_bytes(), &cp.origin, &[key.verifying_key()]).is_err(), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn proofs_of_impossible_sizes_and_overlong_proofs_are_refused() {
+        let root = [0; 32];
+        let h = Hash32([0; 32]);
+        assert!(matches!(verify_inclusion(&[], 0, &root, 1, &h), Err(ProofError::Range(_))));
+        assert!(matches!(verify_inclusion(&[], 3, &root, 0, &h), Err(ProofError::Range(_))));
+        assert!(matches!(verify_inclusion(&[[0; 32]; 200], 3, &root, 1, &h), Err(ProofError::TooLong(200))));
+        assert!(matches!(verify_consistency(&[], 2, &root, 3, &root), Err(ProofError::Range(_))));
+        assert_eq!(verify_consistency(&[], 5, &root, 0, &EMPTY_HASH.0), Ok(()));
+    }
+}
