@@ -29,7 +29,11 @@ use sha2::{Digest, Sha256};
 use crate::ids::{Hash32, StoreId};
 use crate::keys::{SigningKey, VerifyingKey};
 
-pub use tlog_tiles::{EMPTY_HASH, Hash as TreeHash, HashReader, stored_hash_count, stored_hash_index};
+pub use tlog_tiles::{
+    EMPTY_HASH, Error as TlogError, Hash as TreeHash, HashReader, prove_record as prove_inclusion,
+    prove_tree as prove_consistency, stored_hash_count, stored_hash_index,
+    stored_hashes_for_record_hash as stored_hashes_for_leaf, tree_hash as tree_root,
+};
 
 /// Longest proof a tree of up to 2^64 leaves can have: an inclusion proof has at most 64
 /// hashes, a consistency proof at most 2 per level. Anything longer is refused unread.
@@ -64,11 +68,7 @@ pub fn note_verifier_key(name: &str, key: &VerifyingKey) -> String {
     let mut encoded = Vec::with_capacity(33);
     encoded.push(ALG_ED25519);
     encoded.extend_from_slice(&key.to_bytes());
-    format!(
-        "{name}+{:08x}+{}",
-        note_key_id(name, key),
-        base64::engine::general_purpose::STANDARD.encode(encoded)
-    )
+    format!("{name}+{:08x}+{}", note_key_id(name, key), base64::engine::general_purpose::STANDARD.encode(encoded))
 }
 
 /// The root of the tree whose leaves are the events with these hashes, in seq order, computed
@@ -87,6 +87,52 @@ pub fn root_of(event_hashes: &[Hash32]) -> [u8; 32] {
         }
     }
     mth(event_hashes).0
+}
+
+/// The root of a growing tree, one leaf at a time, in `O(log n)` memory: for checking a whole
+/// log's stored tree against its events in one pass.
+#[derive(Clone, Debug, Default)]
+pub struct RootBuilder {
+    /// Roots of the complete subtrees along the right edge, largest (leftmost) first, with
+    /// their heights.
+    frontier: Vec<(u32, TreeHash)>,
+    size: u64,
+}
+
+impl RootBuilder {
+    /// Adds the next event's leaf. Returns the hashes a stored tree writes for it, in stored
+    /// order: the leaf hash, then the root of each subtree the leaf completes.
+    pub fn push(&mut self, event_hash: &Hash32) -> Vec<[u8; 32]> {
+        let (mut height, mut h) = (0u32, leaf_hash(event_hash));
+        let mut stored = vec![h.0];
+        while let Some(&(top, left)) = self.frontier.last() {
+            if top != height {
+                break;
+            }
+            self.frontier.pop();
+            h = tlog_tiles::node_hash(left, h);
+            stored.push(h.0);
+            height += 1;
+        }
+        self.frontier.push((height, h));
+        self.size += 1;
+        stored
+    }
+
+    /// Leaves so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The root of the tree of the leaves so far.
+    pub fn root(&self) -> [u8; 32] {
+        let mut it = self.frontier.iter().rev();
+        let Some(&(_, mut h)) = it.next() else { return EMPTY_HASH.0 };
+        for &(_, left) in it {
+            h = tlog_tiles::node_hash(left, h);
+        }
+        h.0
+    }
 }
 
 /// A tree head: the tree of the first `size` events of the store named by `origin`.
@@ -170,7 +216,9 @@ impl Checkpoint {
         );
         match parsed.verify(&verifiers) {
             Ok(_) => Ok(cp),
-            Err(signed_note::NoteError::InvalidSignature { name, id }) => Err(CheckpointError::BadSignature { name, id }),
+            Err(signed_note::NoteError::InvalidSignature { name, id }) => {
+                Err(CheckpointError::BadSignature { name, id })
+            }
             Err(signed_note::NoteError::UnverifiedNote) => Err(CheckpointError::Unsigned { origin: origin.to_owned() }),
             Err(e) => Err(CheckpointError::Malformed(e.to_string())),
         }
@@ -307,7 +355,10 @@ mod tests {
             indexes
                 .iter()
                 .map(|&i| {
-                    usize::try_from(i).ok().and_then(|i| self.0.get(i).copied()).ok_or(tlog_tiles::Error::IndexesNotInTree)
+                    usize::try_from(i)
+                        .ok()
+                        .and_then(|i| self.0.get(i).copied())
+                        .ok_or(tlog_tiles::Error::IndexesNotInTree)
                 })
                 .collect()
         }
@@ -367,6 +418,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_root_builder_agrees_with_the_definition_at_every_size() {
+        let evs = events(130);
+        let mut b = RootBuilder::default();
+        assert_eq!(b.root(), EMPTY_HASH.0);
+        let m = stored(&evs);
+        let mut all = Vec::new();
+        for (n, h) in evs.iter().enumerate() {
+            all.extend(b.push(h));
+            assert_eq!(b.root(), root_of(&evs[..=n]), "size {}", n + 1);
+        }
+        // What it says a stored tree holds is what tlog's stored_hashes wrote.
+        assert_eq!(all, m.0.iter().map(|h| h.0).collect::<Vec<_>>());
+        assert_eq!(b.size(), 130);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   verified ones (replays, the current state, projections catching up, the writer's catch-up).
 //! - [`rows`]: mapping between table rows and core types.
 //! - [`parallel`]: signature batches checked on every core during full verification.
+//! - [`merkle`]: the Merkle tree over the log (`merkle_hashes`): appends, roots, proofs.
 //! - [`reader`]: reads: head, event ranges, full verification, replay to an epoch or time.
 //! - [`guard`]: the reader-age guard: a read older than `DbOptions::max_read_age` is aborted.
 //! - `group`: group commit by leader/follower: whoever finds no commit running commits for all.
@@ -24,6 +25,7 @@ pub mod files;
 pub mod gate;
 mod group;
 pub mod guard;
+pub mod merkle;
 pub mod parallel;
 pub mod prefix;
 pub mod reader;
@@ -36,7 +38,7 @@ pub use db::{DbOptions, Synchronous};
 pub use error::LogError;
 pub use gate::{WriteGate, WriteGuard};
 pub use prefix::{PrefixHead, write_prefix};
-pub use reader::{CurrentValue, Head, LogReader, Until};
+pub use reader::{CurrentValue, Head, LogReader, TreeCheck, Until};
 pub use store::{Receipt, Store};
 pub use writer::{Committed, Listener, Refusal};
 

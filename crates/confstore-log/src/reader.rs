@@ -100,6 +100,15 @@ fn read_capped(rows: &mut rusqlite::Rows<'_>) -> Result<Vec<StoredEvent>, LogErr
     Ok(out)
 }
 
+/// A stored Merkle tree that matches its events ([`LogReader::check_tree`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeCheck {
+    /// Events (leaves).
+    pub size: u64,
+    /// The root at that size.
+    pub root: [u8; 32],
+}
+
 impl LogReader {
     /// Opens an existing store for reading with the default options. Does not migrate or write.
     pub fn open(path: &Path) -> Result<Self, LogError> {
@@ -304,6 +313,84 @@ impl LogReader {
             self.guard.check()?;
         }
         Ok(())
+    }
+
+    /// Leaves (events) the stored Merkle tree covers (docs/format.md §19).
+    pub fn tree_size(&self) -> Result<u64, LogError> {
+        crate::merkle::size(&self.conn)
+    }
+
+    /// The Merkle tree's root at `size` events.
+    pub fn tree_root(&self, size: u64) -> Result<[u8; 32], LogError> {
+        self.snapshot(|r| crate::merkle::root(&r.conn, size))
+    }
+
+    /// The audit path of event `seq` in the tree of `size` events.
+    pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<[u8; 32]>, LogError> {
+        self.snapshot(|r| crate::merkle::inclusion_proof(&r.conn, seq, size))
+    }
+
+    /// The consistency proof from the tree of `old` events to the tree of `size`.
+    pub fn consistency_proof(&self, old: u64, size: u64) -> Result<Vec<[u8; 32]>, LogError> {
+        self.snapshot(|r| crate::merkle::consistency_proof(&r.conn, old, size))
+    }
+
+    /// Recomputes every hash of the Merkle tree from the events' hashes (RFC 6962's definition,
+    /// not the stored rows) and compares each with its stored row, so a damaged row anywhere
+    /// is found, not only one on the current root's path. The outer error is a read failure;
+    /// the inner one names the first difference and its event.
+    pub fn check_tree(&self, progress: &mut dyn FnMut(u64)) -> Result<Result<TreeCheck, (u64, String)>, LogError> {
+        self.snapshot(|r| {
+            let mut built = confstore_core::tlog::RootBuilder::default();
+            let mut st = r
+                .conn
+                .prepare("SELECT idx, hash FROM merkle_hashes ORDER BY idx")
+                .map_err(LogError::sqlite("reading the Merkle tree"))?;
+            let mut stored = st.query([]).map_err(LogError::sqlite("reading the Merkle tree"))?;
+            let mut next_idx = 0u64;
+            let mut first_bad: Option<(u64, String)> = None;
+            r.for_each_event(1, |ev| {
+                for want in built.push(&ev.hash) {
+                    let row = stored.next().map_err(LogError::sqlite("reading the Merkle tree"))?;
+                    let Some(row) = row else {
+                        first_bad = Some((
+                            ev.seq,
+                            format!(
+                                "the stored Merkle tree ends before event {} (open the store for writing to build it)",
+                                ev.seq
+                            ),
+                        ));
+                        return Ok(false);
+                    };
+                    let idx: i64 = row.get(0).map_err(LogError::sqlite("reading the Merkle tree"))?;
+                    let hash: Vec<u8> = row.get(1).map_err(LogError::sqlite("reading the Merkle tree"))?;
+                    if rows::u(idx) != next_idx || hash.as_slice() != want.as_slice() {
+                        first_bad = Some((
+                            ev.seq,
+                            format!(
+                                "the stored Merkle tree differs from the events at stored hash {next_idx} (event {})",
+                                ev.seq
+                            ),
+                        ));
+                        return Ok(false);
+                    }
+                    next_idx += 1;
+                }
+                if built.size().is_multiple_of(4096) {
+                    progress(built.size());
+                }
+                Ok(true)
+            })?;
+            progress(built.size());
+            if let Some(bad) = first_bad {
+                return Ok(Err(bad));
+            }
+            if stored.next().map_err(LogError::sqlite("reading the Merkle tree"))?.is_some() {
+                let n = built.size();
+                return Ok(Err((n, format!("the stored Merkle tree has hashes past the log's {n} events"))));
+            }
+            Ok(Ok(TreeCheck { size: built.size(), root: built.root() }))
+        })
     }
 
     /// Verifies every event from 1, checking every signature in batches (no trusted prefix),

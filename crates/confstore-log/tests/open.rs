@@ -102,7 +102,8 @@ fn migrations_are_recorded() {
             "0005_create_state_tokens",
             "0006_create_state_versions",
             "0007_verified_head_generation",
-            "0008_create_key_changes"
+            "0008_create_key_changes",
+            "0009_create_merkle_hashes"
         ]
     );
 }
@@ -119,7 +120,7 @@ fn migration_0006_rebuilds_the_write_model_from_the_log() {
     drop(store);
     let c = rusqlite::Connection::open(&t.path).unwrap();
     c.execute_batch(
-        "DROP TABLE state_versions; ALTER TABLE verified_head DROP COLUMN generation; DROP TABLE key_changes;
+        "DROP TABLE state_versions; ALTER TABLE verified_head DROP COLUMN generation; DROP TABLE key_changes; DROP TABLE merkle_hashes;
          DELETE FROM schema_migrations WHERE version >= 6; PRAGMA user_version = 5;",
     )
     .unwrap();

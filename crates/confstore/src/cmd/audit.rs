@@ -125,13 +125,24 @@ impl From<VerifyError> for Failure {
 
 pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitCode> {
     let anchor = trusted_key(ctx, args)?;
+    let mut root = confstore_core::tlog::RootBuilder::default();
     let (source, outcome) = match &args.export {
-        Some(path) => (path.display().to_string(), verify_export(path, anchor, args.strict)?),
-        None => (ctx.db_path().display().to_string(), verify_database(&ctx.reader()?, anchor, args.strict)?),
+        Some(path) => (path.display().to_string(), verify_export(path, anchor, args.strict, &mut root)?),
+        None => {
+            let reader = ctx.reader()?;
+            let outcome = verify_database(&reader, anchor, args.strict)?;
+            // The root the checked tree gives (none for a database whose tree is not built).
+            let stored = match &outcome {
+                Ok(head) if reader.tree_size()? == head.seq => Some(reader.tree_root(head.seq)?),
+                _ => None,
+            };
+            (ctx.db_path().display().to_string(), outcome.map(|head| (head, stored)))
+        }
     };
     match outcome {
-        Ok(head) => {
-            report_ok(&source, &head, &anchor, args.json);
+        Ok((head, stored)) => {
+            let merkle_root = stored.or_else(|| (root.size() == head.seq && head.seq > 0).then(|| root.root()));
+            report_ok(&source, &head, merkle_root, &anchor, args.json);
             Ok(ExitCode::SUCCESS)
         }
         Err(f) => {
@@ -145,14 +156,18 @@ pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitCode> {
     }
 }
 
-fn report_ok(source: &str, head: &ChainHead, anchor: &VerifyingKey, as_json: bool) {
+fn report_ok(source: &str, head: &ChainHead, merkle_root: Option<[u8; 32]>, anchor: &VerifyingKey, as_json: bool) {
+    let root_hex = merkle_root.map(hex::encode);
     if as_json {
         output::json(&json!({
             "ok": true, "source": source, "store_id": head.store_id.to_hex(), "events": head.seq,
             "epoch": head.epoch, "head_hash": head.hash.to_hex(), "keys": head.keys.entries().len(),
-            "trusted_key_id": anchor.key_id().to_hex(),
+            "trusted_key_id": anchor.key_id().to_hex(), "merkle_root": root_hex,
         }));
     } else {
+        if let Some(root) = &root_hex {
+            println!("ok: Merkle tree of {} events, root {root} (docs/format.md §19)", head.seq);
+        }
         println!(
             "ok: {source}: {} events verified (every link and signature), epoch {}, head {}",
             head.seq, head.epoch, head.hash
@@ -194,10 +209,20 @@ pub(super) fn verify_database(
     if let Some(failure) = verified_head_difference(reader, &head)? {
         return Ok(Err(failure));
     }
-    Ok(match write_model_difference(reader)? {
-        None => Ok(head),
-        Some(reason) => Err(Failure { seq: head.seq, reason }),
-    })
+    if let Some(reason) = write_model_difference(reader)? {
+        return Ok(Err(Failure { seq: head.seq, reason }));
+    }
+    // The Merkle tree (docs/format.md §19): every stored hash recomputed from the events. A
+    // database no writer has opened since the tree was introduced has none yet: not a fault.
+    if reader.tree_size()? > 0 || head.seq == 0 {
+        let bar = output::progress(head.seq, "checking the Merkle tree");
+        let tree = reader.check_tree(&mut |n| bar.set_position(n))?;
+        bar.finish_and_clear();
+        if let Err((seq, reason)) = tree {
+            return Ok(Err(Failure { seq, reason }));
+        }
+    }
+    Ok(Ok(head))
 }
 
 /// The database records the last head it verified; a log that ends before it, or whose
@@ -262,7 +287,12 @@ fn write_model_difference(reader: &LogReader) -> Result<Option<String>> {
     Ok(None)
 }
 
-fn verify_export(path: &Path, anchor: VerifyingKey, strict: bool) -> Result<Result<ChainHead, Failure>> {
+fn verify_export(
+    path: &Path,
+    anchor: VerifyingKey,
+    strict: bool,
+    root: &mut confstore_core::tlog::RootBuilder,
+) -> Result<Result<(ChainHead, Option<[u8; 32]>), Failure>> {
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut lines = BufReader::new(file).lines();
@@ -276,12 +306,12 @@ fn verify_export(path: &Path, anchor: VerifyingKey, strict: bool) -> Result<Resu
     };
     let bar = output::progress(size, "verifying");
     let mut verifier = ParallelVerifier::new(verifier(store_id, anchor, strict));
-    let outcome = push_export_lines(&mut verifier, lines, header.len() as u64 + 1, &bar, path);
+    let outcome = push_export_lines(&mut verifier, lines, header.len() as u64 + 1, &bar, path, root);
     bar.finish_and_clear();
     match outcome? {
         // The line's own problem, unless an event before it already failed.
         Some(failure) => Ok(Err(verifier.abandon().map_or(failure, Failure::from))),
-        None => Ok(verifier.finish().map_err(Failure::from)),
+        None => Ok(verifier.finish().map(|head| (head, None)).map_err(Failure::from)),
     }
 }
 
@@ -293,6 +323,7 @@ fn push_export_lines(
     mut read: u64,
     bar: &indicatif::ProgressBar,
     path: &Path,
+    root: &mut confstore_core::tlog::RootBuilder,
 ) -> Result<Option<Failure>> {
     for (i, line) in (2u64..).zip(lines) {
         let line = line.with_context(|| format!("cannot read {}", path.display()))?;
@@ -310,6 +341,7 @@ fn push_export_lines(
                 return Ok(Some(Failure { seq, reason: e.to_string() }));
             }
         };
+        root.push(&ev.hash);
         if !verifier.push(&ev) {
             return Ok(None);
         }
