@@ -175,3 +175,8 @@ pub const STREAM_SNAPSHOT_WINDOW_MIN_MS: u64 = 10;
 pub const CLIENT_UPDATE_BATCH_MAX: usize = 256;
 /// Least time between two signed heads under continuous writes, in milliseconds.
 pub const STREAM_HEAD_WINDOW_MS: u64 = 50;
+/// A new signed Merkle-tree checkpoint once this many events were appended since the last
+/// one (docs/format.md §19, ADR 0027)...
+pub const TLOG_CHECKPOINT_EVENTS: u64 = 100;
+/// ...or once this many seconds passed since it with any event appended.
+pub const TLOG_CHECKPOINT_SECS: u64 = 10;

@@ -18,6 +18,8 @@ pub const SNAPSHOT_TOPIC_PREFIX: &str = "system/config/";
 pub const EVENTS_TOPIC_PREFIX: &str = "system/config-events/";
 /// The signed head (QoS 1, retained; republished every few seconds as a progress message).
 pub const HEAD_TOPIC: &str = "system/config-head";
+/// The latest signed Merkle-tree checkpoint, a C2SP note (QoS 1, retained; docs/format.md §19).
+pub const CHECKPOINT_TOPIC: &str = "system/config-checkpoint";
 /// The publisher's health (QoS 1, retained; the last will says `offline`).
 pub const HEALTH_TOPIC: &str = "system/health/config-manager";
 

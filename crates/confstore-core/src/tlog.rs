@@ -210,9 +210,7 @@ impl Checkpoint {
             return Err(CheckpointError::WrongOrigin { expected: origin.to_owned(), found: cp.origin });
         }
         let verifiers = signed_note::VerifierList::new(
-            keys.iter()
-                .map(|k| Box::new(StrictVerifier::new(origin, k.clone())) as Box<dyn signed_note::Verifier>)
-                .collect(),
+            keys.iter().map(|k| Box::new(StrictVerifier::new(origin, *k)) as Box<dyn signed_note::Verifier>).collect(),
         );
         match parsed.verify(&verifiers) {
             Ok(_) => Ok(cp),
@@ -345,6 +343,7 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // sizes of a few hundred leaves index vectors
 mod tests {
     use super::*;
 

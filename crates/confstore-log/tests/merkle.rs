@@ -8,6 +8,8 @@
 //! computed from the events by RFC 6962's definition, and each proof mutated (a bit flipped,
 //! a hash dropped, added, or swapped, the wrong seq or size claimed) must fail.
 
+#![allow(clippy::cast_possible_truncation)] // test sizes of a few thousand events index vectors
+
 mod common;
 
 use common::{draft, register, set, temp_store};

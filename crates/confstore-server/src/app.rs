@@ -202,6 +202,8 @@ pub struct AppInner {
     pub appends: AppendHealth,
     /// Where services find the MQTT stream (`GET /api/v1/stream`), once `serve` knows.
     pub stream: std::sync::OnceLock<StreamAdvert>,
+    /// The latest signed Merkle-tree checkpoint (checkpoints.rs).
+    pub checkpoints: crate::checkpoints::Checkpoints,
 }
 
 /// What `GET /api/v1/stream` tells clients about the MQTT stream.
@@ -295,6 +297,7 @@ impl App {
             stopping: tokio::sync::watch::Sender::new(false),
             appends: AppendHealth::default(),
             stream: std::sync::OnceLock::new(),
+            checkpoints: crate::checkpoints::Checkpoints::default(),
         }))
     }
 

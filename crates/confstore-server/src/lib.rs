@@ -24,6 +24,7 @@
 mod api;
 mod app;
 mod auth;
+pub mod checkpoints;
 mod denials;
 mod error;
 mod extract;
@@ -54,6 +55,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (router, _) = api::router(app.clone());
     let projector = tokio::spawn(projector::run(app.clone()));
+    let checkpointer = tokio::spawn(checkpoints::run(app.clone()));
     let denials = tokio::spawn(denials::run(app.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let gate = broker.map(|b| tokio::spawn(b.run(app.clone(), stop_rx.clone())));
@@ -69,6 +71,8 @@ pub async fn serve(
     let result = listener::serve(listener, router, limits, app.metrics.clone(), http_stop_rx).await;
     projector.abort();
     let _ = projector.await;
+    checkpointer.abort();
+    let _ = checkpointer.await;
     // Every request has been answered: the refusals still counted go into the log now.
     denials.abort();
     let _ = denials.await;

@@ -90,6 +90,7 @@ struct Inner {
     projection_lag: Family<KindLabel, Gauge>,
     fallback_events: Counter,
     mode_fallback: Gauge,
+    checkpoint_size: Gauge,
     signature_failures: Family<KindLabel, Counter>,
     auth_denials: Family<KindLabel, Counter>,
     access_denied: Family<DenialLabels, Counter>,
@@ -151,10 +152,16 @@ impl Metrics {
             fallback_events.clone(),
         );
         let mode_fallback = Gauge::default();
+        let checkpoint_size = Gauge::default();
         registry.register(
             "read_only_fallback",
             "1 while serving from the LKG file (read-only), else 0",
             mode_fallback.clone(),
+        );
+        registry.register(
+            "checkpoint_size",
+            "Events covered by the latest signed Merkle-tree checkpoint (docs/format.md §19)",
+            checkpoint_size.clone(),
         );
         let signature_failures = Family::<KindLabel, Counter>::default();
         registry.register(
@@ -233,6 +240,7 @@ impl Metrics {
             projection_lag,
             fallback_events,
             mode_fallback,
+            checkpoint_size,
             signature_failures,
             auth_denials,
             access_denied,
@@ -287,6 +295,11 @@ impl Metrics {
             self.0.fallback_events.inc();
         }
         self.0.mode_fallback.set(i64::from(on));
+    }
+
+    /// Records the size of a newly published Merkle-tree checkpoint.
+    pub fn checkpoint(&self, size: u64) {
+        self.0.checkpoint_size.set(gauge_value(size));
     }
 
     /// Counts a failed signature or MAC check.

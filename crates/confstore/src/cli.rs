@@ -96,6 +96,10 @@ pub enum Command {
     Export(ExportArgs),
     /// Check every link, signature, seq and epoch of the live database or of an export file.
     Verify(VerifyArgs),
+    /// The log's Merkle tree (docs/format.md §19): inclusion and consistency proofs, and
+    /// checking a signed checkpoint against this log.
+    #[command(subcommand)]
+    Proof(ProofCommand),
     /// Run the server: REST API under /api/v1 on 127.0.0.1:8080. On a fresh machine it
     /// creates the keys and the store first (as `init` does) and writes a first admin token
     /// to <data-dir>/admin.token.
@@ -582,6 +586,52 @@ pub struct SnapshotArgs {
     /// signed with CONFIG_SIGNATURE_PRIVATE_KEY.
     #[arg(long, conflicts_with = "json")]
     pub jws: bool,
+}
+
+/// `proof ...`.
+#[derive(Debug, Subcommand)]
+pub enum ProofCommand {
+    /// The proof that event SEQ is in the tree of SIZE events (default: every event now),
+    /// checked against the root before it is printed.
+    Inclusion {
+        /// The event.
+        #[arg(long)]
+        seq: u64,
+        /// The tree size (a checkpoint's); default the whole log.
+        #[arg(long)]
+        size: Option<u64>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The proof that the tree of FROM events is a prefix of the tree of TO (default: every
+    /// event now), checked before it is printed.
+    Consistency {
+        /// The older size.
+        #[arg(long)]
+        from: u64,
+        /// The newer size; default the whole log.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a signed checkpoint (a C2SP note; default <data-dir>/tree.checkpoint) with the
+    /// public key, and whether this log contains it: its events are a prefix of this log
+    /// (ok), or it covers events this log lacks (behind), or another history (forked).
+    /// Exits 1 unless ok.
+    Checkpoint {
+        /// The checkpoint file (`-` for stdin).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The trusted Ed25519 public key (base64); default CONFIG_SIGNATURE_PUBLIC_KEY.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `lkg ...`.

@@ -220,6 +220,15 @@ pub fn write_atomically(path: &Path, jws: &str) -> Result<(), LkgError> {
     .map_err(io(path))
 }
 
+/// Writes `bytes` to `path` the same way (temporary file `<path>.tmp`, mode 0600, fsync,
+/// rename, directory fsync): for the other small files a data directory keeps, such as the
+/// signed Merkle-tree checkpoint.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), LkgError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    replace::replace(path, Path::new(&tmp), bytes, || {}).map_err(io(path))
+}
+
 /// File name of the high-water mark beside the LKG file: the highest `seq` ever written to
 /// it (docs/format.md §13), so an older copy put back is noticed.
 pub const HWM_FILE_NAME: &str = "config.lkg.hwm";

@@ -8,6 +8,7 @@ pub mod console;
 pub mod history;
 pub mod masked;
 pub mod ops;
+pub mod tlog;
 pub mod tokens;
 
 #[cfg(test)]
@@ -78,6 +79,9 @@ pub fn router(app: App) -> (Router, serde_json::Value) {
         .routes(routes!(history::audit))
         .routes(routes!(history::head))
         .routes(routes!(history::export))
+        .routes(routes!(tlog::checkpoint))
+        .routes(routes!(tlog::inclusion))
+        .routes(routes!(tlog::consistency))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(ops::healthz))

@@ -58,7 +58,7 @@ struct Who {
 /// may read, so a wildcard over services is refused for a scoped token.
 fn may_subscribe(who: &Who, filter: &str) -> bool {
     let principal = &who.principal;
-    if filter == topics::HEAD_TOPIC || filter == topics::HEALTH_TOPIC {
+    if filter == topics::HEAD_TOPIC || filter == topics::HEALTH_TOPIC || filter == topics::CHECKPOINT_TOPIC {
         return true;
     }
     let reads_config = principal.role.grants(Role::ConfigRead) || principal.role.grants(Role::AuditRead);

@@ -67,6 +67,8 @@ pub enum Kind {
     Delta,
     /// The signed head on `system/config-head` (retained).
     Head,
+    /// The signed Merkle-tree checkpoint on `system/config-checkpoint` (retained).
+    Checkpoint,
     /// The health document (retained, unsigned).
     Health,
     /// A retained message put back after someone deleted or replaced it.
@@ -81,6 +83,7 @@ impl Kind {
             Self::Snapshot => "snapshot",
             Self::Delta => "delta",
             Self::Head => "head",
+            Self::Checkpoint => "checkpoint",
             Self::Health => "health",
             Self::Heal => "heal",
         }

@@ -275,6 +275,10 @@ impl Publisher {
         let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut recover = tokio::time::interval(self.app.config.recover_interval);
+        // The latest signed Merkle-tree checkpoint, retained (checkpoints.rs): sent on each
+        // connection and whenever a new one is published.
+        let mut checkpoints = self.app.checkpoints.subscribe();
+        checkpoints.mark_changed();
         loop {
             let head_rx = self.follow();
             if self.full_sync_wanted && self.model.is_some() {
@@ -329,6 +333,18 @@ impl Publisher {
                 // Healing waits only on its interval here; otherwise acknowledgements and the
                 // log's progress wake the loop.
                 () = tokio::time::sleep_until(self.next_heal()), if self.heal_waits_on_interval() => {}
+                changed = checkpoints.changed() => {
+                    let latest = checkpoints.borrow_and_update().clone();
+                    if let (Ok(()), Some(p)) = (changed, latest) {
+                        let m = Msg {
+                            topic: stream::CHECKPOINT_TOPIC.to_owned(),
+                            payload: Arc::new(p.note.as_bytes().to_vec()),
+                            retain: true,
+                            kind: Kind::Checkpoint,
+                        };
+                        send(conn, &m, Tag::Loose(Kind::Checkpoint)).await;
+                    }
+                }
                 _ = stop.changed() => return Ended::Stopped,
             }
         }

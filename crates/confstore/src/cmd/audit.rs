@@ -127,7 +127,10 @@ pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitCode> {
     let anchor = trusted_key(ctx, args)?;
     let mut root = confstore_core::tlog::RootBuilder::default();
     let (source, outcome) = match &args.export {
-        Some(path) => (path.display().to_string(), verify_export(path, anchor, args.strict, &mut root)?),
+        Some(path) => {
+            let outcome = verify_export(path, anchor, args.strict, &mut root)?;
+            (path.display().to_string(), outcome.map(|head| (head, None)))
+        }
         None => {
             let reader = ctx.reader()?;
             let outcome = verify_database(&reader, anchor, args.strict)?;
@@ -292,7 +295,7 @@ fn verify_export(
     anchor: VerifyingKey,
     strict: bool,
     root: &mut confstore_core::tlog::RootBuilder,
-) -> Result<Result<(ChainHead, Option<[u8; 32]>), Failure>> {
+) -> Result<Result<ChainHead, Failure>> {
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut lines = BufReader::new(file).lines();
@@ -311,7 +314,7 @@ fn verify_export(
     match outcome? {
         // The line's own problem, unless an event before it already failed.
         Some(failure) => Ok(Err(verifier.abandon().map_or(failure, Failure::from))),
-        None => Ok(verifier.finish().map(|head| (head, None)).map_err(Failure::from)),
+        None => Ok(verifier.finish().map_err(Failure::from)),
     }
 }
 

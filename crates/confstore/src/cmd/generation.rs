@@ -96,6 +96,15 @@ pub fn start(ctx: &Ctx, args: &GenerationStartArgs) -> Result<ExitCode> {
     let hwm = ctx.data_dir.join(confstore_lkg::HWM_FILE_NAME);
     confstore_lkg::set_high_water_mark(&hwm, receipt.last_seq)
         .with_context(|| format!("cannot reset the LKG high-water mark {}", hwm.display()))?;
+    // So does the last signed Merkle-tree checkpoint: `serve` would otherwise refuse to sign
+    // a tree that does not extend it. It is kept, renamed, as evidence of what was published.
+    let tree_cp = ctx.data_dir.join(confstore_server::checkpoints::FILE_NAME);
+    if tree_cp.exists() {
+        let kept =
+            ctx.data_dir.join(format!("{}.generation-{}", confstore_server::checkpoints::FILE_NAME, head.generation));
+        std::fs::rename(&tree_cp, &kept)
+            .with_context(|| format!("cannot move {} aside to {}", tree_cp.display(), kept.display()))?;
+    }
     ctx.refresh_lkg();
 
     if args.json {

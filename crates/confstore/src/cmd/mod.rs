@@ -5,6 +5,7 @@ mod generation;
 mod init;
 mod keys;
 mod lkg;
+mod proof;
 mod read;
 mod restore;
 mod schema;
@@ -62,6 +63,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Head(a) => read::head(&ctx, a.json),
         Command::Export(a) => audit::export(&ctx, &a),
         Command::Verify(a) => audit::verify(&ctx, &a),
+        Command::Proof(p) => proof::run(&ctx, p),
         Command::Serve(a) => serve::serve(&ctx, &a),
         Command::Token(TokenCommand::Create { role, service, name, json }) => {
             serve::token_create(&ctx, &role, service, &name, json)
