@@ -42,6 +42,11 @@ command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2
 # The UI tests (tests/tests/ui.rs) drive a real headless Chromium through chromedriver.
 command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || apt_missing+=(chromium-driver)
+# The transparency-log test (tests/tests/tlog.rs) checks checkpoints and proofs with Go's own
+# golang.org/x/mod/sumdb/note and sumdb/tlog (tests/go/tlogverify): an implementation not
+# written here, both from Debian's packages.
+command -v go >/dev/null 2>&1 || apt_missing+=(golang-go)
+[ -d /usr/share/gocode/src/golang.org/x/mod/sumdb/tlog ] || apt_missing+=(golang-golang-x-mod-dev)
 if [ ${#apt_missing[@]} -gt 0 ]; then
     log "installing ${apt_missing[*]} from Debian's packages"
     apt-get update -qq

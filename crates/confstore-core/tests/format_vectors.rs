@@ -1090,3 +1090,136 @@ fn export_module_agrees_with_the_documented_example() {
         assert_eq!(parse_event(i as u64 + 2, line).as_ref(), Ok(ev), "event {}", ev.seq);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// §19: the Merkle tree and checkpoints. An independent implementation of RFC 6962 §2.1 (MTH,
+// PATH, PROOF, SUBPROOF as the RFC writes them, recursive, over leaf hashes) computes the
+// documented vectors from the documented events; the code (confstore_core::tlog, the stored
+// hashes of the log) must give the same.
+
+fn rfc_leaf(event_hash: &[u8; 32]) -> [u8; 32] {
+    sha256(&[&[0x00], event_hash])
+}
+
+fn rfc_node(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
+    sha256(&[&[0x01], l, r])
+}
+
+/// The largest power of two smaller than `n` (n > 1).
+fn rfc_k(n: usize) -> usize {
+    let mut k = 1;
+    while k * 2 < n {
+        k *= 2;
+    }
+    k
+}
+
+fn rfc_mth(d: &[[u8; 32]]) -> [u8; 32] {
+    match d.len() {
+        0 => sha256(&[]),
+        1 => d[0],
+        n => rfc_node(&rfc_mth(&d[..rfc_k(n)]), &rfc_mth(&d[rfc_k(n)..])),
+    }
+}
+
+fn rfc_path(m: usize, d: &[[u8; 32]]) -> Vec<[u8; 32]> {
+    let n = d.len();
+    if n == 1 {
+        return Vec::new();
+    }
+    let k = rfc_k(n);
+    let (mut p, other) = if m < k { (rfc_path(m, &d[..k]), rfc_mth(&d[k..])) } else { (rfc_path(m - k, &d[k..]), rfc_mth(&d[..k])) };
+    p.push(other);
+    p
+}
+
+fn rfc_subproof(m: usize, d: &[[u8; 32]], b: bool) -> Vec<[u8; 32]> {
+    let n = d.len();
+    if m == n {
+        return if b { Vec::new() } else { vec![rfc_mth(d)] };
+    }
+    let k = rfc_k(n);
+    let (mut p, other) =
+        if m <= k { (rfc_subproof(m, &d[..k], b), rfc_mth(&d[k..])) } else { (rfc_subproof(m - k, &d[k..], false), rfc_mth(&d[..k])) };
+    p.push(other);
+    p
+}
+
+/// Comma-separated hex; `-` for an empty proof.
+fn hex_list(hashes: &[[u8; 32]]) -> String {
+    if hashes.is_empty() {
+        return "-".into();
+    }
+    hashes.iter().map(hex::encode).collect::<Vec<_>>().join(",")
+}
+
+/// Sizes whose roots are documented, and the proofs (inclusion: seq in size; consistency:
+/// from, to).
+const TREE_ROOTS: [usize; 6] = [1, 2, 3, 7, 8, 16];
+const TREE_INCLUSIONS: [(usize, usize); 4] = [(1, 1), (5, 16), (16, 16), (3, 7)];
+const TREE_CONSISTENCIES: [(usize, usize); 3] = [(3, 7), (7, 16), (8, 16)];
+
+#[test]
+fn documented_tree_vectors_match_rfc6962_and_the_code() {
+    use confstore_core::tlog;
+    let doc = Doc::load();
+    let events = doc.vectors().events();
+    let leaves: Vec<[u8; 32]> = events.iter().map(|e| rfc_leaf(&e.hash.0)).collect();
+    let mut expected = Vec::new();
+    expected.push(format!("tree.leaf.1: {}", hex::encode(leaves[0])));
+    for n in TREE_ROOTS {
+        expected.push(format!("tree.root.{n}: {}", hex::encode(rfc_mth(&leaves[..n]))));
+    }
+    for (seq, size) in TREE_INCLUSIONS {
+        expected.push(format!("tree.inclusion.{seq}.{size}: {}", hex_list(&rfc_path(seq - 1, &leaves[..size]))));
+    }
+    for (from, to) in TREE_CONSISTENCIES {
+        expected.push(format!("tree.consistency.{from}.{to}: {}", hex_list(&rfc_subproof(from, &leaves[..to], true))));
+    }
+    let store_id = StoreId::from_hex(STORE_ID_HEX).expect("store id");
+    let origin = tlog::origin(&store_id);
+    let key2 = SigningKey::from_seed(&KEY_SEEDS[1]);
+    expected.push(format!("checkpoint.origin: {origin}"));
+    expected.push(format!("checkpoint.key_id: {:08x}", tlog::note_key_id(&origin, &key2.verifying_key())));
+    expected.push(format!("checkpoint.verifier_key: {}", tlog::note_verifier_key(&origin, &key2.verifying_key())));
+    let expected = expected.join("\n") + "\n";
+    let documented = doc.block("tree-vectors");
+    assert_eq!(documented, expected, "docs/format.md ```tree-vectors differs; expected:\n{expected}");
+
+    // The code gives the same: roots, and proofs from the stored hashes that verify.
+    let hashes: Vec<Hash32> = events.iter().map(|e| e.hash).collect();
+    let mut builder = tlog::RootBuilder::default();
+    let mut stored = Vec::new();
+    for h in &hashes {
+        stored.extend(builder.push(h).into_iter().map(tlog::TreeHash));
+    }
+    assert_eq!(tlog::leaf_hash(&hashes[0]).0, leaves[0]);
+    for n in TREE_ROOTS {
+        assert_eq!(tlog::root_of(&hashes[..n]), rfc_mth(&leaves[..n]), "root {n}");
+    }
+    struct Mem(Vec<tlog::TreeHash>);
+    impl tlog::HashReader for Mem {
+        fn read_hashes(&self, idx: &[u64]) -> Result<Vec<tlog::TreeHash>, tlog::TlogError> {
+            idx.iter()
+                .map(|&i| usize::try_from(i).ok().and_then(|i| self.0.get(i).copied()).ok_or(tlog::TlogError::IndexesNotInTree))
+                .collect()
+        }
+    }
+    let mem = Mem(stored);
+    for (seq, size) in TREE_INCLUSIONS {
+        let p: Vec<[u8; 32]> =
+            tlog::prove_inclusion(size as u64, seq as u64 - 1, &mem).expect("prove").iter().map(|h| h.0).collect();
+        assert_eq!(p, rfc_path(seq - 1, &leaves[..size]), "inclusion {seq} in {size}");
+    }
+    for (from, to) in TREE_CONSISTENCIES {
+        let p: Vec<[u8; 32]> =
+            tlog::prove_consistency(to as u64, from as u64, &mem).expect("prove").iter().map(|h| h.0).collect();
+        assert_eq!(p, rfc_subproof(from, &leaves[..to], true), "consistency {from} -> {to}");
+    }
+
+    // The documented checkpoint note: the tree of 16 events signed by key 2, byte for byte.
+    let cp = tlog::Checkpoint { origin: origin.clone(), size: 16, root: rfc_mth(&leaves) };
+    let note = cp.sign(&key2);
+    assert_eq!(doc.block("checkpoint-note"), note, "docs/format.md ```checkpoint-note differs; expected:\n{note}");
+    assert_eq!(tlog::Checkpoint::open(note.as_bytes(), &origin, &[key2.verifying_key()]), Ok(cp));
+}
