@@ -180,3 +180,11 @@ pub const STREAM_HEAD_WINDOW_MS: u64 = 50;
 pub const TLOG_CHECKPOINT_EVENTS: u64 = 100;
 /// ...or once this many seconds passed since it with any event appended.
 pub const TLOG_CHECKPOINT_SECS: u64 = 10;
+/// Least time between two checkpoints, in milliseconds: each is a signature, a file written
+/// with two fsyncs and a retained message, so at most ten a second, whatever the write rate
+/// (above 1,000 events a second they come every 100 ms rather than every 100 events).
+pub const TLOG_CHECKPOINT_GAP_MS: u64 = 100;
+/// Most hashes a Merkle-tree proof may have: an inclusion proof of a tree of up to 2^64
+/// leaves has at most 64, a consistency proof at most 2 per level; a longer one is refused
+/// before it is run (a hostile server's proof costs the verifier nothing).
+pub const TLOG_PROOF_HASHES_MAX: usize = 128;

@@ -35,9 +35,8 @@ pub use tlog_tiles::{
     stored_hashes_for_record_hash as stored_hashes_for_leaf, tree_hash as tree_root,
 };
 
-/// Longest proof a tree of up to 2^64 leaves can have: an inclusion proof has at most 64
-/// hashes, a consistency proof at most 2 per level. Anything longer is refused unread.
-pub const PROOF_HASHES_MAX: usize = 128;
+/// Longest proof accepted (limits.rs).
+pub const PROOF_HASHES_MAX: usize = crate::limits::TLOG_PROOF_HASHES_MAX;
 
 /// Signature algorithm byte of an Ed25519 signed-note key (c2sp.org/signed-note).
 const ALG_ED25519: u8 = 0x01;

@@ -22,14 +22,14 @@ use tokio::sync::watch;
 use crate::app::{App, Mode};
 
 /// File name of the last published checkpoint in the data directory.
-pub const FILE_NAME: &str = "tree.checkpoint";
+pub const FILE_NAME: &str = confstore_lkg::TREE_CHECKPOINT_FILE_NAME;
 /// Events after which a new checkpoint is made (limits.rs).
 pub const EVERY_EVENTS: u64 = confstore_core::limits::TLOG_CHECKPOINT_EVENTS;
 /// Time after which a new checkpoint is made if any event was appended (limits.rs).
 pub const EVERY: Duration = Duration::from_secs(confstore_core::limits::TLOG_CHECKPOINT_SECS);
 
-/// Least time between two checkpoints.
-const MIN_GAP: Duration = Duration::from_millis(100);
+/// Least time between two checkpoints (limits.rs).
+const MIN_GAP: Duration = Duration::from_millis(confstore_core::limits::TLOG_CHECKPOINT_GAP_MS);
 
 /// A checkpoint as published: parsed, and the signed note's text.
 #[derive(Clone, Debug)]
@@ -148,9 +148,7 @@ pub async fn run(app: App) {
                     tracing::warn!(error = %why, "no Merkle-tree checkpoint this time; retrying");
                 }
                 last_made = Some(Instant::now());
-                // At most ten checkpoints a second (each is a signature, a file written with
-                // two fsyncs and a retained message), whatever the write rate: above 1,000
-                // events a second they come every 100 ms rather than every 100 events.
+                // At most ten checkpoints a second, whatever the write rate.
                 tokio::time::sleep(MIN_GAP).await;
             }
             Some(wait) => {

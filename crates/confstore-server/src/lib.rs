@@ -24,7 +24,7 @@
 mod api;
 mod app;
 mod auth;
-pub mod checkpoints;
+mod checkpoints;
 mod denials;
 mod error;
 mod extract;

@@ -229,6 +229,11 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), LkgError> {
     replace::replace(path, Path::new(&tmp), bytes, || {}).map_err(io(path))
 }
 
+/// File name of the last signed Merkle-tree checkpoint `serve` published, in the data
+/// directory (docs/format.md §19): what the server checks the log against before it signs the
+/// next one, and what `confstore generation start` moves aside.
+pub const TREE_CHECKPOINT_FILE_NAME: &str = "tree.checkpoint";
+
 /// File name of the high-water mark beside the LKG file: the highest `seq` ever written to
 /// it (docs/format.md §13), so an older copy put back is noticed.
 pub const HWM_FILE_NAME: &str = "config.lkg.hwm";

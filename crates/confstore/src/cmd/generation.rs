@@ -98,10 +98,10 @@ pub fn start(ctx: &Ctx, args: &GenerationStartArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot reset the LKG high-water mark {}", hwm.display()))?;
     // So does the last signed Merkle-tree checkpoint: `serve` would otherwise refuse to sign
     // a tree that does not extend it. It is kept, renamed, as evidence of what was published.
-    let tree_cp = ctx.data_dir.join(confstore_server::checkpoints::FILE_NAME);
+    let tree_cp = ctx.data_dir.join(confstore_lkg::TREE_CHECKPOINT_FILE_NAME);
     if tree_cp.exists() {
         let kept =
-            ctx.data_dir.join(format!("{}.generation-{}", confstore_server::checkpoints::FILE_NAME, head.generation));
+            ctx.data_dir.join(format!("{}.generation-{}", confstore_lkg::TREE_CHECKPOINT_FILE_NAME, head.generation));
         std::fs::rename(&tree_cp, &kept)
             .with_context(|| format!("cannot move {} aside to {}", tree_cp.display(), kept.display()))?;
     }

@@ -109,7 +109,7 @@ fn read_note(file: &Path) -> Result<Vec<u8>> {
 
 fn checkpoint(ctx: &Ctx, file: Option<&Path>, public_key: Option<&str>, as_json: bool) -> Result<ExitCode> {
     let anchor = trusted_key_from(ctx, public_key)?;
-    let default = ctx.data_dir.join(confstore_server::checkpoints::FILE_NAME);
+    let default = ctx.data_dir.join(confstore_lkg::TREE_CHECKPOINT_FILE_NAME);
     let file = file.unwrap_or(&default);
     let note = read_note(file)?;
     let reader = ctx.reader()?;
