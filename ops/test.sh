@@ -31,6 +31,8 @@ command -v mosquitto_pub >/dev/null 2>&1 || apt_missing+=(mosquitto-clients)
 # built only for the benchmarks that compare with etcd; docs/benchmarks.md.)
 # openssl makes the test CA of the mqtts tests; systemd-analyze checks the shipped unit.
 command -v openssl >/dev/null 2>&1 || apt_missing+=(openssl)
+# The Python package's tests run in a venv (below); Debian's python3 makes one only with this.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_missing+=(python3-venv)
 command -v systemd-analyze >/dev/null 2>&1 || apt_missing+=(systemd)
 # The ARM64 smoke test (tests/tests/arm64.rs; the Orange Pi 5 Max): Debian's cross gcc links
 # the aarch64 binary and compiles its C (SQLite, ring), qemu-user runs it on this machine.

@@ -18,7 +18,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use confstore_client::{ClientBuilder, ClientError, Config};
+use pyo3::PyTraverseError;
 use pyo3::exceptions::{PyKeyError, PyTypeError};
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tokio::sync::oneshot;
@@ -436,6 +438,14 @@ impl Client {
     /// Idempotent.
     fn close(&self, py: Python<'_>) {
         self.shared.close(py);
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.shared.hub.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        self.shared.hub.clear();
     }
 
     fn __repr__(&self) -> String {

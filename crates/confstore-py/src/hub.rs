@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use confstore_client::Config;
+use pyo3::PyTraverseError;
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use serde_json::{Map, Value};
@@ -87,6 +89,24 @@ impl Hub {
     /// No more callbacks from now on; the subscribers are dropped.
     pub(crate) fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
+        self.clear();
+    }
+
+    /// Shows the garbage collector the callbacks held, so a client whose callback refers
+    /// back to it (a service object subscribing its own method) can be collected.
+    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // The collector must not wait: a list being changed right now is not shown, which
+        // only keeps its objects alive this round, never frees one in use.
+        if let Ok(subscribers) = self.subscribers.try_lock() {
+            for (_, callback) in subscribers.iter() {
+                visit.call(callback)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the callbacks (the collector breaking a cycle through them).
+    pub(crate) fn clear(&self) {
         let dropped = std::mem::take(&mut *lock(&self.subscribers));
         drop(dropped);
     }

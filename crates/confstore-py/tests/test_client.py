@@ -243,6 +243,25 @@ def test_a_collected_client_stops_its_thread(store: Store) -> None:
     assert runtime_threads() == []
 
 
+def test_a_client_in_a_reference_cycle_is_collected(store: Store) -> None:
+    """A service object that holds its client and subscribes its own method: the cycle runs
+    through the Rust side, which shows the collector its callbacks."""
+
+    class Service:
+        def __init__(self) -> None:
+            self.client = confstore.Client("web", **store.client_settings())
+            self.client.subscribe(self.on_update)
+
+        def on_update(self, update: confstore.Update) -> None:
+            pass
+
+    service = Service()
+    assert len(runtime_threads()) == 1
+    del service
+    gc.collect()
+    assert runtime_threads() == [], "the collected client was closed and its thread joined"
+
+
 def test_the_interpreter_exits_promptly_without_close(store: Store, tmp_path: Path) -> None:
     """A service that never calls close(): the atexit hook shuts the client down, with a
     callback subscribed and an update arriving, and the process ends with status 0."""
