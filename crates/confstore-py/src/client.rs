@@ -201,7 +201,8 @@ fn start(py: Python<'_>, builder: ClientBuilder, timeout: Duration) -> PyResult<
     let hub = Hub::new();
     let on_update = Arc::clone(&hub);
     let builder = builder.on_update(move |config| on_update.on_update(config));
-    let service = format!("{builder:?}");
+    // For the message of a start that ended in a panic (no secrets in it).
+    let settings = format!("{builder:?}");
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Arc<confstore_client::Client>, ClientError>>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let seed = Arc::clone(&hub);
@@ -250,7 +251,7 @@ fn start(py: Python<'_>, builder: ClientBuilder, timeout: Duration) -> PyResult<
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let _ = py.detach(|| thread.join());
                 return Err(ConfstoreError::new_err(format!(
-                    "the client thread ended before start-up finished ({service})"
+                    "the client thread ended before start-up finished (a panic, reported on stderr): {settings}"
                 )));
             }
         }
