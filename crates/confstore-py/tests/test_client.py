@@ -6,9 +6,12 @@ the store down, Pydantic validation, errors, and shutdown (close, collection, ex
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import json
 import logging
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -293,3 +296,37 @@ def test_the_interpreter_exits_promptly_without_close(store: Store, tmp_path: Pa
     assert done.stdout.strip() == "started"
     # Exit includes the clean MQTT disconnect; far below the deadline.
     assert time.monotonic() - started < DEADLINE
+
+
+def test_ctrl_c_interrupts_a_slow_start(tmp_path: Path) -> None:
+    """Waiting for the retained message of a broker that never answers (a socket that
+    accepts and stays silent), the constructor still honours Ctrl-C at once."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        silent.settimeout(DEADLINE)
+        # Ed25519's base point: a valid public key (nothing will be verified with it).
+        key = base64.b64encode(bytes([0x58]) + bytes([0x66]) * 31).decode()
+        script = textwrap.dedent(
+            f"""
+            import confstore
+            confstore.Client(
+                "web", public_keys=["{key}"], mqtt_url="mqtt://127.0.0.1:{port}",
+                startup_timeout=600, environ={{}},
+            )
+            """
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+        )
+        # The client has connected to the "broker": the constructor is waiting for it.
+        connection, _ = silent.accept()
+        sent = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=DEADLINE)
+        assert "KeyboardInterrupt" in stderr and "panicked" not in stderr, stderr
+        assert process.returncode != 0
+        # Checked every 100 ms; far below the 600 s start-up timeout.
+        assert time.monotonic() - sent < 10
+        connection.close()
