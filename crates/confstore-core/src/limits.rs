@@ -184,6 +184,9 @@ pub const TLOG_CHECKPOINT_SECS: u64 = 10;
 /// with two fsyncs and a retained message, so at most ten a second, whatever the write rate
 /// (above 1,000 events a second they come every 100 ms rather than every 100 events).
 pub const TLOG_CHECKPOINT_GAP_MS: u64 = 100;
+/// Events added to the Merkle tree per write transaction when it catches up with the log
+/// (about 2 µs each: a transaction holds the write lock for a few milliseconds at most).
+pub const TLOG_EXTEND_EVENTS_PER_TRANSACTION: u64 = 1024;
 /// Most hashes a Merkle-tree proof may have: an inclusion proof of a tree of up to 2^64
 /// leaves has at most 64, a consistency proof at most 2 per level; a longer one is refused
 /// before it is run (a hostile server's proof costs the verifier nothing).

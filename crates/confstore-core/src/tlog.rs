@@ -31,7 +31,7 @@ use crate::keys::{SigningKey, VerifyingKey};
 
 pub use tlog_tiles::{
     EMPTY_HASH, Error as TlogError, Hash as TreeHash, HashReader, prove_record as prove_inclusion,
-    prove_tree as prove_consistency, stored_hash_count, stored_hash_index,
+    prove_tree as prove_consistency, split_stored_hash_index, stored_hash_count, stored_hash_index,
     stored_hashes_for_record_hash as stored_hashes_for_leaf, tree_hash as tree_root,
 };
 

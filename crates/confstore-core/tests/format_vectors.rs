@@ -1128,7 +1128,8 @@ fn rfc_path(m: usize, d: &[[u8; 32]]) -> Vec<[u8; 32]> {
         return Vec::new();
     }
     let k = rfc_k(n);
-    let (mut p, other) = if m < k { (rfc_path(m, &d[..k]), rfc_mth(&d[k..])) } else { (rfc_path(m - k, &d[k..]), rfc_mth(&d[..k])) };
+    let (mut p, other) =
+        if m < k { (rfc_path(m, &d[..k]), rfc_mth(&d[k..])) } else { (rfc_path(m - k, &d[k..]), rfc_mth(&d[..k])) };
     p.push(other);
     p
 }
@@ -1139,8 +1140,11 @@ fn rfc_subproof(m: usize, d: &[[u8; 32]], b: bool) -> Vec<[u8; 32]> {
         return if b { Vec::new() } else { vec![rfc_mth(d)] };
     }
     let k = rfc_k(n);
-    let (mut p, other) =
-        if m <= k { (rfc_subproof(m, &d[..k], b), rfc_mth(&d[k..])) } else { (rfc_subproof(m - k, &d[k..], false), rfc_mth(&d[..k])) };
+    let (mut p, other) = if m <= k {
+        (rfc_subproof(m, &d[..k], b), rfc_mth(&d[k..]))
+    } else {
+        (rfc_subproof(m - k, &d[k..], false), rfc_mth(&d[..k]))
+    };
     p.push(other);
     p
 }
@@ -1201,7 +1205,12 @@ fn documented_tree_vectors_match_rfc6962_and_the_code() {
     impl tlog::HashReader for Mem {
         fn read_hashes(&self, idx: &[u64]) -> Result<Vec<tlog::TreeHash>, tlog::TlogError> {
             idx.iter()
-                .map(|&i| usize::try_from(i).ok().and_then(|i| self.0.get(i).copied()).ok_or(tlog::TlogError::IndexesNotInTree))
+                .map(|&i| {
+                    usize::try_from(i)
+                        .ok()
+                        .and_then(|i| self.0.get(i).copied())
+                        .ok_or(tlog::TlogError::IndexesNotInTree)
+                })
                 .collect()
         }
     }

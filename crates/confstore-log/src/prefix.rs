@@ -80,7 +80,6 @@ fn copy(
             return Ok(false);
         }
         rows::insert_event(&tx, &ev)?;
-        crate::merkle::append(&tx, ev.seq, &ev.hash)?;
         Ok(true)
     })?;
     // Fold the copied events as a fresh replica would: verified from event 1.

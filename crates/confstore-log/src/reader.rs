@@ -100,13 +100,15 @@ fn read_capped(rows: &mut rusqlite::Rows<'_>) -> Result<Vec<StoredEvent>, LogErr
     Ok(out)
 }
 
-/// A stored Merkle tree that matches its events ([`LogReader::check_tree`]).
+/// A stored Merkle tree that matches its events, and the log's root ([`LogReader::check_tree`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TreeCheck {
     /// Events (leaves).
     pub size: u64,
-    /// The root at that size.
+    /// The root of the whole log, from the events.
     pub root: [u8; 32],
+    /// Events the stored tree covers (checked row by row); it may trail the log.
+    pub stored: u64,
 }
 
 impl LogReader {
@@ -315,9 +317,39 @@ impl LogReader {
         Ok(())
     }
 
-    /// Leaves (events) the stored Merkle tree covers (docs/format.md §19).
+    /// Events the stored Merkle tree covers (docs/format.md §19); it is extended in batches
+    /// after commits ([`Self::extend_tree`]), so it may trail the log.
     pub fn tree_size(&self) -> Result<u64, LogError> {
         crate::merkle::size(&self.conn)
+    }
+
+    /// Extends the stored Merkle tree to `anchor`'s seq — checking that event's hash is
+    /// `anchor`'s, the head its caller verified — or, without one, to the log's last event;
+    /// in write transactions of at most `TLOG_EXTEND_EVENTS_PER_TRANSACTION` events, each in
+    /// its turn at the write gate. Every event added is checked to link to the one before it.
+    /// Returns the tree's size.
+    pub fn extend_tree(&self, anchor: Option<(u64, Hash32)>) -> Result<u64, LogError> {
+        let chunk = confstore_core::limits::TLOG_EXTEND_EVENTS_PER_TRANSACTION;
+        loop {
+            let _turn = self.gate.hold();
+            let tx = rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(LogError::sqlite("starting to extend the Merkle tree"))?;
+            let have = crate::merkle::size(&tx)?;
+            let target = match anchor {
+                Some((seq, _)) => seq,
+                None => rows::last_event(&tx)?.map_or(0, |e| e.seq),
+            };
+            let to = if have >= target { target } else { target.min(have + chunk) };
+            let at_target = to == target;
+            let anchor_hash = anchor.filter(|_| at_target).map(|(_, h)| h);
+            if have != to || anchor_hash.is_some() {
+                crate::merkle::extend(&tx, &self.store_id, to, anchor_hash.as_ref())?;
+            }
+            tx.commit().map_err(LogError::sqlite("committing the Merkle tree"))?;
+            if at_target {
+                return Ok(to);
+            }
+        }
     }
 
     /// The Merkle tree's root at `size` events.
@@ -335,46 +367,48 @@ impl LogReader {
         self.snapshot(|r| crate::merkle::consistency_proof(&r.conn, old, size))
     }
 
-    /// Recomputes every hash of the Merkle tree from the events' hashes (RFC 6962's definition,
-    /// not the stored rows) and compares each with its stored row, so a damaged row anywhere
-    /// is found, not only one on the current root's path. The outer error is a read failure;
-    /// the inner one names the first difference and its event.
+    /// Recomputes the Merkle tree from every event's hash (RFC 6962's definition, not the
+    /// stored rows): compares each stored row with the hash the events give, so a damaged row
+    /// anywhere is found, not only one on the current root's path, and returns the root of the
+    /// whole log. The outer error is a read failure; the inner one names the first difference
+    /// and its event.
     pub fn check_tree(&self, progress: &mut dyn FnMut(u64)) -> Result<Result<TreeCheck, (u64, String)>, LogError> {
         self.snapshot(|r| {
+            let stored_size = crate::merkle::size(&r.conn)?;
             let mut built = confstore_core::tlog::RootBuilder::default();
             let mut st = r
                 .conn
                 .prepare("SELECT idx, hash FROM merkle_hashes ORDER BY idx")
                 .map_err(LogError::sqlite("reading the Merkle tree"))?;
             let mut stored = st.query([]).map_err(LogError::sqlite("reading the Merkle tree"))?;
-            let mut next_idx = 0u64;
             let mut first_bad: Option<(u64, String)> = None;
             r.for_each_event(1, |ev| {
-                for want in built.push(&ev.hash) {
-                    let row = stored.next().map_err(LogError::sqlite("reading the Merkle tree"))?;
-                    let Some(row) = row else {
-                        first_bad = Some((
-                            ev.seq,
-                            format!(
-                                "the stored Merkle tree ends before event {} (open the store for writing to build it)",
-                                ev.seq
-                            ),
-                        ));
-                        return Ok(false);
-                    };
-                    let idx: i64 = row.get(0).map_err(LogError::sqlite("reading the Merkle tree"))?;
-                    let hash: Vec<u8> = row.get(1).map_err(LogError::sqlite("reading the Merkle tree"))?;
-                    if rows::u(idx) != next_idx || hash.as_slice() != want.as_slice() {
-                        first_bad = Some((
-                            ev.seq,
-                            format!(
-                                "the stored Merkle tree differs from the events at stored hash {next_idx} (event {})",
-                                ev.seq
-                            ),
-                        ));
-                        return Ok(false);
+                let leaf = ev.seq - 1;
+                let first = confstore_core::tlog::stored_hash_index(0, leaf);
+                let hashes = built.push(&ev.hash);
+                if ev.seq <= stored_size {
+                    // The leaf (index `first`) is not stored; the subtree roots after it are.
+                    for (idx, want) in (first..).zip(&hashes).skip(1) {
+                        let row = stored.next().map_err(LogError::sqlite("reading the Merkle tree"))?;
+                        let found = match row {
+                            Some(row) => {
+                                let i: i64 = row.get(0).map_err(LogError::sqlite("reading the Merkle tree"))?;
+                                let h: Vec<u8> = row.get(1).map_err(LogError::sqlite("reading the Merkle tree"))?;
+                                rows::u(i) == idx && h.as_slice() == want.as_slice()
+                            }
+                            None => false,
+                        };
+                        if !found {
+                            first_bad = Some((
+                                ev.seq,
+                                format!(
+                                    "the stored Merkle tree differs from the events at stored hash {idx} (event {})",
+                                    ev.seq
+                                ),
+                            ));
+                            return Ok(false);
+                        }
                     }
-                    next_idx += 1;
                 }
                 if built.size().is_multiple_of(4096) {
                     progress(built.size());
@@ -385,11 +419,17 @@ impl LogReader {
             if let Some(bad) = first_bad {
                 return Ok(Err(bad));
             }
-            if stored.next().map_err(LogError::sqlite("reading the Merkle tree"))?.is_some() {
+            if stored_size > built.size() {
                 let n = built.size();
-                return Ok(Err((n, format!("the stored Merkle tree has hashes past the log's {n} events"))));
+                return Ok(Err((n, format!("the stored Merkle tree covers {stored_size} events, the log has {n}"))));
             }
-            Ok(Ok(TreeCheck { size: built.size(), root: built.root() }))
+            if stored.next().map_err(LogError::sqlite("reading the Merkle tree"))?.is_some() {
+                return Ok(Err((
+                    stored_size,
+                    format!("the stored Merkle tree has hashes past its {stored_size} events"),
+                )));
+            }
+            Ok(Ok(TreeCheck { size: built.size(), root: built.root(), stored: stored_size }))
         })
     }
 

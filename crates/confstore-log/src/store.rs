@@ -68,7 +68,6 @@ impl Store {
         let genesis = confstore_core::genesis_hash(&store_id);
         let ev = state::seal(1, &genesis, &body, &key);
         rows::insert_event(&tx, &ev)?;
-        crate::merkle::append(&tx, 1, &ev.hash)?;
         rows::insert_key(&tx, 1, &key.verifying_key().to_bytes())
             .map_err(LogError::sqlite("recording the first key"))?;
         let mut head = confstore_core::verify::ChainHead::genesis(store_id);
@@ -111,7 +110,6 @@ impl Store {
             refusal = if key.is_none() { Some(Refusal::ReadOnly) } else { key_mismatch(key.as_ref(), &head) };
         }
         let refusal_at_open = refusal.clone();
-        let tree = if refusal.is_none() { Some(build_tree(&mut conn, path, head.seq)?) } else { None };
         let writer = Writer {
             conn,
             store_id,
@@ -126,7 +124,6 @@ impl Store {
             data_version: None,
             gate: crate::gate::WriteGate::of(path),
             stale: false,
-            tree,
         };
         Ok(Self { path: path.to_owned(), store_id, generation, refusal: refusal_at_open, group: Group::new(writer) })
     }
@@ -203,25 +200,6 @@ impl Store {
     pub fn rotate_signing_key(&self, new_key: SigningKey, draft: ChangesetDraft) -> Result<Receipt, LogError> {
         self.group.submit(Request::Rotate { new_key: Box::new(new_key), draft })
     }
-}
-
-/// Brings the Merkle tree up to the log's `seq` events at open, in a write transaction of its
-/// own, if it is behind (a database from before the tree: its first open for writing builds it,
-/// about a second per 400,000 events on the 2-core reference machine).
-fn build_tree(conn: &mut rusqlite::Connection, path: &Path, seq: u64) -> Result<u64, LogError> {
-    if crate::merkle::size(conn)? == seq {
-        return Ok(seq);
-    }
-    let gate = crate::gate::WriteGate::of(path);
-    let _turn = gate.hold();
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(LogError::sqlite("starting to build the Merkle tree"))?;
-    // Another process may have appended since `seq` was read: build to the last event.
-    let last = rows::last_event(&tx)?.map_or(0, |e| e.seq);
-    let size = crate::writer::tree_at(&tx, None, last)?;
-    tx.commit().map_err(LogError::sqlite("committing the Merkle tree"))?;
-    Ok(size)
 }
 
 impl std::fmt::Debug for Store {

@@ -188,9 +188,6 @@ pub(crate) struct Writer {
     /// A reload after a failed commit failed too: `head` and `state` may hold the
     /// rolled-back batch, so they are reloaded before anything uses them.
     pub(crate) stale: bool,
-    /// Leaves of the stored Merkle tree as of this writer's last commit (merkle.rs); `None`
-    /// when unknown (after another process wrote, or a rolled-back transaction).
-    pub(crate) tree: Option<u64>,
 }
 
 /// Called after each commit (and each catch-up with other writers' events), with the writer
@@ -321,8 +318,6 @@ impl Writer {
                 return Err(e);
             }
             self.data_version = Some(version);
-            // Another process appended (and extended the tree in its transaction).
-            self.tree = None;
         }
         if let Some(refusal) = key_mismatch(self.key.as_ref(), &self.head) {
             self.refusal = Some(refusal.clone());
@@ -405,12 +400,9 @@ impl Writer {
         }
         let keys: Vec<&SigningKey> = std::iter::once(current).chain(next_key.as_ref()).collect();
         let sigs = sign_all(&unsigned, &keys);
-        self.tree = Some(tree_at(&tx, self.tree, batch_start.0)?);
         for (u, sig) in unsigned.into_iter().zip(sigs) {
             let key_id = keys[u.key].verifying_key().key_id();
-            let stored = u.sealed.into_stored(key_id, sig);
-            rows::insert_event(&tx, &stored)?;
-            crate::merkle::append(&tx, stored.seq, &stored.hash)?;
+            rows::insert_event(&tx, &u.sealed.into_stored(key_id, sig))?;
         }
         let checkpoint = self.head.seq - self.checkpoint_seq >= CHECKPOINT_EVENTS;
         if checkpoint {
@@ -420,7 +412,6 @@ impl Writer {
         fail::fail_point!("log::before_commit", |_| std::process::abort());
         tx.commit().map_err(LogError::sqlite("committing a changeset"))?;
         fail::fail_point!("log::after_commit", |_| std::process::abort());
-        self.tree = Some(self.head.seq);
         if checkpoint {
             self.checkpoint_seq = self.head.seq;
             self.dirty.checkpointed();
@@ -461,7 +452,6 @@ impl Writer {
         // did: `commit_batch` notified the server of events that were never committed, and
         // its LKG high-water mark then stood above the database; tests/tests/serve_io_errors.rs.)
         self.dirty.discard();
-        self.tree = None;
         // Until the reload succeeds, head and state may still hold the rolled-back batch:
         // every later use reloads first (try_commit, refresh, checkpoint_now).
         self.stale = true;
@@ -474,26 +464,6 @@ impl Writer {
         self.stale = false;
         Ok(())
     }
-}
-
-/// Brings the stored Merkle tree to `seq` leaves inside `tx` (it is behind after the migration
-/// that created it, or if its rows were deleted; rows past the events, which only a hand edit
-/// leaves, are dropped: the tree is derived data) and returns `seq`. `known` is the size this
-/// writer last left it at, if nothing else wrote since.
-pub(crate) fn tree_at(tx: &Connection, known: Option<u64>, seq: u64) -> Result<u64, LogError> {
-    let have = match known {
-        Some(n) => n,
-        None => crate::merkle::size(tx)?,
-    };
-    if have > seq {
-        tx.execute(
-            "DELETE FROM merkle_hashes WHERE idx >= ?1",
-            [rows::i(confstore_core::tlog::stored_hash_count(seq))],
-        )
-        .map_err(LogError::sqlite("trimming the Merkle tree to the log"))?;
-        return Ok(seq);
-    }
-    crate::merkle::build(tx, have, seq)
 }
 
 /// Writes the checkpoint: what changed since the last one, at `head`.

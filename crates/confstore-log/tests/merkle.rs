@@ -1,6 +1,7 @@
-//! The Merkle tree over the log (docs/format.md §19; docs/testing.md row 7): kept at append,
-//! built for a database from before it, checked against the events, and every proof served
-//! from it verifies while every mutated proof fails.
+//! The Merkle tree over the log (docs/format.md §19; docs/testing.md row 8): extended in batches
+//! after appends (each event checked to link to the chain, up to an anchor), rebuilt for a
+//! database from before it, checked against the events, refusing a tampered row, and every
+//! proof served from it verifies while every mutated proof fails.
 //!
 //! `MERKLE_EVENTS` (default 2,000) events are appended in changesets of random size, then
 //! `MERKLE_CASES` (default 1,000) random cases each take a tree size, an event and an older
@@ -76,6 +77,10 @@ fn every_proof_from_the_store_verifies_and_every_mutated_proof_fails() {
     let hashes = event_hashes(&store);
     let n = hashes.len() as u64;
     let reader = store.reader().expect("reader");
+    // Extended in two steps, the second anchored on the last event's hash.
+    reader.extend_tree(Some((n / 2, hashes[n as usize / 2 - 1]))).expect("extend half");
+    assert_eq!(reader.tree_size().expect("tree size"), n / 2);
+    reader.extend_tree(Some((n, hashes[n as usize - 1]))).expect("extend");
     assert_eq!(reader.tree_size().expect("tree size"), n);
     // Roots at every size, from the definition (RootBuilder is checked against root_of in
     // confstore-core).
@@ -166,27 +171,32 @@ fn mutate(proof: &[[u8; 32]], rng: &mut Rng) -> Vec<Vec<[u8; 32]>> {
 }
 
 #[test]
-fn a_store_from_before_the_tree_gets_it_built_at_open_and_it_matches_the_events() {
+fn a_store_from_before_the_tree_gets_it_built_and_it_matches_the_events() {
     let mut rng = Rng(7);
     let (tmp, store) = store_of(300, &mut rng);
-    let root = store.reader().expect("reader").tree_root(300).expect("root");
-    drop(store);
+    let reader = store.reader().expect("reader");
+    assert_eq!(reader.tree_size().expect("size"), 0, "appends do not extend the tree");
+    let n = reader.extend_tree(None).expect("extend");
+    let root = reader.tree_root(300).expect("root");
+    drop((reader, store));
     // As a database from before migration 0009 has it: no rows.
     let conn = rusqlite::Connection::open(&tmp.path).expect("open");
-    conn.execute("DELETE FROM merkle_hashes", []).expect("delete");
+    conn.execute_batch("DELETE FROM merkle_hashes; DELETE FROM merkle_tree;").expect("delete");
     drop(conn);
     let reopened = Store::open(&tmp.path, Some(common::key(1)), common::clock(), &DbOptions::default()).expect("open");
     let reader = reopened.reader().expect("reader");
-    let n = reader.last_seq().expect("seq");
-    assert_eq!(reader.tree_size().expect("size"), n);
+    assert_eq!(reader.tree_size().expect("size"), 0);
+    assert_eq!(reader.extend_tree(None).expect("rebuild"), n);
     assert_eq!(reader.tree_root(300).expect("root"), root);
     let check = reader.check_tree(&mut |_| {}).expect("read").expect("the tree matches");
+    assert_eq!((check.size, check.stored), (n, n));
     assert_eq!(check.root, tlog::root_of(&event_hashes(&reopened)));
-    // And appends go on from it.
+    // Appends go on; the check covers the stored part and gives the whole log's root.
     reopened.append(draft(vec![set("web", "after", serde_json::json!(1))])).expect("append");
-    let reader = reopened.reader().expect("reader");
-    assert_eq!(reader.tree_size().expect("size"), n + 1);
-    reader.check_tree(&mut |_| {}).expect("read").expect("the tree still matches");
+    let check = reader.check_tree(&mut |_| {}).expect("read").expect("the tree still matches");
+    assert_eq!((check.size, check.stored), (n + 1, n));
+    assert_eq!(check.root, tlog::root_of(&event_hashes(&reopened)));
+    assert_eq!(reader.extend_tree(None).expect("extend"), n + 1);
 }
 
 #[test]
@@ -195,28 +205,64 @@ fn a_damaged_tree_row_is_found_by_the_check_and_its_proofs_fail() {
     let (tmp, store) = store_of(64, &mut rng);
     let hashes = event_hashes(&store);
     let n = hashes.len() as u64;
+    store.reader().expect("reader").extend_tree(None).expect("extend");
     let root = tlog::root_of(&hashes);
     drop(store);
     let conn = rusqlite::Connection::open(&tmp.path).expect("open");
-    // The leaf of event 5.
-    let idx = i64::try_from(tlog::stored_hash_index(0, 4)).expect("idx");
-    conn.execute("UPDATE merkle_hashes SET hash = zeroblob(32) WHERE idx = ?1", [idx]).expect("damage");
+    // The root of the subtree of events 5 and 6.
+    let idx = i64::try_from(tlog::stored_hash_index(1, 2)).expect("idx");
+    assert_eq!(conn.execute("UPDATE merkle_hashes SET hash = zeroblob(32) WHERE idx = ?1", [idx]).expect("damage"), 1);
     drop(conn);
     let store = Store::open(&tmp.path, None, common::clock(), &DbOptions::default()).expect("open");
     let reader = store.reader().expect("reader");
     let (seq, err) = reader.check_tree(&mut |_| {}).expect("read").expect_err("the damage is found");
-    assert_eq!(seq, 5, "{err}");
-    assert!(err.contains("stored hash") && err.contains("event 5"), "{err}");
-    // A proof for event 5 from the damaged rows does not verify against the true root.
-    let proof = reader.inclusion_proof(6, n).expect("proof");
-    assert_eq!(tlog::verify_inclusion(&proof, n, &root, 6, &hashes[5]), Err(ProofError::Invalid));
+    assert_eq!(seq, 6, "{err}");
+    assert!(err.contains("stored hash") && err.contains("event 6"), "{err}");
+    // A proof for event 7 (whose path has that subtree) from the damaged rows does not verify.
+    let proof = reader.inclusion_proof(7, n).expect("proof");
+    assert_eq!(tlog::verify_inclusion(&proof, n, &root, 7, &hashes[6]), Err(ProofError::Invalid));
+}
+
+#[test]
+fn an_event_row_edited_before_the_tree_reaches_it_is_refused_and_nothing_is_written() {
+    let mut rng = Rng(13);
+    let (tmp, store) = store_of(40, &mut rng);
+    let hashes = event_hashes(&store);
+    let n = hashes.len() as u64;
+    let reader = store.reader().expect("reader");
+    reader.extend_tree(Some((20, hashes[19]))).expect("extend to 20");
+    // A body edited in place (its stored hash left alone; the table's triggers dropped, as a
+    // tamperer with the file would): the recomputed hash no longer matches.
+    let conn = rusqlite::Connection::open(&tmp.path).expect("open");
+    let triggers: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'")
+        .expect("triggers")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("names");
+    for t in &triggers {
+        conn.execute_batch(&format!("DROP TRIGGER {t}")).expect("drop trigger");
+    }
+    conn.execute("UPDATE events SET body = CAST(body || x'00' AS BLOB) WHERE seq = 25", []).expect("tamper");
+    drop(conn);
+    let err = reader.extend_tree(None).expect_err("refused");
+    assert!(matches!(err, confstore_log::LogError::Tampered(_)), "{err}");
+    assert!(err.to_string().contains("25"), "{err}");
+    // The chunk with the bad event was rolled back: the tree is where it was.
+    assert_eq!(reader.tree_size().expect("size"), 20);
+    // An anchor that is not the event's hash is refused as well.
+    let err = reader.extend_tree(Some((22, hashes[0]))).expect_err("wrong anchor");
+    assert!(err.to_string().contains("verified"), "{err}");
+    assert_eq!(reader.tree_size().expect("size"), 20);
+    assert!(n > 25);
 }
 
 #[test]
 fn proofs_outside_the_tree_are_refused_with_a_clear_error() {
     let (_tmp, store) = temp_store();
     let reader = store.reader().expect("reader");
-    assert_eq!(reader.tree_size().expect("size"), 1);
+    assert_eq!(reader.extend_tree(None).expect("extend"), 1);
     for (what, err) in [
         ("seq 0", reader.inclusion_proof(0, 1).expect_err("seq 0")),
         ("past the tree", reader.inclusion_proof(1, 2).expect_err("size 2")),

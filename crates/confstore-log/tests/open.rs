@@ -120,7 +120,7 @@ fn migration_0006_rebuilds_the_write_model_from_the_log() {
     drop(store);
     let c = rusqlite::Connection::open(&t.path).unwrap();
     c.execute_batch(
-        "DROP TABLE state_versions; ALTER TABLE verified_head DROP COLUMN generation; DROP TABLE key_changes; DROP TABLE merkle_hashes;
+        "DROP TABLE state_versions; ALTER TABLE verified_head DROP COLUMN generation; DROP TABLE key_changes; DROP TABLE merkle_hashes; DROP TABLE merkle_tree;
          DELETE FROM schema_migrations WHERE version >= 6; PRAGMA user_version = 5;",
     )
     .unwrap();

@@ -19,7 +19,7 @@ use confstore_core::tlog::{self, Checkpoint};
 use confstore_core::{StoreId, VerifyingKey};
 use tokio::sync::watch;
 
-use crate::app::{App, Mode};
+use crate::app::{App, LiveMode, Mode};
 
 /// File name of the last published checkpoint in the data directory.
 pub const FILE_NAME: &str = confstore_lkg::TREE_CHECKPOINT_FILE_NAME;
@@ -165,6 +165,17 @@ pub async fn run(app: App) {
     }
 }
 
+/// Brings the stored Merkle tree to the read model's head, anchored on the head's hash as the
+/// writer verified it (so no row edited since can enter a signed root). Returns its size.
+///
+/// # Errors
+///
+/// The log's error (a tampered row is `Tampered`, and nothing is written).
+pub fn extend_to_head(live: &LiveMode) -> Result<u64, confstore_log::LogError> {
+    let (seq, hash) = live.model.read(|m| (m.state.seq, m.head_hash));
+    live.readers.with(|r| r.extend_tree(Some((seq, hash))))
+}
+
 /// The store's signing keys, for checking our own earlier checkpoints.
 fn store_keys(app: &App, mode: &Mode) -> Vec<VerifyingKey> {
     let Mode::Live(live) = mode else { return vec![app.keys.signing.verifying_key()] };
@@ -180,6 +191,7 @@ fn load(app: &App, mode: &Mode) -> Result<Option<Published>, String> {
     let store_id = live.store.store_id();
     let path = app.config.data_dir.join(FILE_NAME);
     let Some(p) = read_file(&path, &store_id, &store_keys(app, mode))? else { return Ok(None) };
+    extend_to_head(live).map_err(|e| format!("cannot extend the Merkle tree: {e}"))?;
     let (size, proof) = live
         .readers
         .with(|r| {
@@ -237,6 +249,7 @@ fn make(app: &App, mode: &Mode) -> Result<(), String> {
     }
     let old = app.checkpoints.latest();
     let old_size = old.as_ref().map_or(0, |p| p.checkpoint.size);
+    extend_to_head(live).map_err(|e| format!("cannot extend the Merkle tree: {e}"))?;
     let (size, root, proof) = live
         .readers
         .with(|r| {

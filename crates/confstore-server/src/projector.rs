@@ -132,6 +132,11 @@ fn pass(app: &App, mode: &Mode, mut done: Pass) -> Pass {
         }
     }
     app.metrics.projection_lag("search", head.saturating_sub(done.search_seq.unwrap_or(0)));
+    // The Merkle tree, in batches behind the commits (ADR 0027); checkpoints and proofs
+    // extend it themselves too, so this only keeps their work small.
+    if let Err(e) = crate::checkpoints::extend_to_head(live) {
+        tracing::warn!(error = %e, "the Merkle tree is behind the log; retrying");
+    }
     // Only when the head moved since the last rewrite (an idle server writes nothing).
     if done.lkg_seq != Some(head) {
         match write_lkg(app, live) {

@@ -1,10 +1,11 @@
 //! Benchmarks of the transparency log (docs/format.md §19, ADR 0027), each next to a baseline
 //! measured in the same run on the same disk:
 //!
-//! 1. tree maintenance per appended event (target ≤ 5 µs): `merkle::append`, what the writer
-//!    runs for each event inside its commit, over 10,000 events appended to a tree of
-//!    `BENCH_TLOG_EVENTS` leaves — vs a raw SQLite insert of one 32-byte row per event in the
-//!    same kind of transaction;
+//! 1. tree maintenance per appended event (target ≤ 5 µs): `merkle::extend`, what `serve` runs
+//!    behind the commits (in transactions of `TLOG_EXTEND_EVENTS_PER_TRANSACTION` events, each
+//!    event's chain link checked), over 10,000 events appended after a tree of
+//!    `BENCH_TLOG_EVENTS` leaves — vs a raw SQLite insert of one 32-byte row per event in
+//!    transactions of the same size;
 //! 2. proofs at `BENCH_TLOG_EVENTS` (default 1,000,000) leaves: inclusion and consistency proof
 //!    generation from the stored tree (p50, p99) and their verification, `BENCH_TLOG_PROOFS`
 //!    (default 10,000) of each at random positions — vs a primary-key SELECT of one row.
@@ -36,7 +37,7 @@ fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
-/// The synthetic event hash of `seq` (what the tree hashes does not matter for its cost).
+/// A 32-byte value per `seq`, for the raw baseline rows.
 fn event_hash(seq: u64) -> Hash32 {
     Hash32(tlog::sha256(&seq.to_be_bytes()))
 }
@@ -62,47 +63,76 @@ fn open(path: &std::path::Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Appends events `from..=to` as rows of `events` with a correct hash chain (bodies of 300
+/// bytes, signatures left zero: the tree checks links, not signatures). Returns the last hash.
+fn insert_events(conn: &Connection, from: u64, to: u64, mut prev: Hash32) -> Result<Hash32> {
+    let mut st = conn.prepare_cached(
+        "INSERT INTO events (seq, body, prev_hash, hash, key_id, sig) VALUES (?1, ?2, ?3, ?4, zeroblob(8), zeroblob(64))",
+    )?;
+    for seq in from..=to {
+        let body = vec![u8::try_from(seq % 251)?; 300];
+        let hash = confstore_core::event_hash(seq, &prev, &body);
+        st.execute(rusqlite::params![i64::try_from(seq)?, body, prev.0.as_slice(), hash.0.as_slice()])?;
+        prev = hash;
+    }
+    Ok(prev)
+}
+
 fn main() -> Result<()> {
     let n = count("BENCH_TLOG_EVENTS", 1_000_000);
     let proofs = count("BENCH_TLOG_PROOFS", 10_000);
+    let chunk = confstore_core::limits::TLOG_EXTEND_EVENTS_PER_TRANSACTION;
     let dir = tempfile::tempdir()?;
     let mut conn = open(&dir.path().join("config.db"))?;
-
-    // The tree of n leaves, built as the writer builds it (chunks of 100,000 per transaction).
+    let store_id = confstore_core::StoreId([7; 16]);
+    conn.execute(
+        "INSERT INTO store (id, store_id, generation, created_ms) VALUES (1, ?1, 1, 0)",
+        [store_id.0.as_slice()],
+    )?;
+    // The events and the tree of n leaves, built as serve builds it.
     let started = Instant::now();
+    let mut prev = confstore_core::genesis_hash(&store_id);
     let mut seq = 1;
     while seq <= n {
         let tx = conn.transaction()?;
         let end = n.min(seq + 99_999);
-        for s in seq..=end {
-            merkle::append(&tx, s, &event_hash(s))?;
-        }
+        prev = insert_events(&tx, seq, end, prev)?;
         tx.commit()?;
         seq = end + 1;
     }
-    println!("built a tree of {n} leaves in {:.1} s", started.elapsed().as_secs_f64());
-
-    // 1. Tree maintenance per event, 10,000 events appended after it, in transactions of 100.
-    let extra = 10_000u64;
-    let mut tree = Duration::ZERO;
-    let mut raw = Duration::ZERO;
-    conn.execute_batch("CREATE TABLE raw_rows (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL) STRICT")?;
-    for chunk in 0..extra / 100 {
+    let mut done = 0;
+    while done < n {
         let tx = conn.transaction()?;
+        done = merkle::extend(&tx, &store_id, n.min(done + 100_000), None)?;
+        tx.commit()?;
+    }
+    println!("built a log and tree of {n} events in {:.1} s", started.elapsed().as_secs_f64());
+
+    // 1. Tree maintenance per event: 10,240 events appended after it, then the tree extended
+    // over them in transactions of `chunk`, beside raw 32-byte inserts in transactions as big.
+    let extra = chunk * 10;
+    let tx = conn.transaction()?;
+    insert_events(&tx, n + 1, n + extra, prev)?;
+    tx.commit()?;
+    conn.execute_batch("CREATE TABLE raw_rows (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL) STRICT")?;
+    let (mut tree, mut raw) = (Duration::ZERO, Duration::ZERO);
+    for k in 0..10 {
+        let to = n + (k + 1) * chunk;
         let t = Instant::now();
-        for s in (n + 1 + chunk * 100)..(n + 1 + (chunk + 1) * 100) {
-            merkle::append(&tx, s, &event_hash(s))?;
-        }
+        let tx = conn.transaction()?;
+        merkle::extend(&tx, &store_id, to, None)?;
+        tx.commit()?;
         tree += t.elapsed();
         let t = Instant::now();
+        let tx = conn.transaction()?;
         {
             let mut st = tx.prepare_cached("INSERT INTO raw_rows (idx, hash) VALUES (?1, ?2)")?;
-            for s in (n + 1 + chunk * 100)..(n + 1 + (chunk + 1) * 100) {
+            for s in (to - chunk + 1)..=to {
                 st.execute(rusqlite::params![i64::try_from(s)?, event_hash(s).0.as_slice()])?;
             }
         }
-        raw += t.elapsed();
         tx.commit()?;
+        raw += t.elapsed();
     }
     let size = n + extra;
     let per = |d: Duration| Duration::from_secs_f64(d.as_secs_f64() / extra as f64);
@@ -121,14 +151,17 @@ fn main() -> Result<()> {
     let (mut gen_inc, mut ver_inc, mut gen_con, mut ver_con, mut select) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let root = merkle::root(&conn, size)?;
-    let mut st = conn.prepare_cached("SELECT hash FROM merkle_hashes WHERE idx = ?1")?;
+    let mut st = conn.prepare_cached("SELECT hash FROM events WHERE seq = ?1")?;
     for _ in 0..proofs {
         let s = 1 + rng.below(size);
+        let leaf: Vec<u8> =
+            conn.query_row("SELECT hash FROM events WHERE seq = ?1", [i64::try_from(s)?], |r| r.get(0))?;
+        let leaf = Hash32(<[u8; 32]>::try_from(leaf.as_slice())?);
         let t = Instant::now();
         let p = merkle::inclusion_proof(&conn, s, size)?;
         gen_inc.push(t.elapsed());
         let t = Instant::now();
-        tlog::verify_inclusion(&p, size, &root, s, &event_hash(s)).context("an inclusion proof does not verify")?;
+        tlog::verify_inclusion(&p, size, &root, s, &leaf).context("an inclusion proof does not verify")?;
         ver_inc.push(t.elapsed());
 
         let old = 1 + rng.below(size);
@@ -140,9 +173,9 @@ fn main() -> Result<()> {
         tlog::verify_consistency(&p, size, &root, old, &old_root).context("a consistency proof does not verify")?;
         ver_con.push(t.elapsed());
 
-        let idx = i64::try_from(rng.below(tlog::stored_hash_count(size)))?;
+        let at = i64::try_from(1 + rng.below(size))?;
         let t = Instant::now();
-        let _: Vec<u8> = st.query_row([idx], |r| r.get(0))?;
+        let _: Vec<u8> = st.query_row([at], |r| r.get(0))?;
         select.push(t.elapsed());
     }
     let base = format!("primary-key SELECT of one row: {} / {}", us(pct(&mut select, 500)), us(pct(&mut select, 990)));
@@ -155,15 +188,15 @@ fn main() -> Result<()> {
         let fig = format!("{} / {}", us(pct(v, 500)), us(pct(v, 990)));
         println!("{:<44} {:>22}   {:<44} (at {size} events)", what, fig, base);
     }
-    let bytes: i64 = conn.query_row(
-        "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",
+    let (rows, tree_bytes): (i64, i64) = conn.query_row(
+        "SELECT (SELECT count(*) FROM merkle_hashes), (SELECT sum(pgsize) FROM dbstat WHERE name = 'merkle_hashes')",
         [],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     println!(
-        "\nsize on disk: {:.1} MB for {size} leaves ({:.0} B per event, stored hashes and raw rows together)",
-        bytes as f64 / 1e6,
-        bytes as f64 / size as f64
+        "\nthe tree on disk: {rows} stored hashes, {:.1} MB for {size} events ({:.0} B per event)",
+        tree_bytes as f64 / 1e6,
+        tree_bytes as f64 / size as f64
     );
     Ok(())
 }

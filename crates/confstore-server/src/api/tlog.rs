@@ -75,6 +75,7 @@ pub async fn inclusion(ApiQuery(q): ApiQuery<InclusionQuery>, l: LiveView) -> Ap
         )));
     }
     blocking(move || {
+        crate::checkpoints::extend_to_head(&l)?;
         let (hash, proof) = l.readers.with(|r| {
             r.snapshot(|r| {
                 let proof = r.inclusion_proof(q.seq, q.size)?;
@@ -132,6 +133,7 @@ pub async fn consistency(ApiQuery(q): ApiQuery<ConsistencyQuery>, l: LiveView) -
         return Err(ApiError::unprocessable(format!("from must be between 1 and to (from {}, to {})", q.from, q.to)));
     }
     blocking(move || {
+        crate::checkpoints::extend_to_head(&l)?;
         let proof = l.readers.with(|r| r.consistency_proof(q.from, q.to))?;
         Ok(Json(ConsistencyOut { from: q.from, to: q.to, hashes: proof.iter().map(|h| B64.encode(h)).collect() }))
     })

@@ -133,13 +133,8 @@ pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitCode> {
         }
         None => {
             let reader = ctx.reader()?;
-            let outcome = verify_database(&reader, anchor, args.strict)?;
-            // The root the checked tree gives (none for a database whose tree is not built).
-            let stored = match &outcome {
-                Ok(head) if reader.tree_size()? == head.seq => Some(reader.tree_root(head.seq)?),
-                _ => None,
-            };
-            (ctx.db_path().display().to_string(), outcome.map(|head| (head, stored)))
+            let outcome = verify_database_with_root(&reader, anchor, args.strict)?;
+            (ctx.db_path().display().to_string(), outcome.map(|(head, root)| (head, Some(root))))
         }
     };
     match outcome {
@@ -195,6 +190,15 @@ pub(super) fn verify_database(
     anchor: VerifyingKey,
     strict: bool,
 ) -> Result<Result<ChainHead, Failure>> {
+    Ok(verify_database_with_root(reader, anchor, strict)?.map(|(head, _)| head))
+}
+
+/// [`verify_database`], and the Merkle root of the whole log (docs/format.md §19).
+fn verify_database_with_root(
+    reader: &LogReader,
+    anchor: VerifyingKey,
+    strict: bool,
+) -> Result<Result<(ChainHead, [u8; 32]), Failure>> {
     let check: String = reader
         .connection()
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
@@ -215,17 +219,15 @@ pub(super) fn verify_database(
     if let Some(reason) = write_model_difference(reader)? {
         return Ok(Err(Failure { seq: head.seq, reason }));
     }
-    // The Merkle tree (docs/format.md §19): every stored hash recomputed from the events. A
-    // database no writer has opened since the tree was introduced has none yet: not a fault.
-    if reader.tree_size()? > 0 || head.seq == 0 {
-        let bar = output::progress(head.seq, "checking the Merkle tree");
-        let tree = reader.check_tree(&mut |n| bar.set_position(n))?;
-        bar.finish_and_clear();
-        if let Err((seq, reason)) = tree {
-            return Ok(Err(Failure { seq, reason }));
-        }
+    // The Merkle tree (docs/format.md §19): every stored hash recomputed from the events (the
+    // stored tree may trail the log: it is extended in batches), and the whole log's root.
+    let bar = output::progress(head.seq, "checking the Merkle tree");
+    let tree = reader.check_tree(&mut |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    match tree {
+        Err((seq, reason)) => Ok(Err(Failure { seq, reason })),
+        Ok(tree) => Ok(Ok((head, tree.root))),
     }
-    Ok(Ok(head))
 }
 
 /// The database records the last head it verified; a log that ends before it, or whose

@@ -29,15 +29,11 @@ pub fn run(ctx: &Ctx, cmd: ProofCommand) -> Result<ExitCode> {
     }
 }
 
-/// The tree size to use: `size`, or every event the tree covers.
+/// The tree size to use: `size`, or every event of the log. The stored tree is brought to the
+/// log's end first (it is extended in batches; each event added is checked to link to the
+/// chain).
 fn size_or_all(reader: &LogReader, size: Option<u64>) -> Result<u64> {
-    let all = reader.tree_size()?;
-    if all < reader.last_seq()? {
-        return Err(anyhow!(
-            "the Merkle tree covers {all} of the log's events: open the store for writing once \
-             (any write command, or `serve`) to build it"
-        ));
-    }
+    let all = reader.extend_tree(None).context("cannot extend the Merkle tree to the log's end")?;
     Ok(size.unwrap_or(all))
 }
 
