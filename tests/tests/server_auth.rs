@@ -272,6 +272,8 @@ fn build(fx: &mut Fixture, op: &Operation, name_service: bool, n: usize) -> Buil
             }
             ("after", "query") => "0".to_owned(),
             ("from", "query") => "1".to_owned(),
+            // The Merkle-tree proofs: event 1 in the tree of 1.
+            ("to" | "seq" | "size", "query") => "1".to_owned(),
             ("q", "query") => "port".to_owned(),
             (other, at) => {
                 assert!(!required, "no fixture for the required {at} parameter {other:?} of {} {}", op.method, op.path);
