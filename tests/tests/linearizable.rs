@@ -32,7 +32,7 @@
 //! no value may be in the log twice or without having been written.
 //!
 //! `LINEARIZABLE_RUNS` (default 2, the CI count; the bar is 20), `LINEARIZABLE_SECS` (default
-//! 30 in CI; the bar's runs are 60 s), `LINEARIZABLE_THINK_MS` (default 50),
+//! 20 in CI; the bar's runs are 60 s), `LINEARIZABLE_THINK_MS` (default 50),
 //! `LINEARIZABLE_SEED` (replays the nemesis and the clients' choices, not the timing). A failing
 //! run keeps its data directory, the server's log and `history.txt` (the checked history).
 
@@ -573,7 +573,7 @@ fn run(seed: u64, secs: u64, scratch: &Scratch, tally: &mut Tally) -> Result<(),
 #[test]
 fn compare_and_set_is_linearizable_under_sigkill_and_sigstop() {
     let runs = env_count("LINEARIZABLE_RUNS", 2);
-    let secs = u64::try_from(env_count("LINEARIZABLE_SECS", 30)).unwrap_or(30);
+    let secs = u64::try_from(env_count("LINEARIZABLE_SECS", 20)).unwrap_or(20);
     let seed = seed("LINEARIZABLE_SEED");
     let mut rng = Rng::new(seed);
     let started = Instant::now();

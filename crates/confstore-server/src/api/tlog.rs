@@ -19,12 +19,13 @@ use crate::extract::{ApiQuery, LiveView};
 /// `GET /api/v1/checkpoint`: the latest signed checkpoint of the log's Merkle tree, a C2SP
 /// `tlog-checkpoint` signed note (`text/plain`): origin `confstore/<store id>`, tree size,
 /// base64 root, a blank line, the store key's signature line. Made every 100 events or 10 s.
+/// Like every read that needs the log, 503 `read_only` in the read-only fallback.
 #[utoipa::path(get, path = "/api/v1/checkpoint", tag = "audit",
     security(("bearer" = ["config.read"])),
     responses(
         (status = 200, description = "C2SP signed checkpoint note", content_type = "text/plain", body = String),
         (status = 503, body = crate::error::ErrorBody)))]
-pub async fn checkpoint(State(app): State<App>) -> ApiResult<Response> {
+pub async fn checkpoint(State(app): State<App>, _live: LiveView) -> ApiResult<Response> {
     let Some(p) = app.checkpoints.latest() else {
         let why = app.checkpoints.halted().unwrap_or_else(|| "no checkpoint was published yet; retry shortly".into());
         return Err(ApiError::unavailable(why));
