@@ -77,8 +77,13 @@ impl Checkpoints {
         }
     }
 
-    fn publish(&self, p: Published) {
+    /// Checkpoints may be made again (nothing published before stands in the way).
+    fn resume(&self) {
         *self.halted.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    fn publish(&self, p: Published) {
+        self.resume();
         self.latest.send_replace(Some(Arc::new(p)));
     }
 }
@@ -191,25 +196,37 @@ fn load(app: &App, mode: &Mode) -> Result<Option<Published>, String> {
     let store_id = live.store.store_id();
     let path = app.config.data_dir.join(FILE_NAME);
     let Some(p) = read_file(&path, &store_id, &store_keys(app, mode))? else { return Ok(None) };
-    extend_to_head(live).map_err(|e| format!("cannot extend the Merkle tree: {e}"))?;
-    let (size, proof) = live
-        .readers
-        .with(|r| {
-            r.snapshot(|r| {
-                let size = r.tree_size()?;
-                let proof =
-                    if p.checkpoint.size <= size { Some(r.consistency_proof(p.checkpoint.size, size)?) } else { None };
-                Ok((size, proof))
-            })
-        })
-        .map_err(|e| format!("cannot read the Merkle tree: {e}"))?;
-    extends(&p.checkpoint, size, proof.as_deref(), live.readers.with(|r| r.tree_root(size)).ok())?;
+    let tree = tree_at_head(live, p.checkpoint.size)?;
+    extends(&p.checkpoint, &tree)?;
     Ok(Some(p))
 }
 
-/// Whether the tree of `size` events (its root `root`) extends `old` by `proof`.
-fn extends(old: &Checkpoint, size: u64, proof: Option<&[[u8; 32]]>, root: Option<[u8; 32]>) -> Result<(), String> {
-    let Some(proof) = proof else {
+/// The stored tree brought to the head: its size and root, and the consistency proof from the
+/// tree of `old_size` events if that is not larger — read in one snapshot.
+struct Tree {
+    size: u64,
+    root: [u8; 32],
+    proof: Option<Vec<[u8; 32]>>,
+}
+
+fn tree_at_head(live: &LiveMode, old_size: u64) -> Result<Tree, String> {
+    extend_to_head(live).map_err(|e| format!("cannot extend the Merkle tree: {e}"))?;
+    live.readers
+        .with(|r| {
+            r.snapshot(|r| {
+                let size = r.tree_size()?;
+                let root = r.tree_root(size)?;
+                let proof = if old_size <= size { Some(r.consistency_proof(old_size, size)?) } else { None };
+                Ok(Tree { size, root, proof })
+            })
+        })
+        .map_err(|e| format!("cannot read the Merkle tree: {e}"))
+}
+
+/// Whether `tree` extends `old` (its consistency proof verifies).
+fn extends(old: &Checkpoint, tree: &Tree) -> Result<(), String> {
+    let size = tree.size;
+    let Some(proof) = &tree.proof else {
         return Err(format!(
             "the log has {size} events but a checkpoint of {} was published: events {}..{} are missing \
              (the database was rewound; see `confstore restore-check`)",
@@ -218,8 +235,7 @@ fn extends(old: &Checkpoint, size: u64, proof: Option<&[[u8; 32]]>, root: Option
             old.size
         ));
     };
-    let root = root.ok_or_else(|| "cannot read the Merkle tree's root".to_owned())?;
-    tlog::verify_consistency(proof, size, &root, old.size, &old.root).map_err(|e| {
+    tlog::verify_consistency(proof, size, &tree.root, old.size, &old.root).map_err(|e| {
         format!(
             "the log's first {} events are not those of the checkpoint published before ({e}): \
              the history was rewritten; see `confstore restore-check`",
@@ -238,7 +254,7 @@ fn make(app: &App, mode: &Mode) -> Result<(), String> {
                 if let Some(p) = p {
                     app.checkpoints.publish(p);
                 } else {
-                    *app.checkpoints.halted.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                    app.checkpoints.resume();
                 }
             }
             Err(why) => {
@@ -249,20 +265,10 @@ fn make(app: &App, mode: &Mode) -> Result<(), String> {
     }
     let old = app.checkpoints.latest();
     let old_size = old.as_ref().map_or(0, |p| p.checkpoint.size);
-    extend_to_head(live).map_err(|e| format!("cannot extend the Merkle tree: {e}"))?;
-    let (size, root, proof) = live
-        .readers
-        .with(|r| {
-            r.snapshot(|r| {
-                let size = r.tree_size()?;
-                let root = r.tree_root(size)?;
-                let proof = if old_size <= size { Some(r.consistency_proof(old_size, size)?) } else { None };
-                Ok((size, root, proof))
-            })
-        })
-        .map_err(|e| format!("cannot read the Merkle tree: {e}"))?;
+    let tree = tree_at_head(live, old_size)?;
+    let (size, root) = (tree.size, tree.root);
     if let Some(old) = &old {
-        if let Err(why) = extends(&old.checkpoint, size, proof.as_deref(), Some(root)) {
+        if let Err(why) = extends(&old.checkpoint, &tree) {
             app.checkpoints.halt(why);
             return Ok(());
         }
