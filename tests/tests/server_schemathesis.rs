@@ -21,7 +21,7 @@ use common::{Scratch, Server, env_count, run_with_deadline};
 use serde_json::json;
 
 /// Examples per operation in CI (see the module doc).
-const EXAMPLES_DEFAULT: usize = 100;
+const EXAMPLES_DEFAULT: usize = 50;
 
 /// The roles; each gets its own schemathesis run.
 const ROLES: [&str; 5] = ["config.read", "config.write", "secrets.reveal", "audit.read", "admin"];

@@ -115,6 +115,22 @@ fn a_write_reaches_the_client_verified_and_a_new_client_starts_from_the_retained
     let cfg = second.config();
     assert_eq!(cfg.value("port"), Some(&json!(9999)));
     assert_eq!(cfg.source("port"), Some(Source::Env));
+
+    // The stored schema (`Client::stored_schema`): none yet; once set, the one the signed
+    // snapshot's schema_hash names; without REST, a clear error.
+    assert_eq!(rt.block_on(client.stored_schema()).unwrap(), None);
+    let schema = json!({"type": "object", "properties": {"port": {"type": "integer"}}});
+    let receipt = http.ok("PUT", "/api/v1/services/web/schema", Some(&schema)).json();
+    let schema_epoch = receipt["epoch"].as_u64().unwrap();
+    poll_until("both clients to hold the version with the schema", DEADLINE, Duration::from_millis(5), || {
+        (client.config().version().changed_epoch == schema_epoch
+            && second.config().version().changed_epoch == schema_epoch)
+            .then_some(())
+    });
+    assert_eq!(rt.block_on(client.stored_schema()).unwrap(), Some(schema));
+    let no_rest = rt.block_on(second.stored_schema()).unwrap_err();
+    assert!(matches!(no_rest, confstore_client::ClientError::Schema { .. }), "{no_rest}");
+    assert!(no_rest.to_string().contains("no rest_url"), "{no_rest}");
     rt.block_on(second.shutdown());
     rt.block_on(client.shutdown());
     drop(server);

@@ -41,6 +41,15 @@ pub enum ClientError {
         /// The serde error.
         source: serde_json::Error,
     },
+    /// The service's stored JSON Schema could not be fetched, or what the server sent is not
+    /// the schema the verified snapshot names (its `schema_hash`).
+    #[error("stored schema of service {service:?}: {reason}")]
+    Schema {
+        /// The service.
+        service: String,
+        /// What went wrong and what to do.
+        reason: String,
+    },
     /// The whole configuration does not deserialize into the requested type.
     #[error("configuration does not fit {type_name}: {source}")]
     Deserialize {

@@ -160,6 +160,8 @@ pub struct Client {
     outlet: Arc<Outlet>,
     counters: Arc<Counters>,
     mqtt: Option<MqttRuntime>,
+    /// For what a client asks on demand ([`Client::stored_schema`]).
+    rest: Option<rest::Rest>,
 }
 
 /// The tasks behind live updates.
@@ -201,6 +203,35 @@ impl Client {
     /// slower than they arrive; use `on_update` for every single one).
     pub fn subscribe(&self) -> watch::Receiver<Arc<Config>> {
         self.outlet.watch.subscribe()
+    }
+
+    /// The service's stored JSON Schema, as the server holds it for the version this client
+    /// holds: `None` when that version has no schema. Fetched over REST
+    /// (`GET /api/v1/services/{service}/schema`) and taken only if its SHA-256 over canonical
+    /// JSON (docs/format.md §8) is the `schema_hash` of the verified snapshot held, so a
+    /// schema changed since, or altered on the way, is an error, never a wrong answer.
+    /// For comparing a service's own model of its configuration with the store's (the
+    /// Python package's `schema_drift`).
+    pub async fn stored_schema(&self) -> Result<Option<serde_json::Value>, ClientError> {
+        let config = self.config();
+        let fail = |reason: String| ClientError::Schema { service: self.service.clone(), reason };
+        let want = match config.document().get("schema_hash") {
+            None | Some(serde_json::Value::Null) => return Ok(None),
+            Some(serde_json::Value::String(h)) if !h.is_empty() => h.clone(),
+            Some(other) => return Err(fail(format!("the snapshot's schema_hash {other} is not a hash"))),
+        };
+        let rest = self.rest.as_ref().ok_or_else(|| fail("no rest_url to fetch it from".into()))?;
+        let schema = rest.schema().await.map_err(|e| fail(e.to_string()))?;
+        let got =
+            hex::encode(confstore_core::schema::schema_hash(&confstore_core::state::canonical_json_text(&schema)));
+        if got != want {
+            return Err(fail(format!(
+                "the server's schema (sha-256 {got}) is not the one of version {} (schema_hash {want}): \
+                 it changed since, or was altered on the way; ask again once the new version is applied",
+                config.version().changed_epoch
+            )));
+        }
+        Ok(Some(schema))
     }
 
     /// A copy of the counters.

@@ -29,6 +29,7 @@ pub(crate) enum RestError {
 pub(crate) struct Rest {
     http: reqwest::Client,
     snapshot_url: String,
+    schema_url: String,
     stream_url: String,
     token: Option<String>,
 }
@@ -39,8 +40,9 @@ impl Rest {
         // Service names are `[a-z0-9_-]` (checked by the builder): nothing to escape.
         let base = base_url.trim_end_matches('/');
         let snapshot_url = format!("{base}/api/v1/services/{service}/snapshot");
+        let schema_url = format!("{base}/api/v1/services/{service}/schema");
         let stream_url = format!("{base}/api/v1/stream");
-        Ok(Self { http, snapshot_url, stream_url, token })
+        Ok(Self { http, snapshot_url, schema_url, stream_url, token })
     }
 
     /// The live stream's broker URL the server advertises (`GET /api/v1/stream`), if any.
@@ -56,6 +58,12 @@ impl Rest {
             None => self.snapshot_url.clone(),
         };
         self.get_json(url, "application/jose+json, application/json").await
+    }
+
+    /// The service's stored JSON Schema (`GET /api/v1/services/{service}/schema`), unsigned:
+    /// the caller checks it against the `schema_hash` of a verified snapshot.
+    pub(crate) async fn schema(&self) -> Result<Value, RestError> {
+        self.get_json(self.schema_url.clone(), "application/json").await
     }
 
     /// `GET url` with the token; the JSON body, bounded by the snapshot size limit.

@@ -67,7 +67,7 @@ pub(crate) async fn start(plan: Plan) -> Result<Client, ClientError> {
         let processor = tokio::spawn(updates);
         MqttRuntime { client: conn.client, connection: conn.task, processor, stop }
     });
-    Ok(Client { service, outlet, counters, mqtt })
+    Ok(Client { service, outlet, counters, mqtt, rest })
 }
 
 /// Offers the REST snapshot; true if REST gave a verified snapshot of this service.

@@ -39,6 +39,8 @@ struct Running {
     /// Reads from Python (`config()` is a lock-free load). The runtime thread holds the
     /// other reference and shuts the client down once this one is gone.
     client: Arc<confstore_client::Client>,
+    /// Runs what Python asks of the client on demand (`stored_schema`) on its thread.
+    runtime: tokio::runtime::Handle,
     stop: oneshot::Sender<()>,
     thread: JoinHandle<()>,
 }
@@ -63,7 +65,7 @@ impl Shared {
     /// to join, if it was still running.
     fn stop(&self) -> Option<JoinHandle<()>> {
         self.hub.close();
-        let Running { client, stop, thread } = lock(&self.running).take()?;
+        let Running { client, stop, thread, .. } = lock(&self.running).take()?;
         drop(client);
         // The thread may already be gone (it panicked): nothing to tell it then.
         let _ = stop.send(());
@@ -212,6 +214,7 @@ fn start(py: Python<'_>, builder: ClientBuilder, timeout: Duration) -> PyResult<
         .thread_name("confstore-io")
         .build()
         .map_err(|e| ConfstoreError::new_err(format!("cannot start the client's runtime: {e}")))?;
+    let handle = runtime.handle().clone();
     let thread = std::thread::Builder::new()
         .name("confstore-client".into())
         .spawn(move || {
@@ -266,8 +269,11 @@ fn start(py: Python<'_>, builder: ClientBuilder, timeout: Duration) -> PyResult<
         }
     };
     let service = client.service().to_owned();
-    let shared =
-        Arc::new(Shared { service, hub, running: Mutex::new(Some(Running { client, stop: stop_tx, thread })) });
+    let shared = Arc::new(Shared {
+        service,
+        hub,
+        running: Mutex::new(Some(Running { client, runtime: handle, stop: stop_tx, thread })),
+    });
     let mut live = lock(&LIVE);
     live.retain(|w| w.strong_count() > 0);
     live.push(Arc::downgrade(&shared));
@@ -362,6 +368,46 @@ impl Client {
     #[getter]
     fn store_id(&self) -> PyResult<String> {
         Ok(self.shared.config()?.version().store_id.clone())
+    }
+
+    /// The SHA-256 (hex) of the JSON Schema of the version held, None without one.
+    #[getter]
+    fn schema_hash(&self) -> PyResult<Option<String>> {
+        Ok(self.shared.config()?.document().get("schema_hash").and_then(|h| h.as_str()).map(str::to_owned))
+    }
+
+    /// The service's stored JSON Schema for the version held (None without one), fetched
+    /// over REST and checked against the verified snapshot's `schema_hash`. Waits with the
+    /// GIL released; not from an update callback (it would wait for its own thread).
+    fn stored_schema<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (client, runtime, thread) = match &*lock(&self.shared.running) {
+            Some(r) => (Arc::clone(&r.client), r.runtime.clone(), r.thread.thread().id()),
+            None => return Err(ClientClosed::new_err("the client is closed")),
+        };
+        if thread == std::thread::current().id() {
+            return Err(ConfstoreError::new_err(
+                "stored_schema() cannot be called from an update callback (it runs on the client's own thread)",
+            ));
+        }
+        let (tx, rx) = mpsc::channel();
+        runtime.spawn(async move {
+            let _ = tx.send(client.stored_schema().await);
+        });
+        let rx = Mutex::new(rx);
+        let answer = loop {
+            match py.detach(|| lock(&rx).recv_timeout(SIGNAL_CHECK_INTERVAL)) {
+                Ok(answer) => break answer,
+                Err(mpsc::RecvTimeoutError::Timeout) => py.check_signals()?,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(ClientClosed::new_err("the client closed while fetching the stored schema"));
+                }
+            }
+        };
+        match answer {
+            Ok(Some(schema)) => convert::to_py(py, &schema),
+            Ok(None) => Ok(py.None().into_bound(py)),
+            Err(e) => Err(convert::error(py, e)),
+        }
     }
 
     /// The resolved value of `key` (env → store → schema default), or `default`.

@@ -101,6 +101,24 @@ class Broker:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    def retained(self, topic: str) -> Optional[bytes]:
+        """The message the broker retains on `topic`, if any (mosquitto_sub --retained-only)."""
+        done = subprocess.run(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.port), "-t", topic, "-C", "1", "-W", "1",
+             "--retained-only"],
+            capture_output=True,
+            timeout=DEADLINE,
+        )
+        return done.stdout.rstrip(b"\n") if done.returncode == 0 and done.stdout else None
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """Publishes `payload` at QoS 1 as an outsider would (mosquitto_pub, anonymous)."""
+        command = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.port), "-q", "1", "-t", topic, "-s"]
+        if retain:
+            command.append("-r")
+        done = subprocess.run(command, input=payload, capture_output=True, timeout=DEADLINE)
+        assert done.returncode == 0, f"mosquitto_pub {topic}: {done.stderr!r}"
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
@@ -192,6 +210,16 @@ class Store:
         except urllib.error.HTTPError as e:
             raise AssertionError(f"{method} {path}: {e.code} {e.read()[:500]!r}") from e
         return json.loads(text) if text else None
+
+    def snapshot_jws(self, service: str, epoch: Optional[int] = None) -> bytes:
+        """The signed snapshot of `service` (at `epoch`) as REST serves it: the same JSON text
+        of a flattened JWS the live stream carries (docs/format.md §14, §17)."""
+        query = "" if epoch is None else f"?epoch={epoch}"
+        req = urllib.request.Request(f"{self.url}/api/v1/services/{service}/snapshot{query}")
+        req.add_header("Authorization", f"Bearer {self.token}")
+        req.add_header("Accept", "application/jose+json")
+        with urllib.request.urlopen(req, timeout=DEADLINE) as r:
+            return bytes(r.read())
 
     def create_service(self, name: str) -> None:
         self.request("POST", "/api/v1/services", {"name": name})

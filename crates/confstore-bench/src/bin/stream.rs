@@ -9,12 +9,17 @@
 //! 3. etcd, where installed (`/usr/bin/etcd`): `put` acknowledged → a watcher has the event.
 //! 4. in-process reads from the client: `config().value("k")` and the typed `get::<T>()`.
 //!    Target: p99 < 1 µs.
+//! 5. the Python package (crates/confstore-py, the same Rust client underneath) against the
+//!    same server and broker: PUT → a `subscribe` callback in Python, and `client.get(key)`
+//!    (crates/confstore-py/bench/stream_latency.py, run with `--python`, the module built by
+//!    `cargo build --release -p confstore-py`). Targets: ack → callback p99 < 3 ms, get p99
+//!    < 2 µs.
 //!
 //! One update in flight at a time (closed loop), so each sample is a latency, not a
 //! queueing delay. Latencies "from the acknowledgement" can be below zero when the update
 //! is applied before the HTTP answer arrives; those count as 0 and are reported.
 //!
-//! `cargo build --release -p confstore && cargo run --release -p confstore-bench --features etcd --bin
+//! `cargo build --release -p confstore -p confstore-py && cargo run --release -p confstore-bench --features etcd --bin
 //! stream -- [--check] [--json]` (without `--features etcd`, which needs protoc, no etcd baseline); counts by flag or env (STREAM_BENCH_UPDATES, STREAM_BENCH_GETS).
 //! See docs/benchmarks.md, "Live stream".
 
@@ -42,6 +47,10 @@ const APPLY_P50_MAX_MS: f64 = 1.0;
 const APPLY_P99_MAX_MS: f64 = 2.0;
 /// Target: in-process get, 99th percentile.
 const GET_P99_MAX_NS: f64 = 1000.0;
+/// Target: write acknowledged → Python callback, 99th percentile.
+const PY_CALLBACK_P99_MAX_MS: f64 = 3.0;
+/// Target: Python `client.get(key)`, 99th percentile.
+const PY_GET_P99_MAX_NS: f64 = 2000.0;
 /// How long one update may take to arrive before the run fails.
 const ARRIVAL_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -70,10 +79,20 @@ struct Args {
     /// The etcd binary (default /usr/bin/etcd; skipped if absent).
     #[arg(long)]
     etcd_bin: Option<PathBuf>,
+    /// The Python interpreter for the Python client's part (CPython ≥ 3.9).
+    #[arg(long, env = "STREAM_BENCH_PYTHON", default_value = "python3")]
+    python: PathBuf,
+    /// The Python package's compiled module (default target/release/libconfstore_py.so; the
+    /// Python part is skipped, and says so, if it is not there).
+    #[arg(long, env = "STREAM_BENCH_PYTHON_MODULE")]
+    python_module: Option<PathBuf>,
+    /// Skip the Python client's part.
+    #[arg(long)]
+    no_python: bool,
 }
 
 /// Percentiles of one latency series, in milliseconds (or ns for gets).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 struct Lat {
     p50: f64,
     p90: f64,
@@ -106,8 +125,19 @@ struct Report {
     etcd: Option<EtcdFigures>,
     get_value_ns: Lat,
     get_typed_ns: Lat,
+    python: Option<PythonFigures>,
     snapshot_bytes: usize,
     pass: bool,
+}
+
+/// What crates/confstore-py/bench/stream_latency.py prints.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct PythonFigures {
+    python: String,
+    ack_to_callback_ms: Lat,
+    put_to_callback_ms: Lat,
+    callback_before_ack: usize,
+    get_ns: Lat,
 }
 
 #[derive(Debug, Serialize)]
@@ -255,6 +285,9 @@ async fn run(args: &Args) -> Result<Report> {
     }
     std::hint::black_box(sink);
     client.shutdown().await;
+
+    // 5. The Python client, alone, against the same server and broker.
+    let python = if args.no_python { None } else { python_client(args, &server, &url, &public_key, dir.path())? };
     server.stop()?;
 
     // 2. Raw Mosquitto, QoS 1, a payload of the snapshot's size.
@@ -277,10 +310,14 @@ async fn run(args: &Args) -> Result<Report> {
     let confstore_ack = Lat::of(ack_to_apply);
     let get_value = Lat::of(get_value);
     let get_typed = Lat::of(get_typed);
+    let python_pass = python
+        .as_ref()
+        .is_none_or(|p| p.ack_to_callback_ms.p99 < PY_CALLBACK_P99_MAX_MS && p.get_ns.p99 < PY_GET_P99_MAX_NS);
     let pass = confstore_ack.p50 < APPLY_P50_MAX_MS
         && confstore_ack.p99 < APPLY_P99_MAX_MS
         && get_value.p99 < GET_P99_MAX_NS
-        && get_typed.p99 < GET_P99_MAX_NS;
+        && get_typed.p99 < GET_P99_MAX_NS
+        && python_pass;
     Ok(Report {
         machine: machine::Machine::detect(),
         mosquitto: mosquitto_version,
@@ -291,9 +328,58 @@ async fn run(args: &Args) -> Result<Report> {
         etcd,
         get_value_ns: get_value,
         get_typed_ns: get_typed,
+        python,
         snapshot_bytes,
         pass,
     })
+}
+
+/// Runs crates/confstore-py/bench/stream_latency.py against the running server: the package's
+/// Python sources and the release module put together in a directory of their own on
+/// PYTHONPATH (nothing installed). None, said on stderr, if the module is not built.
+fn python_client(
+    args: &Args,
+    server: &confstore::Server,
+    mqtt_url: &str,
+    public_key: &str,
+    dir: &Path,
+) -> Result<Option<PythonFigures>> {
+    let package = Path::new(env!("CARGO_MANIFEST_DIR")).join("../confstore-py");
+    let module = args
+        .python_module
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/libconfstore_py.so"));
+    if !module.is_file() {
+        eprintln!(
+            "stream-bench: no Python client part: {} is not built (cargo build --release -p confstore-py)",
+            module.display()
+        );
+        return Ok(None);
+    }
+    let site = dir.join("python");
+    let pkg = site.join("confstore");
+    std::fs::create_dir_all(&pkg)?;
+    for entry in std::fs::read_dir(package.join("python/confstore"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "py") {
+            std::fs::copy(&path, pkg.join(path.file_name().context("a file name")?))?;
+        }
+    }
+    std::fs::copy(&module, pkg.join("_native.abi3.so")).with_context(|| format!("copying {}", module.display()))?;
+    let out = Command::new(&args.python)
+        .arg(package.join("bench/stream_latency.py"))
+        .args(["--url", &format!("http://{}", server.addr), "--token", server.token(), "--mqtt-url", mqtt_url])
+        .args(["--public-key", public_key, "--service", confstore::SERVICE, "--key", "k"])
+        .args(["--updates", &args.updates.to_string(), "--warmup", &args.warmup.to_string()])
+        .args(["--gets", &args.gets.to_string()])
+        .env("PYTHONPATH", &site)
+        .output()
+        .with_context(|| format!("running {}", args.python.display()))?;
+    if !out.status.success() {
+        bail!("the Python client's part failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("the Python part printed no report: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 async fn raw_mosquitto(port: u16, bytes: usize, args: &Args) -> Result<Lat> {
@@ -414,6 +500,15 @@ fn print_table(r: &Report) {
     println!("in-process reads from the client:");
     row("client.config().value(\"k\")", &r.get_value_ns, "ns");
     row("client.get::<T>() (typed, cached per version)", &r.get_typed_ns, "ns");
+    match &r.python {
+        Some(p) => {
+            println!("the Python package (Python {}), same server and broker, beside the Rust client above:", p.python);
+            row("python: PUT acked -> subscribe callback", &p.ack_to_callback_ms, "ms");
+            row("python: PUT sent -> subscribe callback", &p.put_to_callback_ms, "ms");
+            row("python: client.get(\"k\") (with perf_counter_ns)", &p.get_ns, "ns");
+        }
+        None => println!("python client: not measured in this run (see stderr)"),
+    }
     let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
     let c = &r.confstore_ack_to_applied_ms;
     println!(
@@ -430,4 +525,13 @@ fn print_table(r: &Report) {
         r.get_typed_ns.p99,
         verdict(r.get_typed_ns.p99 < GET_P99_MAX_NS)
     );
+    if let Some(p) = &r.python {
+        println!(
+            "target: python ack -> callback p99 < {PY_CALLBACK_P99_MAX_MS} ms: {:.3} {}; get p99 < {PY_GET_P99_MAX_NS} ns: {:.0} {}",
+            p.ack_to_callback_ms.p99,
+            verdict(p.ack_to_callback_ms.p99 < PY_CALLBACK_P99_MAX_MS),
+            p.get_ns.p99,
+            verdict(p.get_ns.p99 < PY_GET_P99_MAX_NS)
+        );
+    }
 }

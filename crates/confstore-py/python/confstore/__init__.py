@@ -18,10 +18,12 @@ rules.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import threading
-from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Literal, Mapping, Optional, TypeVar, Union
 
 from confstore import _native
 from confstore._native import (
@@ -42,10 +44,14 @@ __all__ = [
     "InvalidSetting",
     "LkgError",
     "NoVerifiedConfig",
+    "SchemaDrift",
+    "SchemaDriftError",
     "Update",
     "Updates",
     "env_var_name",
 ]
+
+_log = logging.getLogger("confstore")
 
 _M = TypeVar("_M")
 
@@ -65,6 +71,65 @@ class ConfigValidationError(ConfstoreError, ValueError):
         self.errors = errors
 
 
+@dataclass(frozen=True)
+class SchemaDrift:
+    """How a service's model of its configuration differs from the JSON Schema the store
+    validates the service's values with (``Client.schema_drift``).
+
+    Compared per top-level key: ``only_in_model`` are fields of the model the stored schema
+    does not declare (the store accepts anything, or nothing, there); ``only_in_store`` are
+    keys the stored schema declares that the model lacks; ``type_mismatch`` lists
+    ``(key, store types, model types)`` where the store allows a JSON type the model does not
+    accept; ``required_mismatch`` are keys the model requires that the store lets be absent
+    (without a default). ``store_schema`` is False when the service has no schema in the
+    store (then there is nothing to drift from and ``ok`` is True).
+    """
+
+    service: str
+    model: str
+    schema_hash: Optional[str]
+    store_schema: bool
+    only_in_model: tuple[str, ...] = ()
+    only_in_store: tuple[str, ...] = ()
+    type_mismatch: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = ()
+    required_mismatch: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """No difference found."""
+        return not (self.only_in_model or self.only_in_store or self.type_mismatch or self.required_mismatch)
+
+    def differences(self) -> list[str]:
+        """Each difference as a sentence."""
+        out = [f"{k}: in the model, not declared by the stored schema" for k in self.only_in_model]
+        out += [f"{k}: declared by the stored schema, not in the model" for k in self.only_in_store]
+        out += [
+            f"{k}: the store allows {'/'.join(store)}, the model takes {'/'.join(model) or 'nothing'}"
+            for k, store, model in self.type_mismatch
+        ]
+        out += [f"{k}: required by the model, optional in the store (no default)" for k in self.required_mismatch]
+        return out
+
+    def __str__(self) -> str:
+        if not self.store_schema:
+            return f"service {self.service!r} has no schema in the store: nothing to compare {self.model} with"
+        if self.ok:
+            return f"{self.model} matches the stored schema of service {self.service!r} ({self.schema_hash})"
+        return (
+            f"{self.model} has drifted from the stored schema of service {self.service!r} "
+            f"({self.schema_hash}): " + "; ".join(self.differences())
+        )
+
+
+class SchemaDriftError(ConfstoreError, ValueError):
+    """``Client.model(..., drift="raise")`` found the model differs from the stored schema;
+    ``drift`` is the report."""
+
+    def __init__(self, drift: SchemaDrift) -> None:
+        super().__init__(str(drift))
+        self.drift = drift
+
+
 class Client:
     """A running client for one service: the current configuration and live updates.
 
@@ -75,7 +140,7 @@ class Client:
     disconnects cleanly and ends the client's thread.
     """
 
-    __slots__ = ("_native", "_queues", "_lock", "__weakref__")
+    __slots__ = ("_native", "_queues", "_lock", "_drift_seen", "__weakref__")
 
     def __init__(
         self,
@@ -118,6 +183,8 @@ class Client:
         # The event loops and queues of the running `updates()` iterators.
         self._queues: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]] = set()
         self._lock = threading.Lock()
+        # What `model()` found comparing each (model class, schema hash): once each.
+        self._drift_seen: dict[tuple[type, Optional[str]], Optional[SchemaDrift]] = {}
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, *, startup_timeout: float = 3.0) -> Client:
@@ -190,16 +257,50 @@ class Client:
         filled, resyncs, reconnects, catch-ups, LKG problems."""
         return self._native.stats()
 
-    def model(self, cls: type[_M]) -> _M:
+    @property
+    def schema_hash(self) -> Optional[str]:
+        """SHA-256 (hex) of the service's JSON Schema in the version held; None without one."""
+        return self._native.schema_hash
+
+    def stored_schema(self) -> Optional[dict[str, Any]]:
+        """The JSON Schema the store validates this service's values with, for the version
+        held (None if it has none). Fetched over REST (``url`` and a token are needed) and
+        taken only if it hashes to the verified snapshot's ``schema_hash``. Not from an
+        update callback."""
+        return self._native.stored_schema()  # type: ignore[no-any-return]
+
+    def schema_drift(self, cls: type[Any]) -> SchemaDrift:
+        """Compares the Pydantic v2 model ``cls`` (its ``model_json_schema()``) with the
+        service's stored schema (``stored_schema()``): keys on one side only, JSON types the
+        store allows that the model does not take, keys the model requires that the store
+        may leave out. Raises ``ConfstoreError`` if the stored schema cannot be fetched."""
+        model_schema = getattr(cls, "model_json_schema", None)
+        if model_schema is None:
+            raise TypeError(f"{cls!r} is not a Pydantic v2 model (it has no model_json_schema)")
+        schema_hash = self.schema_hash
+        stored = self.stored_schema()
+        return _drift(self.service, cls.__name__, schema_hash, stored, model_schema())
+
+    def model(self, cls: type[_M], *, drift: Literal["warn", "raise", "ignore"] = "warn") -> _M:
         """The current configuration validated into the Pydantic v2 model ``cls``.
 
         Raises ``ConfigValidationError`` naming the keys that do not fit. Pydantic is an
         optional dependency (``pip install confstore[pydantic]``), imported only here.
+
+        The first time a model meets a version of the service's stored schema, the two are
+        compared (``schema_drift``): ``drift="warn"`` (the default) logs the differences on
+        the ``confstore`` logger, ``"raise"`` raises ``SchemaDriftError``, ``"ignore"`` skips
+        the comparison (and its REST request). A schema that cannot be fetched is a warning
+        with ``"warn"`` and an error with ``"raise"``.
         """
-        data = self.snapshot()
+        if drift not in ("warn", "raise", "ignore"):
+            raise ValueError(f"drift must be 'warn', 'raise' or 'ignore', not {drift!r}")
         validate = getattr(cls, "model_validate", None)
         if validate is None:
             raise TypeError(f"{cls!r} is not a Pydantic v2 model (it has no model_validate)")
+        if drift != "ignore":
+            self._check_drift(cls, drift == "raise")
+        data = self.snapshot()
         try:
             return validate(data)  # type: ignore[no-any-return]
         except Exception as e:
@@ -217,6 +318,28 @@ class Client:
                 keys,
                 errors,
             ) from e
+
+    def _check_drift(self, cls: type[Any], strict: bool) -> None:
+        seen = (cls, self.schema_hash)
+        # A report per model and schema version; None: the schema could not be fetched (and
+        # that was logged), tried again only when drift is an error.
+        report = self._drift_seen.get(seen)
+        if report is None and (strict or seen not in self._drift_seen):
+            try:
+                report = self.schema_drift(cls)
+            except ConfstoreError as e:
+                if strict:
+                    raise
+                _log.warning(
+                    "cannot compare %s with the stored schema of service %r: %s", cls.__name__, self.service, e
+                )
+                self._drift_seen[seen] = None
+                return
+            self._drift_seen[seen] = report
+            if not strict and not report.ok:
+                _log.warning("%s", report)
+        if strict and report is not None and not report.ok:
+            raise SchemaDriftError(report)
 
     # Live updates.
 
@@ -328,6 +451,95 @@ class Updates:
             self._finish()
         except Exception:
             pass  # interpreter shutdown: the client is closed by then
+
+
+# JSON Schema types, and which accept which (a number field takes integers).
+_ACCEPTS = {"number": {"number", "integer"}}
+
+
+def _types(schema: Any, defs: Mapping[str, Any], depth: int = 0) -> Optional[frozenset[str]]:
+    """The JSON types a (sub)schema allows, or None when it does not say (no ``type``, or
+    something this comparison does not follow)."""
+    if not isinstance(schema, dict) or depth > 16:
+        return None
+    if "$ref" in schema:
+        ref = schema["$ref"]
+        name = ref.rsplit("/", 1)[-1] if isinstance(ref, str) else None
+        return _types(defs.get(name) if name else None, defs, depth + 1)
+    t = schema.get("type")
+    if isinstance(t, str):
+        return frozenset({t})
+    if isinstance(t, list) and all(isinstance(x, str) for x in t):
+        return frozenset(t)
+    for union in ("anyOf", "oneOf"):
+        subs = schema.get(union)
+        if isinstance(subs, list):
+            parts = [_types(sub, defs, depth + 1) for sub in subs]
+            if any(p is None for p in parts):
+                return None
+            return frozenset().union(*[p for p in parts if p is not None])
+    values = schema["enum"] if isinstance(schema.get("enum"), list) else [schema["const"]] if "const" in schema else None
+    if values is not None:
+        return frozenset(_json_type(v) for v in values)
+    return None
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _member(schema: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``schema[name]`` if it is an object, else an empty one."""
+    value = schema.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _drift(
+    service: str, model: str, schema_hash: Optional[str], stored: Optional[Mapping[str, Any]], ours: Mapping[str, Any]
+) -> SchemaDrift:
+    """The comparison behind ``Client.schema_drift``."""
+    if stored is None:
+        return SchemaDrift(service, model, schema_hash, store_schema=False)
+    store_props = _member(stored, "properties")
+    model_props = _member(ours, "properties")
+    store_defs = _member(stored, "$defs")
+    model_defs = _member(ours, "$defs")
+    store_required = set(stored.get("required") or ())
+    model_required = set(ours.get("required") or ())
+    mismatched = []
+    for key in sorted(store_props.keys() & model_props.keys()):
+        store_types = _types(store_props[key], store_defs)
+        model_types = _types(model_props[key], model_defs)
+        if store_types is None or model_types is None:
+            continue
+        taken = set().union(*(_ACCEPTS.get(t, {t}) for t in model_types))
+        if not store_types <= taken:
+            mismatched.append((key, tuple(sorted(store_types)), tuple(sorted(model_types))))
+    optional_in_store = [
+        k
+        for k in sorted(model_required)
+        if k in store_props and k not in store_required and "default" not in (store_props[k] or {})
+    ]
+    return SchemaDrift(
+        service,
+        model,
+        schema_hash,
+        store_schema=True,
+        only_in_model=tuple(sorted(model_props.keys() - store_props.keys())),
+        only_in_store=tuple(sorted(store_props.keys() - model_props.keys())),
+        type_mismatch=tuple(mismatched),
+        required_mismatch=tuple(optional_in_store),
+    )
 
 
 def _environ(environ: Optional[Mapping[str, str]]) -> list[tuple[str, str]]:

@@ -3,7 +3,7 @@
 # src/*.rs; tests/test_typing.py runs mypy --strict on an example service.
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 _M = TypeVar("_M")
 
@@ -35,6 +35,27 @@ class ConfigValidationError(ConfstoreError, ValueError):
     keys: tuple[str, ...]
     errors: list[Any]
     def __init__(self, message: str, keys: tuple[str, ...], errors: list[Any]) -> None: ...
+
+class SchemaDrift:
+    """How a model differs from the service's stored JSON Schema (``Client.schema_drift``)."""
+
+    service: str
+    model: str
+    schema_hash: str | None
+    store_schema: bool
+    only_in_model: tuple[str, ...]
+    only_in_store: tuple[str, ...]
+    type_mismatch: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
+    required_mismatch: tuple[str, ...]
+    @property
+    def ok(self) -> bool: ...
+    def differences(self) -> list[str]: ...
+
+class SchemaDriftError(ConfstoreError, ValueError):
+    """``Client.model(..., drift="raise")`` found drift."""
+
+    drift: SchemaDrift
+    def __init__(self, drift: SchemaDrift) -> None: ...
 
 class Update:
     """One applied version as a subscriber sees it."""
@@ -90,7 +111,11 @@ class Client:
     def snapshot(self) -> dict[str, Any]: ...
     def source(self, key: str) -> str | None: ...
     def stats(self) -> dict[str, Any]: ...
-    def model(self, cls: type[_M]) -> _M: ...
+    @property
+    def schema_hash(self) -> str | None: ...
+    def stored_schema(self) -> dict[str, Any] | None: ...
+    def schema_drift(self, cls: type[Any]) -> SchemaDrift: ...
+    def model(self, cls: type[_M], *, drift: Literal["warn", "raise", "ignore"] = "warn") -> _M: ...
     def subscribe(self, callback: Callable[[Update], object]) -> int: ...
     def unsubscribe(self, subscription: int) -> bool: ...
     def updates(self) -> Updates: ...
@@ -116,6 +141,8 @@ __all__ = [
     "InvalidSetting",
     "LkgError",
     "NoVerifiedConfig",
+    "SchemaDrift",
+    "SchemaDriftError",
     "Update",
     "Updates",
     "env_var_name",
