@@ -44,6 +44,10 @@ pub mod vars {
     pub const MQTT_PASSWORD: &str = "CONFSTORE_MQTT_PASSWORD";
     /// A PEM file of CA certificates for `mqtts://`; optional, else the webpki roots.
     pub const MQTT_CA_FILE: &str = "CONFSTORE_MQTT_CA_FILE";
+    /// `1` (or `true`): report this instance's status (docs/format.md §20); optional.
+    pub const REPORT_STATUS: &str = "CONFSTORE_REPORT_STATUS";
+    /// The instance id status reports name; optional, else the host name.
+    pub const INSTANCE_ID: &str = "CONFSTORE_INSTANCE_ID";
 }
 
 enum TrustedKey {
@@ -67,6 +71,8 @@ pub struct ClientBuilder {
     startup_timeout: Duration,
     env: Option<Vec<(String, String)>>,
     on_update: Option<OnUpdate>,
+    report_status: bool,
+    instance_id: Option<String>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -101,6 +107,8 @@ impl ClientBuilder {
             startup_timeout: STARTUP_TIMEOUT_DEFAULT,
             env: None,
             on_update: None,
+            report_status: false,
+            instance_id: None,
         }
     }
 
@@ -134,6 +142,16 @@ impl ClientBuilder {
         if let Some(user) = get(vars::MQTT_USERNAME) {
             builder.mqtt_credentials = Some((user, get(vars::MQTT_PASSWORD).unwrap_or_default()));
         }
+        if let Some(flag) = get(vars::REPORT_STATUS) {
+            builder.report_status = match flag.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                other => {
+                    return Err(ClientError::setting(vars::REPORT_STATUS, format!("{other:?}: use 1 or 0")));
+                }
+            };
+        }
+        builder.instance_id = get(vars::INSTANCE_ID);
         Ok(builder.env(vars))
     }
 
@@ -189,6 +207,23 @@ impl ClientBuilder {
     /// catches up from the retained message and REST).
     pub fn mqtt_client_id(mut self, id: &str) -> Self {
         self.mqtt_client_id = Some(id.to_owned());
+        self
+    }
+
+    /// Reports what this instance applied (docs/format.md §20) on
+    /// `system/config-status/<service>/<instance>`, retained, with an `offline` last will:
+    /// after start-up, after every applied version and on [`crate::Client::set_healthy`].
+    /// Needs MQTT and a broker that lets the client publish its own status topic (the
+    /// embedded broker does for a token that reads the service). Default off.
+    pub fn report_status(mut self, on: bool) -> Self {
+        self.report_status = on;
+        self
+    }
+
+    /// The instance id status reports name (1-64 of `A-Z a-z 0-9 . _ -`); default the host
+    /// name. Give each instance on one host its own.
+    pub fn instance_id(mut self, id: &str) -> Self {
+        self.instance_id = Some(id.to_owned());
         self
     }
 
@@ -287,6 +322,24 @@ impl ClientBuilder {
             ),
             None => None,
         };
+        let reporter = match (self.report_status, &self.mqtt_url) {
+            (false, _) => None,
+            (true, None) => {
+                tracing::warn!(service = %self.service, "no MQTT broker: this instance makes no status reports");
+                None
+            }
+            (true, Some(_)) => {
+                let instance = match self.instance_id {
+                    Some(id) => {
+                        confstore_core::fleet::check_instance_id(&id)
+                            .map_err(|why| ClientError::setting("instance_id", format!("{id:?}: {why}")))?;
+                        id
+                    }
+                    None => crate::status::default_instance_id(),
+                };
+                Some(std::sync::Arc::new(crate::status::Reporter::new(&self.service, &instance)))
+            }
+        };
         let mqtt = match &self.mqtt_url {
             Some(url) => Some(
                 MqttSettings {
@@ -296,6 +349,7 @@ impl ClientBuilder {
                         .unwrap_or_else(|| format!("confstore-client-{}-{}", self.service, std::process::id())),
                     credentials: self.mqtt_credentials.or(token_login),
                     ca_file: self.mqtt_ca_file,
+                    will: reporter.as_ref().map(|r| r.will()),
                 }
                 .options()?,
             ),
@@ -313,6 +367,7 @@ impl ClientBuilder {
             on_update: self.on_update,
             lkg_path: self.lkg_path,
             rest,
+            reporter,
         };
         Ok(Plan { updater, mqtt, startup_timeout: self.startup_timeout })
     }

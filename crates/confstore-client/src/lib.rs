@@ -125,6 +125,7 @@ mod mqtt;
 mod rest;
 mod startup;
 mod stats;
+mod status;
 mod updater;
 
 #[cfg(test)]
@@ -162,6 +163,8 @@ pub struct Client {
     mqtt: Option<MqttRuntime>,
     /// For what a client asks on demand ([`Client::stored_schema`]).
     rest: Option<rest::Rest>,
+    /// Its status reports, if it makes them ([`ClientBuilder::report_status`]).
+    reporter: Option<Arc<status::Reporter>>,
 }
 
 /// The tasks behind live updates.
@@ -234,6 +237,21 @@ impl Client {
         Ok(Some(schema))
     }
 
+    /// The instance id status reports name, when the client makes them
+    /// ([`ClientBuilder::report_status`]).
+    pub fn instance_id(&self) -> Option<&str> {
+        self.reporter.as_deref().map(status::Reporter::instance)
+    }
+
+    /// Sets the health this instance reports (docs/format.md §20): `Some(false)` marks it
+    /// unhealthy in the fleet view, `None` withdraws the word. Published at once (retained);
+    /// nothing happens when the client makes no status reports.
+    pub fn set_healthy(&self, healthy: Option<bool>) {
+        let (Some(r), Some(mqtt)) = (&self.reporter, &self.mqtt) else { return };
+        r.set_healthy(healthy);
+        r.publish_if_changed(&mqtt.client);
+    }
+
     /// A copy of the counters.
     pub fn stats(&self) -> Stats {
         self.counters.snapshot()
@@ -243,6 +261,10 @@ impl Client {
     /// also stops them, without the MQTT DISCONNECT.)
     pub async fn shutdown(self) {
         let Some(MqttRuntime { client, mut connection, mut processor, stop }) = self.mqtt else { return };
+        // A clean DISCONNECT suppresses the last will: say `offline` first.
+        if let Some(r) = &self.reporter {
+            r.publish_offline(&client).await;
+        }
         // DISCONNECT first: the connection task ends once it has sent it. While the broker
         // is unreachable it never will: give up after a while.
         let sent = tokio::time::timeout(SHUTDOWN_WAIT, client.disconnect()).await;

@@ -100,6 +100,8 @@ pub(crate) struct MqttSettings {
     pub(crate) client_id: String,
     pub(crate) credentials: Option<(String, String)>,
     pub(crate) ca_file: Option<PathBuf>,
+    /// The `offline` status report, when the client reports its status.
+    pub(crate) will: Option<rumqttc::LastWill>,
 }
 
 impl MqttSettings {
@@ -113,6 +115,9 @@ impl MqttSettings {
             .set_keep_alive(KEEP_ALIVE);
         if let Some((user, pass)) = &self.credentials {
             options.set_credentials(user, pass);
+        }
+        if let Some(will) = &self.will {
+            options.set_last_will(will.clone());
         }
         if self.url.tls {
             let config = tls_config(self.ca_file.as_deref())?;
@@ -254,9 +259,14 @@ pub(crate) async fn run_updates(
     mut inbound: mpsc::UnboundedReceiver<Inbound>,
     mut stop: watch::Receiver<bool>,
     catch_up_now: bool,
+    reporter: Option<Arc<crate::status::Reporter>>,
 ) {
     let mut catch_up = CatchUp { due: catch_up_now.then(tokio::time::Instant::now), delay: CATCH_UP_RETRY_MIN };
     loop {
+        // What the instance holds now, if it changed (start-up, the last batch, a catch-up).
+        if let Some(r) = &reporter {
+            r.publish_if_changed(&client);
+        }
         let next = tokio::select! {
             biased;
             _ = stop.changed() => return,
@@ -362,6 +372,7 @@ mod tests {
             client_id: "confstore-client-web".into(),
             credentials: Some(("u".into(), "p".into())),
             ca_file: None,
+            will: None,
         };
         let o = settings.options().unwrap();
         assert!(!o.clean_session());

@@ -23,6 +23,7 @@ pub(crate) async fn start(plan: Plan) -> Result<Client, ClientError> {
     let counters = Arc::new(Counters::default());
     let service = plan.updater.service.clone();
     let rest = plan.updater.rest.clone();
+    let reporter = plan.updater.reporter.clone();
     let lkg_path = plan.updater.lkg_path.clone();
     let mut updater = Updater::new(plan.updater, Arc::clone(&counters));
     let mut reasons = Reasons::new();
@@ -63,11 +64,12 @@ pub(crate) async fn start(plan: Plan) -> Result<Client, ClientError> {
     // was missed once it answers.
     let catch_up_now = (!fresh || session_lost) && rest.is_some();
     let mqtt = connection.map(|conn| {
-        let updates = mqtt::run_updates(updater, conn.client.clone(), conn.inbound, stop_rx, catch_up_now);
+        let updates =
+            mqtt::run_updates(updater, conn.client.clone(), conn.inbound, stop_rx, catch_up_now, reporter.clone());
         let processor = tokio::spawn(updates);
         MqttRuntime { client: conn.client, connection: conn.task, processor, stop }
     });
-    Ok(Client { service, outlet, counters, mqtt, rest })
+    Ok(Client { service, outlet, counters, mqtt, rest, reporter })
 }
 
 /// Offers the REST snapshot; true if REST gave a verified snapshot of this service.

@@ -53,6 +53,8 @@ pub(crate) struct UpdaterSettings {
     pub(crate) on_update: Option<OnUpdate>,
     pub(crate) lkg_path: Option<PathBuf>,
     pub(crate) rest: Option<Rest>,
+    /// Status reports (docs/format.md §20), when the client makes them.
+    pub(crate) reporter: Option<Arc<crate::status::Reporter>>,
 }
 
 /// A verified version with the bytes it came as.
@@ -79,6 +81,8 @@ pub(crate) struct Updater {
     /// Inside [`Self::begin_batch`] .. [`Self::end_batch`]: the LKG file is written once,
     /// at the end, not after every version.
     batching: bool,
+    /// Where the snapshots being offered come from, for the status report.
+    source: confstore_core::fleet::Source,
 }
 
 impl Updater {
@@ -92,6 +96,7 @@ impl Updater {
             lkg_deltas: Vec::new(),
             lkg_dirty: false,
             batching: false,
+            source: confstore_core::fleet::Source::Rest,
         }
     }
 
@@ -159,7 +164,11 @@ impl Updater {
         );
         let config = Config::new(loaded.document, loaded.version, &s.env);
         self.settings.store_id.get_or_insert_with(|| config.version().store_id.clone());
-        self.current = Some(Arc::new(config));
+        let config = Arc::new(config);
+        if let Some(r) = &self.settings.reporter {
+            r.applied(&config, confstore_core::fleet::Source::Lkg);
+        }
+        self.current = Some(config);
         self.lkg_snapshot = Some(loaded.jws);
         self.lkg_deltas = loaded.deltas;
         Ok(true)
@@ -168,6 +177,7 @@ impl Updater {
     /// Handles one MQTT message: it must be on this service's snapshot topic and be a
     /// snapshot or a delta for this service.
     pub(crate) async fn on_message(&mut self, topic: &str, payload: &[u8]) -> Offer {
+        self.source = confstore_core::fleet::Source::Live;
         if stream::service_of_snapshot_topic(topic) != Some(self.settings.service.as_str()) {
             self.counters.reject("wrong_topic");
             debug!(topic, "ignored a message on a foreign topic");
@@ -192,6 +202,7 @@ impl Updater {
         let Some(rest) = &self.settings.rest else { return Ok(()) };
         let jws = rest.snapshot(None).await.map_err(|e| e.to_string())?;
         Counters::bump(&self.counters.catch_ups);
+        self.source = confstore_core::fleet::Source::Rest;
         let incoming = match self.verify(jws) {
             Ok(v) if v.kind == UpdateKind::Snapshot => v,
             Ok(_) => return Err("REST answered a delta, not a snapshot".into()),
@@ -376,6 +387,9 @@ impl Updater {
         self.current = Some(Arc::clone(&config));
         if let Some(outlet) = &self.outlet {
             outlet.config.store(Arc::clone(&config));
+        }
+        if let Some(r) = &self.settings.reporter {
+            r.applied(&config, self.source);
         }
         if let Some(on_update) = &self.settings.on_update {
             on_update(&config);

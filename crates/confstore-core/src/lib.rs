@@ -26,6 +26,7 @@ pub mod chain;
 pub mod event;
 pub mod export;
 pub mod fixed_bytes;
+pub mod fleet;
 pub mod ids;
 pub mod json;
 pub mod jws;

@@ -69,6 +69,18 @@ pub const MQTT_CONNECT_TIMEOUT_SECS: u64 = 5;
 /// Largest MQTT packet a client (not the publisher) may send the embedded broker: clients
 /// only subscribe and acknowledge.
 pub const MQTT_CLIENT_PACKET_BYTES_MAX: usize = 64 * 1024;
+/// Longest instance id (docs/format.md §20), in bytes.
+pub const INSTANCE_ID_BYTES_MAX: usize = 64;
+/// Largest instance status report accepted (MQTT payload or REST body), in bytes.
+pub const STATUS_BYTES_MAX: usize = 8 * 1024;
+/// Most env override names one status report lists.
+pub const STATUS_ENV_OVERRIDES_MAX: usize = 256;
+/// Most instances the server's fleet view holds, all services together. When full, the
+/// instance offline the longest is forgotten for a newcomer; if none is offline, the
+/// newcomer's report is refused (counted in metrics, logged once a minute).
+pub const FLEET_INSTANCES_MAX: usize = 10_000;
+/// Seconds an offline instance stays in the fleet view before it is forgotten.
+pub const FLEET_OFFLINE_RETENTION_SECS: u64 = 24 * 3600;
 /// Items per page of history, events, audit and search answers when none is asked for.
 pub const PAGE_SIZE_DEFAULT: usize = 100;
 /// Most items per page (a larger `limit` is refused with 422).

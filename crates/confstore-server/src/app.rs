@@ -204,6 +204,8 @@ pub struct AppInner {
     pub stream: std::sync::OnceLock<StreamAdvert>,
     /// The latest signed Merkle-tree checkpoint (checkpoints.rs).
     pub checkpoints: crate::checkpoints::Checkpoints,
+    /// What each client instance reports it applied (fleet.rs).
+    pub fleet: crate::fleet::Fleet,
 }
 
 /// What `GET /api/v1/stream` tells clients about the MQTT stream.
@@ -298,6 +300,7 @@ impl App {
             appends: AppendHealth::default(),
             stream: std::sync::OnceLock::new(),
             checkpoints: crate::checkpoints::Checkpoints::default(),
+            fleet: crate::fleet::Fleet::default(),
         }))
     }
 

@@ -63,6 +63,11 @@ impl ApiError {
         e
     }
 
+    /// 409 about something other than the store's epoch (no `current_epoch`).
+    pub fn conflict_with(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
     /// 413.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)

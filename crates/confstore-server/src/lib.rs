@@ -28,6 +28,7 @@ mod checkpoints;
 mod denials;
 mod error;
 mod extract;
+mod fleet;
 mod http;
 mod listener;
 mod metrics;
@@ -59,6 +60,8 @@ pub async fn serve(
     let denials = tokio::spawn(denials::run(app.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let gate = broker.map(|b| tokio::spawn(b.run(app.clone(), stop_rx.clone())));
+    // The fleet view reads the instances' status reports on a connection of its own.
+    let fleet = mqtt.clone().map(|mqtt| tokio::spawn(stream::fleet::run(app.clone(), mqtt, stop_rx.clone())));
     let publisher = mqtt.map(|mqtt| tokio::spawn(stream::run(app.clone(), mqtt, stop_rx.clone())));
     let (http_stop_tx, http_stop_rx) = tokio::sync::watch::channel(false);
     let stopping = app.clone();
@@ -84,6 +87,9 @@ pub async fn serve(
         if tokio::time::timeout(std::time::Duration::from_secs(3), p).await.is_err() {
             abort.abort();
         }
+    }
+    if let Some(f) = fleet {
+        f.abort();
     }
     if let Some(g) = gate {
         g.abort();

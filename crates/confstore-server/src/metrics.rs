@@ -91,6 +91,9 @@ struct Inner {
     fallback_events: Counter,
     mode_fallback: Gauge,
     checkpoint_size: Gauge,
+    fleet_instances: Family<KindLabel, Gauge>,
+    fleet_oldest_version: Gauge,
+    fleet_reports: Family<KindLabel, Counter>,
     signature_failures: Family<KindLabel, Counter>,
     auth_denials: Family<KindLabel, Counter>,
     access_denied: Family<DenialLabels, Counter>,
@@ -162,6 +165,24 @@ impl Metrics {
             "checkpoint_size",
             "Events covered by the latest signed Merkle-tree checkpoint (docs/format.md §19)",
             checkpoint_size.clone(),
+        );
+        let fleet_instances = Family::<KindLabel, Gauge>::default();
+        registry.register(
+            "fleet_instances",
+            "Client instances in the fleet view by state (current, behind, unhealthy, offline)",
+            fleet_instances.clone(),
+        );
+        let fleet_oldest_version = Gauge::default();
+        registry.register(
+            "fleet_oldest_version",
+            "The oldest service version an online instance applied (an epoch; 0 with none online)",
+            fleet_oldest_version.clone(),
+        );
+        let fleet_reports = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "fleet_reports",
+            "Instance status reports by outcome (recorded, refused)",
+            fleet_reports.clone(),
         );
         let signature_failures = Family::<KindLabel, Counter>::default();
         registry.register(
@@ -241,6 +262,9 @@ impl Metrics {
             fallback_events,
             mode_fallback,
             checkpoint_size,
+            fleet_instances,
+            fleet_oldest_version,
+            fleet_reports,
             signature_failures,
             auth_denials,
             access_denied,
@@ -300,6 +324,20 @@ impl Metrics {
     /// Records the size of a newly published Merkle-tree checkpoint.
     pub fn checkpoint(&self, size: u64) {
         self.0.checkpoint_size.set(gauge_value(size));
+    }
+
+    /// The fleet view's counts by state, and the oldest version an online instance holds.
+    pub fn fleet(&self, by_state: &[(&str, u64)], oldest_version: u64) {
+        for (state, n) in by_state {
+            self.0.fleet_instances.get_or_create(&KindLabel { kind: (*state).to_owned() }).set(gauge_value(*n));
+        }
+        self.0.fleet_oldest_version.set(gauge_value(oldest_version));
+    }
+
+    /// Counts a status report: recorded or refused.
+    pub fn fleet_report(&self, recorded: bool) {
+        let kind = if recorded { "recorded" } else { "refused" };
+        self.0.fleet_reports.get_or_create(&KindLabel { kind: kind.to_owned() }).inc();
     }
 
     /// Counts a failed signature or MAC check.

@@ -25,6 +25,7 @@ impl Harness {
             seen.lock().unwrap().push((c.version().generation, c.version().changed_epoch));
         });
         let settings = UpdaterSettings {
+            reporter: None,
             service: "web".into(),
             keys: vec![Signer::new(1).public()],
             store_id: store_id.map(str::to_owned),

@@ -5,6 +5,7 @@
 pub mod bodies;
 pub mod config;
 pub mod console;
+pub mod fleet;
 pub mod history;
 pub mod masked;
 pub mod ops;
@@ -82,6 +83,9 @@ pub fn router(app: App) -> (Router, serde_json::Value) {
         .routes(routes!(tlog::checkpoint))
         .routes(routes!(tlog::inclusion))
         .routes(routes!(tlog::consistency))
+        .routes(routes!(fleet::fleet))
+        .routes(routes!(fleet::instances))
+        .routes(routes!(fleet::report))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(ops::healthz))

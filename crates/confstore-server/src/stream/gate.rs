@@ -9,8 +9,11 @@
 //!   revoked token's open connection is closed within [`RECHECK_INTERVAL`]. (The publisher
 //!   does not come through the gate: it logs in at rumqttd's internal port itself.)
 //! - **The publisher's client id** is reserved: nobody else may take over its session.
-//! - **Publish**: no client publishes (wills included): the publisher is the only writer.
-//!   A client that publishes is disconnected.
+//! - **Publish**: the publisher is the only writer of the stream. A client publishes only
+//!   its own status report (docs/format.md §20) on `system/config-status/<service>/<instance>`
+//!   — as its last will too — with a token that reads that service's configuration; the
+//!   report must parse and name the topic's service and instance. Any other publish (or
+//!   will) disconnects the client (refuses its CONNECT).
 //! - **Subscribe**: a client reads the head and the publisher's health; snapshots and events
 //!   with a role that reads configuration or the audit trail; a token scoped to a service
 //!   only that service's topics (so no wildcard over services). A refused filter gets the
@@ -73,6 +76,26 @@ fn may_subscribe(who: &Who, filter: &str) -> bool {
         (Some(scope), Some(s)) => s == scope,
         (_, None) => false,
     }
+}
+
+/// Whether `who` may publish `payload` on `topic`: only a status report of a service whose
+/// configuration it reads, naming the topic's service and instance (docs/format.md §20).
+fn may_report(who: &Who, topic: &str, payload: &[u8]) -> Result<(), String> {
+    let Some((service, instance)) = confstore_core::fleet::parse_status_topic(topic) else {
+        return Err("only status reports (system/config-status/<service>/<instance>) may be published".into());
+    };
+    let p = &who.principal;
+    if !p.role.grants(Role::ConfigRead) || !p.sees(service) {
+        return Err(format!("the token may not report for service {service:?}"));
+    }
+    let status = confstore_core::fleet::Status::parse(payload).map_err(|e| e.to_string())?;
+    if status.service != service || status.instance != instance {
+        return Err(format!(
+            "a report for {}/{} on the topic of {service}/{instance}",
+            status.service, status.instance
+        ));
+    }
+    Ok(())
 }
 
 /// Whether an allowed filter (see [`may_subscribe`]: no wildcard above the service level)
@@ -286,9 +309,11 @@ async fn identify(ctx: &Ctx, connect: &rumqttc::Connect) -> Result<Who, (Connect
     if connect.client_id == ctx.publisher_client_id {
         return Err((ConnectReturnCode::NotAuthorized, "the publisher's client id is reserved"));
     }
-    // A will is a publish, and no client publishes.
-    if connect.last_will.is_some() {
-        return Err((ConnectReturnCode::NotAuthorized, "a client may not set a last will (it would publish)"));
+    // A will is a publish: only a status report is allowed.
+    if let Some(will) = &connect.last_will
+        && may_report(&who, &will.topic, &will.message).is_err()
+    {
+        return Err((ConnectReturnCode::NotAuthorized, "a last will may only be the client's own status report"));
     }
     Ok(who)
 }
@@ -320,15 +345,18 @@ async fn upstream_loop(
         let Some(frame) = frame else { return Ok(()) };
         match packet_type(&frame) {
             Some(PacketType::Publish) => {
-                let topic = match parse(&frame, max)? {
-                    Packet::Publish(p) => p.topic,
-                    _ => String::new(),
+                let (topic, payload) = match parse(&frame, max)? {
+                    Packet::Publish(p) => (p.topic, p.payload),
+                    _ => (String::new(), bytes::Bytes::new()),
                 };
-                // No client publishes: the publisher, the only writer, does not come
-                // through the gate.
-                let name = format!("token {}", who.principal.name);
-                tracing::warn!(topic = %topic, who = %name, "MQTT publish refused; disconnecting the client");
-                return Err(Closed::Publish(name, topic));
+                // The publisher, the only writer of the stream, does not come through the
+                // gate; clients publish their own status report and nothing else.
+                if let Err(why) = may_report(who, &topic, &payload) {
+                    let name = format!("token {}", who.principal.name);
+                    tracing::warn!(topic = %topic, who = %name, reason = %why, "MQTT publish refused; disconnecting the client");
+                    return Err(Closed::Publish(name, topic));
+                }
+                up_w.write_all(&frame).await?;
             }
             Some(PacketType::Subscribe) => {
                 let Packet::Subscribe(mut sub) = parse(&frame, max)? else {
@@ -464,5 +492,28 @@ mod tests {
         let w = client(Role::SecretsReveal, None);
         assert!(may_subscribe(&w, "system/config-head"));
         assert!(!may_subscribe(&w, "system/config/stt"));
+    }
+
+    #[test]
+    fn a_client_publishes_only_its_own_services_status_report() {
+        use confstore_core::fleet::Status;
+        let report = |service: &str, instance: &str| Status::offline(service, instance, 1).to_json().into_bytes();
+        let scoped = client(Role::ConfigRead, Some("stt"));
+        assert_eq!(may_report(&scoped, "system/config-status/stt/pod-1", &report("stt", "pod-1")), Ok(()));
+        for (topic, payload) in [
+            ("system/config-status/web/pod-1", report("web", "pod-1")),
+            ("system/config-status/stt/pod-1", report("stt", "pod-2")),
+            ("system/config-status/stt/pod-1", b"{}".to_vec()),
+            ("system/config-status/stt/+", report("stt", "pod-1")),
+            ("system/config/stt", report("stt", "pod-1")),
+            ("system/config-head", Vec::new()),
+        ] {
+            assert!(may_report(&scoped, topic, &payload).is_err(), "{topic}");
+        }
+        let unscoped = client(Role::ConfigRead, None);
+        assert!(may_report(&unscoped, "system/config-status/web/a", &report("web", "a")).is_ok());
+        assert!(!may_subscribe(&unscoped, "system/config-status/web/a"), "reports are the server's to read");
+        let no_read = client(Role::SecretsReveal, Some("stt"));
+        assert!(may_report(&no_read, "system/config-status/stt/a", &report("stt", "a")).is_err());
     }
 }

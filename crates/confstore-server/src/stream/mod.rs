@@ -4,6 +4,7 @@
 //! Topics and payloads are defined in `confstore_core::stream` (shared with the client).
 
 pub mod broker;
+pub mod fleet;
 pub mod gate;
 pub mod outbox;
 pub mod publisher;

@@ -1,0 +1,98 @@
+//! The fleet's side of the broker: reads every instance's status report
+//! (`system/config-status/+/+`, docs/format.md §20) into the fleet view (`crate::fleet`).
+//!
+//! Its own connection, beside the publisher's (client id `<publisher id>-fleet`, clean
+//! session: the retained reports arrive again on each subscription, which is how a restarted
+//! server fills its view), so reading reports never delays publishing. A report that does
+//! not parse, or names another service or instance than its topic, is dropped and counted;
+//! an empty retained message (a report cleared) is ignored.
+
+use std::time::Duration;
+
+use confstore_core::fleet::{STATUS_TOPIC_PREFIX, Status, parse_status_topic};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use tokio::sync::watch;
+
+use super::settings::MqttSettings;
+use crate::app::App;
+use crate::fleet::Via;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Reads status reports until `stop` turns true; reconnects with backoff.
+pub async fn run(app: App, settings: MqttSettings, mut stop: watch::Receiver<bool>) {
+    let mut settings = settings;
+    settings.client_id = format!("{}-fleet", settings.client_id);
+    let filter = format!("{STATUS_TOPIC_PREFIX}+/+");
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let mut options = match settings.options(None) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "the fleet view cannot reach the broker: bad MQTT settings");
+                return;
+            }
+        };
+        options.set_clean_session(true);
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        let ended = loop {
+            let event = tokio::select! {
+                e = eventloop.poll() => e,
+                _ = stop.changed() => {
+                    let _ = client.try_disconnect();
+                    return;
+                }
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff = BACKOFF_MIN;
+                    if let Err(e) = client.try_subscribe(filter.as_str(), QoS::AtLeastOnce) {
+                        break e.to_string();
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => take(&app, &p.topic, &p.payload),
+                Ok(_) => {}
+                Err(e) => break e.to_string(),
+            }
+        };
+        tracing::debug!(error = %ended, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+            "the fleet view lost the broker; reconnecting");
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Puts one report into the view, or counts why not.
+fn take(app: &App, topic: &str, payload: &[u8]) {
+    if payload.is_empty() {
+        return;
+    }
+    let refuse = |why: String| {
+        app.metrics.fleet_report(false);
+        tracing::debug!(topic, reason = %why, "status report dropped");
+    };
+    let Some((service, instance)) = parse_status_topic(topic) else {
+        return refuse("not a status topic".into());
+    };
+    match Status::parse(payload) {
+        Ok(s) if s.service == service && s.instance == instance => match app.fleet.record(s, now_ms(), Via::Mqtt) {
+            Ok(()) => app.metrics.fleet_report(true),
+            Err(e) => refuse(e.to_string()),
+        },
+        Ok(s) => refuse(format!("a report for {}/{} on the topic of {service}/{instance}", s.service, s.instance)),
+        Err(e) => refuse(e.to_string()),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
