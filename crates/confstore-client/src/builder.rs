@@ -13,7 +13,9 @@ use crate::env::EnvOverrides;
 use crate::error::ClientError;
 use crate::mqtt::{MqttSettings, MqttUrl};
 use crate::rest::Rest;
+use crate::tlog::Witnesses;
 use crate::updater::{OnUpdate, UpdaterSettings};
+use confstore_core::tlog::WitnessKey;
 
 /// How long `start` waits for the retained MQTT snapshot by default.
 pub const STARTUP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3);
@@ -44,6 +46,15 @@ pub mod vars {
     pub const MQTT_PASSWORD: &str = "CONFSTORE_MQTT_PASSWORD";
     /// A PEM file of CA certificates for `mqtts://`; optional, else the webpki roots.
     pub const MQTT_CA_FILE: &str = "CONFSTORE_MQTT_CA_FILE";
+    /// `0`, `false`, `off` or `no` turns the transparency-log checks off (default on; they
+    /// need [`URL`]).
+    pub const TLOG_CHECKS: &str = "CONFSTORE_TLOG_CHECKS";
+    /// Witness verifier keys (`name+id+base64`, cosignature/v1), separated by commas or
+    /// spaces; optional.
+    pub const WITNESSES: &str = "CONFSTORE_WITNESSES";
+    /// How many of [`WITNESSES`] must have cosigned a checkpoint for the client to accept it
+    /// (default 0).
+    pub const REQUIRE_WITNESSES: &str = "CONFSTORE_REQUIRE_WITNESSES";
 }
 
 enum TrustedKey {
@@ -67,6 +78,9 @@ pub struct ClientBuilder {
     startup_timeout: Duration,
     env: Option<Vec<(String, String)>>,
     on_update: Option<OnUpdate>,
+    tlog_checks: bool,
+    witnesses: Vec<String>,
+    require_witnesses: usize,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -101,6 +115,9 @@ impl ClientBuilder {
             startup_timeout: STARTUP_TIMEOUT_DEFAULT,
             env: None,
             on_update: None,
+            tlog_checks: true,
+            witnesses: Vec::new(),
+            require_witnesses: 0,
         }
     }
 
@@ -133,6 +150,21 @@ impl ClientBuilder {
         builder.mqtt_ca_file = get(vars::MQTT_CA_FILE).map(PathBuf::from);
         if let Some(user) = get(vars::MQTT_USERNAME) {
             builder.mqtt_credentials = Some((user, get(vars::MQTT_PASSWORD).unwrap_or_default()));
+        }
+        if let Some(on) = get(vars::TLOG_CHECKS) {
+            builder.tlog_checks = match on.to_ascii_lowercase().as_str() {
+                "1" | "true" | "on" | "yes" => true,
+                "0" | "false" | "off" | "no" => false,
+                _ => return Err(ClientError::setting(vars::TLOG_CHECKS, format!("{on:?}: expected 0 or 1"))),
+            };
+        }
+        if let Some(list) = get(vars::WITNESSES) {
+            builder.witnesses = list.split([',', ' ']).filter(|k| !k.is_empty()).map(str::to_owned).collect();
+        }
+        if let Some(k) = get(vars::REQUIRE_WITNESSES) {
+            builder.require_witnesses = k
+                .parse()
+                .map_err(|_| ClientError::setting(vars::REQUIRE_WITNESSES, format!("{k:?} is not a number")))?;
         }
         Ok(builder.env(vars))
     }
@@ -252,6 +284,32 @@ impl ClientBuilder {
         }
     }
 
+    /// Whether to run the transparency-log checks (default: yes; they need
+    /// [`Self::rest_url`], and are off without it): the signed checkpoints of the log's
+    /// Merkle tree the client sees must only grow, and the event behind each applied version
+    /// must be in the accepted one. They run in the background and never delay applying a
+    /// version; findings are counted in [`crate::Stats`] (see the crate docs).
+    pub fn tlog_checks(mut self, on: bool) -> Self {
+        self.tlog_checks = on;
+        self
+    }
+
+    /// Trusts this witness (its cosignature/v1 verifier key, `name+id+base64`) for
+    /// [`Self::require_witnesses`]. Call again for more.
+    pub fn witness(mut self, verifier_key: &str) -> Self {
+        self.witnesses.push(verifier_key.trim().to_owned());
+        self
+    }
+
+    /// Accepts a checkpoint only when at least `k` of the [`Self::witness`]es cosigned it
+    /// (default 0: none needed). A witness cosigns a checkpoint only if it is consistent
+    /// with the last one it cosigned, so a store that shows this client another history
+    /// than the one the witnesses saw gets its checkpoints refused (`unwitnessed`).
+    pub fn require_witnesses(mut self, k: usize) -> Self {
+        self.require_witnesses = k;
+        self
+    }
+
     /// Whether to ask the server for its broker URL when none is given (default: yes).
     pub fn mqtt_discovery(mut self, on: bool) -> Self {
         self.mqtt_discovery = on;
@@ -273,6 +331,23 @@ impl ClientBuilder {
             && (id.is_empty() || hex::decode(id).is_err())
         {
             return Err(ClientError::setting("store_id", format!("{id:?} is not a hex store id")));
+        }
+        let witness_keys = self
+            .witnesses
+            .iter()
+            .map(|w| WitnessKey::parse(w).map_err(|e| ClientError::setting("witness", format!("{w:?}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.require_witnesses > witness_keys.len() {
+            return Err(ClientError::setting(
+                "require_witnesses",
+                format!("{} required but {} witness keys given", self.require_witnesses, witness_keys.len()),
+            ));
+        }
+        if self.require_witnesses > 0 && (!self.tlog_checks || self.rest_url.is_none()) {
+            return Err(ClientError::setting(
+                "require_witnesses",
+                "witnesses are checked by the transparency-log checks: they need rest_url and tlog_checks on",
+            ));
         }
         if self.rest_url.is_none() && self.mqtt_url.is_none() && self.lkg_path.is_none() {
             return Err(ClientError::setting("sources", "none configured; set rest_url, mqtt_url or lkg_path"));
@@ -313,8 +388,15 @@ impl ClientBuilder {
             on_update: self.on_update,
             lkg_path: self.lkg_path,
             rest,
+            audit: None,
         };
-        Ok(Plan { updater, mqtt, startup_timeout: self.startup_timeout })
+        Ok(Plan {
+            updater,
+            mqtt,
+            startup_timeout: self.startup_timeout,
+            tlog_checks: self.tlog_checks,
+            witnesses: Witnesses { keys: witness_keys, required: self.require_witnesses },
+        })
     }
 }
 
@@ -323,6 +405,10 @@ pub(crate) struct Plan {
     pub(crate) updater: UpdaterSettings,
     pub(crate) mqtt: Option<rumqttc::MqttOptions>,
     pub(crate) startup_timeout: Duration,
+    /// Whether to run the transparency-log checks (when REST is configured).
+    pub(crate) tlog_checks: bool,
+    /// The witness policy of those checks.
+    pub(crate) witnesses: Witnesses,
 }
 
 fn parse_key(key: TrustedKey) -> Result<VerifyingKey, ClientError> {

@@ -68,6 +68,11 @@ pub fn serve(ctx: &Ctx, args: &ServeArgs) -> Result<ExitCode> {
     config.recover_interval = Duration::from_secs(args.recover_interval_s.max(1));
     config.head_file = args.head_file.clone();
     config.denial_window = Duration::from_secs(args.denial_summary_secs);
+    config.witnesses = args
+        .witnesses
+        .iter()
+        .map(|w| confstore_core::tlog::WitnessEndpoint::parse(w).map_err(|e| anyhow!("--witness {w:?}: {e}")))
+        .collect::<Result<_>>()?;
     let app = App::open(config, server_keys(ctx)?);
     bootstrap_admin_token(ctx, &app)?;
     let (mqtt, broker) = mqtt_stream(&app, args)?;
