@@ -223,6 +223,37 @@ mod tests {
     }
 
     #[test]
+    fn the_accepted_checkpoint_is_kept_and_checked_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.lkg.json");
+        let signer = Signer::new(1);
+        let jws = signer.snapshot("web", 1, 4, 3, serde_json::json!({}));
+        let note = signer.checkpoint(9, [5; 32]);
+        store_with(&path, "web", STORE, &jws, &[], Some(&note)).unwrap();
+        let loaded = load(&path, &[signer.public()], None, "web").unwrap().unwrap();
+        let cp = loaded.checkpoint.expect("the checkpoint");
+        assert_eq!((cp.size, cp.root, cp.note.as_str(), cp.generation), (9, [5; 32], note.as_str(), 1));
+        // Another key's checkpoint, an edited one, a member that is no string: the file is refused.
+        let bad = [
+            Value::from(Signer::new(2).checkpoint(9, [5; 32])),
+            Value::from(note.replacen("\n9\n", "\n10\n", 1)),
+            Value::from(Signer::new(1).for_store("11111111111111111111111111111111").checkpoint(9, [5; 32])),
+            serde_json::json!(9),
+        ];
+        for b in bad {
+            let mut envelope: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+            envelope["checkpoint"] = b.clone();
+            let other = dir.path().join("bad.json");
+            fs::write(&other, serde_json::to_vec(&envelope).unwrap()).unwrap();
+            let err = load(&other, &[signer.public()], None, "web").unwrap_err();
+            assert!(matches!(err, LkgError::Format(_)), "{b}: {err}");
+        }
+        // Files without the member (every file before it) load as before.
+        store(&path, "web", STORE, &jws, &[]).unwrap();
+        assert!(load(&path, &[signer.public()], None, "web").unwrap().unwrap().checkpoint.is_none());
+    }
+
+    #[test]
     fn wrong_key_service_store_and_format_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("web.lkg.json");

@@ -31,6 +31,12 @@ impl Signer {
         self
     }
 
+    /// A signed checkpoint note of this signer's store (docs/format.md §19.2).
+    pub fn checkpoint(&self, size: u64, root: [u8; 32]) -> String {
+        let store = confstore_core::StoreId::from_hex(&self.store).unwrap();
+        confstore_core::tlog::Checkpoint { origin: confstore_core::tlog::origin(&store), size, root }.sign(&self.key)
+    }
+
     /// The public key.
     pub fn public(&self) -> VerifyingKey {
         self.key.verifying_key()
