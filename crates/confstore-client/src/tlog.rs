@@ -458,6 +458,101 @@ pub(crate) fn open_kept(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{FakeRest, STORE, Signer};
+    use confstore_core::tlog::{HashReader, RootBuilder, TlogError, TreeHash};
+
+    /// The stored hashes of a tree, in memory.
+    struct Mem(Vec<TreeHash>);
+
+    impl HashReader for Mem {
+        fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<TreeHash>, TlogError> {
+            indexes
+                .iter()
+                .map(|&i| {
+                    usize::try_from(i).ok().and_then(|i| self.0.get(i).copied()).ok_or(TlogError::IndexesNotInTree)
+                })
+                .collect()
+        }
+    }
+
+    fn b64(hashes: &[TreeHash]) -> Vec<String> {
+        hashes.iter().map(|h| B64.encode(h.0)).collect()
+    }
+
+    async fn until(counters: &Counters, what: &str, done: impl Fn(&crate::Stats) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !done(&counters.snapshot()) {
+            assert!(tokio::time::Instant::now() < deadline, "{what}: {:?}", counters.snapshot());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn checkpoints_only_grow_and_applied_versions_are_shown_in_them() {
+        // A log of 20 events (their hashes made up), its tree, and the server's answers.
+        let events: Vec<Hash32> = (1..=20u64).map(|i| Hash32(tlog::sha256(&i.to_be_bytes()))).collect();
+        let (mut builder, mut mem) = (RootBuilder::default(), Mem(Vec::new()));
+        let mut roots = vec![[0u8; 32]];
+        for h in &events {
+            mem.0.extend(builder.push(h).into_iter().map(TreeHash));
+            roots.push(builder.root());
+        }
+        let signer = Signer::new(1);
+        let rest = FakeRest::start().await;
+        let note10 = signer.checkpoint(10, roots[10]);
+        let note20 = signer.checkpoint(20, roots[20]);
+        rest.route("/api/v1/checkpoint", &note10);
+        let inclusion = |seq: u64, size: u64, hash: &Hash32| {
+            let p = tlog::prove_inclusion(size, seq - 1, &mem).unwrap();
+            serde_json::json!({"seq": seq, "size": size, "event_hash": hash.to_hex(), "hashes": b64(&p)}).to_string()
+        };
+        rest.route("/api/v1/proof/inclusion?seq=7&size=10", &inclusion(7, 10, &events[6]));
+        // Event 15's answer names another event's hash: it cannot lead to the root.
+        rest.route("/api/v1/proof/inclusion?seq=15&size=20", &inclusion(15, 20, &events[3]));
+        let consistency = tlog::prove_consistency(20, 10, &mem).unwrap();
+        rest.route(
+            "/api/v1/proof/consistency?from=10&to=20",
+            &serde_json::json!({"from": 10, "to": 20, "hashes": b64(&consistency)}).to_string(),
+        );
+
+        let counters = Arc::new(Counters::default());
+        let rest_client = Rest::new(&rest.url, "web", None).unwrap();
+        let (audit, auditor) =
+            Audit::new(rest_client, vec![signer.public()], Witnesses::default(), Arc::clone(&counters));
+        let (_stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(auditor.run(stop_rx));
+
+        // A version applied: the checkpoint fetched and taken (the first, on trust), the
+        // version's event shown in it.
+        audit.applied(STORE, 1, 7);
+        until(&counters, "event 7 in the checkpoint of 10", |s| s.inclusions_verified == 1).await;
+        assert_eq!(audit.shared.accepted().map(|c| c.size), Some(10));
+        // A larger, consistent checkpoint replaces it.
+        audit.checkpoint(note20.as_bytes());
+        until(&counters, "the checkpoint of 20", |s| s.checkpoints_accepted == 2).await;
+        // Refused: the same size with another root, an older one (stale), another key's.
+        audit.checkpoint(signer.checkpoint(20, [9; 32]).as_bytes());
+        audit.checkpoint(note10.as_bytes());
+        audit.checkpoint(Signer::new(2).checkpoint(21, [9; 32]).as_bytes());
+        until(&counters, "three refusals", |s| s.checkpoints_refused.values().sum::<u64>() == 3).await;
+        let stats = counters.snapshot();
+        assert_eq!(
+            (
+                stats.checkpoints_refused("forked"),
+                stats.checkpoints_refused("stale"),
+                stats.checkpoints_refused("signature")
+            ),
+            (1, 1, 1),
+            "{stats:?}"
+        );
+        let held = audit.shared.accepted().unwrap();
+        assert_eq!((held.size, held.root), (20, roots[20]));
+        // An answer that does not lead to the accepted root.
+        audit.applied(STORE, 1, 15);
+        until(&counters, "event 15's proof refused", |s| s.inclusions_failed == 1).await;
+        assert_eq!(counters.snapshot().checkpoints_accepted, 2);
+        task.abort();
+    }
 
     #[test]
     fn proof_answers_are_checked_before_use() {

@@ -92,7 +92,8 @@ pub enum Command {
     Secret(SecretCommand),
     /// Show the head of the log: seq, epoch, hash, store id.
     Head(JsonFlag),
-    /// Write the whole log as JSON Lines (confstore-export/1).
+    /// Write the whole log as JSON Lines (confstore-export/1), with the latest signed
+    /// checkpoint (<data-dir>/tree.checkpoint) in the header when it matches the events.
     Export(ExportArgs),
     /// Check every link, signature, seq and epoch of the live database or of an export file.
     Verify(VerifyArgs),

@@ -558,7 +558,8 @@ pub async fn head(State(app): State<App>, view: ReadView) -> Response {
 }
 
 /// `GET /api/v1/export`: the whole log in the `confstore-export/1` JSON Lines format (a
-/// header line, then one line per event), streamed; `confstore verify --export` checks it
+/// header line, with the latest signed Merkle-tree checkpoint that covers the exported
+/// events, then one line per event), streamed; `confstore verify --export` checks it
 /// offline with only the public key.
 ///
 /// The export is the log up to the last event when the request arrived: the header's keys
