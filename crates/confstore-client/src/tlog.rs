@@ -117,6 +117,7 @@ impl Audit {
             store: None,
             pending: BTreeSet::new(),
             unjudged: None,
+            unwitnessed: None,
             retry: RETRY_MIN,
         };
         (Self { tx, shared }, auditor)
@@ -161,6 +162,8 @@ pub(crate) struct Auditor {
     /// A checkpoint that came before the store was known, or whose consistency proof could
     /// not be fetched: judged again later.
     unjudged: Option<Vec<u8>>,
+    /// The size of the last checkpoint seen without enough witness cosignatures.
+    unwitnessed: Option<u64>,
     retry: Duration,
 }
 
@@ -173,16 +176,21 @@ enum Judged {
 }
 
 impl Auditor {
-    /// Runs until `stop` changes or is dropped, or the updater's handles are all gone.
+    /// Runs until `stop` changes or is dropped. (A client without MQTT drops its updater,
+    /// and with it the queue's sender, after start: what is pending is still checked.)
     pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut due: Option<tokio::time::Instant> = None;
+        let mut open = true;
         loop {
             let input = tokio::select! {
                 biased;
                 _ = stop.changed() => return,
-                input = self.rx.recv() => match input {
+                input = self.rx.recv(), if open => match input {
                     Some(input) => Some(input),
-                    None => return,
+                    None => {
+                        open = false;
+                        continue;
+                    }
                 },
                 () = wait(due) => None,
             };
@@ -293,6 +301,14 @@ impl Auditor {
         if self.witnesses.required > 0 {
             match tlog::cosigned_by(note, &self.witnesses.keys) {
                 Ok(by) if by.len() >= self.witnesses.required => {}
+                Ok(_) if self.unwitnessed != Some(cp.size) => {
+                    // The server publishes each checkpoint before its witnesses answer, then
+                    // again with their cosignatures: refused without a count the first time
+                    // (the next fetch or message brings the cosigned note).
+                    debug!(size = cp.size, "a checkpoint without the witnesses' cosignatures yet");
+                    self.unwitnessed = Some(cp.size);
+                    return Judged::Refused;
+                }
                 Ok(by) => {
                     self.counters.refuse_checkpoint("unwitnessed");
                     warn!(
