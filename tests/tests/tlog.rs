@@ -561,7 +561,16 @@ fn a_witness_refuses_a_split_view_and_a_client_that_requires_it_refuses_that_his
     let cosigned = |note: &str| tlog::cosigned_by(note.as_bytes(), std::slice::from_ref(&wkey)).map(|by| by.len());
 
     // A: its checkpoints are cosigned by the witness (verified here with the witness's key).
-    let mut server_a = Server::start(&a, &args, &dir.path().join("a.log"));
+    // A publishes its live stream to a broker too: the retained checkpoint is the cosigned one.
+    let broker = common::mqtt::Broker::start(&dir.path().join("broker"));
+    let a_args = ["--mqtt-url", &broker.url(), "--witness", witness_arg.as_str()];
+    let tap = common::mqtt::RawClient::connect(
+        broker.port,
+        &format!("tlog-tap-{}", std::process::id()),
+        None,
+        &[confstore_core::stream::CHECKPOINT_TOPIC],
+    );
+    let mut server_a = Server::start(&a, &a_args, &dir.path().join("a.log"));
     server_a.wait_ready();
     let token_a = common::admin_token(&a);
     let mut http_a = Http::new(server_a.addr).with_token(&token_a);
@@ -569,6 +578,9 @@ fn a_witness_refuses_a_split_view_and_a_client_that_requires_it_refuses_that_his
     let seq_a = head_seq(&mut http_a);
     let note_a = published_checkpoint(&server_a, &token_a, seq_a, |n| cosigned(n) == Ok(1));
     Checkpoint::open(note_a.as_bytes(), &origin, &[store_verifying_key(&a)]).expect("still the store's signature");
+    poll_until("the cosigned checkpoint on the stream", CHECKPOINT_DEADLINE, Duration::from_millis(20), || {
+        tap.on(confstore_core::stream::CHECKPOINT_TOPIC).iter().any(|m| m.payload == note_a.as_bytes()).then_some(())
+    });
 
     // B: the other history, signed with the same key; the witness refuses its checkpoint
     // (inconsistent with the one it cosigned), which stays without a cosignature.
