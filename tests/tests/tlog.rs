@@ -635,3 +635,21 @@ fn a_witness_refuses_a_split_view_and_a_client_that_requires_it_refuses_that_his
     server_a.terminate();
     server_b.terminate();
 }
+
+#[test]
+fn a_bad_witness_setting_stops_serve_before_anything_is_created() {
+    let dir = Scratch::new("tlog-bad-witness");
+    let store = Store::in_dir(dir.path());
+    let good_key = "witness.test/w1+0483b5b8+BCalxNTbwNQMFU5BM9hOYRtqdWEPfD7vdtzpDn/PQ/ps";
+    for bad in [
+        "http://127.0.0.1:1".to_owned(),
+        format!("ftp://w.example={good_key}"),
+        "http://127.0.0.1:1=witness.test/w1+0483b5b9+BCalxNTbwNQMFU5BM9hOYRtqdWEPfD7vdtzpDn/PQ/ps".to_owned(),
+        "http://127.0.0.1:1=confstore/x+bd10e603+AYE5dw6ofRdfVqNUZsNMfszLjYqRtO43ol32D1uPybOU".to_owned(),
+    ] {
+        let run = store.run(&["serve", "--listen", "127.0.0.1:0", "--no-mqtt", "--witness", &bad]);
+        assert_eq!(run.status.code(), Some(1), "{bad}: {run}");
+        assert!(run.stderr.contains("--witness"), "{bad}: {run}");
+        assert!(!store.db().exists(), "{bad}: a store was created");
+    }
+}

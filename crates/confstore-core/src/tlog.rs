@@ -630,6 +630,11 @@ mod tests {
             WitnessKey::parse(&note_verifier_key("w1", &w1.verifying_key())).is_err(),
             "type 0x01 is no witness key"
         );
+        let endpoint = WitnessEndpoint::parse(&format!("http://w1.example:7380/={}", k1.verifier_key()));
+        assert_eq!(endpoint, Ok(WitnessEndpoint { url: "http://w1.example:7380".into(), key: k1.clone() }));
+        for bad in [k1.verifier_key(), format!("w1.example={}", k1.verifier_key()), "http://w1=x+1+2".into()] {
+            assert!(WitnessEndpoint::parse(&bad).is_err(), "{bad}");
+        }
         let cp = Checkpoint { origin: origin(&StoreId([1; 16])), size: 3, root: root_of(&events(3)) };
         let note = cp.sign(&log) + &cosign(&w1, &k1.name, 1_700_000_000, &cp);
         assert_eq!(Checkpoint::open(note.as_bytes(), &cp.origin, &[log.verifying_key()]), Ok(cp.clone()));
