@@ -498,5 +498,27 @@ mod tests {
         assert_eq!(setting(base().mqtt_url("http://b")), "mqtt_url");
         assert_eq!(setting(ClientBuilder::new("web").public_key_base64(&key)), "sources");
         assert!(base().mqtt_client_id("fixed").check().is_ok());
+        // The transparency-log settings (docs/format.md §17.6).
+        let wkey = "witness.test/w1+0483b5b8+BCalxNTbwNQMFU5BM9hOYRtqdWEPfD7vdtzpDn/PQ/ps";
+        assert_eq!(setting(base().witness("w1+00000000+AAAA")), "witness");
+        assert_eq!(setting(base().witness(wkey).require_witnesses(2)), "require_witnesses");
+        assert_eq!(setting(base().witness(wkey).require_witnesses(1).tlog_checks(false)), "require_witnesses");
+        let no_rest = ClientBuilder::new("web").public_key_base64(&key).lkg_path("/tmp/x").witness(wkey);
+        assert_eq!(setting(no_rest.require_witnesses(1)), "require_witnesses");
+        let plan = base().witness(wkey).require_witnesses(1).check().unwrap();
+        assert_eq!((plan.witnesses.keys.len(), plan.witnesses.required, plan.tlog_checks), (1, 1, true));
+        let with = |extra: &[(&str, &str)]| {
+            let mut v = vec![("CONFSTORE_SERVICE", "web"), ("CONFIG_SIGNATURE_PUBLIC_KEY", key.as_str())];
+            v.extend_from_slice(extra);
+            ClientBuilder::from_vars(vars(&v))
+        };
+        assert!(!with(&[("CONFSTORE_TLOG_CHECKS", "0")]).unwrap().tlog_checks);
+        let err = with(&[("CONFSTORE_TLOG_CHECKS", "maybe")]).unwrap_err();
+        assert!(err.to_string().contains("CONFSTORE_TLOG_CHECKS"), "{err}");
+        let b =
+            with(&[("CONFSTORE_WITNESSES", &format!("{wkey}, {wkey}")), ("CONFSTORE_REQUIRE_WITNESSES", "1")]).unwrap();
+        assert_eq!((b.witnesses.len(), b.require_witnesses), (2, 1));
+        let err = with(&[("CONFSTORE_REQUIRE_WITNESSES", "one")]).unwrap_err();
+        assert!(err.to_string().contains("CONFSTORE_REQUIRE_WITNESSES"), "{err}");
     }
 }
