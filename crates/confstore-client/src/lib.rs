@@ -65,12 +65,26 @@
 //! and kept here; from then on snapshots of any other store are rejected (after a store
 //! is re-initialised, delete the file or set the new store id).
 //!
+//! # Transparency-log checks
+//!
+//! With a REST URL (unless [`ClientBuilder::tlog_checks`]`(false)` or
+//! `CONFSTORE_TLOG_CHECKS=0`), a background task checks the store's signed Merkle-tree
+//! checkpoints (docs/format.md §17.6, §19): the checkpoints it sees (retained on
+//! `system/config-checkpoint`, or `GET /api/v1/checkpoint`) must only grow — each new one
+//! consistent with the one held, shown by `GET /api/v1/proof/consistency` — and the event of
+//! every applied version (`changed_seq`) must be in the accepted one
+//! (`GET /api/v1/proof/inclusion`). It never delays or undoes applying a verified snapshot;
+//! what it refuses is counted and logged (a fork at error level), and the accepted
+//! checkpoint is [`Client::checkpoint`] and is kept in the LKG file.
+//!
 //! # Counters
 //!
 //! [`Client::stats`]: `applied` versions, `rejected` per kind (`signature`, `malformed`,
 //! `wrong_store`, `wrong_service`, `wrong_topic`, `stale`, `duplicate`, `old_generation`,
 //! `forked`), `gaps_filled`, `resyncs`, `reconnects`, `catch_ups`, `lkg_rejected`,
-//! `lkg_write_errors`.
+//! `lkg_write_errors`; the transparency-log checks' `checkpoints_accepted`,
+//! `checkpoints_refused` per kind (`signature`, `stale`, `forked`, `unproven`),
+//! `inclusions_verified`, `inclusions_failed`, `tlog_fetch_errors`.
 //! Duplicates and stale messages are normal with QoS 1 and logged at debug only.
 //!
 //! # Environment of [`ClientBuilder::from_env`]
@@ -81,7 +95,7 @@
 //! server, `GET /api/v1/stream`), `CONFSTORE_LKG_PATH`; optional `CONFSTORE_STORE_ID`,
 //! `CONFSTORE_MQTT_CLIENT_ID`, `CONFSTORE_MQTT_USERNAME`, `CONFSTORE_MQTT_PASSWORD` (without
 //! them the client logs in with the service name and its token, as the embedded broker
-//! expects), `CONFSTORE_MQTT_CA_FILE` (see [`vars`]).
+//! expects), `CONFSTORE_MQTT_CA_FILE`, `CONFSTORE_TLOG_CHECKS` (see [`vars`]).
 //!
 //! # Example
 //!
@@ -126,6 +140,7 @@ mod rest;
 mod startup;
 mod stats;
 mod status;
+mod tlog;
 mod updater;
 
 #[cfg(test)]
@@ -145,6 +160,7 @@ pub use env::env_var_name;
 pub use error::ClientError;
 pub use lkg::FORMAT as LKG_FORMAT;
 pub use stats::Stats;
+pub use tlog::AcceptedCheckpoint;
 
 use stats::Counters;
 use updater::Outlet;
@@ -165,6 +181,11 @@ pub struct Client {
     rest: Option<rest::Rest>,
     /// Its status reports, if it makes them ([`ClientBuilder::report_status`]).
     reporter: Option<Arc<status::Reporter>>,
+    audit: Option<AuditRuntime>,
+    /// The transparency-log checks' accepted checkpoint, if they are on.
+    tlog: Option<Arc<tlog::Shared>>,
+    /// Dropping it (with the `Client`) also stops every task.
+    stop: watch::Sender<bool>,
 }
 
 /// The tasks behind live updates.
@@ -172,8 +193,11 @@ struct MqttRuntime {
     client: rumqttc::AsyncClient,
     connection: JoinHandle<()>,
     processor: JoinHandle<()>,
-    /// Dropping it (with the `Client`) also stops both tasks.
-    stop: watch::Sender<bool>,
+}
+
+/// The transparency-log checks' task (crate::tlog).
+struct AuditRuntime {
+    task: JoinHandle<()>,
 }
 
 impl Client {
@@ -257,24 +281,40 @@ impl Client {
         self.counters.snapshot()
     }
 
+    /// The signed checkpoint of the log's Merkle tree this client accepted last (see
+    /// [`Stats::checkpoints_accepted`] and the transparency-log checks in the crate docs);
+    /// `None` before the first, or when the checks are off.
+    pub fn checkpoint(&self) -> Option<AcceptedCheckpoint> {
+        self.tlog.as_ref().and_then(|t| t.accepted())
+    }
+
     /// Disconnects from the broker cleanly and stops live updates. (Dropping the client
     /// also stops them, without the MQTT DISCONNECT.)
     pub async fn shutdown(self) {
-        let Some(MqttRuntime { client, mut connection, mut processor, stop }) = self.mqtt else { return };
-        // A clean DISCONNECT suppresses the last will: say `offline` first.
-        if let Some(r) = &self.reporter {
-            r.publish_offline(&client).await;
+        let Self { mqtt, audit, stop, reporter, .. } = self;
+        if let Some(MqttRuntime { client, mut connection, mut processor }) = mqtt {
+            // A clean DISCONNECT suppresses the last will: say `offline` first.
+            if let Some(r) = &reporter {
+                r.publish_offline(&client).await;
+            }
+            // DISCONNECT first: the connection task ends once it has sent it. While the
+            // broker is unreachable it never will: give up after a while.
+            let sent = tokio::time::timeout(SHUTDOWN_WAIT, client.disconnect()).await;
+            if !matches!(sent, Ok(Ok(()))) || tokio::time::timeout(SHUTDOWN_WAIT, &mut connection).await.is_err() {
+                connection.abort();
+            }
+            // Then the update task, after the message it is handling (unacked ones come
+            // again).
+            let _ = stop.send(true);
+            if tokio::time::timeout(SHUTDOWN_WAIT, &mut processor).await.is_err() {
+                processor.abort();
+            }
         }
-        // DISCONNECT first: the connection task ends once it has sent it. While the broker
-        // is unreachable it never will: give up after a while.
-        let sent = tokio::time::timeout(SHUTDOWN_WAIT, client.disconnect()).await;
-        if !matches!(sent, Ok(Ok(()))) || tokio::time::timeout(SHUTDOWN_WAIT, &mut connection).await.is_err() {
-            connection.abort();
-        }
-        // Then the update task, after the message it is handling (unacked ones come again).
         let _ = stop.send(true);
-        if tokio::time::timeout(SHUTDOWN_WAIT, &mut processor).await.is_err() {
-            processor.abort();
+        if let Some(AuditRuntime { mut task }) = audit
+            && tokio::time::timeout(SHUTDOWN_WAIT, &mut task).await.is_err()
+        {
+            task.abort();
         }
     }
 }

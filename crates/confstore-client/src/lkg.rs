@@ -4,8 +4,10 @@
 //!
 //! Format `confstore-client-lkg/1` (one JSON object, docs/format.md §17.5):
 //! `{"format":"confstore-client-lkg/1","service":…,"store_id":…,"jws":<snapshot JWS>,
-//! "deltas":[<delta JWS>…]}` (`deltas` may be absent: none). Each delta must be the next
-//! version after the one before it.
+//! "deltas":[<delta JWS>…],"checkpoint":"<note>"}` (`deltas` may be absent: none). Each
+//! delta must be the next version after the one before it. `checkpoint` (absent: none) is
+//! the last signed checkpoint of the log's Merkle tree the client accepted (crate::tlog),
+//! written with the next version applied after it; older clients ignore the member.
 //! No HMAC: the store's Ed25519 signature covers the snapshot, and `service` and
 //! `store_id` must match the signed document. Written atomically (temporary file in the
 //! same directory, fsync, rename, fsync of the directory), mode 0600.
@@ -33,6 +35,8 @@ pub(crate) struct Loaded {
     /// The snapshot JWS and the delta JWSs, as in the file.
     pub(crate) jws: Value,
     pub(crate) deltas: Vec<Value>,
+    /// The accepted checkpoint kept in the file, verified (of this store, by a trusted key).
+    pub(crate) checkpoint: Option<crate::tlog::AcceptedCheckpoint>,
 }
 
 /// Most deltas the file keeps after its snapshot. The retained snapshot that covers them
@@ -115,16 +119,41 @@ pub(crate) fn load(
         document = stream::apply_delta(&document, &doc)?;
         version = next;
     }
-    Ok(Some(Loaded { document, version, jws, deltas }))
+    let checkpoint = match envelope.get("checkpoint") {
+        None => None,
+        Some(Value::String(note)) => Some(
+            crate::tlog::open_kept(note, &file_store, keys, version.generation)
+                .map_err(|e| LkgError::Format(format!("its checkpoint is refused: {e}")))?,
+        ),
+        Some(_) => return Err(LkgError::Format("\"checkpoint\" is not a string".into())),
+    };
+    Ok(Some(Loaded { document, version, jws, deltas, checkpoint }))
 }
 
 /// Writes the LKG file atomically: a crash leaves the old file or the new one, never a mix.
+#[cfg(test)]
 pub(crate) fn store(path: &Path, service: &str, store_id: &str, jws: &Value, deltas: &[Value]) -> io::Result<()> {
-    let envelope = if deltas.is_empty() {
-        json!({"format": FORMAT, "service": service, "store_id": store_id, "jws": jws})
-    } else {
-        json!({"format": FORMAT, "service": service, "store_id": store_id, "jws": jws, "deltas": deltas})
-    };
+    store_with(path, service, store_id, jws, deltas, None)
+}
+
+/// [`store`], with the accepted checkpoint's note.
+pub(crate) fn store_with(
+    path: &Path,
+    service: &str,
+    store_id: &str,
+    jws: &Value,
+    deltas: &[Value],
+    checkpoint: Option<&str>,
+) -> io::Result<()> {
+    let mut envelope = json!({"format": FORMAT, "service": service, "store_id": store_id, "jws": jws});
+    if let Some(obj) = envelope.as_object_mut() {
+        if !deltas.is_empty() {
+            obj.insert("deltas".into(), Value::from(deltas.to_vec()));
+        }
+        if let Some(note) = checkpoint {
+            obj.insert("checkpoint".into(), Value::from(note));
+        }
+    }
     let bytes = serde_json::to_vec(&envelope).map_err(io::Error::other)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -191,6 +220,37 @@ mod tests {
             let err = result.expect_err(&format!("flipped byte {i} accepted"));
             assert!(!err.to_string().is_empty());
         }
+    }
+
+    #[test]
+    fn the_accepted_checkpoint_is_kept_and_checked_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.lkg.json");
+        let signer = Signer::new(1);
+        let jws = signer.snapshot("web", 1, 4, 3, serde_json::json!({}));
+        let note = signer.checkpoint(9, [5; 32]);
+        store_with(&path, "web", STORE, &jws, &[], Some(&note)).unwrap();
+        let loaded = load(&path, &[signer.public()], None, "web").unwrap().unwrap();
+        let cp = loaded.checkpoint.expect("the checkpoint");
+        assert_eq!((cp.size, cp.root, cp.note.as_str(), cp.generation), (9, [5; 32], note.as_str(), 1));
+        // Another key's checkpoint, an edited one, a member that is no string: the file is refused.
+        let bad = [
+            Value::from(Signer::new(2).checkpoint(9, [5; 32])),
+            Value::from(note.replacen("\n9\n", "\n10\n", 1)),
+            Value::from(Signer::new(1).for_store("11111111111111111111111111111111").checkpoint(9, [5; 32])),
+            serde_json::json!(9),
+        ];
+        for b in bad {
+            let mut envelope: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+            envelope["checkpoint"] = b.clone();
+            let other = dir.path().join("bad.json");
+            fs::write(&other, serde_json::to_vec(&envelope).unwrap()).unwrap();
+            let err = load(&other, &[signer.public()], None, "web").unwrap_err();
+            assert!(matches!(err, LkgError::Format(_)), "{b}: {err}");
+        }
+        // Files without the member (every file before it) load as before.
+        store(&path, "web", STORE, &jws, &[]).unwrap();
+        assert!(load(&path, &[signer.public()], None, "web").unwrap().unwrap().checkpoint.is_none());
     }
 
     #[test]

@@ -159,18 +159,18 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Starts the connection task; it connects, subscribes to `topic` on every ConnAck and
+    /// Starts the connection task; it connects, subscribes to `topics` on every ConnAck and
     /// reconnects with backoff until `stop` changes or is dropped.
     pub(crate) fn start(
         options: MqttOptions,
-        topic: String,
+        topics: Vec<String>,
         counters: Arc<Counters>,
         stop: watch::Receiver<bool>,
     ) -> Self {
         let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
         let (tx, inbound) = mpsc::unbounded_channel();
         let last_error = Arc::new(Mutex::new(None));
-        let driver = Driver { client: client.clone(), topic, tx, counters, last_error: Arc::clone(&last_error), stop };
+        let driver = Driver { client: client.clone(), topics, tx, counters, last_error: Arc::clone(&last_error), stop };
         let task = tokio::spawn(driver.run(eventloop));
         Self { client, inbound, task, last_error }
     }
@@ -183,7 +183,9 @@ impl Connection {
 
 struct Driver {
     client: AsyncClient,
-    topic: String,
+    /// The service's snapshot topic, and the checkpoint topic when the transparency-log
+    /// checks are on.
+    topics: Vec<String>,
     tx: mpsc::UnboundedSender<Inbound>,
     counters: Arc<Counters>,
     last_error: Arc<Mutex<Option<String>>>,
@@ -211,12 +213,14 @@ impl Driver {
                         return;
                     }
                     *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    debug!(topic = %self.topic, session_present = ack.session_present, "connected to the broker");
+                    debug!(topics = ?self.topics, session_present = ack.session_present, "connected to the broker");
                     // Subscribe on every ConnAck: a broker that lost the session (restart
                     // without persistence) forgot the subscription. try_: never block the
                     // task that drains the request channel on that same channel.
-                    if let Err(e) = self.client.try_subscribe(self.topic.as_str(), QoS::AtLeastOnce) {
-                        warn!(topic = %self.topic, "cannot subscribe: {e}");
+                    for topic in &self.topics {
+                        if let Err(e) = self.client.try_subscribe(topic.as_str(), QoS::AtLeastOnce) {
+                            warn!(%topic, "cannot subscribe: {e}");
+                        }
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -227,7 +231,7 @@ impl Driver {
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                 Ok(_) => {}
                 Err(e) => {
-                    debug!(topic = %self.topic, "mqtt connection: {e}; retrying in {backoff:?}");
+                    debug!(topics = ?self.topics, "mqtt connection: {e}; retrying in {backoff:?}");
                     *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                     tokio::select! {
                         biased;

@@ -1,5 +1,6 @@
 //! The REST side: `GET /api/v1/services/{service}/snapshot[?epoch=N]`, the start-up
-//! snapshot and the versions a gap is filled with. Only fetches; verification is the
+//! snapshot and the versions a gap is filled with; and the transparency log's checkpoint and
+//! proofs (`GET /api/v1/checkpoint`, `/api/v1/proof/…`). Only fetches; verification is the
 //! caller's, as for any other source.
 
 use std::time::Duration;
@@ -18,11 +19,14 @@ pub(crate) enum RestError {
     Request { url: String, source: reqwest::Error },
     #[error("GET {url}: HTTP {status}: {message}")]
     Status { url: String, status: u16, message: String },
-    #[error("GET {url}: response larger than {} bytes", crate::SNAPSHOT_BYTES_MAX)]
-    TooLarge { url: String },
+    #[error("GET {url}: response larger than {max} bytes")]
+    TooLarge { url: String, max: usize },
     #[error("GET {url}: response is not JSON: {source}")]
     NotJson { url: String, source: serde_json::Error },
 }
+
+/// Largest checkpoint note or proof answer read (limits.rs).
+const TLOG_BYTES: usize = confstore_core::limits::TLOG_ANSWER_BYTES_MAX;
 
 /// A REST client for one service's snapshots.
 #[derive(Clone, Debug)]
@@ -31,6 +35,8 @@ pub(crate) struct Rest {
     snapshot_url: String,
     schema_url: String,
     stream_url: String,
+    /// `<base>/api/v1`: the transparency log's routes (docs/format.md §19).
+    api_url: String,
     token: Option<String>,
 }
 
@@ -42,7 +48,27 @@ impl Rest {
         let snapshot_url = format!("{base}/api/v1/services/{service}/snapshot");
         let schema_url = format!("{base}/api/v1/services/{service}/schema");
         let stream_url = format!("{base}/api/v1/stream");
-        Ok(Self { http, snapshot_url, schema_url, stream_url, token })
+        let api_url = format!("{base}/api/v1");
+        Ok(Self { http, snapshot_url, schema_url, stream_url, api_url, token })
+    }
+
+    /// The latest signed checkpoint note (`GET /api/v1/checkpoint`), unverified.
+    pub(crate) async fn checkpoint(&self) -> Result<Vec<u8>, RestError> {
+        self.get_bytes(format!("{}/checkpoint", self.api_url), "text/plain", TLOG_BYTES).await
+    }
+
+    /// `GET /api/v1/proof/inclusion?seq=&size=`, unverified.
+    pub(crate) async fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Value, RestError> {
+        let url = format!("{}/proof/inclusion?seq={seq}&size={size}", self.api_url);
+        let body = self.get_bytes(url.clone(), "application/json", TLOG_BYTES).await?;
+        serde_json::from_slice(&body).map_err(|source| RestError::NotJson { url, source })
+    }
+
+    /// `GET /api/v1/proof/consistency?from=&to=`, unverified.
+    pub(crate) async fn consistency_proof(&self, from: u64, to: u64) -> Result<Value, RestError> {
+        let url = format!("{}/proof/consistency?from={from}&to={to}", self.api_url);
+        let body = self.get_bytes(url.clone(), "application/json", TLOG_BYTES).await?;
+        serde_json::from_slice(&body).map_err(|source| RestError::NotJson { url, source })
     }
 
     /// The live stream's broker URL the server advertises (`GET /api/v1/stream`), if any.
@@ -68,6 +94,12 @@ impl Rest {
 
     /// `GET url` with the token; the JSON body, bounded by the snapshot size limit.
     async fn get_json(&self, url: String, accept: &str) -> Result<Value, RestError> {
+        let body = self.get_bytes(url.clone(), accept, crate::SNAPSHOT_BYTES_MAX).await?;
+        serde_json::from_slice(&body).map_err(|source| RestError::NotJson { url, source })
+    }
+
+    /// `GET url` with the token; the body of a 2xx answer, at most `max` bytes.
+    async fn get_bytes(&self, url: String, accept: &str, max: usize) -> Result<Vec<u8>, RestError> {
         let mut request = self.http.get(&url).header("accept", accept);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -78,8 +110,8 @@ impl Rest {
         while let Some(chunk) =
             response.chunk().await.map_err(|source| RestError::Request { url: url.clone(), source })?
         {
-            if body.len() + chunk.len() > crate::SNAPSHOT_BYTES_MAX {
-                return Err(RestError::TooLarge { url });
+            if body.len() + chunk.len() > max {
+                return Err(RestError::TooLarge { url, max });
             }
             body.extend_from_slice(&chunk);
         }
@@ -90,6 +122,6 @@ impl Rest {
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
             return Err(RestError::Status { url, status: status.as_u16(), message });
         }
-        serde_json::from_slice(&body).map_err(|source| RestError::NotJson { url, source })
+        Ok(body)
     }
 }

@@ -6,25 +6,41 @@ use std::time::Duration;
 
 use confstore_core::stream::{self, Rejection};
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::builder::Plan;
 use crate::error::ClientError;
 use crate::lkg::LkgError;
 use crate::mqtt::{self, Connection, Inbound};
 use crate::stats::Counters;
+use crate::tlog::Audit;
 use crate::updater::{Offer, Updater};
-use crate::{Client, MqttRuntime};
+use crate::{AuditRuntime, Client, MqttRuntime};
 
 /// Why each failed source failed, in start-up order.
 type Reasons = Vec<(&'static str, String)>;
 
-pub(crate) async fn start(plan: Plan) -> Result<Client, ClientError> {
+pub(crate) async fn start(mut plan: Plan) -> Result<Client, ClientError> {
     let counters = Arc::new(Counters::default());
     let service = plan.updater.service.clone();
     let rest = plan.updater.rest.clone();
     let reporter = plan.updater.reporter.clone();
     let lkg_path = plan.updater.lkg_path.clone();
+    // The transparency-log checks need REST (proofs); they run in their own task.
+    let auditor = match (&rest, plan.tlog_checks) {
+        (Some(rest), true) => {
+            let (audit, auditor) =
+                Audit::new(rest.clone(), plan.updater.keys.clone(), plan.witnesses.clone(), Arc::clone(&counters));
+            plan.updater.audit = Some(audit);
+            Some(auditor)
+        }
+        (None, true) => {
+            debug!(%service, "no rest_url: the transparency-log checks are off");
+            None
+        }
+        (_, false) => None,
+    };
+    let shared = plan.updater.audit.as_ref().map(|a| Arc::clone(&a.shared));
     let mut updater = Updater::new(plan.updater, Arc::clone(&counters));
     let mut reasons = Reasons::new();
     let lkg = updater.resume_lkg();
@@ -34,9 +50,12 @@ pub(crate) async fn start(plan: Plan) -> Result<Client, ClientError> {
         None => false,
     };
     let (stop, stop_rx) = watch::channel(false);
-    let mut connection = plan.mqtt.map(|options| {
-        Connection::start(options, stream::snapshot_topic(&service), Arc::clone(&counters), stop_rx.clone())
-    });
+    let mut topics = vec![stream::snapshot_topic(&service)];
+    if auditor.is_some() {
+        topics.push(stream::CHECKPOINT_TOPIC.to_owned());
+    }
+    let mut connection =
+        plan.mqtt.map(|options| Connection::start(options, topics, Arc::clone(&counters), stop_rx.clone()));
     let mut session_lost = false;
     if let (Some(conn), false) = (&mut connection, fresh) {
         match wait_retained(&mut updater, conn, plan.startup_timeout, &mut session_lost).await {
@@ -55,6 +74,7 @@ pub(crate) async fn start(plan: Plan) -> Result<Client, ClientError> {
         }
         return Err(ClientError::NoVerifiedConfig { service, reasons });
     };
+    let audit = auditor.map(|auditor| AuditRuntime { task: tokio::spawn(auditor.run(stop_rx.clone())) });
     if !fresh {
         warn!(%service, "no fresh snapshot ({}); starting from the lkg file", list(&reasons));
     } else if !reasons.is_empty() {
@@ -67,9 +87,9 @@ pub(crate) async fn start(plan: Plan) -> Result<Client, ClientError> {
         let updates =
             mqtt::run_updates(updater, conn.client.clone(), conn.inbound, stop_rx, catch_up_now, reporter.clone());
         let processor = tokio::spawn(updates);
-        MqttRuntime { client: conn.client, connection: conn.task, processor, stop }
+        MqttRuntime { client: conn.client, connection: conn.task, processor }
     });
-    Ok(Client { service, outlet, counters, mqtt, rest, reporter })
+    Ok(Client { service, outlet, counters, mqtt, audit, tlog: shared, stop, rest, reporter })
 }
 
 /// Offers the REST snapshot; true if REST gave a verified snapshot of this service.
@@ -91,6 +111,7 @@ async fn from_rest(updater: &mut Updater, rest: &crate::rest::Rest, reasons: &mu
             reasons.push(("rest", reason));
             false
         }
+        Offer::Checkpoint => false,
     }
 }
 
@@ -115,6 +136,7 @@ async fn wait_retained(
                     return Ok(());
                 }
                 Offer::Invalid { reason } => last_rejected = Some(reason),
+                Offer::Checkpoint => {}
             },
             Ok(None) => return Err("the connection task ended".into()),
             Err(_) => {

@@ -32,12 +32,34 @@ pub struct Stats {
     pub lkg_rejected: u64,
     /// LKG writes that failed (the version was applied, the high-water mark not saved).
     pub lkg_write_errors: u64,
+    /// Signed checkpoints of the log's Merkle tree accepted (docs/format.md §19): each one
+    /// consistent with the one accepted before it.
+    pub checkpoints_accepted: u64,
+    /// Checkpoints not accepted, by kind: `signature` (not a checkpoint of this store signed
+    /// by a trusted key), `stale` (smaller than the one held, and a prefix of it), `forked`
+    /// (inconsistent with the one held: another history; logged as an error), `unproven`
+    /// (the consistency proof could not be fetched or was malformed; tried again later),
+    /// `unwitnessed` (fewer valid witness cosignatures than `require_witnesses`).
+    pub checkpoints_refused: BTreeMap<&'static str, u64>,
+    /// Applied versions whose event (`changed_seq`) was shown to be in the accepted
+    /// checkpoint's tree.
+    pub inclusions_verified: u64,
+    /// Applied versions whose inclusion proof did not verify against the accepted
+    /// checkpoint (the server answered for another history; logged as an error).
+    pub inclusions_failed: u64,
+    /// Transparency-log requests that failed (REST unreachable, an error status); retried.
+    pub tlog_fetch_errors: u64,
 }
 
 impl Stats {
     /// How many snapshots were rejected as `kind`.
     pub fn rejected(&self, kind: &str) -> u64 {
         self.rejected.get(kind).copied().unwrap_or(0)
+    }
+
+    /// How many checkpoints were refused as `kind`.
+    pub fn checkpoints_refused(&self, kind: &str) -> u64 {
+        self.checkpoints_refused.get(kind).copied().unwrap_or(0)
     }
 
     /// How many snapshots were rejected, all kinds together.
@@ -56,7 +78,12 @@ pub(crate) struct Counters {
     pub(crate) catch_ups: AtomicU64,
     pub(crate) lkg_rejected: AtomicU64,
     pub(crate) lkg_write_errors: AtomicU64,
+    pub(crate) checkpoints_accepted: AtomicU64,
+    pub(crate) inclusions_verified: AtomicU64,
+    pub(crate) inclusions_failed: AtomicU64,
+    pub(crate) tlog_fetch_errors: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
+    checkpoints_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Counters {
@@ -66,6 +93,10 @@ impl Counters {
 
     pub(crate) fn reject(&self, kind: &'static str) {
         *self.rejected.lock().unwrap_or_else(|e| e.into_inner()).entry(kind).or_default() += 1;
+    }
+
+    pub(crate) fn refuse_checkpoint(&self, kind: &'static str) {
+        *self.checkpoints_refused.lock().unwrap_or_else(|e| e.into_inner()).entry(kind).or_default() += 1;
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -79,6 +110,11 @@ impl Counters {
             catch_ups: load(&self.catch_ups),
             lkg_rejected: load(&self.lkg_rejected),
             lkg_write_errors: load(&self.lkg_write_errors),
+            checkpoints_accepted: load(&self.checkpoints_accepted),
+            checkpoints_refused: self.checkpoints_refused.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            inclusions_verified: load(&self.inclusions_verified),
+            inclusions_failed: load(&self.inclusions_failed),
+            tlog_fetch_errors: load(&self.tlog_fetch_errors),
         }
     }
 }

@@ -31,6 +31,12 @@ impl Signer {
         self
     }
 
+    /// A signed checkpoint note of this signer's store (docs/format.md §19.2).
+    pub fn checkpoint(&self, size: u64, root: [u8; 32]) -> String {
+        let store = confstore_core::StoreId::from_hex(&self.store).unwrap();
+        confstore_core::tlog::Checkpoint { origin: confstore_core::tlog::origin(&store), size, root }.sign(&self.key)
+    }
+
     /// The public key.
     pub fn public(&self) -> VerifyingKey {
         self.key.verifying_key()
@@ -97,6 +103,8 @@ struct RestState {
     status: Option<u16>,
     token: Option<String>,
     requests: Vec<String>,
+    /// Other targets (path and query, exactly) and the body each answers with 200.
+    routes: BTreeMap<String, String>,
 }
 
 /// A tiny HTTP/1.1 server answering `GET /api/v1/services/<service>/snapshot[?epoch=N]`
@@ -174,6 +182,11 @@ impl FakeRest {
         self.with(|s| s.token = Some(token.to_owned()));
     }
 
+    /// Answers `target` (path and query, exactly) with 200 and `body`.
+    pub fn route(&self, target: &str, body: &str) {
+        self.with(|s| s.routes.insert(target.to_owned(), body.to_owned()));
+    }
+
     /// The request targets seen so far.
     pub fn requests(&self) -> Vec<String> {
         self.with(|s| s.requests.clone())
@@ -206,6 +219,9 @@ fn respond(state: &Mutex<RestState>, head: &str) -> (u16, String) {
         if !head.lines().any(|l| l.to_ascii_lowercase() == wanted) {
             return error(401, "unauthorized");
         }
+    }
+    if let Some(body) = state.routes.get(&target) {
+        return (200, body.clone());
     }
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     if !(path.starts_with("/api/v1/services/") && path.ends_with("/snapshot")) {

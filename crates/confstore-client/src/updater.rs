@@ -20,6 +20,7 @@ use crate::env::EnvOverrides;
 use crate::lkg::{self, LkgError};
 use crate::rest::Rest;
 use crate::stats::Counters;
+use crate::tlog::Audit;
 
 /// How many missing versions a gap walk fetches at most before it gives up and resyncs.
 pub(crate) const GAP_WALK_VERSIONS_MAX: usize = 64;
@@ -42,6 +43,8 @@ pub(crate) enum Offer {
     Held(Rejection),
     /// Not a verified snapshot of this store and service (or on a foreign topic).
     Invalid { reason: String },
+    /// A checkpoint message, handed to the transparency-log checks (crate::tlog).
+    Checkpoint,
 }
 
 /// The fixed inputs of an [`Updater`].
@@ -55,6 +58,8 @@ pub(crate) struct UpdaterSettings {
     pub(crate) rest: Option<Rest>,
     /// Status reports (docs/format.md §20), when the client makes them.
     pub(crate) reporter: Option<Arc<crate::status::Reporter>>,
+    /// The transparency-log checks, if on (they need `rest`).
+    pub(crate) audit: Option<Audit>,
 }
 
 /// A verified version with the bytes it came as.
@@ -163,6 +168,9 @@ impl Updater {
             "resumed the version in the lkg file"
         );
         let config = Config::new(loaded.document, loaded.version, &s.env);
+        if let (Some(audit), Some(cp)) = (&s.audit, loaded.checkpoint) {
+            audit.shared.set(Some(cp));
+        }
         self.settings.store_id.get_or_insert_with(|| config.version().store_id.clone());
         let config = Arc::new(config);
         if let Some(r) = &self.settings.reporter {
@@ -177,6 +185,12 @@ impl Updater {
     /// Handles one MQTT message: it must be on this service's snapshot topic and be a
     /// snapshot or a delta for this service.
     pub(crate) async fn on_message(&mut self, topic: &str, payload: &[u8]) -> Offer {
+        if topic == stream::CHECKPOINT_TOPIC
+            && let Some(audit) = &self.settings.audit
+        {
+            audit.checkpoint(payload);
+            return Offer::Checkpoint;
+        }
         self.source = confstore_core::fleet::Source::Live;
         if stream::service_of_snapshot_topic(topic) != Some(self.settings.service.as_str()) {
             self.counters.reject("wrong_topic");
@@ -210,7 +224,7 @@ impl Updater {
         };
         match self.take_snapshot(incoming, false).await {
             Offer::Invalid { reason } => Err(reason),
-            Offer::Applied | Offer::Held(_) => Ok(()),
+            Offer::Applied | Offer::Held(_) | Offer::Checkpoint => Ok(()),
         }
     }
 
@@ -398,6 +412,9 @@ impl Updater {
             outlet.watch.send_replace(Arc::clone(&config));
         }
         Counters::bump(&self.counters.applied);
+        if let Some(audit) = &self.settings.audit {
+            audit.applied(&version.store_id, version.generation, version.changed_seq);
+        }
         match kind {
             UpdateKind::Snapshot => {
                 self.lkg_snapshot = Some(jws);
@@ -418,7 +435,19 @@ impl Updater {
         let service = self.settings.service.clone();
         let store_id = self.settings.store_id.clone().unwrap_or_default();
         let shown = path.display().to_string();
-        let result = tokio::task::spawn_blocking(move || lkg::store(&path, &service, &store_id, &jws, &deltas)).await;
+        // The accepted checkpoint, if it is of the generation held.
+        let generation = self.held().map(|v| v.generation);
+        let checkpoint = self
+            .settings
+            .audit
+            .as_ref()
+            .and_then(|a| a.shared.accepted())
+            .filter(|cp| Some(cp.generation) == generation)
+            .map(|cp| cp.note);
+        let result = tokio::task::spawn_blocking(move || {
+            lkg::store_with(&path, &service, &store_id, &jws, &deltas, checkpoint.as_deref())
+        })
+        .await;
         let error = match result {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),

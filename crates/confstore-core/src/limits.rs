@@ -203,3 +203,13 @@ pub const TLOG_EXTEND_EVENTS_PER_TRANSACTION: u64 = 1024;
 /// leaves has at most 64, a consistency proof at most 2 per level; a longer one is refused
 /// before it is run (a hostile server's proof costs the verifier nothing).
 pub const TLOG_PROOF_HASHES_MAX: usize = 128;
+/// Largest checkpoint note or proof answer a client reads over REST: a note is a few hundred
+/// bytes and a proof at most `TLOG_PROOF_HASHES_MAX` base64 hashes (~6 KiB); ten times that
+/// leaves room for cosignature lines without letting a server make the client buffer more.
+pub const TLOG_ANSWER_BYTES_MAX: usize = 64 * 1024;
+/// Applied versions a client keeps waiting for a checkpoint that covers them: checkpoints
+/// come every 100 events or 10 s, so more than this many versions in between is a server
+/// that stopped signing, and the oldest are dropped rather than grow without bound.
+pub const CLIENT_TLOG_PENDING_MAX: usize = 1024;
+/// Largest answer `serve` reads from a witness: a few cosignature lines of ~120 bytes.
+pub const WITNESS_ANSWER_BYTES_MAX: usize = 16 * 1024;

@@ -271,6 +271,159 @@ impl signed_note::Verifier for StrictVerifier {
     }
 }
 
+/// Signature type byte of a C2SP `cosignature/v1` key (c2sp.org/tlog-cosignature).
+const ALG_COSIGNATURE_V1: u8 = 0x04;
+
+/// A witness's public key: its name and Ed25519 key, as in its verifier key text
+/// `<name>+<key id, 8 hex>+<base64(0x04 || public key)>` (c2sp.org/tlog-cosignature).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WitnessKey {
+    /// The witness's name (the key name of its signature lines).
+    pub name: String,
+    /// Its Ed25519 public key.
+    pub key: VerifyingKey,
+}
+
+impl WitnessKey {
+    /// Parses a verifier key text; the key id must be the one the name and key give, and the
+    /// type byte 0x04.
+    ///
+    /// # Errors
+    ///
+    /// A message naming what is wrong.
+    pub fn parse(vkey: &str) -> Result<Self, String> {
+        use base64::Engine as _;
+        // The name and the id hold no `+`; the base64 key may.
+        let mut parts = vkey.trim().splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err("expected <name>+<key id hex>+<base64 key>".into());
+        };
+        if !signed_note::is_key_name_valid(name) {
+            return Err(format!("{name:?} is not a valid key name"));
+        }
+        let id = u32::from_str_radix(id, 16).ok().filter(|_| id.len() == 8).ok_or("the key id is not 8 hex digits")?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(key).map_err(|e| format!("key: {e}"))?;
+        let (Some(&ALG_COSIGNATURE_V1), Some(raw)) = (bytes.first(), bytes.get(1..)) else {
+            return Err("not a cosignature/v1 key (type byte 0x04)".into());
+        };
+        let key = VerifyingKey::from_bytes(raw).map_err(|e| format!("key: {e}"))?;
+        let parsed = Self { name: name.to_owned(), key };
+        if parsed.key_id() != id {
+            return Err(format!("the key id {id:08x} is not the one of this name and key ({:08x})", parsed.key_id()));
+        }
+        Ok(parsed)
+    }
+
+    /// `SHA-256(name || "\n" || 0x04 || public key)[0..4]`, big-endian.
+    pub fn key_id(&self) -> u32 {
+        let mut encoded = Vec::with_capacity(33);
+        encoded.push(ALG_COSIGNATURE_V1);
+        encoded.extend_from_slice(&self.key.to_bytes());
+        signed_note::key_id(&self.name, &encoded)
+    }
+
+    /// The verifier key text.
+    pub fn verifier_key(&self) -> String {
+        use base64::Engine as _;
+        let mut encoded = Vec::with_capacity(33);
+        encoded.push(ALG_COSIGNATURE_V1);
+        encoded.extend_from_slice(&self.key.to_bytes());
+        format!("{}+{:08x}+{}", self.name, self.key_id(), base64::engine::general_purpose::STANDARD.encode(encoded))
+    }
+}
+
+/// A witness a log submits its checkpoints to (`serve --witness URL=VKEY`): its base URL
+/// (`/add-checkpoint` is appended) and its cosignature key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WitnessEndpoint {
+    /// Base URL, `http://` or `https://`, without a trailing `/`.
+    pub url: String,
+    /// Its cosignature key.
+    pub key: WitnessKey,
+}
+
+impl WitnessEndpoint {
+    /// Parses `URL=VKEY` (the witness's verifier key text).
+    ///
+    /// # Errors
+    ///
+    /// What is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (url, vkey) = text.split_once('=').ok_or("expected URL=VERIFIER_KEY")?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("{url:?}: expected an http:// or https:// URL"));
+        }
+        let key = WitnessKey::parse(vkey).map_err(|e| format!("verifier key: {e}"))?;
+        Ok(Self { url: url.trim_end_matches('/').to_owned(), key })
+    }
+}
+
+/// What a `cosignature/v1` signs: `cosignature/v1\ntime <timestamp>\n` and the checkpoint
+/// text.
+pub fn cosignature_message(timestamp: u64, checkpoint_text: &[u8]) -> Vec<u8> {
+    let mut msg = format!("cosignature/v1\ntime {timestamp}\n").into_bytes();
+    msg.extend_from_slice(checkpoint_text);
+    msg
+}
+
+/// A cosignature line by `key` under `name` at `timestamp` (unix seconds) on `cp`:
+/// `— <name> base64(key id || timestamp (8 bytes, big-endian) || signature)\n`.
+pub fn cosign(key: &SigningKey, name: &str, timestamp: u64, cp: &Checkpoint) -> String {
+    use base64::Engine as _;
+    let witness = WitnessKey { name: name.to_owned(), key: key.verifying_key() };
+    let sig = key.sign(&cosignature_message(timestamp, cp.text().as_bytes()));
+    let mut blob = Vec::with_capacity(76);
+    blob.extend_from_slice(&witness.key_id().to_be_bytes());
+    blob.extend_from_slice(&timestamp.to_be_bytes());
+    blob.extend_from_slice(&sig);
+    format!("\u{2014} {name} {}\n", base64::engine::general_purpose::STANDARD.encode(blob))
+}
+
+/// The witnesses among `witnesses` whose valid cosignature the note carries, with their
+/// timestamps. A line by a listed witness's name and key id that does not verify is an
+/// error; lines by others are ignored.
+///
+/// # Errors
+///
+/// [`CheckpointError::Malformed`], [`CheckpointError::BadSignature`].
+pub fn cosigned_by(note: &[u8], witnesses: &[WitnessKey]) -> Result<Vec<(String, u64)>, CheckpointError> {
+    let parsed = signed_note::Note::from_bytes(note).map_err(|e| CheckpointError::Malformed(e.to_string()))?;
+    let verifiers = signed_note::VerifierList::new(
+        witnesses.iter().map(|w| Box::new(CosignatureVerifier(w.clone())) as Box<dyn signed_note::Verifier>).collect(),
+    );
+    match parsed.verify(&verifiers) {
+        Ok((verified, _)) => Ok(verified
+            .iter()
+            .filter_map(|s| {
+                let ts = <[u8; 8]>::try_from(s.signature().get(..8)?).ok()?;
+                Some((s.name().to_owned(), u64::from_be_bytes(ts)))
+            })
+            .collect()),
+        Err(signed_note::NoteError::UnverifiedNote) => Ok(Vec::new()),
+        Err(signed_note::NoteError::InvalidSignature { name, id }) => Err(CheckpointError::BadSignature { name, id }),
+        Err(e) => Err(CheckpointError::Malformed(e.to_string())),
+    }
+}
+
+/// Verifies `cosignature/v1` lines (strict Ed25519) of one witness.
+struct CosignatureVerifier(WitnessKey);
+
+impl signed_note::Verifier for CosignatureVerifier {
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    fn key_id(&self) -> u32 {
+        self.0.key_id()
+    }
+
+    fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        let (Some(ts), Some(sig)) = (sig.get(..8), sig.get(8..)) else { return false };
+        let (Ok(ts), Ok(sig)) = (<[u8; 8]>::try_from(ts), <&[u8; 64]>::try_from(sig)) else { return false };
+        self.0.key.verify_strict(&cosignature_message(u64::from_be_bytes(ts), msg), sig)
+    }
+}
+
 /// Why a proof was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProofError {
@@ -460,6 +613,38 @@ mod tests {
         for junk in ["", "\n", "confstore/x\n", "a\n1\nAA==\n\n\u{2014} a AAAA\n"] {
             assert!(Checkpoint::open(junk.as_bytes(), &cp.origin, &[key.verifying_key()]).is_err(), "{junk:?}");
         }
+    }
+
+    #[test]
+    fn cosignatures_verify_for_their_witness_only() {
+        let log = SigningKey::from_seed(&[7; 32]);
+        let w1 = SigningKey::from_seed(&[11; 32]);
+        let w2 = SigningKey::from_seed(&[12; 32]);
+        let k1 = WitnessKey { name: "w1.example/a".into(), key: w1.verifying_key() };
+        let k2 = WitnessKey { name: "w2.example/b".into(), key: w2.verifying_key() };
+        assert_eq!(WitnessKey::parse(&k1.verifier_key()), Ok(k1.clone()));
+        let mut wrong_id = k1.verifier_key();
+        wrong_id.replace_range(13..14, if &wrong_id[13..14] == "0" { "1" } else { "0" });
+        assert!(WitnessKey::parse(&wrong_id).is_err(), "{wrong_id}");
+        assert!(
+            WitnessKey::parse(&note_verifier_key("w1", &w1.verifying_key())).is_err(),
+            "type 0x01 is no witness key"
+        );
+        let endpoint = WitnessEndpoint::parse(&format!("http://w1.example:7380/={}", k1.verifier_key()));
+        assert_eq!(endpoint, Ok(WitnessEndpoint { url: "http://w1.example:7380".into(), key: k1.clone() }));
+        for bad in [k1.verifier_key(), format!("w1.example={}", k1.verifier_key()), "http://w1=x+1+2".into()] {
+            assert!(WitnessEndpoint::parse(&bad).is_err(), "{bad}");
+        }
+        let cp = Checkpoint { origin: origin(&StoreId([1; 16])), size: 3, root: root_of(&events(3)) };
+        let note = cp.sign(&log) + &cosign(&w1, &k1.name, 1_700_000_000, &cp);
+        assert_eq!(Checkpoint::open(note.as_bytes(), &cp.origin, &[log.verifying_key()]), Ok(cp.clone()));
+        assert_eq!(cosigned_by(note.as_bytes(), &[k1.clone(), k2.clone()]), Ok(vec![(k1.name.clone(), 1_700_000_000)]));
+        assert_eq!(cosigned_by(note.as_bytes(), std::slice::from_ref(&k2)), Ok(vec![]));
+        assert_eq!(cosigned_by(cp.sign(&log).as_bytes(), std::slice::from_ref(&k1)), Ok(vec![]));
+        // Another checkpoint's cosignature under the same name and key id.
+        let other = Checkpoint { size: 4, root: root_of(&events(4)), ..cp.clone() };
+        let moved = cp.sign(&log) + &cosign(&w1, &k1.name, 1_700_000_000, &other);
+        assert!(matches!(cosigned_by(moved.as_bytes(), &[k1]), Err(CheckpointError::BadSignature { .. })));
     }
 
     #[test]

@@ -1082,7 +1082,7 @@ fn export_module_agrees_with_the_documented_example() {
     log.events.iter().try_for_each(|ev| v.push(ev)).expect("verifies");
     let head = v.finish().expect("verifies");
     let as_json = |s: &str| serde_json::from_str::<Value>(s).expect("JSON");
-    assert_eq!(as_json(&header_line(&log.store_id, &head.keys)), as_json(documented[0]));
+    assert_eq!(as_json(&header_line(&log.store_id, &head.keys, None)), as_json(documented[0]));
     assert_eq!(parse_header(documented[0]), Ok(log.store_id));
     for (i, (ev, body)) in log.events.iter().zip(&log.bodies).enumerate() {
         let line = documented[i + 1];
@@ -1231,4 +1231,107 @@ fn documented_tree_vectors_match_rfc6962_and_the_code() {
     let note = cp.sign(&key2);
     assert_eq!(doc.block("checkpoint-note"), note, "docs/format.md ```checkpoint-note differs; expected:\n{note}");
     assert_eq!(tlog::Checkpoint::open(note.as_bytes(), &origin, &[key2.verifying_key()]), Ok(cp));
+}
+
+/// §11's header with a checkpoint: the documented line is the §12.2 header carrying the
+/// checkpoint note of §19.3, and what a verifier checks of it (its signature by a key of the
+/// chain, its size against the exported events, its root against theirs) refuses every edit.
+#[test]
+fn an_export_header_with_the_documented_checkpoint_is_checked() {
+    use confstore_core::export::{
+        ExportCheckpointError, ExportError, HeaderCheckpoint, check_checkpoint, header_line, parse_header_full,
+    };
+    use confstore_core::tlog;
+    let doc = Doc::load();
+    let log = build_vector_log();
+    let mut v = ChainVerifier::new(log.store_id, Some(log.keys[0].verifying_key()));
+    log.events.iter().try_for_each(|ev| v.push(ev)).expect("verifies");
+    let head = v.finish().expect("verifies");
+    let chain: Vec<_> = head.keys.entries().iter().map(|e| e.key).collect();
+    let hashes: Vec<_> = log.events.iter().map(|ev| ev.hash).collect();
+    let note = doc.block("checkpoint-note");
+    let as_json = |s: &str| serde_json::from_str::<Value>(s).expect("JSON");
+
+    let line = header_line(&log.store_id, &head.keys, Some(&note));
+    let documented = doc.block("export-checkpoint-header");
+    assert_eq!(
+        as_json(&line),
+        as_json(documented.trim_end()),
+        "docs/format.md ```export-checkpoint-header; expected:\n{line}"
+    );
+    let header = parse_header_full(&line).expect("header");
+    assert_eq!(header.store_id, log.store_id);
+    assert_eq!(header.checkpoint, Some(HeaderCheckpoint { note: note.clone(), size: 16 }));
+    let root = tlog::root_of(&hashes);
+    let cp = check_checkpoint(&note, &log.store_id, &chain, 16, Some(root)).expect("the documented checkpoint");
+    assert_eq!((cp.size, cp.root), (16, root));
+    // Signed by key 2: the first key alone does not vouch for it.
+    assert!(matches!(
+        check_checkpoint(&note, &log.store_id, &chain[..1], 16, Some(root)),
+        Err(ExportCheckpointError::Note(tlog::CheckpointError::Unsigned { .. }))
+    ));
+    // An export that lost its last event.
+    assert_eq!(
+        check_checkpoint(&note, &log.store_id, &chain, 15, Some(tlog::root_of(&hashes[..15]))),
+        Err(ExportCheckpointError::Truncated { size: 16, events: 15 })
+    );
+    // Other events under the signed size.
+    let mut other = hashes.clone();
+    other[4].0[0] ^= 1;
+    assert!(matches!(
+        check_checkpoint(&note, &log.store_id, &chain, 16, Some(tlog::root_of(&other))),
+        Err(ExportCheckpointError::Mismatch { size: 16, .. })
+    ));
+    // An edited note: the size or root changed after signing, the signature changed.
+    let edits =
+        [note.replacen("\n16\n", "\n15\n", 1), note.replacen("3TfR", "3TfS", 1), note.replacen("vRDm", "vRDn", 1)];
+    for edited in &edits {
+        assert_ne!(edited, &note);
+        let at = HeaderCheckpoint::parse(edited).map(|c| c.size).unwrap_or(16);
+        let root = tlog::root_of(&hashes[..usize::try_from(at).expect("size")]);
+        assert!(check_checkpoint(edited, &log.store_id, &chain, 16, Some(root)).is_err(), "{edited}");
+    }
+    // Another store's checkpoint, a member that is no note.
+    let other_store = StoreId([9; 16]);
+    assert!(matches!(
+        check_checkpoint(&note, &other_store, &chain, 16, Some(root)),
+        Err(ExportCheckpointError::Note(tlog::CheckpointError::WrongOrigin { .. }))
+    ));
+    for bad in [json!(5), json!("no note"), json!("a\n1\n\n"), json!(note.replacen("\n16\n", "\nsixteen\n", 1))] {
+        let mut edited = as_json(&line);
+        edited["checkpoint"] = bad;
+        assert!(matches!(parse_header_full(&edited.to_string()), Err(ExportError::Header(_))), "{edited}");
+    }
+    // A header without the member (every export before it) has none.
+    let plain = header_line(&log.store_id, &head.keys, None);
+    assert_eq!(parse_header_full(&plain).expect("header").checkpoint, None);
+}
+
+/// §19.4: the checkpoint of §19.3 as an independent witness (aics-witness, ADR 0028) cosigned
+/// it; its cosignature verifies here with the witness's verifier key, the store's signature
+/// is untouched by the extra line, and the line does not pass for another witness or
+/// another checkpoint.
+#[test]
+fn the_documented_cosignature_of_an_independent_witness_verifies() {
+    use confstore_core::tlog;
+    let doc = Doc::load();
+    let note = doc.block("cosigned-checkpoint-note");
+    let witness = tlog::WitnessKey::parse("witness.test/w1+0483b5b8+BCalxNTbwNQMFU5BM9hOYRtqdWEPfD7vdtzpDn/PQ/ps")
+        .expect("the documented witness key");
+    assert_eq!(witness.verifier_key(), "witness.test/w1+0483b5b8+BCalxNTbwNQMFU5BM9hOYRtqdWEPfD7vdtzpDn/PQ/ps");
+    assert_eq!(
+        tlog::cosigned_by(note.as_bytes(), std::slice::from_ref(&witness)),
+        Ok(vec![("witness.test/w1".to_owned(), 1_796_610_981)])
+    );
+    let origin = tlog::origin(&StoreId::from_hex(STORE_ID_HEX).expect("store id"));
+    let key2 = SigningKey::from_seed(&KEY_SEEDS[1]);
+    let cp = tlog::Checkpoint::open(note.as_bytes(), &origin, &[key2.verifying_key()]).expect("the store's signature");
+    assert_eq!(cp.size, 16);
+    // The same line on the checkpoint of 15 events (signed by the store) does not verify.
+    let line = note.lines().last().expect("the cosignature line").to_owned() + "\n";
+    let other = tlog::Checkpoint { size: 15, ..cp }.sign(&key2) + &line;
+    assert!(tlog::cosigned_by(other.as_bytes(), std::slice::from_ref(&witness)).is_err());
+    // Another witness's key: the line is not counted.
+    let stranger = tlog::WitnessKey { name: "witness.test/w1".into(), key: key2.verifying_key() };
+    assert_eq!(tlog::cosigned_by(note.as_bytes(), &[stranger]), Ok(vec![]));
 }

@@ -461,6 +461,11 @@ impl Client {
         dict.set_item("catch_ups", stats.catch_ups)?;
         dict.set_item("lkg_rejected", stats.lkg_rejected)?;
         dict.set_item("lkg_write_errors", stats.lkg_write_errors)?;
+        dict.set_item("checkpoints_accepted", stats.checkpoints_accepted)?;
+        dict.set_item("checkpoints_refused", stats.checkpoints_refused.into_pyobject(py)?)?;
+        dict.set_item("inclusions_verified", stats.inclusions_verified)?;
+        dict.set_item("inclusions_failed", stats.inclusions_failed)?;
+        dict.set_item("tlog_fetch_errors", stats.tlog_fetch_errors)?;
         Ok(dict)
     }
 

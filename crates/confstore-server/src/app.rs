@@ -57,6 +57,8 @@ pub struct Config {
     /// Over how long one token's repeated refusals are summed into one
     /// `access_denied_summary` event (ADR 0013).
     pub denial_window: Duration,
+    /// Witnesses each published checkpoint is submitted to (crate::witnesses).
+    pub witnesses: Vec<confstore_core::tlog::WitnessEndpoint>,
 }
 
 impl Config {
@@ -69,6 +71,7 @@ impl Config {
             recover_interval: Duration::from_secs(2),
             head_file: None,
             denial_window: Duration::from_secs(confstore_core::limits::DENIAL_SUMMARY_WINDOW_SECS_DEFAULT),
+            witnesses: Vec::new(),
         }
     }
 

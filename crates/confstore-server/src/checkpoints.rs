@@ -86,6 +86,18 @@ impl Checkpoints {
         self.resume();
         self.latest.send_replace(Some(Arc::new(p)));
     }
+
+    /// The latest checkpoint, if it is still of `size`, is published again as `note`: the
+    /// same signed note with witnesses' cosignature lines appended (crate::witnesses).
+    pub fn cosigned(&self, size: u64, note: Arc<str>) {
+        self.latest.send_if_modified(|latest| match latest {
+            Some(p) if p.checkpoint.size == size => {
+                *latest = Some(Arc::new(Published { checkpoint: p.checkpoint.clone(), note }));
+                true
+            }
+            _ => false,
+        });
+    }
 }
 
 /// Path of the checkpoint kept beside the signed head file `head_file`.

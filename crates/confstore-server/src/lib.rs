@@ -36,6 +36,7 @@ mod model;
 mod projector;
 mod stream;
 mod web;
+mod witnesses;
 
 pub use app::{App, Config, Keys, StreamAdvert};
 pub use listener::HttpLimits;
@@ -57,6 +58,7 @@ pub async fn serve(
     let (router, _) = api::router(app.clone());
     let projector = tokio::spawn(projector::run(app.clone()));
     let checkpointer = tokio::spawn(checkpoints::run(app.clone()));
+    let witnessing = tokio::spawn(witnesses::run(app.clone()));
     let denials = tokio::spawn(denials::run(app.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let gate = broker.map(|b| tokio::spawn(b.run(app.clone(), stop_rx.clone())));
@@ -76,6 +78,8 @@ pub async fn serve(
     let _ = projector.await;
     checkpointer.abort();
     let _ = checkpointer.await;
+    witnessing.abort();
+    let _ = witnessing.await;
     // Every request has been answered: the refusals still counted go into the log now.
     denials.abort();
     let _ = denials.await;

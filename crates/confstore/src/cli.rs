@@ -92,7 +92,8 @@ pub enum Command {
     Secret(SecretCommand),
     /// Show the head of the log: seq, epoch, hash, store id.
     Head(JsonFlag),
-    /// Write the whole log as JSON Lines (confstore-export/1).
+    /// Write the whole log as JSON Lines (confstore-export/1), with the latest signed
+    /// checkpoint (<data-dir>/tree.checkpoint) in the header when it matches the events.
     Export(ExportArgs),
     /// Check every link, signature, seq and epoch of the live database or of an export file.
     Verify(VerifyArgs),
@@ -149,6 +150,11 @@ pub struct ServeArgs {
     /// the volume of the Litestream replica, for `confstore restore-check --head FILE`.
     #[arg(long, env = "CONFSTORE_HEAD_FILE")]
     pub head_file: Option<std::path::PathBuf>,
+    /// Submit every signed checkpoint to this witness (c2sp.org/tlog-witness) and publish
+    /// its cosignature with the checkpoint: URL=VERIFIER_KEY, the witness's base URL and its
+    /// cosignature/v1 verifier key (name+id+base64). Repeat for several.
+    #[arg(long = "witness", value_name = "URL=VKEY")]
+    pub witnesses: Vec<String>,
     /// Abort a database read that runs longer than this many seconds (the reader-age guard,
     /// ADR 0016): the WAL cannot be checkpointed past an open reader.
     #[arg(

@@ -33,6 +33,7 @@ impl Harness {
             on_update: Some(on_update),
             lkg_path,
             rest: rest.map(|r| Rest::new(&r.url, "web", None).unwrap()),
+            audit: None,
         };
         let counters = Arc::new(Counters::default());
         Self { updater: Updater::new(settings, Arc::clone(&counters)), counters, log }
@@ -63,7 +64,7 @@ fn assert_rejected(offer: &Offer, kind: &str) {
     let ok = match offer {
         Offer::Held(r) => r.kind() == kind,
         Offer::Invalid { .. } => kind != "stale" && kind != "duplicate",
-        Offer::Applied => false,
+        Offer::Applied | Offer::Checkpoint => false,
     };
     assert!(ok, "expected a {kind} rejection, got {offer:?}");
 }

@@ -558,7 +558,8 @@ pub async fn head(State(app): State<App>, view: ReadView) -> Response {
 }
 
 /// `GET /api/v1/export`: the whole log in the `confstore-export/1` JSON Lines format (a
-/// header line, then one line per event), streamed; `confstore verify --export` checks it
+/// header line, with the latest signed Merkle-tree checkpoint that covers the exported
+/// events, then one line per event), streamed; `confstore verify --export` checks it
 /// offline with only the public key.
 ///
 /// The export is the log up to the last event when the request arrived: the header's keys
@@ -569,11 +570,22 @@ pub async fn head(State(app): State<App>, view: ReadView) -> Response {
 #[utoipa::path(get, path = "/api/v1/export", tag = "audit",
     security(("bearer" = ["audit.read"])),
     responses((status = 200, description = "confstore-export/1 JSON Lines", content_type = "application/x-ndjson", body = String)))]
-pub async fn export(_: Unscoped, l: LiveView) -> ApiResult<Response> {
+pub async fn export(State(app): State<App>, _: Unscoped, l: LiveView) -> ApiResult<Response> {
     let m = l.clone();
+    // The latest published checkpoint, taken before the snapshot (it covers only committed
+    // events), goes into the header when its root is the exported events' (format.md §11).
+    let published = app.checkpoints.latest();
     let (first_line, end_seq) = blocking(move || {
         Ok(m.readers.with(|r| {
-            r.snapshot(|r| Ok((confstore_core::export::header_line(&r.store_id(), &r.keys()?), r.last_seq()?)))
+            r.snapshot(|r| {
+                let keys = r.keys()?;
+                let end_seq = r.last_seq()?;
+                let note = published.filter(|p| p.checkpoint.size <= end_seq).and_then(|p| {
+                    let root = r.tree_root(p.checkpoint.size).ok()?;
+                    (root == p.checkpoint.root).then(|| p.note.to_string())
+                });
+                Ok((confstore_core::export::header_line(&r.store_id(), &keys, note.as_deref()), end_seq))
+            })
         })?)
     })
     .await?;

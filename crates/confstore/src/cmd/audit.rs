@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 use confstore_core::export::{self, ExportError};
+use confstore_core::tlog::Checkpoint;
 use confstore_core::verify::ChainHead;
 use confstore_core::{ChainVerifier, EventBody, State, VerifyError, VerifyingKey};
 use confstore_log::parallel::ParallelVerifier;
@@ -40,7 +41,8 @@ pub fn export(ctx: &Ctx, args: &ExportArgs) -> Result<ExitCode> {
         }
         None => (Box::new(BufWriter::new(std::io::stdout().lock())), None),
     };
-    let written = write_export(&reader, &mut out, &bar);
+    let checkpoint_file = ctx.data_dir.join(confstore_lkg::TREE_CHECKPOINT_FILE_NAME);
+    let written = write_export(&reader, &checkpoint_file, &mut out, &bar);
     bar.finish_and_clear();
     let result = written.and_then(|n| out.flush().map(|()| n).context("cannot write the export"));
     drop(out);
@@ -72,9 +74,47 @@ fn partial_path(path: &Path) -> PathBuf {
 /// Writes the log up to its last event now. The header's keys and that seq come from one
 /// snapshot; the events are then read in chunks, each in a short read transaction, so a slow
 /// pipe (`confstore export | ssh …`) never keeps the server's WAL from being checkpointed.
-fn write_export(reader: &LogReader, out: &mut dyn Write, bar: &indicatif::ProgressBar) -> Result<u64> {
-    let (keys, end_seq) = reader.snapshot(|r| Ok((r.keys()?, r.last_seq()?)))?;
-    writeln!(out, "{}", export::header_line(&reader.store_id(), &keys)).context("cannot write the export")?;
+/// The header carries the last published checkpoint (`checkpoint_file`) when it covers no
+/// more than the exported events and matches them (docs/format.md §11).
+fn write_export(
+    reader: &LogReader,
+    checkpoint_file: &Path,
+    out: &mut dyn Write,
+    bar: &indicatif::ProgressBar,
+) -> Result<u64> {
+    // Read before the snapshot: a checkpoint is published only after the events it covers
+    // were committed, so the snapshot's log has all of them.
+    let note = match fs::read_to_string(checkpoint_file) {
+        Ok(note) => Some(note),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(anyhow!(e).context(format!("cannot read {}", checkpoint_file.display()))),
+    };
+    let (keys, end_seq, checkpoint) = reader.snapshot(|r| {
+        let keys = r.keys()?;
+        let end_seq = r.last_seq()?;
+        let checkpoint = note.map(|note| {
+            let chain: Vec<VerifyingKey> = keys.entries().iter().map(|e| e.key).collect();
+            let size = export::HeaderCheckpoint::parse(&note).ok().map(|c| c.size);
+            // The stored tree covers every signed checkpoint (the checkpointer extends it before
+            // signing); `confstore verify` recomputes it from the events.
+            let root = size.filter(|s| *s <= end_seq).and_then(|s| r.tree_root(s).ok());
+            export::check_checkpoint(&note, &reader.store_id(), &chain, end_seq, root).map(|_| note)
+        });
+        Ok((keys, end_seq, checkpoint))
+    })?;
+    let checkpoint = match checkpoint {
+        Some(Ok(note)) => Some(note),
+        Some(Err(e)) => {
+            eprintln!(
+                "warning: {} is not included in the export: {e} (docs/operations.md, \"Checkpoints and proofs\")",
+                checkpoint_file.display()
+            );
+            None
+        }
+        None => None,
+    };
+    writeln!(out, "{}", export::header_line(&reader.store_id(), &keys, checkpoint.as_deref()))
+        .context("cannot write the export")?;
     let mut n = 0u64;
     let mut io_error = None;
     reader.for_each_event_through(1, end_seq, |ev| {
@@ -126,10 +166,15 @@ impl From<VerifyError> for Failure {
 pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitCode> {
     let anchor = trusted_key(ctx, args)?;
     let mut root = confstore_core::tlog::RootBuilder::default();
+    let mut checkpoint = None;
     let (source, outcome) = match &args.export {
         Some(path) => {
             let outcome = verify_export(path, anchor, args.strict, &mut root)?;
-            (path.display().to_string(), outcome.map(|head| (head, None)))
+            let outcome = outcome.map(|(head, cp)| {
+                checkpoint = cp;
+                (head, None)
+            });
+            (path.display().to_string(), outcome)
         }
         None => {
             let reader = ctx.reader()?;
@@ -140,7 +185,7 @@ pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitCode> {
     match outcome {
         Ok((head, stored)) => {
             let merkle_root = stored.or_else(|| (root.size() == head.seq && head.seq > 0).then(|| root.root()));
-            report_ok(&source, &head, merkle_root, &anchor, args.json);
+            report_ok(&source, &head, merkle_root, checkpoint.as_ref(), &anchor, args.json);
             Ok(ExitCode::SUCCESS)
         }
         Err(f) => {
@@ -154,17 +199,28 @@ pub fn verify(ctx: &Ctx, args: &VerifyArgs) -> Result<ExitCode> {
     }
 }
 
-fn report_ok(source: &str, head: &ChainHead, merkle_root: Option<[u8; 32]>, anchor: &VerifyingKey, as_json: bool) {
+fn report_ok(
+    source: &str,
+    head: &ChainHead,
+    merkle_root: Option<[u8; 32]>,
+    checkpoint: Option<&Checkpoint>,
+    anchor: &VerifyingKey,
+    as_json: bool,
+) {
     let root_hex = merkle_root.map(hex::encode);
     if as_json {
         output::json(&json!({
             "ok": true, "source": source, "store_id": head.store_id.to_hex(), "events": head.seq,
             "epoch": head.epoch, "head_hash": head.hash.to_hex(), "keys": head.keys.entries().len(),
             "trusted_key_id": anchor.key_id().to_hex(), "merkle_root": root_hex,
+            "checkpoint_size": checkpoint.map(|c| c.size),
         }));
     } else {
         if let Some(root) = &root_hex {
             println!("ok: Merkle tree of {} events, root {root} (docs/format.md §19)", head.seq);
+        }
+        if let Some(cp) = checkpoint {
+            println!("ok: the export's signed checkpoint (size {}) matches its first {} events", cp.size, cp.size);
         }
         println!(
             "ok: {source}: {} events verified (every link and signature), epoch {}, head {}",
@@ -297,7 +353,7 @@ fn verify_export(
     anchor: VerifyingKey,
     strict: bool,
     root: &mut confstore_core::tlog::RootBuilder,
-) -> Result<Result<ChainHead, Failure>> {
+) -> Result<Result<(ChainHead, Option<Checkpoint>), Failure>> {
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut lines = BufReader::new(file).lines();
@@ -305,19 +361,49 @@ fn verify_export(
         Some(line) => line.with_context(|| format!("cannot read {}", path.display()))?,
         None => return Ok(Err(Failure { seq: 0, reason: "the file is empty: no header line".into() })),
     };
-    let store_id = match export::parse_header(&header) {
-        Ok(id) => id,
+    let header_fields = match export::parse_header_full(&header) {
+        Ok(h) => h,
         Err(e) => return Ok(Err(Failure { seq: 0, reason: e.to_string() })),
     };
+    let store_id = header_fields.store_id;
     let bar = output::progress(size, "verifying");
     let mut verifier = ParallelVerifier::new(verifier(store_id, anchor, strict));
-    let outcome = push_export_lines(&mut verifier, lines, header.len() as u64 + 1, &bar, path, root);
+    let mut at = header_fields
+        .checkpoint
+        .as_ref()
+        .map(|c| CheckpointRoot { size: c.size, root: (c.size == 0).then_some(confstore_core::tlog::EMPTY_HASH.0) });
+    let outcome = push_export_lines(&mut verifier, lines, header.len() as u64 + 1, &bar, path, root, at.as_mut());
     bar.finish_and_clear();
-    match outcome? {
+    let head = match outcome? {
         // The line's own problem, unless an event before it already failed.
-        Some(failure) => Ok(Err(verifier.abandon().map_or(failure, Failure::from))),
-        None => Ok(verifier.finish().map_err(Failure::from)),
+        Some(failure) => return Ok(Err(verifier.abandon().map_or(failure, Failure::from))),
+        None => match verifier.finish() {
+            Ok(head) => head,
+            Err(e) => return Ok(Err(Failure::from(e))),
+        },
+    };
+    // The header's checkpoint (docs/format.md §11): signed by a key of the verified chain,
+    // covering no more than the exported events, and with their root at its size.
+    let Some(cp) = &header_fields.checkpoint else { return Ok(Ok((head, None))) };
+    let keys: Vec<VerifyingKey> = head.keys.entries().iter().map(|e| e.key).collect();
+    let root_at = at.and_then(|a| a.root);
+    match export::check_checkpoint(&cp.note, &store_id, &keys, head.seq, root_at) {
+        Ok(cp) => Ok(Ok((head, Some(cp)))),
+        Err(e) => {
+            let seq = match e {
+                export::ExportCheckpointError::Truncated { events, .. } => events + 1,
+                _ => 0,
+            };
+            Ok(Err(Failure { seq, reason: e.to_string() }))
+        }
     }
+}
+
+/// The root of the exported events' tree at the size of the header's checkpoint, once the
+/// events up to it are read.
+struct CheckpointRoot {
+    size: u64,
+    root: Option<[u8; 32]>,
 }
 
 /// Feeds every event line to the verifier; stops at the first line that cannot be used
@@ -329,6 +415,7 @@ fn push_export_lines(
     bar: &indicatif::ProgressBar,
     path: &Path,
     root: &mut confstore_core::tlog::RootBuilder,
+    mut at: Option<&mut CheckpointRoot>,
 ) -> Result<Option<Failure>> {
     for (i, line) in (2u64..).zip(lines) {
         let line = line.with_context(|| format!("cannot read {}", path.display()))?;
@@ -347,6 +434,9 @@ fn push_export_lines(
             }
         };
         root.push(&ev.hash);
+        if let Some(at) = at.as_deref_mut().filter(|a| a.size == root.size()) {
+            at.root = Some(root.root());
+        }
         if !verifier.push(&ev) {
             return Ok(None);
         }

@@ -50,6 +50,12 @@ fn init_logging(format: &str) {
 
 pub fn serve(ctx: &Ctx, args: &ServeArgs) -> Result<ExitCode> {
     init_logging(&args.log_format);
+    // Settings first: a bad one changes nothing (no store is created for it).
+    let witnesses = args
+        .witnesses
+        .iter()
+        .map(|w| confstore_core::tlog::WitnessEndpoint::parse(w).map_err(|e| anyhow!("--witness {w:?}: {e}")))
+        .collect::<Result<Vec<_>>>()?;
     let db = ctx.db_path();
     let lkg = ctx.lkg_path();
     if !db.exists() && !lkg.exists() {
@@ -68,6 +74,7 @@ pub fn serve(ctx: &Ctx, args: &ServeArgs) -> Result<ExitCode> {
     config.recover_interval = Duration::from_secs(args.recover_interval_s.max(1));
     config.head_file = args.head_file.clone();
     config.denial_window = Duration::from_secs(args.denial_summary_secs);
+    config.witnesses = witnesses;
     let app = App::open(config, server_keys(ctx)?);
     bootstrap_admin_token(ctx, &app)?;
     let (mqtt, broker) = mqtt_stream(&app, args)?;
