@@ -248,6 +248,7 @@ fn build(fx: &mut Fixture, op: &Operation, name_service: bool, n: usize) -> Buil
     let mut path = op.path.clone();
     let mut query = Vec::new();
     let mut named = None;
+    let mut instance = None;
     let deleting_value = op.method == "DELETE" && op.path.contains("{key}");
     for (name, at, required) in &op.params {
         let value = match (name.as_str(), *at) {
@@ -270,6 +271,8 @@ fn build(fx: &mut Fixture, op: &Operation, name_service: bool, n: usize) -> Buil
                 let created = fx.admin_ok("POST", "/api/v1/tokens", Some(body));
                 created["id"].as_str().expect("a created token has an id").to_owned()
             }
+            // The fleet: one instance per cell, so no report is older than one held.
+            ("instance", "path") => instance.insert(format!("pod-{n}")).clone(),
             ("after", "query") => "0".to_owned(),
             ("from", "query") => "1".to_owned(),
             // The Merkle-tree proofs: event 1 in the tree of 1.
@@ -313,6 +316,10 @@ fn build(fx: &mut Fixture, op: &Operation, name_service: bool, n: usize) -> Buil
             }
             b
         }
+        "object" if op.path.starts_with("/api/v1/fleet/") => json!({
+            "format": "confstore-status/1", "service": "web", "instance": instance.clone().unwrap_or_default(),
+            "state": "offline", "time_ms": n,
+        }),
         other => panic!("no fixture for the request body {other:?} of {} {}", op.method, op.path),
     });
     let target = if query.is_empty() { path } else { format!("{path}?{}", query.join("&")) };

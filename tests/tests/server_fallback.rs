@@ -243,6 +243,16 @@ fn write_requests(doc: &Value) -> Vec<(String, String, Option<Value>)> {
         (("POST", "/api/v1/verify"), ("/api/v1/verify", None)),
         (("POST", "/api/v1/tokens"), ("/api/v1/tokens", Some(json!({"name": "late", "role": "config.read"})))),
         (("DELETE", "/api/v1/tokens/{id}"), ("/api/v1/tokens/0123456789abcdef", None)),
+        // Not a write to the log, but the fleet view judges instances against the current
+        // versions, which the fallback does not have.
+        (
+            ("PUT", "/api/v1/fleet/{service}/{instance}"),
+            (
+                "/api/v1/fleet/web/pod-1",
+                Some(json!({"format": "confstore-status/1", "service": "web", "instance": "pod-1",
+                    "state": "offline", "time_ms": 1})),
+            ),
+        ),
     ]
     .into_iter()
     .collect();
@@ -290,6 +300,9 @@ fn unserved_reads(doc: &Value) -> Vec<String> {
         ("/api/v1/checkpoint", "/api/v1/checkpoint"),
         ("/api/v1/proof/inclusion", "/api/v1/proof/inclusion?seq=1&size=1"),
         ("/api/v1/proof/consistency", "/api/v1/proof/consistency?from=1&to=1"),
+        // The fleet view is judged against the current versions.
+        ("/api/v1/fleet", "/api/v1/fleet"),
+        ("/api/v1/fleet/{service}", "/api/v1/fleet/web"),
     ]
     .into_iter()
     .collect();

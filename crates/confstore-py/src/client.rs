@@ -134,6 +134,8 @@ fn builder(service: &str, public_keys: &Bound<'_, PyAny>, settings: Settings) ->
         mqtt_password,
         mqtt_ca_file,
         env,
+        report_status,
+        instance_id,
     } = settings;
     if let Some(url) = url {
         b = b.rest_url(&url);
@@ -159,6 +161,10 @@ fn builder(service: &str, public_keys: &Bound<'_, PyAny>, settings: Settings) ->
     if let Some(path) = mqtt_ca_file {
         b = b.mqtt_ca_file(path);
     }
+    if let Some(id) = instance_id {
+        b = b.instance_id(&id);
+    }
+    b = b.report_status(report_status);
     b = b.env(env.unwrap_or_else(process_env));
     Ok((b, timeout(startup_timeout)?))
 }
@@ -176,6 +182,8 @@ struct Settings {
     mqtt_password: Option<String>,
     mqtt_ca_file: Option<PathBuf>,
     env: Option<Vec<(String, String)>>,
+    report_status: bool,
+    instance_id: Option<String>,
 }
 
 /// The process environment, skipping variables that are not UTF-8 (`std::env::vars`
@@ -288,7 +296,7 @@ impl Client {
     #[pyo3(signature = (
         service, *, public_keys, url=None, token=None, mqtt_url=None, lkg_path=None, store_id=None,
         startup_timeout=3.0, mqtt_client_id=None, mqtt_username=None, mqtt_password=None,
-        mqtt_ca_file=None, env=None
+        mqtt_ca_file=None, env=None, report_status=false, instance_id=None
     ))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments, each optional.
     fn new(
@@ -306,6 +314,8 @@ impl Client {
         mqtt_password: Option<String>,
         mqtt_ca_file: Option<PathBuf>,
         env: Option<Vec<(String, String)>>,
+        report_status: bool,
+        instance_id: Option<String>,
     ) -> PyResult<Self> {
         let settings = Settings {
             url,
@@ -319,6 +329,8 @@ impl Client {
             mqtt_password,
             mqtt_ca_file,
             env,
+            report_status,
+            instance_id,
         };
         let (builder, timeout) = builder(service, public_keys, settings)?;
         start(py, builder, timeout)
@@ -362,6 +374,26 @@ impl Client {
     #[getter]
     fn generation(&self) -> PyResult<u64> {
         Ok(self.shared.config()?.version().generation)
+    }
+
+    /// The instance id status reports name, None when the client makes none.
+    #[getter]
+    fn instance_id(&self) -> PyResult<Option<String>> {
+        match &*lock(&self.shared.running) {
+            Some(r) => Ok(r.client.instance_id().map(str::to_owned)),
+            None => Err(ClientClosed::new_err("the client is closed")),
+        }
+    }
+
+    /// Sets the health this instance reports (True, False, or None to withdraw it).
+    fn set_healthy(&self, healthy: Option<bool>) -> PyResult<()> {
+        match &*lock(&self.shared.running) {
+            Some(r) => {
+                r.client.set_healthy(healthy);
+                Ok(())
+            }
+            None => Err(ClientClosed::new_err("the client is closed")),
+        }
     }
 
     /// The store's id (hex).

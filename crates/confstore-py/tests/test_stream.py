@@ -129,9 +129,13 @@ def test_forged_replayed_and_cross_topic_messages_are_rejected(store: Store, bro
 
         # The genuine stream still works.
         after = store.put("web", "port", 8081)
-        wait_for("a real write after the attacks", lambda: client.get("port") == 8081)
-        with lock:
-            assert [u.epoch for u in seen] == [after]
+        # (The new version is readable a moment before the callbacks run: wait for them.)
+        def updates() -> list[int]:
+            with lock:
+                return [u.epoch for u in seen]
+
+        wait_for("a real write after the attacks", lambda: updates() == [after])
+        assert client.get("port") == 8081
         assert client.stats()["applied"] >= 2
     finally:
         client.close()
@@ -198,3 +202,25 @@ def test_a_model_is_compared_with_the_stored_schema(store: Store, caplog: Any) -
         except confstore.SchemaDriftError as e:
             assert e.drift == drift and isinstance(e, confstore.ConfstoreError)
         assert client.model(Exact, drift="raise").port == 8080
+
+
+def test_an_instance_reports_its_status_to_the_fleet_view(store: Store) -> None:
+    def instance(state: str) -> Optional[dict[str, Any]]:
+        for i in store.request("GET", "/api/v1/fleet/web")["instances"]:
+            if i["instance"] == "py-1" and i["state"] == state:
+                return dict(i)
+        return None
+
+    settings = dict(store.client_settings(), report_status=True, instance_id="py-1")
+    settings["environ"] = {"WEB__REGION": "us-east"}
+    client = confstore.Client("web", **settings)
+    assert client.instance_id == "py-1"
+    shown = wait_for("the instance in the fleet view", lambda: instance("current"))
+    assert shown["version"] == client.version and shown["env_overrides"] == ["region"], shown
+    assert "us-east" not in json.dumps(shown), "names only, never values"
+    client.set_healthy(False)
+    wait_for("the instance unhealthy", lambda: instance("unhealthy"))
+    client.close()
+    wait_for("the instance offline after close()", lambda: instance("offline"))
+    with confstore.Client("web", **store.client_settings()) as silent:
+        assert silent.instance_id is None, "no reports unless asked for"

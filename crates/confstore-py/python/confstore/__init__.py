@@ -158,6 +158,8 @@ class Client:
         mqtt_password: Optional[str] = None,
         mqtt_ca_file: Union[str, os.PathLike[str], None] = None,
         environ: Optional[Mapping[str, str]] = None,
+        report_status: bool = False,
+        instance_id: Optional[str] = None,
     ) -> None:
         keys = [public_keys] if isinstance(public_keys, str) else list(public_keys)
         self._init(
@@ -175,6 +177,8 @@ class Client:
                 mqtt_password=mqtt_password,
                 mqtt_ca_file=None if mqtt_ca_file is None else os.fspath(mqtt_ca_file),
                 env=_environ(environ),
+                report_status=bool(report_status),
+                instance_id=instance_id,
             )
         )
 
@@ -227,6 +231,18 @@ class Client:
     def store_id(self) -> str:
         """The store's id (hex)."""
         return self._native.store_id
+
+    @property
+    def instance_id(self) -> Optional[str]:
+        """The instance id this client's status reports name (``report_status=True`` or
+        ``CONFSTORE_REPORT_STATUS=1``); None when it makes none."""
+        return self._native.instance_id
+
+    def set_healthy(self, healthy: Optional[bool]) -> None:
+        """Sets the health this instance reports in the fleet view (docs/format.md §20):
+        False marks it unhealthy, None withdraws the word. Nothing happens when the client
+        makes no status reports."""
+        self._native.set_healthy(healthy)
 
     @property
     def closed(self) -> bool:

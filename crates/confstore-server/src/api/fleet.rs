@@ -205,7 +205,8 @@ pub async fn instances(
 /// `PUT /api/v1/fleet/{service}/{instance}`: an instance reports what it applied (the same
 /// document as on `system/config-status/<service>/<instance>`); its `service` and
 /// `instance` must be the path's. 204 when taken; 409 when older than the report held; 503
-/// when the fleet view is full.
+/// when the fleet view is full, and `read_only` in the read-only fallback (like the fleet's
+/// reads, which judge instances against the current versions).
 #[utoipa::path(put, path = "/api/v1/fleet/{service}/{instance}", tag = "fleet", params(InstancePath),
     request_body(content = serde_json::Value, description = "a confstore-status/1 document (docs/format.md §20)"),
     security(("bearer" = ["config.read"])),
@@ -213,6 +214,7 @@ pub async fn instances(
         (status = 422, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn report(
     State(app): State<App>,
+    _live: LiveView,
     ApiPath(p): ApiPath<InstancePath>,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> ApiResult<Response> {
