@@ -111,6 +111,13 @@ fn older(incoming: &Status, held: &Status) -> Option<String> {
         .then(|| format!("time_ms {} < {}", incoming.time_ms, held.time_ms))
 }
 
+/// Now, in unix milliseconds (the server's clock: `last_seen_ms`, retention).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Forgets offline instances past retention, and services left without instances.
 fn prune(services: &mut BTreeMap<String, BTreeMap<String, Entry>>, now_ms: u64) {
     let keep_ms = limits::FLEET_OFFLINE_RETENTION_SECS * 1000;

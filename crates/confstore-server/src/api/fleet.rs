@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, LiveView, Principal};
-use crate::fleet::{Entry, InstanceState, Via, state_of};
+use crate::fleet::{Entry, InstanceState, Via, now_ms, state_of};
 
 /// Path: one instance of a service.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -102,12 +102,6 @@ pub struct InstancesOut {
     pub instances: Vec<InstanceOut>,
     /// When this was read (unix ms).
     pub time_ms: u64,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The current version of `service` (0 unregistered) and the store's generation.

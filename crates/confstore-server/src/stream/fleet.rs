@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::settings::MqttSettings;
 use crate::app::App;
-use crate::fleet::Via;
+use crate::fleet::{Via, now_ms};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -89,10 +89,4 @@ fn take(app: &App, topic: &str, payload: &[u8]) {
         Ok(s) => refuse(format!("a report for {}/{} on the topic of {service}/{instance}", s.service, s.instance)),
         Err(e) => refuse(e.to_string()),
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
