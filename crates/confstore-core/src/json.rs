@@ -295,7 +295,10 @@ fn check_number(literal: &str, frames: &[Frame]) -> Result<(), ExactJsonError> {
         });
     }
     let shortest = format!("{float:e}");
-    if decimal(&shortest) != value {
+    // A float exactly halfway between two 17-digit decimals has two shortest spellings
+    // (serde_json's ryu and Rust's formatter may pick either): the correctly rounded
+    // 17-digit one names the same float exactly as well.
+    if decimal(&shortest) != value && decimal(&format!("{float:.16e}")) != value {
         return Err(ExactJsonError::InexactNumber { literal: shorten(literal), pointer: pointer(), nearest: shortest });
     }
     Ok(())
@@ -343,6 +346,15 @@ mod tests {
         }
         assert!(parse_exact("-0").is_err());
         assert!(parse_exact("0").is_ok() && parse_exact("0.0").is_ok() && parse_exact("0e-5").is_ok());
+    }
+
+    #[test]
+    fn a_float_halfway_between_two_17_digit_decimals_is_accepted_in_either_spelling() {
+        // -31072208959884.3125 is a float; 17 digits round it to ...312 or ...313.
+        for text in ["-31072208959884.312", "-31072208959884.313"] {
+            assert_eq!(parse_exact(text).unwrap().as_f64(), Some(-31_072_208_959_884.312_5), "{text}");
+        }
+        assert!(parse_exact("-31072208959884.311").is_err());
     }
 
     #[test]

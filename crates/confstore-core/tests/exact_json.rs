@@ -55,7 +55,8 @@ fn number_pointers(v: &Value, at: String, out: &mut Vec<String>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    // Documents without a number are skipped (a third of them): room for that at any count.
+    #![proptest_config(ProptestConfig { cases: cases(), max_global_rejects: cases().saturating_mul(2), ..ProptestConfig::default() })]
 
     #[test]
     fn what_serde_json_writes_is_accepted_and_reads_back_equal(v in arb_json()) {
