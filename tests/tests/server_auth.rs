@@ -316,7 +316,7 @@ fn build(fx: &mut Fixture, op: &Operation, name_service: bool, n: usize) -> Buil
             }
             b
         }
-        "object" if op.path.starts_with("/api/v1/fleet/") => json!({
+        "StatusReportBody" => json!({
             "format": "confstore-status/1", "service": "web", "instance": instance.clone().unwrap_or_default(),
             "state": "offline", "time_ms": n,
         }),

@@ -482,3 +482,38 @@ pub struct OpenApiDoc {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Value>>,
 }
+
+/// An instance's status report (`confstore-status/1`, docs/format.md §20): what a client
+/// instance applied. The handler reads it with `confstore_core::fleet::Status::parse`
+/// (unknown members refused); this type only names its schema.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusReportBody {
+    /// `"confstore-status/1"`.
+    pub format: String,
+    /// The service (the path's).
+    pub service: String,
+    /// The instance id (the path's).
+    pub instance: String,
+    /// `"online"` or `"offline"`.
+    pub state: String,
+    /// The store's id (hex); required when online.
+    pub store_id: Option<String>,
+    /// Generation of the version held; required when online.
+    pub generation: Option<u64>,
+    /// The store epoch the version held reflects; required when online.
+    pub epoch: Option<u64>,
+    /// The version held (its `changed_epoch`); required when online.
+    pub version: Option<u64>,
+    /// Where it came from: `live`, `rest` or `lkg`.
+    pub source: Option<String>,
+    /// Names of the keys the instance's environment overrides.
+    pub env_overrides: Option<Vec<String>>,
+    /// When it applied the version (unix ms).
+    pub applied_ms: Option<u64>,
+    /// Its own word on its health.
+    pub healthy: Option<bool>,
+    /// When the report was made (unix ms).
+    pub time_ms: u64,
+    /// Which run of the client made it (its start, unix ms).
+    pub session: Option<u64>,
+}

@@ -202,7 +202,7 @@ pub async fn instances(
 /// when the fleet view is full, and `read_only` in the read-only fallback (like the fleet's
 /// reads, which judge instances against the current versions).
 #[utoipa::path(put, path = "/api/v1/fleet/{service}/{instance}", tag = "fleet", params(InstancePath),
-    request_body(content = serde_json::Value, description = "a confstore-status/1 document (docs/format.md §20)"),
+    request_body(content = super::bodies::StatusReportBody, description = "a confstore-status/1 document (docs/format.md §20)"),
     security(("bearer" = ["config.read"])),
     responses((status = 204, description = "taken"), (status = 409, body = crate::error::ErrorBody),
         (status = 422, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
