@@ -13,7 +13,8 @@
 //! - a token scoped to one service cannot report for another (the gate disconnects the
 //!   client), a malformed report is refused, and neither changes the view; over REST the same
 //!   rules answer 403 and 422;
-//! - `/metrics` counts instances by state.
+//! - `/metrics` counts instances by state; `confstore fleet [SERVICE] [--json]` shows the view,
+//!   refuses a token of another service, and names an unreachable server.
 
 mod common;
 
@@ -178,6 +179,19 @@ fn instances_report_what_they_applied_and_the_server_shows_the_fleet() {
     assert_eq!(r.status, 204, "{r}");
     let rest_only = states(&mut http, "web").into_iter().find(|(i, _, _)| i == "rest-only").unwrap();
     assert_eq!(rest_only.1, "current");
+
+    // The CLI asks the running server (the admin token from the data directory by default).
+    let url = format!("http://{}", server.addr);
+    let all = store.json(&["fleet", "--url", &url, "--json"]);
+    assert_eq!(all["services"].as_array().unwrap().len(), 3, "{all}");
+    let text = store.run(&["fleet", "--url", &url]);
+    assert!(text.status.success() && text.stdout.contains("UNHEALTHY") && text.stdout.contains("stt"), "{text}");
+    let db = store.run(&["fleet", "db", "--url", &url]);
+    assert!(db.status.success() && db.stdout.contains("db-1") && db.stdout.contains("unhealthy"), "{db}");
+    let scoped = store.run(&["fleet", "web", "--url", &url, "--token", &tokens[1]]);
+    assert!(!scoped.status.success() && scoped.stderr.contains("403"), "{scoped}");
+    let down = store.run(&["fleet", "--url", &format!("http://127.0.0.1:{}", free_port())]);
+    assert!(!down.status.success() && down.stderr.contains("cannot reach the server"), "{down}");
 
     for c in clients {
         rt.block_on(c.shutdown());

@@ -101,6 +101,9 @@ pub enum Command {
     /// checking a signed checkpoint against this log.
     #[command(subcommand)]
     Proof(ProofCommand),
+    /// Which instance runs which version: the fleet view of a running `serve`
+    /// (`GET /api/v1/fleet`; docs/format.md §20).
+    Fleet(FleetArgs),
     /// Run the server: REST API under /api/v1 on 127.0.0.1:8080. On a fresh machine it
     /// creates the keys and the store first (as `init` does) and writes a first admin token
     /// to <data-dir>/admin.token.
@@ -218,6 +221,22 @@ pub enum TokenCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `fleet`.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// One service's instances (default: every service, counted by state).
+    pub service: Option<String>,
+    /// The server's base URL.
+    #[arg(long, env = "CONFSTORE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// A token with `config.read` (default: `<data-dir>/admin.token`, written by the first `serve`).
+    #[arg(long, env = "CONFSTORE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the server's JSON answer instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `--json`.

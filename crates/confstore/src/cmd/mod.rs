@@ -1,6 +1,7 @@
 //! One module per group of commands; [`run`] dispatches.
 
 mod audit;
+mod fleet;
 mod generation;
 mod init;
 mod keys;
@@ -64,6 +65,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export(a) => audit::export(&ctx, &a),
         Command::Verify(a) => audit::verify(&ctx, &a),
         Command::Proof(p) => proof::run(&ctx, p),
+        Command::Fleet(a) => fleet::run(&ctx, a),
         Command::Serve(a) => serve::serve(&ctx, &a),
         Command::Token(TokenCommand::Create { role, service, name, json }) => {
             serve::token_create(&ctx, &role, service, &name, json)
