@@ -18,7 +18,9 @@
 //!   `whoami` says the token may do (a service-scoped admin is offered edits and reveals, not
 //!   the store-wide audit trail, because the server says so — the UI has no role table);
 //! - a change through the API reaches an open page without a reload;
-//! - a phone-sized viewport shows the service page without horizontal overflow.
+//! - a phone-sized viewport shows the service page without horizontal overflow;
+//! - the fleet page counts each service's reporting instances by state and lists them, and
+//!   follows a new report.
 //!
 //! Screenshots of the main pages go to `target/ui-screenshots/` (and, with
 //! `UPDATE_SCREENSHOTS=1`, to `docs/screenshots/` as well, for the documentation); a wait
@@ -593,5 +595,40 @@ fn a_service_scoped_admin_is_offered_what_the_server_allows_and_no_audit() {
     b.goto(&ui.url("audit"));
     b.wait_present(r#"#main[data-page="service"]"#);
     assert!(!b.exists("#page-audit"), "the audit page is rendered for a token the server refuses it");
+    ui.assert_no_script_errors();
+}
+
+/// The fleet page (issue 19; docs/format.md §20): instances reported over REST appear on
+/// `#/fleet` counted by state and on `#/fleet/web` one a row, with their state, version and
+/// the names (never values) of their env overrides; the page follows new reports.
+#[test]
+fn the_fleet_page_shows_which_instance_runs_which_version() {
+    let mut ui = Ui::start("ui-fleet");
+    let head = head(&mut ui.admin);
+    let (store_id, version) = (head["store_id"].as_str().unwrap().to_owned(), head["epoch"].as_u64().unwrap());
+    let report = |instance: &str, version: u64, healthy: bool, time_ms: u64| {
+        json!({"format": "confstore-status/1", "service": WEB, "instance": instance, "state": "online",
+            "store_id": store_id, "generation": 1, "epoch": version, "version": version, "source": "live",
+            "env_overrides": ["port"], "healthy": healthy, "time_ms": time_ms})
+    };
+    let web_version = ui.admin.ok("GET", &format!("/api/v1/fleet/{WEB}"), None).json()["version"].as_u64().unwrap();
+    assert!(web_version <= version);
+    ui.admin.ok("PUT", &format!("/api/v1/fleet/{WEB}/pod-a"), Some(&report("pod-a", web_version, true, 1)));
+    ui.admin.ok("PUT", &format!("/api/v1/fleet/{WEB}/pod-b"), Some(&report("pod-b", web_version, false, 1)));
+    ui.sign_in_as("config.read", "ui-fleet");
+    ui.open("fleet", "fleet");
+    let b = &ui.browser;
+    b.wait_text(&format!(r#"#fleet-services tr[data-service="{WEB}"] td.f-unhealthy"#), "1");
+    assert_eq!(b.text(&format!(r#"#fleet-services tr[data-service="{WEB}"] td.f-current"#)), "1");
+    b.click(&format!(r#"#fleet-services tr[data-service="{WEB}"] a"#));
+    b.wait_present(r#"#main[data-page="fleet"] #page-fleet[data-service="web"]"#);
+    b.wait_present(r#"#fleet-instances tr[data-instance="pod-b"][data-state="unhealthy"]"#);
+    let row = b.text(r#"#fleet-instances tr[data-instance="pod-a"]"#);
+    assert!(row.contains("current") && row.contains("port") && !row.contains("8080"), "{row}");
+    // A new report reaches the open page (it asks again every few seconds).
+    ui.admin.ok("PUT", &format!("/api/v1/fleet/{WEB}/pod-b"), Some(&report("pod-b", web_version, true, 2)));
+    let b = &ui.browser;
+    b.wait_present(r#"#fleet-instances tr[data-instance="pod-b"][data-state="current"]"#);
+    ui.browser.screenshot("fleet");
     ui.assert_no_script_errors();
 }

@@ -42,6 +42,7 @@ const FILES: &[(&str, &[u8])] = &[
     ui_file!("page-search.js"),
     ui_file!("page-history.js"),
     ui_file!("page-audit.js"),
+    ui_file!("page-fleet.js"),
     ui_file!("editor.js"),
     ui_file!("fields.js"),
     ui_file!("validate.js"),

@@ -8,7 +8,7 @@
 // Modules: values (pure value helpers) · dom (elements, tables, messages) · state (the
 // session and what the server says the token may do) · api (fetch, errors, the token) ·
 // shell (sign-in, navigation, read-only mode) · router (hash routes) · page-service,
-// page-search, page-history, page-audit (one a page) · editor (the schema form), fields
+// page-search, page-history, page-fleet, page-audit (one a page) · editor (the schema form), fields
 // (its widgets), validate (its JSON Schema checks) · live (server-sent events) · main.
 // Some modules import each other in a cycle (shell, router, live, api); they only call
 // each other's functions after every module has loaded, never while loading, so the

@@ -1,8 +1,9 @@
-// Hash routes (#/service/<name>, #/global, #/search, #/history[/<service>], #/audit):
+// Hash routes (#/service/<name>, #/global, #/search, #/history[/<service>], #/fleet[/<service>], #/audit):
 // which page to render, or where to go when the token may not see the one asked for.
 
 import { $, h, report } from "./dom.js";
 import { pageAudit } from "./page-audit.js";
+import { pageFleet } from "./page-fleet.js";
 import { pageHistory } from "./page-history.js";
 import { pageSearch } from "./page-search.js";
 import { pageService } from "./page-service.js";
@@ -45,6 +46,7 @@ export async function route() {
       }
       if (r.page === "search") return await pageSearch(gen);
       if (r.page === "history") return await pageHistory(r.arg, gen);
+      if (r.page === "fleet" && !(r.arg && outOfScope(r.arg))) return await pageFleet(r.arg, gen);
     }
     if (r.page === "audit" && can("audit")) return await pageAudit(gen);
     const d = defaultRoute();

@@ -123,6 +123,7 @@ export function buildNav() {
     if (hasGlobal()) links.push(h("a", { id: "nav-global", class: "page-link", href: "#/global" }, "Global settings"));
     links.push(h("a", { id: "nav-search", class: "page-link", href: "#/search" }, "Search"));
     links.push(h("a", { id: "nav-history", class: "page-link", href: "#/history" }, "History"));
+    links.push(h("a", { id: "nav-fleet", class: "page-link", href: "#/fleet" }, "Fleet"));
   }
   if (can("audit")) links.push(h("a", { id: "nav-audit", class: "page-link", href: "#/audit" }, "Audit"));
   nav.replaceChildren(...links);
