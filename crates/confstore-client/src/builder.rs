@@ -397,23 +397,23 @@ impl ClientBuilder {
             ),
             None => None,
         };
+        // The instance id places the instance in staged rollouts' cohorts and names its
+        // status reports.
+        let instance = match self.instance_id {
+            Some(id) => {
+                confstore_core::fleet::check_instance_id(&id)
+                    .map_err(|why| ClientError::setting("instance_id", format!("{id:?}: {why}")))?;
+                id
+            }
+            None => crate::status::default_instance_id(),
+        };
         let reporter = match (self.report_status, &self.mqtt_url) {
             (false, _) => None,
             (true, None) => {
                 tracing::warn!(service = %self.service, "no MQTT broker: this instance makes no status reports");
                 None
             }
-            (true, Some(_)) => {
-                let instance = match self.instance_id {
-                    Some(id) => {
-                        confstore_core::fleet::check_instance_id(&id)
-                            .map_err(|why| ClientError::setting("instance_id", format!("{id:?}: {why}")))?;
-                        id
-                    }
-                    None => crate::status::default_instance_id(),
-                };
-                Some(std::sync::Arc::new(crate::status::Reporter::new(&self.service, &instance)))
-            }
+            (true, Some(_)) => Some(std::sync::Arc::new(crate::status::Reporter::new(&self.service, &instance))),
         };
         let mqtt = match &self.mqtt_url {
             Some(url) => Some(
@@ -443,6 +443,7 @@ impl ClientBuilder {
             lkg_path: self.lkg_path,
             rest,
             reporter,
+            instance,
             audit: None,
         };
         Ok(Plan {

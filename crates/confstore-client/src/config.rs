@@ -79,6 +79,8 @@ pub struct Config {
     document: OnceLock<Value>,
     /// Deserialized views of the whole map, one per requested type (see [`Config::get`]).
     typed: RwLock<HashMap<TypeId, Typed>>,
+    /// The staged rollout this configuration is (docs/format.md §21), if it is one.
+    rollout: Option<u64>,
 }
 
 impl Config {
@@ -99,7 +101,15 @@ impl Config {
             })
             .collect();
         let env = env.resolve(store.keys().map(|k| &**k));
-        Self { version, header, store, env, document: OnceLock::from(document), typed: RwLock::default() }
+        Self {
+            version,
+            header,
+            store,
+            env,
+            document: OnceLock::from(document),
+            typed: RwLock::default(),
+            rollout: None,
+        }
     }
 
     /// The version a verified delta leads to from this one (the caller has judged it the
@@ -128,12 +138,25 @@ impl Config {
         // change to a key an override names can change that.
         let touched = parts.removed.iter().copied().chain(parts.config.keys().map(String::as_str));
         let env = if env.names_any(touched) { env.resolve(store.keys().map(|k| &**k)) } else { self.env.clone() };
-        Ok(Self { version, header, store, env, document: OnceLock::new(), typed: RwLock::default() })
+        Ok(Self { version, header, store, env, document: OnceLock::new(), typed: RwLock::default(), rollout: None })
     }
 
     /// Store id, generation, epoch and version chain of this snapshot.
     pub fn version(&self) -> &SnapshotVersion {
         &self.version
+    }
+
+    /// The staged rollout whose configuration this is (its id), or `None` for the
+    /// service's current version. A staged configuration carries the version fields of the
+    /// version it was staged on (docs/format.md §21).
+    pub fn rollout(&self) -> Option<u64> {
+        self.rollout
+    }
+
+    /// This configuration marked as the staged one of rollout `seq`.
+    pub(crate) fn staged(mut self, seq: u64) -> Self {
+        self.rollout = Some(seq);
+        self
     }
 
     /// The resolved value of `key`.

@@ -50,7 +50,7 @@ pub(crate) async fn start(mut plan: Plan) -> Result<Client, ClientError> {
         None => false,
     };
     let (stop, stop_rx) = watch::channel(false);
-    let mut topics = vec![stream::snapshot_topic(&service)];
+    let mut topics = vec![stream::snapshot_topic(&service), confstore_core::rollout::staged_topic(&service)];
     if auditor.is_some() {
         topics.push(stream::CHECKPOINT_TOPIC.to_owned());
     }
@@ -111,7 +111,7 @@ async fn from_rest(updater: &mut Updater, rest: &crate::rest::Rest, reasons: &mu
             reasons.push(("rest", reason));
             false
         }
-        Offer::Checkpoint => false,
+        Offer::Checkpoint | Offer::Staged => false,
     }
 }
 
@@ -136,7 +136,7 @@ async fn wait_retained(
                     return Ok(());
                 }
                 Offer::Invalid { reason } => last_rejected = Some(reason),
-                Offer::Checkpoint => {}
+                Offer::Checkpoint | Offer::Staged => {}
             },
             Ok(None) => return Err("the connection task ended".into()),
             Err(_) => {

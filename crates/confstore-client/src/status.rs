@@ -93,6 +93,7 @@ impl Reporter {
                 .collect(),
             applied_ms: s.applied_ms,
             healthy: s.healthy,
+            rollout: config.rollout(),
             session: Some(self.session),
             ..Status::online(&self.service, &self.instance, now_ms())
         })

@@ -77,6 +77,27 @@ impl Signer {
         jws::sign(doc, jws::TYP_SNAPSHOT, &self.key)
     }
 
+    /// A staged-rollout message (docs/format.md §21.2): rollout `rollout` of `service` for
+    /// `instances`, staged on version `base` (generation 1) with `config`.
+    pub fn staged(&self, service: &str, rollout: u64, instances: &[&str], base: u64, config: Value) -> Value {
+        let snapshot = self.document(service, 1, base, base.saturating_sub(1), config);
+        let doc = json!({
+            "store_id": self.store, "service": service, "generation": 1, "rollout": rollout, "state": "active",
+            "cohort": {"instances": instances}, "bake_ms": 60_000, "started_ms": 1, "auto": true,
+            "base_epoch": base, "snapshot": snapshot,
+        });
+        jws::sign(&doc, jws::TYP_STAGED, &self.key)
+    }
+
+    /// The message that ends rollout `rollout`: `aborted`, or `promoted` into `promoted_epoch`.
+    pub fn staged_end(&self, service: &str, rollout: u64, outcome: &str, promoted_epoch: u64) -> Value {
+        let doc = json!({
+            "store_id": self.store, "service": service, "generation": 1, "rollout": rollout, "state": outcome,
+            "ended_ms": 2, "promoted_epoch": promoted_epoch,
+        });
+        jws::sign(&doc, jws::TYP_STAGED, &self.key)
+    }
+
     /// Signs any document as a delta.
     pub fn sign_delta(&self, doc: &Value) -> Value {
         jws::sign(doc, jws::TYP_DELTA, &self.key)

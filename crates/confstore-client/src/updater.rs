@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use confstore_core::VerifyingKey;
+use confstore_core::rollout::{self, Outcome, Staged};
 use confstore_core::stream::{self, Rejection, SnapshotVersion, UpdateKind, Verdict};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -45,6 +46,8 @@ pub(crate) enum Offer {
     Invalid { reason: String },
     /// A checkpoint message, handed to the transparency-log checks (crate::tlog).
     Checkpoint,
+    /// A staged-rollout message (docs/format.md §21), taken or refused (counted).
+    Staged,
 }
 
 /// The fixed inputs of an [`Updater`].
@@ -58,6 +61,8 @@ pub(crate) struct UpdaterSettings {
     pub(crate) rest: Option<Rest>,
     /// Status reports (docs/format.md §20), when the client makes them.
     pub(crate) reporter: Option<Arc<crate::status::Reporter>>,
+    /// This instance's id: it places the instance in staged rollouts' cohorts.
+    pub(crate) instance: String,
     /// The transparency-log checks, if on (they need `rest`).
     pub(crate) audit: Option<Audit>,
 }
@@ -88,6 +93,22 @@ pub(crate) struct Updater {
     batching: bool,
     /// Where the snapshots being offered come from, for the status report.
     source: confstore_core::fleet::Source,
+    /// Staged rollouts as this instance sees them.
+    staged: StagedView,
+    /// The configuration shown (the held one, or a staged one running in its place).
+    shown: Option<Arc<Config>>,
+}
+
+/// Staged rollouts as the client sees them (docs/format.md §21.4).
+#[derive(Default)]
+struct StagedView {
+    /// The newest staged message taken: later ones must be newer news.
+    seen: Option<Staged>,
+    /// The active message of the newest rollout heard active, and its configuration if this
+    /// instance is in its cohort.
+    active: Option<(Staged, Option<Arc<Config>>)>,
+    /// How that rollout ended, once heard.
+    ended: Option<Outcome>,
 }
 
 impl Updater {
@@ -102,6 +123,8 @@ impl Updater {
             lkg_dirty: false,
             batching: false,
             source: confstore_core::fleet::Source::Rest,
+            staged: StagedView::default(),
+            shown: None,
         }
     }
 
@@ -150,7 +173,8 @@ impl Updater {
     /// From now on, applied versions are also stored in the outlet's `ArcSwap` and sent
     /// on its watch channel. `None` if nothing is held yet.
     pub(crate) fn open_outlet(&mut self) -> Option<Arc<Outlet>> {
-        let current = Arc::clone(self.current.as_ref()?);
+        let current = self.effective()?;
+        self.shown = Some(Arc::clone(&current));
         let outlet =
             Arc::new(Outlet { config: ArcSwap::new(Arc::clone(&current)), watch: watch::Sender::new(current) });
         self.outlet = Some(Arc::clone(&outlet));
@@ -192,6 +216,10 @@ impl Updater {
             return Offer::Checkpoint;
         }
         self.source = confstore_core::fleet::Source::Live;
+        if rollout::service_of_staged_topic(topic) == Some(self.settings.service.as_str()) {
+            self.on_staged(payload).await;
+            return Offer::Staged;
+        }
         if stream::service_of_snapshot_topic(topic) != Some(self.settings.service.as_str()) {
             self.counters.reject("wrong_topic");
             debug!(topic, "ignored a message on a foreign topic");
@@ -200,6 +228,90 @@ impl Updater {
         match serde_json::from_slice::<Value>(payload) {
             Ok(jws) => self.offer(jws).await,
             Err(e) => self.invalid(Rejection::Malformed(format!("payload is not JSON: {e}"))),
+        }
+    }
+
+    /// A message of the service's staged topic: verified, judged against the newest one
+    /// taken (replays refused), then the configuration shown follows the rule of
+    /// `confstore_core::rollout::staged_to_run`.
+    async fn on_staged(&mut self, payload: &[u8]) {
+        let s = &self.settings;
+        let verified = serde_json::from_slice::<Value>(payload)
+            .map_err(|e| rollout::StagedRejection::Malformed(format!("payload is not JSON: {e}")))
+            .and_then(|jws| rollout::verify_staged(&jws, &s.keys, s.store_id.as_deref(), &s.service));
+        let staged = match verified.and_then(|m| rollout::judge_staged(self.staged.seen.as_ref(), &m).map(|()| m)) {
+            Ok(m) => m,
+            Err(rejection) => {
+                self.counters.reject(rejection.kind());
+                debug!(service = %s.service, "staged rollout message refused: {rejection}");
+                return;
+            }
+        };
+        match &staged.state {
+            rollout::StagedState::Active { cohort, snapshot, .. } => {
+                let config = if cohort.contains(&s.service, &s.instance) {
+                    match stream::snapshot_version(snapshot) {
+                        Ok(version) => {
+                            Some(Arc::new(Config::new(snapshot.clone(), version, &s.env).staged(staged.rollout)))
+                        }
+                        Err(rejection) => return drop(self.invalid(rejection)),
+                    }
+                } else {
+                    None
+                };
+                info!(service = %s.service, rollout = staged.rollout, in_cohort = config.is_some(),
+                    "a staged rollout started");
+                self.staged.active = Some((staged.clone(), config));
+                self.staged.ended = None;
+            }
+            rollout::StagedState::Ended { outcome, .. } => {
+                info!(service = %s.service, rollout = staged.rollout, outcome = outcome.as_str(), "a staged rollout ended");
+                if self.staged.active.as_ref().is_some_and(|(a, _)| a.rollout == staged.rollout) {
+                    self.staged.ended = Some(*outcome);
+                } else {
+                    self.staged.active = None;
+                    self.staged.ended = None;
+                }
+            }
+        }
+        self.staged.seen = Some(staged);
+        self.show(false).await;
+    }
+
+    /// The configuration to show: the staged one while the rule says so, else the held one.
+    fn effective(&self) -> Option<Arc<Config>> {
+        let held = self.current.as_ref()?;
+        if let Some((active, Some(config))) = &self.staged.active
+            && rollout::staged_to_run(Some(active), self.staged.ended, Some(held.version()), &self.settings.instance)
+                .is_some()
+        {
+            return Some(Arc::clone(config));
+        }
+        Some(Arc::clone(held))
+    }
+
+    /// Shows the effective configuration: readers, the status report, `on_update` and the
+    /// watch channel. `always`: even if it is the one shown already (a new version held).
+    async fn show(&mut self, always: bool) {
+        let Some(config) = self.effective() else { return };
+        if !always && self.shown.as_ref().is_some_and(|s| Arc::ptr_eq(s, &config)) {
+            return;
+        }
+        if let Some(r) = config.rollout() {
+            info!(service = %self.settings.service, rollout = r, "running the staged configuration");
+        }
+        self.shown = Some(Arc::clone(&config));
+        if let Some(outlet) = &self.outlet {
+            outlet.config.store(Arc::clone(&config));
+        }
+        if let Some(r) = &self.settings.reporter {
+            r.applied(&config, self.source);
+        }
+        if let Some(on_update) = &self.settings.on_update {
+            on_update(&config);
+        }
+        if let Some(outlet) = &self.outlet {
+            outlet.watch.send_replace(config);
         }
     }
 
@@ -224,7 +336,7 @@ impl Updater {
         };
         match self.take_snapshot(incoming, false).await {
             Offer::Invalid { reason } => Err(reason),
-            Offer::Applied | Offer::Held(_) | Offer::Checkpoint => Ok(()),
+            Offer::Applied | Offer::Held(_) | Offer::Checkpoint | Offer::Staged => Ok(()),
         }
     }
 
@@ -399,18 +511,7 @@ impl Updater {
             prev_epoch = version.prev_epoch, "applied a configuration version"
         );
         self.current = Some(Arc::clone(&config));
-        if let Some(outlet) = &self.outlet {
-            outlet.config.store(Arc::clone(&config));
-        }
-        if let Some(r) = &self.settings.reporter {
-            r.applied(&config, self.source);
-        }
-        if let Some(on_update) = &self.settings.on_update {
-            on_update(&config);
-        }
-        if let Some(outlet) = &self.outlet {
-            outlet.watch.send_replace(Arc::clone(&config));
-        }
+        self.show(true).await;
         Counters::bump(&self.counters.applied);
         if let Some(audit) = &self.settings.audit {
             audit.applied(&version.store_id, version.generation, version.changed_seq);

@@ -188,6 +188,50 @@ pub enum EventKind {
         /// [`limits::DENIAL_SUMMARY_ROUTES_MAX`]).
         dropped: u64,
     },
+    /// 14: a staged rollout of one service started (docs/format.md §21): `changes` go to the
+    /// instances of `cohort` only, until a `rollout_promoted` gives them to every instance
+    /// or a `rollout_aborted` withdraws them. Alone in its changeset; changes no current
+    /// configuration (keeps the epoch). The rollout's id is this event's seq.
+    RolloutStarted {
+        /// Service name (never `global`).
+        service: String,
+        /// Who gets the staged version.
+        cohort: crate::rollout::Cohort,
+        /// How long the cohort runs it before an automatic promotion, in ms.
+        bake_ms: u64,
+        /// Whether the server promotes and aborts it by itself.
+        auto: bool,
+        /// The service version (changed_epoch) the changes are staged on.
+        base_epoch: u64,
+        /// The staged changes, checked against the schema as a write would be.
+        changes: Vec<crate::rollout::StagedChange>,
+        /// SHA-256 of the service's schema they were checked against, if any.
+        schema_hash: Option<[u8; 32]>,
+    },
+    /// 15: the rollout `rollout_seq` was given to every instance. The events after it in
+    /// its changeset are its changes, as `value_set` / `value_unset` / `secret_set`.
+    RolloutPromoted {
+        /// Service name.
+        service: String,
+        /// The rollout (seq of its `rollout_started`).
+        rollout_seq: u64,
+        /// Decided by the server's rules (true) or by `actor` (false).
+        automatic: bool,
+        /// What each cohort instance reported when it was decided.
+        cohort: Vec<crate::rollout::CohortMember>,
+    },
+    /// 16: the rollout `rollout_seq` was withdrawn; its cohort returns to the current
+    /// version. Alone in its changeset; keeps the epoch.
+    RolloutAborted {
+        /// Service name.
+        service: String,
+        /// The rollout.
+        rollout_seq: u64,
+        /// Decided by the server's rules (true) or by `actor` (false).
+        automatic: bool,
+        /// What each cohort instance reported when it was decided.
+        cohort: Vec<crate::rollout::CohortMember>,
+    },
 }
 
 /// How often a token was refused one (method, route) in an `access_denied_summary`.
@@ -262,7 +306,10 @@ impl EventBody {
             EventKind::RolledBack { service, .. } => service.as_deref(),
             EventKind::SchemaSet { service, .. }
             | EventKind::SecretSet { service, .. }
-            | EventKind::SecretRevealed { service, .. } => Some(service),
+            | EventKind::SecretRevealed { service, .. }
+            | EventKind::RolloutStarted { service, .. }
+            | EventKind::RolloutPromoted { service, .. }
+            | EventKind::RolloutAborted { service, .. } => Some(service),
             EventKind::TokenIssued { service, .. } | EventKind::AccessDenied { service, .. } => service.as_deref(),
             EventKind::StoreCreated { .. }
             | EventKind::SigningKeyRotated { .. }
@@ -338,6 +385,23 @@ impl EventBody {
                     "window_end_ms": window_end_ms, "counts": counts, "dropped": dropped,
                 })
             }
+            EventKind::RolloutStarted { service, cohort, bake_ms, auto, base_epoch, changes, schema_hash } => {
+                let changes: Vec<serde_json::Value> =
+                    changes.iter().map(crate::rollout::StagedChange::to_json).collect();
+                json!({
+                    "type": "rollout_started", "service": service, "cohort": cohort.to_json(), "bake_ms": bake_ms,
+                    "auto": auto, "base_epoch": base_epoch, "changes": changes,
+                    "schema_hash": schema_hash.map(hex::encode),
+                })
+            }
+            EventKind::RolloutPromoted { service, rollout_seq, automatic, cohort }
+            | EventKind::RolloutAborted { service, rollout_seq, automatic, cohort } => {
+                let cohort: Vec<serde_json::Value> = cohort.iter().map(crate::rollout::CohortMember::to_json).collect();
+                json!({
+                    "type": self.kind.name(), "service": service, "rollout_seq": rollout_seq,
+                    "automatic": automatic, "cohort": cohort,
+                })
+            }
         };
         v["kind"] = kind;
         v
@@ -362,6 +426,9 @@ impl EventKind {
             Self::AccessDenied { .. } => 11,
             Self::GenerationStarted { .. } => 12,
             Self::AccessDeniedSummary { .. } => 13,
+            Self::RolloutStarted { .. } => 14,
+            Self::RolloutPromoted { .. } => 15,
+            Self::RolloutAborted { .. } => 16,
         }
     }
 
@@ -381,7 +448,10 @@ impl EventKind {
             | Self::TokenRevoked { .. }
             | Self::AccessDenied { .. }
             | Self::GenerationStarted { .. }
-            | Self::AccessDeniedSummary { .. } => false,
+            | Self::AccessDeniedSummary { .. }
+            | Self::RolloutStarted { .. }
+            | Self::RolloutPromoted { .. }
+            | Self::RolloutAborted { .. } => false,
         }
     }
 
@@ -402,6 +472,9 @@ impl EventKind {
             Self::AccessDenied { .. } => "access_denied",
             Self::GenerationStarted { .. } => "generation_started",
             Self::AccessDeniedSummary { .. } => "access_denied_summary",
+            Self::RolloutStarted { .. } => "rollout_started",
+            Self::RolloutPromoted { .. } => "rollout_promoted",
+            Self::RolloutAborted { .. } => "rollout_aborted",
         }
     }
 }

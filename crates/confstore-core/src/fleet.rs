@@ -118,6 +118,10 @@ pub struct Status {
     /// The health the service itself last set, if it ever did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy: Option<bool>,
+    /// The staged rollout whose configuration the instance runs instead of `version`'s
+    /// (its id, docs/format.md §21), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<u64>,
     /// When the report was made (unix ms, the instance's clock).
     pub time_ms: u64,
     /// Which run of the client made it (its start, unix ms): the last will is made when
@@ -154,6 +158,7 @@ impl Status {
             env_overrides: Vec::new(),
             applied_ms: None,
             healthy: None,
+            rollout: None,
             time_ms,
             session: None,
         }

@@ -21,6 +21,8 @@ pub const TYP_HEAD: &str = "confstore-head+json";
 /// `typ` of a service delta on `system/config/<service>` (not retained): one version of the
 /// service as the keys it changed (docs/format.md §17.2).
 pub const TYP_DELTA: &str = "confstore-delta+json";
+/// `typ` of a staged-rollout message on `system/config-staged/<service>` (retained; docs/format.md §21).
+pub const TYP_STAGED: &str = "confstore-staged+json";
 
 /// Why a JWS is not acceptable.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]

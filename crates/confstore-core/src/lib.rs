@@ -32,6 +32,7 @@ pub mod json;
 pub mod jws;
 pub mod keys;
 pub mod limits;
+pub mod rollout;
 pub mod schema;
 pub mod secret;
 pub mod state;

@@ -81,6 +81,22 @@ pub const STATUS_ENV_OVERRIDES_MAX: usize = 256;
 pub const FLEET_INSTANCES_MAX: usize = 10_000;
 /// Seconds an offline instance stays in the fleet view before it is forgotten.
 pub const FLEET_OFFLINE_RETENTION_SECS: u64 = 24 * 3600;
+/// Most instance ids a rollout's cohort lists (docs/format.md §21).
+pub const ROLLOUT_INSTANCES_MAX: usize = 1_000;
+/// Shortest bake time of a rollout, in milliseconds: long enough for a cohort to apply the
+/// staged version and report it.
+pub const ROLLOUT_BAKE_MS_MIN: u64 = 1_000;
+/// Longest bake time (7 days).
+pub const ROLLOUT_BAKE_MS_MAX: u64 = 7 * 24 * 3600 * 1000;
+/// Most cohort members a promotion or abort records as its evidence (the deciding ones —
+/// unhealthy, not applied, offline — first).
+pub const ROLLOUT_EVIDENCE_MAX: usize = 200;
+/// How often the server judges active rollouts for automatic promotion or abort.
+pub const ROLLOUT_TICK_MS: u64 = 200;
+/// After the server starts, how long it waits for the retained status reports to fill the
+/// fleet view before it judges a rollout automatically (a restart must not abort a rollout
+/// because the view is still empty).
+pub const ROLLOUT_SETTLE_MS: u64 = 3_000;
 /// Items per page of history, events, audit and search answers when none is asked for.
 pub const PAGE_SIZE_DEFAULT: usize = 100;
 /// Most items per page (a larger `limit` is refused with 422).

@@ -11,6 +11,7 @@ use crate::limits;
 use crate::verify::Verified;
 
 mod decide;
+mod staged;
 pub use decide::decide;
 
 /// Every service's values (canonical JSON text) at one point of the log.
@@ -35,6 +36,10 @@ pub struct State {
     /// The store's generation: 1 from event 1, then raised by each `generation_started`
     /// (0 before event 1).
     pub generation: u64,
+    /// Each service's active staged rollout (crate::rollout), at most one per service.
+    pub rollouts: BTreeMap<String, crate::rollout::Rollout>,
+    /// Each service's last rollout that ended.
+    pub rollouts_ended: BTreeMap<String, crate::rollout::Ended>,
 }
 
 /// The reserved scope whose keys every service inherits unless it sets its own.
@@ -153,6 +158,52 @@ impl State {
                 if let Some(t) = self.tokens.get_mut(token_id) {
                     t.revoked_seq = Some(seq);
                 }
+            }
+            EventKind::RolloutStarted { service, cohort, bake_ms, auto, base_epoch, changes, schema_hash } => {
+                for change in changes {
+                    if let crate::rollout::StagedChange::Secret { key_version, .. } = change {
+                        // Counted when sealed: an aborted rollout's encryption used a nonce too.
+                        *self.secret_encryptions.entry(*key_version).or_default() += 1;
+                    }
+                }
+                self.rollouts.insert(
+                    service.clone(),
+                    crate::rollout::Rollout {
+                        seq,
+                        service: service.clone(),
+                        started_ms: body.time_ms,
+                        actor: body.actor.clone(),
+                        reason: body.reason.clone(),
+                        cohort: cohort.clone(),
+                        bake_ms: *bake_ms,
+                        auto: *auto,
+                        base_epoch: *base_epoch,
+                        changes: changes.clone(),
+                        schema_hash: *schema_hash,
+                    },
+                );
+            }
+            EventKind::RolloutPromoted { service, rollout_seq, .. } => {
+                self.rollouts.remove(service);
+                let ended = crate::rollout::Ended {
+                    seq: *rollout_seq,
+                    outcome: crate::rollout::Outcome::Promoted,
+                    ended_seq: seq,
+                    ended_ms: body.time_ms,
+                    promoted_epoch: body.epoch,
+                };
+                self.rollouts_ended.insert(service.clone(), ended);
+            }
+            EventKind::RolloutAborted { service, rollout_seq, .. } => {
+                self.rollouts.remove(service);
+                let ended = crate::rollout::Ended {
+                    seq: *rollout_seq,
+                    outcome: crate::rollout::Outcome::Aborted,
+                    ended_seq: seq,
+                    ended_ms: body.time_ms,
+                    promoted_epoch: 0,
+                };
+                self.rollouts_ended.insert(service.clone(), ended);
             }
             EventKind::StoreCreated { .. } => self.generation = 1,
             EventKind::GenerationStarted { generation, .. } => self.generation = *generation,
@@ -286,6 +337,48 @@ pub enum Change {
         /// Only this service; `None`: every service.
         service: Option<String>,
     },
+    /// A staged rollout's start, promotion or abort.
+    Rollout(RolloutChange),
+}
+
+/// A staged rollout's decisions, as requested (docs/format.md §21). A `StartRollout` opens its
+/// changeset and the sets, secret sets and unsets of that one service after it are the
+/// staged changes; `PromoteRollout` and `AbortRollout` are alone.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RolloutChange {
+    /// Stage the changes that follow for a cohort of `service`'s instances.
+    Start {
+        /// Service name.
+        service: String,
+        /// Who gets them.
+        cohort: crate::rollout::Cohort,
+        /// Bake time, ms ([`limits::ROLLOUT_BAKE_MS_MIN`]..=[`limits::ROLLOUT_BAKE_MS_MAX`]).
+        bake_ms: u64,
+        /// Promote and abort automatically.
+        auto: bool,
+    },
+    /// Give the active rollout `rollout_seq` of `service` to every instance.
+    Promote {
+        /// Service name.
+        service: String,
+        /// The rollout meant (so a decision cannot land on a later rollout by mistake).
+        rollout_seq: u64,
+        /// Decided by the server's rules.
+        automatic: bool,
+        /// What the cohort reported.
+        cohort: Vec<crate::rollout::CohortMember>,
+    },
+    /// Withdraw it.
+    Abort {
+        /// Service name.
+        service: String,
+        /// The rollout meant.
+        rollout_seq: u64,
+        /// Decided by the server's rules.
+        automatic: bool,
+        /// What the cohort reported.
+        cohort: Vec<crate::rollout::CohortMember>,
+    },
 }
 
 /// A requested changeset: metadata plus the changes, all or none.
@@ -369,6 +462,20 @@ pub enum RejectError {
     /// A bound from [`limits`] would be exceeded.
     #[error("{0}")]
     Limit(String),
+    /// A change to a service (or to `global`, or to every service) while a staged rollout
+    /// of it is active (docs/adr/0030).
+    #[error(
+        "service {service:?} has an active staged rollout ({rollout_seq}); promote or abort it first (`confstore rollout promote|abort {service}`)"
+    )]
+    RolloutInProgress {
+        /// The service under rollout.
+        service: String,
+        /// Its rollout.
+        rollout_seq: u64,
+    },
+    /// A rollout request that does not fit the service's rollouts.
+    #[error("{0}")]
+    Rollout(String),
     /// Compare-and-set failed.
     #[error("the store is at epoch {current}, not the expected epoch {expected}; reload and retry")]
     Conflict {

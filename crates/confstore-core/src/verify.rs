@@ -619,6 +619,11 @@ impl ChainVerifier {
                         "rolled_back from epoch {from_epoch} to {to_epoch}, but the store was at epoch {prev_epoch}"
                     )));
                 }
+                if matches!(body.kind, EventKind::RolloutStarted { .. } | EventKind::RolloutAborted { .. })
+                    && body.changeset_len != 1
+                {
+                    return Err(structure(format!("{} must be alone in its changeset", body.kind.name())));
+                }
                 self.open = Some(OpenChangeset {
                     start: seq,
                     first: body.clone(),
@@ -626,8 +631,16 @@ impl ChainVerifier {
                     prev_epoch,
                 });
             }
-            Some(_) if matches!(body.kind, EventKind::RolledBack { .. }) => {
-                return Err(structure("rolled_back must be the first event of its changeset".into()));
+            Some(_)
+                if matches!(
+                    body.kind,
+                    EventKind::RolledBack { .. }
+                        | EventKind::RolloutStarted { .. }
+                        | EventKind::RolloutPromoted { .. }
+                        | EventKind::RolloutAborted { .. }
+                ) =>
+            {
+                return Err(structure(format!("{} must be the first event of its changeset", body.kind.name())));
             }
             Some(mut open) => {
                 let f = &open.first;

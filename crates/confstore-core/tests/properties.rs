@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use confstore_core::rollout::{Cohort, CohortMember, StagedChange};
 use confstore_core::state::{canonical_json, decide, rotate_signing_key, seal, store_created};
 use confstore_core::{
     ChainVerifier, Change, ChangesetDraft, EventBody, EventKind, Hash32, KeyId, SigningKey, State, StoreId,
@@ -93,7 +94,53 @@ fn arb_kind() -> impl Strategy<Value = EventKind> {
                     .collect();
                 EventKind::AccessDeniedSummary { token_id, window_start_ms, window_end_ms, counts, dropped }
             }),
+        (
+            arb_text(),
+            prop_oneof![
+                proptest::collection::vec(arb_text(), 0..3).prop_map(Cohort::Instances),
+                arb_u32().prop_map(|basis_points| Cohort::Percent { basis_points }),
+            ],
+            arb_u64(),
+            any::<bool>(),
+            arb_u64(),
+            proptest::collection::vec(arb_staged(), 0..4),
+            proptest::option::of(arb_bytes::<32>()),
+        )
+            .prop_map(|(service, cohort, bake_ms, auto, base_epoch, changes, schema_hash)| {
+                EventKind::RolloutStarted { service, cohort, bake_ms, auto, base_epoch, changes, schema_hash }
+            }),
+        (arb_text(), arb_u64(), any::<bool>(), proptest::collection::vec(arb_member(), 0..3)).prop_map(
+            |(service, rollout_seq, automatic, cohort)| EventKind::RolloutPromoted {
+                service,
+                rollout_seq,
+                automatic,
+                cohort
+            }
+        ),
+        (arb_text(), arb_u64(), any::<bool>(), proptest::collection::vec(arb_member(), 0..3)).prop_map(
+            |(service, rollout_seq, automatic, cohort)| EventKind::RolloutAborted {
+                service,
+                rollout_seq,
+                automatic,
+                cohort
+            }
+        ),
     ]
+}
+
+fn arb_staged() -> impl Strategy<Value = StagedChange> {
+    prop_oneof![
+        (arb_text(), arb_text()).prop_map(|(key, value_json)| StagedChange::Set { key, value_json }),
+        arb_text().prop_map(|key| StagedChange::Unset { key }),
+        (arb_text(), arb_u32(), arb_bytes::<12>(), proptest::collection::vec(any::<u8>(), 0..32)).prop_map(
+            |(key, key_version, nonce, ciphertext)| StagedChange::Secret { key, key_version, nonce, ciphertext }
+        ),
+    ]
+}
+
+fn arb_member() -> impl Strategy<Value = CohortMember> {
+    (arb_text(), any::<bool>(), proptest::option::of(any::<bool>()), any::<bool>())
+        .prop_map(|(instance, applied, healthy, online)| CohortMember { instance, applied, healthy, online })
 }
 
 prop_compose! {
@@ -347,8 +394,10 @@ impl Writer {
                 // This generator makes no rollbacks (tests/rollback.rs does) and sets no
                 // schemas (src/schema.rs, tests/schemas.rs): neither changes the model's values.
                 // Nor secrets (tests/secrets.rs and the e2e canary test cover them).
-                // Token and audit changes never touch values (tests/tokens.rs).
+                // Token and audit changes never touch values (tests/tokens.rs), nor does this
+                // generator stage rollouts (tests/rollout.rs).
                 Change::RollBack { .. }
+                | Change::Rollout(_)
                 | Change::SetSchema { .. }
                 | Change::SetSecret { .. }
                 | Change::RevealSecret { .. }

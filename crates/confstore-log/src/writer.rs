@@ -164,7 +164,10 @@ impl Dirty {
             | EventKind::SecretRevealed { .. }
             | EventKind::AccessDenied { .. }
             | EventKind::AccessDeniedSummary { .. }
-            | EventKind::GenerationStarted { .. } => {}
+            | EventKind::GenerationStarted { .. }
+            | EventKind::RolloutStarted { .. }
+            | EventKind::RolloutPromoted { .. }
+            | EventKind::RolloutAborted { .. } => {}
         }
     }
 }
@@ -549,6 +552,10 @@ fn debug_check_changeset(before: &ChainHead, bodies: &[EventBody]) {
                 debug_assert_eq!(i, 0, "a rollback opens its changeset");
                 debug_assert!(*from_epoch == before.epoch && to_epoch < from_epoch, "rollback epochs");
             }
+            EventKind::RolloutStarted { .. } | EventKind::RolloutAborted { .. } => {
+                debug_assert_eq!(bodies.len(), 1, "a rollout's start or abort is alone");
+            }
+            EventKind::RolloutPromoted { .. } => debug_assert_eq!(i, 0, "a promotion opens its changeset"),
             _ => {}
         }
     }

@@ -303,7 +303,7 @@ impl App {
             appends: AppendHealth::default(),
             stream: std::sync::OnceLock::new(),
             checkpoints: crate::checkpoints::Checkpoints::default(),
-            fleet: crate::fleet::Fleet::default(),
+            fleet: crate::fleet::Fleet::new(crate::fleet::now_ms()),
         }))
     }
 

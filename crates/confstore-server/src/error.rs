@@ -116,6 +116,11 @@ impl From<RejectError> for ApiError {
             }
             RejectError::TooManyChanges(_) => ApiError::too_large(message),
             RejectError::Limit(_) => ApiError::unprocessable(message),
+            // docs/adr/0030: a write that would move a service under rollout waits for it.
+            RejectError::RolloutInProgress { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "rollout_in_progress", message)
+            }
+            RejectError::Rollout(_) => ApiError::conflict_with(message),
             _ => ApiError::unprocessable(message),
         }
     }

@@ -57,9 +57,27 @@ pub enum Refused {
 #[derive(Debug, Default)]
 pub struct Fleet {
     services: Mutex<BTreeMap<String, BTreeMap<String, Entry>>>,
+    /// When the view last began to fill: made, or subscribed to the status topics again
+    /// (unix ms). Rollout decisions wait a while after it (crate::rollouts).
+    synced_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Fleet {
+    /// An empty view, filling from `now_ms`.
+    pub fn new(now_ms: u64) -> Self {
+        Self { services: Mutex::default(), synced_ms: std::sync::atomic::AtomicU64::new(now_ms) }
+    }
+
+    /// The view begins to fill again (a new subscription to the status topics).
+    pub fn mark_synced(&self, now_ms: u64) {
+        self.synced_ms.store(now_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When the view last began to fill.
+    pub fn synced_ms(&self) -> u64 {
+        self.synced_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<String, Entry>>> {
         self.services.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

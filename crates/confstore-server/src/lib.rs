@@ -34,6 +34,7 @@ mod listener;
 mod metrics;
 mod model;
 mod projector;
+mod rollouts;
 mod stream;
 mod web;
 mod witnesses;
@@ -60,6 +61,7 @@ pub async fn serve(
     let checkpointer = tokio::spawn(checkpoints::run(app.clone()));
     let witnessing = tokio::spawn(witnesses::run(app.clone()));
     let denials = tokio::spawn(denials::run(app.clone()));
+    let rollouts = tokio::spawn(rollouts::run(app.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let gate = broker.map(|b| tokio::spawn(b.run(app.clone(), stop_rx.clone())));
     // The fleet view reads the instances' status reports on a connection of its own.
@@ -80,6 +82,8 @@ pub async fn serve(
     let _ = checkpointer.await;
     witnessing.abort();
     let _ = witnessing.await;
+    rollouts.abort();
+    let _ = rollouts.await;
     // Every request has been answered: the refusals still counted go into the log now.
     denials.abort();
     let _ = denials.await;

@@ -94,6 +94,8 @@ struct Inner {
     fleet_instances: Family<KindLabel, Gauge>,
     fleet_oldest_version: Gauge,
     fleet_reports: Family<KindLabel, Counter>,
+    rollouts_active: Gauge,
+    rollout_decisions: Family<KindLabel, Counter>,
     signature_failures: Family<KindLabel, Counter>,
     auth_denials: Family<KindLabel, Counter>,
     access_denied: Family<DenialLabels, Counter>,
@@ -177,6 +179,18 @@ impl Metrics {
             "fleet_oldest_version",
             "The oldest service version an online instance applied (an epoch; 0 with none online)",
             fleet_oldest_version.clone(),
+        );
+        let rollouts_active = Gauge::default();
+        registry.register(
+            "rollouts_active",
+            "Staged rollouts in progress (docs/format.md §21)",
+            rollouts_active.clone(),
+        );
+        let rollout_decisions = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "rollout_decisions",
+            "Rollouts ended, by kind: promoted or aborted, manual or automatic",
+            rollout_decisions.clone(),
         );
         let fleet_reports = Family::<KindLabel, Counter>::default();
         registry.register(
@@ -265,6 +279,8 @@ impl Metrics {
             fleet_instances,
             fleet_oldest_version,
             fleet_reports,
+            rollouts_active,
+            rollout_decisions,
             signature_failures,
             auth_denials,
             access_denied,
@@ -332,6 +348,17 @@ impl Metrics {
             self.0.fleet_instances.get_or_create(&KindLabel { kind: (*state).to_owned() }).set(gauge_value(*n));
         }
         self.0.fleet_oldest_version.set(gauge_value(oldest_version));
+    }
+
+    /// Counts a rollout's end: `outcome` is `promoted` or `aborted`.
+    pub fn rollout_decision(&self, outcome: &str, automatic: bool) {
+        let how = if automatic { "automatic" } else { "manual" };
+        self.0.rollout_decisions.get_or_create(&KindLabel { kind: format!("{outcome}_{how}") }).inc();
+    }
+
+    /// Sets the number of active rollouts.
+    pub fn rollouts_active(&self, n: usize) {
+        self.0.rollouts_active.set(gauge_value(n as u64));
     }
 
     /// Counts a status report: recorded or refused.

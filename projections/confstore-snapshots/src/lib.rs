@@ -157,6 +157,29 @@ pub fn project(
     Ok(at_head(state, store_id, generation, service, values))
 }
 
+/// The staged snapshot of an active rollout (docs/format.md §21.2): `rollout.service`
+/// resolved as [`project`] would after its staged changes, with the version fields of the
+/// version it was staged on (it is not a version of the log). Costs the service's size,
+/// once per rollout.
+pub fn project_staged(
+    state: &State,
+    store_id: &str,
+    generation: u64,
+    rollout: &confstore_core::rollout::Rollout,
+) -> Result<ServiceSnapshot, SnapshotError> {
+    let service = rollout.service.as_str();
+    let mut own =
+        state.services.get(service).cloned().ok_or_else(|| SnapshotError::UnknownService(service.to_owned()))?;
+    for change in &rollout.changes {
+        match change.stored_value() {
+            Some(v) => own.insert(change.key().to_owned(), v),
+            None => own.remove(change.key()),
+        };
+    }
+    let resolver = Resolver { own: &own, ..Resolver::new(state, service)? };
+    Ok(at_head(state, store_id, generation, service, resolver.all()))
+}
+
 /// `service`'s snapshot fields at `state`'s head, holding `values`.
 fn at_head(
     state: &State,

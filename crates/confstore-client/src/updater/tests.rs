@@ -33,6 +33,7 @@ impl Harness {
             on_update: Some(on_update),
             lkg_path,
             rest: rest.map(|r| Rest::new(&r.url, "web", None).unwrap()),
+            instance: "web-1".into(),
             audit: None,
         };
         let counters = Arc::new(Counters::default());
@@ -64,7 +65,7 @@ fn assert_rejected(offer: &Offer, kind: &str) {
     let ok = match offer {
         Offer::Held(r) => r.kind() == kind,
         Offer::Invalid { .. } => kind != "stale" && kind != "duplicate",
-        Offer::Applied | Offer::Checkpoint => false,
+        Offer::Applied | Offer::Checkpoint | Offer::Staged => false,
     };
     assert!(ok, "expected a {kind} rejection, got {offer:?}");
 }
@@ -402,4 +403,52 @@ async fn the_lkg_file_keeps_the_deltas_until_the_retained_snapshot_covers_them()
     file["deltas"] = json!([signer.delta("web", 5, 4, json!({}), &[])]);
     std::fs::write(&path, file.to_string()).unwrap();
     assert!(lkg::load(&path, &[signer.public()], None, "web").is_err());
+}
+
+/// The configuration readers see (the staged one while it runs).
+fn shown(h: &Harness) -> (Option<Value>, Option<u64>) {
+    let c = h.updater.effective().unwrap();
+    (c.value("v").cloned(), c.rollout())
+}
+
+#[tokio::test]
+async fn a_cohort_instance_runs_the_staged_version_until_it_ends_and_replays_change_nothing() {
+    const STAGED: &str = "system/config-staged/web";
+    let signer = Signer::new(1);
+    let versions = chain(&signer, "web", 3);
+    let mut h = Harness::new(None, None, None);
+    h.send_all(&versions[..2]).await;
+    let staged = signer.staged("web", 10, &["web-1"], 2, json!({"v": 99}));
+    assert!(matches!(h.send(STAGED, &staged).await, Offer::Staged));
+    assert_eq!(shown(&h), (Some(json!(99)), Some(10)), "in the cohort, on its base version");
+    assert_eq!(h.applied(), [1, 2, 2], "on_update saw the staged configuration (base version fields)");
+    // A redelivery is refused; the held version is unchanged.
+    h.send(STAGED, &staged).await;
+    assert_eq!(h.stats().rejected("staged_replayed"), 1);
+    assert_eq!(h.updater.current().unwrap().value("v"), Some(&json!(2)));
+    // Aborted: back to the current version at once; the old start replayed changes nothing.
+    h.send(STAGED, &signer.staged_end("web", 10, "aborted", 0)).await;
+    assert_eq!(shown(&h), (Some(json!(2)), None));
+    h.send(STAGED, &staged).await;
+    assert_eq!(shown(&h), (Some(json!(2)), None));
+    assert_eq!(h.stats().rejected("staged_replayed"), 2);
+    // Another instance's cohort: not applied.
+    h.send(STAGED, &signer.staged("web", 11, &["web-2"], 2, json!({"v": 98}))).await;
+    assert_eq!(shown(&h), (Some(json!(2)), None));
+    // Promoted: the staged configuration runs on until the promoting version arrives.
+    h.send(STAGED, &signer.staged("web", 12, &["web-1"], 2, json!({"v": 3}))).await;
+    assert_eq!(shown(&h), (Some(json!(3)), Some(12)));
+    h.send(STAGED, &signer.staged_end("web", 12, "promoted", 3)).await;
+    assert_eq!(shown(&h), (Some(json!(3)), Some(12)));
+    h.send_all(&versions[2..]).await;
+    assert_eq!(shown(&h), (Some(json!(3)), None), "the promoting version replaces it");
+    // Forged, misaddressed or for another base: refused or not run.
+    let forged = Signer::new(2).staged("web", 20, &["web-1"], 3, json!({"v": 0}));
+    h.send(STAGED, &forged).await;
+    assert_eq!(h.stats().rejected("staged_signature"), 1);
+    let other = signer.staged("db", 21, &["web-1"], 3, json!({"v": 0}));
+    h.send(STAGED, &other).await;
+    assert_eq!(h.stats().rejected("staged_misaddressed"), 1);
+    h.send(STAGED, &signer.staged("web", 22, &["web-1"], 2, json!({"v": 0}))).await;
+    assert_eq!(shown(&h), (Some(json!(3)), None), "staged on an older version: not run");
 }

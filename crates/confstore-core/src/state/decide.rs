@@ -30,6 +30,10 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
         return Err(RejectError::Conflict { expected, current: state.epoch });
     }
     let time_ms = now_ms.max(state.time_ms);
+    super::staged::check_no_rollout_in_the_way(state, draft)?;
+    if let Some(Change::Rollout(r)) = draft.changes.first() {
+        return super::staged::decide_rollout(state, draft, r, time_ms);
+    }
     let mut d = Decision::new(state, draft)?;
     let mut kinds = Vec::with_capacity(draft.changes.len());
     for (i, change) in draft.changes.iter().enumerate() {
@@ -59,6 +63,11 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
             Change::SetSchema { service, .. } => d.set_schema(service)?,
             Change::Set { service, key, value } => d.set_value(service, key, value)?,
             Change::Unset { service, key } => d.unset_value(service, key)?,
+            Change::Rollout(_) => {
+                return Err(RejectError::Rollout(
+                    "a rollout's start, promotion or abort opens its changeset, and only one".into(),
+                ));
+            }
         };
         kinds.push(kind);
     }
@@ -73,7 +82,7 @@ pub fn decide(state: &State, draft: &ChangesetDraft, now_ms: u64) -> Result<Vec<
 /// What deciding one changeset has gathered so far, for the configuration changes that
 /// depend on each other: a service registered earlier in the changeset, a key changed twice,
 /// a schema set anywhere in it.
-struct Decision<'d> {
+pub(super) struct Decision<'d> {
     state: &'d State,
     /// Schemas set by this changeset. They apply to all of it: values record the final
     /// schema's hash and the final configuration is checked against it.
@@ -92,7 +101,7 @@ struct Decision<'d> {
 
 impl<'d> Decision<'d> {
     /// Compiles every schema the draft sets (a bad one refuses the changeset).
-    fn new(state: &'d State, draft: &'d ChangesetDraft) -> Result<Self, RejectError> {
+    pub(super) fn new(state: &'d State, draft: &'d ChangesetDraft) -> Result<Self, RejectError> {
         let mut new_schemas = BTreeMap::new();
         for change in &draft.changes {
             if let Change::SetSchema { service, schema } = change {
@@ -152,7 +161,7 @@ impl<'d> Decision<'d> {
 
     /// `Set`: a known service, a valid key changed once, a value that is not a secret's
     /// shape and is exact JSON, within the bound on keys per service.
-    fn set_value(
+    pub(super) fn set_value(
         &mut self,
         service: &'d str,
         key: &'d str,
@@ -191,7 +200,7 @@ impl<'d> Decision<'d> {
     }
 
     /// `Unset`: a known service, a valid key changed once, which is set.
-    fn unset_value(&mut self, service: &'d str, key: &'d str) -> Result<EventKind, RejectError> {
+    pub(super) fn unset_value(&mut self, service: &'d str, key: &'d str) -> Result<EventKind, RejectError> {
         let values = self.known(service)?;
         check_key_name(key)?;
         mark_touched(&mut self.touched, service, key)?;
@@ -210,7 +219,7 @@ impl<'d> Decision<'d> {
 
     /// `SetSecret`: the master key version has encryptions left, then as [`Self::set_value`]
     /// (no key bound); the plaintext is validated, only the envelope is recorded.
-    fn set_secret(
+    pub(super) fn set_secret(
         &mut self,
         service: &'d str,
         key: &'d str,
@@ -258,7 +267,7 @@ impl<'d> Decision<'d> {
     }
 
     /// Validates every changed service's resulting configuration against its schema.
-    fn check_schemas(&self) -> Result<(), RejectError> {
+    pub(super) fn check_schemas(&self) -> Result<(), RejectError> {
         check_schemas(self.state, &self.new_schemas, &self.working)
     }
 }
@@ -427,7 +436,7 @@ fn check_denial_summary(
 }
 
 /// Audit and token changes are recorded one per changeset.
-fn alone(draft: &ChangesetDraft) -> Result<(), RejectError> {
+pub(super) fn alone(draft: &ChangesetDraft) -> Result<(), RejectError> {
     if draft.changes.len() == 1 {
         Ok(())
     } else {
@@ -457,7 +466,7 @@ fn check_schemas(
     if violations.is_empty() { Ok(()) } else { Err(RejectError::SchemaViolations(violations)) }
 }
 
-fn known_service<'s>(
+pub(super) fn known_service<'s>(
     state: &'s State,
     new_services: &[&str],
     service: &str,
@@ -477,7 +486,7 @@ fn mark_touched<'d>(touched: &mut Vec<(&'d str, &'d str)>, service: &'d str, key
     Ok(())
 }
 
-fn number(bodies: &mut [EventBody]) {
+pub(super) fn number(bodies: &mut [EventBody]) {
     let len = u32::try_from(bodies.len()).unwrap_or_else(|_| unreachable!("changeset length is bounded by limits"));
     for (i, b) in (0u32..).zip(bodies.iter_mut()) {
         b.changeset_index = i;

@@ -295,6 +295,88 @@ pub enum EventKindOut {
         /// Refusals not counted (over the per-window bound).
         dropped: u64,
     },
+    /// A staged rollout started (docs/format.md §21).
+    RolloutStarted {
+        /// Service.
+        service: String,
+        /// Who gets the staged version.
+        #[schema(value_type = CohortDoc)]
+        cohort: serde_json::Value,
+        /// Bake time (ms).
+        bake_ms: u64,
+        /// Decided automatically.
+        auto: bool,
+        /// The service version it is staged on.
+        base_epoch: u64,
+        /// The staged changes (`op` set, unset or secret; a secret shows only its key and key version).
+        #[schema(value_type = Vec<StagedChangeDoc>)]
+        changes: Vec<serde_json::Value>,
+        /// The schema they were checked against (hex).
+        schema_hash: Option<String>,
+    },
+    /// A rollout was given to every instance (its changes follow in the changeset).
+    RolloutPromoted {
+        /// Service.
+        service: String,
+        /// The rollout.
+        rollout_seq: u64,
+        /// Decided by the server's rules.
+        automatic: bool,
+        /// What each cohort instance reported.
+        cohort: Vec<CohortMemberOut>,
+    },
+    /// A rollout was withdrawn.
+    RolloutAborted {
+        /// Service.
+        service: String,
+        /// The rollout.
+        rollout_seq: u64,
+        /// Decided by the server's rules.
+        automatic: bool,
+        /// What each cohort instance reported.
+        cohort: Vec<CohortMemberOut>,
+    },
+}
+
+/// A staged rollout's cohort (docs/format.md §21.1): one of the two members.
+#[derive(Debug, Serialize, ToSchema)]
+#[expect(dead_code, reason = "the schema of the JSON confstore-core's Cohort::to_json makes")]
+pub struct CohortDoc {
+    /// The listed instance ids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instances: Option<Vec<String>>,
+    /// The share of the instances, in percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    percent: Option<f64>,
+}
+
+/// One staged change of a rollout.
+#[derive(Debug, Serialize, ToSchema)]
+#[expect(dead_code, reason = "the schema of the JSON confstore-core's StagedChange::to_json makes")]
+pub struct StagedChangeDoc {
+    /// `set`, `unset` or `secret`.
+    op: String,
+    /// The key.
+    key: String,
+    /// `set` only: the value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Value>,
+    /// `secret` only: the master-key version that sealed it (the value is never shown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_version: Option<u32>,
+}
+
+/// One cohort instance in a rollout decision.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CohortMemberOut {
+    /// Instance id.
+    pub instance: String,
+    /// Ran the staged version.
+    pub applied: bool,
+    /// Its health report, if any.
+    pub healthy: Option<bool>,
+    /// Online.
+    pub online: bool,
 }
 
 /// `GET /healthz`.

@@ -327,7 +327,7 @@ pub async fn patch_values(
 }
 
 /// Encrypts `value` for `service`.`key` with the current master key.
-fn seal(app: &App, service: &str, key: String, value: &Value) -> ApiResult<Change> {
+pub(super) fn seal(app: &App, service: &str, key: String, value: &Value) -> ApiResult<Change> {
     let store_id = LiveView::of(app)?.store.store_id();
     secret::Sealer::new(&app.keys.master, app.keys.master_version, store_id).change(service, key, value).map_err(|e| {
         match e {

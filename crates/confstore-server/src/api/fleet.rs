@@ -85,6 +85,8 @@ pub struct InstanceOut {
     pub applied_ms: Option<u64>,
     /// What it last said about its health.
     pub healthy: Option<bool>,
+    /// The staged rollout it runs (docs/format.md §21), if any.
+    pub rollout: Option<u64>,
     /// When the server last heard from it (unix ms).
     pub last_seen_ms: u64,
     /// How it reports.
@@ -188,6 +190,7 @@ pub async fn instances(
                 env_overrides: s.env_overrides,
                 applied_ms: s.applied_ms,
                 healthy: s.healthy,
+                rollout: s.rollout,
                 last_seen_ms: e.last_seen_ms,
                 via: e.via,
             }
@@ -234,6 +237,7 @@ pub async fn report(
 /// fallback, where the current versions are not known.
 pub fn refresh_metrics(app: &App) {
     let crate::app::Mode::Live(l) = &*app.mode() else { return };
+    app.metrics.rollouts_active(l.model.read(|m| m.state.rollouts.len()));
     let mut counts = [("current", 0u64), ("behind", 0), ("unhealthy", 0), ("offline", 0)];
     let mut oldest: Option<u64> = None;
     for (service, entries) in app.fleet.all(now_ms()) {

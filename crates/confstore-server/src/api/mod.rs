@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod history;
 pub mod masked;
 pub mod ops;
+pub mod rollout;
 pub mod tlog;
 pub mod tokens;
 
@@ -86,6 +87,9 @@ pub fn router(app: App) -> (Router, serde_json::Value) {
         .routes(routes!(fleet::fleet))
         .routes(routes!(fleet::instances))
         .routes(routes!(fleet::report))
+        .routes(routes!(rollout::rollout, rollout::start))
+        .routes(routes!(rollout::promote))
+        .routes(routes!(rollout::abort))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(ops::healthz))

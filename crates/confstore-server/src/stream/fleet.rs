@@ -50,6 +50,8 @@ pub async fn run(app: App, settings: MqttSettings, mut stop: watch::Receiver<boo
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = BACKOFF_MIN;
+                    // The retained reports arrive again after this subscription.
+                    app.fleet.mark_synced(now_ms());
                     if let Err(e) = client.try_subscribe(filter.as_str(), QoS::AtLeastOnce) {
                         break e.to_string();
                     }

@@ -68,8 +68,10 @@ fn may_subscribe(who: &Who, filter: &str) -> bool {
     if !reads_config {
         return false;
     }
-    let service =
-        filter.strip_prefix(topics::SNAPSHOT_TOPIC_PREFIX).or_else(|| filter.strip_prefix(topics::EVENTS_TOPIC_PREFIX));
+    let service = filter
+        .strip_prefix(topics::SNAPSHOT_TOPIC_PREFIX)
+        .or_else(|| filter.strip_prefix(topics::EVENTS_TOPIC_PREFIX))
+        .or_else(|| filter.strip_prefix(confstore_core::rollout::STAGED_TOPIC_PREFIX));
     match (&principal.service, service) {
         // Unscoped: any one service, or all of them with `+`.
         (None, Some(s)) => s == "+" || is_literal_level(s),
@@ -477,7 +479,14 @@ mod tests {
     #[test]
     fn an_unscoped_reader_reads_every_service_but_no_wider_wildcard() {
         let w = client(Role::ConfigRead, None);
-        for ok in ["system/config/web", "system/config/+", "system/config-events/+", "system/config-head"] {
+        for ok in [
+            "system/config/web",
+            "system/config/+",
+            "system/config-events/+",
+            "system/config-head",
+            "system/config-staged/web",
+            "system/config-staged/+",
+        ] {
             assert!(may_subscribe(&w, ok), "{ok}");
         }
         for no in ["#", "system/#", "system/config/#", "system/config/a/b", "system/+"] {

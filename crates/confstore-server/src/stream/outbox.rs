@@ -31,6 +31,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use confstore_core::rollout;
 use confstore_core::stream::{self, Position};
 use confstore_core::{Hash32, SigningKey, State, Verified, jws};
 use confstore_snapshots::Touched;
@@ -71,6 +72,8 @@ pub enum Kind {
     Checkpoint,
     /// The health document (retained, unsigned).
     Health,
+    /// A service's staged rollout on `system/config-staged/<service>` (retained).
+    Staged,
     /// A retained message put back after someone deleted or replaced it.
     Heal,
 }
@@ -85,6 +88,7 @@ impl Kind {
             Self::Head => "head",
             Self::Checkpoint => "checkpoint",
             Self::Health => "health",
+            Self::Staged => "staged",
             Self::Heal => "heal",
         }
     }
@@ -140,6 +144,8 @@ pub struct Outbox {
     /// What the changeset being taken in did to each service, and where it started.
     changeset: Touched,
     changeset_start: Option<(u64, Hash32)>,
+    /// Services whose rollout the changeset being taken in started or ended.
+    changeset_rollouts: std::collections::BTreeSet<String>,
     /// Services whose snapshot is still to come.
     due: BTreeMap<String, Due>,
     /// Whether the head moved since the last signed head, and when that one was made.
@@ -181,6 +187,7 @@ impl Outbox {
             open: Vec::new(),
             changeset: Touched::default(),
             changeset_start: None,
+            changeset_rollouts: std::collections::BTreeSet::new(),
             due: BTreeMap::new(),
             head_due: false,
             last_head: None,
@@ -214,6 +221,7 @@ impl Outbox {
         self.open.clear();
         self.changeset = Touched::default();
         self.changeset_start = None;
+        self.changeset_rollouts.clear();
         self.due.clear();
         if resumed {
             self.acked = Some(at);
@@ -229,6 +237,9 @@ impl Outbox {
     pub fn queue_full_sync(&mut self) {
         self.cut_open();
         let mut msgs: Vec<Msg> = self.state.services.keys().filter_map(|s| self.snapshot_message(s)).collect();
+        let rollouts = self.state.rollouts.keys().chain(self.state.rollouts_ended.keys());
+        let staged: std::collections::BTreeSet<&String> = rollouts.collect();
+        msgs.extend(staged.into_iter().filter_map(|s| self.staged_message(s)));
         self.due.clear();
         let head = self.head_message();
         self.head_msg = Some(head.clone());
@@ -291,6 +302,12 @@ impl Outbox {
                 self.open.push(self.signed(stream::events_topic(service), &doc, jws::TYP_EVENT, false, Kind::Event));
             }
             self.changeset.record(&self.state, f.body(), changed);
+            if let confstore_core::EventKind::RolloutStarted { service, .. }
+            | confstore_core::EventKind::RolloutPromoted { service, .. }
+            | confstore_core::EventKind::RolloutAborted { service, .. } = &f.body().kind
+            {
+                self.changeset_rollouts.insert(service.clone());
+            }
             if f.body().changeset_index + 1 >= f.body().changeset_len {
                 self.end_changeset(now);
             }
@@ -323,6 +340,11 @@ impl Outbox {
                 kind: Kind::Delta,
             });
             self.due.entry(service).or_insert(Due { before: start, since: now });
+        }
+        for service in std::mem::take(&mut self.changeset_rollouts) {
+            if let Some(m) = self.staged_message(&service) {
+                self.open.push(m);
+            }
         }
     }
 
@@ -443,6 +465,14 @@ impl Outbox {
         })
     }
 
+    /// `service`'s staged-topic message at the read position (docs/format.md §21.2): its
+    /// active rollout's staged snapshot, or the end of its last rollout (`None`: it never
+    /// had one).
+    pub fn staged_message(&self, service: &str) -> Option<Msg> {
+        let doc = staged_document(&self.state, &self.store_id, self.generation, service)?;
+        Some(self.signed(rollout::staged_topic(service), &doc, jws::TYP_STAGED, true, Kind::Staged))
+    }
+
     /// The signed head at the read position.
     pub fn head_message(&self) -> Msg {
         let hash = self.read_hash.to_hex();
@@ -455,6 +485,18 @@ impl Outbox {
     pub fn identity(&self) -> (&str, u64) {
         (&self.store_id, self.generation)
     }
+}
+
+/// The document of `service`'s staged-topic message in `state`: its active rollout with the
+/// staged snapshot, else the end of its last rollout (`None`: it never had one). Shared by
+/// the publisher and `GET /api/v1/services/{service}/rollout`.
+pub fn staged_document(state: &State, store_id: &str, generation: u64, service: &str) -> Option<serde_json::Value> {
+    if let Some(r) = state.rollouts.get(service) {
+        let snap = confstore_snapshots::project_staged(state, store_id, generation, r).ok()?;
+        return Some(rollout::staged_document(store_id, generation, r, &snap.to_json()));
+    }
+    let ended = state.rollouts_ended.get(service)?;
+    Some(rollout::ended_document(store_id, service, generation, ended))
 }
 
 #[cfg(test)]

@@ -70,6 +70,7 @@ fn payload(o: &Outbox, i: usize, kind: Kind) -> Value {
         Kind::Snapshot => jws::TYP_SNAPSHOT,
         Kind::Delta => jws::TYP_DELTA,
         Kind::Head => jws::TYP_HEAD,
+        Kind::Staged => jws::TYP_STAGED,
         _ => jws::TYP_EVENT,
     };
     jws::verify(&jws, typ, &[key().verifying_key()]).expect("signed by the store key")
@@ -302,4 +303,45 @@ fn a_new_generation_republishes_every_service_whole() {
     assert_eq!(o.identity().1, 2);
     is(&o, 1, &[SNAPSHOT, HEAD]);
     assert_eq!(payload(&o, 1, Kind::Snapshot)["generation"], json!(2));
+}
+
+const STAGED: (Kind, &str) = (Kind::Staged, "system/config-staged/web");
+
+#[test]
+fn a_rollout_publishes_its_staged_snapshot_then_its_end_and_a_full_sync_repeats_them() {
+    use confstore_core::rollout::Cohort;
+    use confstore_core::state::RolloutChange;
+    let (mut log, mut o, t0) = setup();
+    let t = t0 + Duration::from_secs(1);
+    let start = Change::Rollout(RolloutChange::Start {
+        service: "web".into(),
+        cohort: Cohort::Instances(vec!["web-1".into()]),
+        bake_ms: 60_000,
+        auto: true,
+    });
+    let started = log.write(vec![start, Change::Set { service: "web".into(), key: "port".into(), value: json!(81) }]);
+    let rollout_seq = started[0].seq();
+    o.take_in(&started, t);
+    assert!(o.cut(t));
+    is(&o, 1, &[EVENT, STAGED, HEAD]);
+    let staged = payload(&o, 1, Kind::Staged);
+    assert_eq!(staged["state"], "active");
+    assert_eq!(staged["rollout"], rollout_seq);
+    assert_eq!(staged["cohort"], json!({"instances": ["web-1"]}));
+    assert_eq!(staged["snapshot"]["config"], json!({"port": 81}), "the staged configuration");
+    assert_eq!(staged["snapshot"]["changed_epoch"], staged["base_epoch"], "the base version's fields");
+    // A full sync (a broker that lost its retained messages) sends it again.
+    o.queue_full_sync();
+    let last = o.pending().count() - 1;
+    assert!(shape(&o, last).contains(&(Kind::Staged, "system/config-staged/web".to_owned())));
+    // The abort replaces it with the end.
+    let abort =
+        Change::Rollout(RolloutChange::Abort { service: "web".into(), rollout_seq, automatic: false, cohort: vec![] });
+    let t2 = t + Duration::from_secs(1);
+    o.take_in(&log.write(vec![abort]), t2);
+    assert!(o.cut(t2));
+    let last = o.pending().count() - 1;
+    let ended = payload(&o, last, Kind::Staged);
+    assert_eq!((ended["state"].clone(), ended["rollout"].clone()), (json!("aborted"), json!(rollout_seq)));
+    assert!(ended.get("snapshot").is_none());
 }
