@@ -218,6 +218,8 @@ struct Fixture {
     audit_reader: Option<Http>,
     /// No token of its own: sends each cell's `Authorization` header as given.
     anonymous: Http,
+    /// A rollout of `web` may be active (it would turn later writes to `web` into 409s).
+    rollout_maybe_active: bool,
 }
 
 impl Fixture {
@@ -232,6 +234,15 @@ impl Fixture {
 
     fn head(&mut self) -> Value {
         self.admin_ok("GET", "/api/v1/head", None)
+    }
+
+    /// Ends any rollout of `web` (an abort when none is active answers 409: fine).
+    fn end_rollout(&mut self) {
+        let body = json!({"reason": "matrix"});
+        let target = "/api/v1/services/web/rollout/abort";
+        let r = self.admin.request("POST", target, &[], Some(&body)).unwrap_or_else(|e| panic!("POST {target}: {e}"));
+        assert!(r.is_success() || r.status == 409, "POST {target} as admin: {r}");
+        self.rollout_maybe_active = false;
     }
 }
 
@@ -250,6 +261,9 @@ fn build(fx: &mut Fixture, op: &Operation, name_service: bool, n: usize) -> Buil
     let mut named = None;
     let mut instance = None;
     let deleting_value = op.method == "DELETE" && op.path.contains("{key}");
+    if !op.path.contains("/rollout") && fx.rollout_maybe_active {
+        fx.end_rollout();
+    }
     for (name, at, required) in &op.params {
         let value = match (name.as_str(), *at) {
             ("service", "path") => {
@@ -316,6 +330,19 @@ fn build(fx: &mut Fixture, op: &Operation, name_service: bool, n: usize) -> Buil
             }
             b
         }
+        "StartRollout" => {
+            fx.end_rollout();
+            fx.rollout_maybe_active = true;
+            json!({"set": {"staged": n}, "cohort": {"percent": 10}, "bake_seconds": 3600, "auto": false})
+        }
+        "DecideRollout" => {
+            fx.end_rollout();
+            let start =
+                json!({"set": {"staged": n}, "cohort": {"instances": ["pod-1"]}, "bake_seconds": 3600, "auto": false});
+            fx.admin_ok("POST", "/api/v1/services/web/rollout", Some(start));
+            fx.rollout_maybe_active = true;
+            json!({"reason": "matrix"})
+        }
         "StatusReportBody" => json!({
             "format": "confstore-status/1", "service": "web", "instance": instance.clone().unwrap_or_default(),
             "state": "offline", "time_ms": n,
@@ -372,6 +399,7 @@ fn start(dir: &Scratch) -> Fixture {
         admin: client_with(&server, &admin_token),
         anonymous: server.client(),
         audit_reader: None,
+        rollout_maybe_active: false,
         admin_token,
         server,
     };

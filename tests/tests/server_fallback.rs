@@ -253,6 +253,18 @@ fn write_requests(doc: &Value) -> Vec<(String, String, Option<Value>)> {
                     "state": "offline", "time_ms": 1})),
             ),
         ),
+        (
+            ("POST", "/api/v1/services/{service}/rollout"),
+            (
+                "/api/v1/services/web/rollout",
+                Some(json!({"set": {"a": 2}, "cohort": {"percent": 10}, "bake_seconds": 60})),
+            ),
+        ),
+        (
+            ("POST", "/api/v1/services/{service}/rollout/promote"),
+            ("/api/v1/services/web/rollout/promote", Some(json!({}))),
+        ),
+        (("POST", "/api/v1/services/{service}/rollout/abort"), ("/api/v1/services/web/rollout/abort", Some(json!({})))),
     ]
     .into_iter()
     .collect();
@@ -303,6 +315,8 @@ fn unserved_reads(doc: &Value) -> Vec<String> {
         // The fleet view is judged against the current versions.
         ("/api/v1/fleet", "/api/v1/fleet"),
         ("/api/v1/fleet/{service}", "/api/v1/fleet/web"),
+        // A rollout's cohort is judged from the fleet view and the log's rollouts.
+        ("/api/v1/services/{service}/rollout", "/api/v1/services/web/rollout"),
     ]
     .into_iter()
     .collect();

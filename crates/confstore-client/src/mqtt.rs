@@ -305,7 +305,14 @@ pub(crate) async fn run_updates(
                     }
                 }
             }
-            Some(Inbound::SessionLost) => catch_up.run(&mut updater).await,
+            Some(Inbound::SessionLost) => {
+                // A broker without the session may have lost the retained status report
+                // too (the embedded broker after a restart of `serve`): report again.
+                if let Some(r) = &reporter {
+                    r.mark_dirty();
+                }
+                catch_up.run(&mut updater).await;
+            }
         }
     }
 }

@@ -68,6 +68,11 @@ impl Reporter {
         self.dirty.store(true, Ordering::Release);
     }
 
+    /// The next [`Self::publish_if_changed`] reports even if nothing changed.
+    pub(crate) fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Release);
+    }
+
     /// The service's own word on its health.
     pub(crate) fn set_healthy(&self, healthy: Option<bool>) {
         self.lock().healthy = healthy;

@@ -104,6 +104,10 @@ pub enum Command {
     /// Which instance runs which version: the fleet view of a running `serve`
     /// (`GET /api/v1/fleet`; docs/format.md §20).
     Fleet(FleetArgs),
+    /// Staged rollouts through a running `serve` (docs/format.md §21): give a change to a
+    /// cohort of a service's instances first, then promote it to all or abort it.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Run the server: REST API under /api/v1 on 127.0.0.1:8080. On a fresh machine it
     /// creates the keys and the store first (as `init` does) and writes a first admin token
     /// to <data-dir>/admin.token.
@@ -237,6 +241,92 @@ pub struct FleetArgs {
     /// Print the server's JSON answer instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How to reach a running `serve` (the commands whose answer lives in its memory).
+#[derive(Debug, Args)]
+pub struct Remote {
+    /// The server's base URL.
+    #[arg(long, env = "CONFSTORE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// A token with the role the command needs (default: `<data-dir>/admin.token`, written
+    /// by the first `serve`).
+    #[arg(long, env = "CONFSTORE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the server's JSON answer instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rollout ...`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Stage changes of SERVICE for a cohort of its instances; other writes to SERVICE are
+    /// refused until the rollout is promoted or aborted.
+    Start(RolloutStartArgs),
+    /// The active rollout of SERVICE, with what each cohort instance reports, and the last one that ended.
+    Status {
+        /// The service.
+        service: String,
+        /// The server.
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Give the active rollout of SERVICE to every instance (its changes become the next version).
+    Promote(RolloutDecideArgs),
+    /// Withdraw the active rollout of SERVICE; its cohort returns to the current version.
+    Abort(RolloutDecideArgs),
+}
+
+/// `rollout start`.
+#[derive(Debug, Args)]
+pub struct RolloutStartArgs {
+    /// The service.
+    pub service: String,
+    /// `KEY=VALUE` to stage (VALUE is JSON, as for `set`); repeat for more.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// `KEY=VALUE` to stage as a secret (sealed by the server before it reaches the log).
+    #[arg(long = "secret", value_name = "KEY=VALUE")]
+    pub secrets: Vec<String>,
+    /// A key to remove; repeat for more.
+    #[arg(long = "unset", value_name = "KEY")]
+    pub unset: Vec<String>,
+    /// The cohort: these instance ids (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', conflicts_with = "percent", required_unless_present = "percent")]
+    pub instances: Vec<String>,
+    /// The cohort: this share of the instances, in percent (0.01 to 100), chosen by a hash
+    /// of each instance id.
+    #[arg(long)]
+    pub percent: Option<f64>,
+    /// How long the cohort runs it before an automatic promotion (`90s`, `10m`, `2h`).
+    #[arg(long, default_value = "10m")]
+    pub bake: String,
+    /// Decide by hand only: no automatic promotion or abort.
+    #[arg(long)]
+    pub manual: bool,
+    /// Why (recorded in the event).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// The server.
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+/// `rollout promote|abort`.
+#[derive(Debug, Args)]
+pub struct RolloutDecideArgs {
+    /// The service.
+    pub service: String,
+    /// The rollout meant (its id; refused if another is active). Default: the active one.
+    #[arg(long)]
+    pub rollout: Option<u64>,
+    /// Why (recorded in the event).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// The server.
+    #[command(flatten)]
+    pub remote: Remote,
 }
 
 /// `--json`.

@@ -61,17 +61,26 @@ impl Server {
     pub fn start_env(store: &Store, args: &[&str], env: &[(&str, &str)], log: &Path) -> Self {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let (child, addr, spawned, log_offset) = Self::spawn(store, &args, &env, log);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let (child, spawned, log_offset) = Self::spawn(store, addr, &args, &env, log);
         Self { child, addr, store: store.clone(), spawned, log: log.to_owned(), log_offset, args, env }
+    }
+
+    /// SIGKILL, then the same command again on the same address (clients configured with
+    /// it find the new process).
+    pub fn restart_killed(&mut self) {
+        self.kill();
+        let (child, spawned, log_offset) = Self::spawn(&self.store, self.addr, &self.args, &self.env, &self.log);
+        (self.child, self.spawned, self.log_offset) = (child, spawned, log_offset);
     }
 
     fn spawn(
         store: &Store,
+        addr: std::net::SocketAddr,
         args: &[String],
         env: &[(String, String)],
         log: &Path,
-    ) -> (Child, std::net::SocketAddr, Instant, usize) {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    ) -> (Child, Instant, usize) {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -91,7 +100,7 @@ impl Server {
             .stderr(Stdio::from(stderr));
         let spawned = Instant::now();
         let child = cmd.spawn().unwrap_or_else(|e| panic!("starting confstore serve: {e}"));
-        (child, addr, spawned, log_offset)
+        (child, spawned, log_offset)
     }
 
     /// Its process id.
@@ -132,8 +141,9 @@ impl Server {
                 self.log_tail()
             );
             // Someone took the port between free_port and the bind: another port.
-            (self.child, self.addr, self.spawned, self.log_offset) =
-                Self::spawn(&self.store, &self.args, &self.env, &self.log);
+            self.addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+            (self.child, self.spawned, self.log_offset) =
+                Self::spawn(&self.store, self.addr, &self.args, &self.env, &self.log);
             return None;
         }
         Http::new(self.addr).with_timeout(Duration::from_secs(30)).get(path).ok()

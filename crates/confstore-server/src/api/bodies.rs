@@ -340,7 +340,6 @@ pub enum EventKindOut {
 
 /// A staged rollout's cohort (docs/format.md §21.1): one of the two members.
 #[derive(Debug, Serialize, ToSchema)]
-#[expect(dead_code, reason = "the schema of the JSON confstore-core's Cohort::to_json makes")]
 pub struct CohortDoc {
     /// The listed instance ids.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -352,7 +351,6 @@ pub struct CohortDoc {
 
 /// One staged change of a rollout.
 #[derive(Debug, Serialize, ToSchema)]
-#[expect(dead_code, reason = "the schema of the JSON confstore-core's StagedChange::to_json makes")]
 pub struct StagedChangeDoc {
     /// `set`, `unset` or `secret`.
     op: String,

@@ -3,31 +3,16 @@
 //! docs/format.md §20, ADR 0029). Text tables, or the server's JSON with `--json`.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use serde_json::Value;
 
-use super::Ctx;
+use super::{Ctx, remote};
 use crate::cli::FleetArgs;
 use crate::output;
 
-/// How long the whole request may take.
-const TIMEOUT: Duration = Duration::from_secs(10);
-
 pub fn run(ctx: &Ctx, args: FleetArgs) -> Result<ExitCode> {
-    let token = match args.token {
-        Some(t) => t,
-        None => {
-            let file = ctx.data_dir.join("admin.token");
-            std::fs::read_to_string(&file)
-                .with_context(|| {
-                    format!("no token: give --token (or CONFSTORE_TOKEN), or run where {} is readable", file.display())
-                })?
-                .trim()
-                .to_owned()
-        }
-    };
+    let token = remote::token(args.token, &ctx.data_dir)?;
     let base = args.url.trim_end_matches('/');
     let url = match &args.service {
         Some(s) => {
@@ -36,7 +21,7 @@ pub fn run(ctx: &Ctx, args: FleetArgs) -> Result<ExitCode> {
         }
         None => format!("{base}/api/v1/fleet"),
     };
-    let answer = get(&url, &token)?;
+    let answer = remote::request(reqwest::Method::GET, &url, &token, None)?;
     if args.json {
         output::json(&answer);
     } else if args.service.is_some() {
@@ -47,30 +32,7 @@ pub fn run(ctx: &Ctx, args: FleetArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `GET url` with the bearer token; the JSON answer, or the server's error message.
-fn get(url: &str, token: &str) -> Result<Value> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let client = reqwest::Client::builder().timeout(TIMEOUT).build()?;
-        let response = client
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the server at {url} (is `confstore serve` running? --url)"))?;
-        let status = response.status();
-        let bytes = response.bytes().await.with_context(|| format!("GET {url}: the answer did not arrive"))?;
-        let body: Value = serde_json::from_slice(&bytes)
-            .with_context(|| format!("GET {url}: HTTP {status}, the answer is not JSON"))?;
-        if !status.is_success() {
-            let message = body.get("message").and_then(Value::as_str).unwrap_or("");
-            bail!("GET {url}: HTTP {status}: {message}");
-        }
-        Ok(body)
-    })
-}
-
-fn num(v: &Value) -> String {
+pub(super) fn num(v: &Value) -> String {
     v.as_u64().map_or_else(|| "-".to_owned(), |n| n.to_string())
 }
 

@@ -8,7 +8,9 @@ mod keys;
 mod lkg;
 mod proof;
 mod read;
+mod remote;
 mod restore;
+mod rollout;
 mod schema;
 mod search;
 mod secret;
@@ -66,6 +68,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(a) => audit::verify(&ctx, &a),
         Command::Proof(p) => proof::run(&ctx, p),
         Command::Fleet(a) => fleet::run(&ctx, a),
+        Command::Rollout(c) => rollout::run(&ctx, c),
         Command::Serve(a) => serve::serve(&ctx, &a),
         Command::Token(TokenCommand::Create { role, service, name, json }) => {
             serve::token_create(&ctx, &role, service, &name, json)

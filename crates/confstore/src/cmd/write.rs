@@ -57,7 +57,7 @@ pub fn service_add(ctx: &Ctx, names: Vec<String>, meta: &WriteMeta) -> Result<Ex
 }
 
 /// Parses VALUE as exact JSON (docs/format.md §8), or takes it as a string with `--string`.
-fn value(text: &str, as_string: bool, key: &str) -> Result<serde_json::Value> {
+pub(super) fn value(text: &str, as_string: bool, key: &str) -> Result<serde_json::Value> {
     if as_string {
         return Ok(serde_json::Value::String(text.to_owned()));
     }
