@@ -15,6 +15,7 @@
 
 use confstore_core::chain::{EVENT_DOMAIN, GENESIS_DOMAIN};
 use confstore_core::keys::{ROTATION_DOMAIN, key_id_of, rotation_statement};
+use confstore_core::rollout::{Cohort, CohortMember, StagedChange};
 use confstore_core::state::{decide, rotate_signing_key, seal, start_generation, store_created};
 use confstore_core::{
     ChainVerifier, Change, ChangesetDraft, EventBody, EventKind, Hash32, KeyId, SigningKey, State, StoreId,
@@ -171,7 +172,6 @@ fn build_vector_log() -> VectorLog {
         dropped: 0,
     };
     b.changeset(&keys[1], &draft("token:deployer", "", "req-0014", vec![summary]), T0_MS + 13_000);
-
     VectorLog { store_id, keys, events: b.events, bodies: b.bodies }
 }
 
@@ -494,6 +494,15 @@ impl SpecReader<'_> {
         Ok(self.take(n, format!("{what} ({n} raw bytes)"))?.to_vec())
     }
 
+    /// §7.1 Bool: `00` or `01`.
+    fn bool(&mut self, what: &str) -> Result<bool, String> {
+        match self.take(1, format!("{what}: bool"))?[0] {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(format!("{what}: bool byte {b:#04x}")),
+        }
+    }
+
     /// §7.1 Option: `00` none, `01` then the value.
     fn option<T>(&mut self, what: &str, f: impl FnOnce(&mut Self) -> Result<T, String>) -> Result<Option<T>, String> {
         match self.take(1, format!("{what}: option tag"))?[0] {
@@ -544,6 +553,9 @@ fn spec_decode(bytes: &[u8]) -> Result<Decoded, String> {
         "access_denied",
         "generation_started",
         "access_denied_summary",
+        "rollout_started",
+        "rollout_promoted",
+        "rollout_aborted",
     ];
     let name = *usize::try_from(variant).ok().and_then(|v| names.get(v)).ok_or("unknown kind")?;
     if let Some(seg) = r.segments.last_mut() {
@@ -612,6 +624,56 @@ fn spec_decode(bytes: &[u8]) -> Result<Decoded, String> {
             }
             json!({"type": name, "token_id": token_id, "window_start_ms": start, "window_end_ms": end,
                    "counts": counts, "dropped": r.u64("dropped")?})
+        }
+        14 => {
+            let service = r.string("service")?;
+            // enum Cohort: 0 = list of instance ids, 1 = basis points.
+            let cohort = match r.u32("cohort variant")? {
+                0 => {
+                    let len = r.u64("instances length")?;
+                    let ids = (0..len).map(|_| r.string("instance")).collect::<Result<Vec<_>, _>>()?;
+                    json!({"instances": ids})
+                }
+                1 => json!({"percent": f64::from(r.u32("basis_points")?) / 100.0}),
+                v => return Err(format!("cohort variant {v}")),
+            };
+            let (bake_ms, auto, base_epoch) = (r.u64("bake_ms")?, r.bool("auto")?, r.u64("base_epoch")?);
+            let len = r.u64("changes length")?;
+            let mut changes = Vec::new();
+            for _ in 0..len {
+                changes.push(match r.u32("staged change variant")? {
+                    0 => {
+                        let (key, text) = (r.string("key")?, r.string("value_json")?);
+                        let value = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
+                        json!({"op": "set", "key": key, "value": value})
+                    }
+                    1 => json!({"op": "unset", "key": r.string("key")?}),
+                    2 => {
+                        let (key, key_version) = (r.string("key")?, r.u32("key_version")?);
+                        let _nonce = r.fixed(12, "nonce")?;
+                        let len = r.u64("ciphertext length")?;
+                        let _ciphertext = r.fixed(usize::try_from(len).map_err(|_| "length")?, "ciphertext")?;
+                        json!({"op": "secret", "key": key, "key_version": key_version})
+                    }
+                    v => return Err(format!("staged change variant {v}")),
+                });
+            }
+            let schema_hash = r.option("schema_hash", |r| r.fixed(32, "schema_hash"))?.map(hex::encode);
+            json!({"type": name, "service": service, "cohort": cohort, "bake_ms": bake_ms, "auto": auto,
+                   "base_epoch": base_epoch, "changes": changes, "schema_hash": schema_hash})
+        }
+        15 | 16 => {
+            let (service, rollout_seq, automatic) = (r.string("service")?, r.u64("rollout_seq")?, r.bool("automatic")?);
+            let len = r.u64("cohort length")?;
+            let mut cohort = Vec::new();
+            for _ in 0..len {
+                let (instance, applied) = (r.string("instance")?, r.bool("applied")?);
+                let healthy = r.option("healthy", |r| r.bool("healthy"))?;
+                cohort.push(
+                    json!({"instance": instance, "applied": applied, "healthy": healthy, "online": r.bool("online")?}),
+                );
+            }
+            json!({"type": name, "service": service, "rollout_seq": rollout_seq, "automatic": automatic, "cohort": cohort})
         }
         6 => {
             let (service, text) = (r.string("service")?, r.string("schema_json")?);
@@ -1059,6 +1121,8 @@ fn documented_limits_match_limits_rs() {
         ("ACTOR_BYTES_MAX", limits::ACTOR_BYTES_MAX),
         ("REASON_BYTES_MAX", limits::REASON_BYTES_MAX),
         ("REQUEST_ID_BYTES_MAX", limits::REQUEST_ID_BYTES_MAX),
+        ("ROLLOUT_INSTANCES_MAX", limits::ROLLOUT_INSTANCES_MAX),
+        ("ROLLOUT_EVIDENCE_MAX", limits::ROLLOUT_EVIDENCE_MAX),
     ];
     for (name, value) in expected {
         let row = appendix
@@ -1334,4 +1398,94 @@ fn the_documented_cosignature_of_an_independent_witness_verifies() {
     // Another witness's key: the line is not counted.
     let stranger = tlog::WitnessKey { name: "witness.test/w1".into(), key: key2.verifying_key() };
     assert_eq!(tlog::cosigned_by(note.as_bytes(), &[stranger]), Ok(vec![]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rollout kinds (§7.3, kinds 14-16): documented bodies, decoded by the spec decoder.
+
+/// The documented rollout bodies: a start for two listed canaries with a set, an unset and
+/// a sealed secret; an automatic abort with its evidence; a start for 12.5 %; a promotion.
+fn rollout_bodies() -> Vec<(&'static str, EventBody)> {
+    let body = |actor: &str, reason: &str, request_id: &str, kind| EventBody {
+        epoch: 7,
+        time_ms: T0_MS + 14_000,
+        changeset_index: 0,
+        changeset_len: 1,
+        actor: actor.into(),
+        reason: reason.into(),
+        request_id: request_id.into(),
+        kind,
+    };
+    let started = EventKind::RolloutStarted {
+        service: "billing".into(),
+        cohort: Cohort::Instances(vec!["billing-7f9c".into(), "billing-a01e".into()]),
+        bake_ms: 600_000,
+        auto: true,
+        base_epoch: 7,
+        changes: vec![
+            StagedChange::Set { key: "timeout_ms".into(), value_json: "800".into() },
+            StagedChange::Unset { key: "endpoints".into() },
+            StagedChange::Secret {
+                key: "api_key".into(),
+                key_version: 1,
+                nonce: [0x11; 12],
+                ciphertext: vec![0xc0; 20],
+            },
+        ],
+        schema_hash: None,
+    };
+    let aborted = EventKind::RolloutAborted {
+        service: "billing".into(),
+        rollout_seq: 17,
+        automatic: true,
+        cohort: vec![
+            CohortMember { instance: "billing-7f9c".into(), applied: true, healthy: Some(false), online: true },
+            CohortMember { instance: "billing-a01e".into(), applied: false, healthy: None, online: false },
+        ],
+    };
+    let percent = EventKind::RolloutStarted {
+        service: "billing".into(),
+        cohort: Cohort::Percent { basis_points: 1_250 },
+        bake_ms: 60_000,
+        auto: false,
+        base_epoch: 7,
+        changes: vec![StagedChange::Set { key: "timeout_ms".into(), value_json: "850".into() }],
+        schema_hash: Some([0x36; 32]),
+    };
+    let promoted =
+        EventKind::RolloutPromoted { service: "billing".into(), rollout_seq: 19, automatic: false, cohort: vec![] };
+    let why = "automatic abort: billing-7f9c reported unhealthy on the staged version";
+    vec![
+        ("rollout.started", body("alice", "canary", "req-0015", started)),
+        ("rollout.aborted", body("confstore-rollout", why, "rollout-17", aborted)),
+        ("rollout.started_percent", body("alice", "", "req-0017", percent)),
+        ("rollout.promoted", EventBody { changeset_len: 2, ..body("alice", "fine", "req-0018", promoted) }),
+    ]
+}
+
+#[test]
+fn documented_rollout_bodies_match_the_code_and_the_spec_decoder() {
+    let doc = Doc::load();
+    let block = doc
+        .blocks()
+        .into_iter()
+        .find(|(info, _)| info == "rollout-vectors")
+        .map(|(_, content)| content)
+        .expect("docs/format.md has a ```rollout-vectors block");
+    let documented: std::collections::BTreeMap<&str, &str> =
+        block.lines().filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.trim(), v.trim())).collect();
+    let bodies = rollout_bodies();
+    if std::env::var_os("CONFSTORE_REGENERATE_VECTORS").is_some_and(|v| v == "1") {
+        for (name, body) in &bodies {
+            println!("{name}: {}", hex::encode(body.encode()));
+        }
+    }
+    assert_eq!(documented.len(), bodies.len(), "one line per documented body");
+    for (name, body) in bodies {
+        let bytes = body.encode();
+        assert_eq!(documented.get(name).copied(), Some(hex::encode(&bytes).as_str()), "{name}");
+        assert_eq!(EventBody::decode(&bytes).as_ref(), Ok(&body), "{name}");
+        let decoded = spec_decode(&bytes).unwrap_or_else(|e| panic!("{name}: the spec decoder refuses it: {e}"));
+        assert_eq!(decoded.json, body.to_json(), "{name}: the spec decoder and the code disagree");
+    }
 }
