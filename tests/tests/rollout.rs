@@ -245,6 +245,15 @@ fn staged_rollouts_reach_their_cohort_promote_abort_and_leave_a_replayable_recor
     {
         assert!(!text.contains("hunter2-staged"), "the staged secret in {what}");
     }
+    // Every staged message seen matches its published schema (and its staged snapshot that
+    // of a snapshot).
+    for text in &streamed {
+        let payload: Value = serde_json::from_str(&decode_jws_payload(text)).unwrap();
+        validate("mqtt-config-staged.json", &payload);
+        if let Some(snapshot) = payload.get("snapshot") {
+            validate("mqtt-config-update.json", snapshot);
+        }
+    }
     let decoded = streamed.iter().map(|s| decode_jws_payload(s)).collect::<Vec<_>>().join("\n");
     assert!(!decoded.contains("hunter2-staged") && decoded.contains("$secret"), "the stream carries the sealed marker");
     http.ok("POST", "/api/v1/services/db/rollout/abort", Some(&json!({"reason": "secret check done"})));
@@ -326,6 +335,15 @@ fn staged_rollouts_reach_their_cohort_promote_abort_and_leave_a_replayable_recor
         fleet.rt.block_on(c.shutdown());
     }
     drop(server);
+}
+
+/// Checks `instance` against the schema file `docs/schemas/<name>`.
+fn validate(name: &str, instance: &Value) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/schemas").join(name);
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(instance).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{name}: {instance} violates: {errors:?}");
 }
 
 /// The payload of a flattened JWS, decoded (to look inside a streamed message).

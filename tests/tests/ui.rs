@@ -629,6 +629,19 @@ fn the_fleet_page_shows_which_instance_runs_which_version() {
     ui.admin.ok("PUT", &format!("/api/v1/fleet/{WEB}/pod-b"), Some(&report("pod-b", web_version, true, 2)));
     let b = &ui.browser;
     b.wait_present(r#"#fleet-instances tr[data-instance="pod-b"][data-state="current"]"#);
+    // A staged rollout to pod-a (docs/format.md §21): the page says so, and which instance runs it.
+    let start = json!({"set": {"greeting": "staged"}, "cohort": {"instances": ["pod-a"]}, "bake_seconds": 3600,
+        "auto": false});
+    let rollout = ui.admin.ok("POST", &format!("/api/v1/services/{WEB}/rollout"), Some(&start)).json()["first_seq"]
+        .as_u64()
+        .unwrap();
+    let mut staged = report("pod-a", web_version, true, 3);
+    staged["rollout"] = json!(rollout);
+    ui.admin.ok("PUT", &format!("/api/v1/fleet/{WEB}/pod-a"), Some(&staged));
+    let b = &ui.browser;
+    b.wait_text(r#"#fleet-instances tr[data-instance="pod-a"] td.f-rollout"#, &format!("staged #{rollout}"));
+    let line = b.text("#fleet-rollout");
+    assert!(line.contains(&format!("Staged rollout #{rollout}")) && line.contains("1 of 1 applied"), "{line}");
     ui.browser.screenshot("fleet");
     ui.assert_no_script_errors();
 }

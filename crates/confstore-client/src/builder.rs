@@ -82,7 +82,8 @@ pub struct ClientBuilder {
     startup_timeout: Duration,
     env: Option<Vec<(String, String)>>,
     on_update: Option<OnUpdate>,
-    report_status: bool,
+    /// `None`: the default (on when there is a broker).
+    report_status: Option<bool>,
     instance_id: Option<String>,
     tlog_checks: bool,
     witnesses: Vec<String>,
@@ -121,7 +122,7 @@ impl ClientBuilder {
             startup_timeout: STARTUP_TIMEOUT_DEFAULT,
             env: None,
             on_update: None,
-            report_status: false,
+            report_status: None,
             instance_id: None,
             tlog_checks: true,
             witnesses: Vec::new(),
@@ -161,8 +162,8 @@ impl ClientBuilder {
         }
         if let Some(flag) = get(vars::REPORT_STATUS) {
             builder.report_status = match flag.to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
+                "1" | "true" | "yes" | "on" => Some(true),
+                "0" | "false" | "no" | "off" => Some(false),
                 other => {
                     return Err(ClientError::setting(vars::REPORT_STATUS, format!("{other:?}: use 1 or 0")));
                 }
@@ -246,9 +247,13 @@ impl ClientBuilder {
     /// `system/config-status/<service>/<instance>`, retained, with an `offline` last will:
     /// after start-up, after every applied version and on [`crate::Client::set_healthy`].
     /// Needs MQTT and a broker that lets the client publish its own status topic (the
-    /// embedded broker does for a token that reads the service). Default off.
+    /// embedded broker does for a token that reads the service; `ops/mosquitto/confstore.acl`
+    /// for a user named after the service). Default on whenever there is a broker: staged
+    /// rollouts decide by these reports (docs/format.md §21). A broker that refuses the
+    /// report's last will at CONNECT (an ACL without the status topics) is asked again
+    /// without it, and the client then runs without reporting, saying so in a warning.
     pub fn report_status(mut self, on: bool) -> Self {
-        self.report_status = on;
+        self.report_status = Some(on);
         self
     }
 
@@ -408,16 +413,16 @@ impl ClientBuilder {
             None => crate::status::default_instance_id(),
         };
         let reporter = match (self.report_status, &self.mqtt_url) {
-            (false, _) => None,
-            (true, None) => {
+            (Some(false), _) | (None, None) => None,
+            (Some(true), None) => {
                 tracing::warn!(service = %self.service, "no MQTT broker: this instance makes no status reports");
                 None
             }
-            (true, Some(_)) => Some(std::sync::Arc::new(crate::status::Reporter::new(&self.service, &instance))),
+            (_, Some(_)) => Some(std::sync::Arc::new(crate::status::Reporter::new(&self.service, &instance))),
         };
         let mqtt = match &self.mqtt_url {
-            Some(url) => Some(
-                MqttSettings {
+            Some(url) => {
+                let mut settings = MqttSettings {
                     url: MqttUrl::parse(url).map_err(|e| ClientError::setting("mqtt_url", format!("{url:?}: {e}")))?,
                     client_id: self
                         .mqtt_client_id
@@ -425,9 +430,15 @@ impl ClientBuilder {
                     credentials: self.mqtt_credentials.or(token_login),
                     ca_file: self.mqtt_ca_file,
                     will: reporter.as_ref().map(|r| r.will()),
-                }
-                .options()?,
-            ),
+                };
+                let options = settings.options()?;
+                // What to connect with if the broker refuses the will (crate::mqtt).
+                let without_will = match settings.will.take() {
+                    Some(_) => Some(settings.options()?),
+                    None => None,
+                };
+                Some(crate::mqtt::MqttPlan { options, without_will })
+            }
             None => None,
         };
         let env = match self.env {
@@ -459,7 +470,7 @@ impl ClientBuilder {
 /// Checked settings.
 pub(crate) struct Plan {
     pub(crate) updater: UpdaterSettings,
-    pub(crate) mqtt: Option<rumqttc::MqttOptions>,
+    pub(crate) mqtt: Option<crate::mqtt::MqttPlan>,
     pub(crate) startup_timeout: Duration,
     /// Whether to run the transparency-log checks (when REST is configured).
     pub(crate) tlog_checks: bool,
@@ -519,7 +530,7 @@ mod tests {
         assert!(b.env.as_ref().unwrap().iter().any(|(k, _)| k == "WEB__PORT"));
         let plan = b.check().unwrap();
         assert_eq!(plan.updater.keys.len(), 2);
-        assert!(plan.mqtt.unwrap().client_id().starts_with("confstore-client-web-"));
+        assert!(plan.mqtt.unwrap().options.client_id().starts_with("confstore-client-web-"));
     }
 
     #[test]

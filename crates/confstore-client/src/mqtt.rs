@@ -94,6 +94,14 @@ impl MqttUrl {
     }
 }
 
+/// The options to connect with, and the same without the status report's last will: a
+/// broker whose ACL does not give the client its status topic refuses the CONNECT (`not
+/// authorized`), and the client then connects without the will and makes no reports.
+pub(crate) struct MqttPlan {
+    pub(crate) options: MqttOptions,
+    pub(crate) without_will: Option<MqttOptions>,
+}
+
 /// How to reach the broker.
 pub(crate) struct MqttSettings {
     pub(crate) url: MqttUrl,
@@ -162,15 +170,25 @@ impl Connection {
     /// Starts the connection task; it connects, subscribes to `topics` on every ConnAck and
     /// reconnects with backoff until `stop` changes or is dropped.
     pub(crate) fn start(
-        options: MqttOptions,
+        plan: MqttPlan,
         topics: Vec<String>,
         counters: Arc<Counters>,
         stop: watch::Receiver<bool>,
+        reporter: Option<Arc<crate::status::Reporter>>,
     ) -> Self {
-        let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
+        let (client, eventloop) = AsyncClient::new(plan.options, REQUEST_CHANNEL_CAPACITY);
         let (tx, inbound) = mpsc::unbounded_channel();
         let last_error = Arc::new(Mutex::new(None));
-        let driver = Driver { client: client.clone(), topics, tx, counters, last_error: Arc::clone(&last_error), stop };
+        let driver = Driver {
+            client: client.clone(),
+            topics,
+            tx,
+            counters,
+            last_error: Arc::clone(&last_error),
+            stop,
+            without_will: plan.without_will,
+            reporter,
+        };
         let task = tokio::spawn(driver.run(eventloop));
         Self { client, inbound, task, last_error }
     }
@@ -190,6 +208,9 @@ struct Driver {
     counters: Arc<Counters>,
     last_error: Arc<Mutex<Option<String>>>,
     stop: watch::Receiver<bool>,
+    /// The options without the will, until the broker has refused the will once.
+    without_will: Option<MqttOptions>,
+    reporter: Option<Arc<crate::status::Reporter>>,
 }
 
 impl Driver {
@@ -230,6 +251,24 @@ impl Driver {
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                 Ok(_) => {}
+                Err(rumqttc::ConnectionError::ConnectionRefused(rumqttc::ConnectReturnCode::NotAuthorized))
+                    if self.without_will.is_some() =>
+                {
+                    // The broker may refuse the will's topic (Mosquitto checks it at
+                    // CONNECT): ask again at once without it, and report nothing.
+                    if let Some(options) = self.without_will.take() {
+                        eventloop.mqtt_options = options;
+                    }
+                    if let Some(r) = &self.reporter {
+                        r.disable();
+                    }
+                    warn!(
+                        "the broker refused this client (not authorized) with its status report's last will; \
+                         connecting without it: this instance makes no status reports (give it write access to \
+                         system/config-status/<service>/+, see ops/mosquitto/confstore.acl, or set \
+                         CONFSTORE_REPORT_STATUS=0)"
+                    );
+                }
                 Err(e) => {
                     debug!(topics = ?self.topics, "mqtt connection: {e}; retrying in {backoff:?}");
                     *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
@@ -266,16 +305,27 @@ pub(crate) async fn run_updates(
     reporter: Option<Arc<crate::status::Reporter>>,
 ) {
     let mut catch_up = CatchUp { due: catch_up_now.then(tokio::time::Instant::now), delay: CATCH_UP_RETRY_MIN };
+    let mut last_report: Option<tokio::time::Instant> = None;
     loop {
-        // What the instance holds now, if it changed (start-up, the last batch, a catch-up).
-        if let Some(r) = &reporter {
-            r.publish_if_changed(&client);
+        // What the instance holds now, if it changed (start-up, the last batch, a catch-up),
+        // at most one report per REPORT_INTERVAL_MIN: a burst of versions makes one report.
+        let mut report_due = None;
+        if let Some(r) = reporter.as_ref().filter(|r| r.pending()) {
+            let now = tokio::time::Instant::now();
+            match last_report.map(|t| t + REPORT_INTERVAL_MIN).filter(|due| *due > now) {
+                Some(due) => report_due = Some(due),
+                None => {
+                    r.publish_if_changed(&client);
+                    last_report = Some(now);
+                }
+            }
         }
         let next = tokio::select! {
             biased;
             _ = stop.changed() => return,
             // A due catch-up first: a steady flow of messages must not put it off.
             () = catch_up.wait() => Some(Inbound::SessionLost),
+            () = sleep_until(report_due) => continue,
             next = inbound.recv() => next,
         };
         match next {
@@ -314,6 +364,17 @@ pub(crate) async fn run_updates(
                 catch_up.run(&mut updater).await;
             }
         }
+    }
+}
+
+/// Least time between two status reports of one client.
+const REPORT_INTERVAL_MIN: Duration = Duration::from_millis(confstore_core::limits::STATUS_REPORT_INTERVAL_MIN_MS);
+
+/// Sleeps until `at`, or for ever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -55,7 +55,7 @@ pub(crate) async fn start(mut plan: Plan) -> Result<Client, ClientError> {
         topics.push(stream::CHECKPOINT_TOPIC.to_owned());
     }
     let mut connection =
-        plan.mqtt.map(|options| Connection::start(options, topics, Arc::clone(&counters), stop_rx.clone()));
+        plan.mqtt.map(|m| Connection::start(m, topics, Arc::clone(&counters), stop_rx.clone(), reporter.clone()));
     let mut session_lost = false;
     if let (Some(conn), false) = (&mut connection, fresh) {
         match wait_retained(&mut updater, conn, plan.startup_timeout, &mut session_lost).await {

@@ -28,6 +28,8 @@ pub(crate) struct Reporter {
     dirty: AtomicBool,
     /// This run of the client (its start, unix ms): the `session` of its reports.
     session: u64,
+    /// Set when the broker refused the reports' last will: no reports from then on.
+    disabled: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +49,7 @@ impl Reporter {
             state: Mutex::new(State::default()),
             dirty: AtomicBool::new(true),
             session: now_ms(),
+            disabled: AtomicBool::new(false),
         }
     }
 
@@ -66,6 +69,16 @@ impl Reporter {
         s.source = Some(source);
         s.applied_ms = Some(now_ms());
         self.dirty.store(true, Ordering::Release);
+    }
+
+    /// No reports from now on (the broker refused the will: it would refuse them too).
+    pub(crate) fn disable(&self) {
+        self.disabled.store(true, Ordering::Release);
+    }
+
+    /// Whether a report is waiting to be published.
+    pub(crate) fn pending(&self) -> bool {
+        self.dirty.load(Ordering::Acquire) && !self.disabled.load(Ordering::Acquire)
     }
 
     /// The next [`Self::publish_if_changed`] reports even if nothing changed.
@@ -116,7 +129,7 @@ impl Reporter {
 
     /// Queues the current report (retained, QoS 1) if it changed since the last one.
     pub(crate) fn publish_if_changed(&self, client: &AsyncClient) {
-        if !self.dirty.swap(false, Ordering::AcqRel) {
+        if self.disabled.load(Ordering::Acquire) || !self.dirty.swap(false, Ordering::AcqRel) {
             return;
         }
         let Some(report) = self.report() else {
@@ -131,6 +144,9 @@ impl Reporter {
 
     /// Says `offline` before a clean disconnect.
     pub(crate) async fn publish_offline(&self, client: &AsyncClient) {
+        if self.disabled.load(Ordering::Acquire) {
+            return;
+        }
         let payload = self.offline().to_json();
         if let Err(e) = client.publish(self.topic.clone(), QoS::AtLeastOnce, true, payload).await {
             debug!("cannot queue the offline status report: {e}");

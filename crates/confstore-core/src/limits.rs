@@ -73,6 +73,10 @@ pub const MQTT_CLIENT_PACKET_BYTES_MAX: usize = 64 * 1024;
 pub const INSTANCE_ID_BYTES_MAX: usize = 64;
 /// Largest instance status report accepted (MQTT payload or REST body), in bytes.
 pub const STATUS_BYTES_MAX: usize = 8 * 1024;
+/// Least time between two status reports of one client (ms): a burst of versions makes one
+/// report, so reporting costs the broker and the fleet view at most 10 messages a second
+/// per instance.
+pub const STATUS_REPORT_INTERVAL_MIN_MS: u64 = 100;
 /// Most env override names one status report lists.
 pub const STATUS_ENV_OVERRIDES_MAX: usize = 256;
 /// Most instances the server's fleet view holds, all services together. When full, the

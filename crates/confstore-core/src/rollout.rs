@@ -430,7 +430,7 @@ pub fn verify_staged(
     let state = match text("state")?.as_str() {
         "active" => {
             let cohort = doc.get("cohort").and_then(Cohort::from_json).ok_or_else(|| malformed("cohort"))?;
-            cohort.check().map_err(|e| StagedRejection::Malformed(e))?;
+            cohort.check().map_err(StagedRejection::Malformed)?;
             let base_epoch = number("base_epoch")?;
             let snapshot = doc.get("snapshot").cloned().ok_or_else(|| malformed("snapshot"))?;
             let v =

@@ -1464,6 +1464,7 @@ fn rollout_bodies() -> Vec<(&'static str, EventBody)> {
 }
 
 #[test]
+#[allow(clippy::print_stdout, reason = "printing the generated lines is the point of the regeneration mode")]
 fn documented_rollout_bodies_match_the_code_and_the_spec_decoder() {
     let doc = Doc::load();
     let block = doc

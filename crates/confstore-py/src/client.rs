@@ -164,7 +164,9 @@ fn builder(service: &str, public_keys: &Bound<'_, PyAny>, settings: Settings) ->
     if let Some(id) = instance_id {
         b = b.instance_id(&id);
     }
-    b = b.report_status(report_status);
+    if let Some(on) = report_status {
+        b = b.report_status(on);
+    }
     b = b.env(env.unwrap_or_else(process_env));
     Ok((b, timeout(startup_timeout)?))
 }
@@ -182,7 +184,8 @@ struct Settings {
     mqtt_password: Option<String>,
     mqtt_ca_file: Option<PathBuf>,
     env: Option<Vec<(String, String)>>,
-    report_status: bool,
+    /// `None`: the Rust client's default (on when there is a broker).
+    report_status: Option<bool>,
     instance_id: Option<String>,
 }
 
@@ -296,7 +299,7 @@ impl Client {
     #[pyo3(signature = (
         service, *, public_keys, url=None, token=None, mqtt_url=None, lkg_path=None, store_id=None,
         startup_timeout=3.0, mqtt_client_id=None, mqtt_username=None, mqtt_password=None,
-        mqtt_ca_file=None, env=None, report_status=false, instance_id=None
+        mqtt_ca_file=None, env=None, report_status=None, instance_id=None
     ))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments, each optional.
     fn new(
@@ -314,7 +317,7 @@ impl Client {
         mqtt_password: Option<String>,
         mqtt_ca_file: Option<PathBuf>,
         env: Option<Vec<(String, String)>>,
-        report_status: bool,
+        report_status: Option<bool>,
         instance_id: Option<String>,
     ) -> PyResult<Self> {
         let settings = Settings {

@@ -222,5 +222,10 @@ def test_an_instance_reports_its_status_to_the_fleet_view(store: Store) -> None:
     wait_for("the instance unhealthy", lambda: instance("unhealthy"))
     client.close()
     wait_for("the instance offline after close()", lambda: instance("offline"))
-    with confstore.Client("web", **store.client_settings()) as silent:
-        assert silent.instance_id is None, "no reports unless asked for"
+    # Reports are on by default with a broker; report_status=False turns them off.
+    with confstore.Client("web", **dict(store.client_settings(), instance_id="py-2")) as default:
+        assert default.instance_id == "py-2"
+        wait_for("a default client in the fleet view", lambda: any(
+            i["instance"] == "py-2" for i in store.request("GET", "/api/v1/fleet/web")["instances"]))
+    with confstore.Client("web", **dict(store.client_settings(), report_status=False)) as silent:
+        assert silent.instance_id is None, "no reports when turned off"

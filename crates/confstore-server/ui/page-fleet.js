@@ -30,7 +30,7 @@ function servicesTable(data) {
 }
 
 function instancesTable(data) {
-  const { table, tbody, wrap } = tableOf("fleet-instances", ["Instance", "State", "Version", "Behind by", "Source", "Healthy", "Last seen", "Env overrides"]);
+  const { table, tbody, wrap } = tableOf("fleet-instances", ["Instance", "State", "Version", "Behind by", "Source", "Healthy", "Rollout", "Last seen", "Env overrides"]);
   table.setAttribute("aria-label", `instances of ${data.service}`);
   for (const i of data.instances || []) {
     const healthy = i.healthy == null ? "–" : i.healthy ? "yes" : "no";
@@ -41,10 +41,22 @@ function instancesTable(data) {
       h("td", null, i.lag_epochs ? `${i.lag_epochs} epochs` : "–"),
       h("td", null, i.source ?? "–"),
       h("td", null, healthy),
+      h("td", { class: "f-rollout" }, i.rollout == null ? "–" : `staged #${i.rollout}`),
       h("td", null, fmtTime(i.last_seen_ms)),
       h("td", null, (i.env_overrides || []).join(", ") || "–")));
   }
   return wrap;
+}
+
+// The service's active staged rollout (docs/format.md §21), in one line; none: null.
+function rolloutLine(r) {
+  const a = r && r.active;
+  if (!a) return null;
+  const who = a.cohort.percent != null ? `${a.cohort.percent} % of the instances` : `instances ${a.cohort.instances.join(", ")}`;
+  const applied = (a.members || []).filter((m) => m.applied).length;
+  const how = a.auto ? "decided automatically" : "decided by hand";
+  return h("p", { class: "meta", id: "fleet-rollout" },
+    `Staged rollout #${a.rollout} for ${who}: ${applied} of ${(a.members || []).length} applied; bake time ends ${fmtTime(a.bake_ends_ms)}, ${how}.`);
 }
 
 /** Renders #/fleet (every service) or #/fleet/<service> (route generation `gen`). */
@@ -53,22 +65,28 @@ export async function pageFleet(service, gen) {
   const draw = (data) => {
     const empty = service ? !(data.instances || []).length : !(data.services || []).length;
     const body = empty
-      ? h("p", { class: "meta", id: "fleet-empty" }, "No instance has reported yet (clients report with CONFSTORE_REPORT_STATUS=1).")
+      ? h("p", { class: "meta", id: "fleet-empty" }, "No instance has reported yet (clients with a broker report unless CONFSTORE_REPORT_STATUS=0).")
       : service ? instancesTable(data) : servicesTable(data);
     const title = service ? `Fleet: ${service}` : "Fleet";
     const sub = service
       ? h("p", { class: "meta" }, `current version ${num(data.version)} · `, h("a", { href: "#/fleet" }, "all services"))
       : h("p", { class: "meta" }, "Which instance runs which version, as each reports it.");
     return h("section", { id: "page-fleet", class: "page", "data-service": service || "" },
-      h("div", { class: "page-head" }, h("h1", null, title)), sub, body);
+      h("div", { class: "page-head" }, h("h1", null, title)), sub, rolloutLine(data.rollout), body);
   };
-  const data = await api(path);
+  // A service's page also shows its active rollout (an unregistered service has none).
+  const load = async () => {
+    const data = await api(path);
+    if (service) data.rollout = await api(`/api/v1/services/${encodeURIComponent(service)}/rollout`).catch(() => null);
+    return data;
+  };
+  const data = await load();
   if (gen !== S.gen) return;
   $("#main").replaceChildren(draw(data));
   let seq = 0;
   const refresh = async () => {
     const mine = ++seq;
-    const fresh = await api(path);
+    const fresh = await load();
     if (mine === seq && S.page?.name === "fleet" && S.gen === gen) $("#main").replaceChildren(draw(fresh));
   };
   S.page = { name: "fleet", dirty: () => false, refresh };

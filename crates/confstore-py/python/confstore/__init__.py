@@ -158,7 +158,7 @@ class Client:
         mqtt_password: Optional[str] = None,
         mqtt_ca_file: Union[str, os.PathLike[str], None] = None,
         environ: Optional[Mapping[str, str]] = None,
-        report_status: bool = False,
+        report_status: Optional[bool] = None,
         instance_id: Optional[str] = None,
     ) -> None:
         keys = [public_keys] if isinstance(public_keys, str) else list(public_keys)
@@ -177,7 +177,7 @@ class Client:
                 mqtt_password=mqtt_password,
                 mqtt_ca_file=None if mqtt_ca_file is None else os.fspath(mqtt_ca_file),
                 env=_environ(environ),
-                report_status=bool(report_status),
+                report_status=None if report_status is None else bool(report_status),
                 instance_id=instance_id,
             )
         )
@@ -234,8 +234,9 @@ class Client:
 
     @property
     def instance_id(self) -> Optional[str]:
-        """The instance id this client's status reports name (``report_status=True`` or
-        ``CONFSTORE_REPORT_STATUS=1``); None when it makes none."""
+        """The instance id this client's status reports name (they are on whenever the client
+        has a broker, unless ``report_status=False`` or ``CONFSTORE_REPORT_STATUS=0``); None
+        when it makes none."""
         return self._native.instance_id
 
     def set_healthy(self, healthy: Optional[bool]) -> None:

@@ -90,7 +90,7 @@ class Client:
         mqtt_password: str | None = None,
         mqtt_ca_file: str | os.PathLike[str] | None = None,
         environ: Mapping[str, str] | None = None,
-        report_status: bool = False,
+        report_status: bool | None = None,
         instance_id: str | None = None,
     ) -> None: ...
     @classmethod
