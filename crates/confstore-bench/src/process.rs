@@ -1,4 +1,4 @@
-//! Child processes the benchmark starts (the confstore server, etcd): free loopback ports,
+//! Child processes the benchmark starts (the confstore server, etcd, Mosquitto): free loopback ports,
 //! a guard that stops the child when dropped (also on panic or error), and waiting on a
 //! condition with a deadline.
 
@@ -131,4 +131,38 @@ pub fn output(what: &str, mut cmd: Command, deadline: Duration) -> Result<Vec<u8
         bail!("{what} failed ({status}): {}", String::from_utf8_lossy(&err).trim());
     }
     Ok(out)
+}
+
+/// Debian's `mosquitto` (sbin or bin), else whatever `mosquitto` is on the PATH.
+pub fn mosquitto_bin() -> PathBuf {
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| "mosquitto".into())
+}
+
+/// Starts a Mosquitto in `dir` on a free loopback port, anonymous, without persistence (the
+/// measure is the network path), with `extra` configuration lines; waits until it listens.
+/// Returns its guard, its port and its version line.
+pub fn start_mosquitto(dir: &Path, extra: &str) -> Result<(Guard, u16, String)> {
+    let port = free_ports(1)?[0];
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"))?;
+    let version = Command::new(mosquitto_bin())
+        .arg("-h")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("mosquitto").trim().to_owned())
+        .unwrap_or_else(|_| "mosquitto".into());
+    let mut cmd = Command::new(mosquitto_bin());
+    cmd.arg("-c").arg(&conf);
+    let guard = Guard::spawn("mosquitto", cmd, &dir.join("mosquitto.log"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("mosquitto did not listen on {port}");
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    Ok((guard, port, version))
 }

@@ -53,6 +53,17 @@ pub enum Refused {
     },
 }
 
+/// Why a report was not taken: not a valid report for where it arrived, or refused by the view.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NotTaken {
+    /// Not a status report, or one naming another service or instance than its topic or path.
+    #[error("{0}")]
+    Invalid(String),
+    /// Refused by the view.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+}
+
 /// The view (`App` holds one).
 #[derive(Debug, Default)]
 pub struct Fleet {
@@ -80,6 +91,19 @@ impl Fleet {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<String, Entry>>> {
         self.services.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a report as it arrived (a message of `service`'s `instance` topic, or the body of
+    /// its REST path): parsed, checked against the names it arrived under, recorded.
+    pub fn take(&self, bytes: &[u8], service: &str, instance: &str, now_ms: u64, via: Via) -> Result<(), NotTaken> {
+        let status = Status::parse(bytes).map_err(|e| NotTaken::Invalid(e.to_string()))?;
+        if status.service != service || status.instance != instance {
+            return Err(NotTaken::Invalid(format!(
+                "the report is for {}/{}, not {service}/{instance}",
+                status.service, status.instance
+            )));
+        }
+        Ok(self.record(status, now_ms, via)?)
     }
 
     /// Takes a checked report (see [`Status::parse`]) received at `now_ms`.

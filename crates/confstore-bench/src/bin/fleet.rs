@@ -20,7 +20,7 @@
 #![allow(clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use confstore_bench::confstore::{self, HttpConn};
 use confstore_bench::harness::percentile;
-use confstore_bench::process::{self, Guard};
+use confstore_bench::process;
 use confstore_core::fleet::Status;
 use hyper::Method;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -250,26 +250,7 @@ async fn run(args: &Args) -> Result<Report> {
 }
 
 async fn mosquitto(dir: &Path, args: &Args, store_id: &str) -> Result<f64> {
-    let port = process::free_ports(1)?[0];
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"),
-    )?;
-    let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .find(|p| Path::new(p).is_file())
-        .unwrap_or("mosquitto");
-    let mut cmd = Command::new(exe);
-    cmd.arg("-c").arg(&conf);
-    let _guard = Guard::spawn("mosquitto", cmd, &dir.join("mosquitto.log"))?;
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > until {
-            bail!("mosquitto did not listen on {port}");
-        }
-        tokio::time::sleep(process::POLL_INTERVAL).await;
-    }
+    let (_guard, port, _) = process::start_mosquitto(dir, "max_queued_messages 100000\n")?;
     // The subscriber: counts every report it receives.
     let received = Arc::new(AtomicUsize::new(0));
     let mut o = MqttOptions::new("fleet-bench-sub", "127.0.0.1", port);

@@ -38,7 +38,6 @@ use serde::Serialize;
 #[cfg(feature = "etcd")]
 use confstore_bench::etcd;
 use confstore_bench::harness::percentile;
-use confstore_bench::process::Guard;
 use confstore_bench::{confstore, machine, process};
 
 /// Target: write acknowledged → applied, median.
@@ -170,43 +169,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn mosquitto_bin() -> PathBuf {
-    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| "mosquitto".into())
-}
-
-/// Starts a Mosquitto on a free port (no persistence: the measure is the network path).
-fn start_mosquitto(dir: &Path) -> Result<(Guard, u16, String)> {
-    let port = process::free_ports(1)?[0];
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 16777216\n"),
-    )?;
-    let version = Command::new(mosquitto_bin())
-        .arg("-h")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("mosquitto").trim().to_owned())
-        .unwrap_or_else(|_| "mosquitto".into());
-    let mut cmd = Command::new(mosquitto_bin());
-    cmd.arg("-c").arg(&conf);
-    let guard = Guard::spawn("mosquitto", cmd, &dir.join("mosquitto.log"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("mosquitto did not listen on {port}");
-        }
-        std::thread::sleep(process::POLL_INTERVAL);
-    }
-    Ok((guard, port, version))
-}
-
 async fn run(args: &Args) -> Result<Report> {
     let dir = tempfile::tempdir()?;
-    let (_mosquitto, port, mosquitto_version) = start_mosquitto(dir.path())?;
+    let (_mosquitto, port, mosquitto_version) = process::start_mosquitto(dir.path(), "message_size_limit 16777216\n")?;
     let url = format!("mqtt://127.0.0.1:{port}");
 
     // 1. confstore: serve + the client library.

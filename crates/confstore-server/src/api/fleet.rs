@@ -6,14 +6,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use confstore_core::fleet::{Presence, Source, Status};
+use confstore_core::fleet::{Presence, Source};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, LiveView, Principal};
-use crate::fleet::{Entry, InstanceState, Via, now_ms, state_of};
+use crate::fleet::{Entry, InstanceState, NotTaken, Via, now_ms, state_of};
 
 /// Path: one instance of a service.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -216,19 +216,13 @@ pub async fn report(
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> ApiResult<Response> {
     let text = serde_json::to_vec(&body).unwrap_or_default();
-    let status = Status::parse(&text).map_err(|e| ApiError::unprocessable(e.to_string()))?;
-    if status.service != p.service || status.instance != p.instance {
-        return Err(ApiError::unprocessable(format!(
-            "the report is for {}/{}, not {}/{}",
-            status.service, status.instance, p.service, p.instance
-        )));
-    }
-    let recorded = app.fleet.record(status, now_ms(), Via::Rest);
-    app.metrics.fleet_report(recorded.is_ok());
-    match recorded {
+    let taken = app.fleet.take(&text, &p.service, &p.instance, now_ms(), Via::Rest);
+    app.metrics.fleet_report(taken.is_ok());
+    match taken {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Err(e @ crate::fleet::Refused::Older { .. }) => Err(ApiError::conflict_with(e.to_string())),
-        Err(e @ crate::fleet::Refused::Full) => Err(ApiError::unavailable(e.to_string())),
+        Err(NotTaken::Invalid(why)) => Err(ApiError::unprocessable(why)),
+        Err(NotTaken::Refused(e @ crate::fleet::Refused::Older { .. })) => Err(ApiError::conflict_with(e.to_string())),
+        Err(NotTaken::Refused(e @ crate::fleet::Refused::Full)) => Err(ApiError::unavailable(e.to_string())),
     }
 }
 

@@ -9,13 +9,13 @@
 
 use std::time::Duration;
 
-use confstore_core::fleet::{STATUS_TOPIC_PREFIX, Status, parse_status_topic};
+use confstore_core::fleet::{STATUS_TOPIC_PREFIX, parse_status_topic};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::watch;
 
 use super::settings::MqttSettings;
 use crate::app::App;
-use crate::fleet::{Via, now_ms};
+use crate::fleet::{NotTaken, Via, now_ms};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -76,19 +76,12 @@ fn take(app: &App, topic: &str, payload: &[u8]) {
     if payload.is_empty() {
         return;
     }
-    let refuse = |why: String| {
-        app.metrics.fleet_report(false);
+    let taken = match parse_status_topic(topic) {
+        Some((service, instance)) => app.fleet.take(payload, service, instance, now_ms(), Via::Mqtt),
+        None => Err(NotTaken::Invalid("not a status topic".into())),
+    };
+    app.metrics.fleet_report(taken.is_ok());
+    if let Err(why) = taken {
         tracing::debug!(topic, reason = %why, "status report dropped");
-    };
-    let Some((service, instance)) = parse_status_topic(topic) else {
-        return refuse("not a status topic".into());
-    };
-    match Status::parse(payload) {
-        Ok(s) if s.service == service && s.instance == instance => match app.fleet.record(s, now_ms(), Via::Mqtt) {
-            Ok(()) => app.metrics.fleet_report(true),
-            Err(e) => refuse(e.to_string()),
-        },
-        Ok(s) => refuse(format!("a report for {}/{} on the topic of {service}/{instance}", s.service, s.instance)),
-        Err(e) => refuse(e.to_string()),
     }
 }
