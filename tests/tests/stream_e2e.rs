@@ -308,14 +308,20 @@ fn the_embedded_broker_carries_the_stream_and_a_taken_port_is_a_clear_error() {
     drop(server);
 }
 
-#[test]
-fn the_shipped_acl_lets_only_the_store_publish_and_each_service_read_its_own_topic() {
-    let dir = tempfile::tempdir().unwrap();
-    let bdir = dir.path().join("broker");
+/// A Mosquitto in `dir` with the shipped `ops/mosquitto` settings and ACL — without its
+/// status-report lines when `without_status` — and users confstore, web and auditor.
+fn shipped_broker(dir: &Path, without_status: bool) -> Broker {
+    let bdir = dir.join("broker");
     std::fs::create_dir_all(&bdir).unwrap();
     let ops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/mosquitto");
     let acl = bdir.join("confstore.acl");
-    std::fs::copy(ops.join("confstore.acl"), &acl).unwrap();
+    let shipped_acl = std::fs::read_to_string(ops.join("confstore.acl")).unwrap();
+    let kept: String = shipped_acl
+        .lines()
+        .filter(|l| !(without_status && !l.starts_with('#') && l.contains("system/config-status/")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&acl, kept).unwrap();
     let passwd = bdir.join("confstore.passwd");
     password_file(&passwd, &[("confstore", "store-pw"), ("web", "web-pw"), ("auditor", "audit-pw")]);
     // The shipped settings, minus what the test replaces (listener, files, persistence).
@@ -336,7 +342,13 @@ fn the_shipped_acl_lets_only_the_store_publish_and_each_service_read_its_own_top
         .collect();
     extra.push_str(&format!("password_file {}\nacl_file {}\n", passwd.display(), acl.display()));
     assert!(extra.contains("allow_anonymous false"));
-    let broker = Broker::start_with(&bdir, false, &extra);
+    Broker::start_with(&bdir, false, &extra)
+}
+
+#[test]
+fn the_shipped_acl_lets_only_the_store_publish_and_each_service_read_its_own_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = shipped_broker(dir.path(), false);
 
     let (store, server, mut http) = served(
         dir.path(),
@@ -378,6 +390,59 @@ fn the_shipped_acl_lets_only_the_store_publish_and_each_service_read_its_own_top
         auditor.on("system/config/web").iter().all(|m| !m.payload.starts_with(b"{\"forged\"")),
         "the broker delivered a forged message from a service user"
     );
+    // A client logged in as web reports its status (on by default): the ACL lets it, and the
+    // store's user reads it into the fleet view.
+    let rt = runtime();
+    let client = rt
+        .block_on(
+            client_builder(&store, &server, "web", &broker.url())
+                .mqtt_credentials("web", "web-pw")
+                .instance_id("web-acl-1")
+                .start(),
+        )
+        .unwrap();
+    poll_until("the client's report in the fleet view", DEADLINE, Duration::from_millis(20), || {
+        let fleet = http.ok("GET", "/api/v1/fleet/web", None).json();
+        fleet["instances"].as_array().unwrap().iter().any(|i| i["instance"] == "web-acl-1").then_some(())
+    });
+    rt.block_on(client.shutdown());
+    drop(server);
+}
+
+/// A broker whose ACL predates status reports refuses a reporting client's last will at
+/// CONNECT: the client connects again without it, takes its stream, and reports nothing.
+#[test]
+fn a_broker_without_the_status_acl_still_streams_to_a_client_that_would_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = shipped_broker(dir.path(), true);
+    let (store, server, mut http) = served(
+        dir.path(),
+        &["--mqtt-url", &broker.url(), "--mqtt-username", "confstore", "--mqtt-password", "store-pw"],
+    );
+    put(&mut http, "web", "port", &json!(80));
+    let rt = runtime();
+    // MQTT only (no REST to fall back on): it starts from the retained snapshot, so its
+    // connection worked.
+    let client = rt
+        .block_on(
+            Client::builder("web")
+                .public_key_base64(&public_key(&store))
+                .mqtt_url(&broker.url())
+                .mqtt_credentials("web", "web-pw")
+                .mqtt_client_id("web-old-acl")
+                .instance_id("web-old-acl")
+                .env(Vec::new())
+                .start(),
+        )
+        .unwrap();
+    let epoch = put(&mut http, "web", "port", &json!(81));
+    poll_until("the live update over the broker", DEADLINE, Duration::from_millis(10), || {
+        (client.config().version().changed_epoch == epoch).then_some(())
+    });
+    assert_eq!(client.config().value("port"), Some(&json!(81)));
+    let fleet = http.ok("GET", "/api/v1/fleet/web", None).json();
+    assert!(fleet["instances"].as_array().unwrap().is_empty(), "no report got through: {fleet}");
+    rt.block_on(client.shutdown());
     drop(server);
 }
 

@@ -379,6 +379,13 @@ impl Client {
         Ok(self.shared.config()?.version().generation)
     }
 
+    /// The staged rollout whose configuration this instance runs (docs/format.md §21), or
+    /// None for the service's current version.
+    #[getter]
+    fn rollout(&self) -> PyResult<Option<u64>> {
+        Ok(self.shared.config()?.rollout())
+    }
+
     /// The instance id status reports name, None when the client makes none.
     #[getter]
     fn instance_id(&self) -> PyResult<Option<String>> {

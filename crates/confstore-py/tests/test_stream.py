@@ -229,3 +229,26 @@ def test_an_instance_reports_its_status_to_the_fleet_view(store: Store) -> None:
             i["instance"] == "py-2" for i in store.request("GET", "/api/v1/fleet/web")["instances"]))
     with confstore.Client("web", **dict(store.client_settings(), report_status=False)) as silent:
         assert silent.instance_id is None, "no reports when turned off"
+
+
+def test_a_cohort_instance_runs_the_staged_version_until_the_rollout_ends(store: Store) -> None:
+    """docs/format.md §21 through Python: the Rust client's acceptance rule, nothing re-implemented."""
+    store.put("web", "timeout_ms", 100)
+    canary = confstore.Client("web", **dict(store.client_settings(), instance_id="py-canary"))
+    other = confstore.Client("web", **dict(store.client_settings(), instance_id="py-other"))
+    seen: list[Any] = []
+    canary.subscribe(lambda update: seen.append(update.new.get("timeout_ms")))
+    try:
+        start = {"set": {"timeout_ms": 250}, "cohort": {"instances": ["py-canary"]}, "bake_seconds": 3600, "auto": False}
+        rollout = int(store.request("POST", "/api/v1/services/web/rollout", start)["first_seq"])
+        wait_for("the canary on the staged version", lambda: canary.get("timeout_ms") == 250)
+        assert canary.rollout == rollout and other.rollout is None
+        assert other.get("timeout_ms") == 100, "not in the cohort"
+        assert canary.version == other.version, "a staged configuration keeps the base version"
+        wait_for("the callback saw it", lambda: 250 in seen)
+        store.request("POST", "/api/v1/services/web/rollout/abort", {"reason": "python test"})
+        wait_for("the canary back on the current version", lambda: canary.get("timeout_ms") == 100)
+        assert canary.rollout is None
+    finally:
+        canary.close()
+        other.close()

@@ -223,6 +223,12 @@ class Client:
         return self._native.version
 
     @property
+    def rollout(self) -> Optional[int]:
+        """The staged rollout whose configuration this instance runs in place of ``version``'s
+        (docs/format.md §21: its instance id is in the rollout's cohort), or None."""
+        return self._native.rollout
+
+    @property
     def generation(self) -> int:
         """The store's generation."""
         return self._native.generation

@@ -76,6 +76,12 @@ impl Subscriber {
             .on_update(move |c| {
                 tx.send_replace((c.version().changed_epoch, Instant::now()));
             });
+        // Status reports are on by default, as users run it; CONFSTORE_REPORT_STATUS=0 measures
+        // without them (what they cost the stream).
+        let builder = match std::env::var("CONFSTORE_REPORT_STATUS").as_deref() {
+            Ok("0" | "false" | "off" | "no") => builder.report_status(false),
+            _ => builder,
+        };
         let client = runtime
             .spawn(builder.start())
             .await
