@@ -12,7 +12,7 @@
 //! - env override names are reported, never values;
 //! - a token scoped to one service cannot report for another (the gate disconnects the
 //!   client), a malformed report is refused, and neither changes the view; over REST the same
-//!   rules answer 403 and 422;
+//!   rules answer 403 and 422; a client without MQTT reports over REST by itself;
 //! - `/metrics` counts instances by state; `confstore fleet [SERVICE] [--json]` shows the view,
 //!   refuses a token of another service, and names an unreachable server.
 
@@ -179,6 +179,34 @@ fn instances_report_what_they_applied_and_the_server_shows_the_fleet() {
     assert_eq!(r.status, 204, "{r}");
     let rest_only = states(&mut http, "web").into_iter().find(|(i, _, _)| i == "rest-only").unwrap();
     assert_eq!(rest_only.1, "current");
+    // A client without MQTT reports over REST by itself (on by default): after start-up, its
+    // health when it sets it, offline when it shuts down.
+    let rest_client = rt
+        .block_on(
+            Client::builder("web")
+                .public_key_base64(&store_public_key(&store))
+                .rest_url(&format!("http://{}", server.addr))
+                .token(&tokens[0])
+                .mqtt_discovery(false)
+                .instance_id("web-rest-client")
+                .env(Vec::new())
+                .start(),
+        )
+        .unwrap();
+    let shown = |http: &mut Http, state: &str| {
+        fleet(http, "web")["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["instance"] == "web-rest-client" && i["state"] == state)
+            .cloned()
+    };
+    let first = poll_until("the REST client's report", DEADLINE, Duration::from_millis(20), || shown(&mut http, "current"));
+    assert_eq!((first["via"].as_str(), first["source"].as_str()), (Some("rest"), Some("rest")), "{first}");
+    rest_client.set_healthy(Some(false));
+    poll_until("the REST client unhealthy", DEADLINE, Duration::from_millis(20), || shown(&mut http, "unhealthy"));
+    rt.block_on(rest_client.shutdown());
+    poll_until("the REST client offline", DEADLINE, Duration::from_millis(20), || shown(&mut http, "offline"));
 
     // The CLI asks the running server (the admin token from the data directory by default).
     let url = format!("http://{}", server.addr);

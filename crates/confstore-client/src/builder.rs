@@ -412,13 +412,15 @@ impl ClientBuilder {
             }
             None => crate::status::default_instance_id(),
         };
-        let reporter = match (self.report_status, &self.mqtt_url) {
-            (Some(false), _) | (None, None) => None,
-            (Some(true), None) => {
-                tracing::warn!(service = %self.service, "no MQTT broker: this instance makes no status reports");
+        // Over MQTT when there is a broker, else over REST (crate::status).
+        let reporter = match (self.report_status, self.mqtt_url.is_some() || self.rest_url.is_some()) {
+            (Some(false), _) => None,
+            (Some(true), false) => {
+                tracing::warn!(service = %self.service, "neither MQTT nor REST: this instance makes no status reports");
                 None
             }
-            (_, Some(_)) => Some(std::sync::Arc::new(crate::status::Reporter::new(&self.service, &instance))),
+            (_, false) => None,
+            (_, true) => Some(std::sync::Arc::new(crate::status::Reporter::new(&self.service, &instance))),
         };
         let mqtt = match &self.mqtt_url {
             Some(url) => {

@@ -181,6 +181,8 @@ pub struct Client {
     rest: Option<rest::Rest>,
     /// Its status reports, if it makes them ([`ClientBuilder::report_status`]).
     reporter: Option<Arc<status::Reporter>>,
+    /// The task that reports over REST, for a client without MQTT.
+    rest_reports: Option<JoinHandle<()>>,
     audit: Option<AuditRuntime>,
     /// The transparency-log checks' accepted checkpoint, if they are on.
     tlog: Option<Arc<tlog::Shared>>,
@@ -271,9 +273,12 @@ impl Client {
     /// unhealthy in the fleet view, `None` withdraws the word. Published at once (retained);
     /// nothing happens when the client makes no status reports.
     pub fn set_healthy(&self, healthy: Option<bool>) {
-        let (Some(r), Some(mqtt)) = (&self.reporter, &self.mqtt) else { return };
+        let Some(r) = &self.reporter else { return };
         r.set_healthy(healthy);
-        r.publish_if_changed(&mqtt.client);
+        // Over MQTT at once; the REST task (a client without MQTT) was woken by it.
+        if let Some(mqtt) = &self.mqtt {
+            r.publish_if_changed(&mqtt.client);
+        }
     }
 
     /// A copy of the counters.
@@ -291,7 +296,7 @@ impl Client {
     /// Disconnects from the broker cleanly and stops live updates. (Dropping the client
     /// also stops them, without the MQTT DISCONNECT.)
     pub async fn shutdown(self) {
-        let Self { mqtt, audit, stop, reporter, .. } = self;
+        let Self { mqtt, audit, stop, reporter, rest_reports, .. } = self;
         if let Some(MqttRuntime { client, mut connection, mut processor }) = mqtt {
             // A clean DISCONNECT suppresses the last will: say `offline` first.
             if let Some(r) = &reporter {
@@ -311,6 +316,12 @@ impl Client {
             }
         }
         let _ = stop.send(true);
+        // The REST reporter says `offline` before it ends.
+        if let Some(mut task) = rest_reports
+            && tokio::time::timeout(SHUTDOWN_WAIT, &mut task).await.is_err()
+        {
+            task.abort();
+        }
         if let Some(AuditRuntime { mut task }) = audit
             && tokio::time::timeout(SHUTDOWN_WAIT, &mut task).await.is_err()
         {

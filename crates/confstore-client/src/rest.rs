@@ -37,6 +37,8 @@ pub(crate) struct Rest {
     stream_url: String,
     /// `<base>/api/v1`: the transparency log's routes (docs/format.md §19).
     api_url: String,
+    /// `<base>/api/v1/fleet/<service>/`: where a client without MQTT reports its status.
+    fleet_url: String,
     token: Option<String>,
 }
 
@@ -49,7 +51,8 @@ impl Rest {
         let schema_url = format!("{base}/api/v1/services/{service}/schema");
         let stream_url = format!("{base}/api/v1/stream");
         let api_url = format!("{base}/api/v1");
-        Ok(Self { http, snapshot_url, schema_url, stream_url, api_url, token })
+        let fleet_url = format!("{base}/api/v1/fleet/{service}/");
+        Ok(Self { http, snapshot_url, schema_url, stream_url, api_url, fleet_url, token })
     }
 
     /// The latest signed checkpoint note (`GET /api/v1/checkpoint`), unverified.
@@ -90,6 +93,28 @@ impl Rest {
     /// the caller checks it against the `schema_hash` of a verified snapshot.
     pub(crate) async fn schema(&self) -> Result<Value, RestError> {
         self.get_json(self.schema_url.clone(), "application/json").await
+    }
+
+    /// Reports this instance's status (`PUT /api/v1/fleet/{service}/{instance}`, docs/format.md
+    /// §20): the reporting of a client without MQTT. The error names the answer.
+    pub(crate) async fn report(&self, instance: &str, body: String) -> Result<(), String> {
+        // Instance ids are `[A-Za-z0-9._-]` (checked by the builder): nothing to escape.
+        let url = format!("{}{instance}", self.fleet_url);
+        let mut request = self.http.put(&url).header("content-type", "application/json").body(body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| format!("PUT {url}: {e}"))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| text.chars().take(200).collect());
+        Err(format!("PUT {url}: HTTP {}: {message}", status.as_u16()))
     }
 
     /// `GET url` with the token; the JSON body, bounded by the snapshot size limit.

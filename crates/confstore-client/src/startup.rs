@@ -75,6 +75,11 @@ pub(crate) async fn start(mut plan: Plan) -> Result<Client, ClientError> {
         return Err(ClientError::NoVerifiedConfig { service, reasons });
     };
     let audit = auditor.map(|auditor| AuditRuntime { task: tokio::spawn(auditor.run(stop_rx.clone())) });
+    // Without a broker, status reports go over REST (crate::status).
+    let rest_reports = match (&connection, &reporter, &rest) {
+        (None, Some(r), Some(rest)) => Some(tokio::spawn(Arc::clone(r).run_rest(rest.clone(), stop_rx.clone()))),
+        _ => None,
+    };
     if !fresh {
         warn!(%service, "no fresh snapshot ({}); starting from the lkg file", list(&reasons));
     } else if !reasons.is_empty() {
@@ -89,7 +94,7 @@ pub(crate) async fn start(mut plan: Plan) -> Result<Client, ClientError> {
         let processor = tokio::spawn(updates);
         MqttRuntime { client: conn.client, connection: conn.task, processor }
     });
-    Ok(Client { service, outlet, counters, mqtt, audit, tlog: shared, stop, rest, reporter })
+    Ok(Client { service, outlet, counters, mqtt, audit, tlog: shared, stop, rest, reporter, rest_reports })
 }
 
 /// Offers the REST snapshot; true if REST gave a verified snapshot of this service.

@@ -3,10 +3,14 @@
 //! and whenever the service sets its health; the same topic's last will says `offline`, and
 //! a clean shutdown says so before it disconnects (a clean DISCONNECT suppresses the will).
 //!
-//! Off unless asked for ([`crate::ClientBuilder::report_status`], `CONFSTORE_REPORT_STATUS=1`):
-//! the broker must let the client publish its own status topic (the embedded broker does for
-//! a token that reads the service; `ops/mosquitto/confstore.acl` does for a user named after
-//! the service).
+//! On by default ([`crate::ClientBuilder::report_status`], `CONFSTORE_REPORT_STATUS=0` turns it
+//! off): the broker must let the client publish its own status topic (the embedded broker does
+//! for a token that reads the service; `ops/mosquitto/confstore.acl` does for a user named
+//! after the service). A client without MQTT reports over REST instead
+//! (`PUT /api/v1/fleet/{service}/{instance}`, [`Reporter::run_rest`]): after start-up, after
+//! `set_healthy`, every [`REST_REFRESH`] so the view's `last_seen` stays fresh, and `offline`
+//! at shutdown (there is no last will over REST: a crashed REST-only instance keeps its last
+//! report, with its `last_seen`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,7 +34,12 @@ pub(crate) struct Reporter {
     session: u64,
     /// Set when the broker refused the reports' last will: no reports from then on.
     disabled: AtomicBool,
+    /// Woken when the state changed (the REST reporting task waits on it).
+    changed: tokio::sync::Notify,
 }
+
+/// How often a client without MQTT reports again although nothing changed.
+pub(crate) const REST_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Default)]
 struct State {
@@ -50,6 +59,7 @@ impl Reporter {
             dirty: AtomicBool::new(true),
             session: now_ms(),
             disabled: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -69,6 +79,8 @@ impl Reporter {
         s.source = Some(source);
         s.applied_ms = Some(now_ms());
         self.dirty.store(true, Ordering::Release);
+        drop(s);
+        self.changed.notify_one();
     }
 
     /// No reports from now on (the broker refused the will: it would refuse them too).
@@ -90,6 +102,46 @@ impl Reporter {
     pub(crate) fn set_healthy(&self, healthy: Option<bool>) {
         self.lock().healthy = healthy;
         self.dirty.store(true, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    /// The reporting of a client without MQTT: the report over REST whenever it changed (and
+    /// every [`REST_REFRESH`]) until `stop`, then `offline`. A failure is retried at the next
+    /// change or refresh; it is logged once until a report gets through again.
+    pub(crate) async fn run_rest(
+        self: std::sync::Arc<Self>,
+        rest: crate::rest::Rest,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut failing = false;
+        loop {
+            if self.dirty.swap(false, Ordering::AcqRel) {
+                match self.report() {
+                    Some(report) => match rest.report(&self.instance, report.to_json()).await {
+                        Ok(()) => failing = false,
+                        Err(e) => {
+                            if !failing {
+                                tracing::warn!(
+                                    "cannot report this instance's status over REST: {e}; trying again later"
+                                );
+                            }
+                            failing = true;
+                        }
+                    },
+                    None => self.dirty.store(true, Ordering::Release),
+                }
+            }
+            tokio::select! {
+                () = self.changed.notified() => {}
+                () = tokio::time::sleep(REST_REFRESH) => self.mark_dirty(),
+                _ = stop.changed() => {
+                    if let Err(e) = rest.report(&self.instance, self.offline().to_json()).await {
+                        debug!("cannot report offline over REST: {e}");
+                    }
+                    return;
+                }
+            }
+        }
     }
 
     /// The online report of what is held now (None before anything is held).
