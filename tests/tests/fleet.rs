@@ -201,7 +201,8 @@ fn instances_report_what_they_applied_and_the_server_shows_the_fleet() {
             .find(|i| i["instance"] == "web-rest-client" && i["state"] == state)
             .cloned()
     };
-    let first = poll_until("the REST client's report", DEADLINE, Duration::from_millis(20), || shown(&mut http, "current"));
+    let first =
+        poll_until("the REST client's report", DEADLINE, Duration::from_millis(20), || shown(&mut http, "current"));
     assert_eq!((first["via"].as_str(), first["source"].as_str()), (Some("rest"), Some("rest")), "{first}");
     rest_client.set_healthy(Some(false));
     poll_until("the REST client unhealthy", DEADLINE, Duration::from_millis(20), || shown(&mut http, "unhealthy"));

@@ -232,15 +232,9 @@ pub enum TokenCommand {
 pub struct FleetArgs {
     /// One service's instances (default: every service, counted by state).
     pub service: Option<String>,
-    /// The server's base URL.
-    #[arg(long, env = "CONFSTORE_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// A token with `config.read` (default: `<data-dir>/admin.token`, written by the first `serve`).
-    #[arg(long, env = "CONFSTORE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Print the server's JSON answer instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    /// The server (a token with `config.read`).
+    #[command(flatten)]
+    pub remote: Remote,
 }
 
 /// How to reach a running `serve` (the commands whose answer lives in its memory).

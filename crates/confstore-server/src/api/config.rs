@@ -305,29 +305,43 @@ pub async fn patch_values(
     ApiPath(p): ApiPath<ServicePath>,
     ApiJson(req): ApiJson<PatchValues>,
 ) -> ApiResult<Response> {
-    let total = req.set.len() + req.secrets.len() + req.unset.len();
-    if total > confstore_core::limits::EVENTS_PER_CHANGESET_MAX {
-        return Err(ApiError::too_large(format!(
-            "the changeset has {total} changes; at most {} are allowed; nothing was changed",
-            confstore_core::limits::EVENTS_PER_CHANGESET_MAX
-        )));
-    }
-    let mut changes = Vec::with_capacity(total);
-    for (key, value) in req.set {
-        changes.push(Change::Set { service: p.service.clone(), key, value });
-    }
-    for (key, value) in &req.secrets {
-        changes.push(seal(&app, &p.service, key.clone(), value)?);
-    }
-    for key in req.unset {
-        changes.push(Change::Unset { service: p.service.clone(), key });
-    }
+    let changes = value_changes(&app, &p.service, req.set, &req.secrets, req.unset, 0)?;
     let r = commit(&app, &who, rid, req.reason, if_match.0, changes).await?;
     Ok(receipt_response(axum::http::StatusCode::OK, r))
 }
 
+/// The changes of a body's `set`, `secrets` (sealed here) and `unset` to `service`, in that
+/// order, after `room` changes the caller adds; 413 when they would not fit one changeset.
+pub(super) fn value_changes(
+    app: &App,
+    service: &str,
+    set: BTreeMap<String, Value>,
+    secrets: &BTreeMap<String, Value>,
+    unset: Vec<String>,
+    room: usize,
+) -> ApiResult<Vec<Change>> {
+    let total = set.len() + secrets.len() + unset.len();
+    let max = confstore_core::limits::EVENTS_PER_CHANGESET_MAX - room;
+    if total > max {
+        return Err(ApiError::too_large(format!(
+            "the changeset has {total} changes; at most {max} are allowed; nothing was changed"
+        )));
+    }
+    let mut changes = Vec::with_capacity(total + room);
+    for (key, value) in set {
+        changes.push(Change::Set { service: service.to_owned(), key, value });
+    }
+    for (key, value) in secrets {
+        changes.push(seal(app, service, key.clone(), value)?);
+    }
+    for key in unset {
+        changes.push(Change::Unset { service: service.to_owned(), key });
+    }
+    Ok(changes)
+}
+
 /// Encrypts `value` for `service`.`key` with the current master key.
-pub(super) fn seal(app: &App, service: &str, key: String, value: &Value) -> ApiResult<Change> {
+fn seal(app: &App, service: &str, key: String, value: &Value) -> ApiResult<Change> {
     let store_id = LiveView::of(app)?.store.store_id();
     secret::Sealer::new(&app.keys.master, app.keys.master_version, store_id).change(service, key, value).map_err(|e| {
         match e {

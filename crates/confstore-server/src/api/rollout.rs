@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::config::{ServicePath, receipt_response, seal};
+use super::config::{ServicePath, receipt_response, value_changes};
 use super::{ReceiptOut, commit, time_text};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
@@ -213,13 +213,6 @@ pub async fn start(
     ApiPath(p): ApiPath<ServicePath>,
     ApiJson(req): ApiJson<StartRollout>,
 ) -> ApiResult<Response> {
-    let total = req.set.len() + req.secrets.len() + req.unset.len();
-    if total + 1 > confstore_core::limits::EVENTS_PER_CHANGESET_MAX {
-        return Err(ApiError::too_large(format!(
-            "the rollout stages {total} changes; at most {} are allowed; nothing was changed",
-            confstore_core::limits::EVENTS_PER_CHANGESET_MAX - 1
-        )));
-    }
     let cohort = match (req.cohort.instances, req.cohort.percent) {
         (Some(mut ids), None) => {
             ids.sort();
@@ -239,23 +232,15 @@ pub async fn start(
             ));
         }
     };
-    let bake_ms = req.bake_seconds.saturating_mul(1000);
-    let mut changes = Vec::with_capacity(total + 1);
-    changes.push(Change::Rollout(RolloutChange::Start {
+    // The rollout's marker opens the changeset; the staged changes follow it.
+    let staged = value_changes(&app, &p.service, req.set, &req.secrets, req.unset, 1)?;
+    let mut changes = vec![Change::Rollout(RolloutChange::Start {
         service: p.service.clone(),
         cohort,
-        bake_ms,
+        bake_ms: req.bake_seconds.saturating_mul(1000),
         auto: req.auto.unwrap_or(true),
-    }));
-    for (key, value) in req.set {
-        changes.push(Change::Set { service: p.service.clone(), key, value });
-    }
-    for (key, value) in &req.secrets {
-        changes.push(seal(&app, &p.service, key.clone(), value)?);
-    }
-    for key in req.unset {
-        changes.push(Change::Unset { service: p.service.clone(), key });
-    }
+    })];
+    changes.extend(staged);
     let r = commit(&app, &who, rid, req.reason, None, changes).await?;
     Ok(receipt_response(StatusCode::CREATED, r))
 }

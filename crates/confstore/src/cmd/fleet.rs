@@ -12,8 +12,8 @@ use crate::cli::FleetArgs;
 use crate::output;
 
 pub fn run(ctx: &Ctx, args: FleetArgs) -> Result<ExitCode> {
-    let token = remote::token(args.token, &ctx.data_dir)?;
-    let base = args.url.trim_end_matches('/');
+    let token = remote::token(args.remote.token, &ctx.data_dir)?;
+    let base = args.remote.url.trim_end_matches('/');
     let url = match &args.service {
         Some(s) => {
             confstore_core::state::check_service_name(s).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -22,7 +22,7 @@ pub fn run(ctx: &Ctx, args: FleetArgs) -> Result<ExitCode> {
         None => format!("{base}/api/v1/fleet"),
     };
     let answer = remote::request(reqwest::Method::GET, &url, &token, None)?;
-    if args.json {
+    if args.remote.json {
         output::json(&answer);
     } else if args.service.is_some() {
         print_instances(&answer);
