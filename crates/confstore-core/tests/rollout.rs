@@ -180,7 +180,7 @@ fn bad_rollout_requests_change_nothing() {
             "more than once",
         ),
         (vec![set("web", "a", json!(1)), start("web", Cohort::Percent { basis_points: 100 })], "opens its changeset"),
-        (vec![promote("web", 99)], "no active rollout"),
+        (vec![promote("web", 99)], "service \"web\" has no active rollout"),
         (vec![abort("web", 99, vec![])], "no active rollout"),
         (
             vec![

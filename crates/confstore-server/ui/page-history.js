@@ -141,6 +141,15 @@ function describeChange(ch) {
   if (t.includes("rolled_back") || t === "rollback") {
     return `rolled back${ch.service ? ` ${ch.service}` : " the whole store"} to epoch ${ch.to_epoch}${ch.from_epoch != null ? ` (from ${ch.from_epoch})` : ""}`;
   }
+  if (t === "rollout_started") {
+    const who = ch.cohort?.percent != null ? `${ch.cohort.percent} % of the instances` : `instances ${(ch.cohort?.instances || []).join(", ")}`;
+    const staged = (ch.changes || []).map((c) => c.op === "set" ? `${c.key} = ${fmt(c.value)}` : c.op === "unset" ? `${c.key} unset` : `${c.key} = ${MASK} (secret)`);
+    return h("span", null, "staged rollout of ", h("code", null, ch.service), ` for ${who}: ${staged.join("; ")}`);
+  }
+  if (t === "rollout_promoted" || t === "rollout_aborted") {
+    const how = ch.automatic ? " automatically" : "";
+    return h("span", null, `rollout #${ch.rollout_seq} of `, h("code", null, ch.service), ` ${t === "rollout_promoted" ? "promoted" : "aborted"}${how}`);
+  }
   if (t.includes("unset")) return h("span", null, h("code", null, name), " unset");
   // A secret set: the API masks its value ({"$secret": true}); the event type says so too.
   if (isMasked(ch.value) || t === "secret_set") return h("span", null, h("code", null, name), ` = ${MASK} (secret)`);

@@ -178,10 +178,15 @@ fn active<'s>(state: &'s State, service: &str, seq: u64) -> Result<&'s Rollout, 
             r.seq
         ))),
         None => {
-            let ended = state.rollouts_ended.get(service).filter(|e| e.seq == seq);
-            Err(RejectError::Rollout(match ended {
-                Some(e) => format!("rollout {seq} of {service:?} was {} already", e.outcome.as_str()),
-                None => format!("service {service:?} has no active rollout {seq}"),
+            let last = state.rollouts_ended.get(service);
+            Err(RejectError::Rollout(match last {
+                Some(e) if e.seq == seq => format!("rollout {seq} of {service:?} was {} already", e.outcome.as_str()),
+                Some(e) => format!(
+                    "service {service:?} has no active rollout (its last one, {}, was {})",
+                    e.seq,
+                    e.outcome.as_str()
+                ),
+                None => format!("service {service:?} has no active rollout"),
             }))
         }
     }

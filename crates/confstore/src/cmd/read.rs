@@ -136,6 +136,40 @@ fn history_text(v: &Value) -> String {
             k["to_epoch"],
             k["from_epoch"]
         ),
+        "rollout_started" => {
+            let cohort = &k["cohort"];
+            let who = match cohort["percent"].as_f64() {
+                Some(p) => format!("{p} % of the instances"),
+                None => cohort["instances"]
+                    .as_array()
+                    .map(|ids| ids.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default(),
+            };
+            let changes: Vec<String> = k["changes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| match c["op"].as_str() {
+                    Some("set") => format!("{}={}", str_of(&c["key"]), c["value"]),
+                    Some("unset") => format!("unset {}", str_of(&c["key"])),
+                    _ => format!("{}=<secret>", str_of(&c["key"])),
+                })
+                .collect();
+            format!(
+                "rollout #{} of {} staged for {who}, bake {} s: {}",
+                v["seq"],
+                str_of(&k["service"]),
+                k["bake_ms"].as_u64().unwrap_or(0) / 1000,
+                changes.join(", ")
+            )
+        }
+        kind @ ("rollout_promoted" | "rollout_aborted") => format!(
+            "rollout #{} of {} {}{}",
+            k["rollout_seq"],
+            str_of(&k["service"]),
+            if kind == "rollout_promoted" { "promoted" } else { "aborted" },
+            if k["automatic"] == true { " automatically" } else { "" }
+        ),
         other => other.to_owned(),
     };
     let reason = str_of(&v["reason"]);
