@@ -116,6 +116,9 @@ pub fn evidence(mut members: Vec<CohortMember>) -> Vec<CohortMember> {
 pub async fn run(app: App) {
     let mut tick = tokio::time::interval(Duration::from_millis(limits::ROLLOUT_TICK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A decision that cannot be written (a failing disk) is tried again every tick, but
+    // said in the log at most once per WARN_EVERY.
+    let mut last_warned: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
         let now = now_ms();
@@ -139,12 +142,22 @@ pub async fn run(app: App) {
                     RolloutChange::Abort { service: r.service.clone(), rollout_seq: r.seq, automatic: true, cohort },
                 ),
             };
-            decide(&app, &live.store, &r, reason, change).await;
+            decide(&app, &live.store, &r, reason, change, &mut last_warned).await;
         }
     }
 }
 
-async fn decide(app: &App, store: &Arc<confstore_log::Store>, r: &Rollout, reason: String, change: RolloutChange) {
+/// Least time between two warnings that a decision could not be written.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+async fn decide(
+    app: &App,
+    store: &Arc<confstore_log::Store>,
+    r: &Rollout,
+    reason: String,
+    change: RolloutChange,
+    last_warned: &mut Option<std::time::Instant>,
+) {
     let outcome = if matches!(change, RolloutChange::Promote { .. }) { "promoted" } else { "aborted" };
     let draft = ChangesetDraft {
         actor: ACTOR.to_owned(),
@@ -163,6 +176,7 @@ async fn decide(app: &App, store: &Arc<confstore_log::Store>, r: &Rollout, reaso
     .await;
     match result {
         Ok(Ok(receipt)) => {
+            *last_warned = None;
             app.metrics.rollout_decision(outcome, true);
             tracing::info!(service = %r.service, rollout = r.seq, outcome, seq = receipt.first_seq, %reason,
                 "rollout decided automatically");
@@ -171,8 +185,13 @@ async fn decide(app: &App, store: &Arc<confstore_log::Store>, r: &Rollout, reaso
         Ok(Err(confstore_log::LogError::Rejected(RejectError::Rollout(why)))) => {
             tracing::debug!(service = %r.service, rollout = r.seq, %why, "rollout already decided");
         }
-        Ok(Err(e)) => tracing::warn!(service = %r.service, rollout = r.seq, error = %e,
-            "an automatic rollout decision could not be written; trying again"),
+        Ok(Err(e)) => {
+            if last_warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                *last_warned = Some(std::time::Instant::now());
+                tracing::warn!(service = %r.service, rollout = r.seq, error = %e,
+                    "an automatic rollout decision could not be written; trying again every tick");
+            }
+        }
         Err(e) => tracing::error!(error = %e, "the rollout decision task failed"),
     }
 }
