@@ -5,8 +5,8 @@
 //!    each logged in with a token, publish `--rounds` status reports each (retained, QoS 1,
 //!    every connection's round in flight together). Timed from the first publish until the
 //!    fleet view (`GET /api/v1/fleet/bench`) shows every instance at the last round's
-//!    version: the status rate the server sustains end to end (gate, rumqttd, its status
-//!    subscriber, the view). Baseline: the same connections and reports to a Mosquitto on a
+//!    version: the status rate the server sustains end to end (gate, hub, the fleet's
+//!    in-process subscriber, the view). Baseline: the same connections and reports to a Mosquitto on a
 //!    free port, timed until one subscriber of `system/config-status/+/+` has them all.
 //! 2. Queries: `GET /api/v1/fleet/bench` (every instance, judged against the current
 //!    version) and `GET /api/v1/fleet` (the per-service counts), `--queries` each on one

@@ -1,7 +1,8 @@
 //! The fleet's side of the broker: reads every instance's status report
 //! (`system/config-status/+/+`, docs/format.md §20) into the fleet view (`crate::fleet`).
 //!
-//! Its own connection, beside the publisher's (client id `<publisher id>-fleet`, clean
+//! On the embedded broker it subscribes to the hub in process. On an external one it has
+//! its own connection, beside the publisher's (client id `<publisher id>-fleet`, clean
 //! session: the retained reports arrive again on each subscription, which is how a restarted
 //! server fills its view), so reading reports never delays publishing. A report that does
 //! not parse, or names another service or instance than its topic, is dropped and counted;
@@ -25,6 +26,20 @@ pub async fn run(app: App, settings: MqttSettings, mut stop: watch::Receiver<boo
     let mut settings = settings;
     settings.client_id = format!("{}-fleet", settings.client_id);
     let filter = format!("{STATUS_TOPIC_PREFIX}+/+");
+    if let Some(hub) = settings.hub.take() {
+        // The embedded broker: subscribe in process. The retained reports come first.
+        app.fleet.mark_synced(now_ms());
+        let mut rx = hub.subscribe_local(&filter);
+        loop {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => take(&app, &m.topic, &m.payload),
+                    None => return,
+                },
+                _ = stop.changed() => return,
+            }
+        }
+    }
     let mut backoff = BACKOFF_MIN;
     loop {
         if *stop.borrow() {

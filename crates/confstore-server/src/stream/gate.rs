@@ -1,13 +1,16 @@
-//! The gate of the embedded broker: the public MQTT listener in front of rumqttd (ADR 0019).
+//! The gate of the embedded broker: its public MQTT 3.1.1 listener (ADR 0019), in front of
+//! the in-process [`hub`](super::hub) (ADR 0032).
 //!
 //! Per client connection it reads the CONNECT (within
 //! [`limits::MQTT_CONNECT_TIMEOUT_SECS`](confstore_core::limits::MQTT_CONNECT_TIMEOUT_SECS)),
-//! decides who it is, then relays packets both ways, checking what the client sends:
+//! decides who it is, attaches it to its session in the hub, then serves it: the client's
+//! packets, checked, and the hub's deliveries (QoS 1 with packet ids, at most
+//! [`INFLIGHT_MAX`] unacknowledged, queued messages written together). The rules:
 //!
 //! - **Who**: a client whose MQTT password is a valid confstore token (any user name).
 //!   Anonymous clients, unknown or revoked tokens are refused (CONNACK "not authorized"); a
 //!   revoked token's open connection is closed within [`RECHECK_INTERVAL`]. (The publisher
-//!   does not come through the gate: it logs in at rumqttd's internal port itself.)
+//!   does not come through the gate: it calls the hub in process.)
 //! - **The publisher's client id** is reserved: nobody else may take over its session.
 //! - **Publish**: the publisher is the only writer of the stream. A client publishes only
 //!   its own status report (docs/format.md §20) on `system/config-status/<service>/<instance>`
@@ -20,22 +23,24 @@
 //!   failure code in the SUBACK; the others go through.
 //! - **Bounds**: at most [`limits::MQTT_CONNECTIONS_MAX`](confstore_core::limits::MQTT_CONNECTIONS_MAX)
 //!   connections (then CONNACK "server unavailable"), client packets up to
-//!   [`limits::MQTT_CLIENT_PACKET_BYTES_MAX`](confstore_core::limits::MQTT_CLIENT_PACKET_BYTES_MAX).
+//!   [`limits::MQTT_CLIENT_PACKET_BYTES_MAX`](confstore_core::limits::MQTT_CLIENT_PACKET_BYTES_MAX),
+//!   silence up to 1.5 keep-alive intervals, writes within [`WRITE_TIMEOUT`]; QoS 2 is
+//!   not served (the connection is closed). A client id taken over closes the older
+//!   connection without its will; any other end but a DISCONNECT publishes the will.
 //!
 //! The same rules as `ops/mosquitto/confstore.acl`, for the broker that ships in the binary.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use confstore_core::auth::Role;
 use confstore_core::limits;
 use confstore_core::stream as topics;
-use rumqttc::mqttbytes::{self, PacketType};
-use rumqttc::{ConnAck, ConnectReturnCode, Login, Packet, SubAck, SubscribeReasonCode};
+use rumqttc::mqttbytes;
+use rumqttc::{ConnAck, ConnectReturnCode, Packet, PubAck, QoS, SubAck, SubscribeReasonCode, UnsubAck};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -43,6 +48,7 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use super::broker::Embedded;
+use super::hub::{self, Hub};
 use super::settings::MAX_PACKET_BYTES;
 use crate::app::App;
 use crate::extract::Principal;
@@ -114,8 +120,7 @@ fn is_literal_level(s: &str) -> bool {
 /// Shared by every connection.
 struct Ctx {
     app: App,
-    upstream: SocketAddr,
-    gate_login: (String, Zeroizing<String>),
+    hub: Hub,
     publisher_client_id: String,
     events_subscribed: Arc<AtomicBool>,
     open: AtomicUsize,
@@ -133,8 +138,7 @@ impl Embedded {
         };
         let ctx = Arc::new(Ctx {
             app,
-            upstream: self.upstream,
-            gate_login: self.gate_login,
+            hub: self.hub,
             publisher_client_id: self.publisher_client_id,
             events_subscribed: self.events_subscribed,
             open: AtomicUsize::new(0),
@@ -163,7 +167,7 @@ impl Embedded {
             ctx.app.metrics.open_connections("mqtt", n);
             let ctx = Arc::clone(&ctx);
             tokio::spawn(async move {
-                if let Err(why) = relay(&ctx, stream).await {
+                if let Err(why) = serve(&ctx, stream).await {
                     tracing::debug!(reason = why.metric(), detail = %why, "MQTT client connection closed by the gate");
                     ctx.app.metrics.connection_closed("mqtt", why.metric());
                 }
@@ -189,8 +193,14 @@ enum Closed {
     Revoked(String),
     #[error("malformed MQTT packet: {0}")]
     Protocol(String),
-    #[error("the internal broker is unreachable: {0}")]
-    Upstream(std::io::Error),
+    #[error("another connection took the client id over")]
+    TakenOver,
+    #[error("the client stopped reading and its queue filled")]
+    SlowConsumer,
+    #[error("no packet within one and a half keep-alive intervals")]
+    KeepAlive,
+    #[error("a write to the client did not finish within the write timeout")]
+    WriteTimeout,
     #[error("connection ended: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -203,7 +213,10 @@ impl Closed {
             Closed::NotAuthorized(_) => "not_authorized",
             Closed::Publish(..) => "acl_denied",
             Closed::Revoked(_) => "revoked",
-            Closed::Upstream(_) => "upstream_error",
+            Closed::TakenOver => "taken_over",
+            Closed::SlowConsumer => "slow_consumer",
+            Closed::KeepAlive => "keep_alive",
+            Closed::WriteTimeout => "write_timeout",
             Closed::Io(_) => "io",
         }
     }
@@ -241,12 +254,15 @@ fn parse(frame: &BytesMut, max: usize) -> Result<Packet, Closed> {
     Packet::read(&mut frame.clone(), max).map_err(|e| Closed::Protocol(e.to_string()))
 }
 
-fn packet_type(frame: &BytesMut) -> Option<PacketType> {
-    mqttbytes::check(frame.iter(), usize::MAX).ok().and_then(|h| h.packet_type().ok())
-}
+/// Most QoS 1 messages sent to a client and not yet acknowledged; further deliveries wait
+/// in the connection's queue (which, when full, closes the connection: [`hub`]).
+pub const INFLIGHT_MAX: usize = 1024;
+/// Longest a write to a client may take (a client that stopped reading).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves one client connection: CONNECT, then the relay, until either side ends.
-async fn relay(ctx: &Arc<Ctx>, stream: TcpStream) -> Result<(), Closed> {
+/// Serves one client connection: CONNECT, then its packets and the hub's deliveries, until
+/// either side ends.
+async fn serve(ctx: &Arc<Ctx>, stream: TcpStream) -> Result<(), Closed> {
     let (mut client_r, mut client_w) = stream.into_split();
     let mut buf = BytesMut::with_capacity(4096);
     let connect_timeout = Duration::from_secs(limits::MQTT_CONNECT_TIMEOUT_SECS);
@@ -257,7 +273,7 @@ async fn relay(ctx: &Arc<Ctx>, stream: TcpStream) -> Result<(), Closed> {
     .await
     .map_err(|_| Closed::ConnectTimeout)??
     .ok_or(Closed::NotConnect)?;
-    let Packet::Connect(mut connect) =
+    let Packet::Connect(connect) =
         parse(&frame, limits::MQTT_CLIENT_PACKET_BYTES_MAX).map_err(|_| Closed::NotConnect)?
     else {
         return Err(Closed::NotConnect);
@@ -265,34 +281,51 @@ async fn relay(ctx: &Arc<Ctx>, stream: TcpStream) -> Result<(), Closed> {
     let who = match identify(ctx, &connect).await {
         Ok(w) => w,
         Err((code, why)) => {
-            let mut out = BytesMut::new();
-            let _ = Packet::ConnAck(ConnAck { session_present: false, code }).write(&mut out, 16);
-            let _ = client_w.write_all(&out).await;
-            let _ = client_w.shutdown().await;
+            refuse_connect(&mut client_w, code).await;
             tracing::warn!(client_id = %connect.client_id, why, "MQTT client refused");
             return Err(Closed::NotAuthorized(why));
         }
     };
-    let upstream = TcpStream::connect(ctx.upstream).await.map_err(Closed::Upstream)?;
-    let _ = upstream.set_nodelay(true);
-    let (up_r, mut up_w) = upstream.into_split();
-    connect.login = Some(Login::new(ctx.gate_login.0.clone(), ctx.gate_login.1.as_str()));
-    let mut out = BytesMut::new();
-    Packet::Connect(connect).write(&mut out, MAX_PACKET_BYTES).map_err(|e| Closed::Protocol(e.to_string()))?;
-    up_w.write_all(&out).await.map_err(Closed::Upstream)?;
-
-    let client_w = Arc::new(tokio::sync::Mutex::new(client_w));
-    let rewrites: Arc<Mutex<HashMap<u16, Vec<usize>>>> = Arc::default();
-    let mut down = tokio::spawn(downstream(up_r, Arc::clone(&client_w), Arc::clone(&rewrites)));
-    // Either side ending ends the relay (rumqttd closes a client on a keep-alive timeout or
-    // a client-id takeover; the client may simply go).
-    let result = tokio::select! {
-        r = upstream_loop(ctx, &who, client_r, buf, up_w, &client_w, &rewrites) => r,
-        d = &mut down => d.unwrap_or(Ok(())),
+    let client_id = match (connect.client_id.is_empty(), connect.clean_session) {
+        (false, _) => connect.client_id.clone(),
+        // MQTT 3.1.1 §3.1.3.1: an empty client id with a clean session gets one from the
+        // server; without a clean session it is refused.
+        (true, true) => format!("confstore-anon-{}", random_suffix()),
+        (true, false) => {
+            refuse_connect(&mut client_w, ConnectReturnCode::BadClientId).await;
+            return Err(Closed::NotAuthorized("an empty client id needs a clean session"));
+        }
     };
-    down.abort();
-    let mut w = client_w.lock().await;
-    let _ = w.shutdown().await;
+    let mut att = ctx.hub.connect(&client_id, connect.clean_session);
+    let mut conn = Conn { w: client_w, out: BytesMut::with_capacity(4096), inflight: VecDeque::new(), next_pkid: 1 };
+    conn.packet(Packet::ConnAck(ConnAck { session_present: att.session_present, code: ConnectReturnCode::Success }))?;
+    let will = connect.last_will.map(|w| hub::Message {
+        topic: w.topic,
+        payload: w.message,
+        retain: w.retain,
+        qos: if w.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce },
+    });
+    let result = run_connection(
+        ctx,
+        &who,
+        &client_id,
+        &connect_keep_alive(connect.keep_alive),
+        client_r,
+        buf,
+        &mut conn,
+        &mut att,
+    )
+    .await;
+    let unacked = std::mem::take(&mut conn.inflight).into_iter().map(|(_, d)| d).collect();
+    ctx.hub.disconnect(&client_id, att.id, unacked, &mut att.rx);
+    // The last will goes out when the connection ends without a DISCONNECT, unless another
+    // connection took the client id over (the client is still there).
+    if let (Some(will), Err(why)) = (will, &result)
+        && !matches!(why, Closed::TakenOver)
+    {
+        ctx.hub.publish(will, false);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.w.shutdown()).await;
     result
 }
 
@@ -320,23 +353,131 @@ async fn identify(ctx: &Ctx, connect: &rumqttc::Connect) -> Result<Who, (Connect
     Ok(who)
 }
 
-/// Client → rumqttd: checks each packet, forwards what passes.
+/// How long a client may stay silent: one and a half times its keep-alive (MQTT 3.1.1
+/// §3.1.2.10); no limit when it asked for none.
+fn connect_keep_alive(secs: u16) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_millis(u64::from(secs) * 1500))
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    hex::encode(b)
+}
+
+async fn refuse_connect(w: &mut OwnedWriteHalf, code: ConnectReturnCode) {
+    let mut out = BytesMut::new();
+    let _ = Packet::ConnAck(ConnAck { session_present: false, code }).write(&mut out, 16);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = w.write_all(&out).await;
+        let _ = w.shutdown().await;
+    })
+    .await;
+}
+
+/// The writing side of a client connection.
+struct Conn {
+    w: OwnedWriteHalf,
+    /// Packets encoded, not yet written.
+    out: BytesMut,
+    /// QoS 1 deliveries written and not yet acknowledged, oldest first.
+    inflight: VecDeque<(u16, hub::Delivery)>,
+    next_pkid: u16,
+}
+
+impl Conn {
+    /// Encodes a packet for the next flush.
+    fn packet(&mut self, p: Packet) -> Result<(), Closed> {
+        p.write(&mut self.out, MAX_PACKET_BYTES + 1024).map(drop).map_err(|e| Closed::Protocol(e.to_string()))
+    }
+
+    /// Encodes a delivery (a QoS 1 one gets a packet id and is in flight until its PUBACK).
+    fn deliver(&mut self, d: hub::Delivery) -> Result<(), Closed> {
+        let pkid = if d.qos == QoS::AtMostOnce { 0 } else { self.pkid() };
+        let p = rumqttc::Publish {
+            dup: false,
+            qos: d.qos,
+            retain: d.retain,
+            topic: d.msg.topic.clone(),
+            pkid,
+            payload: d.msg.payload.clone(),
+        };
+        p.write(&mut self.out).map_err(|e| Closed::Protocol(e.to_string()))?;
+        if d.qos != QoS::AtMostOnce {
+            self.inflight.push_back((pkid, d));
+        }
+        Ok(())
+    }
+
+    /// The next packet id not in flight.
+    fn pkid(&mut self) -> u16 {
+        loop {
+            let id = self.next_pkid;
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+            if !self.inflight.iter().any(|(p, _)| *p == id) {
+                return id;
+            }
+        }
+    }
+
+    fn acked(&mut self, pkid: u16) {
+        if let Some(i) = self.inflight.iter().position(|(p, _)| *p == pkid) {
+            self.inflight.remove(i);
+        }
+    }
+
+    /// Writes what is encoded, within [`WRITE_TIMEOUT`].
+    async fn flush(&mut self) -> Result<(), Closed> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = self.out.split();
+        tokio::time::timeout(WRITE_TIMEOUT, self.w.write_all(&out)).await.map_err(|_| Closed::WriteTimeout)??;
+        Ok(())
+    }
+}
+
+/// The connection's loop: the client's packets (checked), the hub's deliveries, the
+/// keep-alive, the token's recheck and the hub's kick.
 #[allow(clippy::too_many_arguments)]
-async fn upstream_loop(
+async fn run_connection(
     ctx: &Ctx,
     who: &Who,
+    client_id: &str,
+    keep_alive: &Option<Duration>,
     mut client_r: OwnedReadHalf,
     mut buf: BytesMut,
-    mut up_w: OwnedWriteHalf,
-    client_w: &tokio::sync::Mutex<OwnedWriteHalf>,
-    rewrites: &Mutex<HashMap<u16, Vec<usize>>>,
+    conn: &mut Conn,
+    att: &mut hub::Attached,
 ) -> Result<(), Closed> {
     let max = limits::MQTT_CLIENT_PACKET_BYTES_MAX;
     let mut recheck = tokio::time::interval(RECHECK_INTERVAL);
     recheck.tick().await;
+    let far = Duration::from_secs(86_400 * 365);
+    let mut silent_until = tokio::time::Instant::now() + keep_alive.unwrap_or(far);
     loop {
+        conn.flush().await?;
+        let room = conn.inflight.len() < INFLIGHT_MAX;
         let frame = tokio::select! {
             f = read_frame(&mut client_r, &mut buf, max) => f?,
+            d = att.rx.recv(), if room => {
+                let Some(d) = d else { return Err(Closed::TakenOver) };
+                conn.deliver(d)?;
+                // Whatever else is queued goes out in the same write.
+                while conn.inflight.len() < INFLIGHT_MAX && conn.out.len() < 256 * 1024 {
+                    match att.rx.try_recv() {
+                        Ok(d) => conn.deliver(d)?,
+                        Err(_) => break,
+                    }
+                }
+                continue;
+            }
+            () = att.kick.notified() => {
+                // Another connection took the client id over, or the client stopped
+                // reading while its queue filled.
+                return Err(if ctx.hub.is_current(client_id, att.id) { Closed::SlowConsumer } else { Closed::TakenOver });
+            }
+            () = tokio::time::sleep_until(silent_until) => return Err(Closed::KeepAlive),
             _ = recheck.tick() => {
                 if crate::auth::principal_of_token(&ctx.app, &who.token).await.is_err() {
                     return Err(Closed::Revoked(who.principal.name.clone()));
@@ -344,102 +485,75 @@ async fn upstream_loop(
                 continue;
             }
         };
-        let Some(frame) = frame else { return Ok(()) };
-        match packet_type(&frame) {
-            Some(PacketType::Publish) => {
-                let (topic, payload) = match parse(&frame, max)? {
-                    Packet::Publish(p) => (p.topic, p.payload),
-                    _ => (String::new(), bytes::Bytes::new()),
-                };
+        let Some(frame) = frame else { return Err(Closed::Io(std::io::ErrorKind::UnexpectedEof.into())) };
+        silent_until = tokio::time::Instant::now() + keep_alive.unwrap_or(far);
+        match parse(&frame, max)? {
+            Packet::Publish(p) => {
                 // The publisher, the only writer of the stream, does not come through the
                 // gate; clients publish their own status report and nothing else.
-                if let Err(why) = may_report(who, &topic, &payload) {
+                if let Err(why) = may_report(who, &p.topic, &p.payload) {
                     let name = format!("token {}", who.principal.name);
-                    tracing::warn!(topic = %topic, who = %name, reason = %why, "MQTT publish refused; disconnecting the client");
-                    return Err(Closed::Publish(name, topic));
+                    tracing::warn!(topic = %p.topic, who = %name, reason = %why, "MQTT publish refused; disconnecting the client");
+                    return Err(Closed::Publish(name, p.topic));
                 }
-                up_w.write_all(&frame).await?;
+                let qos = p.qos;
+                if qos == QoS::ExactlyOnce {
+                    return Err(Closed::Protocol("QoS 2 is not served".into()));
+                }
+                ctx.hub.publish(hub::Message { topic: p.topic, payload: p.payload, retain: p.retain, qos }, false);
+                if qos == QoS::AtLeastOnce {
+                    conn.packet(Packet::PubAck(PubAck::new(p.pkid)))?;
+                }
             }
-            Some(PacketType::Subscribe) => {
-                let Packet::Subscribe(mut sub) = parse(&frame, max)? else {
-                    return Err(Closed::Protocol("bad SUBSCRIBE".into()));
-                };
-                let denied: Vec<usize> = sub
-                    .filters
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, f)| !may_subscribe(who, &f.path))
-                    .map(|(i, _)| i)
-                    .collect();
-                // Before the SUBSCRIBE reaches rumqttd: from now on the publisher makes the
+            Packet::PubAck(ack) => conn.acked(ack.pkid),
+            Packet::Subscribe(sub) => {
+                let mut codes = Vec::with_capacity(sub.filters.len());
+                let mut granted = Vec::new();
+                for f in &sub.filters {
+                    if may_subscribe(who, &f.path) && f.qos != QoS::ExactlyOnce {
+                        let qos = f.qos;
+                        codes.push(SubscribeReasonCode::Success(qos));
+                        granted.push((f.path.clone(), qos));
+                    } else {
+                        tracing::warn!(filter = %f.path, "MQTT subscription refused by the ACL");
+                        ctx.app.metrics.connection_closed("mqtt", "subscription_denied");
+                        codes.push(SubscribeReasonCode::Failure);
+                    }
+                }
+                // Before the subscription takes effect: from now on the publisher makes the
                 // event messages (it skips them while nobody could receive them).
-                if sub.filters.iter().enumerate().any(|(i, f)| !denied.contains(&i) && names_events(&f.path)) {
+                if granted.iter().any(|(f, _)| names_events(f)) {
                     ctx.events_subscribed.store(true, Ordering::Release);
                 }
-                if denied.is_empty() {
-                    up_w.write_all(&frame).await?;
-                    continue;
+                let retained = ctx.hub.subscribe(client_id, att.id, &granted);
+                conn.packet(Packet::SubAck(SubAck::new(sub.pkid, codes)))?;
+                for d in retained {
+                    conn.deliver(d)?;
                 }
-                for i in &denied {
-                    tracing::warn!(filter = %sub.filters[*i].path, "MQTT subscription refused by the ACL");
-                    ctx.app.metrics.connection_closed("mqtt", "subscription_denied");
-                }
-                if denied.len() == sub.filters.len() {
-                    let ack = SubAck::new(sub.pkid, vec![SubscribeReasonCode::Failure; denied.len()]);
-                    let mut out = BytesMut::new();
-                    Packet::SubAck(ack).write(&mut out, max).map_err(|e| Closed::Protocol(e.to_string()))?;
-                    client_w.lock().await.write_all(&out).await?;
-                    continue;
-                }
-                if let Ok(mut r) = rewrites.lock() {
-                    r.insert(sub.pkid, denied.clone());
-                }
-                let mut i = 0;
-                sub.filters.retain(|_| {
-                    let keep = !denied.contains(&i);
-                    i += 1;
-                    keep
-                });
-                let mut out = BytesMut::new();
-                Packet::Subscribe(sub).write(&mut out, max).map_err(|e| Closed::Protocol(e.to_string()))?;
-                up_w.write_all(&out).await?;
             }
-            Some(PacketType::Connect) => return Err(Closed::Protocol("a second CONNECT".into())),
-            Some(_) => up_w.write_all(&frame).await?,
-            None => return Err(Closed::Protocol("unknown packet type".into())),
+            Packet::Unsubscribe(u) => {
+                ctx.hub.unsubscribe(client_id, att.id, &u.topics);
+                conn.packet(Packet::UnsubAck(UnsubAck::new(u.pkid)))?;
+            }
+            Packet::PingReq => conn.packet(Packet::PingResp)?,
+            Packet::Disconnect => return Ok(()),
+            Packet::Connect(_) => return Err(Closed::Protocol("a second CONNECT".into())),
+            other => return Err(Closed::Protocol(format!("unexpected {:?} from a client", packet_type_name(&other)))),
         }
     }
 }
 
-/// rumqttd → client: forwards every frame, putting the refused filters' failure codes back
-/// into a SUBACK whose SUBSCRIBE the gate trimmed.
-async fn downstream(
-    mut up_r: OwnedReadHalf,
-    client_w: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
-    rewrites: Arc<Mutex<HashMap<u16, Vec<usize>>>>,
-) -> Result<(), Closed> {
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    // rumqttd's own bound on what it sends (the publisher's packets, relayed).
-    let max = MAX_PACKET_BYTES + 1024;
-    while let Some(frame) = read_frame(&mut up_r, &mut buf, max).await? {
-        let pending = rewrites.lock().map(|r| !r.is_empty()).unwrap_or(false);
-        if pending
-            && packet_type(&frame) == Some(PacketType::SubAck)
-            && let Packet::SubAck(mut ack) = parse(&frame, max)?
-            && let Some(denied) = rewrites.lock().ok().and_then(|mut r| r.remove(&ack.pkid))
-        {
-            for i in denied {
-                let at = i.min(ack.return_codes.len());
-                ack.return_codes.insert(at, SubscribeReasonCode::Failure);
-            }
-            let mut out = BytesMut::new();
-            Packet::SubAck(ack).write(&mut out, max).map_err(|e| Closed::Protocol(e.to_string()))?;
-            client_w.lock().await.write_all(&out).await?;
-            continue;
-        }
-        client_w.lock().await.write_all(&frame).await?;
+fn packet_type_name(p: &Packet) -> &'static str {
+    match p {
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingResp => "PINGRESP",
+        _ => "packet",
     }
-    Ok(())
 }
 
 #[cfg(test)]

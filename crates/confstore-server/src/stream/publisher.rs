@@ -35,6 +35,7 @@ use confstore_core::stream::{self, Health};
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
+use super::hub::{Hub, Message};
 use super::outbox::{Kind, Msg, Outbox};
 use super::settings::MqttSettings;
 use crate::app::{App, LiveMode, Mode};
@@ -94,11 +95,33 @@ enum Report {
 /// A retained payload a connection sent, and when.
 type SentRetained = (tokio::time::Instant, Arc<Vec<u8>>);
 
+/// How a connection hands messages to the broker.
+enum Sender {
+    /// rumqttc over a socket: an external broker.
+    Tcp(AsyncClient),
+    /// The embedded broker's hub, in process (docs/adr/0032): a message is the broker's
+    /// (retained, and queued for every subscriber) when `publish` returns, so it counts as
+    /// acknowledged at once. The sender keeps the (unused) report channel open.
+    Hub { hub: Hub, _reports: mpsc::UnboundedSender<Report> },
+}
+
+/// A payload shared with the outbox, handed to the hub without a copy.
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
 /// A live connection: the client, and the reports of its event loop.
 struct Conn {
-    client: AsyncClient,
+    client: Sender,
     reports: mpsc::UnboundedReceiver<Report>,
-    task: tokio::task::JoinHandle<()>,
+    /// rumqttc's event loop (none for the hub).
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// Messages the hub took, to count as acknowledged once the loop is done sending.
+    acked_now: Vec<Tag>,
     /// Tags of messages handed to the client, not yet written (rumqttc reports them in order).
     unsent: VecDeque<Tag>,
     /// Written, awaiting PUBACK, by packet id.
@@ -119,7 +142,9 @@ struct Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 }
 
@@ -213,8 +238,29 @@ enum Ended {
 }
 
 impl Publisher {
-    /// Connects with a fresh client and waits for the CONNACK.
+    /// Connects: to the embedded broker's hub, or with a fresh client, waiting for the
+    /// CONNACK.
     async fn connect(&mut self) -> Result<Conn, String> {
+        if let Some(hub) = &self.settings.hub {
+            tracing::info!("publishing to the embedded broker in process");
+            // Nothing is ever reported: the hub takes each message at once.
+            let (tx, reports) = mpsc::unbounded_channel();
+            return Ok(Conn {
+                client: Sender::Hub { hub: hub.clone(), _reports: tx },
+                reports,
+                task: None,
+                acked_now: Vec::new(),
+                unsent: VecDeque::new(),
+                inflight: HashMap::new(),
+                next_batch: 0,
+                // A hub that lived through the publisher's restart is impossible (same
+                // process): every start is a full sync.
+                session_present: false,
+                sent_retained: HashMap::new(),
+                sent_deltas: HashMap::new(),
+                watching: false,
+            });
+        }
         let will = self.health("offline", Some("connection lost")).payload;
         let opts = self.settings.options(Some((stream::HEALTH_TOPIC, will.to_vec()))).map_err(|e| e.to_string())?;
         // Room for the whole window plus progress messages: try_publish never finds it full.
@@ -226,9 +272,10 @@ impl Publisher {
             Ok(Some(Report::Connected { session_present })) => {
                 tracing::info!(broker = %self.settings.url(), session_present, "connected to the MQTT broker");
                 Ok(Conn {
-                    client,
+                    client: Sender::Tcp(client),
                     reports,
-                    task,
+                    task: Some(task),
+                    acked_now: Vec::new(),
                     unsent: VecDeque::new(),
                     inflight: HashMap::new(),
                     next_batch: 0,
@@ -262,8 +309,9 @@ impl Publisher {
         // and the broker sends every retained message again on each new subscription) —
         // unless no one else can publish on this broker (the embedded one).
         let watched = [format!("{}+", stream::SNAPSHOT_TOPIC_PREFIX), stream::HEAD_TOPIC.to_owned()];
-        for topic in watched.into_iter().filter(|_| self.settings.watch_retained) {
-            if let Err(e) = conn.client.subscribe(topic, QoS::AtMostOnce).await {
+        for topic in watched.into_iter().filter(|_| conn.watching) {
+            let Sender::Tcp(client) = &conn.client else { break };
+            if let Err(e) = client.subscribe(topic, QoS::AtMostOnce).await {
                 tracing::debug!(error = %e, "cannot watch the retained topics (connection failing)");
             }
         }
@@ -300,6 +348,14 @@ impl Publisher {
             // connection, a full sync after (re)initialising, each new batch.
             self.flush(conn).await;
             self.heal(conn).await;
+            if !conn.acked_now.is_empty() {
+                // Taken by the hub: acknowledged. The window may have room again, so look
+                // at the log once more before waiting.
+                for tag in std::mem::take(&mut conn.acked_now) {
+                    self.acked_one(tag);
+                }
+                continue;
+            }
             let due = self.outbox.next_due().map(tokio::time::Instant::from_std);
             let mut head_rx = head_rx;
             tokio::select! {
@@ -603,7 +659,9 @@ impl Publisher {
                 _ => break,
             }
         }
-        let _ = tokio::time::timeout(Duration::from_millis(500), conn.client.disconnect()).await;
+        if let Sender::Tcp(client) = &conn.client {
+            let _ = tokio::time::timeout(Duration::from_millis(500), client.disconnect()).await;
+        }
     }
 }
 
@@ -612,7 +670,17 @@ impl Publisher {
 /// the channel closes and this returns at once. A message that was not handed over stays in
 /// its pending batch and goes out on the next connection.
 async fn send(conn: &mut Conn, m: &Msg, tag: Tag) {
-    match conn.client.publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, m.payload.as_slice()).await {
+    let client = match &conn.client {
+        Sender::Tcp(client) => client,
+        Sender::Hub { hub, .. } => {
+            let payload = bytes::Bytes::from_owner(Shared(Arc::clone(&m.payload)));
+            hub.publish(Message { topic: m.topic.clone(), payload, retain: m.retain, qos: QoS::AtLeastOnce }, true);
+            fail::fail_point!("stream::mid_publish", |_| std::process::abort());
+            conn.acked_now.push(tag);
+            return;
+        }
+    };
+    match client.publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, m.payload.as_slice()).await {
         Ok(()) => {
             fail::fail_point!("stream::mid_publish", |_| std::process::abort());
             conn.unsent.push_back(tag);

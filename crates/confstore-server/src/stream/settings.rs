@@ -35,6 +35,9 @@ pub struct MqttSettings {
     pub watch_retained: bool,
     /// When the events topic (`system/config-events/<service>`) is published.
     pub events: EventsTopic,
+    /// The embedded broker's hub, when this is the embedded broker: the publisher and the
+    /// fleet view use it in process instead of a connection (docs/adr/0032).
+    pub hub: Option<super::hub::Hub>,
 }
 
 /// When the publisher publishes each event on `system/config-events/<service>`.
@@ -138,6 +141,7 @@ impl MqttSettings {
             keep_alive: Duration::from_secs(5),
             watch_retained: true,
             events: EventsTopic::Always,
+            hub: None,
         }
     }
 

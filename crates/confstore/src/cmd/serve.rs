@@ -31,9 +31,7 @@ fn server_keys(ctx: &Ctx) -> Result<Keys> {
 
 fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
-    // rumqttd (the embedded broker) logs every connection at info and routine disconnects
-    // as errors; the gate in front of it logs what matters (stream::gate).
-    let filter = EnvFilter::try_from_env("CONFSTORE_LOG").unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off"));
+    let filter = EnvFilter::try_from_env("CONFSTORE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let json = match format {
         "json" => true,
@@ -125,8 +123,8 @@ fn mqtt_stream(app: &App, args: &ServeArgs) -> Result<(Option<MqttSettings>, Opt
                 Some(addr) => Embedded::start(addr, &client_id)?,
                 None => embedded_on_default_port(&client_id)?,
             };
-            // The publisher logs in at the embedded broker's internal port with its own
-            // random credentials (docs/adr/0020); clients come through the gate at addr().
+            // The publisher and the fleet view use the embedded broker's hub in process
+            // (docs/adr/0032); clients come through the gate at addr().
             let settings = broker.publisher_settings();
             tracing::info!(listen = %broker.addr(), "embedded MQTT broker listening (clients log in with a confstore token as the password)");
             (settings, Some(broker))

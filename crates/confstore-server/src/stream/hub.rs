@@ -1,0 +1,532 @@
+//! The embedded broker's core (docs/adr/0032): sessions, subscriptions, retained messages and
+//! the fan-out of every message to the connections that subscribed to it, in this process.
+//!
+//! The [`gate`](super::gate) serves MQTT 3.1.1 on the network and calls into the hub; the
+//! publisher and the fleet view call it directly ([`Hub::publish`],
+//! [`Hub::subscribe_local`]), so a message from the publisher reaches a subscriber's socket
+//! with one hand-off (the hub to the connection's task) and no socket or thread in between.
+//!
+//! What it keeps, all in memory (the publisher puts the retained state back after a
+//! restart, as it would on any broker that lost it):
+//! - **Retained messages**, one per topic; an empty retained payload deletes. At most
+//!   [`RETAINED_TOPICS_MAX`]: past it a client's retained message is forwarded but not kept
+//!   (the store's own messages are always kept).
+//! - **Sessions** by client id. A clean session ends with its connection. A persistent one
+//!   (clean session off) keeps its subscriptions and the QoS 1 messages it has not
+//!   acknowledged or not yet received — at most [`SESSION_QUEUE_MAX`], the oldest dropped
+//!   first and counted — while its client is away, for at most [`SESSION_IDLE_MAX`]; at most
+//!   [`SESSIONS_MAX`] sessions are kept, the longest-idle offline one forgotten first.
+//! - A connection whose queue is full (a client that stopped reading) is closed; its
+//!   session keeps what it had not taken, so nothing is lost while the session lives.
+//!
+//! Invariants: messages of one topic reach each subscriber in the order they were
+//! published; retained messages a SUBSCRIBE brings are delivered before any message
+//! published after it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rumqttc::QoS;
+use rumqttc::mqttbytes::matches;
+use tokio::sync::{Notify, mpsc};
+
+/// Most retained topics kept.
+pub const RETAINED_TOPICS_MAX: usize = 100_000;
+/// Most messages a connection or an offline session holds for its client.
+pub const SESSION_QUEUE_MAX: usize = 4096;
+/// Most sessions (connected or not).
+pub const SESSIONS_MAX: usize = 2 * confstore_core::limits::MQTT_CONNECTIONS_MAX;
+/// How long an offline persistent session is kept.
+pub const SESSION_IDLE_MAX: Duration = Duration::from_secs(3600);
+/// Room in an in-process subscriber's channel (the fleet view); past it messages are
+/// dropped and counted.
+const LOCAL_QUEUE_MAX: usize = 65_536;
+
+/// One message as the hub holds and forwards it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Topic.
+    pub topic: String,
+    /// Payload (empty on a retained topic: delete the retained message).
+    pub payload: Bytes,
+    /// Whether the broker keeps it for later subscribers.
+    pub retain: bool,
+    /// QoS it was published with (at most 1).
+    pub qos: QoS,
+}
+
+/// What the hub hands a connection's task.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The message.
+    pub msg: Arc<Message>,
+    /// QoS to deliver with: the lower of the message's and the subscription's.
+    pub qos: QoS,
+    /// Set when the message is a retained one a new subscription brought.
+    pub retain: bool,
+}
+
+/// A connection registered with the hub ([`Hub::connect`]).
+#[derive(Debug)]
+pub struct Attached {
+    /// This connection's id (sessions outlive connections).
+    pub id: u64,
+    /// What to deliver, in order.
+    pub rx: mpsc::Receiver<Delivery>,
+    /// Notified when the hub wants the connection closed: another connection took the
+    /// client id over, or the client stopped reading.
+    pub kick: Arc<Notify>,
+    /// Whether a persistent session was there already.
+    pub session_present: bool,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Messages dropped from a full offline session queue or a full local subscriber.
+    pub dropped: AtomicU64,
+    /// Connections closed because their queue was full.
+    pub slow_closed: AtomicU64,
+}
+
+/// The hub. Cheap to clone (one shared state).
+#[derive(Clone, Default)]
+pub struct Hub {
+    state: Arc<Mutex<State>>,
+    /// Counters.
+    pub stats: Arc<HubStats>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<String, Session>,
+    retained: BTreeMap<String, Arc<Message>>,
+    local: Vec<(String, mpsc::Sender<Arc<Message>>)>,
+    next_conn: u64,
+}
+
+struct Session {
+    filters: Vec<(String, QoS)>,
+    persistent: bool,
+    conn: Option<Live>,
+    /// Held for the client while it is away (or could not take them).
+    queue: VecDeque<Delivery>,
+    /// When the connection went away.
+    offline_since: Option<Instant>,
+}
+
+struct Live {
+    id: u64,
+    tx: mpsc::Sender<Delivery>,
+    kick: Arc<Notify>,
+}
+
+impl Hub {
+    /// A new, empty hub.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent maps (no partial updates span
+        // an unwind point), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a connection for `client_id`. An existing connection with that id is
+    /// kicked (the newer one wins). `clean` discards any earlier session; otherwise the
+    /// session's subscriptions stay and what it held is delivered first.
+    pub fn connect(&self, client_id: &str, clean: bool) -> Attached {
+        let mut st = self.lock();
+        st.expire(Instant::now());
+        st.next_conn += 1;
+        let id = st.next_conn;
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE_MAX);
+        let kick = Arc::new(Notify::new());
+        let old = st.sessions.remove(client_id);
+        if let Some(live) = old.as_ref().and_then(|s| s.conn.as_ref()) {
+            live.kick.notify_one();
+        }
+        let (session, session_present) = match old {
+            Some(mut s) if !clean && s.persistent => {
+                s.conn = None;
+                (s, true)
+            }
+            _ => (
+                Session {
+                    filters: Vec::new(),
+                    persistent: !clean,
+                    conn: None,
+                    queue: VecDeque::new(),
+                    offline_since: None,
+                },
+                false,
+            ),
+        };
+        let mut session = session;
+        session.persistent = !clean;
+        session.offline_since = None;
+        // What the session held goes first, into the fresh channel (it has room for a full
+        // queue).
+        for d in session.queue.drain(..) {
+            let _ = tx.try_send(d);
+        }
+        session.conn = Some(Live { id, tx, kick: Arc::clone(&kick) });
+        if !st.sessions.contains_key(client_id) && st.sessions.len() >= SESSIONS_MAX {
+            st.forget_one_offline();
+        }
+        st.sessions.insert(client_id.to_owned(), session);
+        Attached { id, rx, kick, session_present }
+    }
+
+    /// Subscribes connection `conn` of `client_id` to `filters` (valid, allowed ones) and
+    /// returns the retained messages they match, to deliver right after the SUBACK.
+    pub fn subscribe(&self, client_id: &str, conn: u64, filters: &[(String, QoS)]) -> Vec<Delivery> {
+        let mut st = self.lock();
+        let State { sessions, retained, .. } = &mut *st;
+        let Some(s) = sessions.get_mut(client_id).filter(|s| s.conn.as_ref().is_some_and(|l| l.id == conn)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (filter, qos) in filters {
+            let qos = min_qos(*qos, QoS::AtLeastOnce);
+            match s.filters.iter_mut().find(|(f, _)| f == filter) {
+                Some(existing) => existing.1 = qos,
+                None => s.filters.push((filter.clone(), qos)),
+            }
+            for msg in retained_matching(retained, filter) {
+                out.push(Delivery { qos: min_qos(msg.qos, qos), msg: Arc::clone(msg), retain: true });
+            }
+        }
+        out
+    }
+
+    /// Removes `filters` from the session of connection `conn`.
+    pub fn unsubscribe(&self, client_id: &str, conn: u64, filters: &[String]) {
+        let mut st = self.lock();
+        if let Some(s) = st.sessions.get_mut(client_id).filter(|s| s.conn.as_ref().is_some_and(|l| l.id == conn)) {
+            s.filters.retain(|(f, _)| !filters.contains(f));
+        }
+    }
+
+    /// Connection `conn` of `client_id` ended. `unacked` are the deliveries it had not had
+    /// acknowledged, oldest first; they and whatever is still queued for it stay with a
+    /// persistent session. A connection that was taken over leaves the session alone.
+    pub fn disconnect(&self, client_id: &str, conn: u64, unacked: Vec<Delivery>, rest: &mut mpsc::Receiver<Delivery>) {
+        let mut st = self.lock();
+        let Some(s) = st.sessions.get_mut(client_id) else { return };
+        if s.conn.as_ref().is_none_or(|l| l.id != conn) {
+            return;
+        }
+        s.conn = None;
+        if !s.persistent {
+            st.sessions.remove(client_id);
+            return;
+        }
+        s.offline_since = Some(Instant::now());
+        let mut held: VecDeque<Delivery> = unacked.into_iter().collect();
+        while let Ok(d) = rest.try_recv() {
+            held.push_back(d);
+        }
+        // Overflow queued while the connection was being closed comes after.
+        held.extend(s.queue.drain(..));
+        while held.len() > SESSION_QUEUE_MAX {
+            held.pop_front();
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        s.queue = held;
+    }
+
+    /// Publishes `msg`: keeps it if retained (an empty payload deletes; `trusted` messages
+    /// are kept even past [`RETAINED_TOPICS_MAX`]) and hands it to every matching session.
+    pub fn publish(&self, msg: Message, trusted: bool) {
+        let mut st = self.lock();
+        let msg = Arc::new(msg);
+        if msg.retain {
+            if msg.payload.is_empty() {
+                st.retained.remove(&msg.topic);
+            } else if trusted || st.retained.len() < RETAINED_TOPICS_MAX || st.retained.contains_key(&msg.topic) {
+                st.retained.insert(msg.topic.clone(), Arc::clone(&msg));
+            }
+        }
+        let State { sessions, local, .. } = &mut *st;
+        for s in sessions.values_mut() {
+            let Some(qos) =
+                s.filters.iter().filter(|(f, _)| matches(&msg.topic, f)).map(|(_, q)| *q).max_by_key(|q| *q as u8)
+            else {
+                continue;
+            };
+            let d = Delivery { msg: Arc::clone(&msg), qos: min_qos(msg.qos, qos), retain: false };
+            match &s.conn {
+                Some(live) => {
+                    // Once something overflowed, the rest queues behind it (order per client).
+                    let d = if s.queue.is_empty() {
+                        match live.tx.try_send(d) {
+                            Ok(()) => continue,
+                            Err(mpsc::error::TrySendError::Full(d) | mpsc::error::TrySendError::Closed(d)) => {
+                                // The client stopped reading: close it; its session keeps the rest.
+                                live.kick.notify_one();
+                                self.stats.slow_closed.fetch_add(1, Ordering::Relaxed);
+                                d
+                            }
+                        }
+                    } else {
+                        d
+                    };
+                    if s.persistent {
+                        push_bounded(&mut s.queue, d, &self.stats);
+                    }
+                }
+                None if s.persistent && d.qos != QoS::AtMostOnce => push_bounded(&mut s.queue, d, &self.stats),
+                None => {}
+            }
+        }
+        local.retain(|(_, tx)| !tx.is_closed());
+        for (filter, tx) in local.iter() {
+            if matches(&msg.topic, filter) && tx.try_send(Arc::clone(&msg)).is_err() {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// An in-process subscriber to `filter`: the retained messages it matches first, then
+    /// every message published to it. Ends when the receiver is dropped.
+    pub fn subscribe_local(&self, filter: &str) -> mpsc::Receiver<Arc<Message>> {
+        let mut st = self.lock();
+        let (tx, rx) = mpsc::channel(LOCAL_QUEUE_MAX);
+        for msg in retained_matching(&st.retained, filter) {
+            if tx.try_send(Arc::clone(msg)).is_err() {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        st.local.push((filter.to_owned(), tx));
+        rx
+    }
+
+    /// Whether connection `conn` is the one `client_id`'s session is attached to.
+    pub fn is_current(&self, client_id: &str, conn: u64) -> bool {
+        self.lock().sessions.get(client_id).is_some_and(|s| s.conn.as_ref().is_some_and(|l| l.id == conn))
+    }
+
+    /// The retained message on `topic`, if any.
+    pub fn retained(&self, topic: &str) -> Option<Arc<Message>> {
+        self.lock().retained.get(topic).cloned()
+    }
+
+    /// How many sessions are kept (connected or not).
+    pub fn sessions(&self) -> usize {
+        self.lock().sessions.len()
+    }
+}
+
+impl State {
+    /// Forgets offline sessions idle longer than [`SESSION_IDLE_MAX`].
+    fn expire(&mut self, now: Instant) {
+        self.sessions.retain(|_, s| s.offline_since.is_none_or(|t| now.duration_since(t) < SESSION_IDLE_MAX));
+    }
+
+    /// Forgets the offline session that has been away longest.
+    fn forget_one_offline(&mut self) {
+        let oldest =
+            self.sessions.iter().filter_map(|(id, s)| s.offline_since.map(|t| (t, id.clone()))).min().map(|(_, id)| id);
+        if let Some(id) = oldest {
+            self.sessions.remove(&id);
+        }
+    }
+}
+
+fn push_bounded(queue: &mut VecDeque<Delivery>, d: Delivery, stats: &HubStats) {
+    if queue.len() >= SESSION_QUEUE_MAX {
+        queue.pop_front();
+        stats.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    queue.push_back(d);
+}
+
+fn min_qos(a: QoS, b: QoS) -> QoS {
+    if (a as u8) <= (b as u8) { a } else { b }
+}
+
+/// The retained messages `filter` matches: a literal filter is one map lookup; a filter
+/// with wildcards walks the topics under its literal prefix.
+fn retained_matching<'a>(retained: &'a BTreeMap<String, Arc<Message>>, filter: &str) -> Vec<&'a Arc<Message>> {
+    let prefix = filter.find(['+', '#']).map_or(filter, |i| &filter[..i]);
+    if prefix.len() == filter.len() {
+        return retained.get(filter).into_iter().collect();
+    }
+    retained
+        .range(prefix.to_owned()..)
+        .take_while(|(t, _)| t.starts_with(prefix))
+        .filter(|(t, _)| matches(t, filter))
+        .map(|(_, m)| m)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(topic: &str, payload: &str, retain: bool) -> Message {
+        Message { topic: topic.into(), payload: Bytes::from(payload.to_owned()), retain, qos: QoS::AtLeastOnce }
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Delivery>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(d) = rx.try_recv() {
+            out.push(format!("{}={}", d.msg.topic, String::from_utf8_lossy(&d.msg.payload)));
+        }
+        out
+    }
+
+    #[test]
+    fn retained_messages_come_with_a_subscription_and_an_empty_payload_deletes() {
+        let hub = Hub::new();
+        hub.publish(msg("system/config/a", "1", true), true);
+        hub.publish(msg("system/config/b", "2", true), true);
+        hub.publish(msg("system/config-head", "h", true), true);
+        let mut c = hub.connect("c", true);
+        let got = hub.subscribe("c", c.id, &[("system/config/+".into(), QoS::AtLeastOnce)]);
+        let topics: Vec<_> = got.iter().map(|d| (d.msg.topic.as_str(), d.retain)).collect();
+        assert_eq!(topics, [("system/config/a", true), ("system/config/b", true)]);
+        hub.publish(msg("system/config/a", "", true), true);
+        assert!(hub.retained("system/config/a").is_none());
+        hub.publish(msg("system/config/a", "3", true), true);
+        assert_eq!(drain(&mut c.rx), ["system/config/a=", "system/config/a=3"]);
+        let literal = hub.subscribe("c", c.id, &[("system/config-head".into(), QoS::AtMostOnce)]);
+        assert_eq!(literal.len(), 1);
+        assert_eq!(literal[0].qos, QoS::AtMostOnce, "the lower of the message's and the subscription's QoS");
+    }
+
+    #[test]
+    fn messages_reach_matching_subscribers_in_order_and_no_one_else() {
+        let hub = Hub::new();
+        let mut a = hub.connect("a", true);
+        let mut b = hub.connect("b", true);
+        hub.subscribe("a", a.id, &[("system/config/x".into(), QoS::AtLeastOnce)]);
+        hub.subscribe("b", b.id, &[("system/config/y".into(), QoS::AtLeastOnce)]);
+        for i in 0..5 {
+            hub.publish(msg("system/config/x", &i.to_string(), false), true);
+        }
+        assert_eq!(drain(&mut a.rx), (0..5).map(|i| format!("system/config/x={i}")).collect::<Vec<_>>());
+        assert!(drain(&mut b.rx).is_empty());
+        hub.unsubscribe("a", a.id, &["system/config/x".into()]);
+        hub.publish(msg("system/config/x", "late", false), true);
+        assert!(drain(&mut a.rx).is_empty());
+    }
+
+    #[test]
+    fn a_persistent_session_keeps_what_its_client_missed_and_a_clean_one_does_not() {
+        let hub = Hub::new();
+        let mut c = hub.connect("p", false);
+        assert!(!c.session_present);
+        hub.subscribe("p", c.id, &[("t/+".into(), QoS::AtLeastOnce)]);
+        hub.publish(msg("t/1", "sent-not-acked", false), true);
+        let unacked: Vec<_> = std::iter::from_fn(|| c.rx.try_recv().ok()).collect();
+        hub.publish(msg("t/1", "queued", false), true);
+        hub.disconnect("p", c.id, unacked, &mut c.rx);
+        hub.publish(msg("t/1", "while-away", false), true);
+        let mut back = hub.connect("p", false);
+        assert!(back.session_present);
+        assert_eq!(drain(&mut back.rx), ["t/1=sent-not-acked", "t/1=queued", "t/1=while-away"]);
+        hub.publish(msg("t/1", "live", false), true);
+        assert_eq!(drain(&mut back.rx), ["t/1=live"], "the subscription stayed");
+        let clean = hub.connect("p", true);
+        assert!(!clean.session_present);
+        hub.publish(msg("t/1", "after-clean", false), true);
+        let mut clean = clean;
+        assert!(drain(&mut clean.rx).is_empty(), "a clean session starts with no subscription");
+    }
+
+    #[test]
+    fn a_takeover_kicks_the_old_connection_whose_end_leaves_the_new_session_alone() {
+        let hub = Hub::new();
+        let mut old = hub.connect("dup", false);
+        hub.subscribe("dup", old.id, &[("t".into(), QoS::AtLeastOnce)]);
+        let new = hub.connect("dup", false);
+        assert!(new.session_present);
+        // The old connection's kick was notified: a waiter gets it at once.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), old.kick.notified()).await.expect("kicked");
+        });
+        hub.disconnect("dup", old.id, Vec::new(), &mut old.rx);
+        hub.publish(msg("t", "x", false), true);
+        let mut new = new;
+        assert_eq!(drain(&mut new.rx), ["t=x"]);
+        assert!(hub.subscribe("dup", old.id, &[("u".into(), QoS::AtLeastOnce)]).is_empty());
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_is_kicked_and_its_persistent_session_keeps_the_newest() {
+        let hub = Hub::new();
+        let mut c = hub.connect("slow", false);
+        hub.subscribe("slow", c.id, &[("t".into(), QoS::AtLeastOnce)]);
+        for i in 0..SESSION_QUEUE_MAX + 10 {
+            hub.publish(msg("t", &i.to_string(), false), true);
+        }
+        assert_eq!(hub.stats.slow_closed.load(Ordering::Relaxed), 1);
+        hub.disconnect("slow", c.id, Vec::new(), &mut c.rx);
+        let mut back = hub.connect("slow", false);
+        let got = drain(&mut back.rx);
+        assert_eq!(got.len(), SESSION_QUEUE_MAX);
+        assert_eq!(got.last().map(String::as_str), Some(format!("t={}", SESSION_QUEUE_MAX + 9).as_str()));
+        assert_eq!(hub.stats.dropped.load(Ordering::Relaxed), 10, "the oldest ten were dropped, and counted");
+    }
+
+    #[test]
+    fn retained_topics_are_bounded_for_clients_not_for_the_store() {
+        let hub = Hub::new();
+        {
+            let mut st = hub.lock();
+            for i in 0..RETAINED_TOPICS_MAX {
+                st.retained.insert(format!("r/{i}"), Arc::new(msg("r", "x", true)));
+            }
+        }
+        hub.publish(msg("system/config-status/a/b", "report", true), false);
+        assert!(hub.retained("system/config-status/a/b").is_none());
+        hub.publish(msg("r/1", "replaced", true), false);
+        assert_eq!(hub.retained("r/1").map(|m| m.payload.clone()), Some(Bytes::from("replaced")));
+        hub.publish(msg("system/config/a", "snap", true), true);
+        assert!(hub.retained("system/config/a").is_some());
+    }
+
+    #[test]
+    fn a_local_subscriber_gets_the_retained_messages_then_the_live_ones() {
+        let hub = Hub::new();
+        hub.publish(msg("system/config-status/a/1", "r1", true), false);
+        hub.publish(msg("system/config-status/b/2", "r2", true), false);
+        let mut rx = hub.subscribe_local("system/config-status/+/+");
+        hub.publish(msg("system/config-status/a/3", "live", true), false);
+        hub.publish(msg("system/config/a", "other", true), true);
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).map(|m| m.topic.clone()).collect();
+        assert_eq!(got, ["system/config-status/a/1", "system/config-status/b/2", "system/config-status/a/3"]);
+    }
+
+    #[test]
+    fn offline_sessions_expire_and_are_bounded() {
+        let hub = Hub::new();
+        let mut c = hub.connect("gone", false);
+        hub.disconnect("gone", c.id, Vec::new(), &mut c.rx);
+        {
+            let mut st = hub.lock();
+            st.sessions.get_mut("gone").unwrap().offline_since = Some(Instant::now() - SESSION_IDLE_MAX);
+        }
+        let _ = hub.connect("other", true);
+        assert_eq!(hub.sessions(), 1, "the idle session was forgotten");
+        for i in 0..SESSIONS_MAX + 5 {
+            let id = format!("s{i}");
+            let mut c = hub.connect(&id, false);
+            hub.disconnect(&id, c.id, Vec::new(), &mut c.rx);
+        }
+        assert!(hub.sessions() <= SESSIONS_MAX);
+    }
+}
