@@ -107,6 +107,7 @@ struct Inner {
     mqtt_published_seq: Gauge,
     mqtt_pending: Gauge,
     mqtt_connects: Counter,
+    mqtt_dropped: Counter,
     connections: Family<ListenerLabel, Gauge>,
     connections_closed: Family<ListenerReasonLabels, Counter>,
     append_failing: Gauge,
@@ -249,6 +250,13 @@ impl Metrics {
         );
         let mqtt_connects = Counter::default();
         registry.register("mqtt_connects", "Connections the publisher made to the broker", mqtt_connects.clone());
+        let mqtt_dropped = Counter::default();
+        registry.register(
+            "mqtt_dropped",
+            "Messages the embedded broker dropped: the oldest of a persistent session's queue past its bound, or a \
+             report the fleet view's full queue could not take",
+            mqtt_dropped.clone(),
+        );
         let connections = Family::<ListenerLabel, Gauge>::default();
         registry.register("open_connections", "Open client connections, by listener (http, mqtt)", connections.clone());
         let connections_closed = Family::<ListenerReasonLabels, Counter>::default();
@@ -292,6 +300,7 @@ impl Metrics {
             mqtt_published_seq,
             mqtt_pending,
             mqtt_connects,
+            mqtt_dropped,
             connections,
             connections_closed,
             append_failing,
@@ -400,6 +409,11 @@ impl Metrics {
             self.0.mqtt_connects.inc();
         }
         self.0.mqtt_connected.set(i64::from(up));
+    }
+
+    /// Counts a message the embedded broker dropped.
+    pub fn mqtt_dropped(&self) {
+        self.0.mqtt_dropped.inc();
     }
 
     /// Counts a message the broker acknowledged.

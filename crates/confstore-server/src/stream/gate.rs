@@ -136,6 +136,7 @@ impl Embedded {
                 return;
             }
         };
+        self.hub.count_into(app.metrics.clone());
         let ctx = Arc::new(Ctx {
             app,
             hub: self.hub,
@@ -317,7 +318,7 @@ async fn serve(ctx: &Arc<Ctx>, stream: TcpStream) -> Result<(), Closed> {
     )
     .await;
     let unacked = std::mem::take(&mut conn.inflight).into_iter().map(|(_, d)| d).collect();
-    ctx.hub.disconnect(&client_id, att.id, unacked, &mut att.rx);
+    ctx.hub.disconnect(&client_id, &mut att, unacked);
     // The last will goes out when the connection ends without a DISCONNECT, unless another
     // connection took the client id over (the client is still there).
     if let (Some(will), Err(why)) = (will, &result)

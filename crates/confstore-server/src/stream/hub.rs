@@ -74,6 +74,8 @@ pub struct Delivery {
 pub struct Attached {
     /// This connection's id (sessions outlive connections).
     pub id: u64,
+    /// The session's ([`Hub::disconnect`] needs it).
+    pub session: u64,
     /// What to deliver, in order.
     pub rx: mpsc::Receiver<Delivery>,
     /// Notified when the hub wants the connection closed: another connection took the
@@ -83,9 +85,10 @@ pub struct Attached {
     pub session_present: bool,
 }
 
-/// Counters for metrics and tests.
+/// Counters for tests, and the metrics they also feed once set ([`Hub::count_into`]).
 #[derive(Debug, Default)]
 pub struct HubStats {
+    metrics: std::sync::OnceLock<crate::metrics::Metrics>,
     /// Messages dropped from a full offline session queue or a full local subscriber.
     pub dropped: AtomicU64,
     /// Connections closed because their queue was full.
@@ -115,6 +118,9 @@ struct State {
 }
 
 struct Session {
+    /// Which session this is: the id of the connection that started it (a persistent
+    /// session continued by a later connection keeps it).
+    incarnation: u64,
     filters: Vec<(String, QoS)>,
     persistent: bool,
     conn: Option<Live>,
@@ -130,7 +136,21 @@ struct Live {
     kick: Arc<Notify>,
 }
 
+impl HubStats {
+    fn drop_one(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = self.metrics.get() {
+            m.mqtt_dropped();
+        }
+    }
+}
+
 impl Hub {
+    /// Counts dropped messages into `metrics` too (`confstore_mqtt_dropped`).
+    pub fn count_into(&self, metrics: crate::metrics::Metrics) {
+        let _ = self.stats.metrics.set(metrics);
+    }
+
     /// A new, empty hub.
     pub fn new() -> Self {
         Self::default()
@@ -163,6 +183,7 @@ impl Hub {
             }
             _ => (
                 Session {
+                    incarnation: id,
                     filters: Vec::new(),
                     persistent: !clean,
                     conn: None,
@@ -185,7 +206,8 @@ impl Hub {
             st.forget_one_offline();
         }
         st.sessions.insert(client_id.to_owned(), session);
-        Attached { id, rx, kick, session_present }
+        let session = st.sessions.get(client_id).map_or(id, |s| s.incarnation);
+        Attached { id, session, rx, kick, session_present }
     }
 
     /// Subscribes connection `conn` of `client_id` to `filters` (valid, allowed ones) and
@@ -218,13 +240,20 @@ impl Hub {
         }
     }
 
-    /// Connection `conn` of `client_id` ended. `unacked` are the deliveries it had not had
+    /// Connection `att` of `client_id` ended. `unacked` are the deliveries it had not had
     /// acknowledged, oldest first; they and whatever is still queued for it stay with a
-    /// persistent session. A connection that was taken over leaves the session alone.
-    pub fn disconnect(&self, client_id: &str, conn: u64, unacked: Vec<Delivery>, rest: &mut mpsc::Receiver<Delivery>) {
+    /// persistent session — or go to the connection that took the session over.
+    pub fn disconnect(&self, client_id: &str, att: &mut Attached, unacked: Vec<Delivery>) {
         let mut st = self.lock();
         let Some(s) = st.sessions.get_mut(client_id) else { return };
-        if s.conn.as_ref().is_none_or(|l| l.id != conn) {
+        if s.conn.as_ref().is_none_or(|l| l.id != att.id) {
+            // Taken over. If the session goes on, so do its messages.
+            if s.incarnation == att.session && s.persistent {
+                let rest = std::iter::from_fn(|| att.rx.try_recv().ok()).collect::<Vec<_>>();
+                for d in unacked.into_iter().chain(rest) {
+                    s.offer(d, &self.stats);
+                }
+            }
             return;
         }
         s.conn = None;
@@ -234,14 +263,14 @@ impl Hub {
         }
         s.offline_since = Some(Instant::now());
         let mut held: VecDeque<Delivery> = unacked.into_iter().collect();
-        while let Ok(d) = rest.try_recv() {
+        while let Ok(d) = att.rx.try_recv() {
             held.push_back(d);
         }
         // Overflow queued while the connection was being closed comes after.
         held.extend(s.queue.drain(..));
         while held.len() > SESSION_QUEUE_MAX {
             held.pop_front();
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.drop_one();
         }
         s.queue = held;
     }
@@ -265,35 +294,12 @@ impl Hub {
             else {
                 continue;
             };
-            let d = Delivery { msg: Arc::clone(&msg), qos: min_qos(msg.qos, qos), retain: false };
-            match &s.conn {
-                Some(live) => {
-                    // Once something overflowed, the rest queues behind it (order per client).
-                    let d = if s.queue.is_empty() {
-                        match live.tx.try_send(d) {
-                            Ok(()) => continue,
-                            Err(mpsc::error::TrySendError::Full(d) | mpsc::error::TrySendError::Closed(d)) => {
-                                // The client stopped reading: close it; its session keeps the rest.
-                                live.kick.notify_one();
-                                self.stats.slow_closed.fetch_add(1, Ordering::Relaxed);
-                                d
-                            }
-                        }
-                    } else {
-                        d
-                    };
-                    if s.persistent {
-                        push_bounded(&mut s.queue, d, &self.stats);
-                    }
-                }
-                None if s.persistent && d.qos != QoS::AtMostOnce => push_bounded(&mut s.queue, d, &self.stats),
-                None => {}
-            }
+            s.offer(Delivery { msg: Arc::clone(&msg), qos: min_qos(msg.qos, qos), retain: false }, &self.stats);
         }
         local.retain(|(_, tx)| !tx.is_closed());
         for (filter, tx) in local.iter() {
             if matches(&msg.topic, filter) && tx.try_send(Arc::clone(&msg)).is_err() {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.stats.drop_one();
             }
         }
     }
@@ -305,7 +311,7 @@ impl Hub {
         let (tx, rx) = mpsc::channel(LOCAL_QUEUE_MAX);
         for msg in retained_matching(&st.retained, filter) {
             if tx.try_send(Arc::clone(msg)).is_err() {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.stats.drop_one();
             }
         }
         st.local.push((filter.to_owned(), tx));
@@ -328,6 +334,36 @@ impl Hub {
     }
 }
 
+impl Session {
+    /// Hands `d` to the session's connection, or keeps it for the client while it is away
+    /// (persistent sessions, QoS 1). A full connection queue (a client that stopped
+    /// reading) kicks the connection; from then on messages queue behind the overflow, so
+    /// each client gets them in order.
+    fn offer(&mut self, d: Delivery, stats: &HubStats) {
+        match &self.conn {
+            Some(live) => {
+                let d = if self.queue.is_empty() {
+                    match live.tx.try_send(d) {
+                        Ok(()) => return,
+                        Err(mpsc::error::TrySendError::Full(d) | mpsc::error::TrySendError::Closed(d)) => {
+                            live.kick.notify_one();
+                            stats.slow_closed.fetch_add(1, Ordering::Relaxed);
+                            d
+                        }
+                    }
+                } else {
+                    d
+                };
+                if self.persistent {
+                    push_bounded(&mut self.queue, d, stats);
+                }
+            }
+            None if self.persistent && d.qos != QoS::AtMostOnce => push_bounded(&mut self.queue, d, stats),
+            None => {}
+        }
+    }
+}
+
 impl State {
     /// Forgets offline sessions idle longer than [`SESSION_IDLE_MAX`].
     fn expire(&mut self, now: Instant) {
@@ -347,7 +383,7 @@ impl State {
 fn push_bounded(queue: &mut VecDeque<Delivery>, d: Delivery, stats: &HubStats) {
     if queue.len() >= SESSION_QUEUE_MAX {
         queue.pop_front();
-        stats.dropped.fetch_add(1, Ordering::Relaxed);
+        stats.drop_one();
     }
     queue.push_back(d);
 }
@@ -432,7 +468,7 @@ mod tests {
         hub.publish(msg("t/1", "sent-not-acked", false), true);
         let unacked: Vec<_> = std::iter::from_fn(|| c.rx.try_recv().ok()).collect();
         hub.publish(msg("t/1", "queued", false), true);
-        hub.disconnect("p", c.id, unacked, &mut c.rx);
+        hub.disconnect("p", &mut c, unacked);
         hub.publish(msg("t/1", "while-away", false), true);
         let mut back = hub.connect("p", false);
         assert!(back.session_present);
@@ -447,10 +483,11 @@ mod tests {
     }
 
     #[test]
-    fn a_takeover_kicks_the_old_connection_whose_end_leaves_the_new_session_alone() {
+    fn a_takeover_kicks_the_old_connection_and_the_session_goes_on_with_what_it_held() {
         let hub = Hub::new();
         let mut old = hub.connect("dup", false);
         hub.subscribe("dup", old.id, &[("t".into(), QoS::AtLeastOnce)]);
+        hub.publish(msg("t", "before", false), true);
         let new = hub.connect("dup", false);
         assert!(new.session_present);
         // The old connection's kick was notified: a waiter gets it at once.
@@ -458,10 +495,10 @@ mod tests {
         rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(1), old.kick.notified()).await.expect("kicked");
         });
-        hub.disconnect("dup", old.id, Vec::new(), &mut old.rx);
+        hub.disconnect("dup", &mut old, Vec::new());
         hub.publish(msg("t", "x", false), true);
         let mut new = new;
-        assert_eq!(drain(&mut new.rx), ["t=x"]);
+        assert_eq!(drain(&mut new.rx), ["t=before", "t=x"], "what the old connection held goes on with the session");
         assert!(hub.subscribe("dup", old.id, &[("u".into(), QoS::AtLeastOnce)]).is_empty());
     }
 
@@ -474,7 +511,7 @@ mod tests {
             hub.publish(msg("t", &i.to_string(), false), true);
         }
         assert_eq!(hub.stats.slow_closed.load(Ordering::Relaxed), 1);
-        hub.disconnect("slow", c.id, Vec::new(), &mut c.rx);
+        hub.disconnect("slow", &mut c, Vec::new());
         let mut back = hub.connect("slow", false);
         let got = drain(&mut back.rx);
         assert_eq!(got.len(), SESSION_QUEUE_MAX);
@@ -515,7 +552,7 @@ mod tests {
     fn offline_sessions_expire_and_are_bounded() {
         let hub = Hub::new();
         let mut c = hub.connect("gone", false);
-        hub.disconnect("gone", c.id, Vec::new(), &mut c.rx);
+        hub.disconnect("gone", &mut c, Vec::new());
         {
             let mut st = hub.lock();
             st.sessions.get_mut("gone").unwrap().offline_since = Some(Instant::now() - SESSION_IDLE_MAX);
@@ -525,7 +562,7 @@ mod tests {
         for i in 0..SESSIONS_MAX + 5 {
             let id = format!("s{i}");
             let mut c = hub.connect(&id, false);
-            hub.disconnect(&id, c.id, Vec::new(), &mut c.rx);
+            hub.disconnect(&id, &mut c, Vec::new());
         }
         assert!(hub.sessions() <= SESSIONS_MAX);
     }
