@@ -69,6 +69,29 @@ pub const MQTT_CONNECT_TIMEOUT_SECS: u64 = 5;
 /// Largest MQTT packet a client (not the publisher) may send the embedded broker: clients
 /// only subscribe and acknowledge.
 pub const MQTT_CLIENT_PACKET_BYTES_MAX: usize = 64 * 1024;
+/// Most QoS 1 messages the embedded broker has sent one client and not had acknowledged;
+/// further ones wait in its queue. rumqttc's own default is 100: a client acknowledges far
+/// sooner than this fills.
+pub const MQTT_INFLIGHT_MAX: usize = 1024;
+/// Most messages the embedded broker holds for one client: waiting to be sent on its
+/// connection, or kept by its persistent session while it is away. A client this far behind
+/// has stopped reading; it is disconnected, and past this its session drops the oldest.
+/// Equal to the publisher's window (`MQTT_PUBLISH_WINDOW_MESSAGES`): a client is cut off
+/// only once it is a whole window behind.
+pub const MQTT_SESSION_QUEUE_MAX: usize = 4096;
+/// Most sessions the embedded broker keeps, connected or not: twice the connection cap, so
+/// every connected client can have one and as many may be briefly away.
+pub const MQTT_SESSIONS_MAX: usize = 2 * MQTT_CONNECTIONS_MAX;
+/// Most retained topics the embedded broker keeps. The store's own (a snapshot, staged
+/// message and events topic per service, the head, health, checkpoint) are always kept;
+/// clients' status reports (one per instance, `FLEET_INSTANCES_MAX` of them) past this are
+/// forwarded but not kept.
+pub const MQTT_RETAINED_TOPICS_MAX: usize = 100_000;
+/// Most reports waiting for the fleet view's in-process subscription to the embedded
+/// broker; past it a report is dropped and counted (`confstore_mqtt_dropped`). Reports are
+/// rate-limited per client (`STATUS_REPORT_INTERVAL_MIN_MS`), so this is seconds of the
+/// largest fleet's reports.
+pub const MQTT_LOCAL_QUEUE_MAX: usize = 65_536;
 /// Longest instance id (docs/format.md §20), in bytes.
 pub const INSTANCE_ID_BYTES_MAX: usize = 64;
 /// Largest instance status report accepted (MQTT payload or REST body), in bytes.

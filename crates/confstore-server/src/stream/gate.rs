@@ -257,7 +257,7 @@ fn parse(frame: &BytesMut, max: usize) -> Result<Packet, Closed> {
 
 /// Most QoS 1 messages sent to a client and not yet acknowledged; further deliveries wait
 /// in the connection's queue (which, when full, closes the connection: [`hub`]).
-pub const INFLIGHT_MAX: usize = 1024;
+pub const INFLIGHT_MAX: usize = limits::MQTT_INFLIGHT_MAX;
 /// Longest a write to a client may take (a client that stopped reading).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -29,21 +29,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use confstore_core::limits;
 use rumqttc::QoS;
 use rumqttc::mqttbytes::matches;
 use tokio::sync::{Notify, mpsc};
 
-/// Most retained topics kept.
-pub const RETAINED_TOPICS_MAX: usize = 100_000;
+/// Most retained topics kept (docs for each bound in `confstore_core::limits`).
+pub const RETAINED_TOPICS_MAX: usize = limits::MQTT_RETAINED_TOPICS_MAX;
 /// Most messages a connection or an offline session holds for its client.
-pub const SESSION_QUEUE_MAX: usize = 4096;
+pub const SESSION_QUEUE_MAX: usize = limits::MQTT_SESSION_QUEUE_MAX;
 /// Most sessions (connected or not).
-pub const SESSIONS_MAX: usize = 2 * confstore_core::limits::MQTT_CONNECTIONS_MAX;
+pub const SESSIONS_MAX: usize = limits::MQTT_SESSIONS_MAX;
 /// How long an offline persistent session is kept.
 pub const SESSION_IDLE_MAX: Duration = Duration::from_secs(3600);
 /// Room in an in-process subscriber's channel (the fleet view); past it messages are
 /// dropped and counted.
-const LOCAL_QUEUE_MAX: usize = 65_536;
+const LOCAL_QUEUE_MAX: usize = limits::MQTT_LOCAL_QUEUE_MAX;
 
 /// One message as the hub holds and forwards it.
 #[derive(Debug, Clone, PartialEq, Eq)]
