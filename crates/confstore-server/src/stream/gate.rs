@@ -170,7 +170,9 @@ impl Embedded {
             tokio::spawn(async move {
                 if let Err(why) = serve(&ctx, stream).await {
                     tracing::debug!(reason = why.metric(), detail = %why, "MQTT client connection closed by the gate");
-                    ctx.app.metrics.connection_closed("mqtt", why.metric());
+                    if !matches!(why, Closed::Gone) {
+                        ctx.app.metrics.connection_closed("mqtt", why.metric());
+                    }
                 }
                 let n = ctx.open.fetch_sub(1, Ordering::AcqRel) - 1;
                 ctx.app.metrics.open_connections("mqtt", n);
@@ -194,6 +196,8 @@ enum Closed {
     Revoked(String),
     #[error("malformed MQTT packet: {0}")]
     Protocol(String),
+    #[error("the client closed the connection without a DISCONNECT")]
+    Gone,
     #[error("another connection took the client id over")]
     TakenOver,
     #[error("the client stopped reading and its queue filled")]
@@ -219,6 +223,8 @@ impl Closed {
             Closed::KeepAlive => "keep_alive",
             Closed::WriteTimeout => "write_timeout",
             Closed::Io(_) => "io",
+            // Logged, not counted in connections_closed: the listener did not close it.
+            Closed::Gone => "client_gone",
         }
     }
 }
@@ -486,7 +492,8 @@ async fn run_connection(
                 continue;
             }
         };
-        let Some(frame) = frame else { return Err(Closed::Io(std::io::ErrorKind::UnexpectedEof.into())) };
+        // The client closed the connection without a DISCONNECT: its will goes out.
+        let Some(frame) = frame else { return Err(Closed::Gone) };
         silent_until = tokio::time::Instant::now() + keep_alive.unwrap_or(far);
         match parse(&frame, max)? {
             Packet::Publish(p) => {
