@@ -161,7 +161,10 @@ impl Embedded {
             let _ = stream.set_nodelay(true);
             if ctx.open.load(Ordering::Acquire) >= limits::MQTT_CONNECTIONS_MAX {
                 ctx.app.metrics.connection_closed("mqtt", "overloaded");
-                tokio::spawn(refuse(stream, ConnectReturnCode::ServiceUnavailable));
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    refuse(&mut stream, ConnectReturnCode::ServiceUnavailable).await;
+                });
                 continue;
             }
             let n = ctx.open.fetch_add(1, Ordering::AcqRel) + 1;
@@ -230,12 +233,12 @@ impl Closed {
 }
 
 /// Answers a CONNACK refusal and closes.
-async fn refuse(mut stream: TcpStream, code: ConnectReturnCode) {
+async fn refuse<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, code: ConnectReturnCode) {
     let mut buf = BytesMut::new();
     if Packet::ConnAck(ConnAck { session_present: false, code }).write(&mut buf, 16).is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            let _ = stream.write_all(&buf).await;
-            let _ = stream.shutdown().await;
+            let _ = w.write_all(&buf).await;
+            let _ = w.shutdown().await;
         })
         .await;
     }
@@ -288,7 +291,7 @@ async fn serve(ctx: &Arc<Ctx>, stream: TcpStream) -> Result<(), Closed> {
     let who = match identify(ctx, &connect).await {
         Ok(w) => w,
         Err((code, why)) => {
-            refuse_connect(&mut client_w, code).await;
+            refuse(&mut client_w, code).await;
             tracing::warn!(client_id = %connect.client_id, why, "MQTT client refused");
             return Err(Closed::NotAuthorized(why));
         }
@@ -299,7 +302,7 @@ async fn serve(ctx: &Arc<Ctx>, stream: TcpStream) -> Result<(), Closed> {
         // server; without a clean session it is refused.
         (true, true) => format!("confstore-anon-{}", random_suffix()),
         (true, false) => {
-            refuse_connect(&mut client_w, ConnectReturnCode::BadClientId).await;
+            refuse(&mut client_w, ConnectReturnCode::BadClientId).await;
             return Err(Closed::NotAuthorized("an empty client id needs a clean session"));
         }
     };
@@ -316,7 +319,7 @@ async fn serve(ctx: &Arc<Ctx>, stream: TcpStream) -> Result<(), Closed> {
         ctx,
         &who,
         &client_id,
-        &connect_keep_alive(connect.keep_alive),
+        connect_keep_alive(connect.keep_alive),
         client_r,
         buf,
         &mut conn,
@@ -370,16 +373,6 @@ fn random_suffix() -> String {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
     hex::encode(b)
-}
-
-async fn refuse_connect(w: &mut OwnedWriteHalf, code: ConnectReturnCode) {
-    let mut out = BytesMut::new();
-    let _ = Packet::ConnAck(ConnAck { session_present: false, code }).write(&mut out, 16);
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = w.write_all(&out).await;
-        let _ = w.shutdown().await;
-    })
-    .await;
 }
 
 /// The writing side of a client connection.
@@ -451,7 +444,7 @@ async fn run_connection(
     ctx: &Ctx,
     who: &Who,
     client_id: &str,
-    keep_alive: &Option<Duration>,
+    keep_alive: Option<Duration>,
     mut client_r: OwnedReadHalf,
     mut buf: BytesMut,
     conn: &mut Conn,
@@ -546,21 +539,8 @@ async fn run_connection(
             Packet::PingReq => conn.packet(Packet::PingResp)?,
             Packet::Disconnect => return Ok(()),
             Packet::Connect(_) => return Err(Closed::Protocol("a second CONNECT".into())),
-            other => return Err(Closed::Protocol(format!("unexpected {:?} from a client", packet_type_name(&other)))),
+            other => return Err(Closed::Protocol(format!("unexpected {other:?} from a client"))),
         }
-    }
-}
-
-fn packet_type_name(p: &Packet) -> &'static str {
-    match p {
-        Packet::PubRec(_) => "PUBREC",
-        Packet::PubRel(_) => "PUBREL",
-        Packet::PubComp(_) => "PUBCOMP",
-        Packet::ConnAck(_) => "CONNACK",
-        Packet::SubAck(_) => "SUBACK",
-        Packet::UnsubAck(_) => "UNSUBACK",
-        Packet::PingResp => "PINGRESP",
-        _ => "packet",
     }
 }
 

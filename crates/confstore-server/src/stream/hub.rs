@@ -211,7 +211,6 @@ impl Hub {
             }
         };
         let mut session = session;
-        session.persistent = !clean;
         session.offline_since = None;
         // What the session held goes first, into the fresh channel (it has room for a full
         // queue).
@@ -219,12 +218,13 @@ impl Hub {
             let _ = tx.try_send(d);
         }
         session.conn = Some(Live { id, tx, kick: Arc::clone(&kick) });
-        if !st.sessions.contains_key(client_id) && st.sessions.len() >= SESSIONS_MAX {
+        // (This client's session was taken out above.)
+        if st.sessions.len() >= SESSIONS_MAX {
             st.forget_one_offline();
         }
+        let incarnation = session.incarnation;
         st.sessions.insert(client_id.to_owned(), session);
-        let session = st.sessions.get(client_id).map_or(id, |s| s.incarnation);
-        Attached { id, session, rx, kick, session_present }
+        Attached { id, session: incarnation, rx, kick, session_present }
     }
 
     /// Subscribes connection `conn` of `client_id` to `filters` (valid, allowed ones) and
