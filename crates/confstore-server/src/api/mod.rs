@@ -203,7 +203,11 @@ pub async fn commit(
     expected_epoch: Option<u64>,
     changes: Vec<Change>,
 ) -> ApiResult<ReceiptOut> {
-    let store = Arc::clone(&LiveView::of(app)?.store);
+    let live = LiveView::of(app)?;
+    let store = Arc::clone(&live.store);
+    // The publisher and projector are woken from this task, not from the blocking thread.
+    let (wakes, hand) = live.model.commit_wakes();
+    drop(live);
     let draft = ChangesetDraft {
         actor: who.actor(),
         reason: reason.unwrap_or_default(),
@@ -214,11 +218,12 @@ pub async fn commit(
     let started = Instant::now();
     let noted = app.clone();
     let result = blocking(move || {
-        let r = store.append(draft);
+        let r = hand.run(|| store.append(draft));
         noted.note_append(&r);
         r.map_err(ApiError::from)
     })
     .await;
+    drop(wakes);
     let outcome = match &result {
         Ok(_) => "committed",
         Err(e) if e.status.is_client_error() => "rejected",
