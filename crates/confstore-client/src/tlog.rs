@@ -19,7 +19,10 @@
 //! - For every applied version, the inclusion proof of its `changed_seq` in the accepted
 //!   checkpoint (`GET /api/v1/proof/inclusion`) must lead to that checkpoint's root; one
 //!   that does not is an error (`inclusions_failed`). A version newer than the accepted
-//!   checkpoint waits for the next one (checkpoints come every 100 events or 10 s).
+//!   checkpoint waits for the next one (checkpoints come every 100 events or 10 s, on MQTT;
+//!   `GET /api/v1/checkpoint` is asked at most once per 0.5 s for such versions,
+//!   since under continuous writes nearly every version applied is newer than the last
+//!   checkpoint: asking for each was one more request to the server per write).
 //!
 //! The proof only says the log the store signed has, at `changed_seq`, the event whose hash
 //! the server names: the snapshot does not carry that hash. What it adds to the snapshot's
@@ -119,6 +122,7 @@ impl Audit {
             unjudged: None,
             unwitnessed: None,
             retry: RETRY_MIN,
+            last_fetch: None,
         };
         (Self { tx, shared }, auditor)
     }
@@ -165,6 +169,10 @@ pub(crate) struct Auditor {
     /// The size of the last checkpoint seen without enough witness cosignatures.
     unwitnessed: Option<u64>,
     retry: Duration,
+    /// When `GET /api/v1/checkpoint` was last asked: an applied version the held checkpoint
+    /// does not cover asks again only [`RETRY_MIN`] after it (newer checkpoints also come
+    /// on MQTT), so the requests follow the checkpoint rate, not the write rate.
+    last_fetch: Option<tokio::time::Instant>,
 }
 
 /// How a checkpoint compares with the one held.
@@ -250,7 +258,8 @@ impl Auditor {
         {
             self.unjudged = Some(note);
         }
-        if self.shared.accepted().is_none_or(|cp| cp.size < seq) {
+        let uncovered = self.shared.accepted().is_none_or(|cp| cp.size < seq);
+        if uncovered && self.last_fetch.is_none_or(|at| at.elapsed() >= RETRY_MIN) {
             self.fetch_checkpoint().await;
         }
         self.check_pending().await
@@ -273,6 +282,7 @@ impl Auditor {
 
     /// `GET /api/v1/checkpoint`, judged. True if one was accepted.
     async fn fetch_checkpoint(&mut self) -> bool {
+        self.last_fetch = Some(tokio::time::Instant::now());
         match self.rest.checkpoint().await {
             Ok(note) => matches!(self.judge(&note).await, Judged::Accepted),
             Err(e) => {
@@ -573,6 +583,46 @@ mod tests {
         audit.applied(STORE, 1, 15);
         until(&counters, "event 15's proof refused", |s| s.inclusions_failed == 1).await;
         assert_eq!(counters.snapshot().checkpoints_accepted, 2);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn versions_applied_faster_than_checkpoints_are_made_ask_rest_at_the_retry_rate() {
+        // Under continuous writes the checkpoint held lags the versions applied (one is made
+        // every 100 events or 10 s). Each applied version used to ask `GET /checkpoint`
+        // again: one request to the server per write. Now at most one per RETRY_MIN.
+        let events: Vec<Hash32> = (1..=20u64).map(|i| Hash32(tlog::sha256(&i.to_be_bytes()))).collect();
+        let (mut builder, mut mem) = (RootBuilder::default(), Mem(Vec::new()));
+        let mut roots = vec![[0u8; 32]];
+        for h in &events {
+            mem.0.extend(builder.push(h).into_iter().map(TreeHash));
+            roots.push(builder.root());
+        }
+        let signer = Signer::new(1);
+        let rest = FakeRest::start().await;
+        rest.route("/api/v1/checkpoint", &signer.checkpoint(10, roots[10]));
+        let consistency = tlog::prove_consistency(20, 10, &mem).unwrap();
+        rest.route(
+            "/api/v1/proof/consistency?from=10&to=20",
+            &serde_json::json!({"from": 10, "to": 20, "hashes": b64(&consistency)}).to_string(),
+        );
+        let counters = Arc::new(Counters::default());
+        let rest_client = Rest::new(&rest.url, "web", None).unwrap();
+        let (audit, auditor) =
+            Audit::new(rest_client, vec![signer.public()], Witnesses::default(), Arc::clone(&counters));
+        let (_stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(auditor.run(stop_rx));
+        let started = tokio::time::Instant::now();
+        for seq in 11..=60 {
+            audit.applied(STORE, 1, seq);
+        }
+        // Queued behind those 50 versions: once it is taken, all of them were handled.
+        audit.checkpoint(signer.checkpoint(20, roots[20]).as_bytes());
+        until(&counters, "the checkpoint of 20", |s| s.checkpoints_accepted == 2).await;
+        let asked = rest.requests().iter().filter(|r| r.as_str() == "/api/v1/checkpoint").count();
+        // One for the first version; one more per RETRY_MIN the test took (a slow machine).
+        let allowed = 1 + usize::try_from(started.elapsed().as_millis() / RETRY_MIN.as_millis()).unwrap();
+        assert!(asked >= 1 && asked <= allowed, "{asked} requests for 50 versions in {:?}", started.elapsed());
         task.abort();
     }
 
