@@ -519,9 +519,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn checkpoints_only_grow_and_applied_versions_are_shown_in_them() {
-        // A log of 20 events (their hashes made up), its tree, and the server's answers.
+    /// A log of 20 events (their hashes made up) and its tree: the hashes, the tree's
+    /// nodes, and the root at each size (index 0: the empty tree).
+    fn log20() -> (Vec<Hash32>, Mem, Vec<[u8; 32]>) {
         let events: Vec<Hash32> = (1..=20u64).map(|i| Hash32(tlog::sha256(&i.to_be_bytes()))).collect();
         let (mut builder, mut mem) = (RootBuilder::default(), Mem(Vec::new()));
         let mut roots = vec![[0u8; 32]];
@@ -529,6 +529,36 @@ mod tests {
             mem.0.extend(builder.push(h).into_iter().map(TreeHash));
             roots.push(builder.root());
         }
+        (events, mem, roots)
+    }
+
+    /// Serves the proof that the tree of 10 is a prefix of the tree of 20.
+    fn route_consistency_10_to_20(rest: &FakeRest, mem: &Mem) {
+        let consistency = tlog::prove_consistency(20, 10, mem).unwrap();
+        rest.route(
+            "/api/v1/proof/consistency?from=10&to=20",
+            &serde_json::json!({"from": 10, "to": 20, "hashes": b64(&consistency)}).to_string(),
+        );
+    }
+
+    /// An auditor asking `rest` and trusting `signer`, running until the sender is dropped.
+    fn start_auditor(
+        rest: &FakeRest,
+        signer: &Signer,
+    ) -> (Audit, Arc<Counters>, tokio::task::JoinHandle<()>, watch::Sender<bool>) {
+        let counters = Arc::new(Counters::default());
+        let rest_client = Rest::new(&rest.url, "web", None).unwrap();
+        let (audit, auditor) =
+            Audit::new(rest_client, vec![signer.public()], Witnesses::default(), Arc::clone(&counters));
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(auditor.run(stop_rx));
+        (audit, counters, task, stop)
+    }
+
+    #[tokio::test]
+    async fn checkpoints_only_grow_and_applied_versions_are_shown_in_them() {
+        // A log of 20 events (their hashes made up), its tree, and the server's answers.
+        let (events, mem, roots) = log20();
         let signer = Signer::new(1);
         let rest = FakeRest::start().await;
         let note10 = signer.checkpoint(10, roots[10]);
@@ -541,18 +571,9 @@ mod tests {
         rest.route("/api/v1/proof/inclusion?seq=7&size=10", &inclusion(7, 10, &events[6]));
         // Event 15's answer names another event's hash: it cannot lead to the root.
         rest.route("/api/v1/proof/inclusion?seq=15&size=20", &inclusion(15, 20, &events[3]));
-        let consistency = tlog::prove_consistency(20, 10, &mem).unwrap();
-        rest.route(
-            "/api/v1/proof/consistency?from=10&to=20",
-            &serde_json::json!({"from": 10, "to": 20, "hashes": b64(&consistency)}).to_string(),
-        );
+        route_consistency_10_to_20(&rest, &mem);
 
-        let counters = Arc::new(Counters::default());
-        let rest_client = Rest::new(&rest.url, "web", None).unwrap();
-        let (audit, auditor) =
-            Audit::new(rest_client, vec![signer.public()], Witnesses::default(), Arc::clone(&counters));
-        let (_stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(auditor.run(stop_rx));
+        let (audit, counters, task, _stop) = start_auditor(&rest, &signer);
 
         // A version applied: the checkpoint fetched and taken (the first, on trust), the
         // version's event shown in it.
@@ -591,27 +612,12 @@ mod tests {
         // Under continuous writes the checkpoint held lags the versions applied (one is made
         // every 100 events or 10 s). Each applied version used to ask `GET /checkpoint`
         // again: one request to the server per write. Now at most one per RETRY_MIN.
-        let events: Vec<Hash32> = (1..=20u64).map(|i| Hash32(tlog::sha256(&i.to_be_bytes()))).collect();
-        let (mut builder, mut mem) = (RootBuilder::default(), Mem(Vec::new()));
-        let mut roots = vec![[0u8; 32]];
-        for h in &events {
-            mem.0.extend(builder.push(h).into_iter().map(TreeHash));
-            roots.push(builder.root());
-        }
+        let (_, mem, roots) = log20();
         let signer = Signer::new(1);
         let rest = FakeRest::start().await;
         rest.route("/api/v1/checkpoint", &signer.checkpoint(10, roots[10]));
-        let consistency = tlog::prove_consistency(20, 10, &mem).unwrap();
-        rest.route(
-            "/api/v1/proof/consistency?from=10&to=20",
-            &serde_json::json!({"from": 10, "to": 20, "hashes": b64(&consistency)}).to_string(),
-        );
-        let counters = Arc::new(Counters::default());
-        let rest_client = Rest::new(&rest.url, "web", None).unwrap();
-        let (audit, auditor) =
-            Audit::new(rest_client, vec![signer.public()], Witnesses::default(), Arc::clone(&counters));
-        let (_stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(auditor.run(stop_rx));
+        route_consistency_10_to_20(&rest, &mem);
+        let (audit, counters, task, _stop) = start_auditor(&rest, &signer);
         let started = tokio::time::Instant::now();
         for seq in 11..=60 {
             audit.applied(STORE, 1, seq);

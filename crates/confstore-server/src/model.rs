@@ -115,6 +115,12 @@ impl ReadModel {
         self.head.send_replace(seq);
     }
 
+    /// [`Self::wake`] for a commit whose wake was deferred: the head now (newer than the
+    /// commit's if others followed, so the watch never goes back).
+    fn wake_at_head(&self) {
+        self.wake(self.read(|m| m.state.seq));
+    }
+
     /// For a commit about to run on a blocking thread: the task that awaits it holds the
     /// first half, the blocking thread runs the commit in the second ([`WakeHand::run`]).
     /// The commit listener's wakes then come from the awaiting task, on a runtime worker,
@@ -211,8 +217,7 @@ impl Drop for CommitWakes {
             std::mem::take(&mut slot.due)
         };
         if due {
-            let seq = self.model.read(|m| m.state.seq);
-            self.model.wake(seq);
+            self.model.wake_at_head();
         }
     }
 }
@@ -241,8 +246,7 @@ impl WakeHand {
                     slot.due = true;
                 } else {
                     drop(slot);
-                    let seq = self.0.model.read(|m| m.state.seq);
-                    self.0.model.wake(seq);
+                    self.0.model.wake_at_head();
                 }
             }
         }
