@@ -543,6 +543,59 @@ fn after_the_broker_loses_its_retained_messages_the_publisher_puts_them_back() {
     drop(server);
 }
 
+/// A service large enough that its retained snapshots are signed off the publisher's task
+/// (docs/adr/0033: they reach the client after the deltas sent meanwhile), written
+/// continuously: the client applies every version in order, and those late snapshots keep
+/// its LKG file short instead of counting as stale (docs/format.md §17.5).
+#[test]
+fn a_large_service_written_continuously_keeps_the_client_lkg_file_short_with_its_late_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let (store, server, mut http) = served(dir.path(), &["--mqtt-url", &broker.url()]);
+    let keys = confstore_core::limits::STREAM_RENDER_ELSEWHERE_KEYS_MIN + 50;
+    let set: serde_json::Map<String, Value> = (0..keys).map(|i| (format!("k{i:04}"), json!("v".repeat(100)))).collect();
+    let first =
+        http.ok("PATCH", "/api/v1/services/web/values", Some(&json!({ "set": set }))).json()["epoch"].as_u64().unwrap();
+    let lkg = dir.path().join("client").join("web.lkg.json");
+    std::fs::create_dir_all(lkg.parent().unwrap()).unwrap();
+    let rt = runtime();
+    let (builder, applied) = recording(client_builder(&store, &server, "web", &broker.url()).lkg_path(&lkg));
+    let client = rt.block_on(builder.start()).unwrap();
+    assert!(client.config().version().changed_epoch >= first);
+    let deltas_in_file = || -> usize {
+        let file: Value = serde_json::from_slice(&std::fs::read(&lkg).unwrap()).unwrap();
+        file.get("deltas").and_then(Value::as_array).map_or(0, Vec::len)
+    };
+    // Each write waits until the client applied it: the snapshots of the windows go out
+    // while the next writes' deltas do.
+    let writes = 80_u64;
+    let mut most = 0;
+    let mut last = 0;
+    for i in 0..writes {
+        last = put(&mut http, "web", "k0000", &json!(i));
+        poll_until("the client to apply the write", DEADLINE, Duration::from_millis(1), || {
+            (client.config().version().changed_epoch == last).then_some(())
+        });
+        most = most.max(deltas_in_file());
+    }
+    assert!(most < 40, "the LKG file held up to {most} deltas over {writes} writes: late snapshots did not compact it");
+    // Once the writes stop, the retained snapshot of the newest version empties it.
+    poll_until("the LKG file to hold the newest version without deltas", DEADLINE, Duration::from_millis(5), || {
+        (deltas_in_file() == 0).then_some(())
+    });
+    let stats = client.stats();
+    // At start the retained snapshot may trail the version fetched over REST: one stale.
+    assert!(stats.rejected("stale") <= 1, "{stats:?}");
+    assert_eq!(stats.rejected_total(), stats.rejected("duplicate") + stats.rejected("stale"), "{stats:?}");
+    // Every version since the start, once each, in order.
+    let epochs: Vec<u64> = applied.lock().unwrap().iter().map(|(e, _)| *e).collect();
+    let from = epochs[0];
+    assert_eq!(epochs, (from..=last).collect::<Vec<_>>());
+    assert_eq!(client.config().value("k0000"), Some(&json!(writes - 1)));
+    rt.block_on(client.shutdown());
+    drop(server);
+}
+
 /// The external-broker options for real: `mqtts://` with a private CA and a username and
 /// password; and a CA file that holds no certificate stops `serve` at start with a clear
 /// error instead of a reconnect loop.

@@ -32,16 +32,17 @@ pub(crate) struct Loaded {
     /// The document of the newest version (the snapshot with every delta applied).
     pub(crate) document: Value,
     pub(crate) version: SnapshotVersion,
-    /// The snapshot JWS and the delta JWSs, as in the file.
+    /// The snapshot JWS and the delta JWSs, as in the file, each with its version.
     pub(crate) jws: Value,
-    pub(crate) deltas: Vec<Value>,
+    pub(crate) jws_version: SnapshotVersion,
+    pub(crate) deltas: Vec<(SnapshotVersion, Value)>,
     /// The accepted checkpoint kept in the file, verified (of this store, by a trusted key).
     pub(crate) checkpoint: Option<crate::tlog::AcceptedCheckpoint>,
 }
 
 /// Most deltas the file keeps after its snapshot. The retained snapshot that covers them
-/// arrives within the server's coalescing window and replaces them; past this many the
-/// file is not rewritten until it does.
+/// (or one of them: docs/format.md §17.5) arrives within the server's coalescing window and
+/// replaces them; past this many the file is not rewritten until it does.
 pub(crate) const DELTAS_MAX: usize = 4096;
 
 /// Why an LKG file is unusable. Shown after "lkg file <path>: ".
@@ -100,13 +101,15 @@ pub(crate) fn load(
             version.store_id
         )));
     }
-    let deltas = match envelope.get_mut("deltas").map(Value::take) {
+    let file_deltas = match envelope.get_mut("deltas").map(Value::take) {
         None => Vec::new(),
         Some(Value::Array(d)) if d.len() <= DELTAS_MAX => d,
         Some(_) => return Err(LkgError::Format(format!("\"deltas\" is not an array of at most {DELTAS_MAX}"))),
     };
-    for (i, d) in deltas.iter().enumerate() {
-        let (kind, doc, next) = stream::verify_update(d, keys, Some(&file_store), service)?;
+    let jws_version = version.clone();
+    let mut deltas = Vec::with_capacity(file_deltas.len());
+    for (i, d) in file_deltas.into_iter().enumerate() {
+        let (kind, doc, next) = stream::verify_update(&d, keys, Some(&file_store), service)?;
         if kind != stream::UpdateKind::Delta {
             return Err(LkgError::Format(format!("deltas[{i}] is not a delta")));
         }
@@ -117,6 +120,7 @@ pub(crate) fn load(
             }
         }
         document = stream::apply_delta(&document, &doc)?;
+        deltas.push((next.clone(), d));
         version = next;
     }
     let checkpoint = match envelope.get("checkpoint") {
@@ -127,7 +131,7 @@ pub(crate) fn load(
         ),
         Some(_) => return Err(LkgError::Format("\"checkpoint\" is not a string".into())),
     };
-    Ok(Some(Loaded { document, version, jws, deltas, checkpoint }))
+    Ok(Some(Loaded { document, version, jws, jws_version, deltas, checkpoint }))
 }
 
 /// Writes the LKG file atomically: a crash leaves the old file or the new one, never a mix.

@@ -84,8 +84,8 @@ pub(crate) struct Updater {
     outlet: Option<Arc<Outlet>>,
     /// What the LKG file holds: the last snapshot applied (or received for the held
     /// version) and the deltas applied since.
-    lkg_snapshot: Option<Value>,
-    lkg_deltas: Vec<Value>,
+    lkg_snapshot: Option<(SnapshotVersion, Value)>,
+    lkg_deltas: Vec<(SnapshotVersion, Value)>,
     /// Whether the LKG file lags what `lkg_snapshot` and `lkg_deltas` say.
     lkg_dirty: bool,
     /// Inside [`Self::begin_batch`] .. [`Self::end_batch`]: the LKG file is written once,
@@ -201,7 +201,7 @@ impl Updater {
             r.applied(&config, confstore_core::fleet::Source::Lkg);
         }
         self.current = Some(config);
-        self.lkg_snapshot = Some(loaded.jws);
+        self.lkg_snapshot = Some((loaded.jws_version, loaded.jws));
         self.lkg_deltas = loaded.deltas;
         Ok(true)
     }
@@ -359,12 +359,31 @@ impl Updater {
             Ok(Verdict::Apply) => {}
             Ok(Verdict::Gap { missing_epoch }) => self.fill_gap(&incoming.version, missing_epoch).await,
             Err(rejection) => {
-                if matches!(rejection, Rejection::Duplicate(_)) && !self.lkg_deltas.is_empty() {
+                let covered = match &rejection {
                     // The retained snapshot of the version held: the LKG file keeps it
                     // instead of the deltas that led there.
-                    self.lkg_snapshot = Some(incoming.jws);
-                    self.lkg_deltas.clear();
+                    Rejection::Duplicate(_) => Some(self.lkg_deltas.len()).filter(|n| *n > 0),
+                    // A snapshot of a version the file holds as a delta (a large service's
+                    // retained snapshot comes after the deltas sent while it was signed:
+                    // docs/format.md §17.5): it replaces that delta and those before it.
+                    Rejection::Stale { .. } => {
+                        self.lkg_deltas.iter().position(|(v, _)| same_version(v, &incoming.version)).map(|i| i + 1)
+                    }
+                    _ => None,
+                };
+                if let Some(n) = covered {
+                    self.lkg_snapshot = Some((incoming.version.clone(), incoming.jws));
+                    self.lkg_deltas.drain(..n);
                     self.lkg_changed().await;
+                }
+                // A late snapshot of a version the file holds (one it just compacted with, or
+                // the file's own snapshot) is the stream working as designed, not a replay:
+                // no rejection is counted.
+                let late = matches!(rejection, Rejection::Stale { .. })
+                    && (covered.is_some()
+                        || self.lkg_snapshot.as_ref().is_some_and(|(v, _)| same_version(v, &incoming.version)));
+                if late {
+                    return Offer::Held(rejection);
                 }
                 if count_held {
                     self.count(&rejection);
@@ -518,10 +537,12 @@ impl Updater {
         }
         match kind {
             UpdateKind::Snapshot => {
-                self.lkg_snapshot = Some(jws);
+                self.lkg_snapshot = Some((version.clone(), jws));
                 self.lkg_deltas.clear();
             }
-            UpdateKind::Delta if self.lkg_deltas.len() < lkg::DELTAS_MAX => self.lkg_deltas.push(jws),
+            UpdateKind::Delta if self.lkg_deltas.len() < lkg::DELTAS_MAX => {
+                self.lkg_deltas.push((version.clone(), jws))
+            }
             // Too many deltas since the last snapshot: the file waits for the next one.
             UpdateKind::Delta => return,
         }
@@ -531,8 +552,8 @@ impl Updater {
     /// Saves the applied version (its snapshot and the deltas since) as the high-water mark.
     async fn persist(&self) {
         let Some(path) = self.settings.lkg_path.clone() else { return };
-        let Some(jws) = self.lkg_snapshot.clone() else { return };
-        let deltas = self.lkg_deltas.clone();
+        let Some(jws) = self.lkg_snapshot.as_ref().map(|(_, j)| j.clone()) else { return };
+        let deltas: Vec<Value> = self.lkg_deltas.iter().map(|(_, d)| d.clone()).collect();
         let service = self.settings.service.clone();
         let store_id = self.settings.store_id.clone().unwrap_or_default();
         let shown = path.display().to_string();
@@ -557,6 +578,13 @@ impl Updater {
         Counters::bump(&self.counters.lkg_write_errors);
         warn!(path = %shown, "cannot write the lkg file: {error}; a restart without the store may start from an older version");
     }
+}
+
+/// Whether `a` and `b` are the same version of the same service (a delta's and a snapshot's
+/// `epoch` may differ: a snapshot made later is at a later store epoch).
+fn same_version(a: &SnapshotVersion, b: &SnapshotVersion) -> bool {
+    (&a.store_id, &a.service, a.generation, a.changed_epoch, a.prev_epoch, a.changed_seq)
+        == (&b.store_id, &b.service, b.generation, b.changed_epoch, b.prev_epoch, b.changed_seq)
 }
 
 #[cfg(test)]

@@ -224,6 +224,11 @@ pub const STREAM_SNAPSHOT_WINDOW_PER_KEY_US: u64 = 50;
 /// snapshot is also a signature and a message through the broker (~100 µs together), so a
 /// small service written continuously gets at most 100 of them a second (~1 % of a core).
 pub const STREAM_SNAPSHOT_WINDOW_MIN_MS: u64 = 10;
+/// Fewest keys of a service whose retained snapshots the publisher renders and signs on a
+/// blocking thread instead of its own task (docs/adr/0033): at ~3 µs per key, 200 keys take
+/// ~0.6 ms, which the deltas behind them would wait; a thread hand-off (~30 µs) costs more
+/// than rendering a smaller service.
+pub const STREAM_RENDER_ELSEWHERE_KEYS_MIN: usize = 200;
 /// Most stream messages a client applies before it writes its LKG file once and
 /// acknowledges them all: enough to catch up after a burst in a few file writes, few enough
 /// that a crash replays little (the broker sends unacknowledged messages again).

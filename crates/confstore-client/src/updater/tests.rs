@@ -405,6 +405,40 @@ async fn the_lkg_file_keeps_the_deltas_until_the_retained_snapshot_covers_them()
     assert!(lkg::load(&path, &[signer.public()], None, "web").is_err());
 }
 
+#[tokio::test]
+async fn a_snapshot_of_a_version_the_file_holds_as_a_delta_compacts_it_and_is_no_rejection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("web.lkg.json");
+    let signer = Signer::new(1);
+    let mut h = Harness::new(None, Some(path.clone()), None);
+    h.send_all(&[signer.snapshot("web", 1, 1, 0, json!({"a": 1}))]).await;
+    h.send_all(&[
+        signer.delta("web", 2, 1, json!({"a": 2}), &[]),
+        signer.delta("web", 3, 2, json!({"b": 3}), &[]),
+        signer.delta("web", 4, 3, json!({"c": 4}), &[]),
+    ])
+    .await;
+    // The retained snapshot of version 3, signed while version 4's delta went out, comes
+    // after it: the file keeps it in place of the first two deltas.
+    assert_rejected(&h.send(TOPIC, &signer.snapshot("web", 1, 3, 2, json!({"a": 2, "b": 3}))).await, "stale");
+    let saved = lkg::load(&path, &[signer.public()], None, "web").unwrap().unwrap();
+    assert_eq!((saved.version.changed_epoch, saved.deltas.len()), (4, 1));
+    assert_eq!(saved.document["config"], json!({"a": 2, "b": 3, "c": 4}));
+    assert_eq!(h.updater.current().unwrap().version().changed_epoch, 4, "the version held is unchanged");
+    assert_eq!(h.stats().rejected("stale"), 0, "a snapshot put to use is no rejection");
+    // The same snapshot again (the file's own now): nothing to do, nothing counted.
+    assert_rejected(&h.send(TOPIC, &signer.snapshot("web", 1, 3, 2, json!({"a": 2, "b": 3}))).await, "stale");
+    assert_eq!(h.stats().rejected("stale"), 0);
+    // A snapshot of a version the file does not hold (older than its snapshot, or one that
+    // is not in the chain) is stale, counted, and changes nothing.
+    assert_rejected(&h.send(TOPIC, &signer.snapshot("web", 1, 1, 0, json!({"a": 1}))).await, "stale");
+    assert_rejected(&h.send(TOPIC, &signer.snapshot("web", 1, 2, 0, json!({"a": 2}))).await, "stale");
+    assert_eq!(h.stats().rejected("stale"), 2);
+    let again = lkg::load(&path, &[signer.public()], None, "web").unwrap().unwrap();
+    assert_eq!((again.version.changed_epoch, again.deltas.len()), (4, 1));
+    assert_eq!(again.jws, saved.jws);
+}
+
 /// The configuration readers see (the staged one while it runs).
 fn shown(h: &Harness) -> (Option<Value>, Option<u64>) {
     let c = h.updater.effective().unwrap();

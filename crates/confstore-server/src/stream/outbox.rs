@@ -19,6 +19,11 @@
 //!   from [`SNAPSHOT_WINDOW_MIN`] up to [`SNAPSHOT_WINDOW_MAX`], so the retained snapshots cost a bounded share of a
 //!   core whatever the write rate and the service size, and trail the log by at most
 //!   [`SNAPSHOT_WINDOW_MAX`];
+//!   Those of large services (at least [`RENDER_ELSEWHERE_KEYS`] keys) are rendered and
+//!   signed off the publisher's task ([`RenderJob`], one at a time: docs/adr/0033), from a
+//!   copy of what they read taken when they fall due, so the deltas behind them do not
+//!   wait; such a snapshot reaches the broker after the deltas cut while it was rendered,
+//!   so a client may get it after newer versions (it compacts its LKG file with it);
 //! - the signed head goes out at most once per [`HEAD_WINDOW`] (at once after a quiet
 //!   spell).
 //!
@@ -47,6 +52,10 @@ pub const SNAPSHOT_WINDOW_PER_KEY: Duration =
 /// Shortest window, whatever the service's size (a retained snapshot's signature and
 /// broker message cost the same for a small service).
 pub const SNAPSHOT_WINDOW_MIN: Duration = Duration::from_millis(confstore_core::limits::STREAM_SNAPSHOT_WINDOW_MIN_MS);
+/// Services with at least this many keys have their retained snapshots rendered and signed
+/// off the publisher's task (~2.4 ms at 1,000 keys of 300 bytes; a thread hand-off costs
+/// more than rendering a small service).
+pub const RENDER_ELSEWHERE_KEYS: usize = confstore_core::limits::STREAM_RENDER_ELSEWHERE_KEYS_MIN;
 /// Least time between two signed heads under continuous writes.
 pub const HEAD_WINDOW: Duration = Duration::from_millis(confstore_core::limits::STREAM_HEAD_WINDOW_MS);
 
@@ -129,6 +138,65 @@ struct Due {
     since: Instant,
 }
 
+/// Retained snapshots to render and sign off the publisher's task: copies of what each
+/// reads ([`confstore_snapshots::service_view`]), taken at one position. Hand the result of
+/// [`Self::run`] to [`Outbox::rendered`].
+pub struct RenderJob {
+    id: u64,
+    signing: Arc<SigningKey>,
+    store_id: String,
+    generation: u64,
+    views: Vec<(String, State)>,
+}
+
+impl std::fmt::Debug for RenderJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let services: Vec<&str> = self.views.iter().map(|(s, _)| s.as_str()).collect();
+        f.debug_struct("RenderJob").field("id", &self.id).field("services", &services).finish_non_exhaustive()
+    }
+}
+
+impl RenderJob {
+    /// The job's id (for [`Outbox::render_lost`]).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Renders and signs every snapshot: CPU only, for a blocking thread.
+    pub fn run(self) -> Rendered {
+        let msgs = self
+            .views
+            .iter()
+            .filter_map(|(service, view)| snapshot_msg(view, &self.store_id, self.generation, service, &self.signing))
+            .collect();
+        Rendered { id: self.id, msgs }
+    }
+}
+
+/// What a [`RenderJob`] made.
+#[derive(Debug)]
+pub struct Rendered {
+    id: u64,
+    msgs: Vec<Msg>,
+}
+
+/// The render job in flight.
+#[derive(Debug)]
+struct InFlight {
+    id: u64,
+    /// Its services and what made each due (put back if the job is lost).
+    services: Vec<(String, Due)>,
+    /// Services whose whole snapshot went out (newer) while it was rendered: theirs is
+    /// dropped, or it would replace the newer retained one.
+    superseded: std::collections::BTreeSet<String>,
+}
+
+impl InFlight {
+    fn before(&self) -> Option<(u64, Hash32)> {
+        self.services.iter().map(|(_, d)| d.before).min_by_key(|b| b.0)
+    }
+}
+
 /// The outbox. See the module documentation.
 pub struct Outbox {
     signing: Arc<SigningKey>,
@@ -160,6 +228,14 @@ pub struct Outbox {
     head_msg: Option<Msg>,
     /// Whether events get their own message (see [`Self::publish_events`]).
     events: bool,
+    /// Services with at least this many keys have their retained snapshot rendered off
+    /// the task ([`RENDER_ELSEWHERE_KEYS`]).
+    render_elsewhere_keys: usize,
+    /// The render job made by the last cut, until the publisher takes it.
+    job: Option<RenderJob>,
+    /// The job being rendered (at most one).
+    rendering: Option<InFlight>,
+    next_render_id: u64,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -196,7 +272,17 @@ impl Outbox {
             acked: None,
             head_msg: None,
             events: true,
+            render_elsewhere_keys: RENDER_ELSEWHERE_KEYS,
+            job: None,
+            rendering: None,
+            next_render_id: 0,
         }
+    }
+
+    /// Sets the size from which retained snapshots are rendered off the task.
+    #[cfg(test)]
+    pub fn render_elsewhere_from(&mut self, keys: usize) {
+        self.render_elsewhere_keys = keys;
     }
 
     /// Whether the events taken in from now on get their message on
@@ -223,6 +309,7 @@ impl Outbox {
         self.changeset_start = None;
         self.changeset_rollouts.clear();
         self.due.clear();
+        self.forget_render();
         if resumed {
             self.acked = Some(at);
             self.head_msg = Some(self.head_message());
@@ -241,6 +328,8 @@ impl Outbox {
         let staged: std::collections::BTreeSet<&String> = rollouts.collect();
         msgs.extend(staged.into_iter().filter_map(|s| self.staged_message(s)));
         self.due.clear();
+        // Everything is rendered here, newer than what a job in flight would bring.
+        self.forget_render();
         let head = self.head_message();
         self.head_msg = Some(head.clone());
         self.head_due = false;
@@ -323,8 +412,11 @@ impl Outbox {
                     self.open.push(m);
                 }
                 // That snapshot is the retained one too, unless a later change makes
-                // another due.
+                // another due; one still being rendered is older.
                 self.due.remove(&service);
+                if let Some(r) = self.rendering.as_mut().filter(|r| r.services.iter().any(|(s, _)| *s == service)) {
+                    r.superseded.insert(service.clone());
+                }
                 continue;
             }
             let keys = touch.keys.iter().map(String::as_str);
@@ -350,16 +442,44 @@ impl Outbox {
 
     /// Cuts a batch of what is ready at `now`: the messages of the changesets taken in,
     /// the retained snapshots whose window has passed, and the head if its window has
-    /// passed. Returns whether a batch was made.
+    /// passed. Returns whether a batch was made. The retained snapshots of large services
+    /// are not in it: they become a [`RenderJob`] ([`Self::take_render_job`]), unless one
+    /// is in flight (they wait for it).
     pub fn cut(&mut self, now: Instant) -> bool {
         let mut msgs = std::mem::take(&mut self.open);
-        let ready: Vec<String> =
-            self.due.iter().filter(|(s, d)| self.due_at(s, d) <= now).map(|(s, _)| s.clone()).collect();
+        let ready: Vec<String> = self
+            .due
+            .iter()
+            .filter(|(s, d)| self.due_at(s, d) <= now && !self.waits_for_render(s))
+            .map(|(s, _)| s.clone())
+            .collect();
+        let mut elsewhere = Vec::new();
         for service in ready {
-            self.due.remove(&service);
-            if let Some(m) = self.snapshot_message(&service) {
+            let Some(due) = self.due.remove(&service) else { continue };
+            if self.renders_elsewhere(&service) {
+                let view = confstore_snapshots::service_view(&self.state, &service);
+                elsewhere.push((service, due, view));
+            } else if let Some(m) = self.snapshot_message(&service) {
                 msgs.push(m);
             }
+        }
+        if !elsewhere.is_empty() {
+            let id = self.next_render_id;
+            self.next_render_id += 1;
+            let mut services = Vec::with_capacity(elsewhere.len());
+            let mut views = Vec::with_capacity(elsewhere.len());
+            for (service, due, view) in elsewhere {
+                services.push((service.clone(), due));
+                views.push((service, view));
+            }
+            self.rendering = Some(InFlight { id, services, superseded: std::collections::BTreeSet::new() });
+            self.job = Some(RenderJob {
+                id,
+                signing: Arc::clone(&self.signing),
+                store_id: self.store_id.clone(),
+                generation: self.generation,
+                views,
+            });
         }
         if self.head_due && self.last_head.is_none_or(|t| now.saturating_duration_since(t) >= HEAD_WINDOW) {
             self.head_due = false;
@@ -376,6 +496,77 @@ impl Outbox {
         true
     }
 
+    /// Whether `service`'s retained snapshot is rendered off the task.
+    fn renders_elsewhere(&self, service: &str) -> bool {
+        self.state.services.get(service).is_some_and(|v| v.len() >= self.render_elsewhere_keys)
+    }
+
+    /// Whether `service`'s retained snapshot, due or not, must wait for the job in flight.
+    fn waits_for_render(&self, service: &str) -> bool {
+        self.rendering.is_some() && self.renders_elsewhere(service)
+    }
+
+    /// The render job the last [`Self::cut`] made, to run off the task
+    /// ([`RenderJob::run`]) and hand back to [`Self::rendered`].
+    pub fn take_render_job(&mut self) -> Option<RenderJob> {
+        self.job.take()
+    }
+
+    /// Whether a render job is out.
+    #[cfg(test)]
+    pub fn rendering(&self) -> bool {
+        self.rendering.is_some()
+    }
+
+    /// A render job is done: its snapshots become a batch of their own, after every batch
+    /// cut while it was rendered (so a client may get them after newer deltas). Those
+    /// superseded meanwhile by a whole snapshot are dropped; so is a job the outbox no
+    /// longer waits for (after a reset or a full sync). Returns whether a batch was made.
+    pub fn rendered(&mut self, done: Rendered) -> bool {
+        if self.rendering.as_ref().is_none_or(|r| r.id != done.id) {
+            return false;
+        }
+        let Some(job) = self.rendering.take() else { return false };
+        let msgs: Vec<Msg> = done
+            .msgs
+            .into_iter()
+            .filter(|m| stream::service_of_snapshot_topic(&m.topic).is_none_or(|s| !job.superseded.contains(s)))
+            .collect();
+        if msgs.is_empty() {
+            return false;
+        }
+        let safe = self.safe();
+        self.push_batch(msgs, safe);
+        true
+    }
+
+    /// The render job `id` will not come back (its thread panicked): its services are due
+    /// again, as before it.
+    pub fn render_lost(&mut self, id: u64) {
+        if self.rendering.as_ref().is_none_or(|r| r.id != id) {
+            return;
+        }
+        let Some(job) = self.rendering.take() else { return };
+        for (service, due) in job.services {
+            if job.superseded.contains(&service) {
+                continue;
+            }
+            self.due
+                .entry(service)
+                .and_modify(|d| {
+                    if due.before.0 < d.before.0 {
+                        *d = due;
+                    }
+                })
+                .or_insert(due);
+        }
+    }
+
+    fn forget_render(&mut self) {
+        self.job = None;
+        self.rendering = None;
+    }
+
     /// When `service`'s retained snapshot falls due.
     fn due_at(&self, service: &str, due: &Due) -> Instant {
         let keys = self.state.services.get(service).map_or(0, std::collections::BTreeMap::len);
@@ -385,12 +576,20 @@ impl Outbox {
     /// The position through which everything taken in is covered once what is cut now is
     /// acknowledged: before the oldest change whose retained snapshot is still to come.
     fn safe(&self) -> (u64, Hash32) {
-        self.due.values().map(|d| d.before).min_by_key(|b| b.0).unwrap_or((self.read_seq, self.read_hash))
+        let rendering = self.rendering.as_ref().and_then(InFlight::before);
+        self.due
+            .values()
+            .map(|d| d.before)
+            .chain(rendering)
+            .min_by_key(|b| b.0)
+            .unwrap_or((self.read_seq, self.read_hash))
     }
 
     /// When the next deferred snapshot or head falls due (`None`: nothing is waiting).
+    /// Snapshots waiting for the render job in flight are not counted: its end wakes the
+    /// publisher.
     pub fn next_due(&self) -> Option<Instant> {
-        let snapshots = self.due.iter().map(|(s, d)| self.due_at(s, d));
+        let snapshots = self.due.iter().filter(|(s, _)| !self.waits_for_render(s)).map(|(s, d)| self.due_at(s, d));
         let head = self.last_head.filter(|_| self.head_due).map(|t| t + HEAD_WINDOW);
         snapshots.chain(head).min()
     }
@@ -398,8 +597,7 @@ impl Outbox {
     fn cut_open(&mut self) {
         if !self.open.is_empty() {
             let msgs = std::mem::take(&mut self.open);
-            let safe =
-                self.due.values().map(|d| d.before).min_by_key(|b| b.0).unwrap_or((self.read_seq, self.read_hash));
+            let safe = self.safe();
             self.push_batch(msgs, safe);
         }
     }
@@ -424,9 +622,9 @@ impl Outbox {
         self.pending.iter().map(|b| b.unacked).sum()
     }
 
-    /// Whether batches are waiting for acknowledgements.
+    /// Whether batches are waiting for acknowledgements, or snapshots for their render.
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || self.rendering.is_some()
     }
 
     /// One message of batch `id` was acknowledged. Returns whether the acknowledged
@@ -455,14 +653,7 @@ impl Outbox {
 
     /// `service`'s snapshot at the read position, signed (`None`: not a service here).
     pub fn snapshot_message(&self, service: &str) -> Option<Msg> {
-        let snap = confstore_snapshots::project(&self.state, &self.store_id, self.generation, service).ok()?;
-        let jws = snap.to_jws(&self.signing);
-        Some(Msg {
-            topic: stream::snapshot_topic(service),
-            payload: Arc::new(jws.to_string().into_bytes()),
-            retain: true,
-            kind: Kind::Snapshot,
-        })
+        snapshot_msg(&self.state, &self.store_id, self.generation, service, &self.signing)
     }
 
     /// `service`'s staged-topic message at the read position (docs/format.md §21.2): its
@@ -485,6 +676,18 @@ impl Outbox {
     pub fn identity(&self) -> (&str, u64) {
         (&self.store_id, self.generation)
     }
+}
+
+/// `service`'s retained snapshot in `state`, signed (`None`: not a service there).
+fn snapshot_msg(state: &State, store_id: &str, generation: u64, service: &str, signing: &SigningKey) -> Option<Msg> {
+    let snap = confstore_snapshots::project(state, store_id, generation, service).ok()?;
+    let jws = snap.to_jws(signing);
+    Some(Msg {
+        topic: stream::snapshot_topic(service),
+        payload: Arc::new(jws.to_string().into_bytes()),
+        retain: true,
+        kind: Kind::Snapshot,
+    })
 }
 
 /// The document of `service`'s staged-topic message in `state`: its active rollout with the

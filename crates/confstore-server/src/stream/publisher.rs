@@ -36,7 +36,7 @@ use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, 
 use tokio::sync::{mpsc, watch};
 
 use super::hub::{Hub, Message};
-use super::outbox::{Kind, Msg, Outbox};
+use super::outbox::{Kind, Msg, Outbox, Rendered};
 use super::settings::MqttSettings;
 use crate::app::{App, LiveMode, Mode};
 use crate::model::ReadModel;
@@ -166,6 +166,9 @@ struct Publisher {
     suspect: HashMap<String, bytes::Bytes>,
     /// When retained messages were last put back.
     last_heal: Option<tokio::time::Instant>,
+    /// The outbox's render job on a blocking thread (large services' retained snapshots),
+    /// with its id.
+    render: Option<(u64, tokio::task::JoinHandle<Rendered>)>,
 }
 
 /// Runs the publisher until `stop` turns true; then says `offline` on the health topic and
@@ -184,6 +187,7 @@ pub async fn run(app: App, settings: MqttSettings, mut stop: watch::Receiver<boo
         full_sync_wanted: false,
         suspect: HashMap::new(),
         last_heal: None,
+        render: None,
     };
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -343,6 +347,10 @@ impl Publisher {
                 }
             }
             self.outbox.cut(std::time::Instant::now());
+            if let Some(job) = self.outbox.take_render_job() {
+                let id = job.id();
+                self.render = Some((id, tokio::task::spawn_blocking(move || job.run())));
+            }
             self.progress_metrics();
             // Everything pending that this connection has not carried yet: all of it on a new
             // connection, a full sync after (re)initialising, each new batch.
@@ -357,6 +365,7 @@ impl Publisher {
                 continue;
             }
             let due = self.outbox.next_due().map(tokio::time::Instant::from_std);
+            let (heal_waits, next_heal) = (self.heal_waits_on_interval(), self.next_heal());
             let mut head_rx = head_rx;
             tokio::select! {
                 r = conn.reports.recv() => match r {
@@ -388,7 +397,22 @@ impl Publisher {
                 }
                 // Healing waits only on its interval here; otherwise acknowledgements and the
                 // log's progress wake the loop.
-                () = tokio::time::sleep_until(self.next_heal()), if self.heal_waits_on_interval() => {}
+                () = tokio::time::sleep_until(next_heal), if heal_waits => {}
+                // A render job is done: its snapshots are cut as a batch of their own (sent
+                // at the top of the loop).
+                done = async { (&mut self.render.as_mut().expect("guarded").1).await }, if self.render.is_some() => {
+                    if let Some((id, _)) = self.render.take() {
+                        match done {
+                            Ok(rendered) => {
+                                self.outbox.rendered(rendered);
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "rendering retained snapshots failed; they are due again");
+                                self.outbox.render_lost(id);
+                            }
+                        }
+                    }
+                }
                 changed = checkpoints.changed() => {
                     let latest = checkpoints.borrow_and_update().clone();
                     if let (Ok(()), Some(p)) = (changed, latest) {

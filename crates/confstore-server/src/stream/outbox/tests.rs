@@ -345,3 +345,114 @@ fn a_rollout_publishes_its_staged_snapshot_then_its_end_and_a_full_sync_repeats_
     assert_eq!((ended["state"].clone(), ended["rollout"].clone()), (json!("aborted"), json!(rollout_seq)));
     assert!(ended.get("snapshot").is_none());
 }
+
+/// `setup`, with every service's retained snapshot rendered off the task (as for large
+/// services), and one write to `web` whose retained snapshot is due at the returned time.
+fn setup_elsewhere() -> (Log, Outbox, Instant) {
+    let (mut log, mut o, t0) = setup();
+    o.render_elsewhere_from(1);
+    let t = t0 + Duration::from_secs(1);
+    o.take_in(&log.set("web", "a", json!(1)), t);
+    assert!(o.cut(t));
+    is(&o, 1, &[EVENT, DELTA, HEAD]);
+    let due = o.next_due().expect("the retained snapshot is due");
+    (log, o, due)
+}
+
+#[test]
+fn a_large_service_s_retained_snapshot_is_rendered_off_the_task_and_goes_out_after_the_deltas_cut_meanwhile() {
+    let (mut log, mut o, due) = setup_elsewhere();
+    assert!(!o.cut(due), "the snapshot is not rendered in the cut");
+    let job = o.take_render_job().expect("a render job");
+    assert!(o.take_render_job().is_none(), "handed out once");
+    assert!(o.rendering() && o.has_pending());
+    assert_eq!(o.next_due(), None, "the job's end, not a timer, wakes the publisher");
+    // Writes go on while it renders; their deltas do not wait, and the position the
+    // checkpoint may reach stays before the change the snapshot covers.
+    let t = due + Duration::from_millis(1);
+    o.take_in(&log.set("web", "b", json!(2)), t);
+    assert!(o.cut(t));
+    is(&o, 2, &[EVENT, DELTA]);
+    assert_eq!(o.pending().nth(2).unwrap().1.safe_seq, 1);
+    let head_at = due - SNAPSHOT_WINDOW_MIN + HEAD_WINDOW;
+    assert_eq!(o.next_due(), Some(head_at), "only the head: b's snapshot waits for the job in flight");
+    let later = t + SNAPSHOT_WINDOW_MAX;
+    assert!(o.cut(later));
+    is(&o, 3, &[HEAD]);
+    assert!(o.take_render_job().is_none(), "one job at a time");
+    assert_eq!(o.pending().nth(3).unwrap().1.safe_seq, 1);
+    // The job ends: its snapshot (of the state when it fell due) is a batch after them.
+    assert!(o.rendered(job.run()));
+    assert!(!o.rendering());
+    is(&o, 4, &[SNAPSHOT]);
+    let snap = payload(&o, 4, Kind::Snapshot);
+    assert_eq!(snap["config"], json!({"a": 1}));
+    assert_eq!(snap["changed_epoch"], json!(2));
+    assert_eq!(o.pending().nth(4).unwrap().1.safe_seq, 2, "covered through a; b's snapshot is still due");
+    // b's window has passed: the next cut makes the next job.
+    assert_eq!(o.next_due(), Some(t + snapshot_window(2)));
+    assert!(!o.cut(later));
+    let second = o.take_render_job().expect("b's job");
+    assert!(o.rendered(second.run()));
+    assert_eq!(payload(&o, 5, Kind::Snapshot)["config"], json!({"a": 1, "b": 2}));
+    assert_eq!(o.pending().nth(5).unwrap().1.safe_seq, 3);
+    let sent: Vec<(u64, usize)> = o.pending().map(|(id, b)| (id, b.msgs.len())).collect();
+    for (id, n) in sent {
+        for _ in 0..n {
+            o.ack(id);
+        }
+    }
+    assert_eq!(o.acked().map(|a| a.0), Some(3), "everything published");
+}
+
+#[test]
+fn a_rendered_snapshot_older_than_a_whole_one_sent_meanwhile_or_than_a_full_sync_is_dropped() {
+    let (mut log, mut o, due) = setup_elsewhere();
+    o.cut(due);
+    let job = o.take_render_job().expect("a render job");
+    // A schema sends web's whole snapshot at once: newer than the one being rendered.
+    let t = due + Duration::from_millis(1);
+    o.take_in(
+        &log.write(vec![Change::SetSchema {
+            service: "web".into(),
+            schema: json!({"type": "object", "properties": {"a": {}, "c": {}}}),
+        }]),
+        t,
+    );
+    assert!(o.cut(t));
+    is(&o, 2, &[EVENT, SNAPSHOT]);
+    assert!(!o.rendered(job.run()), "it would replace the newer retained snapshot");
+    assert!(!o.rendering());
+    assert_eq!(o.pending().count(), 3);
+    // A full sync renders everything itself; a job still out is forgotten.
+    let t = t + Duration::from_secs(1);
+    o.take_in(&log.set("web", "c", json!(3)), t);
+    o.cut(t);
+    o.cut(o.next_due().expect("c's snapshot"));
+    let job = o.take_render_job().expect("c's job");
+    o.queue_full_sync();
+    assert!(!o.rendering());
+    let batches = o.pending().count();
+    assert!(!o.rendered(job.run()));
+    assert_eq!(o.pending().count(), batches);
+}
+
+#[test]
+fn a_lost_render_job_makes_its_snapshots_due_again() {
+    let (_log, mut o, due) = setup_elsewhere();
+    o.cut(due);
+    let job = o.take_render_job().expect("a render job");
+    o.render_lost(job.id() + 1);
+    assert!(o.rendering(), "another job's id changes nothing");
+    o.render_lost(job.id());
+    assert!(!o.rendering());
+    assert_eq!(o.next_due(), Some(due), "due as before");
+    let again = {
+        o.cut(due);
+        o.take_render_job().expect("made again")
+    };
+    assert!(!o.rendered(job.run()), "the lost job's result, should it come, is not taken");
+    assert!(o.rendered(again.run()));
+    assert_eq!(payload(&o, 2, Kind::Snapshot)["config"], json!({"a": 1}));
+    assert_eq!(o.pending().nth(2).unwrap().1.safe_seq, 2);
+}
