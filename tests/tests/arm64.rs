@@ -4,7 +4,9 @@
 //! stale binary) and drives it under qemu-user through init, service add, set, get, verify
 //! and serve (/healthz and /readyz answer 200, SIGTERM stops it cleanly).
 //!
-//! A missing cross gcc or qemu-user fails the test: ops/test.sh installs both.
+//! A missing cross gcc or qemu-user fails the test: ops/test.sh installs both. Plain `cargo
+//! test` leaves this test out (tests/Cargo.toml): ops/test.sh runs it by name, last, once
+//! its background ARM64 build is done (`cargo test --test arm64`).
 
 mod common;
 

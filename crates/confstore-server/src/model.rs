@@ -149,7 +149,7 @@ impl ReadModel {
             confstore_snapshots::project(&m.state, &m.store_id.to_hex(), m.generation, service).ok().map(|p| Snap {
                 head_epoch: m.state.epoch,
                 json: p.to_json(),
-                jws: p.to_jws(key).to_string(),
+                jws: p.to_jws_text(key),
             })
         })?;
         let snap = Arc::new(snap);

@@ -276,6 +276,12 @@ impl ServiceDelta {
     pub fn to_jws(&self, key: &confstore_core::SigningKey) -> Value {
         confstore_core::jws::sign(&self.to_json(), confstore_core::jws::TYP_DELTA, key)
     }
+
+    /// [`Self::to_jws`] as JSON text (`confstore_core::jws::sign_text`): what the live
+    /// stream sends.
+    pub fn to_jws_text(&self, key: &confstore_core::SigningKey) -> String {
+        confstore_core::jws::sign_text(&self.to_json(), confstore_core::jws::TYP_DELTA, key)
+    }
 }
 
 /// What one changeset did to each service it changed: the keys to send in its delta, or
@@ -381,6 +387,12 @@ impl ServiceSnapshot {
     /// services receive, verifiable by any JOSE library with the public key.
     pub fn to_jws(&self, key: &confstore_core::SigningKey) -> Value {
         document_to_jws(&self.to_json(), key)
+    }
+
+    /// [`Self::to_jws`] as JSON text (`confstore_core::jws::sign_text`): what the live
+    /// stream sends.
+    pub fn to_jws_text(&self, key: &confstore_core::SigningKey) -> String {
+        confstore_core::jws::sign_text(&self.to_json(), JWS_TYP, key)
     }
 }
 

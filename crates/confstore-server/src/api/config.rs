@@ -139,7 +139,7 @@ pub async fn snapshot(
             let state = blocking(move || Ok(l.readers.with(|r| r.replay(confstore_log::Until::Epoch(epoch)))?)).await?;
             let snap =
                 confstore_snapshots::project(&state, &store_id, generation, &p.service).map_err(|_| unknown())?;
-            (snap.epoch, snap.to_json(), snap.to_jws(&app.keys.signing).to_string())
+            (snap.epoch, snap.to_json(), snap.to_jws_text(&app.keys.signing))
         }
         (ReadView::Fallback(fb), None) => {
             let (json, jws) = fb.mode().snapshots.get(&p.service).ok_or_else(unknown)?;

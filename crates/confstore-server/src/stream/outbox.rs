@@ -424,10 +424,9 @@ impl Outbox {
             else {
                 continue;
             };
-            let jws = delta.to_jws(&self.signing);
             self.open.push(Msg {
                 topic: stream::snapshot_topic(&service),
-                payload: Arc::new(jws.to_string().into_bytes()),
+                payload: Arc::new(delta.to_jws_text(&self.signing).into_bytes()),
                 retain: false,
                 kind: Kind::Delta,
             });
@@ -647,8 +646,7 @@ impl Outbox {
     }
 
     fn signed(&self, topic: String, doc: &serde_json::Value, typ: &str, retain: bool, kind: Kind) -> Msg {
-        let jws = jws::sign(doc, typ, &self.signing);
-        Msg { topic, payload: Arc::new(jws.to_string().into_bytes()), retain, kind }
+        Msg { topic, payload: Arc::new(jws::sign_text(doc, typ, &self.signing).into_bytes()), retain, kind }
     }
 
     /// `service`'s snapshot at the read position, signed (`None`: not a service here).
@@ -681,10 +679,9 @@ impl Outbox {
 /// `service`'s retained snapshot in `state`, signed (`None`: not a service there).
 fn snapshot_msg(state: &State, store_id: &str, generation: u64, service: &str, signing: &SigningKey) -> Option<Msg> {
     let snap = confstore_snapshots::project(state, store_id, generation, service).ok()?;
-    let jws = snap.to_jws(signing);
     Some(Msg {
         topic: stream::snapshot_topic(service),
-        payload: Arc::new(jws.to_string().into_bytes()),
+        payload: Arc::new(snap.to_jws_text(signing).into_bytes()),
         retain: true,
         kind: Kind::Snapshot,
     })
