@@ -571,11 +571,17 @@ fn a_large_service_written_continuously_keeps_the_client_lkg_file_short_with_its
     let writes = 80_u64;
     let mut most = 0;
     let mut last = 0;
+    // Stale messages counted before the first write is applied come from the start (the
+    // retained snapshot the broker held may trail the version fetched over REST).
+    let mut stale_at_start = 0;
     for i in 0..writes {
         last = put(&mut http, "web", "k0000", &json!(i));
         poll_until("the client to apply the write", DEADLINE, Duration::from_millis(1), || {
             (client.config().version().changed_epoch == last).then_some(())
         });
+        if i == 0 {
+            stale_at_start = client.stats().rejected("stale");
+        }
         most = most.max(deltas_in_file());
     }
     assert!(most < 40, "the LKG file held up to {most} deltas over {writes} writes: late snapshots did not compact it");
@@ -584,8 +590,11 @@ fn a_large_service_written_continuously_keeps_the_client_lkg_file_short_with_its
         (deltas_in_file() == 0).then_some(())
     });
     let stats = client.stats();
-    // At start the retained snapshot may trail the version fetched over REST: one stale.
-    assert!(stats.rejected("stale") <= 1, "{stats:?}");
+    // Counted as stale, every late snapshot was 17 of these 80 writes' messages when
+    // measured; taken for the LKG file instead, a loaded CI machine showed at most 3 in
+    // all (start included), which this bound leaves room for.
+    let stale_in_writes = stats.rejected("stale") - stale_at_start;
+    assert!(stale_in_writes <= writes / 10, "{stale_in_writes} stale during the writes: {stats:?}");
     assert_eq!(stats.rejected_total(), stats.rejected("duplicate") + stats.rejected("stale"), "{stats:?}");
     // Every version since the start, once each, in order.
     let epochs: Vec<u64> = applied.lock().unwrap().iter().map(|(e, _)| *e).collect();
