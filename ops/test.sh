@@ -109,35 +109,31 @@ features=(--features confstore/failpoints)
 export CARGO_INCREMENTAL=0
 log "formatting"
 cargo fmt --all -- --check
-# Work the tests do not wait for runs beside the build and the tests, at the lowest CPU and
-# I/O priority (nice 19, ionice idle), on the cycles they leave idle (the build's serial
-# stretches; the end-to-end tests' waits on fsync, child processes and timers); a test
-# process gets ~98 % of a core it shares with it. Its result counts like any test's.
-# 1. The lints: clippy checks every crate (dependencies in check mode: nothing the build
-#    makes is reused), ~8 wall-clock minutes alone on 2 cores, in a target directory of its
-#    own so it never waits for the build's lock or the tests'.
-# 2. The aarch64 server for tests/tests/arm64.rs, in the lean cross-smoke profile
+# (clippy ran in the background beside the build and the tests for one run: they left it too
+# few idle cycles, and the run took longer. It stays in the foreground.)
+log "lints"
+cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings
+log "build (one build shared by every test; the end-to-end tests run target/debug/confstore)"
+cargo build --workspace --all-targets --locked "${features[@]}"
+# Two builds the tests do not wait for run beside them, at the lowest CPU and I/O priority
+# (nice 19, ionice idle), on the cycles the end-to-end tests leave idle while they wait on
+# fsync, child processes and timers; a test process gets ~98 % of a core it shares with them.
+# 1. The aarch64 server for tests/tests/arm64.rs, in the lean cross-smoke profile
 #    (Cargo.toml); the test runs the same command, which is a no-op then. Alone: 6-7
 #    CPU-minutes. The test is left out of `cargo test` (tests/Cargo.toml) and run last, by
 #    name, so the other tests overlap this build instead of waiting for it.
-# 3. confstore-log's unit tests rebuilt with shuttle's primitives (the `shuttle` feature),
+# 2. confstore-log's unit tests rebuilt with shuttle's primitives (the `shuttle` feature),
 #    in a target directory of their own so the two feature sets never invalidate each other.
 bg_logs=$(mktemp -d)
 trap 'rm -rf "$bg_logs"' EXIT
 background() { nice -n 19 ionice -c 3 "$@"; }
-log "lints (clippy, in the background)"
-CARGO_TARGET_DIR=target/clippy background cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings \
-    >"$bg_logs/clippy.log" 2>&1 &
-clippy_pid=$!
-log "build (one build shared by every test; the end-to-end tests run target/debug/confstore)"
-cargo build --workspace --all-targets --locked "${features[@]}"
 background cargo build --locked --profile cross-smoke --target aarch64-unknown-linux-gnu -p confstore --bin confstore \
     >"$bg_logs/cross.log" 2>&1 &
 cross_pid=$!
 CARGO_TARGET_DIR=target/shuttle background cargo test --locked -p confstore-log --features shuttle --lib --no-run \
     >"$bg_logs/shuttle-build.log" 2>&1 &
 shuttle_pid=$!
-log "tests (beside them, in the background: the lints, the ARM64 build and the shuttle build)"
+log "tests (beside them, in the background: the ARM64 build and the shuttle build)"
 # The REST fuzz test (tests/tests/server_schemathesis.rs) fails instead of skipping when
 # schemathesis is missing: it was installed above.
 export CONFSTORE_REQUIRE_SCHEMATHESIS=1
@@ -183,12 +179,6 @@ else
     status=1
     echo "the ARM64 build failed:"
     tail -n 40 "$bg_logs/cross.log"
-fi
-log "lints (waiting for clippy)"
-if ! wait "$clippy_pid"; then
-    status=1
-    echo "clippy found problems (cargo clippy --workspace --all-targets -- -D warnings):"
-    grep -v '^ *\(Compiling\|Checking\|Blocking\)' "$bg_logs/clippy.log" | tail -n 80
 fi
 # One closing line over every test binary (cargo prints one per binary, the last often a
 # doc-test run with nothing in it).
