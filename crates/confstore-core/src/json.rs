@@ -295,13 +295,36 @@ fn check_number(literal: &str, frames: &[Frame]) -> Result<(), ExactJsonError> {
         });
     }
     let shortest = format!("{float:e}");
-    // A float exactly halfway between two 17-digit decimals has two shortest spellings
-    // (serde_json's ryu and Rust's formatter may pick either): the correctly rounded
-    // 17-digit one names the same float exactly as well.
-    if decimal(&shortest) != value && decimal(&format!("{float:.16e}")) != value {
+    if decimal(&shortest) != value && !other_tie_spelling(&value, &decimal(&shortest), float) {
         return Err(ExactJsonError::InexactNumber { literal: shorten(literal), pointer: pointer(), nearest: shortest });
     }
     Ok(())
+}
+
+/// Whether `value` (a literal that reads as `float`) is the other shortest spelling of
+/// `float`: a float exactly halfway between two decimals of the shortest length has two
+/// (`716649072271447.2` and `.3` for 716649072271447.25), and serde_json's ryu and Rust's
+/// formatter break that tie differently. So `value` is one unit of the last digit away from
+/// `shortest`, and `float` is exactly their midpoint.
+fn other_tie_spelling(value: &Decimal, shortest: &Decimal, float: f64) -> bool {
+    if value.negative != shortest.negative || value.digits.is_empty() || shortest.digits.is_empty() {
+        return false;
+    }
+    // Both as integers scaled to the smaller exponent (a float has at most 17 significant
+    // digits; anything longer is not a tie).
+    let exponent = value.exponent.min(shortest.exponent);
+    let scaled = |d: &Decimal| -> Option<u128> {
+        let pad = usize::try_from(d.exponent - exponent).ok()?;
+        (d.digits.len() + pad <= 30).then(|| format!("{}{}", d.digits, "0".repeat(pad)).parse().ok())?
+    };
+    let (Some(a), Some(b)) = (scaled(value), scaled(shortest)) else { return false };
+    if a.abs_diff(b) != 1 {
+        return false;
+    }
+    let sign = if value.negative { "-" } else { "" };
+    let midpoint = decimal(&format!("{sign}{}e{}", (a + b) * 5, exponent - 1));
+    // 800 digits write any binary64 exactly (the longest needs 767).
+    decimal(&format!("{float:.800e}")) == midpoint
 }
 
 #[cfg(test)]
@@ -346,6 +369,20 @@ mod tests {
         }
         assert!(parse_exact("-0").is_err());
         assert!(parse_exact("0").is_ok() && parse_exact("0.0").is_ok() && parse_exact("0e-5").is_ok());
+    }
+
+    #[test]
+    fn a_float_halfway_between_two_16_digit_decimals_is_accepted_in_either_spelling() {
+        // 716649072271447.25 is a float; 16 digits round it to ...447.2 (ryu) or ...447.3
+        // (Rust's formatter). Found by the exact_json property test.
+        for text in ["716649072271447.2", "716649072271447.3", "-716649072271447.2"] {
+            let back = parse_exact(text).unwrap().as_f64().map(f64::abs);
+            assert_eq!(back, Some(716_649_072_271_447.25), "{text}");
+        }
+        assert!(serde_json::to_string(&716_649_072_271_447.25_f64).unwrap().ends_with(".2"));
+        // Not a shortest spelling: refused, as any literal whose value is not the shortest's.
+        assert!(parse_exact("716649072271447.25").is_err());
+        assert!(parse_exact("716649072271447.24").is_err());
     }
 
     #[test]
