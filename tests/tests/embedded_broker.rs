@@ -8,15 +8,19 @@
 //!   the instance offline); one whose client id is taken over is closed without it.
 //! - A client silent past 1.5 times its keep-alive is closed, and its will published.
 //! - PINGREQ is answered; QoS 2 is not served.
+//! - A large service's retained snapshots are signed when a subscription needs them
+//!   (docs/adr/0034): a new subscriber gets a signed version, the current ones a rendered
+//!   snapshot at most once a second and one of the newest version after the writes stop.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::mqtt::{put_value, serve_with_stream, store_verifying_key};
+use common::mqtt::{RawClient, put_value, serve_with_stream, store_verifying_key};
 use common::*;
 use confstore_core::fleet::Status;
 use rumqttc::mqttbytes::{self, QoS};
@@ -130,17 +134,29 @@ fn mentions(key_of_store: &confstore_core::VerifyingKey, p: &Publish, key: &str)
     })
 }
 
+/// `confstore serve` with the embedded broker on a free port, service `svc` registered.
+struct Served {
+    port: u16,
+    server: Server,
+    http: Http,
+    /// A `config.read` token of `svc` (its MQTT password).
+    token: String,
+    store_key: confstore_core::VerifyingKey,
+}
+
+fn served(dir: &std::path::Path) -> Served {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (store, server, http) = serve_with_stream(dir, &["--mqtt-listen", &listen], &["svc"]);
+    let args = ["token", "create", "--role", "config.read", "--service", "svc", "--name", "svc", "--json"];
+    let token = str_of(&store.json(&args), "token").to_owned();
+    Served { port, server, http, token, store_key: store_verifying_key(&store) }
+}
+
 #[test]
 fn sessions_wills_takeover_and_keep_alive_on_the_embedded_broker() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let (store, server, mut http) = serve_with_stream(dir.path(), &["--mqtt-listen", &listen], &["svc"]);
-    let token = {
-        let args = ["token", "create", "--role", "config.read", "--service", "svc", "--name", "svc", "--json"];
-        str_of(&store.json(&args), "token").to_owned()
-    };
-    let store_key = store_verifying_key(&store);
+    let Served { port, server, mut http, token, store_key } = served(dir.path());
     put_value(&mut http, "svc", "first", &json!(1));
 
     // A persistent session subscribes, takes the retained snapshot, and goes away without
@@ -205,5 +221,87 @@ fn sessions_wills_takeover_and_keep_alive_on_the_embedded_broker() {
     q2.send(Packet::Publish(report));
     q2.closed_within(DEADLINE);
     assert_eq!(fleet_state(&mut http, "q2"), None);
+    drop(server);
+}
+
+/// A counter's value on `/metrics`.
+fn counter(http: &mut Http, name: &str) -> u64 {
+    let text = http.ok("GET", "/metrics", None).text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0, |v| v.trim().parse().expect("a whole number"))
+}
+
+/// The snapshot document in `payload`, if it is one signed by the store.
+fn snapshot_in(key: &confstore_core::VerifyingKey, payload: &[u8]) -> Option<Value> {
+    let jws = serde_json::from_slice::<Value>(payload).ok()?;
+    confstore_core::jws::verify(&jws, confstore_core::jws::TYP_SNAPSHOT, std::slice::from_ref(key)).ok()
+}
+
+#[test]
+fn a_large_service_s_retained_snapshots_are_signed_when_a_subscription_needs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let Served { port, server, mut http, token, store_key } = served(dir.path());
+    // Large enough to be rendered off the publisher's task, and so deferred.
+    let keys = confstore_core::limits::STREAM_RENDER_ELSEWHERE_KEYS_MIN + 50;
+    let set: serde_json::Map<String, Value> = (0..keys).map(|i| (format!("k{i:04}"), json!(-1))).collect();
+    let first =
+        http.ok("PATCH", "/api/v1/services/svc/values", Some(&json!({ "set": set }))).json()["epoch"].as_u64().unwrap();
+    let current = RawClient::connect(port, "current", Some(("svc", &token)), &["system/config/svc"]);
+    poll_until("the snapshot of the first version", DEADLINE, Duration::from_millis(5), || {
+        current
+            .messages()
+            .iter()
+            .filter_map(|m| snapshot_in(&store_key, &m.payload))
+            .any(|d| d["changed_epoch"].as_u64() == Some(first))
+            .then_some(())
+    });
+    // The value of k0000 at each version written.
+    let mut written = BTreeMap::from([(first, json!(-1))]);
+    let deferred_rendered = "confstore_mqtt_deferred_rendered_total";
+    let start = Instant::now();
+    let mut i = 0_i64;
+    // Written continuously for several windows, with a new subscriber every ten writes,
+    // until one of them got a snapshot rendered for it.
+    while start.elapsed() < Duration::from_millis(400) || counter(&mut http, deferred_rendered) == 0 {
+        assert!(start.elapsed() < DEADLINE, "no retained snapshot was rendered for a new subscriber");
+        written.insert(put_value(&mut http, "svc", "k0000", &json!(i)), json!(i));
+        i += 1;
+        if i % 10 == 0 {
+            let (mut w, _) = Wire::connect(port, &format!("new-{i}"), &token, true, 30, None);
+            w.subscribe("system/config/svc");
+            let p = w.next_publish();
+            let doc = snapshot_in(&store_key, &p.payload).expect("a signed snapshot");
+            assert!(p.retain);
+            // A real version of the service: the whole of it as it was at that epoch.
+            let at = doc["changed_epoch"].as_u64().unwrap();
+            assert_eq!(Some(&doc["config"]["k0000"]), written.get(&at), "the snapshot of version {at}");
+            assert_eq!(doc["config"].as_object().map(serde_json::Map::len), Some(keys));
+        }
+    }
+    let elapsed = start.elapsed();
+    let last = *written.keys().last().unwrap();
+    // The current subscriber followed the deltas; rendered snapshots reached it at most once
+    // a second (one per 50 ms window without deferring: eight or more here), the first
+    // possibly within a second of the start.
+    let rendered =
+        current.messages().iter().filter(|m| !m.retain && snapshot_in(&store_key, &m.payload).is_some()).count();
+    let bound = usize::try_from(elapsed.as_secs()).unwrap() + 2;
+    assert!(rendered <= bound, "{rendered} rendered snapshots in {elapsed:?} of writes (at most {bound})");
+    // Once the writes stop, a rendered snapshot of the newest version reaches it (what
+    // compacts a client's LKG file), and it is the retained one a new subscriber gets.
+    poll_until("a rendered snapshot of the newest version", DEADLINE, Duration::from_millis(10), || {
+        current
+            .messages()
+            .iter()
+            .filter_map(|m| snapshot_in(&store_key, &m.payload))
+            .any(|d| d["changed_epoch"].as_u64() == Some(last))
+            .then_some(())
+    });
+    let (mut w, _) = Wire::connect(port, "after", &token, true, 30, None);
+    w.subscribe("system/config/svc");
+    let doc = snapshot_in(&store_key, &w.next_publish().payload).expect("a signed snapshot");
+    assert_eq!(doc["changed_epoch"].as_u64(), Some(last));
+    assert_eq!(doc["config"]["k0000"], json!(i - 1));
     drop(server);
 }

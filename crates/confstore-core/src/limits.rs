@@ -229,6 +229,13 @@ pub const STREAM_SNAPSHOT_WINDOW_MIN_MS: u64 = 10;
 /// ~0.6 ms, which the deltas behind them would wait; a thread hand-off (~30 µs) costs more
 /// than rendering a smaller service.
 pub const STREAM_RENDER_ELSEWHERE_KEYS_MIN: usize = 200;
+/// How often, under continuous writes, a large service's retained snapshot is really rendered
+/// and sent when the broker can defer it (the embedded one; docs/adr/0034), in
+/// milliseconds: between two, the broker keeps the service's state and signs a snapshot
+/// only for a new subscriber. These renders are what compact the clients' LKG files: at a
+/// thousand writes a second a file holds at most ~1,000 deltas, a quarter of the 4,096 a
+/// client keeps.
+pub const STREAM_DEFERRED_RENDER_INTERVAL_MS: u64 = 1000;
 /// Most stream messages a client applies before it writes its LKG file once and
 /// acknowledges them all: enough to catch up after a burst in a few file writes, few enough
 /// that a crash replays little (the broker sends unacknowledged messages again).

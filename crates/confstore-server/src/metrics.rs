@@ -108,6 +108,7 @@ struct Inner {
     mqtt_pending: Gauge,
     mqtt_connects: Counter,
     mqtt_dropped: Counter,
+    mqtt_deferred_rendered: Counter,
     connections: Family<ListenerLabel, Gauge>,
     connections_closed: Family<ListenerReasonLabels, Counter>,
     append_failing: Gauge,
@@ -233,7 +234,8 @@ impl Metrics {
         let mqtt_published = Family::<KindLabel, Counter>::default();
         registry.register(
             "mqtt_published",
-            "Messages the broker acknowledged, by kind (snapshot, event, head, health)",
+            "Messages the broker acknowledged, by kind (snapshot, delta, event, head, health, snapshot_deferred: a \
+             large service's retained snapshot the embedded broker signs when a subscription first needs it)",
             mqtt_published.clone(),
         );
         let mqtt_published_seq = Gauge::default();
@@ -256,6 +258,13 @@ impl Metrics {
             "Messages the embedded broker dropped: the oldest of a persistent session's queue past its bound, or a \
              report the fleet view's full queue could not take",
             mqtt_dropped.clone(),
+        );
+        let mqtt_deferred_rendered = Counter::default();
+        registry.register(
+            "mqtt_deferred_rendered",
+            "Deferred retained snapshots the embedded broker rendered and signed for a new subscription \
+             (docs/adr/0034)",
+            mqtt_deferred_rendered.clone(),
         );
         let connections = Family::<ListenerLabel, Gauge>::default();
         registry.register("open_connections", "Open client connections, by listener (http, mqtt)", connections.clone());
@@ -301,6 +310,7 @@ impl Metrics {
             mqtt_pending,
             mqtt_connects,
             mqtt_dropped,
+            mqtt_deferred_rendered,
             connections,
             connections_closed,
             append_failing,
@@ -414,6 +424,11 @@ impl Metrics {
     /// Counts a message the embedded broker dropped.
     pub fn mqtt_dropped(&self) {
         self.0.mqtt_dropped.inc();
+    }
+
+    /// Counts a deferred retained snapshot the embedded broker made for a subscription.
+    pub fn mqtt_deferred_rendered(&self) {
+        self.0.mqtt_deferred_rendered.inc();
     }
 
     /// Counts a message the broker acknowledged.

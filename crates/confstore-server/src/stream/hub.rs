@@ -10,7 +10,10 @@
 //! restart, as it would on any broker that lost it):
 //! - **Retained messages**, one per topic; an empty retained payload deletes. At most
 //!   [`RETAINED_TOPICS_MAX`]: past it a client's retained message is forwarded but not kept
-//!   (the store's own messages are always kept).
+//!   (the store's own messages are always kept). The publisher may also leave a retained
+//!   message to be made when it is first needed ([`Hub::retain_deferred`]; docs/adr/0034):
+//!   a large service's snapshot is kept as the service's state and rendered and signed only
+//!   when a subscription asks for it, once, whoever asks.
 //! - **Sessions** by client id. A clean session ends with its connection. A persistent one
 //!   (clean session off) keeps its subscriptions and the QoS 1 messages it has not
 //!   acknowledged or not yet received — at most [`SESSION_QUEUE_MAX`], the oldest dropped
@@ -31,7 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -92,6 +95,76 @@ pub struct Attached {
     pub session_present: bool,
 }
 
+/// The payload of a retained message made when a subscription first needs it
+/// ([`Hub::retain_deferred`]).
+pub trait Deferred: Send + Sync {
+    /// Makes the payload (CPU only; an empty one: nothing to deliver). Called at most once
+    /// per message.
+    fn render(&self) -> Bytes;
+}
+
+/// A retained message as the hub keeps it.
+#[derive(Clone)]
+enum Retained {
+    Ready(Arc<Message>),
+    Deferred(Arc<DeferredMessage>),
+}
+
+/// A retained message whose payload is made on first need, then kept.
+struct DeferredMessage {
+    topic: String,
+    qos: QoS,
+    payload: Arc<dyn Deferred>,
+    made: OnceLock<Option<Arc<Message>>>,
+}
+
+impl DeferredMessage {
+    /// The message, made now if it was not yet (concurrent callers wait for one render).
+    fn message(&self, stats: &HubStats) -> Option<Arc<Message>> {
+        self.made
+            .get_or_init(|| {
+                let payload = self.payload.render();
+                stats.deferred_rendered.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = stats.metrics.get() {
+                    m.mqtt_deferred_rendered();
+                }
+                (!payload.is_empty())
+                    .then(|| Arc::new(Message { topic: self.topic.clone(), payload, retain: true, qos: self.qos }))
+            })
+            .clone()
+    }
+}
+
+impl Retained {
+    fn qos(&self) -> QoS {
+        match self {
+            Self::Ready(m) => m.qos,
+            Self::Deferred(d) => d.qos,
+        }
+    }
+
+    /// Whether taking the message costs a render.
+    fn unmade(&self) -> bool {
+        matches!(self, Self::Deferred(d) if d.made.get().is_none())
+    }
+
+    fn message(&self, stats: &HubStats) -> Option<Arc<Message>> {
+        match self {
+            Self::Ready(m) => Some(Arc::clone(m)),
+            Self::Deferred(d) => d.message(stats),
+        }
+    }
+}
+
+/// Runs `f`, a render of a few milliseconds, telling a multi-threaded runtime to move its
+/// other tasks off this thread meanwhile.
+fn rendering<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Counters for tests, and the metrics they also feed once set ([`Hub::count_into`]).
 #[derive(Debug, Default)]
 pub struct HubStats {
@@ -100,6 +173,8 @@ pub struct HubStats {
     pub dropped: AtomicU64,
     /// Connections closed because their queue was full.
     pub slow_closed: AtomicU64,
+    /// Deferred retained messages made for a subscription ([`Hub::retain_deferred`]).
+    pub deferred_rendered: AtomicU64,
 }
 
 /// The hub. Cheap to clone (one shared state).
@@ -124,7 +199,7 @@ struct State {
     /// of them. Each session's own `filters` stay authoritative (a stale entry is skipped).
     exact: HashMap<String, HashSet<Arc<str>>>,
     wild: HashMap<String, HashSet<Arc<str>>>,
-    retained: BTreeMap<String, Arc<Message>>,
+    retained: BTreeMap<String, Retained>,
     local: Vec<(String, mpsc::Sender<Arc<Message>>)>,
     next_conn: u64,
 }
@@ -228,28 +303,40 @@ impl Hub {
     }
 
     /// Subscribes connection `conn` of `client_id` to `filters` (valid, allowed ones) and
-    /// returns the retained messages they match, to deliver right after the SUBACK.
+    /// returns the retained messages they match, to deliver right after the SUBACK. A
+    /// deferred one not made yet is made here, after the hub's lock is released (messages
+    /// published meanwhile wait in the connection's channel, behind these).
     pub fn subscribe(&self, client_id: &str, conn: u64, filters: &[(String, QoS)]) -> Vec<Delivery> {
-        let mut st = self.lock();
-        let State { sessions, retained, exact, wild, .. } = &mut *st;
-        let Some(s) = sessions.get_mut(client_id).filter(|s| s.conn.as_ref().is_some_and(|l| l.id == conn)) else {
-            return Vec::new();
+        let matched = {
+            let mut st = self.lock();
+            let State { sessions, retained, exact, wild, .. } = &mut *st;
+            let Some(s) = sessions.get_mut(client_id).filter(|s| s.conn.as_ref().is_some_and(|l| l.id == conn)) else {
+                return Vec::new();
+            };
+            let id: Arc<str> = Arc::from(client_id);
+            let mut matched = Vec::new();
+            for (filter, qos) in filters {
+                let qos = min_qos(*qos, QoS::AtLeastOnce);
+                match s.filters.iter_mut().find(|(f, _)| f == filter) {
+                    Some(existing) => existing.1 = qos,
+                    None => s.filters.push((filter.clone(), qos)),
+                }
+                let index = if has_wildcards(filter) { &mut *wild } else { &mut *exact };
+                index.entry(filter.clone()).or_default().insert(Arc::clone(&id));
+                matched.extend(retained_matching(retained, filter).into_iter().map(|r| (r.clone(), qos)));
+            }
+            matched
         };
-        let id: Arc<str> = Arc::from(client_id);
-        let mut out = Vec::new();
-        for (filter, qos) in filters {
-            let qos = min_qos(*qos, QoS::AtLeastOnce);
-            match s.filters.iter_mut().find(|(f, _)| f == filter) {
-                Some(existing) => existing.1 = qos,
-                None => s.filters.push((filter.clone(), qos)),
-            }
-            let index = if has_wildcards(filter) { &mut *wild } else { &mut *exact };
-            index.entry(filter.clone()).or_default().insert(Arc::clone(&id));
-            for msg in retained_matching(retained, filter) {
-                out.push(Delivery { qos: min_qos(msg.qos, qos), msg: Arc::clone(msg), retain: true });
-            }
-        }
-        out
+        let make = || {
+            matched
+                .iter()
+                .filter_map(|(r, qos)| {
+                    let msg = r.message(&self.stats)?;
+                    Some(Delivery { qos: min_qos(r.qos(), *qos), msg, retain: true })
+                })
+                .collect()
+        };
+        if matched.iter().any(|(r, _)| r.unmade()) { rendering(make) } else { make() }
     }
 
     /// Removes `filters` from the session of connection `conn`.
@@ -309,7 +396,7 @@ impl Hub {
             if msg.payload.is_empty() {
                 st.retained.remove(&msg.topic);
             } else if trusted || st.retained.len() < RETAINED_TOPICS_MAX || st.retained.contains_key(&msg.topic) {
-                st.retained.insert(msg.topic.clone(), Arc::clone(&msg));
+                st.retained.insert(msg.topic.clone(), Retained::Ready(Arc::clone(&msg)));
             }
         }
         let State { sessions, local, exact, wild, .. } = &mut *st;
@@ -341,13 +428,23 @@ impl Hub {
         }
     }
 
+    /// Keeps, as `topic`'s retained message, one whose payload is made when a subscription
+    /// first needs it (the store's own: always kept). It is not sent to the current
+    /// subscribers: they get what is published on the topic (docs/adr/0034).
+    pub fn retain_deferred(&self, topic: String, qos: QoS, payload: Arc<dyn Deferred>) {
+        let d = DeferredMessage { topic: topic.clone(), qos, payload, made: OnceLock::new() };
+        self.lock().retained.insert(topic, Retained::Deferred(Arc::new(d)));
+    }
+
     /// An in-process subscriber to `filter`: the retained messages it matches first, then
-    /// every message published to it. Ends when the receiver is dropped.
+    /// every message published to it. Ends when the receiver is dropped. (A deferred
+    /// retained message it matches is made under the hub's lock: the one local subscriber,
+    /// the fleet view, reads reports, never snapshots.)
     pub fn subscribe_local(&self, filter: &str) -> mpsc::Receiver<Arc<Message>> {
         let mut st = self.lock();
         let (tx, rx) = mpsc::channel(LOCAL_QUEUE_MAX);
-        for msg in retained_matching(&st.retained, filter) {
-            if tx.try_send(Arc::clone(msg)).is_err() {
+        for msg in retained_matching(&st.retained, filter).into_iter().filter_map(|r| r.message(&self.stats)) {
+            if tx.try_send(msg).is_err() {
                 self.stats.drop_one();
             }
         }
@@ -360,9 +457,10 @@ impl Hub {
         self.lock().sessions.get(client_id).is_some_and(|s| s.conn.as_ref().is_some_and(|l| l.id == conn))
     }
 
-    /// The retained message on `topic`, if any.
+    /// The retained message on `topic`, if any (a deferred one is made now).
     pub fn retained(&self, topic: &str) -> Option<Arc<Message>> {
-        self.lock().retained.get(topic).cloned()
+        let r = self.lock().retained.get(topic).cloned()?;
+        rendering(|| r.message(&self.stats))
     }
 
     /// How many sessions are kept (connected or not).
@@ -459,7 +557,7 @@ fn min_qos(a: QoS, b: QoS) -> QoS {
 
 /// The retained messages `filter` matches: a literal filter is one map lookup; a filter
 /// with wildcards walks the topics under its literal prefix.
-fn retained_matching<'a>(retained: &'a BTreeMap<String, Arc<Message>>, filter: &str) -> Vec<&'a Arc<Message>> {
+fn retained_matching<'a>(retained: &'a BTreeMap<String, Retained>, filter: &str) -> Vec<&'a Retained> {
     let prefix = filter.find(['+', '#']).map_or(filter, |i| &filter[..i]);
     if prefix.len() == filter.len() {
         return retained.get(filter).into_iter().collect();
@@ -590,7 +688,7 @@ mod tests {
         {
             let mut st = hub.lock();
             for i in 0..RETAINED_TOPICS_MAX {
-                st.retained.insert(format!("r/{i}"), Arc::new(msg("r", "x", true)));
+                st.retained.insert(format!("r/{i}"), Retained::Ready(Arc::new(msg("r", "x", true))));
             }
         }
         hub.publish(msg("system/config-status/a/b", "report", true), false);
@@ -662,5 +760,62 @@ mod tests {
             hub.disconnect(&id, &mut c, Vec::new());
         }
         assert!(hub.sessions() <= SESSIONS_MAX);
+    }
+
+    /// A deferred payload that counts its renders.
+    struct Counting(AtomicU64, &'static str);
+
+    impl Deferred for Counting {
+        fn render(&self) -> Bytes {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Bytes::from_static(self.1.as_bytes())
+        }
+    }
+
+    #[test]
+    fn a_deferred_retained_message_is_made_once_for_new_subscribers_and_not_sent_to_current_ones() {
+        let hub = Hub::new();
+        let mut current = hub.connect("current", true);
+        hub.subscribe("current", current.id, &[("system/config/big".into(), QoS::AtLeastOnce)]);
+        let snap = Arc::new(Counting(AtomicU64::new(0), "snapshot"));
+        hub.retain_deferred("system/config/big".into(), QoS::AtLeastOnce, Arc::clone(&snap) as Arc<dyn Deferred>);
+        assert!(drain(&mut current.rx).is_empty(), "current subscribers follow what is published");
+        assert_eq!(snap.0.load(Ordering::Relaxed), 0, "nothing made until a subscription asks");
+        let a = hub.connect("a", true);
+        let got = hub.subscribe("a", a.id, &[("system/config/+".into(), QoS::AtLeastOnce)]);
+        let got: Vec<_> = got.iter().map(|d| (d.msg.topic.as_str(), d.msg.payload.clone(), d.retain)).collect();
+        assert_eq!(got, [("system/config/big", Bytes::from("snapshot"), true)]);
+        let b = hub.connect("b", true);
+        let again = hub.subscribe("b", b.id, &[("system/config/big".into(), QoS::AtMostOnce)]);
+        assert_eq!((again.len(), again[0].qos), (1, QoS::AtMostOnce));
+        assert_eq!(snap.0.load(Ordering::Relaxed), 1, "made once, whoever asks");
+        assert_eq!(hub.stats.deferred_rendered.load(Ordering::Relaxed), 1);
+        // A published retained message replaces it; a deferred one replaces that in turn.
+        hub.publish(msg("system/config/big", "newer", true), true);
+        assert_eq!(hub.retained("system/config/big").map(|m| m.payload.clone()), Some(Bytes::from("newer")));
+        let newest = Arc::new(Counting(AtomicU64::new(0), "newest"));
+        hub.retain_deferred("system/config/big".into(), QoS::AtLeastOnce, newest);
+        assert_eq!(hub.retained("system/config/big").map(|m| m.payload.clone()), Some(Bytes::from("newest")));
+        // One whose render comes out empty is delivered to no one.
+        hub.retain_deferred("system/config/gone".into(), QoS::AtLeastOnce, Arc::new(Counting(AtomicU64::new(0), "")));
+        let c = hub.connect("c", true);
+        assert!(hub.subscribe("c", c.id, &[("system/config/gone".into(), QoS::AtLeastOnce)]).is_empty());
+    }
+
+    #[test]
+    fn a_deferred_retained_message_is_made_on_a_connection_task_of_a_multi_threaded_runtime() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+        let hub = Hub::new();
+        hub.retain_deferred("system/config/big".into(), QoS::AtLeastOnce, Arc::new(Counting(AtomicU64::new(0), "s")));
+        let h = hub.clone();
+        let got = rt.block_on(async move {
+            tokio::spawn(async move {
+                let c = h.connect("c", true);
+                h.subscribe("c", c.id, &[("system/config/big".into(), QoS::AtLeastOnce)]).len()
+            })
+            .await
+            .unwrap()
+        });
+        assert_eq!(got, 1);
     }
 }

@@ -24,6 +24,13 @@
 //!   copy of what they read taken when they fall due, so the deltas behind them do not
 //!   wait; such a snapshot reaches the broker after the deltas cut while it was rendered,
 //!   so a client may get it after newer versions (it compacts its LKG file with it);
+//!   On a broker that can hold a snapshot unsigned until someone needs it (the embedded
+//!   one: [`Self::defer_large_snapshots`], docs/adr/0034), a large service's window gives a
+//!   [`DeferredSnapshot`] instead: a copy of what the snapshot reads, rendered and signed
+//!   only when a new subscription asks for it. Current subscribers follow the deltas; they
+//!   get a rendered snapshot (what compacts their LKG files) at most every
+//!   [`DEFERRED_RENDER_INTERVAL`] under continuous writes, and one
+//!   [`DEFERRED_RENDER_INTERVAL`] after the writes stop;
 //! - the signed head goes out at most once per [`HEAD_WINDOW`] (at once after a quiet
 //!   spell).
 //!
@@ -56,6 +63,10 @@ pub const SNAPSHOT_WINDOW_MIN: Duration = Duration::from_millis(confstore_core::
 /// off the publisher's task (~2.4 ms at 1,000 keys of 300 bytes; a thread hand-off costs
 /// more than rendering a small service).
 pub const RENDER_ELSEWHERE_KEYS: usize = confstore_core::limits::STREAM_RENDER_ELSEWHERE_KEYS_MIN;
+/// Under continuous writes, how often a large service's retained snapshot is rendered
+/// and sent when snapshots are deferred ([`Outbox::defer_large_snapshots`]).
+pub const DEFERRED_RENDER_INTERVAL: Duration =
+    Duration::from_millis(confstore_core::limits::STREAM_DEFERRED_RENDER_INTERVAL_MS);
 /// Least time between two signed heads under continuous writes.
 pub const HEAD_WINDOW: Duration = Duration::from_millis(confstore_core::limits::STREAM_HEAD_WINDOW_MS);
 
@@ -75,6 +86,9 @@ pub enum Kind {
     Snapshot,
     /// A service's delta on `system/config/<service>` (not retained).
     Delta,
+    /// A service's retained snapshot left to the broker to render when a subscription
+    /// first needs it ([`DeferredSnapshot`]).
+    Deferred,
     /// The signed head on `system/config-head` (retained).
     Head,
     /// The signed Merkle-tree checkpoint on `system/config-checkpoint` (retained).
@@ -94,6 +108,7 @@ impl Kind {
             Self::Event => "event",
             Self::Snapshot => "snapshot",
             Self::Delta => "delta",
+            Self::Deferred => "snapshot_deferred",
             Self::Head => "head",
             Self::Checkpoint => "checkpoint",
             Self::Health => "health",
@@ -108,12 +123,50 @@ impl Kind {
 pub struct Msg {
     /// Topic.
     pub topic: String,
-    /// Payload bytes (shared between resends).
+    /// Payload bytes (shared between resends); empty for a deferred snapshot.
     pub payload: Arc<Vec<u8>>,
     /// Retained?
     pub retain: bool,
     /// What it is.
     pub kind: Kind,
+    /// A retained snapshot the broker renders when first needed ([`Kind::Deferred`]).
+    pub deferred: Option<Arc<DeferredSnapshot>>,
+}
+
+impl Msg {
+    /// The payload, a deferred snapshot's rendered now if it was not yet.
+    pub fn bytes(&self) -> Arc<Vec<u8>> {
+        self.deferred.as_ref().map_or_else(|| Arc::clone(&self.payload), |d| d.payload())
+    }
+}
+
+/// A service's retained snapshot, not rendered yet: a copy of what it reads
+/// ([`confstore_snapshots::service_view`]), rendered and signed on first need, once.
+pub struct DeferredSnapshot {
+    signing: Arc<SigningKey>,
+    store_id: String,
+    generation: u64,
+    service: String,
+    view: State,
+    made: std::sync::OnceLock<Arc<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for DeferredSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeferredSnapshot").field("service", &self.service).finish_non_exhaustive()
+    }
+}
+
+impl DeferredSnapshot {
+    /// The signed snapshot (JWS text), rendered on the first call (CPU only: a few
+    /// milliseconds for a thousand keys). Empty if the view lacks the service, which
+    /// cannot happen for one the outbox made.
+    pub fn payload(&self) -> Arc<Vec<u8>> {
+        Arc::clone(self.made.get_or_init(|| {
+            snapshot_msg(&self.view, &self.store_id, self.generation, &self.service, &self.signing)
+                .map_or_else(|| Arc::new(Vec::new()), |m| m.payload)
+        }))
+    }
 }
 
 /// Messages to send in order, and the log position acknowledged once all of them are.
@@ -236,6 +289,15 @@ pub struct Outbox {
     /// The job being rendered (at most one).
     rendering: Option<InFlight>,
     next_render_id: u64,
+    /// Whether large services' retained snapshots are deferred between renders
+    /// ([`Self::defer_large_snapshots`]).
+    defer: bool,
+    /// When each large service's retained snapshot was last rendered (cut into a job, or
+    /// sent whole).
+    rendered_at: std::collections::HashMap<String, Instant>,
+    /// Large services whose newest retained snapshot is a deferred one, and since when: a
+    /// rendered one follows [`DEFERRED_RENDER_INTERVAL`] later.
+    unrendered: BTreeMap<String, Instant>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -276,6 +338,9 @@ impl Outbox {
             job: None,
             rendering: None,
             next_render_id: 0,
+            defer: false,
+            rendered_at: std::collections::HashMap::new(),
+            unrendered: BTreeMap::new(),
         }
     }
 
@@ -283,6 +348,15 @@ impl Outbox {
     #[cfg(test)]
     pub fn render_elsewhere_from(&mut self, keys: usize) {
         self.render_elsewhere_keys = keys;
+    }
+
+    /// Whether large services' retained snapshots may be deferred (default: no): kept as a
+    /// [`DeferredSnapshot`] for the broker to render when a subscription first needs it,
+    /// with a rendered one at most every [`DEFERRED_RENDER_INTERVAL`] for the current
+    /// subscribers. Only for a broker that takes [`Kind::Deferred`] messages (the embedded
+    /// one); another would get each rendered when sent.
+    pub fn defer_large_snapshots(&mut self, on: bool) {
+        self.defer = on;
     }
 
     /// Whether the events taken in from now on get their message on
@@ -310,6 +384,8 @@ impl Outbox {
         self.changeset_rollouts.clear();
         self.due.clear();
         self.forget_render();
+        self.rendered_at.clear();
+        self.unrendered.clear();
         if resumed {
             self.acked = Some(at);
             self.head_msg = Some(self.head_message());
@@ -330,6 +406,7 @@ impl Outbox {
         self.due.clear();
         // Everything is rendered here, newer than what a job in flight would bring.
         self.forget_render();
+        self.unrendered.clear();
         let head = self.head_message();
         self.head_msg = Some(head.clone());
         self.head_due = false;
@@ -414,6 +491,10 @@ impl Outbox {
                 // That snapshot is the retained one too, unless a later change makes
                 // another due; one still being rendered is older.
                 self.due.remove(&service);
+                self.unrendered.remove(&service);
+                if self.renders_elsewhere(&service) {
+                    self.rendered_at.insert(service.clone(), now);
+                }
                 if let Some(r) = self.rendering.as_mut().filter(|r| r.services.iter().any(|(s, _)| *s == service)) {
                     r.superseded.insert(service.clone());
                 }
@@ -429,6 +510,7 @@ impl Outbox {
                 payload: Arc::new(delta.to_jws_text(&self.signing).into_bytes()),
                 retain: false,
                 kind: Kind::Delta,
+                deferred: None,
             });
             self.due.entry(service).or_insert(Due { before: start, since: now });
         }
@@ -455,21 +537,39 @@ impl Outbox {
         let mut elsewhere = Vec::new();
         for service in ready {
             let Some(due) = self.due.remove(&service) else { continue };
-            if self.renders_elsewhere(&service) {
-                let view = confstore_snapshots::service_view(&self.state, &service);
-                elsewhere.push((service, due, view));
-            } else if let Some(m) = self.snapshot_message(&service) {
-                msgs.push(m);
+            if !self.renders_elsewhere(&service) {
+                if let Some(m) = self.snapshot_message(&service) {
+                    msgs.push(m);
+                }
+            } else if self.defers(&service, now) {
+                self.unrendered.entry(service.clone()).or_insert(now);
+                msgs.push(self.deferred_message(&service));
+            } else {
+                elsewhere.push((service, due));
             }
+        }
+        // A deferred snapshot not followed by a rendered one (the writes stopped) gets one
+        // now, so the clients' LKG files end compacted.
+        if self.rendering.is_none() {
+            let at = (self.read_seq, self.read_hash);
+            let settle: Vec<String> = self
+                .unrendered
+                .iter()
+                .filter(|(s, t)| **t + DEFERRED_RENDER_INTERVAL <= now && !self.due.contains_key(*s))
+                .map(|(s, _)| s.clone())
+                .collect();
+            elsewhere.extend(settle.into_iter().map(|s| (s, Due { before: at, since: now })));
         }
         if !elsewhere.is_empty() {
             let id = self.next_render_id;
             self.next_render_id += 1;
             let mut services = Vec::with_capacity(elsewhere.len());
             let mut views = Vec::with_capacity(elsewhere.len());
-            for (service, due, view) in elsewhere {
-                services.push((service.clone(), due));
-                views.push((service, view));
+            for (service, due) in elsewhere {
+                self.rendered_at.insert(service.clone(), now);
+                self.unrendered.remove(&service);
+                views.push((service.clone(), confstore_snapshots::service_view(&self.state, &service)));
+                services.push((service, due));
             }
             self.rendering = Some(InFlight { id, services, superseded: std::collections::BTreeSet::new() });
             self.job = Some(RenderJob {
@@ -498,6 +598,36 @@ impl Outbox {
     /// Whether `service`'s retained snapshot is rendered off the task.
     fn renders_elsewhere(&self, service: &str) -> bool {
         self.state.services.get(service).is_some_and(|v| v.len() >= self.render_elsewhere_keys)
+    }
+
+    /// Whether `service`'s retained snapshot falling due at `now` is deferred rather than
+    /// rendered: deferring is on and its last render is more recent than
+    /// [`DEFERRED_RENDER_INTERVAL`].
+    fn defers(&self, service: &str, now: Instant) -> bool {
+        self.defer
+            && self
+                .rendered_at
+                .get(service)
+                .is_some_and(|t| now.saturating_duration_since(*t) < DEFERRED_RENDER_INTERVAL)
+    }
+
+    /// `service`'s retained snapshot at the read position, deferred.
+    fn deferred_message(&self, service: &str) -> Msg {
+        let snapshot = DeferredSnapshot {
+            signing: Arc::clone(&self.signing),
+            store_id: self.store_id.clone(),
+            generation: self.generation,
+            service: service.to_owned(),
+            view: confstore_snapshots::service_view(&self.state, service),
+            made: std::sync::OnceLock::new(),
+        };
+        Msg {
+            topic: stream::snapshot_topic(service),
+            payload: Arc::new(Vec::new()),
+            retain: true,
+            kind: Kind::Deferred,
+            deferred: Some(Arc::new(snapshot)),
+        }
     }
 
     /// Whether `service`'s retained snapshot, due or not, must wait for the job in flight.
@@ -589,8 +719,13 @@ impl Outbox {
     /// publisher.
     pub fn next_due(&self) -> Option<Instant> {
         let snapshots = self.due.iter().filter(|(s, _)| !self.waits_for_render(s)).map(|(s, d)| self.due_at(s, d));
+        let settle = self
+            .unrendered
+            .iter()
+            .filter(|(s, _)| self.rendering.is_none() && !self.due.contains_key(*s))
+            .map(|(_, t)| *t + DEFERRED_RENDER_INTERVAL);
         let head = self.last_head.filter(|_| self.head_due).map(|t| t + HEAD_WINDOW);
-        snapshots.chain(head).min()
+        snapshots.chain(settle).chain(head).min()
     }
 
     fn cut_open(&mut self) {
@@ -646,7 +781,13 @@ impl Outbox {
     }
 
     fn signed(&self, topic: String, doc: &serde_json::Value, typ: &str, retain: bool, kind: Kind) -> Msg {
-        Msg { topic, payload: Arc::new(jws::sign_text(doc, typ, &self.signing).into_bytes()), retain, kind }
+        Msg {
+            topic,
+            payload: Arc::new(jws::sign_text(doc, typ, &self.signing).into_bytes()),
+            retain,
+            kind,
+            deferred: None,
+        }
     }
 
     /// `service`'s snapshot at the read position, signed (`None`: not a service here).
@@ -684,6 +825,7 @@ fn snapshot_msg(state: &State, store_id: &str, generation: u64, service: &str, s
         payload: Arc::new(snap.to_jws_text(signing).into_bytes()),
         retain: true,
         kind: Kind::Snapshot,
+        deferred: None,
     })
 }
 

@@ -36,7 +36,7 @@ use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, 
 use tokio::sync::{mpsc, watch};
 
 use super::hub::{Hub, Message};
-use super::outbox::{Kind, Msg, Outbox, Rendered};
+use super::outbox::{DeferredSnapshot, Kind, Msg, Outbox, Rendered};
 use super::settings::MqttSettings;
 use crate::app::{App, LiveMode, Mode};
 use crate::model::ReadModel;
@@ -111,6 +111,13 @@ struct Shared(Arc<Vec<u8>>);
 impl AsRef<[u8]> for Shared {
     fn as_ref(&self) -> &[u8] {
         self.0.as_slice()
+    }
+}
+
+/// The hub renders a deferred snapshot when a subscription first needs it.
+impl super::hub::Deferred for DeferredSnapshot {
+    fn render(&self) -> bytes::Bytes {
+        bytes::Bytes::from_owner(Shared(self.payload()))
     }
 }
 
@@ -189,6 +196,9 @@ pub async fn run(app: App, settings: MqttSettings, mut stop: watch::Receiver<boo
         last_heal: None,
         render: None,
     };
+    // The embedded broker keeps large services' retained snapshots unsigned until a
+    // subscription needs one (docs/adr/0034); an external broker gets each one rendered.
+    p.outbox.defer_large_snapshots(p.settings.hub.is_some());
     let mut backoff = BACKOFF_MIN;
     loop {
         if *stop.borrow() {
@@ -421,6 +431,7 @@ impl Publisher {
                             payload: Arc::new(p.note.as_bytes().to_vec()),
                             retain: true,
                             kind: Kind::Checkpoint,
+                            deferred: None,
                         };
                         send(conn, &m, Tag::Loose(Kind::Checkpoint)).await;
                     }
@@ -487,6 +498,7 @@ impl Publisher {
                         payload: Arc::new(Vec::new()),
                         retain: true,
                         kind: Kind::Heal,
+                        deferred: None,
                     }),
                     None => None,
                 }
@@ -618,6 +630,7 @@ impl Publisher {
             payload: Arc::new(doc.to_string().into_bytes()),
             retain: true,
             kind: Kind::Health,
+            deferred: None,
         }
     }
 
@@ -697,14 +710,20 @@ async fn send(conn: &mut Conn, m: &Msg, tag: Tag) {
     let client = match &conn.client {
         Sender::Tcp(client) => client,
         Sender::Hub { hub, .. } => {
-            let payload = bytes::Bytes::from_owner(Shared(Arc::clone(&m.payload)));
-            hub.publish(Message { topic: m.topic.clone(), payload, retain: m.retain, qos: QoS::AtLeastOnce }, true);
+            if let Some(d) = &m.deferred {
+                hub.retain_deferred(m.topic.clone(), QoS::AtLeastOnce, Arc::clone(d) as Arc<dyn super::hub::Deferred>);
+            } else {
+                let payload = bytes::Bytes::from_owner(Shared(Arc::clone(&m.payload)));
+                hub.publish(Message { topic: m.topic.clone(), payload, retain: m.retain, qos: QoS::AtLeastOnce }, true);
+            }
             fail::fail_point!("stream::mid_publish", |_| std::process::abort());
             conn.acked_now.push(tag);
             return;
         }
     };
-    match client.publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, m.payload.as_slice()).await {
+    // (A deferred snapshot is rendered here: only the hub defers.)
+    let payload = m.bytes();
+    match client.publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, payload.as_slice()).await {
         Ok(()) => {
             fail::fail_point!("stream::mid_publish", |_| std::process::abort());
             conn.unsent.push_back(tag);
@@ -720,7 +739,7 @@ async fn send(conn: &mut Conn, m: &Msg, tag: Tag) {
             if recent.len() >= max {
                 recent.pop_front();
             }
-            recent.push_back((tokio::time::Instant::now(), Arc::clone(&m.payload)));
+            recent.push_back((tokio::time::Instant::now(), payload));
         }
         Err(e) => tracing::debug!(error = %e, "the MQTT client refused a message (connection failing)"),
     }

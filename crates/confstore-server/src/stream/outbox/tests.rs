@@ -456,3 +456,80 @@ fn a_lost_render_job_makes_its_snapshots_due_again() {
     assert_eq!(payload(&o, 2, Kind::Snapshot)["config"], json!({"a": 1}));
     assert_eq!(o.pending().nth(2).unwrap().1.safe_seq, 2);
 }
+
+/// The deferred snapshot in the last batch: a retained message without payload, rendered
+/// on demand (verified here).
+fn deferred_in_last_batch(o: &Outbox) -> Value {
+    let (_, b) = o.pending().last().expect("a batch");
+    let m = b.msgs.iter().find(|m| m.kind == Kind::Deferred).expect("a deferred snapshot");
+    assert!(m.retain && m.payload.is_empty() && m.topic == "system/config/web");
+    let jws: Value = serde_json::from_slice(&m.bytes()).unwrap();
+    jws::verify(&jws, jws::TYP_SNAPSHOT, &[key().verifying_key()]).expect("signed by the store key")
+}
+
+#[test]
+fn deferred_large_snapshots_are_rendered_once_per_interval_and_once_more_when_the_writes_stop() {
+    let (mut log, mut o, due) = setup_elsewhere();
+    o.defer_large_snapshots(true);
+    // The first window since the start is rendered: the current subscribers get it.
+    assert!(!o.cut(due));
+    let job = o.take_render_job().expect("rendered");
+    assert!(o.rendered(job.run()));
+    is(&o, 2, &[SNAPSHOT]);
+    // Writes go on: each window within the interval leaves a deferred snapshot of the read
+    // position, rendered by no one until asked.
+    for i in 0..3 {
+        let t = due + Duration::from_millis(100 * (i + 1));
+        o.take_in(&log.set("web", "b", json!(i)), t);
+        assert!(o.cut(t));
+        let at = o.next_due().expect("the window");
+        assert_eq!(at, t + snapshot_window(2));
+        assert!(o.cut(at));
+        assert!(o.take_render_job().is_none(), "deferred, not rendered");
+        assert_eq!(deferred_in_last_batch(&o)["config"], json!({"a": 1, "b": i}));
+    }
+    // A window past the interval since the last render is rendered again.
+    let t = due + super::DEFERRED_RENDER_INTERVAL + Duration::from_millis(100);
+    o.take_in(&log.set("web", "b", json!(3)), t);
+    assert!(o.cut(t));
+    let at = o.next_due().expect("the window");
+    assert_eq!(at, t + snapshot_window(2), "the window, not the settling render, comes first");
+    o.cut(at);
+    let job = o.take_render_job().expect("rendered again");
+    assert!(o.rendered(job.run()));
+    assert_eq!(payload(&o, o.pending().count() - 1, Kind::Snapshot)["config"], json!({"a": 1, "b": 3}));
+    // The writes stop after a deferred one: a rendered snapshot follows one interval later.
+    let t = at + Duration::from_millis(100);
+    o.take_in(&log.set("web", "b", json!(4)), t);
+    assert!(o.cut(t));
+    let deferred_at = o.next_due().expect("the window");
+    assert!(o.cut(deferred_at));
+    assert!(o.take_render_job().is_none());
+    assert_eq!(o.next_due(), Some(deferred_at + super::DEFERRED_RENDER_INTERVAL), "the settling render");
+    assert!(!o.cut(deferred_at + super::DEFERRED_RENDER_INTERVAL));
+    let job = o.take_render_job().expect("the settling render");
+    assert!(o.rendered(job.run()));
+    assert_eq!(payload(&o, o.pending().count() - 1, Kind::Snapshot)["config"], json!({"a": 1, "b": 4}));
+    assert_eq!(o.next_due(), None, "nothing left to render");
+    // Deferred snapshots count towards the checkpoint like any message the broker took.
+    let sent: Vec<(u64, usize)> = o.pending().map(|(id, b)| (id, b.msgs.len())).collect();
+    for (id, n) in sent {
+        for _ in 0..n {
+            o.ack(id);
+        }
+    }
+    assert_eq!(o.acked().map(|a| a.0), Some(log.state.seq), "everything published");
+}
+
+#[test]
+fn without_deferring_every_window_of_a_large_service_is_rendered() {
+    let (mut log, mut o, due) = setup_elsewhere();
+    o.cut(due);
+    let job = o.take_render_job().expect("rendered");
+    assert!(o.rendered(job.run()));
+    let t = due + Duration::from_millis(100);
+    o.take_in(&log.set("web", "b", json!(1)), t);
+    o.cut(t);
+    o.cut(o.next_due().expect("the window"));
+    assert!(o.take_render_job().is_some(), "an external broker gets every window rendered");
+}
