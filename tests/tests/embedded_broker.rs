@@ -248,14 +248,15 @@ fn a_large_service_s_retained_snapshots_are_signed_when_a_subscription_needs_the
     let first =
         http.ok("PATCH", "/api/v1/services/svc/values", Some(&json!({ "set": set }))).json()["epoch"].as_u64().unwrap();
     let current = RawClient::connect(port, "current", Some(("svc", &token)), &["system/config/svc"]);
-    poll_until("the snapshot of the first version", DEADLINE, Duration::from_millis(5), || {
+    let received_snapshot_of = |epoch: u64| {
         current
             .messages()
             .iter()
             .filter_map(|m| snapshot_in(&store_key, &m.payload))
-            .any(|d| d["changed_epoch"].as_u64() == Some(first))
+            .any(|d| d["changed_epoch"].as_u64() == Some(epoch))
             .then_some(())
-    });
+    };
+    poll_until("the snapshot of the first version", DEADLINE, Duration::from_millis(5), || received_snapshot_of(first));
     // The value of k0000 at each version written.
     let mut written = BTreeMap::from([(first, json!(-1))]);
     let deferred_rendered = "confstore_mqtt_deferred_rendered_total";
@@ -291,12 +292,7 @@ fn a_large_service_s_retained_snapshots_are_signed_when_a_subscription_needs_the
     // Once the writes stop, a rendered snapshot of the newest version reaches it (what
     // compacts a client's LKG file), and it is the retained one a new subscriber gets.
     poll_until("a rendered snapshot of the newest version", DEADLINE, Duration::from_millis(10), || {
-        current
-            .messages()
-            .iter()
-            .filter_map(|m| snapshot_in(&store_key, &m.payload))
-            .any(|d| d["changed_epoch"].as_u64() == Some(last))
-            .then_some(())
+        received_snapshot_of(last)
     });
     let (mut w, _) = Wire::connect(port, "after", &token, true, 30, None);
     w.subscribe("system/config/svc");
