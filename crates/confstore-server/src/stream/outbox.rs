@@ -652,10 +652,7 @@ impl Outbox {
     /// superseded meanwhile by a whole snapshot are dropped; so is a job the outbox no
     /// longer waits for (after a reset or a full sync). Returns whether a batch was made.
     pub fn rendered(&mut self, done: Rendered) -> bool {
-        if self.rendering.as_ref().is_none_or(|r| r.id != done.id) {
-            return false;
-        }
-        let Some(job) = self.rendering.take() else { return false };
+        let Some(job) = self.take_rendering(done.id) else { return false };
         let msgs: Vec<Msg> = done
             .msgs
             .into_iter()
@@ -672,10 +669,7 @@ impl Outbox {
     /// The render job `id` will not come back (its thread panicked): its services are due
     /// again, as before it.
     pub fn render_lost(&mut self, id: u64) {
-        if self.rendering.as_ref().is_none_or(|r| r.id != id) {
-            return;
-        }
-        let Some(job) = self.rendering.take() else { return };
+        let Some(job) = self.take_rendering(id) else { return };
         for (service, due) in job.services {
             if job.superseded.contains(&service) {
                 continue;
@@ -689,6 +683,11 @@ impl Outbox {
                 })
                 .or_insert(due);
         }
+    }
+
+    /// The job in flight, if it is job `id` (a job the outbox no longer waits for is not).
+    fn take_rendering(&mut self, id: u64) -> Option<InFlight> {
+        self.rendering.take_if(|r| r.id == id)
     }
 
     fn forget_render(&mut self) {
