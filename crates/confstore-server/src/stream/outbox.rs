@@ -134,21 +134,22 @@ pub struct Msg {
 }
 
 impl Msg {
-    /// The payload, a deferred snapshot's rendered now if it was not yet.
+    /// The payload; a deferred snapshot's is rendered now.
     pub fn bytes(&self) -> Arc<Vec<u8>> {
         self.deferred.as_ref().map_or_else(|| Arc::clone(&self.payload), |d| d.payload())
     }
 }
 
 /// A service's retained snapshot, not rendered yet: a copy of what it reads
-/// ([`confstore_snapshots::service_view`]), rendered and signed on first need, once.
+/// ([`confstore_snapshots::service_view`]) at the position it was taken, to render and
+/// sign elsewhere: on a blocking thread ([`RenderJob`]) or in the broker, when a
+/// subscription first needs it (which keeps what it made).
 pub struct DeferredSnapshot {
     signing: Arc<SigningKey>,
     store_id: String,
     generation: u64,
     service: String,
     view: State,
-    made: std::sync::OnceLock<Arc<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for DeferredSnapshot {
@@ -158,14 +159,16 @@ impl std::fmt::Debug for DeferredSnapshot {
 }
 
 impl DeferredSnapshot {
-    /// The signed snapshot (JWS text), rendered on the first call (CPU only: a few
-    /// milliseconds for a thousand keys). Empty if the view lacks the service, which
-    /// cannot happen for one the outbox made.
+    /// Renders and signs it as a retained snapshot message (CPU only: a few milliseconds
+    /// for a thousand keys). `None` if the view lacks the service, which cannot happen for
+    /// one the outbox made.
+    fn message(&self) -> Option<Msg> {
+        snapshot_msg(&self.view, &self.store_id, self.generation, &self.service, &self.signing)
+    }
+
+    /// Renders and signs it: the JWS text (empty in the case [`Self::message`] is `None`).
     pub fn payload(&self) -> Arc<Vec<u8>> {
-        Arc::clone(self.made.get_or_init(|| {
-            snapshot_msg(&self.view, &self.store_id, self.generation, &self.service, &self.signing)
-                .map_or_else(|| Arc::new(Vec::new()), |m| m.payload)
-        }))
+        self.message().map_or_else(|| Arc::new(Vec::new()), |m| m.payload)
     }
 }
 
@@ -191,20 +194,16 @@ struct Due {
     since: Instant,
 }
 
-/// Retained snapshots to render and sign off the publisher's task: copies of what each
-/// reads ([`confstore_snapshots::service_view`]), taken at one position. Hand the result of
-/// [`Self::run`] to [`Outbox::rendered`].
+/// Retained snapshots to render and sign off the publisher's task, taken at one position.
+/// Hand the result of [`Self::run`] to [`Outbox::rendered`].
 pub struct RenderJob {
     id: u64,
-    signing: Arc<SigningKey>,
-    store_id: String,
-    generation: u64,
-    views: Vec<(String, State)>,
+    snapshots: Vec<DeferredSnapshot>,
 }
 
 impl std::fmt::Debug for RenderJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let services: Vec<&str> = self.views.iter().map(|(s, _)| s.as_str()).collect();
+        let services: Vec<&str> = self.snapshots.iter().map(|s| s.service.as_str()).collect();
         f.debug_struct("RenderJob").field("id", &self.id).field("services", &services).finish_non_exhaustive()
     }
 }
@@ -217,11 +216,7 @@ impl RenderJob {
 
     /// Renders and signs every snapshot: CPU only, for a blocking thread.
     pub fn run(self) -> Rendered {
-        let msgs = self
-            .views
-            .iter()
-            .filter_map(|(service, view)| snapshot_msg(view, &self.store_id, self.generation, service, &self.signing))
-            .collect();
+        let msgs = self.snapshots.iter().filter_map(DeferredSnapshot::message).collect();
         Rendered { id: self.id, msgs }
     }
 }
@@ -550,35 +545,22 @@ impl Outbox {
         }
         // A deferred snapshot not followed by a rendered one (the writes stopped) gets one
         // now, so the clients' LKG files end compacted.
-        if self.rendering.is_none() {
-            let at = (self.read_seq, self.read_hash);
-            let settle: Vec<String> = self
-                .unrendered
-                .iter()
-                .filter(|(s, t)| **t + DEFERRED_RENDER_INTERVAL <= now && !self.due.contains_key(*s))
-                .map(|(s, _)| s.clone())
-                .collect();
-            elsewhere.extend(settle.into_iter().map(|s| (s, Due { before: at, since: now })));
-        }
+        let at = (self.read_seq, self.read_hash);
+        let settle: Vec<String> = self.settling().filter(|(_, t)| *t <= now).map(|(s, _)| s.clone()).collect();
+        elsewhere.extend(settle.into_iter().map(|s| (s, Due { before: at, since: now })));
         if !elsewhere.is_empty() {
             let id = self.next_render_id;
             self.next_render_id += 1;
             let mut services = Vec::with_capacity(elsewhere.len());
-            let mut views = Vec::with_capacity(elsewhere.len());
+            let mut snapshots = Vec::with_capacity(elsewhere.len());
             for (service, due) in elsewhere {
                 self.rendered_at.insert(service.clone(), now);
                 self.unrendered.remove(&service);
-                views.push((service.clone(), confstore_snapshots::service_view(&self.state, &service)));
+                snapshots.push(self.deferred_snapshot(&service));
                 services.push((service, due));
             }
             self.rendering = Some(InFlight { id, services, superseded: std::collections::BTreeSet::new() });
-            self.job = Some(RenderJob {
-                id,
-                signing: Arc::clone(&self.signing),
-                store_id: self.store_id.clone(),
-                generation: self.generation,
-                views,
-            });
+            self.job = Some(RenderJob { id, snapshots });
         }
         if self.head_due && self.last_head.is_none_or(|t| now.saturating_duration_since(t) >= HEAD_WINDOW) {
             self.head_due = false;
@@ -611,22 +593,35 @@ impl Outbox {
                 .is_some_and(|t| now.saturating_duration_since(*t) < DEFERRED_RENDER_INTERVAL)
     }
 
-    /// `service`'s retained snapshot at the read position, deferred.
-    fn deferred_message(&self, service: &str) -> Msg {
-        let snapshot = DeferredSnapshot {
+    /// Large services whose newest retained snapshot is deferred and not due again, with
+    /// when their settling render falls due (none while a job is in flight: its end wakes
+    /// the publisher).
+    fn settling(&self) -> impl Iterator<Item = (&String, Instant)> {
+        self.unrendered
+            .iter()
+            .filter(|(s, _)| self.rendering.is_none() && !self.due.contains_key(*s))
+            .map(|(s, t)| (s, *t + DEFERRED_RENDER_INTERVAL))
+    }
+
+    /// `service`'s retained snapshot at the read position, not rendered yet.
+    fn deferred_snapshot(&self, service: &str) -> DeferredSnapshot {
+        DeferredSnapshot {
             signing: Arc::clone(&self.signing),
             store_id: self.store_id.clone(),
             generation: self.generation,
             service: service.to_owned(),
             view: confstore_snapshots::service_view(&self.state, service),
-            made: std::sync::OnceLock::new(),
-        };
+        }
+    }
+
+    /// `service`'s retained snapshot at the read position, for the broker to render.
+    fn deferred_message(&self, service: &str) -> Msg {
         Msg {
             topic: stream::snapshot_topic(service),
             payload: Arc::new(Vec::new()),
             retain: true,
             kind: Kind::Deferred,
-            deferred: Some(Arc::new(snapshot)),
+            deferred: Some(Arc::new(self.deferred_snapshot(service))),
         }
     }
 
@@ -718,11 +713,7 @@ impl Outbox {
     /// publisher.
     pub fn next_due(&self) -> Option<Instant> {
         let snapshots = self.due.iter().filter(|(s, _)| !self.waits_for_render(s)).map(|(s, d)| self.due_at(s, d));
-        let settle = self
-            .unrendered
-            .iter()
-            .filter(|(s, _)| self.rendering.is_none() && !self.due.contains_key(*s))
-            .map(|(_, t)| *t + DEFERRED_RENDER_INTERVAL);
+        let settle = self.settling().map(|(_, t)| t);
         let head = self.last_head.filter(|_| self.head_due).map(|t| t + HEAD_WINDOW);
         snapshots.chain(settle).chain(head).min()
     }
