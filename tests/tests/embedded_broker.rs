@@ -125,13 +125,15 @@ fn fleet_state(http: &mut Http, instance: &str) -> Option<String> {
     v["instances"].as_array()?.iter().find(|i| i["instance"] == json!(instance)).map(|i| str_of(i, "state").to_owned())
 }
 
-/// Whether `p` is a snapshot or delta of `svc`, signed by the store, that names `key`.
+/// Whether `p` is a snapshot or delta(s) of `svc`, signed by the store, that names `key`.
 fn mentions(key_of_store: &confstore_core::VerifyingKey, p: &Publish, key: &str) -> bool {
-    let Ok(jws) = serde_json::from_slice::<Value>(&p.payload) else { return false };
-    [confstore_core::jws::TYP_SNAPSHOT, confstore_core::jws::TYP_DELTA].into_iter().any(|typ| {
-        confstore_core::jws::verify(&jws, typ, std::slice::from_ref(key_of_store))
-            .is_ok_and(|doc| doc["service"] == json!("svc") && doc.to_string().contains(key))
-    })
+    use confstore_core::jws;
+    let Ok(message) = serde_json::from_slice::<Value>(&p.payload) else { return false };
+    let typs = [jws::TYP_SNAPSHOT, jws::TYP_DELTA, jws::TYP_DELTAS];
+    let Ok((_, doc)) = jws::verify_one_of(&message, &typs, std::slice::from_ref(key_of_store)) else { return false };
+    // Several deltas signed once: each names its service.
+    let docs = doc["deltas"].as_array().cloned().unwrap_or_else(|| vec![doc]);
+    docs.iter().any(|d| d["service"] == json!("svc") && d.to_string().contains(key))
 }
 
 /// `confstore serve` with the embedded broker on a free port, service `svc` registered.

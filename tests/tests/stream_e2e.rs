@@ -197,10 +197,12 @@ fn every_message_matches_its_published_schema_and_verifies_in_rust_and_python() 
             continue;
         }
         let payload: Value = serde_json::from_str(&text).unwrap();
-        let is_delta = m.topic.starts_with("system/config/") && header_typ(&text) == confstore_core::jws::TYP_DELTA;
-        let (typ, schema) = if is_delta {
+        let on_config = m.topic.starts_with("system/config/");
+        let (typ, schema) = if on_config && header_typ(&text) == confstore_core::jws::TYP_DELTA {
             (confstore_core::jws::TYP_DELTA, "mqtt-config-delta.json")
-        } else if m.topic.starts_with("system/config/") {
+        } else if on_config && header_typ(&text) == confstore_core::jws::TYP_DELTAS {
+            (confstore_core::jws::TYP_DELTAS, "mqtt-config-deltas.json")
+        } else if on_config {
             (confstore_core::jws::TYP_SNAPSHOT, "mqtt-config-update.json")
         } else if m.topic.starts_with("system/config-events/") {
             (confstore_core::jws::TYP_EVENT, "mqtt-config-event.json")
@@ -215,9 +217,17 @@ fn every_message_matches_its_published_schema_and_verifies_in_rust_and_python() 
         validate("mqtt-jws.json", &payload);
         let doc = confstore_core::jws::verify(&payload, typ, &[key]).unwrap();
         validate(schema, &doc);
+        // Several deltas signed once: each one is a delta document.
+        let docs = if typ == confstore_core::jws::TYP_DELTAS {
+            let each = doc["deltas"].as_array().unwrap().clone();
+            each.iter().for_each(|d| validate("mqtt-config-delta.json", d));
+            each
+        } else {
+            vec![doc]
+        };
         // The signed payload names the topic's service.
         if let Some(service) = m.topic.rsplit_once('/').map(|t| t.1).filter(|_| m.topic != "system/config-head") {
-            assert_eq!(doc["service"], json!(service), "{}", m.topic);
+            docs.iter().for_each(|d| assert_eq!(d["service"], json!(service), "{}", m.topic));
         }
         *kinds.entry(schema).or_default() += 1;
     }
@@ -258,11 +268,15 @@ for m in json.load(open(dump)):
     token.deserialize(json.dumps(payload))
     token.verify(key)
     header = token.jose_header
+    on_config = {"confstore-delta+json": "mqtt-config-delta.json",
+                 "confstore-deltas+json": "mqtt-config-deltas.json"}.get(header["typ"], "mqtt-config-update.json")
     name = {"system/config-head": "mqtt-config-head.json"}.get(topic) or (
-        ("mqtt-config-delta.json" if header["typ"] == "confstore-delta+json" else "mqtt-config-update.json")
-        if topic.startswith("system/config/") else "mqtt-config-event.json")
+        on_config if topic.startswith("system/config/") else "mqtt-config-event.json")
     assert header["alg"] == "EdDSA" and header["typ"].startswith("confstore-"), header
-    jsonschema.validate(json.loads(token.payload), schema(name))
+    doc = json.loads(token.payload)
+    jsonschema.validate(doc, schema(name))
+    for one in doc["deltas"] if name == "mqtt-config-deltas.json" else []:
+        jsonschema.validate(one, schema("mqtt-config-delta.json"))
     checked += 1
 print(checked)
 "#;
@@ -279,6 +293,108 @@ print(checked)
     let checked: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert_eq!(checked, list.len());
     drop(server);
+}
+
+/// The versions (changed_epoch) in a message on `system/config/<service>` and whether it is
+/// several deltas signed once, verified with `key`.
+fn versions_of(payload: &[u8], key: &VerifyingKey) -> (Vec<u64>, bool) {
+    use confstore_core::{jws, stream};
+    let message: Value = serde_json::from_slice(payload).unwrap();
+    let typs = [jws::TYP_SNAPSHOT, jws::TYP_DELTA, jws::TYP_DELTAS];
+    let (typ, doc) = jws::verify_one_of(&message, &typs, &[*key]).unwrap();
+    if typ == jws::TYP_DELTAS {
+        (stream::deltas_of(&doc).unwrap().iter().map(|(_, v)| v.changed_epoch).collect(), true)
+    } else {
+        (vec![stream::snapshot_version(&doc).unwrap().changed_epoch], false)
+    }
+}
+
+/// docs/adr/0035: a publisher that finds several versions of a service waiting (here,
+/// resuming after writes made with the stream off) signs them once, as one deltas message;
+/// it matches its schema and verifies in Rust and Python, and a client applies each version
+/// in order from it, over MQTT alone.
+#[test]
+fn versions_taken_in_together_go_out_signed_once_and_a_client_applies_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let tap = RawClient::connect(broker.port, "tap", None, &["system/config/web"]);
+    let (store, mut server, mut http) = served(dir.path(), &["--mqtt-url", &broker.url()]);
+    let key = verifying_key(&store);
+    let first = put(&mut http, "web", "k", &json!(0));
+    let rt = runtime();
+    let (builder, applied) = recording(client_builder(&store, &server, "web", &broker.url()));
+    let client = rt.block_on(builder.start()).unwrap();
+    assert_eq!(client.config().version().changed_epoch, first);
+    let at_start = client.stats();
+    // The retained snapshot of that version is out: the publisher's checkpoint covers it.
+    poll_until("the retained snapshot of the first write", DEADLINE, Duration::from_millis(5), || {
+        tap.on("system/config/web").iter().any(|m| versions_of(&m.payload, &key) == (vec![first], false)).then_some(())
+    });
+    assert!(server.terminate().success(), "{}", server.log_tail());
+    let captured_before = tap.on("system/config/web").len();
+
+    // Four versions written with the stream off.
+    let mut off = Server::start(&store, &["--no-mqtt"], &dir.path().join("serve-off.log"));
+    off.wait_ready();
+    let mut off_http = Http::new(off.addr).with_token(&admin_token(&store));
+    let written: Vec<u64> = (1..=4).map(|i| put(&mut off_http, "web", "k", &json!(i))).collect();
+    assert!(off.terminate().success(), "{}", off.log_tail());
+
+    // Back with the stream: the publisher resumes at its checkpoint and takes the four in at once.
+    let mut back = Server::start(&store, &["--mqtt-url", &broker.url()], &dir.path().join("serve-back.log"));
+    back.wait_ready();
+    let last = *written.last().unwrap();
+    poll_until("the client to apply the last version", DEADLINE, Duration::from_millis(5), || {
+        (client.config().version().changed_epoch == last).then_some(())
+    });
+    // (Only web is written: its versions are the store's epochs.)
+    let applied: Vec<u64> = applied.lock().unwrap().iter().map(|(epoch, _)| *epoch).collect();
+    assert_eq!(applied, [&[first][..], &written].concat(), "every version once, in order");
+    let stats = client.stats();
+    // Over MQTT: the client's REST address is the first server's, gone since.
+    assert_eq!((stats.gaps_filled, stats.resyncs), (at_start.gaps_filled, at_start.resyncs), "{stats:?}");
+    let after: Vec<_> = tap.on("system/config/web").split_off(captured_before);
+    let batches: Vec<&common::mqtt::Captured> = after.iter().filter(|m| versions_of(&m.payload, &key).1).collect();
+    assert_eq!(batches.len(), 1, "one deltas message");
+    // The four versions, signed once; and the first again when the checkpoint written at the
+    // stop was from before its retained snapshot's acknowledgement (the client skips it).
+    let in_batch = versions_of(&batches[0].payload, &key).0;
+    assert!(in_batch == written || in_batch == [&[first][..], &written].concat(), "{in_batch:?}");
+    // Its schema, in Rust and with Python's jwcrypto and jsonschema.
+    let message: Value = serde_json::from_slice(&batches[0].payload).unwrap();
+    validate("mqtt-jws.json", &message);
+    let doc = confstore_core::jws::verify(&message, confstore_core::jws::TYP_DELTAS, &[key]).unwrap();
+    validate("mqtt-config-deltas.json", &doc);
+    doc["deltas"].as_array().unwrap().iter().for_each(|d| validate("mqtt-config-delta.json", d));
+    let script = r#"
+import base64, json, sys
+from jwcrypto import jwk, jws
+import jsonschema
+message, schemas, pub = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+key = jwk.JWK(kty="OKP", crv="Ed25519", x=base64.urlsafe_b64encode(base64.b64decode(pub)).rstrip(b"=").decode())
+token = jws.JWS()
+token.deserialize(json.dumps(message))
+token.verify(key)
+assert token.jose_header["typ"] == "confstore-deltas+json", token.jose_header
+doc = json.loads(token.payload)
+jsonschema.validate(doc, json.load(open(f"{schemas}/mqtt-config-deltas.json")))
+for one in doc["deltas"]:
+    jsonschema.validate(one, json.load(open(f"{schemas}/mqtt-config-delta.json")))
+print(len(doc["deltas"]))
+"#;
+    let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/schemas");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(message.to_string())
+        .arg(&schemas)
+        .arg(public_key(&store))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "python check failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), in_batch.len().to_string());
+    rt.block_on(client.shutdown());
+    drop(back);
 }
 
 #[test]

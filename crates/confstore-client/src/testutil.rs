@@ -98,6 +98,20 @@ impl Signer {
         jws::sign(&doc, jws::TYP_STAGED, &self.key)
     }
 
+    /// Several deltas of `service` signed once (docs/adr/0035): each (changed, prev, set,
+    /// removed) as [`Self::delta`]'s document.
+    pub fn deltas(&self, service: &str, versions: &[(u64, u64, Value, &[&str])]) -> Value {
+        let docs: Vec<Value> = versions
+            .iter()
+            .map(|(changed, prev, set, removed)| {
+                let mut doc = self.document(service, 1, *changed, *prev, set.clone());
+                doc["removed"] = json!(removed);
+                doc
+            })
+            .collect();
+        jws::sign(&json!({ "deltas": docs }), jws::TYP_DELTAS, &self.key)
+    }
+
     /// Signs any document as a delta.
     pub fn sign_delta(&self, doc: &Value) -> Value {
         jws::sign(doc, jws::TYP_DELTA, &self.key)

@@ -350,7 +350,49 @@ impl Updater {
         };
         match incoming.kind {
             UpdateKind::Delta => self.take_delta(incoming, count_held).await,
+            UpdateKind::Deltas => self.take_deltas(incoming, count_held).await,
             UpdateKind::Snapshot => self.take_snapshot(incoming, count_held).await,
+        }
+    }
+
+    /// Several consecutive deltas signed once (docs/adr/0035): each version taken in turn
+    /// as a delta (those not newer than the one held are skipped), the LKG file written
+    /// once after them. Applied if any version was; otherwise held, and counted once, as
+    /// its newest version's rejection (a copy of the message that brought the version held
+    /// is a `duplicate`, an older one `stale`).
+    async fn take_deltas(&mut self, incoming: Verified, count_held: bool) -> Offer {
+        let versions: Vec<(Value, SnapshotVersion)> = match stream::deltas_of(&incoming.document) {
+            Ok(list) => list.into_iter().map(|(doc, v)| (doc.clone(), v)).collect(),
+            Err(rejection) => return self.invalid(rejection),
+        };
+        let outer = std::mem::replace(&mut self.batching, true);
+        let (mut applied, mut held) = (false, None);
+        let mut invalid = None;
+        for (document, version) in versions {
+            let one = Verified { jws: incoming.jws.clone(), document, version, kind: UpdateKind::Deltas };
+            match self.take_delta(one, false).await {
+                Offer::Applied => applied = true,
+                Offer::Held(rejection) => held = Some(rejection),
+                // The versions after it cannot follow: the rest of the message goes too.
+                other => {
+                    invalid = Some(other);
+                    break;
+                }
+            }
+        }
+        if !outer {
+            self.end_batch().await;
+        }
+        match (invalid, applied, held) {
+            (Some(offer), _, _) => offer,
+            (None, true, _) => Offer::Applied,
+            (None, false, Some(rejection)) => {
+                if count_held {
+                    self.count(&rejection);
+                }
+                Offer::Held(rejection)
+            }
+            (None, false, None) => Offer::Invalid { reason: "a deltas message without deltas".into() },
         }
     }
 
@@ -540,11 +582,20 @@ impl Updater {
                 self.lkg_snapshot = Some((version.clone(), jws));
                 self.lkg_deltas.clear();
             }
-            UpdateKind::Delta if self.lkg_deltas.len() < lkg::DELTAS_MAX => {
+            // The versions of one deltas message are one entry of the file, at the newest
+            // version applied from it.
+            UpdateKind::Deltas
+                if self.lkg_deltas.last().is_some_and(|(_, last)| last.get("signature") == jws.get("signature")) =>
+            {
+                if let Some(last) = self.lkg_deltas.last_mut() {
+                    last.0 = version.clone();
+                }
+            }
+            UpdateKind::Delta | UpdateKind::Deltas if self.lkg_deltas.len() < lkg::DELTAS_MAX => {
                 self.lkg_deltas.push((version.clone(), jws))
             }
             // Too many deltas since the last snapshot: the file waits for the next one.
-            UpdateKind::Delta => return,
+            UpdateKind::Delta | UpdateKind::Deltas => return,
         }
         self.lkg_changed().await;
     }

@@ -21,6 +21,10 @@ pub const TYP_HEAD: &str = "confstore-head+json";
 /// `typ` of a service delta on `system/config/<service>` (not retained): one version of the
 /// service as the keys it changed (docs/format.md §17.2).
 pub const TYP_DELTA: &str = "confstore-delta+json";
+/// `typ` of several consecutive versions of a service on `system/config/<service>` (not
+/// retained), signed once: `{"deltas": [<delta document>, …]}`, oldest first (docs/format.md
+/// §17.2, docs/adr/0035).
+pub const TYP_DELTAS: &str = "confstore-deltas+json";
 /// `typ` of a staged-rollout message on `system/config-staged/<service>` (retained; docs/format.md §21).
 pub const TYP_STAGED: &str = "confstore-staged+json";
 
@@ -58,7 +62,8 @@ fn b64() -> base64::engine::GeneralPurpose {
 /// Signs `doc` as a flattened JWS of type `typ` with `key`; the payload is `doc`'s canonical
 /// JSON text.
 pub fn sign(doc: &Value, typ: &str, key: &SigningKey) -> Value {
-    let (input, protected_len, signature) = signing_input_and_signature(doc, typ, key);
+    let canonical = crate::state::canonical_json_text(doc);
+    let (input, protected_len, signature) = signing_input_and_signature(&canonical, typ, key);
     let (protected, payload) = (&input[..protected_len], &input[protected_len + 1..]);
     json!({"protected": protected, "payload": payload, "signature": b64().encode(signature)})
 }
@@ -67,7 +72,13 @@ pub fn sign(doc: &Value, typ: &str, key: &SigningKey) -> Value {
 /// building a `Value` or copying the payload more than once: what the live stream sends
 /// (a 1,000-key snapshot's payload is ~590 KB).
 pub fn sign_text(doc: &Value, typ: &str, key: &SigningKey) -> String {
-    let (input, protected_len, signature) = signing_input_and_signature(doc, typ, key);
+    sign_canonical_text(&crate::state::canonical_json_text(doc), typ, key)
+}
+
+/// [`sign_text`] for a payload given as its canonical JSON text already (docs/format.md §8):
+/// what the stream signs when it puts documents it serialised once together.
+pub fn sign_canonical_text(canonical: &str, typ: &str, key: &SigningKey) -> String {
+    let (input, protected_len, signature) = signing_input_and_signature(canonical, typ, key);
     let (protected, payload) = (&input[..protected_len], &input[protected_len + 1..]);
     // The members in the order serde_json writes an object (sorted), as `sign` gives them;
     // base64url needs no escaping.
@@ -82,11 +93,10 @@ pub fn sign_text(doc: &Value, typ: &str, key: &SigningKey) -> String {
     out
 }
 
-/// The JWS signing input (`<protected>.<payload>`, both base64url), the length of its
-/// protected part, and the signature over it.
-fn signing_input_and_signature(doc: &Value, typ: &str, key: &SigningKey) -> (String, usize, [u8; 64]) {
+/// The JWS signing input (`<protected>.<payload>`, both base64url) of the canonical JSON
+/// text `canonical`, the length of its protected part, and the signature over it.
+fn signing_input_and_signature(canonical: &str, typ: &str, key: &SigningKey) -> (String, usize, [u8; 64]) {
     let header = json!({"alg": "EdDSA", "kid": key.verifying_key().key_id().to_hex(), "typ": typ});
-    let canonical = crate::state::canonical_json_text(doc);
     let mut input = String::with_capacity(64 + canonical.len().div_ceil(3) * 4);
     b64().encode_string(header.to_string().as_bytes(), &mut input);
     let protected_len = input.len();

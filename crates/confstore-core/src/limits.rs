@@ -242,6 +242,14 @@ pub const STREAM_DEFERRED_RENDER_INTERVAL_MS: u64 = 1000;
 pub const CLIENT_UPDATE_BATCH_MAX: usize = 256;
 /// Least time between two signed heads under continuous writes, in milliseconds.
 pub const STREAM_HEAD_WINDOW_MS: u64 = 50;
+/// Most versions one signed deltas message carries (docs/adr/0035): the versions of a
+/// service the publisher takes in together, signed once. A client refuses a message with
+/// more.
+pub const STREAM_DELTAS_PER_MESSAGE_MAX: usize = 64;
+/// Most bytes of delta documents the publisher puts in one deltas message (a version whose
+/// delta alone is larger goes in a message of its own): a group commit's versions of a
+/// service in a message well under any broker's packet limit.
+pub const STREAM_DELTAS_MESSAGE_BYTES_MAX: usize = 256 * 1024;
 /// A new signed Merkle-tree checkpoint once this many events were appended since the last
 /// one (docs/format.md §19, ADR 0027)...
 pub const TLOG_CHECKPOINT_EVENTS: u64 = 100;

@@ -259,22 +259,32 @@ pub enum UpdateKind {
     Snapshot,
     /// A delta (`typ` [`jws::TYP_DELTA`]; not retained): one version as the keys it changed.
     Delta,
+    /// Several consecutive deltas signed once (`typ` [`jws::TYP_DELTAS`]; not retained): the
+    /// versions the publisher took in together (docs/adr/0035). [`deltas_of`] lists them.
+    Deltas,
 }
 
-/// Verifies a message of `system/config/<service>` — a snapshot or a delta — and reads its
-/// version fields, checking store (when pinned) and service.
+/// Verifies a message of `system/config/<service>` — a snapshot, a delta, or several
+/// deltas — and reads its version fields (for several deltas, the first's: [`deltas_of`]
+/// lists them all, checked here), checking store (when pinned) and service.
 pub fn verify_update(
     jws_doc: &Value,
     keys: &[VerifyingKey],
     store_id: Option<&str>,
     service: &str,
 ) -> Result<(UpdateKind, Value, SnapshotVersion), Rejection> {
-    let (typ, doc) = jws::verify_one_of(jws_doc, &[jws::TYP_SNAPSHOT, jws::TYP_DELTA], keys)?;
-    let kind = if typ == jws::TYP_DELTA { UpdateKind::Delta } else { UpdateKind::Snapshot };
-    let version = snapshot_version(&doc)?;
-    if kind == UpdateKind::Delta {
-        check_delta_shape(&doc)?;
-    }
+    let (typ, doc) = jws::verify_one_of(jws_doc, &[jws::TYP_SNAPSHOT, jws::TYP_DELTA, jws::TYP_DELTAS], keys)?;
+    let (kind, version) = match typ {
+        jws::TYP_DELTA => {
+            check_delta_shape(&doc)?;
+            (UpdateKind::Delta, snapshot_version(&doc)?)
+        }
+        jws::TYP_DELTAS => {
+            let first = deltas_of(&doc)?.swap_remove(0).1;
+            (UpdateKind::Deltas, first)
+        }
+        _ => (UpdateKind::Snapshot, snapshot_version(&doc)?),
+    };
     if let Some(store_id) = store_id
         && version.store_id != store_id
     {
@@ -284,6 +294,48 @@ pub fn verify_update(
         return Err(Rejection::WrongService { found: version.service, expected: service.to_owned() });
     }
     Ok((kind, doc, version))
+}
+
+/// The versions of a deltas document (`typ` [`jws::TYP_DELTAS`], docs/format.md §17.2):
+/// each delta document with its version fields, oldest first. Checked: `{"deltas": [...]}`
+/// and nothing else, 2 to [`crate::limits::STREAM_DELTAS_PER_MESSAGE_MAX`] deltas, each well formed,
+/// all of one store, service and generation, each following the one before it
+/// (`prev_epoch` = the previous one's `changed_epoch`).
+pub fn deltas_of(doc: &Value) -> Result<Vec<(&Value, SnapshotVersion)>, Rejection> {
+    let malformed = |why: String| Rejection::Malformed(format!("deltas document: {why}"));
+    let list = match doc.as_object().map(|o| (o.len(), o.get("deltas"))) {
+        Some((1, Some(Value::Array(list)))) => list,
+        _ => return Err(malformed("not an object with only a \"deltas\" array".into())),
+    };
+    let max = crate::limits::STREAM_DELTAS_PER_MESSAGE_MAX;
+    if list.len() < 2 || list.len() > max {
+        return Err(malformed(format!("{} deltas; 2 to {max} expected", list.len())));
+    }
+    let mut out: Vec<(&Value, SnapshotVersion)> = Vec::with_capacity(list.len());
+    for (i, delta) in list.iter().enumerate() {
+        let version = check_delta_shape(delta).and_then(|()| snapshot_version(delta)).map_err(|e| match e {
+            Rejection::Malformed(why) => malformed(format!("deltas[{i}]: {why}")),
+            other => other,
+        })?;
+        if let Some((_, before)) = out.last() {
+            if (&version.store_id, &version.service, version.generation)
+                != (&before.store_id, &before.service, before.generation)
+            {
+                return Err(malformed(format!("deltas[{i}] is of another store, service or generation")));
+            }
+            if version.prev_epoch != before.changed_epoch || version.changed_epoch <= before.changed_epoch {
+                return Err(malformed(format!(
+                    "deltas[{i}] (version {} after {}) does not follow deltas[{}] (version {})",
+                    version.changed_epoch,
+                    version.prev_epoch,
+                    i - 1,
+                    before.changed_epoch
+                )));
+            }
+        }
+        out.push((delta, version));
+    }
+    Ok(out)
 }
 
 fn check_delta_shape(doc: &Value) -> Result<(), Rejection> {
@@ -423,6 +475,54 @@ mod tests {
         assert_eq!(judge(Some(&held), &v(1, 8, 4)), Err(Rejection::Forked { incoming: 8, prev: 4, held: 5 }));
         assert_eq!(judge(Some(&held), &v(2, 1, 0)), Ok(Verdict::Apply));
         assert_eq!(judge(Some(&v(2, 1, 0)), &held), Err(Rejection::OldGeneration { incoming: 1, held: 2 }));
+    }
+
+    fn delta_doc(service: &str, generation: u64, changed: u64, prev: u64) -> Value {
+        json!({"service": service, "store_id": "s", "generation": generation, "epoch": changed,
+            "changed_epoch": changed, "changed_seq": changed * 2, "prev_epoch": prev, "schema_hash": null,
+            "config": {"k": changed}, "sources": {"k": "service"}, "removed": []})
+    }
+
+    #[test]
+    fn a_deltas_message_is_checked_whole_and_lists_its_versions_in_order() {
+        let key = crate::keys::SigningKey::from_seed(&[5; 32]);
+        let keys = [key.verifying_key()];
+        let chain =
+            json!({"deltas": [delta_doc("web", 1, 3, 2), delta_doc("web", 1, 5, 3), delta_doc("web", 1, 6, 5)]});
+        let jws_doc = jws::sign(&chain, jws::TYP_DELTAS, &key);
+        let (kind, doc, first) = verify_update(&jws_doc, &keys, Some("s"), "web").unwrap();
+        assert_eq!((kind, first.changed_epoch, first.prev_epoch), (UpdateKind::Deltas, 3, 2));
+        let versions: Vec<(u64, u64)> =
+            deltas_of(&doc).unwrap().iter().map(|(_, v)| (v.prev_epoch, v.changed_epoch)).collect();
+        assert_eq!(versions, [(2, 3), (3, 5), (5, 6)]);
+        // Addressed like any update: another service's or store's is refused.
+        assert!(matches!(verify_update(&jws_doc, &keys, Some("s"), "db"), Err(Rejection::WrongService { .. })));
+        assert!(matches!(verify_update(&jws_doc, &keys, Some("t"), "web"), Err(Rejection::WrongStore { .. })));
+        // Whatever is wrong inside, the whole message is refused.
+        let many: Vec<Value> = (1..=65).map(|e| delta_doc("web", 1, e, e - 1)).collect();
+        let mut not_a_delta = delta_doc("web", 1, 4, 3);
+        not_a_delta["removed"] = json!(["k"]);
+        for (bad, why) in [
+            (json!({"deltas": [delta_doc("web", 1, 3, 2)]}), "1 deltas"),
+            (json!({"deltas": []}), "0 deltas"),
+            (json!({"deltas": many}), "65 deltas"),
+            (json!({"deltas": [delta_doc("web", 1, 3, 2), delta_doc("web", 1, 5, 4)]}), "does not follow"),
+            (json!({"deltas": [delta_doc("web", 1, 3, 2), delta_doc("web", 1, 3, 3)]}), "does not follow"),
+            (json!({"deltas": [delta_doc("web", 1, 3, 2), delta_doc("db", 1, 5, 3)]}), "another store, service"),
+            (json!({"deltas": [delta_doc("web", 1, 3, 2), delta_doc("web", 2, 5, 3)]}), "another store, service"),
+            (json!({"deltas": [delta_doc("web", 1, 3, 2), not_a_delta]}), "deltas[1]: delta document"),
+            (json!({"deltas": [delta_doc("web", 1, 3, 2), json!(7)]}), "deltas[1]"),
+            (json!({"deltas": [delta_doc("web", 1, 3, 2), delta_doc("web", 1, 5, 3)], "extra": 1}), "only"),
+            (json!([delta_doc("web", 1, 3, 2), delta_doc("web", 1, 5, 3)]), "only"),
+        ] {
+            let signed = jws::sign(&bad, jws::TYP_DELTAS, &key);
+            match verify_update(&signed, &keys, Some("s"), "web") {
+                Err(Rejection::Malformed(m)) => assert!(m.contains(why), "{why}: {m}"),
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+        // Signed as one delta, the same document is not a delta.
+        assert!(verify_update(&jws::sign(&chain, jws::TYP_DELTA, &key), &keys, None, "web").is_err());
     }
 
     #[test]

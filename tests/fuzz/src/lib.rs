@@ -144,17 +144,27 @@ fn accept(message: &Value, keys: &[VerifyingKey]) {
             let _ = stream::apply_delta(&held_document(), &doc);
         }
     }
+    if kind == stream::UpdateKind::Deltas {
+        // Each version in turn, as the client takes them.
+        let (mut held, mut document) = (held, held_document());
+        for (one, next) in stream::deltas_of(&doc).expect("verify_update checked it") {
+            if let Ok(stream::Verdict::Apply) = stream::judge_delta(Some(&held), &next) {
+                let Ok(applied) = stream::apply_delta(&document, one) else { return };
+                (held, document) = (next, applied);
+            }
+        }
+    }
 }
 
 /// (3) A stream message as the client receives it: JSON, JWS verification and `judge`. The
-/// bytes are also taken as the signed document itself, signed here as a snapshot and as a
-/// delta, so the checks after the signature see fuzzed documents too.
+/// bytes are also taken as the signed document itself, signed here as a snapshot, a delta
+/// and several deltas, so the checks after the signature see fuzzed documents too.
 pub fn stream_message(data: &[u8]) {
     let key = signing_key();
     let keys = [key.verifying_key()];
     let Ok(value) = serde_json::from_slice::<Value>(data) else { return };
     accept(&value, &keys);
-    for typ in [jws::TYP_SNAPSHOT, jws::TYP_DELTA] {
+    for typ in [jws::TYP_SNAPSHOT, jws::TYP_DELTA, jws::TYP_DELTAS] {
         accept(&jws::sign(&value, typ, &key), &keys);
     }
 }

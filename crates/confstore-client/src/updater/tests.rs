@@ -406,6 +406,49 @@ async fn the_lkg_file_keeps_the_deltas_until_the_retained_snapshot_covers_them()
 }
 
 #[tokio::test]
+async fn several_deltas_signed_once_apply_version_by_version_and_are_one_entry_of_the_lkg_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("web.lkg.json");
+    let signer = Signer::new(1);
+    let mut h = Harness::new(None, Some(path.clone()), None);
+    h.send_all(&[signer.snapshot("web", 1, 1, 0, json!({"a": 1}))]).await;
+    let none: &[&str] = &[];
+    let batch = signer
+        .deltas("web", &[(2, 1, json!({"a": 2}), none), (3, 2, json!({"b": 3}), none), (4, 3, json!({}), &["a"])]);
+    assert!(matches!(h.send(TOPIC, &batch).await, Offer::Applied));
+    assert_eq!(h.applied(), [1, 2, 3, 4], "every version, in order");
+    assert_eq!(h.updater.current().unwrap().document()["config"], json!({"b": 3}));
+    let saved = lkg::load(&path, &[signer.public()], None, "web").unwrap().unwrap();
+    assert_eq!((saved.version.changed_epoch, saved.deltas.len()), (4, 1), "the message is one entry");
+    let mut restarted = Harness::new(None, Some(path.clone()), None);
+    assert!(restarted.updater.resume_lkg().unwrap());
+    assert_eq!(restarted.updater.current().unwrap().document()["config"], json!({"b": 3}));
+    // A copy of it (a QoS 1 redelivery) is one rejection, a duplicate: its newest version is held.
+    let before = h.stats().rejected_total();
+    assert_rejected(&h.send(TOPIC, &batch).await, "duplicate");
+    assert_eq!(h.stats().rejected_total(), before + 1);
+    // A message whose first versions are held applies the rest; the file skips them on load.
+    let overlapping = signer.deltas("web", &[(4, 3, json!({}), &["a"]), (5, 4, json!({"c": 5}), none)]);
+    assert!(matches!(h.send(TOPIC, &overlapping).await, Offer::Applied));
+    assert_eq!(h.applied(), [1, 2, 3, 4, 5]);
+    let saved = lkg::load(&path, &[signer.public()], None, "web").unwrap().unwrap();
+    assert_eq!((saved.version.changed_epoch, saved.deltas.len()), (5, 2));
+    assert_eq!(saved.document["config"], json!({"b": 3, "c": 5}));
+    // One that skips a version inside, or another service's, is refused whole.
+    for bad in [
+        signer.deltas("web", &[(6, 5, json!({"a": 6}), none), (8, 7, json!({"a": 8}), none)]),
+        signer.deltas("db", &[(6, 5, json!({"a": 6}), none), (7, 6, json!({"a": 7}), none)]),
+    ] {
+        assert!(matches!(h.send(TOPIC, &bad).await, Offer::Invalid { .. }), "{bad}");
+    }
+    assert_eq!(h.applied(), [1, 2, 3, 4, 5]);
+    // The retained snapshot of the message's newest version compacts the file.
+    assert_rejected(&h.send(TOPIC, &signer.snapshot("web", 1, 5, 4, json!({"b": 3, "c": 5}))).await, "duplicate");
+    let saved = lkg::load(&path, &[signer.public()], None, "web").unwrap().unwrap();
+    assert_eq!((saved.version.changed_epoch, saved.deltas.len()), (5, 0));
+}
+
+#[tokio::test]
 async fn a_snapshot_of_a_version_the_file_holds_as_a_delta_compacts_it_and_is_no_rejection() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("web.lkg.json");

@@ -11,7 +11,9 @@
 //! - each changeset gives every service it changed one version message, at once: a
 //!   **delta** of the keys it touched (not retained; its size is the change's), or the
 //!   whole snapshot when it registered the service or set its schema. A client applies
-//!   every version from these, in order, without gaps;
+//!   every version from these, in order, without gaps. The deltas of a service from the
+//!   changesets taken in together (one [`Outbox::take_in`]: a group commit's, under
+//!   concurrent writers) are signed once, as one deltas message (docs/adr/0035);
 //! - the **retained** snapshot of a changed service (its size is the whole service: what a
 //!   new subscriber starts from) is rendered and signed once per [`snapshot_window`] of
 //!   that service, covering every change in the window: one window after the first change
@@ -67,6 +69,10 @@ pub const RENDER_ELSEWHERE_KEYS: usize = confstore_core::limits::STREAM_RENDER_E
 /// and sent when snapshots are deferred ([`Outbox::defer_large_snapshots`]).
 pub const DEFERRED_RENDER_INTERVAL: Duration =
     Duration::from_millis(confstore_core::limits::STREAM_DEFERRED_RENDER_INTERVAL_MS);
+/// Most versions in one deltas message.
+pub const DELTAS_PER_MESSAGE_MAX: usize = confstore_core::limits::STREAM_DELTAS_PER_MESSAGE_MAX;
+/// Most bytes of delta documents in one deltas message.
+pub const DELTAS_MESSAGE_BYTES_MAX: usize = confstore_core::limits::STREAM_DELTAS_MESSAGE_BYTES_MAX;
 /// Least time between two signed heads under continuous writes.
 pub const HEAD_WINDOW: Duration = Duration::from_millis(confstore_core::limits::STREAM_HEAD_WINDOW_MS);
 
@@ -86,6 +92,9 @@ pub enum Kind {
     Snapshot,
     /// A service's delta on `system/config/<service>` (not retained).
     Delta,
+    /// Several consecutive deltas of a service signed once, on `system/config/<service>`
+    /// (not retained; docs/adr/0035).
+    Deltas,
     /// A service's retained snapshot left to the broker to render when a subscription
     /// first needs it ([`DeferredSnapshot`]).
     Deferred,
@@ -108,6 +117,7 @@ impl Kind {
             Self::Event => "event",
             Self::Snapshot => "snapshot",
             Self::Delta => "delta",
+            Self::Deltas => "deltas",
             Self::Deferred => "snapshot_deferred",
             Self::Head => "head",
             Self::Checkpoint => "checkpoint",
@@ -262,6 +272,9 @@ pub struct Outbox {
     changeset_start: Option<(u64, Hash32)>,
     /// Services whose rollout the changeset being taken in started or ended.
     changeset_rollouts: std::collections::BTreeSet<String>,
+    /// The delta documents (canonical JSON text) of the changesets taken in by the current
+    /// [`Self::take_in`], per service, oldest first: signed together when it ends.
+    deltas: BTreeMap<String, Vec<String>>,
     /// Services whose snapshot is still to come.
     due: BTreeMap<String, Due>,
     /// Whether the head moved since the last signed head, and when that one was made.
@@ -321,6 +334,7 @@ impl Outbox {
             changeset: Touched::default(),
             changeset_start: None,
             changeset_rollouts: std::collections::BTreeSet::new(),
+            deltas: BTreeMap::new(),
             due: BTreeMap::new(),
             head_due: false,
             last_head: None,
@@ -377,6 +391,7 @@ impl Outbox {
         self.changeset = Touched::default();
         self.changeset_start = None;
         self.changeset_rollouts.clear();
+        self.deltas.clear();
         self.due.clear();
         self.forget_render();
         self.rendered_at.clear();
@@ -436,9 +451,11 @@ impl Outbox {
 
     /// Takes in the events after the read position (complete changesets, in seq order;
     /// events at or before it are skipped): each event's message, then, as its changeset
-    /// ends, one version message for every service it changed — a delta of the keys it
-    /// touched, or the whole snapshot when it registered the service or set its schema —
-    /// and which retained snapshots that makes due. Call [`Self::cut`] to get them out.
+    /// ends, one version for every service it changed — a delta of the keys it touched, or
+    /// the whole snapshot when it registered the service or set its schema — and which
+    /// retained snapshots that makes due. A service's deltas are signed when the call ends,
+    /// together when there are several ([`Self::sign_deltas`]). Call [`Self::cut`] to get
+    /// them out.
     pub fn take_in(&mut self, events: &[Arc<Verified>], now: Instant) {
         for f in events {
             if f.seq() <= self.read_seq {
@@ -473,6 +490,46 @@ impl Outbox {
                 self.end_changeset(now);
             }
         }
+        let services: Vec<String> = self.deltas.keys().cloned().collect();
+        for service in services {
+            self.sign_deltas(&service);
+        }
+    }
+
+    /// Signs `service`'s delta documents waiting in [`Self::deltas`]: one version as a
+    /// delta, several (the changesets taken in together) as deltas messages of up to
+    /// [`DELTAS_PER_MESSAGE_MAX`] versions and [`DELTAS_MESSAGE_BYTES_MAX`] bytes each, one
+    /// signature for all of them (docs/adr/0035).
+    fn sign_deltas(&mut self, service: &str) {
+        let Some(docs) = self.deltas.remove(service) else { return };
+        let mut rest = docs.as_slice();
+        while let Some(first) = rest.first() {
+            let mut bytes = first.len();
+            let n = 1 + rest[1..]
+                .iter()
+                .take(DELTAS_PER_MESSAGE_MAX - 1)
+                .take_while(|d| {
+                    bytes += d.len();
+                    bytes <= DELTAS_MESSAGE_BYTES_MAX
+                })
+                .count();
+            let (these, later) = rest.split_at(n);
+            rest = later;
+            let (payload, kind) = if n == 1 {
+                (jws::sign_canonical_text(first, jws::TYP_DELTA, &self.signing), Kind::Delta)
+            } else {
+                // `{"deltas":[<canonical delta>,…]}` is canonical JSON itself (one member).
+                let doc = format!(r#"{{"deltas":[{}]}}"#, these.join(","));
+                (jws::sign_canonical_text(&doc, jws::TYP_DELTAS, &self.signing), Kind::Deltas)
+            };
+            self.open.push(Msg {
+                topic: stream::snapshot_topic(service),
+                payload: Arc::new(payload.into_bytes()),
+                retain: false,
+                kind,
+                deferred: None,
+            });
+        }
     }
 
     /// The version messages of the changeset just taken in.
@@ -480,6 +537,8 @@ impl Outbox {
         let start = self.changeset_start.take().unwrap_or((self.read_seq, self.read_hash));
         for (service, touch) in std::mem::take(&mut self.changeset.services) {
             if touch.full {
+                // The versions before it go first.
+                self.sign_deltas(&service);
                 if let Some(m) = self.snapshot_message(&service) {
                     self.open.push(m);
                 }
@@ -500,13 +559,8 @@ impl Outbox {
             else {
                 continue;
             };
-            self.open.push(Msg {
-                topic: stream::snapshot_topic(&service),
-                payload: Arc::new(delta.to_jws_text(&self.signing).into_bytes()),
-                retain: false,
-                kind: Kind::Delta,
-                deferred: None,
-            });
+            let doc = confstore_core::state::canonical_json_text(&delta.to_json());
+            self.deltas.entry(service.clone()).or_default().push(doc);
             self.due.entry(service).or_insert(Due { before: start, since: now });
         }
         for service in std::mem::take(&mut self.changeset_rollouts) {

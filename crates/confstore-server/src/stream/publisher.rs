@@ -731,7 +731,7 @@ async fn send(conn: &mut Conn, m: &Msg, tag: Tag) {
                 return;
             }
             let (sent, max) = match m.kind {
-                Kind::Delta => (&mut conn.sent_deltas, ECHO_DELTAS_PER_TOPIC_MAX),
+                Kind::Delta | Kind::Deltas => (&mut conn.sent_deltas, ECHO_DELTAS_PER_TOPIC_MAX),
                 _ if m.retain => (&mut conn.sent_retained, ECHO_PER_TOPIC_MAX),
                 _ => return,
             };

@@ -273,6 +273,105 @@ fn an_unset_with_nothing_inherited_is_a_removed_key() {
     assert_eq!((doc["config"].clone(), doc["removed"].clone()), (json!({}), json!(["a"])));
 }
 
+/// The versions of `service` in batch `i`, in order: (kind of the message, delta document).
+fn versions_in(o: &Outbox, i: usize, service: &str) -> Vec<(Kind, Value)> {
+    let (_, b) = o.pending().nth(i).expect("batch");
+    let mut out = Vec::new();
+    for m in b.msgs.iter().filter(|m| m.topic == format!("system/config/{service}")) {
+        let message: Value = serde_json::from_slice(&m.payload).unwrap();
+        let typs = [jws::TYP_DELTA, jws::TYP_DELTAS, jws::TYP_SNAPSHOT];
+        let (typ, doc) = jws::verify_one_of(&message, &typs, &[key().verifying_key()]).expect("signed");
+        // The payload is canonical JSON, as every signed document's.
+        let text = String::from_utf8(
+            base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                message["payload"].as_str().unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(text, confstore_core::state::canonical_json_text(&doc));
+        match typ {
+            jws::TYP_DELTAS => {
+                assert_eq!(m.kind, Kind::Deltas);
+                let each = confstore_core::stream::deltas_of(&doc).expect("a well-formed deltas message");
+                out.extend(each.into_iter().map(|(d, _)| (Kind::Deltas, d.clone())));
+            }
+            _ => out.push((m.kind, doc)),
+        }
+    }
+    out
+}
+
+#[test]
+fn changesets_taken_in_together_give_every_version_signed_once_per_service() {
+    use confstore_core::stream::apply_delta;
+    let (mut log, mut o, t0) = setup();
+    let doc_at = |state: &State, service: &str| {
+        confstore_snapshots::project(state, &"00".repeat(16), 1, service).unwrap().to_json()
+    };
+    o.take_in(&log.set("web", "a", json!(1)), t0);
+    assert!(o.cut(t0));
+    let mut held = doc_at(&log.state, "web");
+    // Five changesets committed together (a group commit's): web changed three times, db
+    // registered and written.
+    let mut evs = log.set("web", "b", json!(2));
+    evs.extend(log.write(vec![Change::RegisterService { service: "db".into() }]));
+    evs.extend(log.write(vec![
+        Change::Set { service: "web".into(), key: "a".into(), value: json!(10) },
+        Change::Unset { service: "web".into(), key: "b".into() },
+    ]));
+    evs.extend(log.set("db", "x", json!(1)));
+    evs.extend(log.set("web", "c", json!(3)));
+    o.take_in(&evs, t0);
+    assert!(o.cut(t0));
+    // Every event's message, then web's three versions in one message, signed once; db's
+    // registration is its whole snapshot, and its write after it a delta alone.
+    assert_eq!(shape(&o, 2).iter().filter(|(k, _)| *k == Kind::Event).count(), evs.len());
+    let web = versions_in(&o, 2, "web");
+    let chain: Vec<(Kind, Value, Value)> =
+        web.iter().map(|(k, d)| (*k, d["prev_epoch"].clone(), d["changed_epoch"].clone())).collect();
+    assert_eq!(
+        chain,
+        [(Kind::Deltas, json!(2), json!(3)), (Kind::Deltas, json!(3), json!(5)), (Kind::Deltas, json!(5), json!(7))]
+    );
+    let db: Vec<Kind> = versions_in(&o, 2, "db").into_iter().map(|(k, _)| k).collect();
+    assert_eq!(db, [Kind::Snapshot, Kind::Delta]);
+    // Applied in turn, they lead to the newest version.
+    for (_, delta) in &web {
+        held = apply_delta(&held, delta).unwrap();
+    }
+    let mut newest = doc_at(&log.state, "web");
+    newest["epoch"] = held["epoch"].clone();
+    assert_eq!(held, newest);
+    assert_eq!(o.pending().nth(2).unwrap().1.msgs.iter().filter(|m| m.kind == Kind::Deltas).count(), 1);
+
+    // A whole snapshot within the pass comes after the deltas before it.
+    let mut evs = log.set("web", "d", json!(4));
+    evs.extend(log.write(vec![Change::SetSchema {
+        service: "web".into(),
+        schema: json!({"type": "object", "properties": {"a": {}, "c": {}, "d": {}, "e": {}, "f": {}, "n": {}}}),
+    }]));
+    evs.extend(log.set("web", "e", json!(5)));
+    evs.extend(log.set("web", "f", json!(6)));
+    o.take_in(&evs, t0);
+    assert!(o.cut(t0));
+    let kinds: Vec<Kind> = versions_in(&o, 3, "web").into_iter().map(|(k, _)| k).collect();
+    assert_eq!(kinds, [Kind::Delta, Kind::Snapshot, Kind::Deltas, Kind::Deltas]);
+
+    // More versions than one message holds: split, each part signed once, still a chain.
+    let max = super::DELTAS_PER_MESSAGE_MAX;
+    let evs: Vec<Arc<Verified>> = (0..max + 6).flat_map(|i| log.set("web", "n", json!(i))).collect();
+    o.take_in(&evs, t0);
+    assert!(o.cut(t0));
+    let web = versions_in(&o, 4, "web");
+    assert_eq!(web.len(), max + 6);
+    assert!(web.windows(2).all(|w| w[1].1["prev_epoch"] == w[0].1["changed_epoch"]), "one chain");
+    let messages: Vec<Kind> =
+        o.pending().nth(4).unwrap().1.msgs.iter().filter(|m| m.kind != Kind::Event).map(|m| m.kind).collect();
+    assert_eq!(messages, [Kind::Deltas, Kind::Deltas]);
+}
+
 #[test]
 fn events_already_taken_in_are_skipped_and_a_reset_without_checkpoint_syncs_everything() {
     let (mut log, mut o, t0) = setup();
