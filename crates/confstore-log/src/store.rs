@@ -156,6 +156,14 @@ impl Store {
         self.group.submit(Request::Append { draft })
     }
 
+    /// Appends changesets gathered from several callers; returns once every one is durably
+    /// committed (or refused), one result per draft, in order. They commit in that order,
+    /// in as few transactions as the group-commit limits allow (each its own changeset: a
+    /// refused one does not affect the others).
+    pub fn append_all(&self, drafts: Vec<ChangesetDraft>) -> Vec<Result<Receipt, LogError>> {
+        self.group.submit_all(drafts.into_iter().map(|draft| Request::Append { draft }).collect())
+    }
+
     /// Why appends are refused now (a refusal can also arise after open, e.g. when another
     /// process appended a tampered tail), as the message `/readyz` shows.
     pub fn current_refusal(&self) -> Option<String> {

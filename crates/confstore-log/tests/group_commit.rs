@@ -91,3 +91,39 @@ fn an_append_waits_for_the_write_gate_and_commits_once_it_is_free() {
     appender.join().unwrap();
     assert_eq!(reader.head().unwrap().seq, receipt.last_seq);
 }
+
+/// `Store::append_all` (what the server's append thread submits for its callers): one
+/// result per draft, in order; a refused changeset (a stale expected epoch) refuses only
+/// itself; the others commit in the order given, alongside appends from other threads.
+#[test]
+fn appends_gathered_for_several_callers_commit_in_order_and_a_refusal_is_their_own() {
+    let (t, store) = temp_store();
+    store.append(draft(vec![register("svc")])).unwrap();
+    let mut stale = draft(vec![set("svc", "k", json!("refused"))]);
+    stale.expected_epoch = Some(0);
+    let drafts = vec![draft(vec![set("svc", "k", json!(1))]), stale, draft(vec![set("svc", "k", json!(2))])];
+    let results = store.append_all(drafts);
+    assert_eq!(results.len(), 3);
+    let (first, second) = (results[0].as_ref().unwrap(), results[2].as_ref().unwrap());
+    assert!(matches!(results[1], Err(confstore_log::LogError::Rejected(_))), "{:?}", results[1]);
+    assert_eq!((first.epoch, second.epoch), (2, 3), "committed in the order given");
+    // Many at once, beside a thread appending alone: every one committed, once.
+    let store = Arc::new(store);
+    let alone = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            (0..50).map(|i| store.append(draft(vec![set("svc", "a", json!(i))])).unwrap().epoch).collect::<Vec<_>>()
+        })
+    };
+    let gathered: Vec<u64> = store
+        .append_all((0..300).map(|i| draft(vec![set("svc", "g", json!(i))])).collect())
+        .into_iter()
+        .map(|r| r.unwrap().epoch)
+        .collect();
+    let alone = alone.join().unwrap();
+    assert!(gathered.windows(2).all(|w| w[0] < w[1]) && alone.windows(2).all(|w| w[0] < w[1]));
+    let all: BTreeSet<u64> = gathered.iter().chain(&alone).copied().collect();
+    assert_eq!(all, (4..4 + 350).collect(), "no epoch twice, none missing");
+    let state = confstore_log::LogReader::open(&t.path).unwrap().replay(Until::Head).unwrap();
+    assert_eq!((state.value("svc", "g"), state.value("svc", "k")), (Some("299"), Some("2")));
+}

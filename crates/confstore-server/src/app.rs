@@ -136,6 +136,8 @@ impl ReaderPool {
 pub struct LiveMode {
     /// The store (appends).
     pub store: Arc<Store>,
+    /// The thread the API's writes are committed on (docs/adr/0036).
+    pub appender: crate::appender::Appender,
     /// The read model at the head.
     pub model: Arc<ReadModel>,
     /// Read connections for history, replays and search.
@@ -413,6 +415,9 @@ pub enum OpenError {
         /// The reader's error.
         error: LogError,
     },
+    /// The thread that commits the API's writes could not be started.
+    #[error("cannot start the append thread: {0}")]
+    Thread(std::io::Error),
     /// Comparing its head with the heads recorded outside it failed to read it.
     #[error("cannot read the database head: {0}")]
     Head(LogError),
@@ -449,7 +454,8 @@ fn open_live(config: &Config, keys: &Keys, metrics: &Metrics) -> Result<LiveMode
     }
     let model = ReadModel::new(store.store_id(), store.generation(), metrics.clone());
     store.set_commit_listener(model.listener());
-    Ok(LiveMode { store: Arc::new(store), model, readers, search_lock: Mutex::new(()) })
+    let appender = crate::appender::Appender::start().map_err(OpenError::Thread)?;
+    Ok(LiveMode { store: Arc::new(store), appender, model, readers, search_lock: Mutex::new(()) })
 }
 
 /// Refuses to open read-write a database that is behind (or forked from, or older in

@@ -23,6 +23,7 @@
 // token drawing and sealing in confstore-core.
 mod api;
 mod app;
+mod appender;
 mod auth;
 mod checkpoints;
 mod denials;

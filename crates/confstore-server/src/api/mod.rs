@@ -204,10 +204,8 @@ pub async fn commit(
     changes: Vec<Change>,
 ) -> ApiResult<ReceiptOut> {
     let live = LiveView::of(app)?;
-    let store = Arc::clone(&live.store);
-    // The publisher and projector are woken from this task, not from the blocking thread.
+    // The publisher and projector are woken from this task, not from the append thread.
     let (wakes, hand) = live.model.commit_wakes();
-    drop(live);
     let draft = ChangesetDraft {
         actor: who.actor(),
         reason: reason.unwrap_or_default(),
@@ -216,13 +214,21 @@ pub async fn commit(
         changes,
     };
     let started = Instant::now();
-    let noted = app.clone();
-    let result = blocking(move || {
-        let r = hand.run(|| store.append(draft));
-        noted.note_append(&r);
-        r.map_err(ApiError::from)
-    })
-    .await;
+    let answer = live.appender.submit(app.clone(), Arc::clone(&live.store), draft, hand);
+    drop(live);
+    let result = match answer {
+        Some(answer) => match answer.await {
+            Ok(r) => r.map_err(ApiError::from),
+            Err(_) => {
+                tracing::error!("the append thread dropped a write unanswered");
+                Err(ApiError::internal())
+            }
+        },
+        None => {
+            tracing::error!("the append thread is gone");
+            Err(ApiError::internal())
+        }
+    };
     drop(wakes);
     let outcome = match &result {
         Ok(_) => "committed",
