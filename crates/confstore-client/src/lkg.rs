@@ -110,43 +110,32 @@ pub(crate) fn load(
     let mut deltas = Vec::with_capacity(file_deltas.len());
     for (i, d) in file_deltas.into_iter().enumerate() {
         let (kind, doc, next) = stream::verify_update(&d, keys, Some(&file_store), service)?;
-        match kind {
-            stream::UpdateKind::Delta => {
-                match stream::judge_delta(Some(&version), &next)? {
-                    stream::Verdict::Apply => {}
-                    stream::Verdict::Gap { .. } => {
-                        return Err(LkgError::Format(format!("deltas[{i}] does not follow the version before it")));
-                    }
-                }
-                document = stream::apply_delta(&document, &doc)?;
-                deltas.push((next.clone(), d));
-                version = next;
-            }
-            // Several versions signed once (docs/adr/0035): those the file holds already
-            // (the client held them when the message came) are skipped; the first newer one
-            // must follow the version before it.
-            stream::UpdateKind::Deltas => {
-                let mut applied = false;
-                for (one, next) in stream::deltas_of(&doc)? {
-                    match stream::judge_delta(Some(&version), &next) {
-                        Ok(stream::Verdict::Apply) => {}
-                        Err(stream::Rejection::Duplicate(_) | stream::Rejection::Stale { .. }) if !applied => continue,
-                        Ok(stream::Verdict::Gap { .. }) | Err(_) => {
-                            return Err(LkgError::Format(format!(
-                                "deltas[{i}] (version {}) does not follow the version before it",
-                                next.changed_epoch
-                            )));
-                        }
-                    }
-                    document = stream::apply_delta(&document, one)?;
-                    version = next;
-                    applied = true;
-                }
-                if applied {
-                    deltas.push((version.clone(), d));
-                }
-            }
+        // A delta is one version; several signed once (docs/adr/0035) may begin with versions
+        // the file holds already (the client held them when the message came): skipped. The
+        // first newer one must follow the version before it.
+        let (versions, several) = match kind {
+            stream::UpdateKind::Delta => (vec![(&doc, next)], false),
+            stream::UpdateKind::Deltas => (stream::deltas_of(&doc)?, true),
             stream::UpdateKind::Snapshot => return Err(LkgError::Format(format!("deltas[{i}] is not a delta"))),
+        };
+        let mut applied = false;
+        for (one, next) in versions {
+            match stream::judge_delta(Some(&version), &next) {
+                Ok(stream::Verdict::Apply) => {}
+                Err(stream::Rejection::Duplicate(_) | stream::Rejection::Stale { .. }) if several && !applied => {
+                    continue;
+                }
+                Ok(stream::Verdict::Gap { .. }) => {
+                    return Err(LkgError::Format(format!("deltas[{i}] does not follow the version before it")));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            document = stream::apply_delta(&document, one)?;
+            version = next;
+            applied = true;
+        }
+        if applied {
+            deltas.push((version.clone(), d));
         }
     }
     let checkpoint = match envelope.get("checkpoint") {
