@@ -45,6 +45,7 @@ fn draft(changes: Vec<Change>) -> ChangesetDraft {
 }
 
 fn search_rows(reader: &LogReader) -> Vec<(String, String, String, String, i64)> {
+    confstore_search::attach(reader.connection()).expect("attach");
     let mut st = reader
         .connection()
         .prepare("SELECT service, key, value_text, description, epoch FROM search_keys ORDER BY service, key")
@@ -125,6 +126,7 @@ proptest! {
             }
             // Fold the search index incrementally, then record what was current.
             let reader = store.reader().expect("reader");
+            confstore_search::attach(reader.connection()).expect("attach");
             let tx = reader.connection().unchecked_transaction().expect("tx");
             let from = confstore_search::checkpoint(&tx).expect("checkpoint").map_or(0, |c| c.0);
             let events = reader.verified_after(from).expect("events");
@@ -136,6 +138,7 @@ proptest! {
         }
         let reader = store.reader().expect("reader");
         let incremental = search_rows(&reader);
+        confstore_search::attach(reader.connection()).expect("attach");
         let tx = reader.connection().unchecked_transaction().expect("tx");
         confstore_search::clear(&tx).expect("clear");
         let mut all = Vec::new();

@@ -105,3 +105,41 @@ fn an_older_copy_is_caught_with_the_missing_range_and_the_complete_one_passes() 
     assert!(!run.status.success());
     assert!(run.stderr.contains("forged.jws") && run.stderr.contains("signed by key"), "{}", run.stderr);
 }
+
+/// A restore SQLite cannot read through (a damaged page) is a verdict, not a crash of the
+/// check: `restore-check --json` says `ok: false`, `chain: unreadable` and why, and exits 1;
+/// `verify` fails too. (Litestream produced one in a loaded run of the #752 drill.)
+#[test]
+fn a_damaged_database_is_reported_as_a_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::in_dir(&dir.path().join("live"));
+    store.init();
+    store.ok(&["service", "add", "web"]);
+    for round in 0..4 {
+        let mut args = vec!["set".to_owned(), "web".to_owned()];
+        args.extend((0..100).map(|i| format!("key{i}=\"{round}-{}\"", "v".repeat(300))));
+        store.ok(&args);
+    }
+    // Overwrite a page in the middle of the events table (SQLite's pages are 4 KiB) with
+    // garbage, after a checkpoint put every page in the database file.
+    let db = store.db();
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    }
+    let mut bytes = std::fs::read(&db).unwrap();
+    let pages = bytes.len() / 4096;
+    assert!(pages > 8, "a database of {pages} pages");
+    for page in [pages / 2, pages / 2 + 1] {
+        bytes[page * 4096..(page + 1) * 4096].fill(0xA5);
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let run = store.run(&["restore-check", "--json"]);
+    assert!(!run.status.success(), "{run}");
+    let v = run.json();
+    assert_eq!(v["ok"], json!(false), "{v}");
+    eprintln!("restore-check on a damaged file: {v}");
+    let damaged = v["chain"] == json!("unreadable") || v["integrity"] != json!("ok");
+    assert!(damaged, "the damage is named: {v}");
+    assert!(!store.run(&["verify"]).status.success(), "verify passed a damaged database");
+}

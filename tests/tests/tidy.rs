@@ -194,25 +194,37 @@ fn every_rust_file_starts_with_a_module_doc() {
 
 #[test]
 fn every_migration_is_embedded_and_well_named() {
-    let db_rs = fs::read_to_string(root().join("crates/confstore-log/src/db.rs")).unwrap();
-    let mut names: Vec<String> = fs::read_dir(root().join("migrations"))
+    migrations_are_embedded("migrations", "crates/confstore-log/src/db.rs", "confstore-log's MIGRATIONS");
+    // The search index's own database (ADR 0037), embedded by confstore-search.
+    migrations_are_embedded(
+        "migrations/search",
+        "projections/confstore-search/src/lib.rs",
+        "confstore-search's MIGRATIONS",
+    );
+}
+
+/// Every `.sql` file of `dir` is named NNNN_verb_noun.sql, numbered without gaps from 0001,
+/// and embedded (by its path) in the source file `embedder`.
+fn migrations_are_embedded(dir: &str, embedder: &str, what: &str) {
+    let source = fs::read_to_string(root().join(embedder)).unwrap();
+    let mut names: Vec<String> = fs::read_dir(root().join(dir))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".sql"))
         .collect();
     names.sort();
-    assert!(!names.is_empty());
+    assert!(!names.is_empty(), "{dir}: no migrations");
     for (i, name) in names.iter().enumerate() {
         let stem = name.trim_end_matches(".sql");
         let (num, rest) = stem.split_at(4);
         assert_eq!(
             num.parse::<usize>().ok(),
             Some(i + 1),
-            "{name}: migrations are numbered 0001, 0002, ... without gaps"
+            "{dir}/{name}: migrations are numbered 0001, 0002, ... without gaps"
         );
-        assert!(rest.starts_with('_') && rest.len() > 1, "{name}: name migrations NNNN_verb_noun.sql");
-        assert!(db_rs.contains(&format!("migrations/{name}")), "{name} is not embedded in confstore-log's MIGRATIONS");
+        assert!(rest.starts_with('_') && rest.len() > 1, "{dir}/{name}: name migrations NNNN_verb_noun.sql");
+        assert!(source.contains(&format!("{dir}/{name}")), "{dir}/{name} is not embedded in {what}");
     }
 }
 

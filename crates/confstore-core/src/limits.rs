@@ -148,12 +148,18 @@ pub const ROLLBACK_ATTEMPTS_MAX: usize = 5;
 /// index's checkpoint between its read and its write. Each retry means another catch-up
 /// just did the work, so a few suffice; the caller is told to try again.
 pub const SEARCH_CATCH_UP_ATTEMPTS_MAX: usize = 5;
-/// Most events one transaction of the search index's catch-up takes in. Each transaction
-/// holds the database's write lock, and a commit of the log that arrives meanwhile waits
-/// for it (the write gate queues the two: ADR 0025): about 28 µs per event (a 10,000-key
-/// store, 2-vCPU machine), so 128 events hold it for ~4 ms, not the ~480 ms a 15,000-event
-/// backlog took in one transaction (docs/benchmarks.md, the search catch-up stall).
-pub const SEARCH_EVENTS_PER_TRANSACTION_MAX: usize = 128;
+/// Most index rows (keys written, descriptions rewritten) one transaction of the search
+/// index's catch-up writes. The index has its own file (ADR 0037), so its transactions hold
+/// no lock the log's commits need; the bound keeps what one transaction adds to the index's
+/// WAL, and the memory FTS5 holds before it flushes, small (~2,048 × 300-byte values), and
+/// the checkpoint moving through a long backlog. Fewer, larger transactions cost less: each
+/// one flushes a new FTS5 segment that later merges rewrite. A transaction writes each key
+/// once however often its events changed it, so bursts to a few hot keys go in long, cheap
+/// transactions.
+pub const SEARCH_ROWS_PER_TRANSACTION_MAX: usize = 2048;
+/// Most events one transaction of the search index's catch-up takes in, however few rows
+/// they write (hot keys): keeps the index's checkpoint moving through a long backlog.
+pub const SEARCH_EVENTS_PER_TRANSACTION_MAX: usize = 16_384;
 /// Hits `confstore search` shows when no `--limit` is given: a screenful.
 pub const SEARCH_HITS_DEFAULT: usize = 50;
 /// Most idle read connections the server keeps for reuse. Reads run on the blocking pool

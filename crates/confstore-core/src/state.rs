@@ -3,6 +3,7 @@
 //! [`State::apply`] folds a verified event into the state.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::event::{EventBody, EventKind};
 use crate::ids::{Hash32, StoreId};
@@ -14,6 +15,11 @@ mod decide;
 mod staged;
 pub use decide::decide;
 
+/// One service's values: key -> canonical JSON text. Shared between clones of a [`State`]
+/// and copied on write (`Arc::make_mut`): applying an event to a service whose map a clone
+/// still holds copies that one map, once.
+pub type Values = Arc<BTreeMap<String, String>>;
+
 /// Every service's values (canonical JSON text) at one point of the log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
@@ -23,8 +29,11 @@ pub struct State {
     pub seq: u64,
     /// Time of the last applied event (unix ms).
     pub time_ms: u64,
-    /// Registered services and their values: service -> key -> canonical JSON.
-    pub services: BTreeMap<String, BTreeMap<String, String>>,
+    /// Registered services and their values: service -> key -> canonical JSON. Each
+    /// service's map is shared ([`Values`]): a clone of the state copies no values, so a
+    /// reader can take the state at the head and render from it while the writer moves on
+    /// (the projector's LKG file, the publisher's snapshots).
+    pub services: BTreeMap<String, Values>,
     /// Each service's schema, if one was set.
     pub schemas: BTreeMap<String, ServiceSchema>,
     /// Secrets encrypted so far under each master-key version (AES-GCM nonce budget).
@@ -118,11 +127,12 @@ impl State {
                 self.services.entry(service.clone()).or_default();
             }
             EventKind::ValueSet { service, key, value_json, .. } => {
-                self.services.entry(service.clone()).or_default().insert(key.clone(), value_json.clone());
+                Arc::make_mut(self.services.entry(service.clone()).or_default())
+                    .insert(key.clone(), value_json.clone());
             }
             EventKind::ValueUnset { service, key, .. } => {
-                if let Some(values) = self.services.get_mut(service) {
-                    values.remove(key);
+                if let Some(values) = self.services.get_mut(service).filter(|v| v.contains_key(key)) {
+                    Arc::make_mut(values).remove(key);
                 }
             }
             EventKind::SchemaSet { service, schema_json, schema_hash } => {
@@ -135,7 +145,7 @@ impl State {
                     ciphertext: ciphertext.clone(),
                 };
                 let marker = canonical_json_text(&crate::secret::marker(&envelope));
-                self.services.entry(service.clone()).or_default().insert(key.clone(), marker);
+                Arc::make_mut(self.services.entry(service.clone()).or_default()).insert(key.clone(), marker);
                 *self.secret_encryptions.entry(*key_version).or_default() += 1;
             }
             EventKind::TokenIssued { token_id, name, role, service, token_hash } => {

@@ -118,7 +118,7 @@ mod tests {
     fn state(entries: &[(&str, &str, &str)]) -> State {
         let mut s = State::default();
         for (svc, k, v) in entries {
-            let values = s.services.entry((*svc).to_owned()).or_default();
+            let values = std::sync::Arc::make_mut(s.services.entry((*svc).to_owned()).or_default());
             if !k.is_empty() {
                 values.insert((*k).to_owned(), (*v).to_owned());
             }

@@ -514,7 +514,7 @@ fn as_values(state: &State) -> Result<Model, TestCaseError> {
     let mut out = Model::new();
     for (service, values) in &state.services {
         let mut parsed = BTreeMap::new();
-        for (key, text) in values {
+        for (key, text) in values.iter() {
             let value: Value =
                 serde_json::from_str(text).map_err(|e| TestCaseError::fail(format!("{service}.{key}: {e}")))?;
             prop_assert_eq!(&canonical_json(&value).map_err(|e| TestCaseError::fail(e.to_string()))?, text);

@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (7, "0007_verified_head_generation", include_str!("../../../migrations/0007_verified_head_generation.sql")),
     (8, "0008_create_key_changes", include_str!("../../../migrations/0008_create_key_changes.sql")),
     (9, "0009_create_merkle_hashes", include_str!("../../../migrations/0009_create_merkle_hashes.sql")),
+    (10, "0010_move_search_index", include_str!("../../../migrations/0010_move_search_index.sql")),
 ];
 
 /// The schema version this build writes.

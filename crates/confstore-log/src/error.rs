@@ -99,6 +99,12 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// Whether SQLite found the database file damaged (`SQLITE_CORRUPT`, `SQLITE_NOTADB`):
+    /// a page that is not what it should be, not a failure of the operation itself.
+    pub fn is_damaged(&self) -> bool {
+        matches!(self, Self::Sqlite { error, .. } if sqlite_damaged(error))
+    }
+
     /// Wraps a SQLite error with what was being done.
     pub fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
         move |error| Self::Sqlite { context, error }
@@ -108,4 +114,9 @@ impl LogError {
     pub fn search(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Search(Box::new(error))
     }
+}
+
+/// Whether a SQLite error says the database file is damaged ([`LogError::is_damaged`]).
+fn sqlite_damaged(error: &rusqlite::Error) -> bool {
+    matches!(error.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
 }

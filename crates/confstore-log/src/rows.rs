@@ -173,7 +173,7 @@ pub fn load_state(conn: &Connection, head: &ChainHead) -> Result<State, LogError
         .map_err(LogError::sqlite("loading values"))?;
     for row in rows {
         let (service, key, value) = row.map_err(LogError::sqlite("loading values"))?;
-        state.services.entry(service).or_default().insert(key, value);
+        std::sync::Arc::make_mut(state.services.entry(service).or_default()).insert(key, value);
     }
     let mut st = conn
         .prepare("SELECT service, schema_json, schema_hash FROM state_schemas")

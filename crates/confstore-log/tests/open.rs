@@ -103,7 +103,8 @@ fn migrations_are_recorded() {
             "0006_create_state_versions",
             "0007_verified_head_generation",
             "0008_create_key_changes",
-            "0009_create_merkle_hashes"
+            "0009_create_merkle_hashes",
+            "0010_move_search_index"
         ]
     );
 }
@@ -120,10 +121,13 @@ fn migration_0006_rebuilds_the_write_model_from_the_log() {
     drop(store);
     let c = rusqlite::Connection::open(&t.path).unwrap();
     c.execute_batch(
-        "DROP TABLE state_versions; ALTER TABLE verified_head DROP COLUMN generation; DROP TABLE key_changes; DROP TABLE merkle_hashes; DROP TABLE merkle_tree;
+        "DROP TABLE state_versions; ALTER TABLE verified_head DROP COLUMN generation; DROP TABLE merkle_hashes; DROP TABLE merkle_tree;
          DELETE FROM schema_migrations WHERE version >= 6; PRAGMA user_version = 5;",
     )
     .unwrap();
+    // A store of schema version 5 still had the search index in config.db (migration 0010
+    // moved it out; 0008 empties it).
+    c.execute_batch(include_str!("../../../migrations/0003_create_search_index.sql")).unwrap();
     drop(c);
     for round in 0..2 {
         let store = Store::open(&t.path, Some(key(1)), clock(), &DbOptions::default()).unwrap();
@@ -154,4 +158,37 @@ fn the_database_and_its_wal_and_shm_are_created_0600() {
         let mode = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{path}: {e}")).permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{path} is {mode:04o}");
     }
+}
+
+/// Migration 0010 moves the search index out of config.db (to its own file, ADR 0037): a
+/// store of schema version 9 with an index in it opens with none of the index's tables left
+/// in config.db, and its log untouched.
+#[test]
+fn migration_0010_takes_the_search_index_out_of_the_log_database() {
+    let (t, store) = temp_store();
+    store.append(draft(vec![register("web"), set("web", "port", serde_json::json!(80))])).unwrap();
+    drop(store);
+    let c = rusqlite::Connection::open(&t.path).unwrap();
+    c.execute_batch(include_str!("../../../migrations/0003_create_search_index.sql")).unwrap();
+    c.execute_batch(
+        "CREATE TABLE key_changes (service TEXT NOT NULL, key TEXT NOT NULL, epoch INTEGER NOT NULL,
+                                   PRIMARY KEY (service, key)) STRICT;
+         INSERT INTO search_keys VALUES ('web', 'port', '80', '', 2);
+         INSERT INTO key_changes VALUES ('web', 'port', 2);
+         DELETE FROM schema_migrations WHERE version >= 10; PRAGMA user_version = 9;",
+    )
+    .unwrap();
+    drop(c);
+    let store = Store::open(&t.path, Some(key(1)), clock(), &DbOptions::default()).unwrap();
+    assert!(store.refusal().is_none());
+    let c = rusqlite::Connection::open(&t.path).unwrap();
+    let left: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_schema WHERE name LIKE 'search%' OR name = 'key_changes'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(left.is_empty(), "left in config.db: {left:?}");
+    assert_eq!(store.reader().unwrap().current_state().unwrap().value("web", "port"), Some("80"));
 }

@@ -98,7 +98,8 @@ proptest! {
         let reader = store.reader().unwrap();
         for (epoch, expected) in at_epoch.iter().enumerate() {
             let state = reader.replay(Until::Epoch(epoch as u64)).unwrap();
-            prop_assert_eq!(&state.services, expected, "epoch {}", epoch);
+            let services: Model = state.services.into_iter().map(|(s, v)| (s, (*v).clone())).collect();
+            prop_assert_eq!(&services, expected, "epoch {}", epoch);
         }
         for (service, values) in &model {
             let current = reader.current(service).unwrap().unwrap();

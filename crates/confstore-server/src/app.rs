@@ -112,10 +112,12 @@ impl ReaderPool {
             Some(r) => r,
             None => {
                 let r = LogReader::open_with(&self.path, &self.opts)?;
-                // These connections write only the search index, a projection rebuilt from
-                // the log whenever its checkpoint is lost: its commits need not wait for an
-                // fsync. In WAL mode NORMAL still keeps every commit atomic and ordered, and
-                // the writer's own FULL commits (on another connection) stay durable.
+                // These connections write only projections rebuilt from the log whenever
+                // their checkpoint is lost (the Merkle tree here; the search index in its own
+                // file, attached with NORMAL too: confstore_search::attach): their commits
+                // need not wait for an fsync. In WAL mode NORMAL still keeps every commit
+                // atomic and ordered, and the writer's own FULL commits (on another
+                // connection) stay durable.
                 r.connection()
                     .pragma_update(None, "synchronous", "NORMAL")
                     .map_err(LogError::sqlite("setting synchronous on a read connection"))?;

@@ -145,12 +145,14 @@ impl ReadModel {
         if let Some(s) = self.cached(service).filter(|s| s.head_epoch == epoch) {
             return Some(s);
         }
-        let snap = self.read(|m| {
-            confstore_snapshots::project(&m.state, &m.store_id.to_hex(), m.generation, service).ok().map(|p| Snap {
-                head_epoch: m.state.epoch,
-                json: p.to_json(),
-                jws: p.to_jws_text(key),
-            })
+        // What the snapshot reads, taken under the lock (the maps are shared, not copied);
+        // rendered and signed after it, so the commit listener never waits for a render.
+        let (view, store_id, generation) =
+            self.read(|m| (confstore_snapshots::service_view(&m.state, service), m.store_id, m.generation));
+        let snap = confstore_snapshots::project(&view, &store_id.to_hex(), generation, service).ok().map(|p| Snap {
+            head_epoch: view.epoch,
+            json: p.to_json(),
+            jws: p.to_jws_text(key),
         })?;
         let snap = Arc::new(snap);
         let mut cache = self.snapshots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -25,22 +25,21 @@ const SEARCH_INTERVAL: Duration = Duration::from_secs(2);
 /// Writes the high-water mark, then the LKG file, for the read model's head; and the signed
 /// head file, if one is configured.
 fn write_lkg(app: &App, live: &LiveMode) -> Result<u64, String> {
-    let content = live.model.read(|m| {
-        let services = confstore_snapshots::project_all(&m.state, &m.store_id.to_hex(), m.generation);
-        confstore_lkg::LkgContent::at_head(&m.state, m.store_id, m.generation, &m.head_hash, services)
-    });
+    // The state at the head, taken under the read model's lock and rendered after it: a clone
+    // shares every service's values (confstore_core::state::Values), while rendering a
+    // 10,000-key store takes ~10 ms, and the commit listener waits for the lock to fold the
+    // next commit in (docs/benchmarks.md, "The read model's lock and the LKG rewrite").
+    let (state, store_id, generation, head_hash) =
+        live.model.read(|m| (m.state.clone(), m.store_id, m.generation, m.head_hash));
+    let services = confstore_snapshots::project_all(&state, &store_id.to_hex(), generation);
+    let content = confstore_lkg::LkgContent::at_head(&state, store_id, generation, &head_hash, services);
     let seq = content.seq;
     if let Some(path) = &app.config.head_file {
-        let doc = live.model.read(|m| {
-            let (store_id, hash) = (m.store_id.to_hex(), m.head_hash.to_hex());
-            let at = confstore_core::stream::Position {
-                store_id: &store_id,
-                generation: m.generation,
-                seq: m.state.seq,
-                hash: &hash,
-            };
-            confstore_core::stream::head_document(&at, m.state.epoch, m.state.time_ms)
-        });
+        let doc = {
+            let (store_id, hash) = (store_id.to_hex(), head_hash.to_hex());
+            let at = confstore_core::stream::Position { store_id: &store_id, generation, seq: state.seq, hash: &hash };
+            confstore_core::stream::head_document(&at, state.epoch, state.time_ms)
+        };
         let jws = confstore_core::jws::sign(&doc, confstore_core::jws::TYP_HEAD, &app.keys.signing);
         confstore_lkg::write_atomically(path, &jws.to_string())
             .map_err(|e| format!("cannot write the signed head file: {e}"))?;

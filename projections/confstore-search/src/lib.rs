@@ -6,19 +6,120 @@
 //! Beside the index it keeps the epoch each key last changed (secrets included, without
 //! their values) for the web UI ([`key_epochs`]).
 //!
+//! The index has its own database file beside the log's, `config.search.db` ([`path_for`]),
+//! attached to a connection of the log's database as schema `search` ([`attach`]; every
+//! function here attaches it first): its write transactions take that file's write lock,
+//! never the log's, so a commit never waits for the index (docs/adr/0037).
+//!
 //! Architecture invariant: it reads verified events and core state only, and never imports
-//! another projection. Its tables come from `migrations/0003_create_search_index.sql` and
-//! `migrations/0008_create_key_changes.sql`.
+//! another projection. Its tables come from `migrations/search/`.
 
 mod catch_up;
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 use confstore_core::{EventKind, Hash32, State, Verified};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 pub use catch_up::catch_up;
+
+/// The schema name the index's database is attached under.
+pub const SCHEMA: &str = "search";
+
+/// `PRAGMA application_id` of the index's database ("CFSI"), so `file` and tools can tell
+/// it from the log's ("CFST").
+pub const APPLICATION_ID: i32 = 0x4346_5349;
+
+/// The index's migrations, in order: (version, name, SQL). Each creates its tables in the
+/// attached schema (`search.`).
+const MIGRATIONS: &[(u32, &str, &str)] =
+    &[(1, "0001_create_search_index", include_str!("../../../migrations/search/0001_create_search_index.sql"))];
+
+/// The index's file for the log's database at `db`: `config.db` → `config.search.db`, in
+/// the same directory.
+pub fn path_for(db: &Path) -> PathBuf {
+    let stem = db.file_stem().map_or_else(|| "config".into(), |s| s.to_string_lossy().into_owned());
+    db.with_file_name(format!("{stem}.search.db"))
+}
+
+/// Attaches the index's database ([`path_for`] the connection's main database) to `conn`
+/// as schema [`SCHEMA`], creating the file (mode 0600, so its `-wal` and `-shm` are private
+/// too) and its tables if missing. Does nothing if it is attached already. Outside a
+/// transaction (SQLite cannot attach inside one).
+pub fn attach(conn: &Connection) -> Result<(), SearchError> {
+    let attached = conn.prepare_cached("SELECT 1 FROM pragma_database_list WHERE name = ?1")?.exists([SCHEMA])?;
+    if attached {
+        return Ok(());
+    }
+    let main = conn.path().filter(|p| !p.is_empty()).ok_or(SearchError::NoFile)?;
+    let path = path_for(Path::new(main));
+    confstore_log::files::create_private_file(&path)
+        .map_err(|error| SearchError::Create { path: path.clone(), error })?;
+    conn.execute("ATTACH DATABASE ?1 AS search", [path.to_string_lossy()])?;
+    // WAL, as the log: readers (search requests) never block the catch-up's writes.
+    let mode: String = conn.query_row("PRAGMA search.journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(SearchError::Schema(format!("the search index refused WAL mode (journal_mode is {mode})")));
+    }
+    // NORMAL: derived data, rebuilt from the log. A power loss may roll the index back to an
+    // earlier checkpoint (never corrupt it: WAL mode), and the next catch-up redoes the rest;
+    // a commit does not wait for an fsync.
+    conn.execute_batch("PRAGMA search.synchronous = NORMAL")?;
+    // After a checkpoint, truncate a WAL that grew (a rebuild, a long reader) back to this.
+    conn.pragma_update(
+        Some(SCHEMA),
+        "journal_size_limit",
+        i64::try_from(confstore_core::limits::WAL_BYTES_KEPT_MAX).unwrap_or(i64::MAX),
+    )?;
+    migrate(conn)
+}
+
+/// Applies the index's pending migrations ([`MIGRATIONS`]) in one transaction.
+fn migrate(conn: &Connection) -> Result<(), SearchError> {
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    let read = |c: &Connection| -> Result<(i32, u32), SearchError> {
+        let app_id: i32 = c.query_row("PRAGMA search.application_id", [], |r| r.get(0))?;
+        let version: u32 = c.query_row("PRAGMA search.user_version", [], |r| r.get(0))?;
+        Ok((app_id, version))
+    };
+    let (app_id, version) = read(conn)?;
+    if version == known && app_id == APPLICATION_ID {
+        return Ok(());
+    }
+    // A deferred transaction whose first statement writes the index's file: it takes that
+    // file's write lock only (BEGIN IMMEDIATE would take the log's too).
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Deferred)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS search.search_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL) STRICT",
+    )?;
+    // Read again under the lock: another connection may have migrated meanwhile.
+    let (app_id, version) = read(&tx)?;
+    let has_tables: bool =
+        tx.query_row("SELECT count(*) > 0 FROM search.sqlite_schema WHERE name <> 'search_migrations'", [], |r| {
+            r.get(0)
+        })?;
+    if app_id != APPLICATION_ID && (app_id != 0 || has_tables) {
+        return Err(SearchError::Schema(
+            "the search index's file is not a confstore search index (its application_id differs); delete it to rebuild"
+                .into(),
+        ));
+    }
+    if version > known {
+        return Err(SearchError::Schema(format!(
+            "the search index has schema version {version}, newer than the {known} this confstore knows; delete it to rebuild"
+        )));
+    }
+    for (v, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > version) {
+        tx.execute_batch(sql)?;
+        tx.execute("INSERT INTO search.search_migrations (version, name) VALUES (?1, ?2)", params![v, name])?;
+    }
+    tx.pragma_update(Some(SCHEMA), "user_version", known)?;
+    tx.pragma_update(Some(SCHEMA), "application_id", APPLICATION_ID)?;
+    tx.commit()?;
+    Ok(())
+}
 
 /// Most hits one query returns (limits.rs).
 pub const HITS_MAX: usize = confstore_core::limits::SEARCH_HITS_MAX;
@@ -36,6 +137,20 @@ pub enum SearchError {
         /// How many times it read again.
         attempts: usize,
     },
+    /// The log's connection has no file (an in-memory database): the index has no place.
+    #[error("search index: the log's database has no file to put the index beside")]
+    NoFile,
+    /// The index's file could not be created.
+    #[error("search index: cannot create {path}: {error}")]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The index's file is not one this build can use.
+    #[error("search index: {0}")]
+    Schema(String),
 }
 
 /// One matching key.
@@ -59,6 +174,7 @@ fn i(v: u64) -> i64 {
 
 /// The last event folded in, if any.
 pub fn checkpoint(conn: &Connection) -> Result<Option<(u64, Hash32)>, SearchError> {
+    attach(conn)?;
     Ok(conn
         .query_row("SELECT seq, hash FROM search_checkpoint WHERE id = 1", [], |r| {
             let seq: i64 = r.get(0)?;
@@ -70,6 +186,7 @@ pub fn checkpoint(conn: &Connection) -> Result<Option<(u64, Hash32)>, SearchErro
 
 /// Empties the index and its checkpoint (the start of a rebuild).
 pub fn clear(conn: &Connection) -> Result<(), SearchError> {
+    attach(conn)?;
     conn.execute_batch("DELETE FROM search_keys; DELETE FROM key_changes; DELETE FROM search_checkpoint;")?;
     Ok(())
 }
@@ -97,6 +214,7 @@ fn description(state: &State, service: &str, key: &str) -> String {
 /// `state` is the configuration after the last of them (for schema descriptions). Call
 /// inside the transaction that should hold rows and checkpoint together.
 pub fn apply(conn: &Connection, events: &[Verified], state: &State) -> Result<(), SearchError> {
+    attach(conn)?;
     let Some(last) = events.last() else { return Ok(()) };
     let mut upsert = conn.prepare_cached(
         "INSERT INTO search_keys (service, key, value_text, description, epoch) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -178,6 +296,7 @@ pub fn apply(conn: &Connection, events: &[Verified], state: &State) -> Result<()
 /// The epoch each key of `service` last changed (set, secret set), key -> epoch; keys
 /// never set, or unset since, are absent.
 pub fn key_epochs(conn: &Connection, service: &str) -> Result<std::collections::BTreeMap<String, u64>, SearchError> {
+    attach(conn)?;
     let mut st = conn.prepare_cached("SELECT key, epoch FROM key_changes WHERE service = ?1")?;
     let rows = st.query_map(params![service], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     let mut out = std::collections::BTreeMap::new();
@@ -198,6 +317,7 @@ pub fn search(
     since: Option<u64>,
     limit: usize,
 ) -> Result<Vec<Hit>, SearchError> {
+    attach(conn)?;
     let limit = i64::try_from(limit.min(HITS_MAX)).unwrap_or(0);
     let query = query.trim();
     let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Hit> {
@@ -250,6 +370,7 @@ pub struct Rebuild<'c> {
 impl<'c> Rebuild<'c> {
     /// Empties the index.
     pub fn start(conn: &'c Connection) -> Result<Self, SearchError> {
+        attach(conn)?;
         clear(conn)?;
         Ok(Self { conn, state: State::default(), chunk: Vec::new(), events: 0, error: None })
     }

@@ -65,6 +65,7 @@ fn key_changes(reader: &LogReader) -> Vec<(String, String, i64)> {
 }
 
 fn catch_up(reader: &LogReader) {
+    confstore_search::attach(reader.connection()).unwrap();
     let tx = reader.connection().unchecked_transaction().unwrap();
     let from = confstore_search::checkpoint(&tx).unwrap().map_or(0, |c| c.0);
     let events = reader.verified_after(from).unwrap();
@@ -110,6 +111,7 @@ proptest! {
         let incremental_epochs = key_changes(&reader);
 
         // A rebuild from scratch gives the same rows.
+        confstore_search::attach(reader.connection()).unwrap();
         let tx = reader.connection().unchecked_transaction().unwrap();
         confstore_search::clear(&tx).unwrap();
         let mut state = State::default();

@@ -37,11 +37,19 @@ fn answers(path: &Path) -> Vec<Vec<(String, String, String, u64)>> {
 /// Makes the index's checkpoint name an event this log does not have, so the next catch-up
 /// rebuilds it (as after a restore).
 fn force_rebuild(path: &Path) {
-    rusqlite::Connection::open(path).unwrap().execute("UPDATE search_checkpoint SET hash = zeroblob(32)", []).unwrap();
+    rusqlite::Connection::open(confstore_search::path_for(path))
+        .unwrap()
+        .execute("UPDATE search_checkpoint SET hash = zeroblob(32)", [])
+        .unwrap();
 }
 
+/// Copies the log's database and the index's (its own file beside it, ADR 0037).
 fn copy_db(from: &Path, to: &Path) {
-    rusqlite::Connection::open(from).unwrap().execute("VACUUM INTO ?1", [to.to_str().unwrap()]).unwrap();
+    for (from, to) in
+        [(from.to_owned(), to.to_owned()), (confstore_search::path_for(from), confstore_search::path_for(to))]
+    {
+        rusqlite::Connection::open(&from).unwrap().execute("VACUUM INTO ?1", [to.to_str().unwrap()]).unwrap();
+    }
 }
 
 #[test]

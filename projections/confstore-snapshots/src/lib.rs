@@ -91,7 +91,7 @@ impl<'s> Resolver<'s> {
                 || s.get("unevaluatedProperties").is_some_and(|a| a != &Value::Bool(false))
         });
         let global = if service == GLOBAL_SCOPE { None } else { state.services.get(GLOBAL_SCOPE) };
-        Ok(Self { own, global, schema, allows_any })
+        Ok(Self { own, global: global.map(|g| &**g), schema, allows_any })
     }
 
     fn properties(&self) -> Option<&Map<String, Value>> {
@@ -158,10 +158,10 @@ pub fn project(
 }
 
 /// The part of `state` that `service`'s snapshot reads ([`project`]): its own values,
-/// `global`'s, its schema and version, the epoch and the generation, copied, so that the
-/// snapshot can be rendered on another thread while `state` moves on (the publisher's
-/// retained snapshots of large services: docs/adr/0033). Costs a copy of those two maps,
-/// a small share of rendering and signing them.
+/// `global`'s, its schema and version, the epoch and the generation, so that the snapshot
+/// can be rendered on another thread while `state` moves on (the publisher's retained
+/// snapshots of large services: docs/adr/0033). The two maps are shared, not copied
+/// ([`confstore_core::state::Values`]).
 pub fn service_view(state: &State, service: &str) -> State {
     let mut view = State {
         epoch: state.epoch,
@@ -195,8 +195,11 @@ pub fn project_staged(
     rollout: &confstore_core::rollout::Rollout,
 ) -> Result<ServiceSnapshot, SnapshotError> {
     let service = rollout.service.as_str();
-    let mut own =
-        state.services.get(service).cloned().ok_or_else(|| SnapshotError::UnknownService(service.to_owned()))?;
+    let mut own: BTreeMap<String, String> = state
+        .services
+        .get(service)
+        .map(|v| (**v).clone())
+        .ok_or_else(|| SnapshotError::UnknownService(service.to_owned()))?;
     for change in &rollout.changes {
         match change.stored_value() {
             Some(v) => own.insert(change.key().to_owned(), v),
@@ -413,7 +416,7 @@ mod jws_tests {
 
     fn snapshot() -> ServiceSnapshot {
         let mut state = State::default();
-        state.services.insert("web".into(), [("port".to_owned(), "80".to_owned())].into());
+        state.services.insert("web".into(), std::sync::Arc::new([("port".to_owned(), "80".to_owned())].into()));
         project(&state, "00", 1, "web").unwrap()
     }
 
@@ -434,9 +437,11 @@ mod jws_tests {
     #[test]
     fn a_service_view_projects_the_same_snapshot_as_the_whole_state() {
         let mut state = State { epoch: 9, seq: 12, generation: 2, ..State::default() };
-        state.services.insert("web".into(), [("port".to_owned(), "80".to_owned())].into());
-        state.services.insert("db".into(), [("port".to_owned(), "5432".to_owned())].into());
-        state.services.insert(GLOBAL_SCOPE.into(), [("region".to_owned(), "\"eu\"".to_owned())].into());
+        state.services.insert("web".into(), std::sync::Arc::new([("port".to_owned(), "80".to_owned())].into()));
+        state.services.insert("db".into(), std::sync::Arc::new([("port".to_owned(), "5432".to_owned())].into()));
+        state
+            .services
+            .insert(GLOBAL_SCOPE.into(), std::sync::Arc::new([("region".to_owned(), "\"eu\"".to_owned())].into()));
         let schema = r#"{"type":"object","properties":{"port":{},"region":{},"tls":{"default":true}}}"#;
         state.schemas.insert("web".into(), confstore_core::state::ServiceSchema { json: schema.into(), hash: [7; 32] });
         state

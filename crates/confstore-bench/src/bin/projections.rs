@@ -95,6 +95,7 @@ fn search_bench(dir: &std::path::Path, queries: usize) -> Result<Line> {
         }
     }
     let reader = s.reader()?;
+    confstore_search::attach(reader.connection())?;
     let tx = reader.connection().unchecked_transaction()?;
     confstore_search::apply(&tx, &reader.verified_after(0)?, &reader.current_state()?)?;
     tx.commit()?;
@@ -131,8 +132,9 @@ fn search_bench(dir: &std::path::Path, queries: usize) -> Result<Line> {
 fn lkg_bench(dir: &std::path::Path, runs: usize) -> Result<Line> {
     let mut state = State::default();
     for s in 0..100 {
-        let values = (0..100).map(|k| (format!("key_{k:03}"), format!("\"value-{s}-{k}-abcdefghij\""))).collect();
-        state.services.insert(format!("service-{s:03}"), values);
+        let values: std::collections::BTreeMap<String, String> =
+            (0..100).map(|k| (format!("key_{k:03}"), format!("\"value-{s}-{k}-abcdefghij\""))).collect();
+        state.services.insert(format!("service-{s:03}"), values.into());
     }
     let services: BTreeMap<String, serde_json::Value> = state
         .services
@@ -227,6 +229,7 @@ fn log_bench(dir: &std::path::Path, events: usize) -> Result<(Line, Line)> {
         target: "< 1 s".into(),
         pass: replay < Duration::from_secs(1),
     };
+    confstore_search::attach(reader.connection())?;
     let tx = reader.connection().unchecked_transaction()?;
     let start = Instant::now();
     let mut rebuild = confstore_search::Rebuild::start(&tx)?;
@@ -256,6 +259,7 @@ fn startup_bench(dir: &std::path::Path, events: usize) -> Result<(Line, Line)> {
     }
     // Make the projections current, as a running server keeps them.
     let reader = LogReader::open(&path)?;
+    confstore_search::attach(reader.connection())?;
     let tx = reader.connection().unchecked_transaction()?;
     confstore_search::apply(&tx, &reader.verified_after(0)?, &reader.current_state()?)?;
     tx.commit()?;
@@ -278,6 +282,7 @@ fn startup_bench(dir: &std::path::Path, events: usize) -> Result<(Line, Line)> {
     let ready = pct(times, 500);
     let start = Instant::now();
     let reader = LogReader::open(&path)?;
+    confstore_search::attach(reader.connection())?;
     let tx = reader.connection().unchecked_transaction()?;
     let mut rebuild = confstore_search::Rebuild::start(&tx)?;
     reader.replay_with(Until::Head, |ev| rebuild.push(ev))?;

@@ -150,12 +150,14 @@ pub async fn keys(State(app): State<App>, ApiPath(p): ApiPath<KeysPath>, view: R
         }
     };
     // Everything from one read of the model, so values, sources and schema agree.
-    let (epoch, seq, snap, raw, schema) = l.model.read(|m| {
-        let snap = confstore_snapshots::project(&m.state, &m.store_id.to_hex(), m.generation, &p.service);
-        let raw = |scope: &str| m.state.services.get(scope).cloned().unwrap_or_default();
-        let schema = m.state.schemas.get(&p.service).and_then(|s| serde_json::from_str::<Value>(&s.json).ok());
-        (m.state.epoch, m.state.seq, snap, (raw(&p.service), raw(GLOBAL_SCOPE)), schema)
-    });
+    // (The service's part of the state is taken under the read model's lock, its maps shared,
+    // and rendered after it: the commit listener never waits for a render.)
+    let (view, store_id, generation) =
+        l.model.read(|m| (confstore_snapshots::service_view(&m.state, &p.service), m.store_id, m.generation));
+    let snap = confstore_snapshots::project(&view, &store_id.to_hex(), generation, &p.service);
+    let raw = |scope: &str| view.services.get(scope).cloned().unwrap_or_default();
+    let schema = view.schemas.get(&p.service).and_then(|s| serde_json::from_str::<Value>(&s.json).ok());
+    let (epoch, seq, raw) = (view.epoch, view.seq, (raw(&p.service), raw(GLOBAL_SCOPE)));
     let snap = snap.map_err(|_| unknown())?;
     let service = p.service.clone();
     let l = l.clone();

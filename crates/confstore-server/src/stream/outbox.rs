@@ -746,7 +746,7 @@ impl Outbox {
 
     /// When `service`'s retained snapshot falls due.
     fn due_at(&self, service: &str, due: &Due) -> Instant {
-        let keys = self.state.services.get(service).map_or(0, std::collections::BTreeMap::len);
+        let keys = self.state.services.get(service).map_or(0, |v| v.len());
         due.since + snapshot_window(keys)
     }
 

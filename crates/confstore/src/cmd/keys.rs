@@ -178,7 +178,7 @@ fn rotate_master(ctx: &Ctx, args: &RotateArgs) -> Result<ExitCode> {
         let sealer = super::secret::Sealer::new(ctx)?;
         let mut changes = Vec::new();
         for (service, values) in &state.services {
-            for (key, stored) in values {
+            for (key, stored) in values.iter() {
                 let Some(envelope) = confstore_core::secret::envelope_of(stored) else { continue };
                 if envelope.key_version == new_version {
                     continue;

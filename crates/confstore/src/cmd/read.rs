@@ -38,7 +38,7 @@ pub fn get(ctx: &Ctx, args: &GetArgs) -> Result<ExitCode> {
     // Now: the write model kept at the head (no replay). Past: a verified replay.
     // Now: the write model plus the few events after its checkpoint. Past: a verified replay.
     let state = if until == Until::Head { reader.current_state()? } else { reader.replay(until)? };
-    let (epoch, mut services): (u64, BTreeMap<String, BTreeMap<String, String>>) = (state.epoch, state.services);
+    let (epoch, mut services): (u64, BTreeMap<String, confstore_core::state::Values>) = (state.epoch, state.services);
     if let Some(only) = &args.service {
         services.retain(|name, _| name == only);
     }
@@ -70,7 +70,7 @@ pub fn get(ctx: &Ctx, args: &GetArgs) -> Result<ExitCode> {
             if args.service.is_none() {
                 println!("[{service}]");
             }
-            for (k, v) in vals {
+            for (k, v) in vals.iter() {
                 println!("{k} = {}", parse(v));
             }
         }

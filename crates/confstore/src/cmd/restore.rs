@@ -28,6 +28,37 @@ pub fn check(ctx: &Ctx, args: &RestoreCheckArgs) -> Result<ExitCode> {
         bail!("no database at {}", db.display());
     }
     let anchor = trusted_key_from(ctx, args.public_key.as_deref())?;
+    match check_database(ctx, args, anchor) {
+        // A restore SQLite cannot even read through (a page that is not what it should be)
+        // is a verdict, not a failure of the check: say so the way every other problem is
+        // said, `--json` included.
+        Err(e) if damaged(&e) => {
+            let problem = format!("the database is damaged: {e:#}");
+            if args.json {
+                output::json(&json!({
+                    "ok": false,
+                    "database": db,
+                    "integrity": format!("{e:#}"),
+                    "chain": "unreadable",
+                    "problems": [problem],
+                }));
+            } else {
+                eprintln!("problem: {problem}");
+                println!("restore check: FAILED");
+            }
+            Ok(ExitCode::from(1))
+        }
+        other => other,
+    }
+}
+
+/// Whether `e` is SQLite finding the file damaged (`SQLITE_CORRUPT`, `SQLITE_NOTADB`).
+fn damaged(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<confstore_log::LogError>().is_some_and(confstore_log::LogError::is_damaged))
+}
+
+fn check_database(ctx: &Ctx, args: &RestoreCheckArgs, anchor: VerifyingKey) -> Result<ExitCode> {
+    let db = ctx.db_path();
     let reader = ctx.reader()?;
     let integrity = integrity_check(&reader)?;
     let chain = verify_database(&reader, anchor, false)?;
@@ -162,9 +193,10 @@ pub(super) fn local_problems(ctx: &Ctx, reader: &LogReader) -> Result<Vec<String
 
 /// `PRAGMA integrity_check` (the full check, not `quick_check`): `ok`, or the problems found.
 fn integrity_check(reader: &LogReader) -> Result<String> {
-    let mut st = reader.connection().prepare("PRAGMA integrity_check").context("cannot run integrity_check")?;
-    let rows: Vec<String> =
-        st.query_map([], |r| r.get::<_, String>(0)).context("integrity_check")?.collect::<Result<_, _>>()?;
+    let failed = confstore_log::LogError::sqlite("running integrity_check");
+    let mut st = reader.connection().prepare("PRAGMA integrity_check").map_err(failed)?;
+    let rows = st.query_map([], |r| r.get::<_, String>(0)).and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+    let rows = rows.map_err(confstore_log::LogError::sqlite("running integrity_check"))?;
     Ok(rows.join("; "))
 }
 

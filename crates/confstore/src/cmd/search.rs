@@ -48,6 +48,7 @@ pub fn rebuild(ctx: &Ctx, as_json: bool) -> Result<ExitCode> {
     let total = reader.count()?;
     let bar = output::progress(total, "rebuilding");
     let conn = reader.connection();
+    confstore_search::attach(conn).context("cannot open the search index")?;
     let tx = conn.unchecked_transaction().context("cannot start the rebuild")?;
     let mut rebuild = confstore_search::Rebuild::start(&tx)?;
     reader.replay_with(Until::Head, |ev| {
