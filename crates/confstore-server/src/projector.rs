@@ -1,15 +1,7 @@
 //! The projections the server keeps on disk, caught up in the background after commits:
-//! the search index (in its own file, `config.search.db`, its checkpoint in the same
-//! transaction) and the LKG file (rewritten at most every `lkg_interval`, its high-water
-//! mark first). It also folds in events other processes appended (the CLI), every second
-//! when idle, and extends the Merkle tree.
-//!
-//! The search index and the LKG file are written on a thread of lower CPU priority
-//! ([`Worker`], nice +10): after a burst of writes their catch-up is seconds of CPU that
-//! may wait, and on a small machine it otherwise took the cores the next requests needed
-//! (docs/benchmarks.md, "The projector at a lower CPU priority"). Folding in other writers'
-//! events and extending the Merkle tree stay at normal priority: both take locks a commit
-//! needs (the writer, the write gate), and a thread that holds one must not wait for CPU.
+//! the search index (in `config.db`, its checkpoint in the same transaction) and the LKG
+//! file (rewritten at most every `lkg_interval`, its high-water mark first). It also folds
+//! in events other processes appended (the CLI), every second when idle.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,47 +21,6 @@ const PASS_SHARE_INVERSE: u32 = 20;
 /// (docs/testing.md row 12: the WAL a long reader lets grow). Readers never wait for it: a search
 /// request, and the web UI's keys view, catch the index up themselves first.
 const SEARCH_INTERVAL: Duration = Duration::from_secs(2);
-
-/// The nice value of the projector's worker thread: CFS then gives it about a ninth of
-/// the CPU a normal thread gets when both want the same core, and all of it when the core
-/// is idle.
-const WORKER_NICE: i32 = 10;
-
-/// The projector's thread for the search index and the LKG file, at a lower CPU priority
-/// ([`WORKER_NICE`]). Jobs run one at a time, in order; a job that panics is reported and
-/// the thread goes on.
-struct Worker {
-    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
-}
-
-impl Worker {
-    fn start() -> std::io::Result<Self> {
-        let (jobs, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        std::thread::Builder::new().name("confstore-project".into()).spawn(move || {
-            // Linux gives every thread its own nice value: this lowers this thread's only.
-            if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), WORKER_NICE) {
-                tracing::warn!(error = %e, "cannot lower the projector's CPU priority; it runs at normal priority");
-            }
-            for job in rx {
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
-                    tracing::error!("a projector pass panicked; the next pass tries again");
-                }
-            }
-        })?;
-        Ok(Self { jobs })
-    }
-
-    /// Runs `f` on the worker; `None` if it panicked (or the worker is gone).
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Box::new(move || {
-                let _ = tx.send(f());
-            }))
-            .ok()?;
-        rx.await.ok()
-    }
-}
 
 /// Writes the high-water mark, then the LKG file, for the read model's head; and the signed
 /// head file, if one is configured.
@@ -113,13 +64,6 @@ fn write_lkg(app: &App, live: &LiveMode) -> Result<u64, String> {
 /// projections cost a fixed amount per interval, not per commit. Search requests catch the
 /// index up themselves, so they never wait for a pass.
 pub async fn run(app: App) {
-    let worker = match Worker::start() {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the projector's thread; the search index and the LKG file are not kept");
-            return;
-        }
-    };
     let mut done = Pass { search_seq: None, search_at: None, lkg_seq: None };
     let mut last_pass: Option<(tokio::time::Instant, Duration)> = None;
     loop {
@@ -147,28 +91,13 @@ pub async fn run(app: App) {
             }
         }
         let started = tokio::time::Instant::now();
-        let m = Arc::clone(&mode);
-        let _ = tokio::task::spawn_blocking(move || log_pass(&m)).await;
         let (a, m) = (app.clone(), Arc::clone(&mode));
         let before = done;
-        if let Some(next) = worker.run(move || pass(&a, &m, before)).await {
+        let result = tokio::task::spawn_blocking(move || pass(&a, &m, before)).await;
+        if let Ok(next) = result {
             done = next;
         }
         last_pass = Some((started, started.elapsed()));
-    }
-}
-
-/// The part of a pass that takes locks a commit needs, at normal priority: other writers'
-/// events folded in (the writer), the Merkle tree extended (the write gate).
-fn log_pass(mode: &Mode) {
-    let Mode::Live(live) = mode else { return };
-    if let Err(e) = live.store.refresh() {
-        tracing::error!(error = %e, "cannot fold in other writers' events");
-    }
-    // The Merkle tree, in batches behind the commits (ADR 0027); checkpoints and proofs
-    // extend it themselves too, so this only keeps their work small.
-    if let Err(e) = crate::checkpoints::extend_to_head(live) {
-        tracing::warn!(error = %e, "the Merkle tree is behind the log; retrying");
     }
 }
 
@@ -181,9 +110,11 @@ struct Pass {
     lkg_seq: Option<u64>,
 }
 
-/// The search index and the LKG file, on the projector's worker (lower priority).
 fn pass(app: &App, mode: &Mode, mut done: Pass) -> Pass {
     let Mode::Live(live) = mode else { return done };
+    if let Err(e) = live.store.refresh() {
+        tracing::error!(error = %e, "cannot fold in other writers' events");
+    }
     let head = live.model.read(|m| m.state.seq);
     if done.search_seq != Some(head) && done.search_at.is_none_or(|t| t.elapsed() >= SEARCH_INTERVAL) {
         done.search_at = Some(std::time::Instant::now());
@@ -200,6 +131,11 @@ fn pass(app: &App, mode: &Mode, mut done: Pass) -> Pass {
         }
     }
     app.metrics.projection_lag("search", head.saturating_sub(done.search_seq.unwrap_or(0)));
+    // The Merkle tree, in batches behind the commits (ADR 0027); checkpoints and proofs
+    // extend it themselves too, so this only keeps their work small.
+    if let Err(e) = crate::checkpoints::extend_to_head(live) {
+        tracing::warn!(error = %e, "the Merkle tree is behind the log; retrying");
+    }
     // Only when the head moved since the last rewrite (an idle server writes nothing).
     if done.lkg_seq != Some(head) {
         match write_lkg(app, live) {
