@@ -193,10 +193,11 @@ pub(super) fn local_problems(ctx: &Ctx, reader: &LogReader) -> Result<Vec<String
 
 /// `PRAGMA integrity_check` (the full check, not `quick_check`): `ok`, or the problems found.
 fn integrity_check(reader: &LogReader) -> Result<String> {
-    let failed = confstore_log::LogError::sqlite("running integrity_check");
-    let mut st = reader.connection().prepare("PRAGMA integrity_check").map_err(failed)?;
-    let rows = st.query_map([], |r| r.get::<_, String>(0)).and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-    let rows = rows.map_err(confstore_log::LogError::sqlite("running integrity_check"))?;
+    let rows = reader
+        .connection()
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut st| st.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>())
+        .map_err(confstore_log::LogError::sqlite("running integrity_check"))?;
     Ok(rows.join("; "))
 }
 
